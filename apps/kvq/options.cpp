@@ -1,0 +1,25 @@
+#include "command.h"
+
+namespace kvq::app {
+
+void ModelFlags::add_to(CLI::App& cmd, bool with_device) {
+  cmd.add_option("--model", path, "Model: a Hugging Face directory or a llama2.c .bin checkpoint")
+      ->required();
+  cmd.add_option("--dtype", dtype, "Compute dtype: fp32, bf16 or fp16");
+  if (with_device) cmd.add_option("--device", device, "Device: cpu, cuda or cuda:N");
+}
+
+model::LlamaModel ModelFlags::load() const {
+  model::LoadOptions options;
+  options.dtype = model::parse_dtype(dtype, "--dtype");
+  options.device = model::parse_device(device, "--device");
+  return model::LlamaModel::load(path, options);
+}
+
+std::unique_ptr<model::Tokenizer> ModelFlags::tokenizer(const model::LlamaModel& m) const {
+  return model::open_tokenizer_for_model(path, static_cast<int32_t>(m.config().vocab_size));
+}
+
+bool show_progress(bool quiet) { return !quiet; }
+
+}  // namespace kvq::app

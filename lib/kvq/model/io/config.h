@@ -1,0 +1,51 @@
+// ModelConfig: the architecture of a LLaMA-family decoder, parsed from a Hugging Face
+// config.json or a llama2.c checkpoint header. Anything the runner does not implement
+// (another activation, biases, an unknown rope_scaling type, ...) is rejected here by name,
+// so the runner never silently computes a different model.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace kvq::model {
+
+struct RopeScaling {
+  enum class Kind { None, Llama3 };
+  Kind kind = Kind::None;
+  // Llama 3 ("rope_type": "llama3") parameters.
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+};
+
+struct ModelConfig {
+  std::string architecture = "llama";  // model_type
+  int64_t dim = 0;                     // hidden_size
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t ffn_dim = 0;                 // intermediate_size
+  int64_t vocab_size = 0;
+  int64_t max_seq_len = 0;             // max_position_embeddings
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-5;
+  RopeScaling rope_scaling;
+  bool tie_embeddings = false;
+  int32_t bos_id = 1;
+  int32_t eos_id = 2;
+  std::string weights_dtype = "float32";  // as stored: float32, float16, bfloat16
+
+  int64_t q_dim() const { return n_heads * head_dim; }
+  int64_t kv_dim() const { return n_kv_heads * head_dim; }
+  // Throws kvq::Error "<where>: <field> ..." if sizes are non-positive or inconsistent
+  // (n_heads not a multiple of n_kv_heads, odd head_dim, ...).
+  void validate(const std::string& where) const;
+};
+
+// Parses a Hugging Face config.json. Throws kvq::Error naming the file and the field that is
+// missing, has the wrong type, or holds a value the runner does not support.
+ModelConfig parse_hf_config(const std::string& path);
+
+}  // namespace kvq::model

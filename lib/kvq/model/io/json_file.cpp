@@ -1,0 +1,25 @@
+// read_json_file: the shared error handling for the JSON files of a model directory.
+#include "kvq/model/io/json_file.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include "kvq/common/error.h"
+
+namespace kvq::model {
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open ({})", path, std::strerror(errno));
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) fail("{}: cannot read ({})", path, std::strerror(errno));
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail("{}: expected JSON, found invalid JSON at byte {}", path, e.byte);
+  }
+}
+
+}  // namespace kvq::model

@@ -1,0 +1,192 @@
+#include "kvq/model/llama.h"
+
+#include <cmath>
+#include <limits>
+
+#include <fmt/ranges.h>
+
+#include "kvq/common/error.h"
+#include "kvq/model/io/checkpoint.h"
+#include "kvq/model/weights.h"
+
+namespace kvq::model {
+
+at::Tensor rope_inv_freq(const ModelConfig& c) {
+  // Hugging Face computes these in fp32: 1 / theta^(2i / head_dim).
+  at::Tensor exponent = at::arange(0, c.head_dim, 2, at::kLong).to(at::kFloat) / static_cast<float>(c.head_dim);
+  at::Tensor inv_freq = 1.0 / at::pow(static_cast<float>(c.rope_theta), exponent);
+  if (c.rope_scaling.kind == RopeScaling::Kind::Llama3) {
+    // Llama 3.1: long wavelengths divided by `factor`, short ones kept, a smooth blend between.
+    const RopeScaling& s = c.rope_scaling;
+    const double old_ctx = static_cast<double>(s.original_max_position_embeddings);
+    const double low_freq_wavelen = old_ctx / s.low_freq_factor;
+    const double high_freq_wavelen = old_ctx / s.high_freq_factor;
+    at::Tensor wavelen = 2 * M_PI / inv_freq;
+    at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq);
+    at::Tensor smooth = (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    at::Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+    at::Tensor is_medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+    inv_freq = at::where(is_medium, smoothed, scaled);
+  }
+  return inv_freq;
+}
+
+LlamaModel LlamaModel::load(const std::string& path, const LoadOptions& options) {
+  if (options.dtype == at::kHalf && options.device.is_cpu()) {
+    // LibTorch 1.13 has no fp16 matrix product on the CPU; say so before loading anything.
+    try {
+      at::linear(at::ones({1, 1}, at::kHalf), at::ones({1, 1}, at::kHalf));
+    } catch (const std::exception&) {
+      fail("--dtype fp16: this LibTorch cannot run fp16 on the CPU; use bf16, fp32 or --device cuda");
+    }
+  }
+  Checkpoint ckpt = open_checkpoint(path);
+  Weights weights = load_weights(ckpt, options);
+  return LlamaModel(ckpt.config, std::move(weights), path);
+}
+
+LlamaModel::LlamaModel(ModelConfig config, Weights weights, std::string source)
+    : config_(std::move(config)), weights_(std::move(weights)), source_(std::move(source)) {
+  at::Tensor positions = at::arange(config_.max_seq_len, at::kFloat);
+  at::Tensor freqs = at::outer(positions, rope_inv_freq(config_));  // [max_seq, head_dim / 2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  rope_cos_ = emb.cos().to(device());
+  rope_sin_ = emb.sin().to(device());
+}
+
+at::Tensor LlamaModel::rms_norm(const at::Tensor& x, const at::Tensor& weight) const {
+  at::Tensor h = x.to(at::kFloat);
+  h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + config_.norm_eps);
+  return weight * h.to(x.scalar_type());
+}
+
+at::Tensor LlamaModel::apply_rope(const at::Tensor& x, int64_t start_pos) const {
+  const int64_t t = x.size(2), half = config_.head_dim / 2;
+  at::Tensor cos = rope_cos_.narrow(0, start_pos, t).to(x.scalar_type());
+  at::Tensor sin = rope_sin_.narrow(0, start_pos, t).to(x.scalar_type());
+  at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* cache) const {
+  const ModelConfig& c = config_;
+  if (tokens.dim() != 2) fail("forward: tokens must be [batch, seq], found {} dims", tokens.dim());
+  const int64_t b = tokens.size(0), t = tokens.size(1);
+  const int64_t start = cache ? cache->length : 0;
+  if (t == 0) fail("forward: empty token sequence");
+  if (start + t > c.max_seq_len) {
+    fail("{}: positions {}..{} exceed the model's context of {} tokens", source_, start,
+         start + t - 1, c.max_seq_len);
+  }
+  if (cache && cache->k.empty()) {
+    cache->k.resize(c.n_layers);
+    cache->v.resize(c.n_layers);
+  }
+  const int64_t group = c.n_heads / c.n_kv_heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+
+  at::Tensor x = weights_.embed.index_select(0, tokens.to(device(), at::kLong).reshape({-1}))
+                     .view({b, t, c.dim});
+  // Causal mask over [t, start + t]: query i sees keys 0..start+i.
+  at::Tensor mask;
+  if (t > 1) {
+    mask = at::ones({t, start + t}, at::TensorOptions().dtype(at::kBool).device(device()))
+               .triu(start + 1);
+  }
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const LayerWeights& l = weights_.layers[i];
+    at::Tensor h = rms_norm(x, l.attn_norm);
+    at::Tensor q = at::linear(h, l.wq).view({b, t, c.n_heads, c.head_dim});
+    at::Tensor k = at::linear(h, l.wk).view({b, t, c.n_kv_heads, c.head_dim});
+    at::Tensor v = at::linear(h, l.wv).view({b, t, c.n_kv_heads, c.head_dim});
+    if (hook) {
+      hook->on_kv(i, k, v);
+      if (k.sizes() != v.sizes() || k.size(0) != b || k.size(1) != t || k.size(2) != c.n_kv_heads ||
+          k.size(3) != c.head_dim) {
+        fail("KV hook at layer {}: returned K/V of shape {} / {}, expected [{}, {}, {}, {}]", i,
+             fmt::join(k.sizes(), "x"), fmt::join(v.sizes(), "x"), b, t, c.n_kv_heads, c.head_dim);
+      }
+    }
+    q = apply_rope(q.transpose(1, 2), start);  // [b, n_heads, t, d]
+    k = apply_rope(k.transpose(1, 2), start);  // [b, n_kv_heads, t, d]
+    v = v.transpose(1, 2);
+    if (cache) {
+      if (start > 0) {
+        k = at::cat({cache->k[i], k}, 2);
+        v = at::cat({cache->v[i], v}, 2);
+      }
+      cache->k[i] = k;
+      cache->v[i] = v;
+    }
+    // GQA: query head j reads KV head j / group; grouping the queries avoids copying K and V.
+    const int64_t n_keys = k.size(2);
+    at::Tensor qg = q.reshape({b, c.n_kv_heads, group * t, c.head_dim});
+    at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)).mul(scale)
+                            .view({b, c.n_kv_heads, group, t, n_keys});
+    if (mask.defined()) scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+    at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+    at::Tensor attn = at::matmul(probs.view({b, c.n_kv_heads, group * t, n_keys}), v)
+                          .view({b, c.n_heads, t, c.head_dim})
+                          .transpose(1, 2)
+                          .reshape({b, t, c.q_dim()});
+    x = x + at::linear(attn, l.wo);
+    h = rms_norm(x, l.ffn_norm);
+    x = x + at::linear(at::silu(at::linear(h, l.w_gate)) * at::linear(h, l.w_up), l.w_down);
+  }
+  if (cache) cache->length = start + t;
+  return at::linear(rms_norm(x, weights_.norm), weights_.lm_head).to(at::kFloat);
+}
+
+std::vector<int32_t> LlamaModel::generate_greedy(const std::vector<int32_t>& prompt, int64_t n_new,
+                                                 bool stop_at_eos) const {
+  if (prompt.empty()) fail("generate: the prompt has no tokens");
+  if (static_cast<int64_t>(prompt.size()) + n_new > config_.max_seq_len) {
+    fail("generate: prompt ({} tokens) + {} new tokens exceed the model's context of {} tokens",
+         prompt.size(), n_new, config_.max_seq_len);
+  }
+  at::NoGradGuard no_grad;
+  KVCache cache;
+  std::vector<int64_t> ids(prompt.begin(), prompt.end());
+  at::Tensor input = at::tensor(ids, at::kLong).view({1, -1});
+  std::vector<int32_t> out;
+  for (int64_t i = 0; i < n_new; ++i) {
+    at::Tensor logits = forward(input, nullptr, &cache);
+    const int32_t next = static_cast<int32_t>(logits[0][-1].argmax().item<int64_t>());
+    out.push_back(next);
+    if (stop_at_eos && next == config_.eos_id) break;
+    input = at::full({1, 1}, next, at::kLong);
+  }
+  return out;
+}
+
+at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& tokens) {
+  const int64_t t = logits.size(1);
+  at::Tensor pred = logits.narrow(1, 0, t - 1).reshape({-1, logits.size(2)}).to(at::kFloat);
+  at::Tensor target = tokens.to(logits.device(), at::kLong).narrow(1, 1, t - 1).reshape({-1});
+  return at::cross_entropy_loss(pred, target);
+}
+
+at::ScalarType parse_dtype(const std::string& name, const std::string& where) {
+  if (name == "fp32" || name == "float32") return at::kFloat;
+  if (name == "bf16" || name == "bfloat16") return at::kBFloat16;
+  if (name == "fp16" || name == "float16") return at::kHalf;
+  fail("{}: expected fp32, bf16 or fp16, found '{}'", where, name);
+}
+
+at::Device parse_device(const std::string& name, const std::string& where) {
+  if (name == "cpu") return at::kCPU;
+  if (name.rfind("cuda", 0) == 0) {
+    if (!at::hasCUDA()) {
+      fail("{}: '{}' asked for, but this kvq was built against a LibTorch without CUDA or no GPU "
+           "is visible", where, name);
+    }
+    try {
+      return at::Device(name);
+    } catch (const std::exception&) {
+      fail("{}: expected cpu, cuda or cuda:N, found '{}'", where, name);
+    }
+  }
+  fail("{}: expected cpu, cuda or cuda:N, found '{}'", where, name);
+}
+
+}  // namespace kvq::model

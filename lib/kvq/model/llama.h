@@ -1,0 +1,107 @@
+// LlamaModel: a LLaMA-family decoder (RMSNorm, RoPE with optional Llama-3 scaling, MHA and GQA,
+// SwiGLU, tied or separate output embedding) written directly on ATen tensors, so that every
+// step the quantization work needs is visible: each layer's pre-RoPE Keys and Values pass
+// through a KVHook that may record them, make them require gradients, or replace them.
+//
+// Numerics follow Hugging Face's LlamaForCausalLM: RMSNorm in fp32 then cast, softmax in fp32,
+// cos/sin in fp32 cast to the compute dtype. Weights are held in the compute dtype (fp32, bf16
+// or fp16) on one device. Not here: sliding-window attention, biases, tensor parallelism.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "kvq/model/io/config.h"
+
+namespace kvq::model {
+
+struct LayerWeights {
+  at::Tensor attn_norm;  // [dim]
+  at::Tensor wq;         // [n_heads * head_dim, dim], Hugging Face rotate-half row order
+  at::Tensor wk;         // [n_kv_heads * head_dim, dim]
+  at::Tensor wv;         // [n_kv_heads * head_dim, dim]
+  at::Tensor wo;         // [dim, n_heads * head_dim]
+  at::Tensor ffn_norm;   // [dim]
+  at::Tensor w_gate;     // [ffn_dim, dim]
+  at::Tensor w_up;       // [ffn_dim, dim]
+  at::Tensor w_down;     // [dim, ffn_dim]
+};
+
+struct Weights {
+  at::Tensor embed;    // [vocab, dim]
+  std::vector<LayerWeights> layers;
+  at::Tensor norm;     // [dim]
+  at::Tensor lm_head;  // [vocab, dim]; the same tensor as embed when tied
+};
+
+// Sees each layer's Keys before RoPE and Values, both [batch, seq, n_kv_heads, head_dim] in the
+// compute dtype, in layer order during forward. Assigning to k or v substitutes what attention
+// (and the cache) uses; the hook may also call requires_grad_() on them to take gradients.
+class KVHook {
+ public:
+  virtual ~KVHook() = default;
+  virtual void on_kv(int64_t layer, at::Tensor& k, at::Tensor& v) = 0;
+};
+
+// Decoding state: post-RoPE keys and values per layer, [batch, n_kv_heads, length, head_dim].
+struct KVCache {
+  std::vector<at::Tensor> k;
+  std::vector<at::Tensor> v;
+  int64_t length = 0;
+};
+
+struct LoadOptions {
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+};
+
+class LlamaModel {
+ public:
+  // Opens a Hugging Face directory or a llama2.c .bin (see io/checkpoint.h), converts the
+  // weights to the compute dtype on the device, and undoes llama2.c's interleaved q/k row order
+  // so every model runs with the rotate-half RoPE layout (pre-RoPE Keys then come out in
+  // Hugging Face channel order whatever the file format).
+  static LlamaModel load(const std::string& path, const LoadOptions& options = {});
+  LlamaModel(ModelConfig config, Weights weights, std::string source);
+
+  const ModelConfig& config() const { return config_; }
+  const std::string& source() const { return source_; }
+  at::ScalarType dtype() const { return weights_.embed.scalar_type(); }
+  at::Device device() const { return weights_.embed.device(); }
+  const Weights& weights() const { return weights_; }
+
+  // tokens: [batch, seq] int64 on any device. Positions start at cache->length (0 without a
+  // cache). Returns logits [batch, seq, vocab] in fp32. With a cache, appends this step's keys
+  // and values to it. Throws kvq::Error if the positions would pass the model's context.
+  at::Tensor forward(const at::Tensor& tokens, KVHook* hook = nullptr, KVCache* cache = nullptr) const;
+
+  // Greedy decoding: `n_new` tokens after `prompt` (which must not be empty), stopping early at
+  // EOS only if stop_at_eos.
+  std::vector<int32_t> generate_greedy(const std::vector<int32_t>& prompt, int64_t n_new,
+                                       bool stop_at_eos = false) const;
+
+ private:
+  at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) const;
+  at::Tensor apply_rope(const at::Tensor& x, int64_t start_pos) const;  // x: [b, h, t, d]
+
+  ModelConfig config_;
+  Weights weights_;
+  std::string source_;
+  at::Tensor rope_cos_;  // [max_seq_len, head_dim], fp32, on the device
+  at::Tensor rope_sin_;
+};
+
+// RoPE inverse frequencies [head_dim / 2] in fp32, with Llama-3 scaling when configured.
+at::Tensor rope_inv_freq(const ModelConfig& config);
+
+// Mean next-token cross-entropy of logits [b, t, v] against tokens [b, t] over positions
+// 0..t-2 predicting 1..t-1 (fp32 scalar); differentiable.
+at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& tokens);
+
+at::ScalarType parse_dtype(const std::string& name, const std::string& where);  // fp32|bf16|fp16
+at::Device parse_device(const std::string& name, const std::string& where);      // cpu|cuda[:N]
+
+}  // namespace kvq::model

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The one script for the GPU machine (the `device` tool): builds kvq against the machine's
+# LibTorch (CUDA) and the Debian-style libraries in /usr/include, runs the GPU-labelled tests and
+# the benchmarks, and writes every log to $OUT (default: ./device-out).
+#
+# The shared models do not travel with the repository: copy what the run needs first, e.g.
+#   mkdir -p .device-data/models .device-data/wikitext-2
+#   cp -r ../shared/data/models/wt2-llama-1m ../shared/data/models/wt2-llama-18m .device-data/models/
+#   cp ../shared/data/wikitext-2/wiki.test.tokens .device-data/wikitext-2/
+# and carry .device-data (it is in .gitignore). Usage: scripts/device.sh [build|test|bench|all]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/device-out}
+mkdir -p "$OUT"
+what=${1:-all}
+data_dir=$PWD/.device-data
+[ -d "$data_dir" ] || data_dir=$PWD/../shared/data
+
+log() { echo "[device.sh $(date +%T)] $*" | tee -a "$OUT/summary.log"; }
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  nvcc --version | tail -2
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+} >"$OUT/machine.log" 2>&1
+cat "$OUT/machine.log"
+
+torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+log "configure (LibTorch at $torch_prefix, data at $data_dir)"
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DKVQ_DATA_DIR="$data_dir" >"$OUT/configure.log" 2>&1 \
+  || { log "configure FAILED"; tail -30 "$OUT/configure.log"; exit 1; }
+log "build"
+cmake --build build-gpu -j"$(nproc)" >"$OUT/build.log" 2>&1 \
+  || { log "build FAILED"; grep -m20 -E 'error|Error' "$OUT/build.log"; exit 1; }
+[ "$what" = build ] && exit 0
+
+status=0
+if [ "$what" = all ] || [ "$what" = test ]; then
+  log "gpu tests"
+  ctest --test-dir build-gpu -L gpu --output-on-failure >"$OUT/gpu-tests.log" 2>&1 || status=1
+  tail -15 "$OUT/gpu-tests.log"
+  if command -v compute-sanitizer >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
+    san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    for t in build-gpu/tests/gpu_test_*; do
+      case "$t" in *runner*) continue ;; esac  # LibTorch's own allocator runs are not ours to sanitize
+      for tool in memcheck racecheck; do
+        "$san" --tool "$tool" --error-exitcode 9 "$t" >>"$OUT/sanitizer.log" 2>&1 \
+          && log "compute-sanitizer $tool $(basename "$t"): clean" \
+          || { log "compute-sanitizer $tool $(basename "$t"): FAILED"; status=1; }
+      done
+    done
+  fi
+fi
+if [ "$what" = all ] || [ "$what" = bench ]; then
+  log "eval on cuda (wt2-llama-18m, wiki.test.tokens, L = 1024)"
+  build-gpu/bin/kvq eval --model "$data_dir/models/wt2-llama-18m" \
+    --data "$data_dir/wikitext-2/wiki.test.tokens" --device cuda --json --quiet \
+    >"$OUT/eval-18m-cuda.json" 2>"$OUT/eval-18m-cuda.err" || status=1
+  cat "$OUT/eval-18m-cuda.json" "$OUT/eval-18m-cuda.err"
+fi
+log "done, status $status"
+exit $status

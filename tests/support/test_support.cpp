@@ -1,0 +1,65 @@
+#include "support/test_support.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace kvq::test {
+
+std::string data_dir() {
+  const char* env = std::getenv("KVQ_DATA_DIR");
+  return env ? env : "../shared/data";
+}
+
+std::string data_path(const std::string& relative) { return data_dir() + "/" + relative; }
+
+bool have_data(const std::string& relative) { return std::filesystem::exists(data_path(relative)); }
+
+TempDir::TempDir() {
+  std::string templ = (std::filesystem::temp_directory_path() / "kvq-test-XXXXXX").string();
+  if (!mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed for " + templ);
+  path_ = templ;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+CommandResult run_kvq(const std::string& args) {
+  const char* bin = std::getenv("KVQ_BIN");
+  if (!bin) throw std::runtime_error("KVQ_BIN is not set (run the tests through ctest)");
+  TempDir tmp;
+  const std::string out_path = tmp.file("stdout"), err_path = tmp.file("stderr");
+  const std::string cmd = std::string("'") + bin + "' " + args + " >'" + out_path + "' 2>'" +
+                          err_path + "' </dev/null";
+  const int status = std::system(cmd.c_str());
+  CommandResult result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.out = read_file(out_path);
+  result.err = read_file(err_path);
+  return result;
+}
+
+}  // namespace kvq::test

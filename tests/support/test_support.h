@@ -1,0 +1,47 @@
+// Shared helpers for kvq's tests: where the real data is, temporary directories, running the
+// built kvq binary.
+#pragma once
+
+#include <string>
+
+namespace kvq::test {
+
+// The shared models and data sets (KVQ_DATA_DIR, set by CTest). Tests that need it call
+// data_path("models/wt2-llama-1m") and skip with a reason if the directory is absent.
+std::string data_dir();
+std::string data_path(const std::string& relative);
+bool have_data(const std::string& relative);
+
+// A fresh directory under $TMPDIR, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+void write_file(const std::string& path, const std::string& bytes);
+std::string read_file(const std::string& path);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs the built kvq binary (KVQ_BIN) with `args` (already shell-quoted where needed).
+CommandResult run_kvq(const std::string& args);
+
+}  // namespace kvq::test
+
+#define KVQ_REQUIRE_DATA(relative)                                                     \
+  do {                                                                                 \
+    if (!::kvq::test::have_data(relative))                                             \
+      GTEST_SKIP() << "shared data not found: " << ::kvq::test::data_path(relative)    \
+                   << " (set KVQ_DATA_DIR)";                                           \
+  } while (0)
