@@ -36,7 +36,7 @@ TEST_P(RunnerCuda, MatchesTransformersReference) {
   fp32.device = at::Device("cuda");
   const model::LlamaModel m = model::LlamaModel::load(dir, fp32);
   {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     at::Tensor logits = m.forward(ids).cpu();
     EXPECT_LT((logits[0] - ref_logits).abs().max().item<double>(), 1e-4);
   }
@@ -48,7 +48,7 @@ TEST_P(RunnerCuda, MatchesTransformersReference) {
     model::LoadOptions options = fp32;
     options.dtype = dtype;
     const model::LlamaModel low = model::LlamaModel::load(dir, options);
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     const double loss = model::next_token_loss(low.forward(ids), ids.cuda()).item<double>();
     EXPECT_NEAR(loss, ref_loss, 0.02 * ref_loss) << at::toString(dtype);
   }

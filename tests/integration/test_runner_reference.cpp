@@ -50,7 +50,7 @@ void check_forward(const LlamaModel& m, const Reference& ref, bool keys_in_hf_or
   RecordKV record;
   at::Tensor logits;
   {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     logits = m.forward(ids, &record);
   }
   EXPECT_LT(max_abs_diff(logits[0], ref.get("logits")), 1e-4) << m.source();
@@ -119,7 +119,7 @@ TEST(RunnerReference, ReducedPrecisionStaysClose) {
     model::LoadOptions options;
     options.dtype = dtype;
     const LlamaModel m = LlamaModel::load(dir, options);
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     const double loss = model::next_token_loss(m.forward(ids), ids).item<double>();
     // bf16 keeps 8 mantissa bits: the mean loss moves by well under 2%.
     EXPECT_NEAR(loss, ref.get("loss").item<double>(), 0.02 * ref.get("loss").item<double>())

@@ -15,7 +15,7 @@ namespace kvq::test {
 
 std::string data_dir() {
   const char* env = std::getenv("KVQ_DATA_DIR");
-  return env ? env : "../shared/data";
+  return env ? env : KVQ_TEST_DATA_DIR;
 }
 
 std::string data_path(const std::string& relative) { return data_dir() + "/" + relative; }
@@ -48,8 +48,8 @@ std::string read_file(const std::string& path) {
 }
 
 CommandResult run_kvq(const std::string& args) {
-  const char* bin = std::getenv("KVQ_BIN");
-  if (!bin) throw std::runtime_error("KVQ_BIN is not set (run the tests through ctest)");
+  const char* env = std::getenv("KVQ_BIN");
+  const char* bin = env ? env : KVQ_TEST_BIN;
   TempDir tmp;
   const std::string out_path = tmp.file("stdout"), err_path = tmp.file("stderr");
   const std::string cmd = std::string("'") + bin + "' " + args + " >'" + out_path + "' 2>'" +

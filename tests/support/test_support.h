@@ -6,7 +6,7 @@
 
 namespace kvq::test {
 
-// The shared models and data sets (KVQ_DATA_DIR, set by CTest). Tests that need it call
+// The shared models and data sets ($KVQ_DATA_DIR, else the build's KVQ_DATA_DIR). Tests that need it call
 // data_path("models/wt2-llama-1m") and skip with a reason if the directory is absent.
 std::string data_dir();
 std::string data_path(const std::string& relative);
@@ -34,7 +34,7 @@ struct CommandResult {
   std::string out;  // stdout
   std::string err;  // stderr
 };
-// Runs the built kvq binary (KVQ_BIN) with `args` (already shell-quoted where needed).
+// Runs the built kvq binary ($KVQ_BIN, else the one this build made) with `args` (already shell-quoted where needed).
 CommandResult run_kvq(const std::string& args);
 
 }  // namespace kvq::test

@@ -24,7 +24,7 @@ PerplexityResult perplexity(const model::LlamaModel& model, const std::vector<in
   const int64_t batch = options.batch_size > 0 ? options.batch_size
                                                : std::max<int64_t>(1, 8192 / seq_len);
 
-  at::InferenceMode inference;
+  c10::InferenceMode inference;
   const auto start = std::chrono::steady_clock::now();
   Progress progress(options.label, static_cast<int64_t>(windows.size()) * seq_len, "tok",
                     !options.progress);

@@ -144,7 +144,7 @@ std::vector<int32_t> LlamaModel::generate_greedy(const std::vector<int32_t>& pro
     fail("generate: prompt ({} tokens) + {} new tokens exceed the model's context of {} tokens",
          prompt.size(), n_new, config_.max_seq_len);
   }
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   KVCache cache;
   std::vector<int64_t> ids(prompt.begin(), prompt.end());
   at::Tensor input = at::tensor(ids, at::kLong).view({1, -1});

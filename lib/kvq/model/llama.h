@@ -13,6 +13,8 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>       // c10::NoGradGuard (at::NoGradGuard is gone in LibTorch 2)
+#include <c10/core/InferenceMode.h>
 
 #include "kvq/model/io/config.h"
 
