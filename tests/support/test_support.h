@@ -2,7 +2,10 @@
 // built kvq binary.
 #pragma once
 
+#include <functional>
 #include <string>
+
+#include "kvq/common/error.h"
 
 namespace kvq::test {
 
@@ -28,6 +31,18 @@ class TempDir {
 
 void write_file(const std::string& path, const std::string& bytes);
 std::string read_file(const std::string& path);
+
+// The message of the kvq::Error that `f` throws, "<no error>" if it returns, and
+// "<multi-line> ..." if the message breaks the one-line rule.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const kvq::Error& e) {
+    const std::string what = e.what();
+    return what.find('\n') == std::string::npos ? what : "<multi-line> " + what;
+  }
+  return "<no error>";
+}
 
 struct CommandResult {
   int exit_code = -1;

@@ -17,18 +17,6 @@
 
 namespace kvq::test {
 
-// The message of the kvq::Error that `f` throws, "<no error>" if it returns, and
-// "<multi-line> ..." if the message breaks the one-line rule.
-inline std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const kvq::Error& e) {
-    const std::string what = e.what();
-    return what.find('\n') == std::string::npos ? what : "<multi-line> " + what;
-  }
-  return "<no error>";
-}
-
 // 8-byte little-endian header length, the header text, then the data section.
 inline std::string safetensors_bytes(const std::string& header, const std::string& data) {
   std::string out(8, '\0');

@@ -17,17 +17,9 @@
 namespace kvq::data {
 namespace {
 
-namespace fs = std::filesystem;
+using ::kvq::test::error_of;
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+namespace fs = std::filesystem;
 
 std::vector<int64_t> starts(const std::vector<Window>& windows) {
   std::vector<int64_t> out;

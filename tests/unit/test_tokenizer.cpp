@@ -17,6 +17,8 @@
 namespace kvq::model {
 namespace {
 
+using ::kvq::test::error_of;
+
 namespace fs = std::filesystem;
 using test_reference::Ids;
 using test_reference::naive_encode;
@@ -32,16 +34,6 @@ const char kWikiTest[] = "wikitext-2/wiki.test.tokens";
 
 bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
-}
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 // llama2.c's tokenizer.py export: BOS/EOS become "\n<s>\n"/"\n</s>\n", U+2581 becomes " ".
