@@ -25,13 +25,9 @@ struct EvalFlags {
 };
 
 void run_eval(const EvalFlags& f) {
-  if (f.seq_len < 0) fail("--seq-len: expected a positive number of tokens, found {}", f.seq_len);
   if (f.max_tokens < 0) fail("--max-tokens: expected a positive number, found {}", f.max_tokens);
   const model::LlamaModel m = f.model.load();
-  if (f.seq_len > m.config().max_seq_len) {
-    fail("--seq-len: {} exceeds the context of {} tokens of the model at {}", f.seq_len,
-         m.config().max_seq_len, f.model.path);
-  }
+  eval::window_length(m, f.seq_len);  // before the (slow) tokenization of the data
   const auto tokenizer = f.model.tokenizer(m);
   const std::string text = data::load_text(f.data, data::parse_format(f.format), f.jsonl_field);
   std::vector<int32_t> tokens = tokenizer->encode(text, /*add_bos=*/true);
