@@ -9,8 +9,8 @@
 
 namespace kvq::test {
 
-// The shared models and data sets ($KVQ_DATA_DIR, else the build's KVQ_DATA_DIR). Tests that need it call
-// data_path("models/wt2-llama-1m") and skip with a reason if the directory is absent.
+// The shared models and data sets ($KVQ_DATA_DIR, else the build's KVQ_DATA_DIR). Tests that
+// need them call data_path("models/wt2-llama-1m") and skip with a reason if it is absent.
 std::string data_dir();
 std::string data_path(const std::string& relative);
 bool have_data(const std::string& relative);
@@ -49,7 +49,8 @@ struct CommandResult {
   std::string out;  // stdout
   std::string err;  // stderr
 };
-// Runs the built kvq binary ($KVQ_BIN, else the one this build made) with `args` (already shell-quoted where needed).
+// Runs the built kvq binary ($KVQ_BIN, else the one this build made) with `args` (already
+// shell-quoted where needed).
 CommandResult run_kvq(const std::string& args);
 
 }  // namespace kvq::test
