@@ -55,7 +55,7 @@ LlamaModel::LlamaModel(ModelConfig config, Weights weights, std::string source)
 }
 
 at::Tensor LlamaModel::rms_norm(const at::Tensor& x, const at::Tensor& weight) const {
-  at::Tensor h = x.to(at::kFloat);
+  at::Tensor h = x.to(accumulate_type(x.scalar_type()));
   h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + config_.norm_eps);
   return weight * h.to(x.scalar_type());
 }
@@ -124,7 +124,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* 
     at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)).mul(scale)
                             .view({b, c.n_kv_heads, group, t, n_keys});
     if (mask.defined()) scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
-    at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+    at::Tensor probs = at::softmax(scores, -1, accumulate_type(q.scalar_type())).to(q.scalar_type());
     at::Tensor attn = at::matmul(probs.view({b, c.n_kv_heads, group * t, n_keys}), v)
                           .view({b, c.n_heads, t, c.head_dim})
                           .transpose(1, 2)
@@ -134,7 +134,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* 
     x = x + at::linear(at::silu(at::linear(h, l.w_gate)) * at::linear(h, l.w_up), l.w_down);
   }
   if (cache) cache->length = start + t;
-  return at::linear(rms_norm(x, weights_.norm), weights_.lm_head).to(at::kFloat);
+  return at::linear(rms_norm(x, weights_.norm), weights_.lm_head).to(accumulate_type(dtype()));
 }
 
 std::vector<int32_t> LlamaModel::generate_greedy(const std::vector<int32_t>& prompt, int64_t n_new,
@@ -161,7 +161,8 @@ std::vector<int32_t> LlamaModel::generate_greedy(const std::vector<int32_t>& pro
 
 at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& tokens) {
   const int64_t t = logits.size(1);
-  at::Tensor pred = logits.narrow(1, 0, t - 1).reshape({-1, logits.size(2)}).to(at::kFloat);
+  at::Tensor pred = logits.narrow(1, 0, t - 1).reshape({-1, logits.size(2)});
+  pred = pred.to(accumulate_type(pred.scalar_type()));
   at::Tensor target = tokens.to(logits.device(), at::kLong).narrow(1, 1, t - 1).reshape({-1});
   return at::cross_entropy_loss(pred, target);
 }

@@ -76,8 +76,8 @@ class LlamaModel {
   const Weights& weights() const { return weights_; }
 
   // tokens: [batch, seq] int64 on any device. Positions start at cache->length (0 without a
-  // cache). Returns logits [batch, seq, vocab] in fp32. With a cache, appends this step's keys
-  // and values to it. Throws kvq::Error if the positions would pass the model's context.
+  // cache). Returns logits [batch, seq, vocab] in fp32 (fp64 for an fp64 model). With a cache,
+  // appends this step's keys and values to it. Throws kvq::Error if the positions would pass the model's context.
   at::Tensor forward(const at::Tensor& tokens, KVHook* hook = nullptr, KVCache* cache = nullptr) const;
 
   // Greedy decoding: `n_new` tokens after `prompt` (which must not be empty), stopping early at
@@ -85,9 +85,12 @@ class LlamaModel {
   std::vector<int32_t> generate_greedy(const std::vector<int32_t>& prompt, int64_t n_new,
                                        bool stop_at_eos = false) const;
 
+  // RoPE as the attention applies it: x [b, h, t, head_dim] at positions start_pos.., in x's
+  // dtype. Also rotates gradients: RoPE is orthogonal, so dL/dk_post = R dL/dk_pre.
+  at::Tensor apply_rope(const at::Tensor& x, int64_t start_pos) const;
+
  private:
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) const;
-  at::Tensor apply_rope(const at::Tensor& x, int64_t start_pos) const;  // x: [b, h, t, d]
 
   ModelConfig config_;
   Weights weights_;
@@ -96,11 +99,15 @@ class LlamaModel {
   at::Tensor rope_sin_;
 };
 
+// Where norms, softmax, logits and the loss are computed: fp32, or fp64 for an fp64 model (which
+// the finite-difference tests use).
+inline at::ScalarType accumulate_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
 // RoPE inverse frequencies [head_dim / 2] in fp32, with Llama-3 scaling when configured.
 at::Tensor rope_inv_freq(const ModelConfig& config);
 
 // Mean next-token cross-entropy of logits [b, t, v] against tokens [b, t] over positions
-// 0..t-2 predicting 1..t-1 (fp32 scalar); differentiable.
+// 0..t-2 predicting 1..t-1 (fp32 scalar, fp64 for fp64 logits); differentiable.
 at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& tokens);
 
 at::ScalarType parse_dtype(const std::string& name, const std::string& where);  // fp32|bf16|fp16
