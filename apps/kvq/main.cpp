@@ -6,7 +6,10 @@
 #include <exception>
 #include <thread>
 
+#include <unistd.h>
+
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <fmt/format.h>
 
@@ -14,12 +17,21 @@
 #include "kvq/common/error.h"
 
 int main(int argc, char** argv) {
+  // libgomp (LibTorch's and OpenBLAS's threads) spins while waiting for work by default; when
+  // the cores are shared (ctest -j2, a second job) the spinning threads starve the working ones
+  // and a calibration ran 30x slower. The policy is read when libgomp loads, before main, so it
+  // is set here and the process re-executes itself once.
+  if (!std::getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0) {
+    execv("/proc/self/exe", argv);  // returns only on failure: carry on with the default policy
+  }
   CLI::App app{"kvq: KV-cache quantization for long-context LLM inference (KVQuant and baselines)"};
   app.option_defaults()->always_capture_default();
   app.set_version_flag("--version", std::string("kvq ") + KVQ_VERSION);
   app.require_subcommand(1);
+  kvq::app::register_calibrate(app);
   kvq::app::register_eval(app);
   kvq::app::register_generate(app);
+  kvq::app::register_inspect(app);
 
   // LibTorch may start with one intra-op thread; use every core unless the user chose.
   if (!std::getenv("OMP_NUM_THREADS")) {
@@ -32,7 +44,11 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::string cmd = "kvq";
     for (const CLI::App* sub : app.get_subcommands()) cmd += " " + sub->get_name();
-    fmt::print(stderr, "{}: error: {}\n", cmd, e.what());
+    // LibTorch's errors carry a backtrace after the first line; the rule is one line.
+    const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
+    std::string what = torch_error ? torch_error->what_without_backtrace() : e.what();
+    what = what.substr(0, what.find('\n'));
+    fmt::print(stderr, "{}: error: {}\n", cmd, what);
     return 1;
   }
   return 0;

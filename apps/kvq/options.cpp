@@ -1,18 +1,25 @@
 #include "command.h"
 
+#include <ATen/Context.h>
+
 namespace kvq::app {
 
 void ModelFlags::add_to(CLI::App& cmd, bool with_device) {
   cmd.add_option("--model", path, "Model: a Hugging Face directory or a llama2.c .bin checkpoint")
       ->required();
   cmd.add_option("--dtype", dtype, "Compute dtype: fp32, bf16 or fp16");
-  if (with_device) cmd.add_option("--device", device, "Device: cpu, cuda or cuda:N");
+  if (with_device) cmd.add_option("--device", device, "Device: cpu, cuda, cuda:N or auto (cuda when present)");
+}
+
+std::string ModelFlags::resolved_device() const {
+  if (device == "auto") return at::hasCUDA() ? "cuda" : "cpu";
+  return device;
 }
 
 model::LlamaModel ModelFlags::load() const {
   model::LoadOptions options;
   options.dtype = model::parse_dtype(dtype, "--dtype");
-  options.device = model::parse_device(device, "--device");
+  options.device = model::parse_device(resolved_device(), "--device");
   return model::LlamaModel::load(path, options);
 }
 

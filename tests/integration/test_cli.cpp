@@ -13,24 +13,13 @@ namespace kvq {
 namespace {
 
 using test::data_path;
+using test::expect_one_line_error;
+using test::quoted;
 using test::run_kvq;
-
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
 
 const std::string kModel1m = "models/wt2-llama-1m";
 const std::string kModel18m = "models/wt2-llama-18m";
 const std::string kTest = "wikitext-2/wiki.test.tokens";
-
-// One line, starting "kvq <cmd>: error: ", containing `needle`.
-void expect_one_line_error(const test::CommandResult& r, const std::string& cmd,
-                           const std::string& needle) {
-  EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_TRUE(r.out.empty()) << r.out;
-  ASSERT_FALSE(r.err.empty());
-  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "more than one line: " << r.err;
-  EXPECT_EQ(r.err.rfind("kvq " + cmd + ": error: ", 0), 0u) << r.err;
-  EXPECT_NE(r.err.find(needle), std::string::npos) << "expected '" << needle << "' in: " << r.err;
-}
 
 TEST(CliEval, Llama1mWholeTestSetMatchesReferencePerplexity) {
   KVQ_REQUIRE_DATA(kModel1m);

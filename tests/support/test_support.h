@@ -53,6 +53,13 @@ struct CommandResult {
 // shell-quoted where needed).
 CommandResult run_kvq(const std::string& args);
 
+// 'path' for a shell command line.
+inline std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+// Expects exit code 1, nothing on stdout, and one line on stderr starting "kvq <cmd>: error: "
+// and containing `needle`.
+void expect_one_line_error(const CommandResult& r, const std::string& cmd, const std::string& needle);
+
 }  // namespace kvq::test
 
 #define KVQ_REQUIRE_DATA(relative)                                                     \

@@ -47,6 +47,7 @@ LlamaModel LlamaModel::load(const std::string& path, const LoadOptions& options)
 
 LlamaModel::LlamaModel(ModelConfig config, Weights weights, std::string source)
     : config_(std::move(config)), weights_(std::move(weights)), source_(std::move(source)) {
+  if (weights_.checksum.empty()) weights_.checksum = weights_checksum(weights_);
   at::Tensor positions = at::arange(config_.max_seq_len, at::kFloat);
   at::Tensor freqs = at::outer(positions, rope_inv_freq(config_));  // [max_seq, head_dim / 2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);

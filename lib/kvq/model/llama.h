@@ -37,6 +37,10 @@ struct Weights {
   std::vector<LayerWeights> layers;
   at::Tensor norm;     // [dim]
   at::Tensor lm_head;  // [vocab, dim]; the same tensor as embed when tied
+  // Checksum64 (common/hash.h) of every tensor widened to fp32 in the order above (lm_head only
+  // when not tied), in rotate-half layout: identifies the model across file formats and load
+  // dtypes. Filled by the constructor when empty.
+  std::string checksum;
 };
 
 // Sees each layer's Keys before RoPE and Values, both [batch, seq, n_kv_heads, head_dim] in the

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "kvq/common/error.h"
+#include "kvq/common/hash.h"
 
 namespace kvq::model {
 namespace {
@@ -41,12 +42,37 @@ at::Tensor deinterleave_rope_rows(const at::Tensor& w, int64_t n_heads, int64_t 
   return w.view({n_heads, head_dim / 2, 2, in}).transpose(1, 2).reshape({n_heads * head_dim, in});
 }
 
+void add_to_checksum(Checksum64& sum, const at::Tensor& t) {
+  const at::Tensor f = t.to(at::kCPU, at::kFloat).contiguous();
+  sum.update(f.data_ptr(), static_cast<size_t>(f.nbytes()));
+}
+
+std::string weights_checksum(const Weights& w) {
+  Checksum64 sum;
+  add_to_checksum(sum, w.embed);
+  for (const LayerWeights& l : w.layers) {
+    for (const at::Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate,
+                                &l.w_up, &l.w_down}) {
+      add_to_checksum(sum, *t);
+    }
+  }
+  add_to_checksum(sum, w.norm);
+  if (!w.lm_head.is_same(w.embed)) add_to_checksum(sum, w.lm_head);
+  return sum.hex();
+}
+
 Weights load_weights(const Checkpoint& ckpt, const LoadOptions& options) {
   const ModelConfig& c = ckpt.config;
+  // The checksum covers the weights as the file holds them, widened to fp32 (exact for bf16 and
+  // fp16) in the runner's layout: one value per model whatever the file format or load dtype.
+  Checksum64 sum;
   auto get = [&](const std::string& name, std::vector<int64_t> shape) {
     return tensor_from_view(ckpt.require(name, shape));
   };
-  auto to_device = [&](const at::Tensor& t) { return t.to(options.device, options.dtype).contiguous(); };
+  auto to_device = [&](const at::Tensor& t) {
+    add_to_checksum(sum, t);
+    return t.to(options.device, options.dtype).contiguous();
+  };
 
   Weights w;
   w.embed = to_device(get("model.embed_tokens.weight", {c.vocab_size, c.dim}));
@@ -72,6 +98,7 @@ Weights load_weights(const Checkpoint& ckpt, const LoadOptions& options) {
   }
   w.norm = to_device(get("model.norm.weight", {c.dim}));
   w.lm_head = c.tie_embeddings ? w.embed : to_device(get("lm_head.weight", {c.vocab_size, c.dim}));
+  w.checksum = sum.hex();
   return w;
 }
 

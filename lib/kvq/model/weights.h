@@ -16,6 +16,10 @@ at::Tensor tensor_from_view(const TensorView& view);
 // within a head) to rotate-half order (pairs (j, j + head_dim/2)): w [n_heads * head_dim, in].
 at::Tensor deinterleave_rope_rows(const at::Tensor& w, int64_t n_heads, int64_t head_dim);
 
+// Also sets Weights::checksum (see there).
 Weights load_weights(const Checkpoint& checkpoint, const LoadOptions& options);
+
+// The checksum load_weights computes, from weights already in memory (e.g. random ones).
+std::string weights_checksum(const Weights& weights);
 
 }  // namespace kvq::model

@@ -1,0 +1,102 @@
+// kvq calibrate: Fisher information and activation statistics for every layer's pre-RoPE Keys
+// and Values over seeded calibration sequences, written to calib.h5 (schemas/calib-1.md).
+#include <sys/stat.h>
+
+#include <ctime>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "kvq/artifact/atomic_file.h"
+#include "kvq/calib/calib_file.h"
+#include "kvq/calib/calibrate.h"
+#include "kvq/common/error.h"
+#include "kvq/common/hash.h"
+#include "kvq/common/progress.h"
+#include "kvq/data/text.h"
+
+namespace kvq::app {
+namespace {
+
+struct CalibrateFlags {
+  ModelFlags model;
+  std::string data;
+  std::string format = "auto";
+  std::string jsonl_field = "text";
+  std::string out = "calib.h5";
+  calib::CalibOptions options;
+  bool json = false;
+  bool quiet = false;
+};
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+bool is_regular_file(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+void run_calibrate(CalibrateFlags& f) {
+  if (f.options.n_samples < 1) fail("--samples: expected at least 1, found {}", f.options.n_samples);
+  if (f.options.seq_len < 0) fail("--seq-len: expected a positive number, found {}", f.options.seq_len);
+  // Fail now rather than after the calibration if the output cannot be written.
+  { artifact::AtomicOutput probe(f.out); }
+  const model::LlamaModel m = f.model.load();
+  const auto tokenizer = f.model.tokenizer(m);
+  const std::string text = data::load_text(f.data, data::parse_format(f.format), f.jsonl_field);
+  const std::vector<int32_t> tokens = tokenizer->encode(text, /*add_bos=*/true);
+  if (tokens.size() <= 1) {
+    fail("--data: {}: the tokenizer of {} produces no tokens from it", f.data, f.model.path);
+  }
+  f.options.progress = !f.quiet;
+  const calib::CalibResult r = calib::calibrate(m, tokens, f.options);
+
+  artifact::DataFingerprint data;
+  data.source = f.data;
+  data.sha256 = is_regular_file(f.data) ? sha256_file(f.data) : "";
+  data.n_tokens = static_cast<int64_t>(tokens.size());
+  data.n_sequences = r.options.n_samples;
+  data.seq_len = r.options.seq_len;
+  data.seed = static_cast<int64_t>(r.options.seed);
+  const auto fingerprint = artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
+  calib::write_calib(f.out, r, fingerprint, data,
+                     {f.model.resolved_device(), f.model.dtype, utc_now()});
+
+  const calib::CalibData written = calib::read_calib(f.out);  // validates what was written
+  RunFigures run{r.seconds, r.tokens_per_s, r.peak_rss_bytes, r.peak_device_bytes, r.mean_loss};
+  print_calib(written, f.json, &run);
+}
+
+}  // namespace
+
+void register_calibrate(CLI::App& app) {
+  auto flags = std::make_shared<CalibrateFlags>();
+  flags->model.device = "auto";
+  CLI::App* cmd = app.add_subcommand(
+      "calibrate", "Fisher information and statistics of every layer's Keys and Values -> calib.h5");
+  flags->model.add_to(*cmd);
+  cmd->add_option("--data", flags->data, "Calibration text: a file (plain, WikiText, .jsonl) or a Brown corpus directory")
+      ->required();
+  cmd->add_option("--format", flags->format, "Data format: auto, plain, jsonl or brown");
+  cmd->add_option("--jsonl-field", flags->jsonl_field, "jsonl: the field holding the text");
+  cmd->add_option("--samples", flags->options.n_samples, "Calibration sequences");
+  cmd->add_option("--seq-len", flags->options.seq_len, "Tokens per sequence (0: min(2048, the model's context))");
+  cmd->add_option("--seed", flags->options.seed, "Seed for drawing the sequences");
+  cmd->add_option("--out", flags->out, "Output calib.h5 (written to a temporary file, then renamed)");
+  cmd->add_option("--key-bins", flags->options.key_bins, "Histogram bins per channel");
+  cmd->add_option("--value-bins", flags->options.value_bins, "Histogram bins for per-token-normalized values");
+  cmd->add_option("--sample-tokens", flags->options.sample_tokens, "Tokens kept per layer as raw samples");
+  cmd->add_flag("--json", flags->json, "Print one JSON document instead of a table");
+  cmd->add_flag("--quiet", flags->quiet, "No progress output on stderr");
+  cmd->callback([flags] { run_calibrate(*flags); });
+}
+
+}  // namespace kvq::app

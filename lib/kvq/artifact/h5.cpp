@@ -1,0 +1,493 @@
+// HDF5 calls behind h5.h. HDF5's stderr error printing is silenced before first use, and each
+// failed call becomes a kvq::Error carrying the most specific message from HDF5's error stack.
+// Not here: APIs whose signatures differ between HDF5 1.10 and 1.14 (H5Oget_info*, H5Literate*);
+// the one call that 1.12 deprecated (H5Fis_hdf5) is switched on the version.
+#include "kvq/artifact/h5.h"
+
+#include <hdf5.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <type_traits>
+
+#include "kvq/artifact/validate.h"
+#include "kvq/common/error.h"
+
+static_assert(std::is_same_v<hid_t, kvq::artifact::Hid>, "h5.h assumes hid_t is int64_t");
+
+namespace kvq::artifact {
+
+namespace {
+
+constexpr size_t kChunkThresholdBytes = 256 << 10;  // smaller datasets stay contiguous
+constexpr size_t kChunkTargetBytes = 1 << 20;       // chunks are at most this large
+
+template <typename T>
+struct Traits;
+#define KVQ_H5_TRAITS(T, mem_type, file_type, type_name) \
+  template <>                                            \
+  struct Traits<T> {                                     \
+    static hid_t mem() { return mem_type; }              \
+    static hid_t file() { return file_type; }            \
+    static constexpr const char* kName = type_name;      \
+  };
+KVQ_H5_TRAITS(double, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, "float64")
+KVQ_H5_TRAITS(float, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, "float32")
+KVQ_H5_TRAITS(int64_t, H5T_NATIVE_INT64, H5T_STD_I64LE, "int64")
+KVQ_H5_TRAITS(int32_t, H5T_NATIVE_INT32, H5T_STD_I32LE, "int32")
+KVQ_H5_TRAITS(uint8_t, H5T_NATIVE_UINT8, H5T_STD_U8LE, "uint8")
+KVQ_H5_TRAITS(uint32_t, H5T_NATIVE_UINT32, H5T_STD_U32LE, "uint32")
+#undef KVQ_H5_TRAITS
+
+// HDF5 prints its whole error stack to stderr by default; we report failures ourselves.
+void quiet() {
+  static const bool done = H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0;
+  (void)done;
+}
+
+// The most specific message on HDF5's error stack ("truncated file: eof = 96, ..."); clears it.
+std::string reason() {
+  std::string out;
+  auto innermost = [](unsigned n, const H5E_error2_t* e, void* data) -> herr_t {
+    if (n == 0 && e->desc) *static_cast<std::string*>(data) = e->desc;
+    return 0;
+  };
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost, &out);
+  H5Eclear2(H5E_DEFAULT);
+  std::replace(out.begin(), out.end(), '\n', ' ');
+  return out.empty() ? "unknown HDF5 error" : out;
+}
+
+[[noreturn]] void fail_h5(const std::string& where, const char* action) {
+  fail("{}: {} ({})", where, action, reason());
+}
+
+Handle checked(hid_t id, const std::string& where, const char* action) {
+  if (id < 0) fail_h5(where, action);
+  return Handle(id);
+}
+
+void check(herr_t rc, const std::string& where, const char* action) {
+  if (rc < 0) fail_h5(where, action);
+}
+
+// "float64", "int32", ... as dtype_name<T>() spells them; a class name for anything else.
+std::string describe_type(hid_t type) {
+  const std::string bits = std::to_string(8 * H5Tget_size(type));
+  const H5T_class_t cls = H5Tget_class(type);
+  if (cls == H5T_FLOAT) return "float" + bits;
+  if (cls == H5T_INTEGER) return (H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") + bits;
+  return cls == H5T_STRING     ? "string"
+         : cls == H5T_ENUM     ? "enum"
+         : cls == H5T_COMPOUND ? "compound"
+                               : "other type";
+}
+
+// The extent of a dataspace; false for a null (empty, shapeless) dataspace.
+bool read_shape(hid_t space, std::vector<int64_t>* shape) {
+  shape->clear();
+  const H5S_class_t cls = H5Sget_simple_extent_type(space);
+  if (cls != H5S_SIMPLE) return cls == H5S_SCALAR;
+  const int rank = H5Sget_simple_extent_ndims(space);
+  std::vector<hsize_t> dims(std::max(rank, 0));
+  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  shape->assign(dims.begin(), dims.end());
+  return true;
+}
+
+bool deflate_available() {
+  static const bool available = [] {
+    unsigned config = 0;
+    return H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0 &&
+           H5Zget_filter_info(H5Z_FILTER_DEFLATE, &config) >= 0 &&
+           (config & H5Z_FILTER_CONFIG_ENCODE_ENABLED) != 0;
+  }();
+  return available;
+}
+
+// An object-creation property list with modification times off, so files are reproducible.
+Handle untimed(hid_t plist_class, const std::string& where) {
+  Handle plist = checked(H5Pcreate(plist_class), where, "cannot create property list");
+  check(H5Pset_obj_track_times(plist.get(), 0), where, "cannot set property list");
+  return plist;
+}
+
+// Creates (or replaces) attribute `name` of `loc`; `group_where` names loc in messages.
+void write_attr(hid_t loc, const std::string& group_where, const std::string& name, hid_t file_type,
+                hid_t mem_type, hid_t space, const void* data) {
+  const std::string where = group_where + "@" + name;
+  if (H5Aexists(loc, name.c_str()) > 0)
+    check(H5Adelete(loc, name.c_str()), where, "cannot replace attribute");
+  Handle attr = checked(H5Acreate2(loc, name.c_str(), file_type, space, H5P_DEFAULT, H5P_DEFAULT),
+                        where, "cannot create attribute");
+  if (data) check(H5Awrite(attr.get(), mem_type, data), where, "cannot write attribute");
+}
+
+template <typename T>
+void write_numeric_attr(hid_t loc, const std::string& group_where, const std::string& name,
+                        const std::vector<T>& values, bool scalar) {
+  const hsize_t n = values.size();
+  Handle space = checked(scalar   ? H5Screate(H5S_SCALAR)
+                         : n == 0 ? H5Screate(H5S_NULL)  // zero-size attributes are not portable
+                                  : H5Screate_simple(1, &n, nullptr),
+                         group_where + "@" + name, "cannot create dataspace");
+  write_attr(loc, group_where, name, Traits<T>::file(), Traits<T>::mem(), space.get(),
+             n ? values.data() : nullptr);
+}
+
+template <typename T>
+std::vector<T> read_numeric_attr(hid_t attr, const std::string& where, bool scalar) {
+  Handle type = checked(H5Aget_type(attr), where, "cannot read attribute type");
+  const std::string found = describe_type(type.get());
+  if (found != Traits<T>::kName) fail("{}: expected {}, found {}", where, Traits<T>::kName, found);
+  Handle space = checked(H5Aget_space(attr), where, "cannot read attribute shape");
+  std::vector<int64_t> shape;
+  const bool has_shape = read_shape(space.get(), &shape);
+  const int64_t n = has_shape ? numel(shape) : 0;
+  if (scalar && n != 1)
+    fail("{}: expected a single value, found shape {}", where, shape_string(shape));
+  if (!scalar && has_shape && shape.size() != 1)
+    fail("{}: expected a 1-D array, found shape {}", where, shape_string(shape));
+  std::vector<T> values(n);
+  if (n > 0) check(H5Aread(attr, Traits<T>::mem(), values.data()), where, "cannot read attribute");
+  return values;
+}
+
+}  // namespace
+
+template <typename T>
+const char* dtype_name() {
+  return Traits<T>::kName;
+}
+
+// ---- Handle ----
+
+void Handle::reset() {
+  if (id_ < 0) return;
+  // H5Fclose flushes; for every other kind, dropping the last reference is its close.
+  if (H5Iis_valid(id_) > 0) (void)(H5Iget_type(id_) == H5I_FILE ? H5Fclose(id_) : H5Idec_ref(id_));
+  id_ = -1;
+}
+
+// ---- File ----
+
+namespace {
+// Closing the file closes everything opened in it, so close() really releases the file even if
+// a Group outlives it (that Group's id is then invalid, and Handle::reset skips it).
+Handle strong_close_fapl(const std::string& path) {
+  Handle fapl = checked(H5Pcreate(H5P_FILE_ACCESS), path, "cannot create property list");
+  check(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), path, "cannot set property list");
+  return fapl;
+}
+}  // namespace
+
+File File::create(const std::string& path) {
+  quiet();
+  Handle fcpl = untimed(H5P_FILE_CREATE, path);  // the root group's times
+  Handle fapl = strong_close_fapl(path);
+  return File(path, checked(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()), path,
+                            "cannot create HDF5 file"));
+}
+
+File File::open(const std::string& path) {
+  quiet();
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) fail("{}: cannot open ({})", path, std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) fail("{}: expected an HDF5 file, found a directory", path);
+#if H5_VERSION_GE(1, 12, 0)
+  const htri_t is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT);  // H5Fis_hdf5 is deprecated
+#else
+  const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
+#endif
+  if (is_hdf5 == 0) fail("{}: not an HDF5 file", path);
+  if (is_hdf5 < 0) fail_h5(path, "cannot open HDF5 file");
+  Handle fapl = strong_close_fapl(path);
+  return File(path, checked(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), path,
+                            "cannot open HDF5 file"));
+}
+
+File::~File() = default;
+
+void File::close() {
+  if (id_.get() < 0) return;
+  quiet();
+  check(H5Fclose(id_.release()), path_, "cannot close HDF5 file");
+}
+
+Group File::root() const {
+  quiet();
+  return Group(path_, "/", checked(H5Gopen2(id_.get(), "/", H5P_DEFAULT), path_, "cannot open /"));
+}
+
+// ---- Group: structure ----
+
+Hid Group::id() const {
+  quiet();  // per thread in thread-safe HDF5 builds
+  KVQ_CHECK(H5Iis_valid(id_.get()) > 0, "{} used after its file was closed", where());
+  return id_.get();
+}
+
+std::string Group::child_path(const std::string& name) const {
+  if (name.empty() || name.front() == '/') return name.empty() ? path_ : name;
+  return path_ == "/" ? "/" + name : path_ + "/" + name;
+}
+
+std::string Group::where(const std::string& name) const {
+  return file_path_ + ":" + child_path(name);
+}
+
+bool Group::exists(const std::string& name) const {
+  // H5Lexists fails, rather than answering false, when a parent of the last component is missing.
+  for (size_t slash = name.find('/', 1);; slash = name.find('/', slash + 1)) {
+    const std::string prefix = name.substr(0, slash);
+    if (H5Lexists(id(), prefix.c_str(), H5P_DEFAULT) <= 0) {
+      H5Eclear2(H5E_DEFAULT);
+      return false;
+    }
+    if (slash == std::string::npos) return true;
+  }
+}
+
+Handle Group::open_object(const std::string& name, bool want_group) const {
+  const std::string w = where(name);
+  if (!exists(name)) fail("{}: missing {}", w, want_group ? "group" : "dataset");
+  Handle obj = checked(H5Oopen(id(), name.c_str(), H5P_DEFAULT), w, "cannot open");
+  const H5I_type_t type = H5Iget_type(obj.get());
+  const H5I_type_t wanted = want_group ? H5I_GROUP : H5I_DATASET;
+  if (type != wanted)
+    fail("{}: expected a {}, found a {}", w, want_group ? "group" : "dataset",
+         type == H5I_GROUP     ? "group"
+         : type == H5I_DATASET ? "dataset"
+                               : "named datatype");
+  return obj;
+}
+
+Group Group::open_group(const std::string& name) const {
+  return Group(file_path_, child_path(name), open_object(name, /*want_group=*/true));
+}
+
+Group Group::create_group(const std::string& name) const {
+  Handle gcpl = untimed(H5P_GROUP_CREATE, where(name));
+  for (size_t slash = name.find('/', 1);; slash = name.find('/', slash + 1)) {
+    const std::string prefix = name.substr(0, slash);
+    if (!exists(prefix))
+      checked(H5Gcreate2(id(), prefix.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), where(prefix),
+              "cannot create group");
+    if (slash == std::string::npos) break;
+  }
+  return open_group(name);
+}
+
+std::vector<std::string> Group::children() const {
+  H5G_info_t info{};
+  check(H5Gget_info(id(), &info), where(), "cannot list group");
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    const ssize_t len =
+        H5Lget_name_by_idx(id(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    if (len < 0) fail_h5(where(), "cannot list group");
+    std::vector<char> buf(len + 1);
+    H5Lget_name_by_idx(id(), ".", H5_INDEX_NAME, H5_ITER_INC, i, buf.data(), buf.size(),
+                       H5P_DEFAULT);
+    names.emplace_back(buf.data(), len);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// ---- Group: datasets ----
+
+template <typename T>
+void Group::write(const std::string& name, const std::vector<T>& values,
+                  const std::vector<int64_t>& shape) const {
+  const bool shape_ok = std::all_of(shape.begin(), shape.end(), [](int64_t d) { return d >= 0; });
+  if (shape_ok && static_cast<int64_t>(values.size()) != numel(shape))
+    fail("{}: expected {} values for shape {}, found {}", where(name), numel(shape),
+         shape_string(shape), values.size());
+  write(name, values.data(), shape);
+}
+
+template <typename T>
+void Group::write(const std::string& name, const T* values,
+                  const std::vector<int64_t>& shape) const {
+  const std::string w = where(name);
+  if (shape.size() > 4) fail("{}: expected rank 0 to 4, found shape {}", w, shape_string(shape));
+  for (int64_t d : shape)
+    if (d < 0) fail("{}: expected non-negative dimensions, found shape {}", w, shape_string(shape));
+  if (exists(name)) fail("{}: already exists", w);
+
+  const int rank = static_cast<int>(shape.size());
+  const std::vector<hsize_t> dims(shape.begin(), shape.end());
+  Handle space =
+      checked(rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(rank, dims.data(), nullptr), w,
+              "cannot create dataspace");
+  Handle dcpl = untimed(H5P_DATASET_CREATE, w);
+  const size_t n = static_cast<size_t>(numel(shape));
+  if (rank > 0 && n * sizeof(T) > kChunkThresholdBytes) {
+    // Halve the outermost dimension that is still split-able until a chunk fits the target.
+    std::vector<hsize_t> chunk = dims;
+    auto chunk_bytes = [&] {
+      size_t b = sizeof(T);
+      for (hsize_t c : chunk) b *= c;
+      return b;
+    };
+    for (int d = 0; d < rank && chunk_bytes() > kChunkTargetBytes;)
+      if (chunk[d] > 1)
+        chunk[d] = (chunk[d] + 1) / 2;
+      else
+        ++d;
+    check(H5Pset_chunk(dcpl.get(), rank, chunk.data()), w, "cannot set chunking");
+    check(H5Pset_shuffle(dcpl.get()), w, "cannot set shuffle filter");
+    if (deflate_available()) check(H5Pset_deflate(dcpl.get(), 1), w, "cannot set deflate filter");
+    // HDF5 checksums its metadata but not raw data; this makes a corrupted chunk a read error.
+    check(H5Pset_fletcher32(dcpl.get()), w, "cannot set checksum filter");
+  }
+  Handle dset = checked(H5Dcreate2(id(), name.c_str(), Traits<T>::file(), space.get(), H5P_DEFAULT,
+                                   dcpl.get(), H5P_DEFAULT),
+                        w, "cannot create dataset");
+  if (n > 0)
+    check(H5Dwrite(dset.get(), Traits<T>::mem(), H5S_ALL, H5S_ALL, H5P_DEFAULT, values), w,
+          "cannot write dataset");
+}
+
+template <typename T>
+Array<T> Group::read_impl(const std::string& name,
+                          const std::vector<int64_t>* expected_shape) const {
+  const std::string w = where(name);
+  DatasetInfo info = dataset_info(name);
+  if (info.dtype != Traits<T>::kName)
+    fail("{}: expected {}, found {}", w, Traits<T>::kName, info.dtype);
+  if (expected_shape) require_shape(w, *expected_shape, info.shape);
+  Array<T> out{std::vector<T>(numel(info.shape)), std::move(info.shape)};
+  Handle dset = open_object(name, /*want_group=*/false);
+  if (!out.values.empty())
+    check(H5Dread(dset.get(), Traits<T>::mem(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.values.data()),
+          w, "cannot read dataset");
+  return out;
+}
+
+template <typename T>
+Array<T> Group::read(const std::string& name) const {
+  return read_impl<T>(name, nullptr);
+}
+
+template <typename T>
+Array<T> Group::read(const std::string& name, const std::vector<int64_t>& expected_shape) const {
+  return read_impl<T>(name, &expected_shape);
+}
+
+DatasetInfo Group::dataset_info(const std::string& name) const {
+  const std::string w = where(name);
+  Handle dset = open_object(name, /*want_group=*/false);
+  Handle type = checked(H5Dget_type(dset.get()), w, "cannot read dataset type");
+  Handle space = checked(H5Dget_space(dset.get()), w, "cannot read dataset shape");
+  Handle dcpl = checked(H5Dget_create_plist(dset.get()), w, "cannot read dataset layout");
+  DatasetInfo info;
+  info.dtype = describe_type(type.get());
+  if (!read_shape(space.get(), &info.shape)) info.dtype = "empty (null dataspace)";
+  info.chunked = H5Pget_layout(dcpl.get()) == H5D_CHUNKED;
+  return info;
+}
+
+// ---- Group: attributes ----
+
+bool Group::has_attr(const std::string& name) const { return H5Aexists(id(), name.c_str()) > 0; }
+
+Handle Group::open_attr(const std::string& name) const {
+  const std::string w = where() + "@" + name;
+  const htri_t exists = H5Aexists(id(), name.c_str());
+  if (exists < 0) fail_h5(w, "cannot open attribute");
+  if (exists == 0) fail("{}: missing attribute", w);
+  return checked(H5Aopen(id(), name.c_str(), H5P_DEFAULT), w, "cannot open attribute");
+}
+
+void Group::set_string_attr(const std::string& name, const std::string& value,
+                            bool fixed_length) const {
+  const std::string w = where() + "@" + name;
+  // HDF5 strings end at the first NUL, so one inside would silently truncate the value.
+  if (value.find('\0') != std::string::npos) fail("{}: expected a string without NUL bytes", w);
+  Handle type = checked(H5Tcopy(H5T_C_S1), w, "cannot create string type");
+  check(H5Tset_size(type.get(), fixed_length ? std::max<size_t>(value.size(), 1) : H5T_VARIABLE), w,
+        "cannot set string size");
+  check(H5Tset_cset(type.get(), H5T_CSET_UTF8), w, "cannot set string encoding");
+  if (fixed_length) check(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), w, "cannot set padding");
+  Handle space = checked(H5Screate(H5S_SCALAR), w, "cannot create dataspace");
+  const std::string padded = value.empty() ? std::string(1, '\0') : value;
+  const char* pointer = value.c_str();
+  write_attr(id(), where(), name, type.get(), type.get(), space.get(),
+             fixed_length ? static_cast<const void*>(padded.data()) : &pointer);
+}
+
+void Group::set_int_attr(const std::string& name, int64_t value) const {
+  write_numeric_attr<int64_t>(id(), where(), name, {value}, /*scalar=*/true);
+}
+void Group::set_double_attr(const std::string& name, double value) const {
+  write_numeric_attr<double>(id(), where(), name, {value}, /*scalar=*/true);
+}
+void Group::set_int_array_attr(const std::string& name, const std::vector<int64_t>& values) const {
+  write_numeric_attr(id(), where(), name, values, /*scalar=*/false);
+}
+void Group::set_double_array_attr(const std::string& name,
+                                  const std::vector<double>& values) const {
+  write_numeric_attr(id(), where(), name, values, /*scalar=*/false);
+}
+
+std::string Group::string_attr(const std::string& name) const {
+  const std::string w = where() + "@" + name;
+  Handle attr = open_attr(name);
+  Handle type = checked(H5Aget_type(attr.get()), w, "cannot read attribute type");
+  if (H5Tget_class(type.get()) != H5T_STRING)
+    fail("{}: expected string, found {}", w, describe_type(type.get()));
+  Handle space = checked(H5Aget_space(attr.get()), w, "cannot read attribute shape");
+  std::vector<int64_t> shape;
+  if (!read_shape(space.get(), &shape) || numel(shape) != 1)
+    fail("{}: expected a single value, found shape {}", w, shape_string(shape));
+  Handle mem = checked(H5Tcopy(H5T_C_S1), w, "cannot create string type");
+  H5Tset_cset(mem.get(), H5Tget_cset(type.get()));  // HDF5 does not convert between encodings
+  if (H5Tis_variable_str(type.get()) > 0) {
+    H5Tset_size(mem.get(), H5T_VARIABLE);
+    char* p = nullptr;
+    check(H5Aread(attr.get(), mem.get(), &p), w, "cannot read attribute");
+    std::string value = p ? p : "";
+    H5free_memory(p);
+    return value;
+  }
+  const size_t size = H5Tget_size(type.get());
+  H5Tset_size(mem.get(), size);
+  H5Tset_strpad(mem.get(), H5T_STR_NULLPAD);
+  std::vector<char> buf(size + 1, '\0');
+  check(H5Aread(attr.get(), mem.get(), buf.data()), w, "cannot read attribute");
+  return std::string(buf.data(), strnlen(buf.data(), size));
+}
+
+int64_t Group::int_attr(const std::string& name) const {
+  return read_numeric_attr<int64_t>(open_attr(name).get(), where() + "@" + name, true)[0];
+}
+double Group::double_attr(const std::string& name) const {
+  return read_numeric_attr<double>(open_attr(name).get(), where() + "@" + name, true)[0];
+}
+std::vector<int64_t> Group::int_array_attr(const std::string& name) const {
+  return read_numeric_attr<int64_t>(open_attr(name).get(), where() + "@" + name, false);
+}
+std::vector<double> Group::double_array_attr(const std::string& name) const {
+  return read_numeric_attr<double>(open_attr(name).get(), where() + "@" + name, false);
+}
+
+#define KVQ_H5_INSTANTIATE(T)                                                                     \
+  template const char* dtype_name<T>();                                                           \
+  template void Group::write<T>(const std::string&, const std::vector<T>&,                        \
+                                const std::vector<int64_t>&) const;                               \
+  template void Group::write<T>(const std::string&, const T*, const std::vector<int64_t>&) const; \
+  template Array<T> Group::read<T>(const std::string&) const;                                     \
+  template Array<T> Group::read<T>(const std::string&, const std::vector<int64_t>&) const;
+KVQ_H5_INSTANTIATE(double)
+KVQ_H5_INSTANTIATE(float)
+KVQ_H5_INSTANTIATE(int64_t)
+KVQ_H5_INSTANTIATE(int32_t)
+KVQ_H5_INSTANTIATE(uint8_t)
+KVQ_H5_INSTANTIATE(uint32_t)
+#undef KVQ_H5_INSTANTIATE
+
+}  // namespace kvq::artifact
