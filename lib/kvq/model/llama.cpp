@@ -100,6 +100,8 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* 
     at::Tensor q = at::linear(h, l.wq).view({b, t, c.n_heads, c.head_dim});
     at::Tensor k = at::linear(h, l.wk).view({b, t, c.n_kv_heads, c.head_dim});
     at::Tensor v = at::linear(h, l.wv).view({b, t, c.n_kv_heads, c.head_dim});
+    const at::Tensor k_in = k, v_in = v;
+    KVView view;
     if (hook) {
       hook->on_kv(i, k, v);
       if (k.sizes() != v.sizes() || k.size(0) != b || k.size(1) != t || k.size(2) != c.n_kv_heads ||
@@ -107,10 +109,15 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* 
         fail("KV hook at layer {}: returned K/V of shape {} / {}, expected [{}, {}, {}, {}]", i,
              fmt::join(k.sizes(), "x"), fmt::join(v.sizes(), "x"), b, t, c.n_kv_heads, c.head_dim);
       }
+      view = hook->view(i, start, t);
+      if ((view.key_quantized.defined() || view.value_quantized.defined()) && cache) {
+        fail("KV hook at layer {}: per-query full-precision windows need a forward without a cache", i);
+      }
     }
     q = apply_rope(q.transpose(1, 2), start);  // [b, n_heads, t, d]
     k = apply_rope(k.transpose(1, 2), start);  // [b, n_kv_heads, t, d]
     v = v.transpose(1, 2);
+    if (hook) hook->on_k_rope(i, k);
     if (cache) {
       if (start > 0) {
         k = at::cat({cache->k[i], k}, 2);
@@ -121,15 +128,30 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* 
     }
     // GQA: query head j reads KV head j / group; grouping the queries avoids copying K and V.
     const int64_t n_keys = k.size(2);
-    at::Tensor qg = q.reshape({b, c.n_kv_heads, group * t, c.head_dim});
-    at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)).mul(scale)
-                            .view({b, c.n_kv_heads, group, t, n_keys});
+    const at::Tensor qg = q.reshape({b, c.n_kv_heads, group * t, c.head_dim});
+    auto scores_of = [&](const at::Tensor& keys) {
+      return at::matmul(qg, keys.transpose(-1, -2)).mul(scale).view({b, c.n_kv_heads, group, t, n_keys});
+    };
+    at::Tensor scores = scores_of(k);
+    if (view.key_quantized.defined()) {
+      // Queries see the keys still in their full-precision window unquantized.
+      const at::Tensor k_full = apply_rope(k_in.transpose(1, 2), start);
+      scores = at::where(view.key_quantized, scores, scores_of(k_full));
+    }
     if (mask.defined()) scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
     at::Tensor probs = at::softmax(scores, -1, accumulate_type(q.scalar_type())).to(q.scalar_type());
-    at::Tensor attn = at::matmul(probs.view({b, c.n_kv_heads, group * t, n_keys}), v)
-                          .view({b, c.n_heads, t, c.head_dim})
-                          .transpose(1, 2)
-                          .reshape({b, t, c.q_dim()});
+    auto weighted = [&](const at::Tensor& p, const at::Tensor& values) {
+      return at::matmul(p.view({b, c.n_kv_heads, group * t, n_keys}), values);
+    };
+    at::Tensor attn;
+    if (view.value_quantized.defined()) {
+      const at::Tensor zero = at::zeros({}, probs.options());
+      attn = weighted(at::where(view.value_quantized, probs, zero), v) +
+             weighted(at::where(view.value_quantized, zero, probs), v_in.transpose(1, 2));
+    } else {
+      attn = weighted(probs, v);
+    }
+    attn = attn.view({b, c.n_heads, t, c.head_dim}).transpose(1, 2).reshape({b, t, c.q_dim()});
     x = x + at::linear(attn, l.wo);
     h = rms_norm(x, l.ffn_norm);
     x = x + at::linear(at::silu(at::linear(h, l.w_gate)) * at::linear(h, l.w_up), l.w_down);

@@ -43,6 +43,15 @@ struct Weights {
   std::string checksum;
 };
 
+// Which version of each cached key and value a query sees, for methods that keep recent tokens in
+// full precision until they are quantized (KIVI's residual, SKVQ's window): [t_q, t_k] bool,
+// true where query i (at position start + i) sees key/value j quantized. Undefined: every query
+// sees what the hook returned.
+struct KVView {
+  at::Tensor key_quantized;
+  at::Tensor value_quantized;
+};
+
 // Sees each layer's Keys before RoPE and Values, both [batch, seq, n_kv_heads, head_dim] in the
 // compute dtype, in layer order during forward. Assigning to k or v substitutes what attention
 // (and the cache) uses; the hook may also call requires_grad_() on them to take gradients.
@@ -50,6 +59,12 @@ class KVHook {
  public:
   virtual ~KVHook() = default;
   virtual void on_kv(int64_t layer, at::Tensor& k, at::Tensor& v) = 0;
+  // The keys after RoPE, [batch, n_kv_heads, seq, head_dim]; assigning substitutes them (for
+  // quantizing keys after RoPE).
+  virtual void on_k_rope(int64_t /*layer*/, at::Tensor& /*k*/) {}
+  // Called after on_kv for a forward of t queries from position `start` (no cache allowed when
+  // the view is defined); full-precision keys are the ones on_kv received.
+  virtual KVView view(int64_t /*layer*/, int64_t /*start*/, int64_t /*t*/) { return {}; }
 };
 
 // Decoding state: post-RoPE keys and values per layer, [batch, n_kv_heads, length, head_dim].

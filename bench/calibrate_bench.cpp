@@ -1,0 +1,135 @@
+// Calibration throughput and peak memory on a LLaMA-7B-shaped model with random weights (no real
+// 7B weights exist here): kvq's calibrate (range pass + gradient pass + statistics) against the
+// bare forward + backward to the Keys and Values on the same sequences, measured in the same run.
+// The ratio is the cost of everything kvq adds to the gradient computation it cannot avoid.
+//
+//   bench_calibrate [--preset 7b|tiny] [--samples 16] [--seq-len 2048] [--device cuda]
+//                   [--dtype bf16] [--layers N]
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "kvq/calib/calibrate.h"
+#include "kvq/calib/fisher.h"
+#include "kvq/common/error.h"
+
+#ifdef KVQ_TORCH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace {
+
+using kvq::model::ModelConfig;
+
+ModelConfig preset(const std::string& name) {
+  ModelConfig c;
+  if (name == "7b") {  // LLaMA-7B / Llama-2-7B shapes
+    c.dim = 4096, c.n_layers = 32, c.n_heads = 32, c.n_kv_heads = 32, c.head_dim = 128;
+    c.ffn_dim = 11008, c.vocab_size = 32000, c.max_seq_len = 4096;
+  } else if (name == "tiny") {  // a CPU smoke test of this program
+    c.dim = 256, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 64;
+    c.ffn_dim = 512, c.vocab_size = 4096, c.max_seq_len = 512;
+  } else {
+    kvq::fail("--preset: expected 7b or tiny, found {}", name);
+  }
+  return c;
+}
+
+kvq::model::LlamaModel random_model(const ModelConfig& c, at::ScalarType dtype, at::Device device) {
+  const auto opt = at::TensorOptions().dtype(dtype).device(device);
+  auto normal = [&](std::vector<int64_t> shape) { return at::randn(shape, opt).mul_(0.02); };
+  kvq::model::Weights w;
+  w.embed = normal({c.vocab_size, c.dim});
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    w.layers.push_back({at::ones({c.dim}, opt), normal({c.q_dim(), c.dim}), normal({c.kv_dim(), c.dim}),
+                        normal({c.kv_dim(), c.dim}), normal({c.dim, c.q_dim()}), at::ones({c.dim}, opt),
+                        normal({c.ffn_dim, c.dim}), normal({c.ffn_dim, c.dim}), normal({c.dim, c.ffn_dim})});
+  }
+  w.norm = at::ones({c.dim}, opt);
+  w.lm_head = normal({c.vocab_size, c.dim});
+  w.checksum = "random";  // skips hashing 7B parameters
+  return kvq::model::LlamaModel(c, std::move(w), "random");
+}
+
+void synchronize(const at::Device& d) {
+  if (d.is_cuda()) at::ones({1}, at::TensorOptions().device(d)).sum().item<float>();
+}
+
+int64_t device_peak(const at::Device& d) {
+#ifdef KVQ_TORCH_CUDA
+  if (d.is_cuda()) return c10::cuda::CUDACachingAllocator::getDeviceStats(0).reserved_bytes[0].peak;
+#endif
+  (void)d;
+  return -1;
+}
+
+void reset_peak(const at::Device& d) {
+#ifdef KVQ_TORCH_CUDA
+  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+#endif
+  (void)d;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Calibration throughput on a random-weight LLaMA-shaped model"};
+  app.option_defaults()->always_capture_default();
+  std::string preset_name = "7b", device_name = "cuda", dtype_name = "bf16";
+  int64_t samples = 16, seq_len = 2048, layers = 0;
+  app.add_option("--preset", preset_name, "Model shape: 7b or tiny");
+  app.add_option("--samples", samples, "Calibration sequences");
+  app.add_option("--seq-len", seq_len, "Tokens per sequence");
+  app.add_option("--layers", layers, "Override the number of layers (0: the preset's)");
+  app.add_option("--device", device_name, "cpu or cuda");
+  app.add_option("--dtype", dtype_name, "fp32, bf16 or fp16");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    ModelConfig c = preset(preset_name);
+    if (layers > 0) c.n_layers = layers;
+    const at::Device device = kvq::model::parse_device(device_name, "--device");
+    const at::ScalarType dtype = kvq::model::parse_dtype(dtype_name, "--dtype");
+    at::manual_seed(0);
+    const kvq::model::LlamaModel m = random_model(c, dtype, device);
+    std::mt19937 rng(0);
+    std::vector<int32_t> tokens(samples * seq_len + 1);
+    for (auto& t : tokens) t = static_cast<int32_t>(rng() % c.vocab_size);
+
+    // Baseline: forward + backward to K and V only, the work calibration cannot avoid.
+    kvq::calib::kv_gradients(m, at::randint(c.vocab_size, {seq_len}, at::kLong));  // warm-up
+    std::vector<at::Tensor> sequences;
+    for (int64_t s = 0; s < samples; ++s) {
+      std::vector<int64_t> ids(tokens.begin() + s * seq_len, tokens.begin() + (s + 1) * seq_len);
+      sequences.push_back(at::tensor(ids, at::kLong));
+    }
+    synchronize(device);
+    reset_peak(device);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const at::Tensor& seq : sequences) kvq::calib::kv_gradients(m, seq);
+    synchronize(device);
+    const double bare_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const int64_t bare_peak = device_peak(device);
+
+    kvq::calib::CalibOptions o;
+    o.n_samples = samples;
+    o.seq_len = seq_len;
+    o.progress = false;
+    const kvq::calib::CalibResult r = kvq::calib::calibrate(m, tokens, o);
+    const double n_tok = static_cast<double>(samples * seq_len);
+    auto gib = [](int64_t bytes) { return bytes < 0 ? std::string("n/a") : fmt::format("{:.2f} GiB", bytes / 1073741824.0); };
+    fmt::print("| model | device | dtype | sequences | tokens | fwd+bwd tok/s | calibrate tok/s | "
+               "calibrate / fwd+bwd time | peak GPU fwd+bwd | peak GPU calibrate | peak RSS |\n");
+    fmt::print("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    fmt::print("| {} ({} layers, dim {}, {}/{} heads x {}) | {} | {} | {} x {} | {} | {:.0f} | {:.0f} | {:.2f}x | {} | {} | {} |\n",
+               preset_name, c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.head_dim, device_name,
+               dtype_name, samples, seq_len, samples * seq_len, n_tok / bare_s, r.tokens_per_s,
+               r.seconds / bare_s, gib(bare_peak), gib(r.peak_device_bytes), gib(r.peak_rss_bytes));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_calibrate: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
