@@ -1,0 +1,44 @@
+// The results table `kvq eval` prints, one row per method: as markdown (the default stdout
+// format), CSV and JSON, plus an atomic text-file writer for --csv/--json style outputs.
+// Not here: computing the numbers (eval/perplexity.h) or deciding which rows to show.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace kvq::eval {
+
+struct ResultRow {
+  std::string method;           // method string as in DESIGN.md, e.g. "fp16", "uniform:k4v4"
+  double bits_per_element = 0;  // average stored bits per K/V element, metadata included
+  double ppl = 0;
+  double delta_pct = 0;  // 100 * (ppl / ppl_fp16 - 1)
+  double mean_loss = 0;  // nats per scored token
+  int64_t n_tokens = 0;  // scored tokens
+  double seconds = 0;
+  std::string note;
+};
+
+// Columns: method | bits/elem | ppl | Δ vs fp16 | note, padded to align, numbers right-aligned.
+// bits with 2 decimals, ppl with 4, delta signed with 2 and '%' ("+1.25%", "+0.00%", never
+// "-0.00%"). '|' in text cells is escaped as "\|" and line breaks become spaces, so every row
+// stays one table row. Ends with '\n'; an empty `rows` gives the header and rule only.
+std::string markdown_table(const std::vector<ResultRow>& rows);
+
+// Header "method,bits_per_element,ppl,delta_pct,mean_loss,n_tokens,seconds,note", then one
+// line per row; numbers at full precision (shortest text that parses back to the same double);
+// fields with a comma, quote, CR or LF are quoted per RFC 4180 with quotes doubled. Records end
+// with '\n' rather than RFC 4180's CRLF: every CSV reader accepts it and Unix tools want it.
+std::string csv_table(const std::vector<ResultRow>& rows);
+
+// An array of objects keyed like the CSV header; non-finite numbers become null.
+nlohmann::json json_rows(const std::vector<ResultRow>& rows);
+
+// Writes `content` to `path` through a temp file in the same directory and a rename, so
+// readers never see a partial file. Throws kvq::Error naming `path` if it cannot be written.
+void write_text_file_atomic(const std::string& path, const std::string& content);
+
+}  // namespace kvq::eval

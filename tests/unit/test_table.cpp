@@ -1,0 +1,96 @@
+// kvq/eval/table: the exact markdown, CSV and JSON kvq eval prints (alignment, rounding, the
+// signed delta, escaping and RFC 4180 quoting), and the atomic text-file writer's results and
+// errors.
+#include "kvq/eval/table.h"
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "support/test_support.h"
+
+namespace kvq::eval {
+namespace {
+
+using test::error_of;
+using test::TempDir;
+
+TEST(MarkdownTable, AlignedRoundedSignedAndEscaped) {
+  const std::vector<ResultRow> rows = {
+      {"fp16", 16, 5.6789, 0, 1.7368, 1000, 2.5, "baseline"},
+      {"uniform:k4v4", 4.25, 5.81234, 2.35, 1.76, 1000, 3.0, "g=128"},
+      {"kmeans:k2|v2", 2.126, 7.00006, 23.26666, 1.95, 1000, 3.5, ""},
+      {"x", 3, 6, -0.004, 1.79, 1000, 1.0, "a\nb"},
+      {"better", 3, 5.5, -3.14159, 1.70, 1000, 1.0, ""},
+  };
+  EXPECT_EQ(markdown_table(rows),
+            "| method        | bits/elem |    ppl | Δ vs fp16 | note     |\n"
+            "| ------------- | --------: | -----: | --------: | -------- |\n"
+            "| fp16          |     16.00 | 5.6789 |    +0.00% | baseline |\n"
+            "| uniform:k4v4  |      4.25 | 5.8123 |    +2.35% | g=128    |\n"
+            "| kmeans:k2\\|v2 |      2.13 | 7.0001 |   +23.27% |          |\n"
+            "| x             |      3.00 | 6.0000 |    +0.00% | a b      |\n"
+            "| better        |      3.00 | 5.5000 |    -3.14% |          |\n");
+}
+
+TEST(MarkdownTable, EmptyGivesHeaderAndRule) {
+  EXPECT_EQ(markdown_table({}),
+            "| method | bits/elem | ppl | Δ vs fp16 | note |\n"
+            "| ------ | --------: | --: | --------: | ---- |\n");
+}
+
+TEST(CsvTable, FullPrecisionAndRfc4180Quoting) {
+  const std::vector<ResultRow> rows = {
+      {"fp16", 16, 5.6789, 0, 1.7368, 1000, 2.5, "baseline"},
+      {"a,b", 0.1 + 0.2, 5.0, -1.5, 1.75, 7, 0.25, "say \"hi\""},
+      {"x", 4.25, 6.125, 2.0, 1.8, 10, 1e-3, "line\nbreak"},
+      {"plain \"inner\" quotes", 1, 2, 3, 4, 5, 6, "cr\r"},
+  };
+  EXPECT_EQ(csv_table(rows),
+            "method,bits_per_element,ppl,delta_pct,mean_loss,n_tokens,seconds,note\n"
+            "fp16,16,5.6789,0,1.7368,1000,2.5,baseline\n"
+            "\"a,b\",0.30000000000000004,5,-1.5,1.75,7,0.25,\"say \"\"hi\"\"\"\n"
+            "x,4.25,6.125,2,1.8,10,0.001,\"line\nbreak\"\n"
+            "\"plain \"\"inner\"\" quotes\",1,2,3,4,5,6,\"cr\r\"\n");
+  EXPECT_EQ(csv_table({}),
+            "method,bits_per_element,ppl,delta_pct,mean_loss,n_tokens,seconds,note\n");
+}
+
+TEST(JsonRows, KeysValuesAndNullForNonFinite) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const nlohmann::json j = json_rows({{"fp16", 16, 5.6789, 0, 1.7368, 1000, 2.5, "baseline"},
+                                      {"bad", 2, nan, INFINITY, nan, 0, 0.5, ""}});
+  ASSERT_TRUE(j.is_array());
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0].dump(),
+            R"({"bits_per_element":16.0,"delta_pct":0.0,"mean_loss":1.7368,"method":"fp16",)"
+            R"("n_tokens":1000,"note":"baseline","ppl":5.6789,"seconds":2.5})");
+  EXPECT_TRUE(j[1]["ppl"].is_null());
+  EXPECT_TRUE(j[1]["delta_pct"].is_null());
+  EXPECT_EQ(j[1]["n_tokens"].get<int64_t>(), 0);
+  // Parses back: the document is valid JSON even with the non-finite values.
+  EXPECT_EQ(nlohmann::json::parse(j.dump()), j);
+}
+
+TEST(WriteTextFileAtomic, WritesReplacesAndNamesPathOnError) {
+  TempDir dir;
+  const std::string path = dir.file("results.csv");
+  write_text_file_atomic(path, "first\n");
+  EXPECT_EQ(test::read_file(path), "first\n");
+  write_text_file_atomic(path, std::string("second\0binary", 13));
+  EXPECT_EQ(test::read_file(path), std::string("second\0binary", 13));
+
+  const std::string missing = dir.file("nope/results.csv");
+  EXPECT_EQ(error_of([&] { write_text_file_atomic(missing, "x"); }),
+            missing + ": cannot write file: " + dir.file("nope") +
+                ": output directory does not exist (No such file or directory)");
+  EXPECT_EQ(error_of([&] { write_text_file_atomic(dir.path() + "/", "x"); }),
+            dir.path() + "/: cannot write file: " + dir.path() +
+                "/: expected an output file path, found a directory name");
+}
+
+}  // namespace
+}  // namespace kvq::eval
