@@ -1,0 +1,48 @@
+// fp16 decode attention over a plain fp16 cache: the baselines `kvq bench kernels` times the
+// compressed cache against in the same run. A flash-decoding kernel of our own, and cuBLAS
+// (strided-batched GEMM for q.K^T, a softmax kernel, strided-batched GEMM for P.V). Keys are
+// taken as already rotated (what an fp16 cache holds), so no RoPE here. Not here: correctness
+// tests beyond the benchmark's cross-check of the two (they must agree).
+#pragma once
+
+#include <cstdint>
+
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+namespace kvq::kernels {
+
+struct Fp16AttentionParams {
+  int batch = 0, n_kv_heads = 0, n_q_heads = 0, head_dim = 128;  // head_dim 64 or 128
+  int64_t n_tokens = 0;
+  const __half* q = nullptr;  // [batch][n_q_heads][head_dim]
+  const __half* k = nullptr;  // [batch][n_kv_heads][n_tokens][head_dim]
+  const __half* v = nullptr;  // [batch][n_kv_heads][n_tokens][head_dim]
+  __half* out = nullptr;      // [batch][n_q_heads][head_dim]
+  // flash: splits of the sequence and their parts [batch][n_q_heads][n_splits][head_dim + 2]
+  int n_splits = 1;
+  float* part = nullptr;
+  // cuBLAS: scores [batch][n_q_heads][n_tokens] fp32 and probabilities fp16
+  float* scores = nullptr;
+  __half* probs = nullptr;
+};
+
+// Splits that fill the device once for this shape (>= 1).
+int fp16_flash_splits(int batch, int n_kv_heads, int64_t n_tokens);
+
+// Flash-decoding: one warp per split, 16-byte loads, fp32 math, then a reduction kernel.
+cudaError_t launch_fp16_flash_decode(const Fp16AttentionParams& p, cudaStream_t stream);
+
+// q.K^T (GemmStridedBatchedEx, fp32 out), softmax to fp16, P.V (GemmStridedBatchedEx). The
+// handle must be bound to `stream`. cuBLAS failures come back as cudaErrorUnknown.
+cudaError_t launch_fp16_cublas_attention(const Fp16AttentionParams& p, cublasHandle_t handle,
+                                         cudaStream_t stream);
+
+// Fills n halves with uniform values in [-1, 1) (deterministic in seed).
+cudaError_t launch_fill_random_half(__half* x, int64_t n, uint32_t seed, cudaStream_t stream);
+
+// Spins the GPU for about `microseconds` so that the host can queue timed work behind it.
+cudaError_t launch_gpu_sleep(int microseconds, cudaStream_t stream);
+
+}  // namespace kvq::kernels

@@ -1,0 +1,557 @@
+// Quantize-on-append and prefill for the compressed KV cache (kv_append.h); CPU twin:
+// kv_quantize_ref (kv_ref.cpp); tests: tests/gpu/test_kv_append.cpp. Not here: attention
+// (kv_attention*.cu) and page allocation (kv_cache.cpp).
+//
+// Layout (kv_layout.h has the page format)
+//   k, v (append)    [batch][n_kv_heads][head_dim]              fp16, keys pre-RoPE
+//   k, v (prefill)   [batch][max_tokens][n_kv_heads][head_dim]  fp16
+//   A warp owns one token of one KV head at a time; lane l holds channels l + 32 j, j < D/32.
+//   Key rows are packed through a per-warp shared row of codes (pair-interleaved order); value
+//   codes go into channel rows: the decode step ORs one bit field into a word (the first token
+//   of a word writes it whole, clearing the rest), prefill builds whole words in registers.
+//
+// Grid
+//   append:  (batch, n_kv_heads) blocks of one warp: write the new token to the sink or ring,
+//            then quantize what leaves the window (KVQuant: one token; KIVI: a full group of G).
+//            A second launch increments seq_len (blocks of other heads read it first).
+//   prefill: (max_pages + 1, n_kv_heads, batch) blocks of 8 warps. Block x < max_pages
+//            quantizes page x of the sequence: KVQuant in three phases (tokens in parallel,
+//            counting key outliers per token; a scan; the outliers written in (token, channel)
+//            order, so that a full page drops the same ones as the sequential reference); KIVI
+//            one group per warp. Block x = max_pages copies the fp16 tokens and sets seq_len.
+//
+// Versions
+//   1: the above. Append of one token at 32K, 32 heads (H100): 17.6 us at batch 1 (6% of the
+//      nuq3 decode step), 18 us at batch 8 (0.5%); latency of a few dependent global round
+//      trips and the second launch (bench/kernels_notes.md). Prefill is bound by the per-token
+//      selection of the value range (k+1 rounds of warp argmin per side), fine for prompts.
+#include "kv_append.h"
+
+#include <cmath>
+
+#include "kv_device.cuh"
+#include "kvq/quant/pack.h"
+
+namespace kvq::kernels {
+namespace {
+
+using namespace dev;
+
+constexpr int kPrefillWarps = 8;
+constexpr int kMaxPageRows = 1024;  // page_size * head_dim < 65536 and head_dim >= 64
+
+template <int D, int B>
+struct Tok {
+  static constexpr int kNJ = D / 32;  // channels per lane
+  static constexpr int kC = quant::PackedLayout<B>::kCodesPerWord;
+  static constexpr int kRowCodes = (B == 3 && D == 64) ? 80 : D;
+  static constexpr int kRowWords = (kRowCodes + kC - 1) / kC;
+  static_assert(kRowWords <= 32, "one lane per key-row word");
+};
+
+__device__ __forceinline__ int lane_id() { return threadIdx.x & 31; }
+
+// Writes one key row from per-lane codes (channel lane + 32 j) through row_sm (padding zero).
+template <int D, int B>
+__device__ void store_k_row(uint8_t* row_sm, const int (&code)[Tok<D, B>::kNJ], uint32_t* dst) {
+  using T = Tok<D, B>;
+  const int lane = lane_id();
+#pragma unroll
+  for (int j = 0; j < T::kNJ; ++j) row_sm[kv_k_code_index(lane + 32 * j, D)] = static_cast<uint8_t>(code[j]);
+  __syncwarp();
+  if (lane < T::kRowWords) {
+    uint32_t w = 0;
+#pragma unroll
+    for (int i = 0; i < T::kC; ++i) {
+      const int idx = lane * T::kC + i;
+      if (idx < T::kRowCodes) w |= uint32_t{row_sm[idx]} << (B * i);
+    }
+    dst[lane] = w;
+  }
+  __syncwarp();
+}
+
+// The (k+1)-th smallest (largest) of the warp's D values: k+1 rounds of argmin over (value,
+// channel), each removing one element, so ties count as often as they occur (dense_range_ref).
+template <int NJ>
+__device__ float select_kth(const float (&x)[NJ], int k, bool largest) {
+  const int lane = lane_id();
+  uint32_t taken = 0;
+  float result = 0.0f;
+  for (int r = 0; r <= k; ++r) {
+    float bv = largest ? -INFINITY : INFINITY;
+    int bc = 1 << 30;
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      if ((taken >> j) & 1u) continue;
+      const bool better = largest ? x[j] > bv : x[j] < bv;
+      if (better || bc == (1 << 30)) {
+        bv = x[j];
+        bc = lane + 32 * j;
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(kFullMask, bv, o);
+      const int oc = __shfl_xor_sync(kFullMask, bc, o);
+      const bool better = largest ? ov > bv : ov < bv;
+      if (better || (ov == bv && oc < bc)) {
+        bv = ov;
+        bc = oc;
+      }
+    }
+    if (bc < (1 << 30) && (bc & 31) == lane) taken |= 1u << (bc >> 5);
+    result = bv;
+  }
+  return result;
+}
+
+// Rank of flag (j) among the warp's flagged channels in channel order; *total = their count.
+template <int NJ>
+__device__ void flag_ranks(const bool (&flag)[NJ], int (&rank)[NJ], int* total) {
+  const unsigned lt = (1u << lane_id()) - 1u;
+  int base = 0;
+#pragma unroll
+  for (int j = 0; j < NJ; ++j) {
+    const unsigned ballot = __ballot_sync(kFullMask, flag[j]);
+    rank[j] = base + __popc(ballot & lt);
+    base += __popc(ballot);
+  }
+  *total = base;
+}
+
+__device__ __forceinline__ uint32_t outlier_entry(int row, int ch, int head_dim, uint32_t bits) {
+  return (static_cast<uint32_t>(row * head_dim + ch) << 16) | bits;
+}
+
+// KVQuant keys of one token: codes (row written), outlier candidates in kflag.
+template <int D, int B>
+__device__ void nuq_keys(const KvCacheView& c, int h, uint8_t* sec, int row,
+                         const float (&x)[Tok<D, B>::kNJ], const float* kl, uint8_t* row_sm,
+                         bool (&kflag)[Tok<D, B>::kNJ]) {
+  using T = Tok<D, B>;
+  int code[T::kNJ];
+#pragma unroll
+  for (int j = 0; j < T::kNJ; ++j) {
+    const int ch = lane_id() + 32 * j;
+    const float lo = c.k_lo[h * D + ch], hi = c.k_hi[h * D + ch];
+    const float offset = __fdiv_rn(__fadd_rn(lo, hi), 2.0f);
+    const float scale = __fdiv_rn(__fsub_rn(hi, lo), 2.0f);
+    code[j] = scale == 0.0f ? 0 : nuq_encode(__fdiv_rn(__fsub_rn(x[j], offset), scale), kl, 1 << B);
+    kflag[j] = c.k_outliers && (x[j] < lo || x[j] > hi);
+  }
+  store_k_row<D, B>(row_sm, code,
+                    reinterpret_cast<uint32_t*>(sec + c.layout.off_k_codes) +
+                        int64_t{row} * T::kRowWords);
+}
+
+// KVQuant values of one token: scale/offset and outlier slots written, codes returned.
+template <int D, int B>
+__device__ void nuq_values(const KvCacheView& c, uint8_t* sec, int row,
+                           const float (&x)[Tok<D, B>::kNJ], const uint16_t (&bits)[Tok<D, B>::kNJ],
+                           const float* vl, int (&code)[Tok<D, B>::kNJ]) {
+  using T = Tok<D, B>;
+  const int lane = lane_id();
+  const int per_token = c.layout.v_out_per_token;
+  const float lo = select_kth(x, per_token / 2, false);
+  const float hi = select_kth(x, per_token / 2, true);
+  const __half offset16 = __float2half_rn(__fdiv_rn(__fadd_rn(lo, hi), 2.0f));
+  const __half scale16 = __float2half_rn(__fdiv_rn(__fsub_rn(hi, lo), 2.0f));
+  const float offset = __half2float(offset16), scale = __half2float(scale16);
+  bool flag[T::kNJ];
+#pragma unroll
+  for (int j = 0; j < T::kNJ; ++j) {
+    code[j] = scale == 0.0f ? 0 : nuq_encode(__fdiv_rn(__fsub_rn(x[j], offset), scale), vl, 1 << B);
+    flag[j] = x[j] < lo || x[j] > hi;
+  }
+  int rank[T::kNJ], total;
+  flag_ranks(flag, rank, &total);
+  uint32_t* slots = reinterpret_cast<uint32_t*>(sec + c.layout.off_v_out) + int64_t{row} * per_token;
+#pragma unroll
+  for (int j = 0; j < T::kNJ; ++j) {
+    if (flag[j] && rank[j] < per_token) slots[rank[j]] = outlier_entry(row, lane + 32 * j, D, bits[j]);
+  }
+  if (lane >= total && lane < per_token) slots[lane] = kOutlierEmpty << 16;
+  if (lane == 0) {
+    reinterpret_cast<uint32_t*>(sec + c.layout.off_v_scales)[row] =
+        uint32_t{__half_as_ushort(scale16)} | (uint32_t{__half_as_ushort(offset16)} << 16);
+  }
+}
+
+// KIVI: quantizes G tokens (group rows row0 .. row0 + G - 1 of the page) read through row(i).
+template <int D, int B, typename RowK, typename RowV>
+__device__ void kivi_group(const KvCacheView& c, uint8_t* sec, int row0, RowK krow, RowV vrow,
+                           uint8_t* row_sm) {
+  using T = Tok<D, B>;
+  const int lane = lane_id();
+  const int G = c.layout.group;
+  const float max_code = static_cast<float>((1 << B) - 1);
+  float sf[T::kNJ], zf[T::kNJ];
+  __half s16[T::kNJ], z16[T::kNJ];
+#pragma unroll
+  for (int j = 0; j < T::kNJ; ++j) {  // keys: min-max per channel over the group
+    float mn = INFINITY, mx = -INFINITY;
+    for (int i = 0; i < G; ++i) {
+      const float x = __half2float(krow(i)[lane + 32 * j]);
+      mn = fminf(mn, x);
+      mx = fmaxf(mx, x);
+    }
+    s16[j] = __float2half_rn(__fdiv_rn(__fsub_rn(mx, mn), max_code));
+    z16[j] = __float2half_rn(mn);
+    sf[j] = __half2float(s16[j]);
+    zf[j] = __half2float(z16[j]);
+  }
+  uint32_t* kp = reinterpret_cast<uint32_t*>(sec + c.layout.off_k_params) +
+                 int64_t{row0 / G} * (D / 2) * 2;
+#pragma unroll
+  for (int j = 0; j < T::kNJ / 2; ++j) {  // pair g = lane + 32 j with channel g + D/2
+    const int g = lane + 32 * j;
+    kp[2 * g] = uint32_t{__half_as_ushort(s16[j])} | (uint32_t{__half_as_ushort(s16[j + T::kNJ / 2])} << 16);
+    kp[2 * g + 1] = uint32_t{__half_as_ushort(z16[j])} | (uint32_t{__half_as_ushort(z16[j + T::kNJ / 2])} << 16);
+  }
+  for (int i = 0; i < G; ++i) {
+    int code[T::kNJ];
+#pragma unroll
+    for (int j = 0; j < T::kNJ; ++j) {
+      code[j] = uniform_encode(__half2float(krow(i)[lane + 32 * j]), sf[j], zf[j], B);
+    }
+    store_k_row<D, B>(row_sm, code,
+                      reinterpret_cast<uint32_t*>(sec + c.layout.off_k_codes) +
+                          int64_t{row0 + i} * T::kRowWords);
+  }
+  // Values: per token, groups of G channels (slots j of G / 32 consecutive j).
+  const int jg = G / 32;
+  uint32_t vw[T::kNJ] = {};
+  uint32_t* vp = reinterpret_cast<uint32_t*>(sec + c.layout.off_v_params);
+  for (int i = 0; i < G; ++i) {
+    float x[T::kNJ];
+#pragma unroll
+    for (int j = 0; j < T::kNJ; ++j) x[j] = __half2float(vrow(i)[lane + 32 * j]);
+    const int row = row0 + i;
+    for (int cg = 0; cg < D / G; ++cg) {
+      float mn = INFINITY, mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < T::kNJ; ++j) {
+        if (j / jg != cg) continue;
+        mn = fminf(mn, x[j]);
+        mx = fmaxf(mx, x[j]);
+      }
+      mn = warp_min(mn);
+      mx = warp_max(mx);
+      const __half vs = __float2half_rn(__fdiv_rn(__fsub_rn(mx, mn), max_code));
+      const __half vz = __float2half_rn(mn);
+      if (lane == 0) {
+        vp[int64_t{row} * (D / G) + cg] =
+            uint32_t{__half_as_ushort(vs)} | (uint32_t{__half_as_ushort(vz)} << 16);
+      }
+#pragma unroll
+      for (int j = 0; j < T::kNJ; ++j) {
+        if (j / jg != cg) continue;
+        const int code = uniform_encode(x[j], __half2float(vs), __half2float(vz), B);
+        vw[j] |= static_cast<uint32_t>(code) << (B * (row % T::kC));
+      }
+    }
+    if (row % T::kC == T::kC - 1) {
+#pragma unroll
+      for (int j = 0; j < T::kNJ; ++j) {
+        reinterpret_cast<uint32_t*>(sec + c.layout.off_v_codes)
+            [int64_t{lane + 32 * j} * c.layout.v_row_words + row / T::kC] = vw[j];
+        vw[j] = 0;
+      }
+    }
+  }
+}
+
+template <int D>
+__device__ void load_levels(const KvCacheView& c, bool kivi, float* kl, float* vl) {
+  if (!kivi && threadIdx.x < 16) {
+    kl[threadIdx.x] = threadIdx.x < (1u << c.layout.bits) ? c.k_levels[threadIdx.x] : 0.0f;
+    vl[threadIdx.x] = threadIdx.x < (1u << c.layout.bits) ? c.v_levels[threadIdx.x] : 0.0f;
+  }
+}
+
+template <int D, int B, bool kKivi>
+__global__ void __launch_bounds__(32)
+kv_append_kernel(KvCacheView c, const __half* __restrict__ k, const __half* __restrict__ v) {
+  using T = Tok<D, B>;
+  __shared__ float kl[16], vl[16];
+  __shared__ uint8_t row_sm[128];
+  const int lane = lane_id();
+  const int b = blockIdx.x, h = blockIdx.y;
+  load_levels<D>(c, kKivi, kl, vl);
+  for (int i = lane; i < 128; i += 32) row_sm[i] = 0;
+  __syncwarp();
+  const int64_t n = c.seq_len[b];
+  const __half* ks = k + (int64_t{b} * c.n_kv_heads + h) * D;
+  const __half* vs = v + (int64_t{b} * c.n_kv_heads + h) * D;
+  __half* kd = n < c.n_sink ? c.sink_row(c.sink_k, b, h, n) : c.ring_row(c.ring_k, b, h, n);
+  __half* vd = n < c.n_sink ? c.sink_row(c.sink_v, b, h, n) : c.ring_row(c.ring_v, b, h, n);
+#pragma unroll
+  for (int j = 0; j < T::kNJ; ++j) {
+    kd[lane + 32 * j] = ks[lane + 32 * j];
+    vd[lane + 32 * j] = vs[lane + 32 * j];
+  }
+  __syncwarp();
+  const int64_t u0 = c.n_quant(n);
+  if (c.n_quant(n + 1) == u0) return;
+  int row;
+  uint8_t* sec = quant_section(c, b, h, u0, &row);
+  if constexpr (kKivi) {
+    const int64_t t0 = c.n_sink + u0;
+    kivi_group<D, B>(
+        c, sec, row, [&](int i) { return c.ring_row(c.ring_k, b, h, t0 + i); },
+        [&](int i) { return c.ring_row(c.ring_v, b, h, t0 + i); }, row_sm);
+  } else {
+    const int64_t t = c.n_sink + u0;
+    const __half* kr = c.ring_row(c.ring_k, b, h, t);
+    const __half* vr = c.ring_row(c.ring_v, b, h, t);
+    float xk[T::kNJ], xv[T::kNJ];
+    uint16_t kb[T::kNJ], vb[T::kNJ];
+#pragma unroll
+    for (int j = 0; j < T::kNJ; ++j) {
+      kb[j] = __half_as_ushort(kr[lane + 32 * j]);
+      vb[j] = __half_as_ushort(vr[lane + 32 * j]);
+      xk[j] = half_bits_float(kb[j]);
+      xv[j] = half_bits_float(vb[j]);
+    }
+    bool kflag[T::kNJ];
+    nuq_keys<D, B>(c, h, sec, row, xk, kl, row_sm, kflag);
+    int code[T::kNJ];
+    nuq_values<D, B>(c, sec, row, xv, vb, vl, code);
+#pragma unroll
+    for (int j = 0; j < T::kNJ; ++j) {
+      uint32_t* w = reinterpret_cast<uint32_t*>(sec + c.layout.off_v_codes) +
+                    int64_t{lane + 32 * j} * c.layout.v_row_words + row / T::kC;
+      const uint32_t bits = static_cast<uint32_t>(code[j]) << (B * (row % T::kC));
+      *w = row % T::kC == 0 ? bits : (*w | bits);
+    }
+    // Key outliers go after the page's earlier ones; a full page clamps the rest.
+    int32_t* count_p = reinterpret_cast<int32_t*>(sec + c.layout.off_header);
+    uint16_t* begin_p = reinterpret_cast<uint16_t*>(sec + c.layout.off_header + 4);
+    const int count = row == 0 ? 0 : *count_p;
+    int rank[T::kNJ], total;
+    flag_ranks(kflag, rank, &total);
+    const int cap = c.layout.k_out_capacity;
+    uint32_t* out = reinterpret_cast<uint32_t*>(sec + c.layout.off_k_out);
+#pragma unroll
+    for (int j = 0; j < T::kNJ; ++j) {
+      if (kflag[j] && count + rank[j] < cap) out[count + rank[j]] = outlier_entry(row, lane + 32 * j, D, kb[j]);
+    }
+    const int kept = min(total, cap - count);
+    __syncwarp();
+    if (lane == 0) {
+      if (row % c.layout.block_tokens == 0) begin_p[row / c.layout.block_tokens] = static_cast<uint16_t>(count);
+      *count_p = count + kept;
+      if (total > kept) atomicAdd(c.k_overflow, static_cast<unsigned long long>(total - kept));
+    }
+  }
+}
+
+__global__ void kv_increment_kernel(int32_t* seq_len, int batch) {
+  const int b = blockIdx.x * blockDim.x + threadIdx.x;
+  if (b < batch) ++seq_len[b];
+}
+
+template <int D, int B, bool kKivi>
+__global__ void __launch_bounds__(kPrefillWarps * 32)
+kv_prefill_kernel(KvCacheView c, int64_t max_tokens, int64_t max_pages,
+                  const int32_t* __restrict__ lengths, const __half* __restrict__ k,
+                  const __half* __restrict__ v) {
+  using T = Tok<D, B>;
+  __shared__ float kl[16], vl[16];
+  __shared__ uint8_t row_sm[kPrefillWarps][128];
+  __shared__ int count_sm[kMaxPageRows + 1];
+  const int lane = lane_id(), warp = threadIdx.x / 32;
+  const int b = blockIdx.z, h = blockIdx.y;
+  const int64_t n = lengths[b];
+  const int64_t nq = c.n_quant(n);
+  const int H = c.n_kv_heads;
+  auto in_k = [&](int64_t t) { return k + ((b * max_tokens + t) * H + h) * D; };
+  auto in_v = [&](int64_t t) { return v + ((b * max_tokens + t) * H + h) * D; };
+  if (blockIdx.x == max_pages) {  // fp16 tokens: sinks and the recent window
+    const int64_t n_sink = n < c.n_sink ? n : c.n_sink;
+    const int64_t n_fp16 = n_sink + (n - c.n_sink - nq > 0 ? n - c.n_sink - nq : 0);
+    for (int64_t i = threadIdx.x; i < n_fp16 * D; i += blockDim.x) {
+      const int64_t r = i / D, ch = i % D;
+      const int64_t t = r < n_sink ? r : c.n_sink + nq + (r - n_sink);
+      __half* kd = t < c.n_sink ? c.sink_row(c.sink_k, b, h, t) : c.ring_row(c.ring_k, b, h, t);
+      __half* vd = t < c.n_sink ? c.sink_row(c.sink_v, b, h, t) : c.ring_row(c.ring_v, b, h, t);
+      kd[ch] = in_k(t)[ch];
+      vd[ch] = in_v(t)[ch];
+    }
+    if (h == 0 && threadIdx.x == 0) c.seq_len[b] = static_cast<int32_t>(n);
+    return;
+  }
+  const int64_t p0 = int64_t{blockIdx.x} * c.layout.page_size;
+  const int rows = static_cast<int>(min(int64_t{c.layout.page_size}, nq - p0));
+  if (rows <= 0) return;
+  load_levels<D>(c, kKivi, kl, vl);
+  for (int i = threadIdx.x; i < kPrefillWarps * 128; i += blockDim.x) (&row_sm[0][0])[i] = 0;
+  __syncthreads();
+  int row_any;
+  uint8_t* sec = quant_section(c, b, h, p0, &row_any);
+  const int64_t t_base = c.n_sink + p0;
+  if constexpr (kKivi) {
+    const int G = c.layout.group;
+    for (int g = warp; g * G < rows; g += kPrefillWarps) {
+      kivi_group<D, B>(
+          c, sec, g * G, [&](int i) { return in_k(t_base + g * G + i); },
+          [&](int i) { return in_v(t_base + g * G + i); }, row_sm[warp]);
+    }
+    return;
+  } else {
+    // Phase 1: warp w takes the tokens of value words w, w + 8, ...
+    for (int wi = warp; wi * T::kC < rows; wi += kPrefillWarps) {
+      uint32_t vw[T::kNJ] = {};
+      for (int row = wi * T::kC; row < min(rows, (wi + 1) * T::kC); ++row) {
+        float xk[T::kNJ], xv[T::kNJ];
+        uint16_t vb[T::kNJ];
+#pragma unroll
+        for (int j = 0; j < T::kNJ; ++j) {
+          xk[j] = __half2float(in_k(t_base + row)[lane + 32 * j]);
+          vb[j] = __half_as_ushort(in_v(t_base + row)[lane + 32 * j]);
+          xv[j] = half_bits_float(vb[j]);
+        }
+        bool kflag[T::kNJ];
+        nuq_keys<D, B>(c, h, sec, row, xk, kl, row_sm[warp], kflag);
+        int code[T::kNJ];
+        nuq_values<D, B>(c, sec, row, xv, vb, vl, code);
+#pragma unroll
+        for (int j = 0; j < T::kNJ; ++j) vw[j] |= static_cast<uint32_t>(code[j]) << (B * (row % T::kC));
+        int rank[T::kNJ], total;
+        flag_ranks(kflag, rank, &total);
+        if (lane == 0) count_sm[row] = total;
+      }
+#pragma unroll
+      for (int j = 0; j < T::kNJ; ++j) {
+        reinterpret_cast<uint32_t*>(sec + c.layout.off_v_codes)
+            [int64_t{lane + 32 * j} * c.layout.v_row_words + wi] = vw[j];
+      }
+    }
+    __syncthreads();
+    // Phase 2: exclusive scan of the per-token counts (warp 0), the header.
+    const int cap = c.layout.k_out_capacity;
+    if (warp == 0) {
+      const int per = (rows + 31) / 32;
+      int local = 0;
+      for (int i = 0; i < per; ++i) local += lane * per + i < rows ? count_sm[lane * per + i] : 0;
+      int incl = local;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(kFullMask, incl, o);
+        if (lane >= o) incl += y;
+      }
+      int run = incl - local;
+      for (int i = 0; i < per; ++i) {
+        const int r = lane * per + i;
+        if (r < rows) {
+          const int cnt = count_sm[r];
+          count_sm[r] = run;
+          run += cnt;
+        }
+      }
+      const int total = __shfl_sync(kFullMask, incl, 31);
+      __syncwarp();
+      if (lane == 0) {
+        *reinterpret_cast<int32_t*>(sec + c.layout.off_header) = min(total, cap);
+        if (total > cap) atomicAdd(c.k_overflow, static_cast<unsigned long long>(total - cap));
+      }
+      uint16_t* begin_p = reinterpret_cast<uint16_t*>(sec + c.layout.off_header + 4);
+      for (int bi = lane; bi * c.layout.block_tokens < rows; bi += 32) {
+        begin_p[bi] = static_cast<uint16_t>(min(count_sm[bi * c.layout.block_tokens], cap));
+      }
+    }
+    __syncthreads();
+    // Phase 3: the key outliers, each token's at its scanned offset.
+    uint32_t* out = reinterpret_cast<uint32_t*>(sec + c.layout.off_k_out);
+    for (int row = warp; row < rows; row += kPrefillWarps) {
+      bool kflag[T::kNJ];
+      uint16_t kb[T::kNJ];
+#pragma unroll
+      for (int j = 0; j < T::kNJ; ++j) {
+        const int ch = lane + 32 * j;
+        kb[j] = __half_as_ushort(in_k(t_base + row)[ch]);
+        const float x = half_bits_float(kb[j]);
+        kflag[j] = c.k_outliers && (x < c.k_lo[h * D + ch] || x > c.k_hi[h * D + ch]);
+      }
+      int rank[T::kNJ], total;
+      flag_ranks(kflag, rank, &total);
+      const int base = count_sm[row];
+#pragma unroll
+      for (int j = 0; j < T::kNJ; ++j) {
+        if (kflag[j] && base + rank[j] < cap) out[base + rank[j]] = outlier_entry(row, lane + 32 * j, D, kb[j]);
+      }
+    }
+  }
+}
+
+using AppendFn = void (*)(KvCacheView, const __half*, const __half*);
+using PrefillFn = void (*)(KvCacheView, int64_t, int64_t, const int32_t*, const __half*,
+                           const __half*);
+
+template <int D, int B, bool kKivi>
+void pick(AppendFn* a, PrefillFn* p) {
+  *a = kv_append_kernel<D, B, kKivi>;
+  *p = kv_prefill_kernel<D, B, kKivi>;
+}
+
+// The instantiation for the cache's method, bits and head_dim; false if none was built.
+bool dispatch(const KvLayout& l, AppendFn* a, PrefillFn* p) {
+  const bool kivi = l.method == KvMethod::kKivi;
+  const int key = (kivi ? 100 : 0) + l.bits * 1000 + l.head_dim;
+  switch (key) {
+    case 2064: pick<64, 2, false>(a, p); return true;
+    case 2128: pick<128, 2, false>(a, p); return true;
+    case 3064: pick<64, 3, false>(a, p); return true;
+    case 3128: pick<128, 3, false>(a, p); return true;
+    case 4064: pick<64, 4, false>(a, p); return true;
+    case 4128: pick<128, 4, false>(a, p); return true;
+    case 2164: pick<64, 2, true>(a, p); return true;
+    case 2228: pick<128, 2, true>(a, p); return true;
+    case 4164: pick<64, 4, true>(a, p); return true;
+    case 4228: pick<128, 4, true>(a, p); return true;
+    default: return false;  // supported: bits 2, 3, 4 (KIVI 2, 4) x head_dim 64, 128
+  }
+}
+
+bool view_ok(const KvCacheView& c) {
+  return c.pool && c.page_table && c.seq_len && c.ring_k && c.ring_v &&
+         (c.n_sink == 0 || (c.sink_k && c.sink_v)) &&
+         (c.layout.method == KvMethod::kKivi || (c.k_levels && c.v_levels && c.k_lo && c.k_hi)) &&
+         c.k_overflow;
+}
+
+}  // namespace
+
+cudaError_t launch_kv_append(const KvCacheView& cache, int batch, const __half* __restrict__ k,
+                             const __half* __restrict__ v, cudaStream_t stream) {
+  if (batch < 0 || !view_ok(cache)) return cudaErrorInvalidValue;
+  if (batch == 0) return cudaSuccess;
+  if (!k || !v) return cudaErrorInvalidValue;
+  AppendFn append;
+  PrefillFn prefill;
+  if (!dispatch(cache.layout, &append, &prefill)) return cudaErrorNotSupported;
+  append<<<dim3(batch, cache.n_kv_heads), 32, 0, stream>>>(cache, k, v);
+  if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  kv_increment_kernel<<<(batch + 127) / 128, 128, 0, stream>>>(cache.seq_len, batch);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_kv_prefill(const KvCacheView& cache, int batch, int64_t max_tokens,
+                              int64_t max_pages, const int32_t* __restrict__ lengths,
+                              const __half* __restrict__ k, const __half* __restrict__ v,
+                              cudaStream_t stream) {
+  if (batch < 0 || max_tokens < 0 || max_pages < 0 || max_pages > 65534 || !view_ok(cache)) {
+    return cudaErrorInvalidValue;
+  }
+  if (batch == 0) return cudaSuccess;
+  if (!lengths || (max_tokens > 0 && (!k || !v))) return cudaErrorInvalidValue;
+  AppendFn append;
+  PrefillFn prefill;
+  if (!dispatch(cache.layout, &append, &prefill)) return cudaErrorNotSupported;
+  prefill<<<dim3(static_cast<unsigned>(max_pages + 1), cache.n_kv_heads, batch),
+            kPrefillWarps * 32, 0, stream>>>(cache, max_tokens, max_pages, lengths, k, v);
+  return cudaGetLastError();
+}
+
+}  // namespace kvq::kernels

@@ -1,0 +1,339 @@
+// Decode attention over the compressed KV cache: the simple kernel (v1), the split reduction, and
+// the dispatch for both versions (kv_attention.h). The tensor-core kernel (v2) is in
+// kv_attention_mma.cuh. CPU twin: kv_attention_ref (kv_ref.cpp); tests:
+// tests/gpu/test_kv_attention.cpp.
+//
+// Layout
+//   q, out     [batch][n_q_heads][head_dim]                       fp16 or bf16
+//   part_o     [batch][n_q_heads][n_splits + 1][head_dim]         fp32, unnormalized
+//   part_ml    [batch][n_q_heads][n_splits + 1][2]                fp32 (max in log2 units, sum)
+//   Query head qh reads KV head qh / group (GQA); the pages hold what kv_layout.h says.
+//
+// Grid (v1)
+//   (ceil((n_splits + 1) / 4), n_kv_heads, batch) blocks of 4 warps; warp w of block x is split
+//   s = 4x + w. Split s < n_splits walks its pages token by token: lanes own RoPE pairs (two
+//   channels each per 32 pairs), the key pair is dequantized (one uint32 holds both codes), the
+//   score is a warp sum, the softmax is online, and the value channels of the lane accumulate.
+//   Value words are loaded once per codes-per-word tokens; key outliers are read through a
+//   32-entry window shuffled from lane to lane, value outliers from their fixed slots. The
+//   query's RoPE phase advances by e^{i theta} per token and is recomputed exactly per page.
+//   Split n_splits does the fp16 tokens the same way (kv_attention_common.cuh).
+//   Reduction: (n_q_heads, batch) blocks of head_dim threads over the n_splits + 1 parts.
+//
+// Versions (H100, nuq3-1%, 32 heads, head_dim 128, 128K tokens, batch 1; bench/kernels_notes.md)
+//   1: the above: 2.12 ms (fp16 flash-decoding 0.81 ms). Predicted 0.3 ms from ~60 instructions
+//      per token per lane; latency-bound instead (a chain of dependent loads per token).
+//   2: kv_attention_mma.cuh: 0.84 ms.
+#include "kv_attention.h"
+
+#include <algorithm>
+
+#include "kv_attention_common.cuh"
+#include "kv_attention_mma.h"
+#include "kvq/quant/pack.h"
+
+namespace kvq::kernels {
+namespace {
+
+using namespace dev;
+
+constexpr int kSimpleWarps = 4;
+
+template <int D, int B, int NQ, bool kKivi>
+__global__ void __launch_bounds__(kSimpleWarps * 32)
+kv_attention_simple_kernel(KvAttentionParams p) {
+  constexpr int kC = quant::PackedLayout<B>::kCodesPerWord;
+  constexpr uint32_t kMask = quant::PackedLayout<B>::kCodeMask;
+  constexpr int kPairs = D / 64;
+  __shared__ float kl[16], vl[16];
+  const KvCacheView& c = p.cache;
+  if (!kKivi && threadIdx.x < 16) {
+    kl[threadIdx.x] = threadIdx.x < (1u << B) ? c.k_levels[threadIdx.x] : 0.0f;
+    vl[threadIdx.x] = threadIdx.x < (1u << B) ? c.v_levels[threadIdx.x] : 0.0f;
+  }
+  __syncthreads();
+  const int lane = threadIdx.x & 31;
+  const int split = blockIdx.x * kSimpleWarps + threadIdx.x / 32;
+  if (split > p.n_splits) return;
+  SplitCoords sc;
+  sc.b = blockIdx.z;
+  sc.h = blockIdx.y;
+  sc.split = split;
+  sc.n = c.seq_len[sc.b];
+  sc.tq = sc.n - 1;
+  const int group = p.n_q_heads / c.n_kv_heads;
+  ScalarState<D, NQ> st;
+  if (p.q_bf16) {
+    st.template init<__nv_bfloat16>(p, sc, group);
+  } else {
+    st.template init<__half>(p, sc, group);
+  }
+  if (split == p.n_splits) {
+    scalar_fp16_tokens<D, NQ>(p, sc, st);
+    st.write(p, sc, group);
+    return;
+  }
+  const KvLayout& L = c.layout;
+  const int64_t nq = c.n_quant(sc.n);
+  const int64_t u_begin = int64_t{split} * p.pages_per_split * L.page_size;
+  const int64_t u_end = min(nq, u_begin + int64_t{p.pages_per_split} * L.page_size);
+  float2 ks[kPairs], ko[kPairs];  // KVQuant key scale and offset of the lane's pairs
+#pragma unroll
+  for (int i = 0; i < kPairs; ++i) {
+    ks[i] = ko[i] = make_float2(0.0f, 0.0f);
+    if (!kKivi) {
+      const int g = c.layout.head_dim * sc.h + lane + 32 * i;
+      const float lo0 = c.k_lo[g], hi0 = c.k_hi[g], lo1 = c.k_lo[g + D / 2], hi1 = c.k_hi[g + D / 2];
+      ks[i] = make_float2((hi0 - lo0) / 2.0f, (hi1 - lo1) / 2.0f);
+      ko[i] = make_float2((lo0 + hi0) / 2.0f, (lo1 + hi1) / 2.0f);
+    }
+  }
+  for (int64_t u0 = u_begin; u0 < u_end; u0 += L.page_size) {
+    int unused;
+    const uint8_t* sec = quant_section(c, sc.b, sc.h, u0, &unused);
+    const int rows = static_cast<int>(min(int64_t{L.page_size}, u_end - u0));
+    const uint32_t* kw = reinterpret_cast<const uint32_t*>(sec + L.off_k_codes);
+    const uint32_t* vwords = reinterpret_cast<const uint32_t*>(sec + L.off_v_codes);
+    const uint32_t* k_out = reinterpret_cast<const uint32_t*>(sec + L.off_k_out);
+    const int k_count = (!kKivi && c.k_outliers) ? *reinterpret_cast<const int32_t*>(sec + L.off_header) : 0;
+    int cursor = 0, win_base = -64;
+    uint32_t win = 0;
+    st.seek(c.n_sink + u0, sc.tq);
+    for (int c0 = 0; c0 < rows; c0 += kC) {
+      uint32_t vw[2 * kPairs];
+#pragma unroll
+      for (int i = 0; i < kPairs; ++i) {
+        vw[2 * i] = vwords[int64_t{lane + 32 * i} * L.v_row_words + c0 / kC];
+        vw[2 * i + 1] = vwords[int64_t{lane + 32 * i + D / 2} * L.v_row_words + c0 / kC];
+      }
+      for (int row = c0; row < min(rows, c0 + kC); ++row) {
+        float2 z[kPairs];
+        float v[2 * kPairs];
+        const int shift_v = B * (row % kC);
+        float vs = 0.0f, vo = 0.0f;
+        if (!kKivi) {
+          const uint32_t so = reinterpret_cast<const uint32_t*>(sec + L.off_v_scales)[row];
+          vs = half_bits_float(so & 0xFFFFu);
+          vo = half_bits_float(so >> 16);
+        }
+#pragma unroll
+        for (int i = 0; i < kPairs; ++i) {
+          const int g = lane + 32 * i;
+          const uint32_t w = kw[int64_t{row} * L.k_row_words + (2 * g) / kC] >> (B * ((2 * g) % kC));
+          const uint32_t c_lo = w & kMask, c_hi = (w >> B) & kMask;
+          const uint32_t v_lo = (vw[2 * i] >> shift_v) & kMask, v_hi = (vw[2 * i + 1] >> shift_v) & kMask;
+          if (kKivi) {
+            const uint2 kp = reinterpret_cast<const uint2*>(sec + L.off_k_params)
+                [int64_t{row / L.group} * (D / 2) + g];
+            const float2 s = __half22float2(*reinterpret_cast<const __half2*>(&kp.x));
+            const float2 zz = __half22float2(*reinterpret_cast<const __half2*>(&kp.y));
+            z[i] = make_float2(fmaf(static_cast<float>(c_lo), s.x, zz.x), fmaf(static_cast<float>(c_hi), s.y, zz.y));
+            const uint32_t* vp = reinterpret_cast<const uint32_t*>(sec + L.off_v_params) +
+                                 int64_t{row} * (D / L.group);
+            const uint32_t p0 = vp[g / L.group], p1 = vp[(g + D / 2) / L.group];
+            v[2 * i] = fmaf(static_cast<float>(v_lo), half_bits_float(p0 & 0xFFFFu), half_bits_float(p0 >> 16));
+            v[2 * i + 1] = fmaf(static_cast<float>(v_hi), half_bits_float(p1 & 0xFFFFu), half_bits_float(p1 >> 16));
+          } else {
+            z[i] = make_float2(fmaf(kl[c_lo], ks[i].x, ko[i].x), fmaf(kl[c_hi], ks[i].y, ko[i].y));
+            v[2 * i] = vs == 0.0f ? vo : fmaf(vl[v_lo], vs, vo);
+            v[2 * i + 1] = vs == 0.0f ? vo : fmaf(vl[v_hi], vs, vo);
+          }
+        }
+        if (!kKivi) {
+          while (cursor < k_count) {  // key outliers of this row, in (row, channel) order
+            if (cursor - win_base >= 32) {
+              win_base = cursor;
+              win = cursor + lane < k_count ? k_out[cursor + lane] : 0xFFFFFFFFu;
+            }
+            const uint32_t e = __shfl_sync(kFullMask, win, cursor - win_base);
+            const int idx = static_cast<int>(e >> 16);
+            if (idx / D != row) break;
+            const int ch = idx % D, g = ch % (D / 2);
+            const float x = half_bits_float(e & 0xFFFFu);
+#pragma unroll
+            for (int i = 0; i < kPairs; ++i) {
+              if (lane + 32 * i == g) {
+                if (ch < D / 2) z[i].x = x; else z[i].y = x;
+              }
+            }
+            ++cursor;
+          }
+          const uint32_t* slots = reinterpret_cast<const uint32_t*>(sec + L.off_v_out) +
+                                  int64_t{row} * L.v_out_per_token;
+          for (int j = 0; j < L.v_out_per_token; ++j) {
+            const uint32_t e = slots[j];
+            if ((e >> 16) == kOutlierEmpty) break;
+            const int ch = static_cast<int>(e >> 16) % D, g = ch % (D / 2);
+            const float x = half_bits_float(e & 0xFFFFu);
+#pragma unroll
+            for (int i = 0; i < kPairs; ++i) {
+              if (lane + 32 * i == g) v[2 * i + (ch < D / 2 ? 0 : 1)] = x;
+            }
+          }
+        }
+        st.token(z, v);
+      }
+    }
+  }
+  st.write(p, sc, group);
+}
+
+template <int D, typename TQ>
+__global__ void kv_reduce_kernel(KvAttentionParams p) {
+  const int qh = blockIdx.x, b = blockIdx.y, ch = threadIdx.x;
+  const int parts = p.n_splits + 1;
+  const int64_t row0 = (int64_t{b} * p.n_q_heads + qh) * parts;
+  float mx = -INFINITY;
+  for (int i = 0; i < parts; ++i) mx = fmaxf(mx, p.part_ml[2 * (row0 + i)]);
+  float sum = 0.0f, acc = 0.0f;
+  for (int i = 0; i < parts; ++i) {
+    const float m = p.part_ml[2 * (row0 + i)];
+    const float w = m == -INFINITY ? 0.0f : exp2f(m - mx);
+    sum += w * p.part_ml[2 * (row0 + i) + 1];
+    acc += w * p.part_o[(row0 + i) * D + ch];
+  }
+  static_cast<TQ*>(p.out)[(int64_t{b} * p.n_q_heads + qh) * D + ch] = from_float<TQ>(acc / sum);
+}
+
+using Kernel = void (*)(KvAttentionParams);
+
+template <int D, int B, bool kKivi>
+Kernel pick_simple(int nq) {
+  switch (nq) {
+    case 1: return kv_attention_simple_kernel<D, B, 1, kKivi>;
+    case 2: return kv_attention_simple_kernel<D, B, 2, kKivi>;
+    case 4: return kv_attention_simple_kernel<D, B, 4, kKivi>;
+    default: return kv_attention_simple_kernel<D, B, 8, kKivi>;
+  }
+}
+
+Kernel simple_kernel(const KvLayout& l, int nq) {
+  const bool kivi = l.method == KvMethod::kKivi;
+  switch ((kivi ? 100 : 0) + l.bits * 1000 + l.head_dim) {
+    case 2064: return pick_simple<64, 2, false>(nq);
+    case 2128: return pick_simple<128, 2, false>(nq);
+    case 3064: return pick_simple<64, 3, false>(nq);
+    case 3128: return pick_simple<128, 3, false>(nq);
+    case 4064: return pick_simple<64, 4, false>(nq);
+    case 4128: return pick_simple<128, 4, false>(nq);
+    case 2164: return pick_simple<64, 2, true>(nq);
+    case 2228: return pick_simple<128, 2, true>(nq);
+    case 4164: return pick_simple<64, 4, true>(nq);
+    case 4228: return pick_simple<128, 4, true>(nq);
+    default: return nullptr;  // supported: bits 2, 3, 4 (KIVI 2, 4) x head_dim 64, 128
+  }
+}
+
+bool mma_entry(const KvLayout& l, int nq, KvMmaEntry* e, int* warps, size_t* smem) {
+  const bool ok = kv_mma_entry_b2(l, nq, e) || kv_mma_entry_b3(l, nq, e) || kv_mma_entry_b4(l, nq, e);
+  if (!ok) return false;
+  int device = 0, max_smem = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+    return false;
+  }
+  *warps = std::min(kKvMmaWarps, (max_smem - e->smem_base) / e->smem_per_warp);
+  if (*warps < 1) return false;
+  *smem = static_cast<size_t>(e->smem_base) + static_cast<size_t>(*warps) * e->smem_per_warp;
+  return cudaFuncSetAttribute(e->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(*smem)) == cudaSuccess;
+}
+
+}  // namespace
+
+int kv_mma_warps_per_sm(const KvLayout& layout, int nq) {
+  KvMmaEntry e;
+  int warps = 0, blocks = 0;
+  size_t smem = 0;
+  if (!mma_entry(layout, nq, &e, &warps, &smem) ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, e.kernel, warps * 32, smem) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return blocks * warps;
+}
+
+cudaError_t launch_kv_attention_mma(const KvAttentionParams& p, int nq, cudaStream_t stream) {
+  KvMmaEntry e;
+  int warps = 0;
+  size_t smem = 0;
+  if (!mma_entry(p.cache.layout, nq, &e, &warps, &smem)) {
+    (void)cudaGetLastError();
+    return cudaErrorNotSupported;
+  }
+  const dim3 grid((p.n_splits + 1 + warps - 1) / warps, p.cache.n_kv_heads, p.batch);
+  e.kernel<<<grid, warps * 32, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+int kv_query_tile(int group) { return group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : 8; }
+
+void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int group,
+                         int64_t max_quant, KvAttentionKernel version, int* n_splits,
+                         int* pages_per_split) {
+  const int64_t pages = (max_quant + layout.page_size - 1) / layout.page_size;
+  *n_splits = 1;
+  *pages_per_split = static_cast<int>(std::max<int64_t>(1, pages));
+  int device = 0, sms = 0, per_sm = 0, warps = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return;
+  }
+  if (version == KvAttentionKernel::kMma) {
+    per_sm = kv_mma_warps_per_sm(layout, kv_query_tile(group));
+    warps = 1;
+  } else if (const Kernel k = simple_kernel(layout, kv_query_tile(group))) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, kSimpleWarps * 32, 0) != cudaSuccess) per_sm = 0;
+    warps = kSimpleWarps;
+  }
+  (void)cudaGetLastError();
+  if (per_sm <= 0 || pages == 0) return;
+  const int64_t resident = int64_t{sms} * per_sm * warps;
+  const int64_t units = int64_t{batch} * n_kv_heads;
+  const int64_t want = std::max<int64_t>(1, resident / units - 1);
+  const int64_t splits = std::min(want, pages);
+  const int64_t pps = (pages + splits - 1) / splits;
+  *pages_per_split = static_cast<int>(pps);
+  *n_splits = static_cast<int>((pages + pps - 1) / pps);
+}
+
+cudaError_t launch_kv_attention(const KvAttentionParams& p, KvAttentionKernel version,
+                                cudaStream_t stream) {
+  const KvCacheView& c = p.cache;
+  const int D = c.layout.head_dim;
+  if (p.batch < 0 || c.n_kv_heads < 1 || p.n_q_heads % c.n_kv_heads != 0 ||
+      p.n_q_heads / c.n_kv_heads < 1 || p.n_q_heads / c.n_kv_heads > kMaxQueryGroup ||
+      p.n_splits < 1 || p.pages_per_split < 1 || p.n_splits > 65535 * 4) {
+    return cudaErrorInvalidValue;
+  }
+  if (p.batch == 0) return cudaSuccess;
+  if (!p.q || !p.out || !p.inv_freq || !p.part_o || !p.part_ml || !c.pool || !c.seq_len ||
+      !c.page_table || !c.ring_k || !c.ring_v ||
+      (c.layout.method == KvMethod::kNuq && (!c.k_levels || !c.v_levels || !c.k_lo || !c.k_hi))) {
+    return cudaErrorInvalidValue;
+  }
+  const int nq = kv_query_tile(p.n_q_heads / c.n_kv_heads);
+  if (version == KvAttentionKernel::kMma) {
+    if (const cudaError_t err = launch_kv_attention_mma(p, nq, stream); err != cudaSuccess) return err;
+  } else {
+    const Kernel k = simple_kernel(c.layout, nq);
+    if (!k) return cudaErrorNotSupported;
+    const dim3 grid((p.n_splits + 1 + kSimpleWarps - 1) / kSimpleWarps, c.n_kv_heads, p.batch);
+    k<<<grid, kSimpleWarps * 32, 0, stream>>>(p);
+    if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  }
+  const dim3 grid(p.n_q_heads, p.batch);
+  if (D == 64) {
+    if (p.q_bf16) kv_reduce_kernel<64, __nv_bfloat16><<<grid, 64, 0, stream>>>(p);
+    else kv_reduce_kernel<64, __half><<<grid, 64, 0, stream>>>(p);
+  } else if (D == 128) {
+    if (p.q_bf16) kv_reduce_kernel<128, __nv_bfloat16><<<grid, 128, 0, stream>>>(p);
+    else kv_reduce_kernel<128, __half><<<grid, 128, 0, stream>>>(p);
+  } else {
+    return cudaErrorNotSupported;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace kvq::kernels

@@ -1,0 +1,58 @@
+// Decode attention straight from the compressed KV cache (kv_layout.h): for the newest token of
+// every sequence, softmax(q . RoPE(K)^T / sqrt(head_dim)) . V with lookup dequantization, RoPE
+// on the dequantized keys in registers, the sparse outliers and the fp16 sink/recent tokens;
+// split along the sequence (flash-decoding) with a final reduction. KVQuant and KIVI, head_dim
+// 64 and 128, 1..8 query heads per KV head, fp16 or bf16 queries. CPU twin: kv_attention_ref
+// (kv_ref.h). Layout details and versions: kv_attention.cu, kv_attention_mma.cuh.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "kv_layout.h"
+
+namespace kvq::kernels {
+
+enum class KvAttentionKernel : int {
+  kSimple = 1,  // v1: one warp per split, lanes over channel pairs, fp32 math
+  kMma = 2,     // v2: tensor-core m16n8k16 over 8*C-token blocks staged by cp.async
+};
+
+struct KvAttentionParams {
+  KvCacheView cache;
+  int batch = 0;
+  int n_q_heads = 0;          // n_kv_heads * group, group <= kMaxQueryGroup
+  const void* q = nullptr;    // [batch][n_q_heads][head_dim] fp16 or bf16, pre-RoPE, at
+                              // position seq_len[b] - 1 (the newest token, already appended)
+  bool q_bf16 = false;
+  void* out = nullptr;        // [batch][n_q_heads][head_dim], q's dtype
+  const float* inv_freq = nullptr;  // [head_dim / 2] RoPE frequencies (Llama-3 scaling allowed)
+  // Split-K: split s < n_splits takes pages [s, s + 1) * pages_per_split of the quantized
+  // tokens; split n_splits takes the fp16 sink and recent tokens.
+  int n_splits = 1;
+  int pages_per_split = 1;
+  float* part_o = nullptr;    // [batch][n_q_heads][n_splits + 1][head_dim] workspace
+  float* part_ml = nullptr;   // [batch][n_q_heads][n_splits + 1][2] (max in log2 units, sum)
+};
+
+// Floats of part_o plus part_ml for a launch.
+inline size_t kv_attention_workspace_floats(int batch, int n_q_heads, int n_splits,
+                                            int head_dim) {
+  return static_cast<size_t>(batch) * n_q_heads * (n_splits + 1) * (head_dim + 2);
+}
+
+// Splits for sequences of at most max_quant quantized tokens: as many as fill the device's
+// resident warps once (fewer when the pages run out). Needs a current CUDA device; on error
+// returns 1 split with every page.
+void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int group,
+                         int64_t max_quant, KvAttentionKernel version, int* n_splits,
+                         int* pages_per_split);
+
+// Queues the attention and the reduction. Returns cudaErrorInvalidValue for bad shapes or null
+// pointers, cudaErrorNotSupported for a layout the kernels were not built for; else the launch's.
+cudaError_t launch_kv_attention(const KvAttentionParams& params, KvAttentionKernel version,
+                                cudaStream_t stream);
+
+}  // namespace kvq::kernels

@@ -1,0 +1,36 @@
+// Internal to the kernels library: the entry points of the tensor-core decode attention (v2,
+// kv_attention_mma.cuh, instantiated per bit width in kv_attention_mma_b{2,3,4}.cu) that
+// kv_attention.cu dispatches to.
+#pragma once
+
+#include <cstddef>
+
+#include <cuda_runtime_api.h>
+
+#include "kv_attention.h"
+
+namespace kvq::kernels {
+
+inline constexpr int kKvMmaWarps = 8;  // warps (splits) per block, fewer if shared memory is short
+
+// Query rows the kernels are built for: 1, 2, 4 or 8 (the group rounded up).
+int kv_query_tile(int group);
+
+struct KvMmaEntry {
+  void (*kernel)(KvAttentionParams) = nullptr;
+  int smem_base = 0;      // dynamic shared memory of a block: base + warps * per_warp
+  int smem_per_warp = 0;
+};
+
+// The instantiation for a layout and query tile; false if none was built.
+bool kv_mma_entry_b2(const KvLayout& layout, int nq, KvMmaEntry* entry);
+bool kv_mma_entry_b3(const KvLayout& layout, int nq, KvMmaEntry* entry);
+bool kv_mma_entry_b4(const KvLayout& layout, int nq, KvMmaEntry* entry);
+
+// Resident warps per multiprocessor (0 on error or when not built).
+int kv_mma_warps_per_sm(const KvLayout& layout, int nq);
+
+// The attention kernel alone (the caller queues the reduction).
+cudaError_t launch_kv_attention_mma(const KvAttentionParams& params, int nq, cudaStream_t stream);
+
+}  // namespace kvq::kernels

@@ -1,0 +1,329 @@
+// KvCache (kv_cache.h): device memory, host-side page allocation, checks, and kvq::Error for
+// every failure. Pages come from a fixed pool (config.n_pages); a sequence maps page i of its
+// quantized tokens through its row of the page table, filled on demand before each launch.
+#include "kv_cache.h"
+
+#include <algorithm>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "kv_append.h"
+#include "kvq/common/error.h"
+
+namespace kvq::kernels {
+namespace {
+
+// A cudaMalloc'd block, freed on destruction.
+class DeviceMem {
+ public:
+  DeviceMem() = default;
+  ~DeviceMem() { cudaFree(ptr_); }
+  DeviceMem(const DeviceMem&) = delete;
+  DeviceMem& operator=(const DeviceMem&) = delete;
+
+  void allocate(size_t bytes, const std::string& what) {
+    cudaFree(ptr_);
+    ptr_ = nullptr;
+    bytes_ = 0;
+    if (const cudaError_t err = cudaMalloc(&ptr_, std::max<size_t>(bytes, 16)); err != cudaSuccess) {
+      (void)cudaGetLastError();
+      ptr_ = nullptr;
+      fail("kv cache: cudaMalloc of {} bytes for {} failed: {}", bytes, what, cudaGetErrorString(err));
+    }
+    bytes_ = bytes;
+  }
+  template <typename T>
+  T* as() const { return static_cast<T*>(ptr_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+void check_cuda(cudaError_t err, const std::string& what) {
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    fail("kv cache: {}: {}: {}", what, cudaGetErrorName(err), cudaGetErrorString(err));
+  }
+}
+
+}  // namespace
+
+struct KvCache::Buffers {
+  DeviceMem pool, table, seq_len, sink_k, sink_v, ring_k, ring_v, k_lo, k_hi, k_levels, v_levels,
+      overflow, lengths, work;
+};
+
+KvCache::KvCache(const KvCacheConfig& config, const NuqQuantizer* quantizer)
+    : config_(config), buf_(std::make_unique<Buffers>()) {
+  const KvLayout layout = kv_check_config(&config_, quantizer);
+  const KvCacheConfig& c = config_;
+  view_.layout = layout;
+  view_.n_kv_heads = c.n_kv_heads;
+  view_.n_sink = c.n_sink;
+  view_.n_recent = c.n_recent;
+  view_.ring_size = c.ring_size();
+  view_.k_outliers = c.k_outliers;
+  view_.page_bytes = layout.head_bytes * c.n_kv_heads;
+  view_.pages_per_seq = static_cast<int>((c.max_seq_len + c.page_size - 1) / c.page_size);
+  const size_t row = size_t{static_cast<size_t>(c.n_kv_heads)} * c.head_dim * sizeof(__half);
+  Buffers& b = *buf_;
+  b.pool.allocate(static_cast<size_t>(c.n_pages) * view_.page_bytes,
+                  fmt::format("the page pool ({} pages of {} bytes)", c.n_pages, view_.page_bytes));
+  b.table.allocate(size_t{static_cast<size_t>(c.max_batch)} * view_.pages_per_seq * 4, "the page table");
+  b.seq_len.allocate(size_t{static_cast<size_t>(c.max_batch)} * 4, "the sequence lengths");
+  b.lengths.allocate(size_t{static_cast<size_t>(c.max_batch)} * 4, "the prefill lengths");
+  b.ring_k.allocate(c.max_batch * row * c.ring_size(), "the recent window");
+  b.ring_v.allocate(c.max_batch * row * c.ring_size(), "the recent window");
+  if (c.n_sink > 0) {
+    b.sink_k.allocate(c.max_batch * row * c.n_sink, "the sink tokens");
+    b.sink_v.allocate(c.max_batch * row * c.n_sink, "the sink tokens");
+  }
+  b.overflow.allocate(8, "the overflow counter");
+  view_.pool = b.pool.as<uint8_t>();
+  view_.page_table = b.table.as<int32_t>();
+  view_.seq_len = b.seq_len.as<int32_t>();
+  view_.ring_k = b.ring_k.as<__half>();
+  view_.ring_v = b.ring_v.as<__half>();
+  view_.sink_k = b.sink_k.as<__half>();
+  view_.sink_v = b.sink_v.as<__half>();
+  view_.k_overflow = b.overflow.as<unsigned long long>();
+  if (c.method == KvMethod::kNuq) {
+    const size_t n_ch = size_t{static_cast<size_t>(c.n_kv_heads)} * c.head_dim;
+    b.k_lo.allocate(n_ch * 4, "the key ranges");
+    b.k_hi.allocate(n_ch * 4, "the key ranges");
+    b.k_levels.allocate(quantizer->k_levels.size() * 4, "the key levels");
+    b.v_levels.allocate(quantizer->v_levels.size() * 4, "the value levels");
+    check_cuda(cudaMemcpy(b.k_lo.as<void>(), quantizer->k_lo.data(), n_ch * 4, cudaMemcpyHostToDevice), "upload");
+    check_cuda(cudaMemcpy(b.k_hi.as<void>(), quantizer->k_hi.data(), n_ch * 4, cudaMemcpyHostToDevice), "upload");
+    check_cuda(cudaMemcpy(b.k_levels.as<void>(), quantizer->k_levels.data(), b.k_levels.bytes(), cudaMemcpyHostToDevice), "upload");
+    check_cuda(cudaMemcpy(b.v_levels.as<void>(), quantizer->v_levels.data(), b.v_levels.bytes(), cudaMemcpyHostToDevice), "upload");
+    view_.k_lo = b.k_lo.as<float>();
+    view_.k_hi = b.k_hi.as<float>();
+    view_.k_levels = b.k_levels.as<float>();
+    view_.v_levels = b.v_levels.as<float>();
+  }
+  check_cuda(cudaMemset(view_.seq_len, 0, b.seq_len.bytes()), "clear");
+  check_cuda(cudaMemset(view_.page_table, 0, b.table.bytes()), "clear");
+  check_cuda(cudaMemset(view_.k_overflow, 0, 8), "clear");
+  lengths_.assign(c.max_batch, 0);
+  held_.assign(c.max_batch, 0);
+  table_.assign(static_cast<size_t>(c.max_batch) * view_.pages_per_seq, 0);
+  for (int64_t p = c.n_pages - 1; p >= 0; --p) free_.push_back(static_cast<int32_t>(p));
+}
+
+KvCache::~KvCache() = default;
+
+void KvCache::cuda_fail(const char* op, cudaError_t err) const {
+  (void)cudaGetLastError();
+  fail("kv cache {} (batch {}, n_kv_heads {}, n_q_heads {}, head_dim {}, bits {}, page_size {}): "
+       "{}: {}", op, batch_, config_.n_kv_heads, config_.n_q_heads, config_.head_dim,
+       config_.bits, config_.page_size, cudaGetErrorName(err), cudaGetErrorString(err));
+}
+
+int64_t KvCache::pages_needed(int64_t n) const {
+  return (view_.n_quant(n) + config_.page_size - 1) / config_.page_size;
+}
+
+void KvCache::map_pages(const std::vector<int64_t>& new_lengths, const char* op,
+                        cudaStream_t stream) {
+  int64_t need = 0;
+  for (size_t b = 0; b < new_lengths.size(); ++b) {
+    need += std::max<int64_t>(0, pages_needed(new_lengths[b]) - held_[b]);
+  }
+  if (need > static_cast<int64_t>(free_.size())) {
+    fail("kv cache {}: out of pages: {} sequences need {} more pages of {} tokens, {} of {} are "
+         "free (raise n_pages)", op, new_lengths.size(), need, config_.page_size, free_.size(),
+         config_.n_pages);
+  }
+  for (size_t b = 0; b < new_lengths.size(); ++b) {
+    const int64_t first = held_[b], want = pages_needed(new_lengths[b]);
+    if (want <= first) continue;
+    int32_t* row = &table_[b * view_.pages_per_seq];
+    for (int64_t i = first; i < want; ++i) {
+      row[i] = free_.back();
+      free_.pop_back();
+    }
+    held_[b] = want;
+    // Ordered before the launch that reads it; pageable memory is staged before this returns.
+    const cudaError_t err = cudaMemcpyAsync(view_.page_table + b * view_.pages_per_seq + first,
+                                            row + first, (want - first) * 4,
+                                            cudaMemcpyHostToDevice, stream);
+    if (err != cudaSuccess) cuda_fail(op, err);
+  }
+}
+
+void KvCache::reset(int batch, cudaStream_t stream) {
+  if (batch < 1 || batch > config_.max_batch) {
+    fail("kv cache reset: batch: expected 1..max_batch = {}, found {}", config_.max_batch, batch);
+  }
+  for (int b = 0; b < config_.max_batch; ++b) {
+    for (int64_t i = held_[b] - 1; i >= 0; --i) free_.push_back(table_[b * view_.pages_per_seq + i]);
+    held_[b] = 0;
+    lengths_[b] = 0;
+  }
+  if (const cudaError_t err = cudaMemsetAsync(view_.seq_len, 0, buf_->seq_len.bytes(), stream);
+      err != cudaSuccess) {
+    cuda_fail("reset", err);
+  }
+  batch_ = batch;
+}
+
+void KvCache::prefill(const std::vector<int64_t>& lengths, int64_t max_tokens, const __half* k,
+                      const __half* v, cudaStream_t stream) {
+  const int batch = static_cast<int>(lengths.size());
+  if (batch < 1 || batch > config_.max_batch) {
+    fail("kv cache prefill: batch: expected 1..max_batch = {} sequences, found {}",
+         config_.max_batch, lengths.size());
+  }
+  int64_t longest = 0;
+  for (int b = 0; b < batch; ++b) {
+    if (lengths_[b] != 0) {
+      fail("kv cache prefill: sequence {} already holds {} tokens (reset first)", b, lengths_[b]);
+    }
+    if (lengths[b] < 0 || lengths[b] > max_tokens || lengths[b] > config_.max_seq_len) {
+      fail("kv cache prefill: sequence {}: expected 0..min(max_tokens = {}, max_seq_len = {}) "
+           "tokens, found {}", b, max_tokens, config_.max_seq_len, lengths[b]);
+    }
+    longest = std::max(longest, lengths[b]);
+  }
+  if (longest > 0 && (!k || !v)) fail("kv cache prefill: null keys or values");
+  map_pages(lengths, "prefill", stream);
+  std::vector<int32_t> len32(lengths.begin(), lengths.end());
+  cudaError_t err = cudaMemcpyAsync(buf_->lengths.as<int32_t>(), len32.data(), batch * 4,
+                                    cudaMemcpyHostToDevice, stream);
+  if (err == cudaSuccess) {
+    err = launch_kv_prefill(view_, batch, max_tokens, pages_needed(longest),
+                            buf_->lengths.as<int32_t>(), k, v, stream);
+  }
+  if (err != cudaSuccess) cuda_fail("prefill", err);
+  if (const cudaError_t e2 = cudaStreamSynchronize(stream); e2 != cudaSuccess) cuda_fail("prefill", e2);
+  std::copy(lengths.begin(), lengths.end(), lengths_.begin());
+  batch_ = batch;
+}
+
+void KvCache::append(const __half* k, const __half* v, cudaStream_t stream) {
+  if (batch_ == 0) fail("kv cache append: no sequences (prefill or reset first)");
+  if (!k || !v) fail("kv cache append: null keys or values");
+  std::vector<int64_t> next(lengths_.begin(), lengths_.begin() + batch_);
+  for (int b = 0; b < batch_; ++b) {
+    if (++next[b] > config_.max_seq_len) {
+      fail("kv cache append: sequence {} is full ({} tokens, max_seq_len {})", b, lengths_[b],
+           config_.max_seq_len);
+    }
+  }
+  map_pages(next, "append", stream);
+  if (const cudaError_t err = launch_kv_append(view_, batch_, k, v, stream); err != cudaSuccess) {
+    cuda_fail("append", err);
+  }
+  std::copy(next.begin(), next.end(), lengths_.begin());
+}
+
+void KvCache::fill_random(const std::vector<int64_t>& lengths, double k_outlier_fraction,
+                          uint32_t seed, cudaStream_t stream) {
+  reset(static_cast<int>(lengths.size()), stream);
+  int64_t longest = 0;
+  for (size_t b = 0; b < lengths.size(); ++b) {
+    if (lengths[b] < 1 || lengths[b] > config_.max_seq_len) {
+      fail("kv cache fill: sequence {}: expected 1..max_seq_len = {} tokens, found {}", b,
+           config_.max_seq_len, lengths[b]);
+    }
+    longest = std::max(longest, lengths[b]);
+  }
+  map_pages(lengths, "fill", stream);
+  std::vector<int32_t> len32(lengths.begin(), lengths.end());
+  cudaError_t err = cudaMemcpyAsync(view_.seq_len, len32.data(), len32.size() * 4,
+                                    cudaMemcpyHostToDevice, stream);
+  if (err == cudaSuccess) {
+    err = launch_kv_fill_random(view_, batch_, pages_needed(longest), k_outlier_fraction, seed, stream);
+  }
+  if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
+  if (err != cudaSuccess) cuda_fail("fill", err);
+  std::copy(lengths.begin(), lengths.end(), lengths_.begin());
+}
+
+KvAttentionParams KvCache::attention_params(const void* q, bool q_bf16, void* out,
+                                            const float* inv_freq, KvAttentionKernel version) {
+  if (batch_ == 0) fail("kv cache attend: no sequences (prefill or reset first)");
+  if (!q || !out || !inv_freq) fail("kv cache attend: null q, out or inv_freq");
+  int64_t max_quant = 0;
+  for (int b = 0; b < batch_; ++b) {
+    if (lengths_[b] == 0) fail("kv cache attend: sequence {} is empty (append its token first)", b);
+    max_quant = std::max(max_quant, view_.n_quant(lengths_[b]));
+  }
+  KvAttentionParams p;
+  p.cache = view_;
+  p.batch = batch_;
+  p.n_q_heads = config_.n_q_heads;
+  p.q = q;
+  p.q_bf16 = q_bf16;
+  p.out = out;
+  p.inv_freq = inv_freq;
+  kv_attention_splits(view_.layout, batch_, config_.n_kv_heads, config_.q_per_kv(), max_quant,
+                      version, &p.n_splits, &p.pages_per_split);
+  const size_t floats = kv_attention_workspace_floats(batch_, config_.n_q_heads, p.n_splits,
+                                                      config_.head_dim);
+  if (buf_->work.bytes() < floats * 4) buf_->work.allocate(floats * 4, "the attention workspace");
+  p.part_o = buf_->work.as<float>();
+  p.part_ml = p.part_o + static_cast<size_t>(batch_) * config_.n_q_heads * (p.n_splits + 1) * config_.head_dim;
+  return p;
+}
+
+void KvCache::attend(const void* q, bool q_bf16, void* out, const float* inv_freq,
+                     KvAttentionKernel version, cudaStream_t stream) {
+  const KvAttentionParams p = attention_params(q, q_bf16, out, inv_freq, version);
+  if (const cudaError_t err = launch_kv_attention(p, version, stream); err != cudaSuccess) {
+    cuda_fail("attend", err);
+  }
+}
+
+int64_t KvCache::attention_bytes(double k_outlier_fraction) const {
+  const KvLayout& L = view_.layout;
+  const int D = L.head_dim;
+  double per_token = L.k_row_words * 4.0 + D * 4.0 / L.codes_per_word;
+  if (L.method == KvMethod::kNuq) {
+    per_token += 4.0 + L.v_out_per_token * 4.0 + k_outlier_fraction * D * 4.0;
+  } else {
+    per_token += (D / L.group) * 4.0 + (D / 2) * 8.0 / L.group;
+  }
+  double bytes = 0.0;
+  for (int b = 0; b < batch_; ++b) {
+    const int64_t nq = view_.n_quant(lengths_[b]);
+    bytes += config_.n_kv_heads * (nq * per_token + (lengths_[b] - nq) * D * 4.0);
+  }
+  return static_cast<int64_t>(bytes);
+}
+
+uint64_t KvCache::k_overflow() const {
+  unsigned long long n = 0;
+  check_cuda(cudaMemcpy(&n, view_.k_overflow, 8, cudaMemcpyDeviceToHost), "read the overflow counter");
+  return n;
+}
+
+KvImage KvCache::snapshot() const {
+  check_cuda(cudaDeviceSynchronize(), "synchronize");
+  KvImage im;
+  im.batch = batch_;
+  im.pages_per_seq = view_.pages_per_seq;
+  auto get = [](auto* dst, const DeviceMem& src, const char* what) {
+    dst->resize(src.bytes() / sizeof((*dst)[0]));
+    if (!dst->empty()) {
+      check_cuda(cudaMemcpy(dst->data(), src.as<void>(), src.bytes(), cudaMemcpyDeviceToHost), what);
+    }
+  };
+  get(&im.pool, buf_->pool, "copy the pool");
+  get(&im.page_table, buf_->table, "copy the page table");
+  get(&im.seq_len, buf_->seq_len, "copy the lengths");
+  get(&im.ring_k, buf_->ring_k, "copy the window");
+  get(&im.ring_v, buf_->ring_v, "copy the window");
+  if (config_.n_sink > 0) {
+    get(&im.sink_k, buf_->sink_k, "copy the sinks");
+    get(&im.sink_v, buf_->sink_v, "copy the sinks");
+  }
+  im.k_overflow = k_overflow();
+  return im;
+}
+
+}  // namespace kvq::kernels

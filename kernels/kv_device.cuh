@@ -1,0 +1,100 @@
+// Device helpers shared by kv_append.cu and the kv_attention*.cu kernels: coding exactly as
+// kv_format.h defines it, warp reductions, section lookups. Include from .cu files only.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kv_layout.h"
+
+namespace kvq::kernels::dev {
+
+constexpr unsigned kFullMask = 0xFFFFFFFFu;
+
+// kv_format.h nuq_encode: the first level >= xn or the one below, compared in double so that a
+// tie is exact and goes to the lower level; NaN codes as 0.
+__device__ __forceinline__ int nuq_encode(float xn, const float* levels, int n_levels) {
+  if (isnan(xn)) return 0;
+  int hi = 0;
+  while (hi < n_levels && levels[hi] < xn) ++hi;
+  if (hi == 0) return 0;
+  if (hi == n_levels) return n_levels - 1;
+  const double twice = 2.0 * static_cast<double>(xn);
+  const double mid = static_cast<double>(levels[hi - 1]) + static_cast<double>(levels[hi]);
+  return twice > mid ? hi : hi - 1;
+}
+
+// kv_format.h uniform_encode.
+__device__ __forceinline__ int uniform_encode(float x, float scale, float zero, int bits) {
+  if (scale == 0.0f) return 0;
+  const float q = nearbyintf(__fdiv_rn(__fsub_rn(x, zero), scale));
+  if (isnan(q)) return 0;
+  return static_cast<int>(fminf(fmaxf(q, 0.0f), static_cast<float>((1 << bits) - 1)));
+}
+
+__device__ __forceinline__ float half_bits_float(uint32_t bits16) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(bits16)));
+}
+__device__ __forceinline__ uint32_t half_float_bits(float x) {
+  return __half_as_ushort(__float2half_rn(x));
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(kFullMask, x, o);
+  return x;
+}
+__device__ __forceinline__ float warp_max(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(kFullMask, x, o));
+  return x;
+}
+__device__ __forceinline__ float warp_min(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x = fminf(x, __shfl_xor_sync(kFullMask, x, o));
+  return x;
+}
+
+// The head section holding quantized token u of sequence b, and its row in the page.
+__device__ __forceinline__ uint8_t* quant_section(const KvCacheView& c, int64_t b, int h,
+                                                  int64_t u, int* row) {
+  const int64_t page = c.page_table[b * c.pages_per_seq + u / c.layout.page_size];
+  *row = static_cast<int>(u % c.layout.page_size);
+  return c.head_section(page, h);
+}
+
+// e^{i * delta * inv_freq} with the angle formed and reduced in double, so that positions in
+// the millions keep fp32 accuracy. RoPE pairs (j, j + head_dim/2) as complex k_j + i k_{j+d/2}.
+__device__ __forceinline__ float2 rope_phase(double delta, float inv_freq) {
+  constexpr double kTwoPi = 6.283185307179586476925286766559;
+  double a = delta * static_cast<double>(inv_freq);
+  a -= kTwoPi * rint(a / kTwoPi);
+  float s, c;
+  sincosf(static_cast<float>(a), &s, &c);
+  return make_float2(c, s);
+}
+
+__device__ __forceinline__ float2 cmul(float2 a, float2 b) {
+  return make_float2(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
+}
+
+template <typename T>
+__device__ __forceinline__ float to_float(T x);
+template <>
+__device__ __forceinline__ float to_float<__half>(__half x) { return __half2float(x); }
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+}  // namespace kvq::kernels::dev

@@ -1,0 +1,175 @@
+// The compressed KV cache's memory format (DESIGN.md section 5), shared by the CUDA kernels, the
+// C++ API (kv_cache.h) and the CPU reference (kv_ref.h). Plain structs of sizes, offsets and raw
+// device pointers; no allocation, no checks (kv_config.cpp validates before anything is built).
+//
+// Tokens of one sequence, by position t (0-based):
+//   [0, n_sink)                      sink tokens, fp16 K and V          sink_k/sink_v
+//   [n_sink, n_sink + n_quant)       quantized, in pages                pool via page_table
+//   [n_sink + n_quant, n)            recent window, fp16                ring_k/ring_v
+// with n_quant = floor(max(0, n - n_sink - n_recent) / G) * G, G = 1 for KVQuant (one token is
+// quantized as it leaves the window) and the KIVI group size for KIVI (a group is quantized once
+// it is complete). The ring holds n_recent + G tokens; token t sits in slot (t - n_sink) % ring.
+// Keys are stored before RoPE everywhere (the attention kernels rotate them in registers).
+//
+// Quantized token u = t - n_sink lives in page u / page_size of its sequence, row u % page_size.
+// A physical page holds page_size tokens of every KV head: [n_kv_heads] sections of head_bytes.
+// One head section, every part 16-byte aligned, B = bits, C = codes per uint32 (16, 10, 8):
+//   KVQuant (nuq):
+//     header      int32 k_count; uint16 k_begin[blocks_per_page]   K outliers in the page, and
+//                                                                  the first one of each block
+//     k_codes     [page_size][k_row_words] uint32   one row per token, pack.h row form over the
+//                 pair-interleaved channel order: code 2g is channel g, code 2g+1 channel
+//                 g + head_dim/2 (the RoPE pair), g < head_dim/2; rows padded to 80 codes for
+//                 B=3, head_dim=64 (so that every lane of the MMA kernel owns whole words)
+//     v_codes     [head_dim][page_size / C] uint32  one row per channel along tokens (pack.h
+//                 row form): token pairs (2s, 2s+1) of a word are adjacent bit fields
+//     v_scales    [page_size] half2 (scale, offset), fp16 as kv_format.h rounds them
+//     v_out       [page_size][v_out_per_token] uint32 outlier slots, channel order, then empty
+//     k_out       [k_out_capacity] uint32 outliers sorted by (row, channel)
+//     outlier entry: bits 16..31 = row * head_dim + channel (0xFFFF: empty slot), bits 0..15 =
+//     the fp16 value (round_to_fp16 of the element)
+//   KIVI:
+//     k_codes     as above (codes of the uniform quantizer)
+//     k_params    [page_size / G][head_dim / 2] {half2 scale, half2 zero}, each half2 over the
+//                 pair (g, g + head_dim/2): the per-channel group quantizer of G tokens
+//     v_codes     as above
+//     v_params    [page_size][head_dim / G] half2 (scale, zero): per token, G channels
+// Pages need page_size a multiple of block_tokens = 8 * C (the unit the attention kernels
+// stream), page_size * head_dim < 65536 (outlier index), and for KIVI a multiple of G.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#if defined(__CUDACC__)
+#define KVQ_HD __host__ __device__ __forceinline__
+#else
+#define KVQ_HD inline
+#endif
+
+namespace kvq::kernels {
+
+enum class KvMethod : int { kNuq = 0, kKivi = 1 };
+
+inline constexpr int kMaxQueryGroup = 8;            // query heads per KV head the kernels take
+inline constexpr uint32_t kOutlierEmpty = 0xFFFFu;  // index field of an unused outlier slot
+
+KVQ_HD int kv_codes_per_word(int bits) { return bits == 2 ? 16 : (bits == 3 ? 10 : 8); }
+KVQ_HD int kv_block_tokens(int bits) { return 8 * kv_codes_per_word(bits); }
+// Codes in a key row: head_dim, or 80 for B=3, head_dim=64 (see above).
+KVQ_HD int kv_k_row_codes(int bits, int head_dim) {
+  return (bits == 3 && head_dim == 64) ? 80 : head_dim;
+}
+KVQ_HD int kv_k_row_words(int bits, int head_dim) {
+  const int c = kv_codes_per_word(bits);
+  return (kv_k_row_codes(bits, head_dim) + c - 1) / c;
+}
+// Position of channel ch's code in a key row (pair-interleaved order).
+KVQ_HD int kv_k_code_index(int ch, int head_dim) {
+  const int half = head_dim / 2;
+  return ch < half ? 2 * ch : 2 * (ch - half) + 1;
+}
+KVQ_HD int64_t kv_align16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
+
+// Sizes and byte offsets of one head section of a page (see the file comment).
+struct KvLayout {
+  KvMethod method = KvMethod::kNuq;
+  int bits = 3;
+  int head_dim = 128;
+  int page_size = 320;
+  int group = 1;             // G: 1 for KVQuant, the KIVI group size
+  int v_out_per_token = 0;   // 2k, k = outliers_per_side(head_dim, v fraction) (KVQuant)
+  int k_out_capacity = 0;    // per page and head (KVQuant)
+  int codes_per_word = 10;
+  int block_tokens = 80;
+  int blocks_per_page = 4;
+  int k_row_words = 13;
+  int v_row_words = 32;      // page_size / codes_per_word
+  int64_t off_header = 0, off_k_codes = 0, off_v_codes = 0, off_v_scales = 0, off_v_out = 0,
+          off_k_out = 0, off_k_params = 0, off_v_params = 0;
+  int64_t head_bytes = 0;
+};
+
+// Fills the derived fields from method, bits, head_dim, page_size, group, v_out_per_token and
+// k_out_capacity.
+inline KvLayout kv_make_layout(KvMethod method, int bits, int head_dim, int page_size, int group,
+                               int v_out_per_token, int k_out_capacity) {
+  KvLayout l;
+  l.method = method;
+  l.bits = bits;
+  l.head_dim = head_dim;
+  l.page_size = page_size;
+  l.group = method == KvMethod::kNuq ? 1 : group;
+  l.v_out_per_token = method == KvMethod::kNuq ? v_out_per_token : 0;
+  l.k_out_capacity = method == KvMethod::kNuq ? k_out_capacity : 0;
+  l.codes_per_word = kv_codes_per_word(bits);
+  l.block_tokens = kv_block_tokens(bits);
+  l.blocks_per_page = page_size / l.block_tokens;
+  l.k_row_words = kv_k_row_words(bits, head_dim);
+  l.v_row_words = page_size / l.codes_per_word;
+  int64_t at = 0;
+  auto take = [&at](int64_t bytes) {
+    const int64_t off = at;
+    at += kv_align16(bytes);
+    return off;
+  };
+  if (method == KvMethod::kNuq) {
+    l.off_header = take(4 + 2 * int64_t{l.blocks_per_page});
+    l.off_k_codes = take(int64_t{page_size} * l.k_row_words * 4);
+    l.off_v_codes = take(int64_t{head_dim} * l.v_row_words * 4);
+    l.off_v_scales = take(int64_t{page_size} * 4);
+    l.off_v_out = take(int64_t{page_size} * l.v_out_per_token * 4);
+    l.off_k_out = take(int64_t{l.k_out_capacity} * 4);
+  } else {
+    l.off_k_codes = take(int64_t{page_size} * l.k_row_words * 4);
+    l.off_k_params = take(int64_t{page_size / l.group} * (head_dim / 2) * 8);
+    l.off_v_codes = take(int64_t{head_dim} * l.v_row_words * 4);
+    l.off_v_params = take(int64_t{page_size} * (head_dim / l.group) * 4);
+  }
+  l.head_bytes = at;
+  return l;
+}
+
+// Everything a kernel needs to find a sequence's tokens. Device pointers; sizes are per layer.
+struct KvCacheView {
+  KvLayout layout;
+  int n_kv_heads = 1;
+  int n_sink = 0;
+  int n_recent = 0;
+  int ring_size = 1;                 // n_recent + G
+  bool k_outliers = false;           // KVQuant keys: keep elements outside [lo, hi] in fp16
+  uint8_t* pool = nullptr;           // [n_pages][n_kv_heads] head sections
+  int64_t page_bytes = 0;            // n_kv_heads * head_bytes
+  int32_t* page_table = nullptr;     // [batch][pages_per_seq] physical page ids
+  int pages_per_seq = 0;
+  int32_t* seq_len = nullptr;        // [batch] tokens held
+  __half* sink_k = nullptr;          // [batch][n_kv_heads][n_sink][head_dim]
+  __half* sink_v = nullptr;
+  __half* ring_k = nullptr;          // [batch][n_kv_heads][ring_size][head_dim]
+  __half* ring_v = nullptr;
+  const float* k_lo = nullptr;       // [n_kv_heads][head_dim] KVQuant key dense range
+  const float* k_hi = nullptr;
+  const float* k_levels = nullptr;   // [2^bits] KVQuant codebooks (per layer)
+  const float* v_levels = nullptr;
+  unsigned long long* k_overflow = nullptr;  // K outliers clamped for lack of page room
+
+  KVQ_HD int64_t n_quant(int64_t n) const {
+    const int64_t g = layout.group;
+    const int64_t q = n - n_sink - n_recent;
+    return q > 0 ? q / g * g : 0;
+  }
+  KVQ_HD uint8_t* head_section(int64_t page, int head) const {
+    return pool + page * page_bytes + int64_t{head} * layout.head_bytes;
+  }
+  KVQ_HD int64_t ring_slot(int64_t t) const { return (t - n_sink) % ring_size; }
+  KVQ_HD __half* sink_row(__half* base, int64_t b, int h, int64_t t) const {
+    return base + ((b * n_kv_heads + h) * n_sink + t) * layout.head_dim;
+  }
+  KVQ_HD __half* ring_row(__half* base, int64_t b, int h, int64_t t) const {
+    return base + ((b * n_kv_heads + h) * ring_size + ring_slot(t)) * layout.head_dim;
+  }
+};
+
+}  // namespace kvq::kernels

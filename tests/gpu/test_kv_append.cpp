@@ -1,0 +1,128 @@
+// kernels/kv_append.cu (prefill + decode appends) against the CPU reference kv_quantize_ref:
+// every quantized element, scale, outlier and fp16 token of the cache, read back from the
+// device image, for KVQuant (bits 2/3/4, head_dim 64/128, sinks, recent windows, outlier page
+// overflow) and KIVI, with ragged batches across page and block boundaries. Every buffer is
+// poisoned first. Skips without a GPU.
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kv_test_support.h"
+
+namespace kvq::kernels {
+namespace {
+
+using test::History;
+
+struct Case {
+  KvMethod method;
+  int bits, head_dim, n_kv_heads, n_sink, n_recent, group, page_size;
+  double v_fraction;
+  int k_capacity;  // 0: default
+  double k_tail;   // fraction of keys below lo (and above hi)
+  std::vector<int64_t> lengths;
+  int appends;
+  uint32_t seed;
+
+  std::string str() const {
+    std::ostringstream s;
+    s << (method == KvMethod::kNuq ? "nuq" : "kivi") << bits << " head_dim " << head_dim
+      << " kv heads " << n_kv_heads << " sink " << n_sink << " recent " << n_recent
+      << " group " << group << " page " << page_size << " v_fraction " << v_fraction
+      << " k_capacity " << k_capacity << " lengths {";
+    for (const auto n : lengths) s << n << ",";
+    s << "} appends " << appends << " seed " << seed;
+    return s.str();
+  }
+
+  KvCacheConfig config() const {
+    KvCacheConfig c;
+    c.method = method;
+    c.bits = bits;
+    c.head_dim = head_dim;
+    c.n_kv_heads = n_kv_heads;
+    c.n_q_heads = n_kv_heads;
+    c.n_sink = n_sink;
+    c.n_recent = n_recent;
+    c.kivi_group = group;
+    c.page_size = page_size;
+    c.v_outlier_fraction = v_fraction;
+    c.k_outliers = k_tail > 0.0;
+    c.k_outlier_capacity = k_capacity;
+    c.max_batch = static_cast<int>(lengths.size());
+    c.max_seq_len = 1;
+    for (const auto n : lengths) c.max_seq_len = std::max(c.max_seq_len, n);
+    return c;
+  }
+};
+
+std::vector<Case> cases() {
+  const KvMethod N = KvMethod::kNuq, K = KvMethod::kKivi;
+  std::vector<Case> all = {
+      {N, 3, 128, 2, 0, 0, 1, 320, 0.01, 0, 0.005, {1, 17, 97, 403}, 1, 11},
+      {K, 2, 128, 2, 0, 0, 32, 256, 0, 0, 0, {31, 40, 97}, 9, 12},
+  };
+  if (test::sanitizer_run()) return all;
+  all[0].lengths = {1, 17, 97, 4097};
+  all[0].appends = 1;
+  std::vector<Case> more = {
+      {N, 2, 64, 3, 4, 8, 1, 256, 0.02, 0, 0.01, {40, 300, 1000}, 40, 13},
+      {N, 4, 128, 1, 1, 3, 1, 64, 0.01, 0, 0.005, {200, 700}, 70, 14},
+      {N, 3, 64, 2, 2, 0, 1, 80, 0.05, 0, 0.01, {161, 9}, 9, 15},
+      {N, 2, 128, 1, 0, 0, 1, 128, 0.0, 0, 0.0, {129, 300}, 3, 16},
+      {N, 3, 128, 1, 0, 2, 1, 160, 0.01, 4, 0.05, {700, 333}, 30, 17},  // key pages overflow
+      {N, 4, 64, 4, 0, 0, 1, 512, 0.1, 0, 0.01, {1025, 3}, 3, 18},
+      {K, 4, 64, 1, 2, 16, 32, 64, 0, 0, 0, {100, 300}, 40, 19},
+      {K, 2, 128, 1, 0, 128, 128, 256, 0, 0, 0, {1000}, 130, 20},
+      {K, 2, 128, 2, 1, 0, 64, 256, 0, 0, 0, {66, 600}, 66, 21},
+  };
+  all.insert(all.end(), more.begin(), more.end());
+  return all;
+}
+
+TEST(KvAppend, MatchesReference) {
+  KVQ_REQUIRE_GPU();
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(c.str());
+    const History hist = test::random_history(c.lengths, c.n_kv_heads, c.head_dim, c.seed);
+    const NuqQuantizer q = test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim,
+                                                  c.k_tail > 0 ? c.k_tail : 0.001, c.seed + 1);
+    const NuqQuantizer* qp = c.method == KvMethod::kNuq ? &q : nullptr;
+    KvCache cache(c.config(), qp);
+    test::build(&cache, hist, c.appends);
+    std::vector<std::string> problems;
+    const KvState got = kv_parse_image(cache.config(), cache.snapshot(), &problems);
+    std::string all_problems;
+    for (const auto& p : problems) all_problems += p + "\n";
+    EXPECT_TRUE(problems.empty()) << all_problems;
+    const KvState want = kv_quantize_ref(cache.config(), qp, hist.k, hist.v);
+    EXPECT_EQ(kv_compare(want, got), "") << c.str();
+    if (c.k_capacity > 0) {
+      EXPECT_GT(want.k_overflow, 0u) << "the case should overflow its pages";
+    }
+  }
+}
+
+// The benchmark's random fill must be a well-formed cache (attention tests read it too).
+TEST(KvAppend, RandomFillIsWellFormed) {
+  KVQ_REQUIRE_GPU();
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(c.str());
+    const History hist = test::random_history({1}, c.n_kv_heads, c.head_dim, c.seed);
+    const NuqQuantizer q = test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, 0.01, c.seed);
+    KvCache cache(c.config(), c.method == KvMethod::kNuq ? &q : nullptr);
+    test::poison(cache);
+    cache.fill_random(c.lengths, 0.01, c.seed, nullptr);
+    std::vector<std::string> problems;
+    const KvState got = kv_parse_image(cache.config(), cache.snapshot(), &problems);
+    std::string all_problems;
+    for (const auto& p : problems) all_problems += p + "\n";
+    EXPECT_TRUE(problems.empty()) << all_problems;
+    for (size_t b = 0; b < c.lengths.size(); ++b) EXPECT_EQ(got.head(b, 0).n_tokens, c.lengths[b]);
+  }
+}
+
+}  // namespace
+}  // namespace kvq::kernels

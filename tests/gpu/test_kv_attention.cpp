@@ -1,0 +1,175 @@
+// kernels/kv_attention*.cu (v1 simple, v2 tensor cores) against the CPU reference
+// kv_attention_ref on fresh seeded inputs: KVQuant bits 2/3/4 and KIVI, head_dim 64/128, query
+// groups 1..8 (GQA), fp16 and bf16 queries, sinks and recent windows, ragged batches (1, 17, 97,
+// 4097 tokens ...) through prefill and appends, and long random caches over many pages and
+// splits. Outputs are poisoned first; NaN/Inf/poison left count as failures. Skips without a GPU.
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kv_test_support.h"
+
+namespace kvq::kernels {
+namespace {
+
+using test::DeviceBuffer;
+using test::History;
+
+struct Case {
+  KvMethod method;
+  int bits, head_dim, n_kv_heads, group, n_sink, n_recent, kivi_group, page_size;
+  double v_fraction;
+  std::vector<int64_t> lengths;
+  int appends;
+  bool bf16;
+  uint32_t seed;
+
+  std::string str() const {
+    std::ostringstream s;
+    s << (method == KvMethod::kNuq ? "nuq" : "kivi") << bits << " head_dim " << head_dim
+      << " kv heads " << n_kv_heads << " group " << group << " sink " << n_sink << " recent "
+      << n_recent << " kivi_group " << kivi_group << " page " << page_size << " lengths {";
+    for (const auto n : lengths) s << n << ",";
+    s << "} appends " << appends << (bf16 ? " bf16" : " fp16") << " seed " << seed;
+    return s.str();
+  }
+
+  KvCacheConfig config() const {
+    KvCacheConfig c;
+    c.method = method;
+    c.bits = bits;
+    c.head_dim = head_dim;
+    c.n_kv_heads = n_kv_heads;
+    c.n_q_heads = n_kv_heads * group;
+    c.n_sink = n_sink;
+    c.n_recent = n_recent;
+    c.kivi_group = kivi_group;
+    c.page_size = page_size;
+    c.v_outlier_fraction = v_fraction;
+    c.k_outliers = method == KvMethod::kNuq;
+    c.max_batch = static_cast<int>(lengths.size());
+    c.max_seq_len = 1;
+    for (const auto n : lengths) c.max_seq_len = std::max(c.max_seq_len, n);
+    return c;
+  }
+};
+
+std::vector<Case> cases() {
+  const KvMethod N = KvMethod::kNuq, K = KvMethod::kKivi;
+  std::vector<Case> all = {
+      {N, 3, 128, 2, 1, 0, 0, 32, 320, 0.01, {1, 17, 97, 200}, 1, false, 31},
+      {N, 2, 64, 1, 4, 1, 3, 32, 128, 0.02, {150, 40}, 4, true, 32},
+      {K, 2, 128, 1, 2, 0, 8, 32, 256, 0, {300, 45}, 3, false, 33},
+  };
+  if (test::sanitizer_run()) return all;
+  all[0].lengths = {1, 17, 97, 4097};
+  all[0].appends = 1;
+  std::vector<Case> more = {
+      {N, 3, 128, 2, 2, 1, 4, 32, 320, 0.01, {1000, 97, 17}, 5, false, 34},
+      {N, 4, 128, 1, 8, 0, 0, 32, 256, 0.01, {999, 256}, 2, true, 35},
+      {N, 3, 64, 3, 3, 2, 5, 32, 160, 0.03, {600, 81}, 7, false, 36},
+      {N, 2, 128, 2, 1, 4, 0, 32, 256, 0.01, {2000, 129}, 1, true, 37},
+      {N, 4, 64, 1, 1, 0, 16, 32, 64, 0.0, {700, 65}, 3, false, 38},
+      {N, 3, 128, 8, 4, 0, 0, 32, 480, 0.01, {1500}, 2, false, 39},
+      {K, 4, 64, 2, 4, 2, 16, 32, 64, 0, {500, 70}, 40, true, 40},
+      {K, 2, 128, 1, 1, 0, 128, 128, 256, 0, {1200, 300}, 2, false, 41},
+      {K, 4, 128, 1, 8, 0, 0, 64, 128, 0, {640, 129}, 2, false, 42},
+  };
+  all.insert(all.end(), more.begin(), more.end());
+  return all;
+}
+
+struct Run {
+  test::ErrorStats stats;
+  std::vector<uint16_t> out;
+};
+
+Run attend(KvCache& cache, const std::vector<uint16_t>& q_bits, bool bf16,
+           const std::vector<float>& inv_freq, const std::vector<double>& ref,
+           KvAttentionKernel version) {
+  Run run;
+  DeviceBuffer<uint16_t> dq(q_bits.size()), dout(q_bits.size());
+  DeviceBuffer<float> df(inv_freq.size());
+  EXPECT_EQ(cudaMemcpy(dq.data(), q_bits.data(), dq.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(df.data(), inv_freq.data(), df.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemset(dout.data(), 0xFF, dout.bytes()), cudaSuccess);
+  cache.attend(dq.data(), bf16, dout.data(), df.data(), version, nullptr);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  run.out.resize(q_bits.size());
+  EXPECT_EQ(cudaMemcpy(run.out.data(), dout.data(), dout.bytes(), cudaMemcpyDeviceToHost), cudaSuccess);
+  run.stats = test::compare_out(run.out, bf16, ref, cache.config().n_q_heads, cache.config().head_dim);
+  return run;
+}
+
+// fp16 output rounding is 2^-11, bf16 2^-8; the kernels add fp16 dequantization and queries.
+double bound(bool bf16) { return bf16 ? 2.5e-2 : 1e-2; }
+
+void check(KvCache& cache, const KvState& ref_state, const NuqQuantizer* qp, bool bf16,
+           uint32_t seed, const std::string& name) {
+  const KvCacheConfig& cfg = cache.config();
+  std::vector<uint16_t> q_bits;
+  const std::vector<float> q = test::random_queries(
+      static_cast<size_t>(cache.batch()) * cfg.n_q_heads * cfg.head_dim, seed, bf16, &q_bits);
+  const std::vector<float> inv_freq = rope_inv_freq(10000.0, cfg.head_dim);
+  const std::vector<double> ref = kv_attention_ref(ref_state, qp, q, inv_freq);
+  for (const auto version : {KvAttentionKernel::kSimple, KvAttentionKernel::kMma}) {
+    const char* vname = version == KvAttentionKernel::kSimple ? "v1" : "v2";
+    const Run run = attend(cache, q_bits, bf16, inv_freq, ref, version);
+    std::printf("[ kv attention ] %s %s: worst rel %.2e (%s), max abs %.2e, bad %lld\n", vname,
+                name.c_str(), run.stats.worst_rel, run.stats.worst.c_str(), run.stats.max_abs,
+                static_cast<long long>(run.stats.n_bad));
+    EXPECT_EQ(run.stats.n_bad, 0) << vname << " left NaN/Inf/poison; " << name;
+    EXPECT_LE(run.stats.worst_rel, bound(bf16)) << vname << " at " << run.stats.worst << "; " << name;
+  }
+}
+
+TEST(KvAttention, MatchesReference) {
+  KVQ_REQUIRE_GPU();
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(c.str());
+    const History hist = test::random_history(c.lengths, c.n_kv_heads, c.head_dim, c.seed);
+    const NuqQuantizer q = test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, 0.005, c.seed + 1);
+    const NuqQuantizer* qp = c.method == KvMethod::kNuq ? &q : nullptr;
+    KvCache cache(c.config(), qp);
+    test::build(&cache, hist, c.appends);
+    const KvState ref_state = kv_quantize_ref(cache.config(), qp, hist.k, hist.v);
+    check(cache, ref_state, qp, c.bf16, c.seed + 2, c.str());
+  }
+}
+
+// Long caches of random codes (the benchmark's fill) over many pages and splits; the reference
+// reads the same pages back from the device.
+TEST(KvAttention, LongRandomCaches) {
+  KVQ_REQUIRE_GPU();
+  if (test::sanitizer_run()) GTEST_SKIP() << "long caches are skipped under compute-sanitizer";
+  const KvMethod N = KvMethod::kNuq, K = KvMethod::kKivi;
+  const std::vector<Case> long_cases = {
+      {N, 3, 128, 2, 1, 0, 0, 32, 320, 0.01, {40000, 7000}, 0, false, 51},
+      {N, 2, 128, 1, 4, 1, 7, 32, 256, 0.01, {30001}, 0, true, 52},
+      {N, 4, 64, 2, 2, 0, 5, 32, 512, 0.02, {20000, 3}, 0, false, 53},
+      {K, 2, 128, 2, 4, 0, 128, 32, 256, 0, {33333}, 0, false, 54},
+  };
+  for (const Case& c : long_cases) {
+    SCOPED_TRACE(c.str());
+    const History one = test::random_history({1}, c.n_kv_heads, c.head_dim, c.seed);
+    NuqQuantizer q = test::random_quantizer(one, c.bits, c.n_kv_heads, c.head_dim, 0.01, c.seed + 1);
+    for (size_t i = 0; i < q.k_lo.size(); ++i) {
+      q.k_lo[i] = -1.0f - 0.001f * (i % 7);
+      q.k_hi[i] = 1.5f + 0.002f * (i % 5);
+    }
+    const NuqQuantizer* qp = c.method == KvMethod::kNuq ? &q : nullptr;
+    KvCache cache(c.config(), qp);
+    test::poison(cache);
+    cache.fill_random(c.lengths, 0.01, c.seed, nullptr);
+    std::vector<std::string> problems;
+    const KvState state = kv_parse_image(cache.config(), cache.snapshot(), &problems);
+    ASSERT_TRUE(problems.empty()) << problems.front();
+    check(cache, state, qp, c.bf16, c.seed + 2, c.str());
+  }
+}
+
+}  // namespace
+}  // namespace kvq::kernels

@@ -1,0 +1,183 @@
+// Bad input to the compressed KV cache's API: each rejected with one kvq::Error line naming the
+// shape (configuration and quantizer checks run without a GPU), and failures that leave the
+// cache exactly as it was (out of pages while growing, a full sequence, a non-empty prefill).
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kv_append.h"
+#include "kv_attention.h"
+#include "kv_test_support.h"
+#include "support/test_support.h"
+
+namespace kvq::kernels {
+namespace {
+
+using ::kvq::test::error_of;
+
+KvCacheConfig nuq_config() {
+  KvCacheConfig c;
+  c.bits = 3;
+  c.head_dim = 128;
+  c.n_kv_heads = 2;
+  c.n_q_heads = 4;
+  c.max_batch = 2;
+  c.max_seq_len = 1000;
+  return c;
+}
+
+NuqQuantizer quantizer(int bits, int n_kv_heads, int head_dim) {
+  NuqQuantizer q;
+  for (int i = 0; i < (1 << bits); ++i) {
+    q.k_levels.push_back(-1.0f + 2.0f * i / ((1 << bits) - 1));
+    q.v_levels.push_back(q.k_levels.back());
+  }
+  q.k_lo.assign(static_cast<size_t>(n_kv_heads) * head_dim, -1.0f);
+  q.k_hi.assign(q.k_lo.size(), 1.0f);
+  return q;
+}
+
+std::string check_error(KvCacheConfig c, const NuqQuantizer* q) {
+  return error_of([&] { kv_check_config(&c, q); });
+}
+
+TEST(KvErrors, ConfigurationIsChecked) {
+  const NuqQuantizer q = quantizer(3, 2, 128);
+  KvCacheConfig c = nuq_config();
+  EXPECT_EQ(check_error(c, &q), "<no error>");
+  c.head_dim = 96;
+  EXPECT_EQ(check_error(c, &q), "kv cache: head_dim: expected 64 or 128, found 96");
+  c = nuq_config();
+  c.bits = 5;
+  EXPECT_EQ(check_error(c, &q), "kv cache: bits: expected 2, 3 or 4, found 5");
+  c = nuq_config();
+  c.method = KvMethod::kKivi;
+  EXPECT_EQ(check_error(c, nullptr), "kv cache: bits: expected 2 or 4 for KIVI, found 3");
+  c.bits = 2;
+  c.kivi_group = 48;
+  EXPECT_EQ(check_error(c, nullptr),
+            "kv cache: kivi_group: expected 32, 64 or 128, at most head_dim = 128, found 48");
+  c = nuq_config();
+  c.n_q_heads = 3;
+  EXPECT_EQ(check_error(c, &q), "kv cache: n_q_heads: expected a multiple of n_kv_heads = 2 with "
+                                "at most 8 query heads per KV head, found 3");
+  c.n_q_heads = 18;
+  EXPECT_NE(check_error(c, &q).find("at most 8 query heads"), std::string::npos);
+  c = nuq_config();
+  c.page_size = 100;
+  EXPECT_EQ(check_error(c, &q), "kv cache: page_size: expected a positive multiple of 80 tokens, found 100");
+  c.page_size = 560;
+  EXPECT_EQ(check_error(c, &q), "kv cache: page_size: expected page_size * head_dim < 65536 "
+                                "(outlier index), found 560 * 128");
+  c = nuq_config();
+  c.v_outlier_fraction = 0.2;
+  EXPECT_NE(check_error(c, &q).find("kv cache: v_outlier_fraction: expected at most 4 outliers"),
+            std::string::npos);
+}
+
+TEST(KvErrors, QuantizerShapeMustMatch) {
+  const KvCacheConfig c = nuq_config();
+  EXPECT_EQ(check_error(c, nullptr), "kv cache: KVQuant needs a quantizer (quant.h5 of the layer)");
+  NuqQuantizer q = quantizer(4, 2, 128);  // 16 levels for a 3-bit cache
+  EXPECT_EQ(check_error(c, &q), "kv cache: quantizer k_levels: expected 8 levels for 3 bits, found 16");
+  q = quantizer(3, 1, 128);  // one KV head's ranges for two
+  EXPECT_EQ(check_error(c, &q), "kv cache: quantizer k_lo/k_hi: expected [n_kv_heads = 2, "
+                                "head_dim = 128] = 256 values each, found 128 and 128");
+  q = quantizer(3, 2, 128);
+  q.v_levels[3] = q.v_levels[2];
+  EXPECT_NE(check_error(c, &q).find("kv cache: quantizer v_levels[3]: expected finite ascending levels"),
+            std::string::npos);
+  q = quantizer(3, 2, 128);
+  q.k_lo[130] = 2.0f;
+  EXPECT_EQ(check_error(c, &q), "kv cache: quantizer key range of head 1 channel 2: expected "
+                                "finite lo <= hi, found [2, 1]");
+}
+
+// The launchers check their arguments before touching the GPU.
+TEST(KvErrors, LaunchersRejectBadArguments) {
+  KvCacheView empty;
+  EXPECT_EQ(launch_kv_append(empty, 1, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_kv_prefill(empty, 1, 1, 1, nullptr, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
+  KvAttentionParams p;
+  p.batch = 1;
+  p.n_q_heads = 3;
+  p.cache.n_kv_heads = 2;
+  EXPECT_EQ(launch_kv_attention(p, KvAttentionKernel::kMma, nullptr), cudaErrorInvalidValue);
+  p.n_q_heads = 2;
+  EXPECT_EQ(launch_kv_attention(p, KvAttentionKernel::kSimple, nullptr), cudaErrorInvalidValue);
+}
+
+TEST(KvErrors, PoolAllocationFailureNamesTheBytes) {
+  KVQ_REQUIRE_GPU();
+  // memcheck reports the deliberately failing cudaMalloc as an API error.
+  if (test::sanitizer_run()) GTEST_SKIP() << "the failing allocation is skipped under compute-sanitizer";
+  KvCacheConfig c = nuq_config();
+  c.n_pages = int64_t{1} << 24;  // ~1.7 TB of pages
+  const NuqQuantizer q = quantizer(3, 2, 128);
+  const std::string e = error_of([&] { KvCache cache(c, &q); });
+  EXPECT_NE(e.find("kv cache: cudaMalloc of "), std::string::npos) << e;
+  EXPECT_NE(e.find("bytes for the page pool (16777216 pages of "), std::string::npos) << e;
+}
+
+TEST(KvErrors, FailuresLeaveTheCacheUnchanged) {
+  KVQ_REQUIRE_GPU();
+  KvCacheConfig c = nuq_config();
+  c.page_size = 80;
+  c.n_pages = 2;  // sequence 0 fills both pages
+  c.max_seq_len = 400;
+  const std::vector<int64_t> lengths = {160, 0};
+  const test::History hist = test::random_history({160, 1}, 2, 128, 7);
+  const NuqQuantizer q = test::random_quantizer(hist, 3, 2, 128, 0.01, 8);
+  KvCache cache(c, &q);
+  test::poison(cache);
+  test::DeviceBuffer<uint16_t> dk(hist.k[0].size()), dv(hist.v[0].size());
+  ASSERT_EQ(cudaMemcpy(dk.data(), hist.k[0].data(), dk.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dv.data(), hist.v[0].data(), dv.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
+  const __half* k = reinterpret_cast<const __half*>(dk.data());
+  const __half* v = reinterpret_cast<const __half*>(dv.data());
+  // prefill takes [batch][max_tokens][heads][dim]; sequence 1 is empty.
+  test::DeviceBuffer<uint16_t> k2(2 * hist.k[0].size()), v2(2 * hist.v[0].size());
+  ASSERT_EQ(cudaMemcpy(k2.data(), dk.data(), dk.bytes(), cudaMemcpyDeviceToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(v2.data(), dv.data(), dv.bytes(), cudaMemcpyDeviceToDevice), cudaSuccess);
+  cache.prefill(lengths, 160, reinterpret_cast<const __half*>(k2.data()),
+                reinterpret_cast<const __half*>(v2.data()), nullptr);
+  EXPECT_EQ(cache.free_pages(), 0);
+  std::vector<std::string> problems;
+  const KvState before = kv_parse_image(cache.config(), cache.snapshot(), &problems);
+  ASSERT_TRUE(problems.empty());
+
+  // Token 160 of sequence 0 needs a third page, token 0 of sequence 1 its first.
+  EXPECT_EQ(error_of([&] { cache.append(k, v, nullptr); }),
+            "kv cache append: out of pages: 2 sequences need 2 more pages of 80 tokens, 0 of 2 "
+            "are free (raise n_pages)");
+  EXPECT_EQ(error_of([&] { cache.prefill({5, 5}, 160, k, v, nullptr); }),
+            "kv cache prefill: sequence 0 already holds 160 tokens (reset first)");
+  EXPECT_EQ(error_of([&] { cache.append(nullptr, v, nullptr); }), "kv cache append: null keys or values");
+  EXPECT_EQ(error_of([&] { cache.reset(3, nullptr); }), "kv cache reset: batch: expected 1..max_batch = 2, found 3");
+  EXPECT_EQ(error_of([&] { cache.attend(nullptr, false, nullptr, nullptr, KvAttentionKernel::kMma, nullptr); }),
+            "kv cache attend: null q, out or inv_freq");
+  EXPECT_EQ(cache.length(0), 160);
+  EXPECT_EQ(cache.length(1), 0);
+  const KvState after = kv_parse_image(cache.config(), cache.snapshot(), &problems);
+  EXPECT_TRUE(problems.empty());
+  EXPECT_EQ(kv_compare(before, after), "");
+
+  // An empty sequence cannot be attended; a full one cannot grow.
+  test::DeviceBuffer<uint16_t> dq(2 * 4 * 128), dout(2 * 4 * 128);
+  test::DeviceBuffer<float> df(64);
+  EXPECT_EQ(error_of([&] { cache.attend(dq.data(), false, dout.data(), df.data(), KvAttentionKernel::kMma, nullptr); }),
+            "kv cache attend: sequence 1 is empty (append its token first)");
+  KvCacheConfig small = nuq_config();
+  small.max_seq_len = 3;
+  small.max_batch = 1;
+  KvCache tiny(small, &q);
+  tiny.reset(1, nullptr);
+  for (int i = 0; i < 3; ++i) tiny.append(k, v, nullptr);
+  EXPECT_EQ(error_of([&] { tiny.append(k, v, nullptr); }),
+            "kv cache append: sequence 0 is full (3 tokens, max_seq_len 3)");
+  EXPECT_EQ(tiny.length(0), 3);
+}
+
+}  // namespace
+}  // namespace kvq::kernels
