@@ -9,15 +9,21 @@
 #include <CLI/CLI.hpp>
 
 #include "kvq/calib/calib_file.h"
+#include "kvq/eval/perplexity.h"
+#include "kvq/eval/table.h"
+#include "kvq/methods/quantizer.h"
 #include "kvq/model/io/tokenizer.h"
 #include "kvq/model/llama.h"
 
 namespace kvq::app {
 
+void register_bench(CLI::App& app);
 void register_calibrate(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_fit(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_inspect(CLI::App& app);
+void register_reproduce(CLI::App& app);
 
 // --model, --dtype, --device: every subcommand that runs a model takes these.
 struct ModelFlags {
@@ -39,6 +45,15 @@ struct RunFigures {
 
 // Prints a calib.h5's per-layer summary as a markdown table or one JSON document (inspect.cpp).
 void print_calib(const calib::CalibData& calib, bool json, const RunFigures* run);
+
+// Perplexity for each quantizer (the first is the baseline the deltas refer to), one row each
+// with bits per element and outlier share (results.cpp); *baseline gets the first's result.
+std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m, const std::vector<int32_t>& tokens,
+                                          const std::vector<methods::Quantizer>& qs,
+                                          const eval::PerplexityOptions& options, eval::PerplexityResult* baseline);
+// Perplexity against bits per element, one series per method family, fp16 as a dashed line.
+void write_results_plot(const std::string& path, const std::vector<eval::ResultRow>& rows,
+                        const std::vector<methods::Quantizer>& qs, const std::string& title);
 
 // True if stderr is a terminal or progress was not switched off with --quiet.
 bool show_progress(bool quiet);

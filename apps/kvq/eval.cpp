@@ -1,13 +1,20 @@
-// kvq eval: perplexity of a model on a text file with the protocol of ../shared/data/README.md.
+// kvq eval: perplexity of a model on a text file with the protocol of ../shared/data/README.md,
+// with the KV cache unquantized or quantized by any list of methods in one run.
+#include <algorithm>
 #include <cstdio>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "kvq/calib/calib_file.h"
 #include "kvq/common/error.h"
 #include "kvq/data/text.h"
-#include "kvq/eval/perplexity.h"
+#include "kvq/eval/quantized.h"
+#include "kvq/eval/table.h"
+#include "kvq/methods/fit.h"
+#include "kvq/methods/quant_file.h"
 
 namespace kvq::app {
 namespace {
@@ -20,14 +27,62 @@ struct EvalFlags {
   int64_t seq_len = 0;
   int64_t max_tokens = 0;
   int64_t batch_size = 0;
+  std::string methods;
+  std::string calib;
+  std::string quant;
+  std::string csv;
+  std::string plot;
   bool json = false;
   bool quiet = false;
 };
 
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+// The quantizers to evaluate, fp16 first (the baseline every delta refers to).
+std::vector<methods::Quantizer> quantizers(const EvalFlags& f, const model::LlamaModel& m) {
+  const auto fingerprint = artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
+  std::vector<methods::MethodSpec> specs;
+  for (const std::string& s : split_list(f.methods)) specs.push_back(methods::parse_method(s));
+  std::unique_ptr<calib::CalibData> calib;
+  if (!f.calib.empty()) {
+    calib = std::make_unique<calib::CalibData>(calib::read_calib(f.calib));
+    artifact::require_same_model(f.calib, calib->model, fingerprint);
+  }
+  std::vector<methods::Quantizer> out;
+  out.push_back(methods::fit(methods::parse_method("fp16"), nullptr));
+  for (const methods::MethodSpec& spec : specs) {
+    if (spec.kind == methods::MethodKind::kFp16) continue;
+    if (spec.needs_calib() && !calib) {
+      fail("--methods: {} needs calibration statistics: pass --calib calib.h5 (kvq calibrate)", spec.name());
+    }
+    methods::FitOptions options;
+    options.model = &fingerprint;
+    out.push_back(methods::fit(spec, calib.get(), options));
+  }
+  for (const std::string& path : split_list(f.quant)) {
+    methods::Quantizer q = methods::read_quant(path);
+    q.require_model(fingerprint);
+    out.push_back(std::move(q));
+  }
+  return out;
+}
+
 void run_eval(const EvalFlags& f) {
   if (f.max_tokens < 0) fail("--max-tokens: expected a positive number, found {}", f.max_tokens);
+  const bool quantized = !f.methods.empty() || !f.quant.empty();
+  if (!f.calib.empty() && f.methods.empty()) fail("--calib: given without --methods to fit from it");
+  if ((!f.csv.empty() || !f.plot.empty()) && !quantized) fail("--csv/--plot: need --methods or --quant");
   const model::LlamaModel m = f.model.load();
   eval::window_length(m, f.seq_len);  // before the (slow) tokenization of the data
+  // Methods are parsed and fitted before the data is read, so a bad one fails fast.
+  const std::vector<methods::Quantizer> qs = quantized ? quantizers(f, m) : std::vector<methods::Quantizer>{};
   const auto tokenizer = f.model.tokenizer(m);
   const std::string text = data::load_text(f.data, data::parse_format(f.format), f.jsonl_field);
   std::vector<int32_t> tokens = tokenizer->encode(text, /*add_bos=*/true);
@@ -38,29 +93,50 @@ void run_eval(const EvalFlags& f) {
   options.batch_size = f.batch_size;
   options.progress = !f.quiet;
   options.label = "eval";
-  const eval::PerplexityResult r = eval::perplexity(m, tokens, options);
+  if (!quantized) {
+    const eval::PerplexityResult r = eval::perplexity(m, tokens, options);
+    if (f.json) {
+      nlohmann::json j = {{"model", f.model.path},       {"data", f.data},
+                          {"dtype", f.model.dtype},      {"device", f.model.device},
+                          {"tokens", r.n_tokens},        {"seq_len", r.seq_len},
+                          {"windows", r.n_windows},      {"scored_tokens", r.n_scored},
+                          {"mean_loss", r.mean_loss},    {"ppl", r.ppl},
+                          {"seconds", r.seconds},        {"tokens_per_s", r.tokens_per_s}};
+      fmt::print("{}\n", j.dump(2));
+      return;
+    }
+    fmt::print("| model | data | tokens | L | windows | mean loss | ppl | tok/s |\n");
+    fmt::print("|---|---|---|---|---|---|---|---|\n");
+    fmt::print("| {} | {} | {} | {} | {} | {:.5f} | {:.4f} | {:.0f} |\n", f.model.path, f.data,
+               r.n_tokens, r.seq_len, r.n_windows, r.mean_loss, r.ppl, r.tokens_per_s);
+    return;
+  }
 
+  eval::PerplexityResult base;
+  const std::vector<eval::ResultRow> rows = evaluate_all(m, tokens, qs, options, &base);
+  if (!f.csv.empty()) eval::write_text_file_atomic(f.csv, eval::csv_table(rows));
+  if (!f.plot.empty()) {
+    write_results_plot(f.plot, rows, qs, fmt::format("{} on {}, L = {}", f.model.path, f.data, base.seq_len));
+  }
   if (f.json) {
-    nlohmann::json j = {{"model", f.model.path},       {"data", f.data},
-                        {"dtype", f.model.dtype},      {"device", f.model.device},
-                        {"tokens", r.n_tokens},        {"seq_len", r.seq_len},
-                        {"windows", r.n_windows},      {"scored_tokens", r.n_scored},
-                        {"mean_loss", r.mean_loss},    {"ppl", r.ppl},
-                        {"seconds", r.seconds},        {"tokens_per_s", r.tokens_per_s}};
+    nlohmann::json j = {{"model", f.model.path},  {"data", f.data},
+                        {"dtype", f.model.dtype}, {"device", f.model.resolved_device()},
+                        {"tokens", base.n_tokens}, {"seq_len", base.seq_len},
+                        {"windows", base.n_windows}, {"scored_tokens", base.n_scored},
+                        {"calib", f.calib},       {"methods", eval::json_rows(rows)}};
     fmt::print("{}\n", j.dump(2));
     return;
   }
-  fmt::print("| model | data | tokens | L | windows | mean loss | ppl | tok/s |\n");
-  fmt::print("|---|---|---|---|---|---|---|---|\n");
-  fmt::print("| {} | {} | {} | {} | {} | {:.5f} | {:.4f} | {:.0f} |\n", f.model.path, f.data,
-             r.n_tokens, r.seq_len, r.n_windows, r.mean_loss, r.ppl, r.tokens_per_s);
+  fmt::print("{} on {}: {} tokens, {} windows of L = {}{}\n\n", f.model.path, f.data, base.n_tokens,
+             base.n_windows, base.seq_len, f.calib.empty() ? "" : ", calibration " + f.calib);
+  fmt::print("{}", eval::markdown_table(rows));
 }
 
 }  // namespace
 
 void register_eval(CLI::App& app) {
   auto flags = std::make_shared<EvalFlags>();
-  CLI::App* cmd = app.add_subcommand("eval", "Perplexity of a model on a text data set");
+  CLI::App* cmd = app.add_subcommand("eval", "Perplexity of a model on a text data set, with the KV cache quantized by any methods");
   flags->model.add_to(*cmd);
   cmd->add_option("--data", flags->data, "Text: a file (plain, WikiText, .jsonl) or a Brown corpus directory")
       ->required();
@@ -69,6 +145,13 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--seq-len", flags->seq_len, "Window length L in tokens (0: the model's context)");
   cmd->add_option("--max-tokens", flags->max_tokens, "Use only the first N tokens (0: all)");
   cmd->add_option("--batch-size", flags->batch_size, "Windows per forward pass (0: about 8192 tokens)");
+  cmd->add_option("--methods", flags->methods,
+                  std::string("Comma-separated method strings, fp16 always included as the baseline:\n") +
+                      methods::method_forms());
+  cmd->add_option("--calib", flags->calib, "calib.h5 to fit the methods that need calibration from");
+  cmd->add_option("--quant", flags->quant, "Comma-separated quant.h5 files (kvq fit) to evaluate too");
+  cmd->add_option("--csv", flags->csv, "Also write the results table as CSV to this file");
+  cmd->add_option("--plot", flags->plot, "Also write perplexity against bits per element as a PNG");
   cmd->add_flag("--json", flags->json, "Print one JSON document instead of a table");
   cmd->add_flag("--quiet", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_eval(*flags); });

@@ -8,8 +8,15 @@
 #include "kvq/calib/summary.h"
 #include "kvq/common/error.h"
 #include "kvq/common/progress.h"
+#include "kvq/methods/bits.h"
+#include "kvq/methods/quant_file.h"
 
 namespace kvq::app {
+
+// A quant.h5's summary (also printed by kvq fit): bits per element at `context` tokens (0: the
+// model's context, else 4096), and the fit time when seconds >= 0.
+void print_quant(const methods::Quantizer& q, bool json, int64_t context, double seconds);
+
 namespace {
 
 struct InspectFlags {
@@ -46,8 +53,11 @@ void run_inspect(const InspectFlags& f) {
   if (schema.rfind(std::string(calib::kCalibSchema) + "/", 0) == 0) {
     const calib::CalibData d = calib::check_calib(file, problems);
     if (problems.empty()) print_calib(d, f.json, nullptr);
+  } else if (schema.rfind(std::string(methods::kQuantSchema) + "/", 0) == 0) {
+    const methods::Quantizer q = methods::check_quant(file, problems);
+    if (problems.empty()) print_quant(q, f.json, /*context=*/0, /*seconds=*/-1);
   } else {
-    fail("{}: schema \"{}\" is not a kvq artifact kvq inspect knows (kvq.calib/1)", f.file, schema);
+    fail("{}: schema \"{}\" is not a kvq artifact kvq inspect knows (kvq.calib/1, kvq.quant/1)", f.file, schema);
   }
   if (!problems.empty()) {
     if (f.json) {
@@ -120,9 +130,142 @@ void print_calib(const calib::CalibData& d, bool json, const RunFigures* run) {
   }
 }
 
+namespace {
+
+std::string levels_string(const std::vector<float>& v) {
+  std::vector<std::string> parts;
+  for (float x : v) parts.push_back(fmt::format("{:.3f}", x));
+  return fmt::format("[{}]", fmt::join(parts, " "));
+}
+
+// Median of hi - lo over channels (nuq keys), 0 without ranges.
+double median_range(const methods::TensorParams& p) {
+  std::vector<double> r;
+  for (size_t c = 0; c < p.lo.size(); ++c) r.push_back(static_cast<double>(p.hi[c]) - p.lo[c]);
+  if (r.empty()) return 0.0;
+  std::nth_element(r.begin(), r.begin() + r.size() / 2, r.end());
+  return r[r.size() / 2];
+}
+
+nlohmann::json tensor_json(const methods::MethodSpec& s, const methods::TensorParams& p, bool key) {
+  nlohmann::json j = {{"bits", p.bits}, {"granularity", methods::granularity(s, key)}};
+  if (key) j["pre_rope"] = !s.post_rope;
+  switch (s.kind) {
+    case methods::MethodKind::kNuq:
+      j["outlier_fraction"] = p.outlier_fraction;
+      j["levels_encode"] = p.levels_encode;
+      j["levels_decode"] = p.levels_decode;
+      if (key) {
+        j["lo_min"] = *std::min_element(p.lo.begin(), p.lo.end());
+        j["hi_max"] = *std::max_element(p.hi.begin(), p.hi.end());
+        j["median_range"] = median_range(p);
+      }
+      if (p.fisher_error >= 0) j["fisher_error"] = p.fisher_error;
+      break;
+    case methods::MethodKind::kSkvq:
+      j["perm"] = p.perm;
+      j["clip"] = p.clip;
+      break;
+    case methods::MethodKind::kFp8:
+      j["amax"] = p.amax > 0 ? nlohmann::json(p.amax) : nlohmann::json("dynamic");
+      break;
+    default:
+      break;
+  }
+  return j;
+}
+
+}  // namespace
+
+void print_quant(const methods::Quantizer& q, bool json, int64_t context, double seconds) {
+  const methods::MethodSpec& s = q.spec();
+  const methods::Provenance& prov = q.provenance;
+  if (context == 0) context = prov.has_model && prov.model.max_seq_len > 0 ? prov.model.max_seq_len : 4096;
+  const bool shaped = q.n_kv_heads() > 0 && q.n_layers() > 0;
+  methods::BitsBreakdown bits;
+  if (shaped) bits = methods::cache_bits(q, q.n_layers(), q.n_kv_heads(), q.head_dim(), context, {}, {});
+  const char* windows[] = {"none", "sliding", "residual"};
+  if (json) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (int64_t i = 0; i < q.n_layers(); ++i) {
+      layers.push_back({{"layer", i}, {"key", tensor_json(s, q.layers()[i].key, true)},
+                        {"value", tensor_json(s, q.layers()[i].value, false)}});
+    }
+    nlohmann::json j = {{"file", prov.path}, {"schema", fmt::format("{}/{}", methods::kQuantSchema, methods::kQuantVersion)},
+                        {"valid", true}, {"method", s.name()}, {"label", q.label()}, {"bits_budget", prov.bits_budget},
+                        {"n_layers", q.n_layers()}, {"n_kv_heads", q.n_kv_heads()}, {"head_dim", q.head_dim()},
+                        {"cache", {{"n_sink", s.n_sink}, {"window_kind", windows[static_cast<int>(s.window_kind())]},
+                                   {"window", s.window}, {"key_time_group", s.key_time_group()},
+                                   {"pre_rope", !s.post_rope}}},
+                        {"model", nullptr}, {"data", nullptr}, {"layers", layers}};
+    if (prov.has_model) {
+      j["model"] = {{"source", prov.model.source}, {"n_layers", prov.model.n_layers}, {"n_kv_heads", prov.model.n_kv_heads},
+                    {"head_dim", prov.model.head_dim}, {"weights_checksum", prov.model.weights_checksum}};
+    }
+    if (prov.has_data) {
+      j["data"] = {{"source", prov.data.source}, {"sha256", prov.data.sha256}, {"n_sequences", prov.data.n_sequences},
+                   {"seq_len", prov.data.seq_len}, {"seed", prov.data.seed}};
+    }
+    if (shaped) {
+      j["bits_per_element"] = {{"context", context}, {"total", bits.total()}, {"codes", bits.codes},
+                               {"params", bits.params}, {"outliers", bits.outliers}, {"fp16", bits.fp16}};
+    }
+    if (seconds >= 0) j["fit_seconds"] = seconds;
+    fmt::print("{}\n", j.dump(2));
+    return;
+  }
+  fmt::print("{}: {}/{}, method {}", prov.path, methods::kQuantSchema, methods::kQuantVersion, q.label());
+  if (prov.has_model) {
+    fmt::print(", model {} ({} layers, {} KV heads x {}, weights {})", prov.model.source, prov.model.n_layers,
+               prov.model.n_kv_heads, prov.model.head_dim, prov.model.weights_checksum);
+  }
+  if (prov.has_data) fmt::print(", calibrated on {} ({} x {} tokens, seed {})", prov.data.source, prov.data.n_sequences, prov.data.seq_len, prov.data.seed);
+  fmt::print("\ncache: keys {}-RoPE, {} sink token(s) in fp16, window {} ({} tokens)", s.post_rope ? "post" : "pre",
+             s.n_sink, windows[static_cast<int>(s.window_kind())], s.window);
+  if (s.key_time_group() > 0) fmt::print(", key groups of {} tokens from t = 0", s.key_time_group());
+  fmt::print("\n");
+  if (shaped) {
+    fmt::print("bits per element at {} tokens: {:.3f} (codes {:.3f}, scales {:.3f}, outliers {:.3f} nominal, fp16 tokens {:.3f})\n",
+               context, bits.total(), bits.codes, bits.params, bits.outliers, bits.fp16);
+  }
+  if (q.n_layers() == 0) fmt::print("the same quantization for every layer (no per-layer tables)\n");
+  if (q.n_layers() > 0) fmt::print("\n");
+  const auto& L = q.layers();
+  for (int64_t i = 0; i < q.n_layers(); ++i) {
+    const methods::TensorParams &k = L[i].key, &v = L[i].value;
+    switch (s.kind) {
+      case methods::MethodKind::kNuq:
+        if (i == 0) {
+          fmt::print("| layer | K bits | V bits | outliers | K levels (decode) | V levels (decode) | K median range | Fisher err K | Fisher err V |\n");
+          fmt::print("|---|---|---|---|---|---|---|---|---|\n");
+        }
+        fmt::print("| {} | {} | {} | {:g}% | {} | {} | {:.3f} | {:.3g} | {:.3g} |\n", i, k.bits, v.bits,
+                   100 * k.outlier_fraction, levels_string(k.levels_decode), levels_string(v.levels_decode),
+                   median_range(k), k.fisher_error, v.fisher_error);
+        break;
+      case methods::MethodKind::kSkvq:
+        if (i == 0) fmt::print("| layer | K bits | V bits | K clip | V clip | K channel order (first 8) |\n|---|---|---|---|---|---|\n");
+        fmt::print("| {} | {} | {} | {:.2f} | {:.2f} | {} |\n", i, k.bits, v.bits, k.clip, v.clip,
+                   fmt::join(k.perm.begin(), k.perm.begin() + std::min<size_t>(8, k.perm.size()), " "));
+        break;
+      case methods::MethodKind::kFp8:
+        if (i == 0) fmt::print("| layer | K amax | V amax |\n|---|---|---|\n");
+        fmt::print("| {} | {} | {} |\n", i, k.amax > 0 ? fmt::format("{:.4g}", k.amax) : "dynamic",
+                   v.amax > 0 ? fmt::format("{:.4g}", v.amax) : "dynamic");
+        break;
+      default:
+        if (i == 0) fmt::print("| layer | K bits | V bits | K granularity | V granularity |\n|---|---|---|---|---|\n");
+        fmt::print("| {} | {} | {} | {} | {} |\n", i, k.bits, v.bits, methods::granularity(s, true),
+                   methods::granularity(s, false));
+        break;
+    }
+  }
+  if (seconds >= 0) fmt::print("\nfit: {:.2f} s\n", seconds);
+}
+
 void register_inspect(CLI::App& app) {
   auto flags = std::make_shared<InspectFlags>();
-  CLI::App* cmd = app.add_subcommand("inspect", "Validate a kvq artifact (calib.h5) and print what it holds");
+  CLI::App* cmd = app.add_subcommand("inspect", "Validate a kvq artifact (calib.h5, quant.h5) and print what it holds");
   cmd->add_option("file", flags->file, "The artifact")->required();
   cmd->add_flag("--json", flags->json, "Print one JSON document instead of a table");
   cmd->callback([flags] { run_inspect(*flags); });

@@ -28,10 +28,13 @@ int main(int argc, char** argv) {
   app.option_defaults()->always_capture_default();
   app.set_version_flag("--version", std::string("kvq ") + KVQ_VERSION);
   app.require_subcommand(1);
+  kvq::app::register_bench(app);
   kvq::app::register_calibrate(app);
   kvq::app::register_eval(app);
+  kvq::app::register_fit(app);
   kvq::app::register_generate(app);
   kvq::app::register_inspect(app);
+  kvq::app::register_reproduce(app);
 
   // LibTorch may start with one intra-op thread; use every core unless the user chose.
   if (!std::getenv("OMP_NUM_THREADS")) {

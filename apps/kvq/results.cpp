@@ -1,0 +1,68 @@
+// The methods table shared by kvq eval and kvq reproduce: one perplexity run per quantizer, rows
+// with bits per element, and the plot.
+#include <map>
+
+#include <fmt/format.h>
+
+#include "command.h"
+#include "kvq/common/error.h"
+#include "kvq/eval/plot.h"
+#include "kvq/eval/quantized.h"
+#include "kvq/methods/method.h"
+
+namespace kvq::app {
+
+std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m, const std::vector<int32_t>& tokens,
+                                          const std::vector<methods::Quantizer>& qs,
+                                          const eval::PerplexityOptions& options, eval::PerplexityResult* baseline) {
+  std::vector<eval::ResultRow> rows;
+  eval::PerplexityResult base;
+  for (const methods::Quantizer& q : qs) {
+    const eval::MethodResult r = eval::evaluate_method(m, tokens, q, options);
+    if (rows.empty()) base = r.ppl;
+    eval::ResultRow row;
+    row.method = r.method;
+    row.bits_per_element = r.bits_per_element;
+    row.ppl = r.ppl.ppl;
+    row.delta_pct = 100.0 * (r.ppl.ppl / base.ppl - 1.0);
+    row.mean_loss = r.ppl.mean_loss;
+    row.n_tokens = r.ppl.n_scored;
+    row.seconds = r.ppl.seconds;
+    const int64_t n = r.keys.elements + r.values.elements;
+    if (n > 0 && r.keys.outliers + r.values.outliers > 0) {
+      row.note = fmt::format("outliers {:.2f}%", 100.0 * static_cast<double>(r.keys.outliers + r.values.outliers) / n);
+    }
+    if (!q.provenance.path.empty()) row.note += (row.note.empty() ? "" : "; ") + q.provenance.path;
+    rows.push_back(row);
+  }
+  if (baseline) *baseline = base;
+  return rows;
+}
+
+void write_results_plot(const std::string& path, const std::vector<eval::ResultRow>& rows,
+                        const std::vector<methods::Quantizer>& qs, const std::string& title) {
+  std::map<std::string, eval::Series> families;
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const methods::MethodSpec& spec = qs[i].spec();
+    std::string family = methods::kind_name(spec.kind);
+    if (spec.kind == methods::MethodKind::kNuq) family += spec.outlier_percent > 0 ? " + outliers" : "";
+    if (spec.post_rope) family += " (post-RoPE)";
+    eval::Series& s = families[family];
+    s.name = family;
+    s.x.push_back(rows[i].bits_per_element);
+    s.y.push_back(rows[i].ppl);
+    s.point_labels.push_back(rows[i].method);
+  }
+  eval::PlotSpec spec;
+  spec.title = title;
+  spec.x_label = "bits per element (codes + scales + outliers + fp16 tokens)";
+  spec.y_label = "perplexity";
+  spec.log_y = true;
+  spec.y_reference = rows.front().ppl;
+  spec.reference_label = fmt::format("fp16 {:.4f}", rows.front().ppl);
+  for (auto& [name, s] : families) spec.series.push_back(std::move(s));
+  if (spec.series.empty()) fail("--plot: no quantized method to plot (add --methods)");
+  eval::write_plot_png(path, spec);
+}
+
+}  // namespace kvq::app

@@ -1,0 +1,54 @@
+// Perplexity with the KV cache quantized the way decoding would see it: each token's Key
+// (pre-RoPE unless the method says -post) and Value is quantized as it enters the cache, queries
+// are not, and tokens a method keeps in fp16 (sinks; KIVI's residual, SKVQ's window of recent
+// tokens) are seen in full precision by exactly the queries that would see them so during
+// decoding. Not here: fitting (methods/fit.h), printing (table.h).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kvq/eval/perplexity.h"
+#include "kvq/methods/quantizer.h"
+#include "kvq/model/llama.h"
+
+namespace kvq::eval {
+
+// [t, start + t] bool: true where the query at position start + i sees token j quantized. A
+// token is quantized once it is neither a sink (j < n_sink) nor in the fp16 tail of a cache of
+// the query's length (MethodSpec::fp16_tail). Undefined when the method keeps nothing in fp16
+// per query (no window; sinks alone are restored in the quantized tensor instead).
+at::Tensor quantized_mask(const methods::MethodSpec& spec, int64_t start, int64_t t, at::Device device);
+
+// The KVHook that applies a quantizer to every layer and counts what it quantized.
+class QuantizedKV : public model::KVHook {
+ public:
+  QuantizedKV(const methods::Quantizer& q, at::Device device) : q_(q), device_(device) {}
+  void on_kv(int64_t layer, at::Tensor& k, at::Tensor& v) override;
+  void on_k_rope(int64_t layer, at::Tensor& k) override;
+  model::KVView view(int64_t layer, int64_t start, int64_t t) override;
+
+  methods::QuantCounters keys, values;
+
+ private:
+  const methods::Quantizer& q_;
+  at::Device device_;
+  std::map<std::pair<int64_t, int64_t>, at::Tensor> masks_;  // by (start, t)
+};
+
+struct MethodResult {
+  std::string method;  // the quantizer's label
+  PerplexityResult ppl;
+  double bits_per_element = 16.0;  // at the window length, outliers as counted
+  methods::QuantCounters keys, values;
+};
+
+// Perplexity of `tokens` with the cache quantized by `q` (fp16: the model's own K/V). The caller
+// checks that q was made for this model (Quantizer::require_model).
+MethodResult evaluate_method(const model::LlamaModel& model, const std::vector<int32_t>& tokens,
+                             const methods::Quantizer& q, const PerplexityOptions& options);
+
+}  // namespace kvq::eval

@@ -1,0 +1,136 @@
+// kvq eval with the KV cache quantized: the int-token perplexities against the transformers
+// references of ../shared/data/README.md, several methods fitted from one calib.h5 in one run
+// with --csv and --plot, and the bad inputs of the methods path.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "support/test_support.h"
+
+namespace kvq {
+namespace {
+
+using test::data_path;
+using test::expect_one_line_error;
+using test::quoted;
+using test::run_kvq;
+
+const std::string kModel1m = "models/wt2-llama-1m";
+const std::string kModel18m = "models/wt2-llama-18m";
+const std::string kTest = "wikitext-2/wiki.test.tokens";
+const std::string kTrain = "wikitext-2/wiki.train.tokens";
+
+std::string eval_args(const std::string& model, const std::string& extra) {
+  return "eval --model " + quoted(data_path(model)) + " --data " + quoted(data_path(kTest)) + " --quiet " + extra;
+}
+
+const nlohmann::json* row(const nlohmann::json& j, const std::string& method) {
+  for (const auto& r : j["methods"]) {
+    if (r["method"] == method) return &r;
+  }
+  return nullptr;
+}
+
+TEST(EvalMethods, Llama1mIntTokenMatchesTheTransformersReferences) {
+  KVQ_REQUIRE_DATA(kModel1m);
+  const auto ref = nlohmann::json::parse(test::read_file(data_path(kModel1m + "/reference.json")))["eval"][
+      "wiki.test.tokens"];
+  const auto r = run_kvq(eval_args(kModel1m, "--methods int4-token,int3-token,int2-token --json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["tokens"], 397781);
+  const std::pair<const char*, const char*> cases[] = {{"fp16", "ppl"},
+                                                       {"int4-token", "ppl_kv_int4_token_pre_rope"},
+                                                       {"int3-token", "ppl_kv_int3_token_pre_rope"},
+                                                       {"int2-token", "ppl_kv_int2_token_pre_rope"}};
+  for (const auto& [method, key] : cases) {
+    const nlohmann::json* got = row(j, method);
+    ASSERT_NE(got, nullptr) << method;
+    const double want = ref[key].get<double>();
+    EXPECT_NEAR((*got)["ppl"].get<double>() / want - 1.0, 0.0, 1e-3) << method << ": " << (*got)["ppl"] << " vs " << want;
+  }
+  // 4-bit codes plus an fp16 scale and minimum per 32-element head vector: 4 + 32/32 bits.
+  EXPECT_DOUBLE_EQ((*row(j, "int4-token"))["bits_per_element"].get<double>(), 5.0);
+}
+
+class EvalWithCalib : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!test::have_data(kModel1m)) return;
+    dir_ = new test::TempDir;
+    const auto r = run_kvq("calibrate --model " + quoted(data_path(kModel1m)) + " --data " +
+                           quoted(data_path(kTrain)) + " --samples 4 --seq-len 512 --quiet --out " +
+                           quoted(dir_->file("calib.h5")));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  void SetUp() override { KVQ_REQUIRE_DATA(kModel1m); }
+  static std::string calib() { return dir_->file("calib.h5"); }
+  static test::TempDir* dir_;
+};
+test::TempDir* EvalWithCalib::dir_ = nullptr;
+
+TEST_F(EvalWithCalib, ManyMethodsInOneRunWithCsvAndPlot) {
+  const std::string csv = dir_->file("t.csv"), png = dir_->file("t.png");
+  const auto r = run_kvq(eval_args(kModel1m, "--max-tokens 20480 --calib " + quoted(calib()) +
+                                                 " --methods nuq4,nuq3-1%,nuq2-1%-sink,kivi2-g32-r128,skvq-k2-v2-g32-w64,fp8-e4m3,int3-token-post" +
+                                                 " --csv " + quoted(csv) + " --plot " + quoted(png) + " --json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["methods"].size(), 8u);
+  const double fp16 = (*row(j, "fp16"))["ppl"].get<double>();
+  for (const auto& m : j["methods"]) {
+    const double ppl = m["ppl"].get<double>(), bits = m["bits_per_element"].get<double>();
+    EXPECT_GE(ppl, fp16 * 0.99) << m["method"];
+    EXPECT_LT(ppl, fp16 * 2.0) << m["method"];
+    if (m["method"] != "fp16") EXPECT_LT(bits, 16.0) << m["method"];
+  }
+  // nuq3 with 1% outliers stays close to fp16; 2-bit KIVI does not come for free.
+  EXPECT_LT((*row(j, "nuq3-1%"))["delta_pct"].get<double>(), 3.0);
+  EXPECT_GT((*row(j, "nuq3-1%"))["bits_per_element"].get<double>(), 3.0);
+  EXPECT_NE(test::read_file(csv).find("nuq2-1%-sink"), std::string::npos);
+  EXPECT_EQ(test::read_file(png).substr(1, 3), "PNG");
+}
+
+TEST_F(EvalWithCalib, MethodNeedingCalibrationWithoutIt) {
+  expect_one_line_error(run_kvq(eval_args(kModel1m, "--methods nuq3")), "eval", "--calib calib.h5");
+}
+
+TEST_F(EvalWithCalib, UnknownMethodString) {
+  expect_one_line_error(run_kvq(eval_args(kModel1m, "--methods nuq3,int17")), "eval", "int17");
+}
+
+TEST_F(EvalWithCalib, CalibrationOfAnotherModel) {
+  KVQ_REQUIRE_DATA(kModel18m);
+  expect_one_line_error(run_kvq(eval_args(kModel18m, "--methods nuq3 --calib " + quoted(calib()))), "eval",
+                        "made for a different model");
+}
+
+// The README's main job on a reduced budget: every artifact written, every method of the paper's
+// list in the table, the calibration readable by kvq inspect.
+TEST(Reproduce, Llama18mReducedBudgetWritesTheTableAndArtifacts) {
+  KVQ_REQUIRE_DATA(kModel18m);
+  test::TempDir tmp;
+  const std::string dir = tmp.file("out");
+  const auto r = run_kvq("reproduce --model " + quoted(data_path(kModel18m)) + " --train " + quoted(data_path(kTrain)) +
+                         " --data " + quoted(data_path(kTest)) + " --samples 2 --calib-seq-len 256 --max-tokens 4096" +
+                         " --out-dir " + quoted(dir) + " --quiet --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["seq_len"], 1024);
+  EXPECT_EQ(j["windows"], 4);
+  for (const char* m : {"fp16", "int4-token", "int2-token", "nuq4", "nuq3-1%", "nuq2-1%", "kivi2-g32-r128",
+                        "skvq-k2-v2-g128-w128", "fp8-e4m3", "nuq3-1%-post"}) {
+    EXPECT_NE(row(j, m), nullptr) << m;
+  }
+  for (const char* f : {"calib.h5", "table.md", "results.csv", "results.json", "plot.png"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir + "/" + f)) << f;
+  }
+  EXPECT_EQ(run_kvq("inspect " + quoted(dir + "/calib.h5")).exit_code, 0);
+  EXPECT_NE(test::read_file(dir + "/table.md").find("(mixed, 3.00 bits)"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvq

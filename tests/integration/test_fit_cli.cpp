@@ -1,0 +1,213 @@
+// kvq fit and kvq inspect end to end on a calib.h5 of wt2-llama-1m: nuq3-1%, kivi2, skvq and fp8
+// fits that inspect accepts, --json that parses and agrees with inspect, a mixed-precision budget,
+// and every bad input refused with one line and no file left at --out.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "kvq/artifact/h5.h"
+#include "support/test_support.h"
+
+namespace kvq {
+namespace {
+
+using test::data_path;
+using test::expect_one_line_error;
+using test::quoted;
+using test::run_kvq;
+
+const std::string kModel = "models/wt2-llama-1m";
+const std::string kTrain = "wikitext-2/wiki.train.tokens";
+
+std::vector<std::string> files_in(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+class FitCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!test::have_data(kModel)) return;
+    calib_dir_ = std::make_unique<test::TempDir>();
+    const auto r = run_kvq("calibrate --model " + quoted(data_path(kModel)) + " --data " + quoted(data_path(kTrain)) +
+                           " --samples 4 --seq-len 256 --quiet --out " + quoted(calib()));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  static void TearDownTestSuite() { calib_dir_.reset(); }
+  void SetUp() override { KVQ_REQUIRE_DATA(kModel); }
+
+  static std::string calib() { return calib_dir_->file("calib.h5"); }
+  std::string out() const { return tmp_.file("quant.h5"); }
+  test::CommandResult fit(const std::string& method, const std::string& extra = "") const {
+    return run_kvq("fit --calib " + quoted(calib()) + " --method " + quoted(method) + " --out " + quoted(out()) + " " + extra);
+  }
+  nlohmann::json fit_json(const std::string& method, const std::string& extra = "") const {
+    const auto r = fit(method, "--json " + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out);
+  }
+  void expect_inspect_agrees(const nlohmann::json& fitted) const {
+    const auto table = run_kvq("inspect " + quoted(out()));
+    ASSERT_EQ(table.exit_code, 0) << table.err;
+    EXPECT_NE(table.out.find("kvq.quant/1"), std::string::npos) << table.out;
+    const auto j = run_kvq("inspect --json " + quoted(out()));
+    ASSERT_EQ(j.exit_code, 0) << j.err;
+    const auto inspected = nlohmann::json::parse(j.out);
+    EXPECT_EQ(inspected["valid"], true);
+    EXPECT_EQ(inspected["layers"], fitted["layers"]);
+    EXPECT_EQ(inspected["method"], fitted["method"]);
+  }
+  void expect_nothing_written() const { EXPECT_TRUE(files_in(tmp_.path()).empty()) << tmp_.path(); }
+
+  static std::unique_ptr<test::TempDir> calib_dir_;
+  test::TempDir tmp_;
+};
+
+std::unique_ptr<test::TempDir> FitCli::calib_dir_;
+
+TEST_F(FitCli, Nuq3WithOutliers) {
+  const auto j = fit_json("nuq3-1%");
+  EXPECT_EQ(j["method"], "nuq3-1%");
+  EXPECT_EQ(j["n_layers"], 4);
+  EXPECT_EQ(j["model"]["n_kv_heads"], 2);
+  EXPECT_EQ(j["data"]["n_sequences"], 4);
+  ASSERT_EQ(j["layers"].size(), 4u);
+  for (const auto& l : j["layers"]) {
+    EXPECT_EQ(l["key"]["levels_encode"].size(), 8u);
+    EXPECT_EQ(l["value"]["levels_decode"].size(), 8u);
+    EXPECT_EQ(l["key"]["outlier_fraction"], 0.01);
+    EXPECT_EQ(l["key"]["pre_rope"], true);
+    EXPECT_GT(l["key"]["fisher_error"].get<double>(), 0.0);
+  }
+  // 3-bit codes, fp16 scales per value vector of 32, a few outliers: between 4 and 6 bits.
+  EXPECT_GT(j["bits_per_element"]["total"].get<double>(), 4.0);
+  EXPECT_LT(j["bits_per_element"]["total"].get<double>(), 6.0);
+  expect_inspect_agrees(j);
+  EXPECT_EQ(files_in(tmp_.path()), std::vector<std::string>{"quant.h5"});
+  const auto table = fit("nuq3-1%");
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("| layer | K bits | V bits | outliers |"), std::string::npos) << table.out;
+}
+
+TEST_F(FitCli, KiviSkvqFp8AndCalibrationFree) {
+  const auto kivi = fit_json("kivi2");
+  EXPECT_EQ(kivi["method"], "kivi2-g32-r128");
+  EXPECT_EQ(kivi["cache"]["window_kind"], "residual");
+  EXPECT_EQ(kivi["cache"]["key_time_group"], 32);
+  expect_inspect_agrees(kivi);
+  const auto skvq = fit_json("skvq-k2-v2-g128-w128");
+  EXPECT_EQ(skvq["cache"]["n_sink"], 5);
+  EXPECT_EQ(skvq["layers"][0]["key"]["perm"].size(), 64u);
+  const double clip = skvq["layers"][0]["key"]["clip"].get<double>();
+  EXPECT_TRUE(clip > 0.49 && clip <= 1.0) << clip;
+  expect_inspect_agrees(skvq);
+  const auto fp8 = fit_json("fp8-e4m3");
+  EXPECT_GT(fp8["layers"][0]["key"]["amax"].get<double>(), 0.0);
+  expect_inspect_agrees(fp8);
+  // Without calib: fp8 is dynamic and layer-independent; with --model, per-layer tables.
+  const auto r = run_kvq("fit --method fp8-e5m2 --json --out " + quoted(out()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["n_layers"], 0);
+  const auto m = run_kvq("fit --method int4 --json --model " + quoted(data_path(kModel)) + " --out " + quoted(out()));
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  const auto mj = nlohmann::json::parse(m.out);
+  EXPECT_EQ(mj["n_layers"], 4);
+  EXPECT_EQ(mj["data"], nullptr);
+  EXPECT_EQ(mj["bits_per_element"]["total"], 5.0);
+  EXPECT_EQ(run_kvq("inspect " + quoted(out())).exit_code, 0);
+}
+
+TEST_F(FitCli, BitsBudget) {
+  const auto j = fit_json("nuq3-1%", "--bits-budget 2.5");
+  EXPECT_EQ(j["bits_budget"], 2.5);
+  double sum = 0;
+  for (const auto& l : j["layers"]) {
+    for (const char* kind : {"key", "value"}) {
+      const int bits = l[kind]["bits"];
+      EXPECT_TRUE(bits >= 2 && bits <= 4) << bits;
+      EXPECT_EQ(l[kind]["levels_encode"].size(), size_t{1} << bits);
+      sum += bits;
+    }
+  }
+  EXPECT_LE(sum / 8, 2.5);
+  EXPECT_NE(j["label"].get<std::string>().find("mixed"), std::string::npos);
+  expect_inspect_agrees(j);
+}
+
+TEST_F(FitCli, BadInputs) {
+  expect_one_line_error(fit("foo"), "fit", "method 'foo': unknown method family 'foo'");
+  expect_one_line_error(fit("nuq5"), "fit", "method 'nuq5': nuq bits: expected 2..4, found 5");
+  expect_one_line_error(fit("int9"), "fit", "method 'int9': int bits: expected 1..8, found 9");
+  expect_one_line_error(fit("nuq3-3%"), "fit", "outlier fraction 0.03 is not among the calibrated fractions");
+  expect_one_line_error(fit("nuq3", "--bits-budget 5"), "fit", "--bits-budget: expected 2..4 average code bits per element, found 5");
+  expect_one_line_error(fit("kivi2", "--bits-budget 3"), "fit", "--bits-budget: only nuq methods take a budget");
+  expect_one_line_error(run_kvq("fit --method nuq3 --out " + quoted(out())), "fit", "method nuq3 needs --calib calib.h5");
+  expect_one_line_error(run_kvq("fit --method nuq3 --calib " + quoted(tmp_.file("none.h5")) + " --out " + quoted(out())), "fit",
+                        "none.h5");
+  expect_nothing_written();
+  const auto unwritable = run_kvq("fit --method int4 --out " + quoted(tmp_.file("no/dir/q.h5")));
+  expect_one_line_error(unwritable, "fit", tmp_.file("no/dir"));
+  expect_nothing_written();
+  // inspect on a newer schema and on a corrupted level.
+  {
+    artifact::File f = artifact::File::create(out());
+    f.root().set_string_attr("schema", "kvq.quant/2");
+    f.close();
+  }
+  expect_one_line_error(run_kvq("inspect " + quoted(out())), "inspect", "upgrade kvq");
+}
+
+TEST_F(FitCli, InspectListsEveryProblemOfACorruptedFile) {
+  ASSERT_EQ(fit("nuq2-1%").exit_code, 0);
+  // Rewrite the file with one NaN level, through the h5 layer, keeping everything else.
+  const std::string bad = tmp_.file("bad.h5");
+  {
+    const artifact::File src = artifact::File::open(out());
+    artifact::File dst = artifact::File::create(bad);
+    const artifact::Group s = src.root(), d = dst.root();
+    for (const char* a : {"schema", "tool_version", "created", "method", "fingerprint", "model.source", "model.architecture",
+                          "model.rope_scaling", "model.weights_checksum", "data.source", "data.sha256"}) {
+      d.set_string_attr(a, s.string_attr(a));
+    }
+    for (const char* a : {"n_layers", "n_kv_heads", "head_dim", "model.n_layers", "model.dim", "model.n_heads",
+                          "model.n_kv_heads", "model.head_dim", "model.vocab_size", "model.max_seq_len", "data.n_tokens",
+                          "data.n_sequences", "data.seq_len", "data.seed"}) {
+      d.set_int_attr(a, s.int_attr(a));
+    }
+    d.set_double_attr("bits_budget", s.double_attr("bits_budget"));
+    d.set_double_attr("model.rope_theta", s.double_attr("model.rope_theta"));
+    for (int i = 0; i < 4; ++i) {
+      for (const std::string kind : {"key", "value"}) {
+        const std::string path = "layers/0" + std::to_string(i) + "/" + kind;
+        const artifact::Group sg = s.open_group(path), dg = d.create_group(path);
+        dg.set_int_attr("bits", sg.int_attr("bits"));
+        dg.set_double_attr("outlier_fraction", sg.double_attr("outlier_fraction"));
+        dg.set_string_attr("granularity", sg.string_attr("granularity"));
+        if (kind == "key") dg.set_int_attr("pre_rope", sg.int_attr("pre_rope"));
+        for (const std::string name : {"levels_encode", "levels_decode", "lo", "hi"}) {
+          if (!sg.exists(name)) continue;
+          artifact::Array<float> a = sg.read<float>(name);
+          if (i == 2 && kind == "value" && name == "levels_decode") a.values[1] = std::nanf("");
+          dg.write<float>(name, a.values, a.shape);
+        }
+      }
+    }
+    dst.close();
+  }
+  const auto r = run_kvq("inspect " + quoted(bad));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("problem: " + bad + ":/layers/02/value/levels_decode: expected finite values, found nan at index 1"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.err.find("1 problem(s) found"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace kvq
