@@ -6,7 +6,7 @@
 # The shared models do not travel with the repository: copy what the run needs first, e.g.
 #   mkdir -p .device-data/models .device-data/wikitext-2
 #   cp -r ../shared/data/models/wt2-llama-1m ../shared/data/models/wt2-llama-18m .device-data/models/
-#   cp ../shared/data/wikitext-2/wiki.test.tokens .device-data/wikitext-2/
+#   cp ../shared/data/wikitext-2/wiki.{train,test}.tokens .device-data/wikitext-2/
 # and carry .device-data (it is in .gitignore). Usage: scripts/device.sh [build|test|bench|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,18 +40,6 @@ if [ "$what" = all ] || [ "$what" = test ]; then
   log "gpu tests"
   ctest --test-dir build-gpu -L gpu --output-on-failure >"$OUT/gpu-tests.log" 2>&1 || status=1
   tail -15 "$OUT/gpu-tests.log"
-  if command -v compute-sanitizer >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
-    san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-    for t in build-gpu/tests/gpu_test_*; do
-      [ -f "$t" ] && [ -x "$t" ] || continue  # ctest leaves *.cmake files beside the binaries
-      case "$t" in *runner*) continue ;; esac  # LibTorch's own allocator runs are not ours to sanitize
-      for tool in memcheck racecheck; do
-        "$san" --tool "$tool" --error-exitcode 9 "$t" >>"$OUT/sanitizer.log" 2>&1 \
-          && log "compute-sanitizer $tool $(basename "$t"): clean" \
-          || { log "compute-sanitizer $tool $(basename "$t"): FAILED"; status=1; }
-      done
-    done
-  fi
 fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
   log "eval on cuda (wt2-llama-18m, wiki.test.tokens, L = 1024)"
@@ -59,6 +47,40 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
     --data "$data_dir/wikitext-2/wiki.test.tokens" --device cuda --json --quiet \
     >"$OUT/eval-18m-cuda.json" 2>"$OUT/eval-18m-cuda.err" || status=1
   cat "$OUT/eval-18m-cuda.json" "$OUT/eval-18m-cuda.err"
+  # The paper's table on wt2-llama-18m: calibrate 16 x 1024 of wiki.train, fit, eval wiki.test.
+  log "reproduce (wt2-llama-18m, cuda)"
+  build-gpu/bin/kvq reproduce --model "$data_dir/models/wt2-llama-18m" --device cuda --quiet \
+    --train "$data_dir/wikitext-2/wiki.train.tokens" --data "$data_dir/wikitext-2/wiki.test.tokens" \
+    --out-dir "$OUT/reproduce-18m" >"$OUT/reproduce-18m.md" 2>"$OUT/reproduce-18m.err" || status=1
+  rm -f "$OUT/reproduce-18m/calib.h5"  # large; rebuilt by the command above
+  cat "$OUT/reproduce-18m.md"; tail -3 "$OUT/reproduce-18m.err"
+  # Calibration of a random-weight LLaMA-7B-shaped model, 16 x 2048, against bare fwd+bwd.
+  log "bench calibrate (7B shapes)"
+  build-gpu/bin/bench_calibrate --preset 7b --samples 16 --seq-len 2048 --device cuda --dtype bf16 \
+    >"$OUT/bench-calibrate.md" 2>"$OUT/bench-calibrate.err" || status=1
+  cat "$OUT/bench-calibrate.md"; tail -3 "$OUT/bench-calibrate.err"
+  # Decode attention from the compressed cache vs fp16 attention, one layer, same run
+  # (apps/kvq/bench.cpp; bench/kernels_notes.md reads these numbers).
+  log "bench kernels"
+  build-gpu/bin/kvq bench kernels --json-file "$OUT/bench-kernels.json" \
+    >"$OUT/bench-kernels.md" 2>"$OUT/bench-kernels.err" || { status=1; tail -5 "$OUT/bench-kernels.err"; }
+  cat "$OUT/bench-kernels.md"
+fi
+# Sanitizers last: they are the slowest step and the benchmarks above matter more if time runs out.
+if [ "$what" = all ] || [ "$what" = test ]; then
+  if command -v compute-sanitizer >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
+  san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  for t in build-gpu/tests/gpu_test_*; do
+    [ -f "$t" ] && [ -x "$t" ] || continue  # ctest leaves *.cmake files beside the binaries
+    case "$t" in *runner*) continue ;; esac  # LibTorch's own allocator runs are not ours to sanitize
+    for tool in memcheck racecheck; do
+      # KVQ_SANITIZER: the kv tests run their small cases only (test_kv_*.cpp).
+      KVQ_SANITIZER=1 "$san" --tool "$tool" --error-exitcode 9 "$t" >>"$OUT/sanitizer.log" 2>&1 \
+        && log "compute-sanitizer $tool $(basename "$t"): clean" \
+        || { log "compute-sanitizer $tool $(basename "$t"): FAILED"; status=1; }
+    done
+  done
+fi
 fi
 log "done, status $status"
 exit $status

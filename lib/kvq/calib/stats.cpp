@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <limits>
 
+#include <fmt/ranges.h>
+
 #include "kvq/common/error.h"
 #include "kvq/quant/kv_format.h"
 
@@ -73,13 +75,19 @@ void ChannelStats::to_cpu() {
 
 at::Tensor channel_thresholds(const ChannelStats& s, double fraction) {
   at::Tensor out = at::empty({2, s.n_channels()}, at::kDouble);
-  const at::Tensor mins = s.min.to(at::kCPU), maxs = s.max.to(at::kCPU), widths = s.width.to(at::kCPU);
+  const at::Tensor mins = s.min.to(at::kCPU).contiguous(), maxs = s.max.to(at::kCPU).contiguous();
+  const at::Tensor widths = s.width.to(at::kCPU).contiguous();
   const at::Tensor counts = s.count.to(at::kCPU).contiguous();
+  const double* min_of = mins.data_ptr<double>();
+  const double* max_of = maxs.data_ptr<double>();
+  const double* width_of = widths.data_ptr<double>();
+  double* lo_out = out.data_ptr<double>();
+  double* hi_out = lo_out + s.n_channels();
   const int64_t k = quant::outliers_per_side(s.n_tokens(), fraction);
   const double* c_all = counts.data_ptr<double>();
   for (int64_t c = 0; c < s.n_channels(); ++c) {
-    const double lo_edge = mins[c].item<double>(), hi_edge = maxs[c].item<double>();
-    const double w = widths[c].item<double>();
+    const double lo_edge = min_of[c], hi_edge = max_of[c];
+    const double w = width_of[c];
     const double* hist = c_all + c * s.n_bins();
     double lo = lo_edge, hi = hi_edge;
     if (k > 0) {
@@ -103,8 +111,8 @@ at::Tensor channel_thresholds(const ChannelStats& s, double fraction) {
       lo = std::clamp(lo, lo_edge, hi_edge);
       hi = std::clamp(hi, lo, hi_edge);
     }
-    out[0][c] = lo;
-    out[1][c] = hi;
+    lo_out[c] = lo;
+    hi_out[c] = hi;
   }
   return out;
 }
@@ -165,13 +173,10 @@ TokenSample::TokenSample(int64_t capacity, uint64_t seed) : capacity_(capacity),
 void TokenSample::offer(const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& kf_in,
                         const at::Tensor& vf_in, int64_t start_pos) {
   if (capacity_ == 0) return;
-  const at::Tensor src[4] = {k_in.to(at::kCPU, at::kFloat), v_in.to(at::kCPU, at::kFloat),
-                             kf_in.to(at::kCPU, at::kFloat), vf_in.to(at::kCPU, at::kFloat)};
-  at::Tensor* dst[4] = {&k, &v, &k_fisher, &v_fisher};
-  if (!k.defined()) {
-    for (int i = 0; i < 4; ++i) *dst[i] = at::zeros({capacity_, src[i].size(1)}, at::kFloat);
-  }
-  for (int64_t t = 0; t < src[0].size(0); ++t) {
+  // Draw the slots first, then move only the chosen rows off the device: a whole sequence's
+  // activations of a 7B model are 128 MB per layer, of which a handful of rows are kept.
+  std::vector<int64_t> row_of_slot(capacity_, -1);  // the last row drawn into each slot
+  for (int64_t t = 0; t < k_in.size(0); ++t) {
     int64_t slot = -1;
     if (seen_ < capacity_) {
       slot = seen_;
@@ -184,9 +189,25 @@ void TokenSample::offer(const at::Tensor& k_in, const at::Tensor& v_in, const at
       }
     }
     ++seen_;
-    if (slot >= 0) {
-      for (int i = 0; i < 4; ++i) (*dst[i])[slot].copy_(src[i][t]);
+    if (slot >= 0) row_of_slot[slot] = t;
+  }
+  std::vector<int64_t> rows, slots;
+  for (int64_t slot = 0; slot < capacity_; ++slot) {
+    if (row_of_slot[slot] >= 0) {
+      rows.push_back(row_of_slot[slot]);
+      slots.push_back(slot);
     }
+  }
+  at::Tensor* dst[4] = {&k, &v, &k_fisher, &v_fisher};
+  const at::Tensor* src[4] = {&k_in, &v_in, &kf_in, &vf_in};
+  if (!k.defined()) {
+    for (int i = 0; i < 4; ++i) *dst[i] = at::zeros({capacity_, src[i]->size(1)}, at::kFloat);
+  }
+  if (rows.empty()) return;
+  const at::Tensor row_index = at::tensor(rows, at::kLong).to(k_in.device());
+  const at::Tensor slot_index = at::tensor(slots, at::kLong);
+  for (int i = 0; i < 4; ++i) {
+    dst[i]->index_copy_(0, slot_index, src[i]->index_select(0, row_index).to(at::kCPU, at::kFloat));
   }
 }
 
