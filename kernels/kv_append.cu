@@ -13,7 +13,11 @@
 // Grid
 //   append:  (batch, n_kv_heads) blocks of one warp: write the new token to the sink or ring,
 //            then quantize what leaves the window (KVQuant: one token; KIVI: a full group of G).
-//            A second launch increments seq_len (blocks of other heads read it first).
+//            The lengths it reads and the ones it writes are two buffers (seq_len_out, head
+//            0's block writes n + 1), so no second launch; KvCache swaps them after each step.
+//            Loads that do not depend on the length go first, the page's words next, in
+//            parallel: three dependent round trips (length; page table and ring row; value
+//            words and outlier count) instead of six.
 //   prefill: (max_pages + 1, n_kv_heads, batch) blocks of 8 warps. Block x < max_pages
 //            quantizes page x of the sequence: KVQuant in three phases (tokens in parallel,
 //            counting key outliers per token; a scan; the outliers written in (token, channel)
@@ -21,10 +25,11 @@
 //            one group per warp. Block x = max_pages copies the fp16 tokens and sets seq_len.
 //
 // Versions
-//   1: the above. Append of one token at 32K, 32 heads (H100): 17.6 us at batch 1 (6% of the
-//      nuq3 decode step), 18 us at batch 8 (0.5%); latency of a few dependent global round
-//      trips and the second launch (bench/kernels_notes.md). Prefill is bound by the per-token
-//      selection of the value range (k+1 rounds of warp argmin per side), fine for prompts.
+//   1: append with a second launch for seq_len and six dependent round trips. Append of one
+//      token at 32K, 32 heads (H100): 17.6 us at batch 1 (6% of the nuq3 decode step), 18 us at
+//      batch 8 (0.5%) (bench/kernels_notes.md). Prefill is bound by the per-token selection of
+//      the value range (k+1 rounds of warp argmin per side), fine for prompts.
+//   2: the above: one launch, three round trips. Predicted ~10 us (pending measurement).
 #include "kv_append.h"
 
 #include <cmath>
@@ -124,17 +129,29 @@ __device__ __forceinline__ uint32_t outlier_entry(int row, int ch, int head_dim,
   return (static_cast<uint32_t>(row * head_dim + ch) << 16) | bits;
 }
 
-// KVQuant keys of one token: codes (row written), outlier candidates in kflag.
+// KVQuant keys of one token: codes (row written), outlier candidates in kflag; k_lo, k_hi
+// from load_k_range.
+// The key range of the lane's channels of head h (lo[j], hi[j] for channel lane + 32 j).
 template <int D, int B>
-__device__ void nuq_keys(const KvCacheView& c, int h, uint8_t* sec, int row,
-                         const float (&x)[Tok<D, B>::kNJ], const float* kl, uint8_t* row_sm,
+__device__ void load_k_range(const KvCacheView& c, int h, float (&lo)[Tok<D, B>::kNJ],
+                             float (&hi)[Tok<D, B>::kNJ]) {
+#pragma unroll
+  for (int j = 0; j < Tok<D, B>::kNJ; ++j) {
+    lo[j] = c.k_lo[h * D + lane_id() + 32 * j];
+    hi[j] = c.k_hi[h * D + lane_id() + 32 * j];
+  }
+}
+
+template <int D, int B>
+__device__ void nuq_keys(const KvCacheView& c, uint8_t* sec, int row,
+                         const float (&x)[Tok<D, B>::kNJ], const float (&k_lo)[Tok<D, B>::kNJ],
+                         const float (&k_hi)[Tok<D, B>::kNJ], const float* kl, uint8_t* row_sm,
                          bool (&kflag)[Tok<D, B>::kNJ]) {
   using T = Tok<D, B>;
   int code[T::kNJ];
 #pragma unroll
   for (int j = 0; j < T::kNJ; ++j) {
-    const int ch = lane_id() + 32 * j;
-    const float lo = c.k_lo[h * D + ch], hi = c.k_hi[h * D + ch];
+    const float lo = k_lo[j], hi = k_hi[j];
     const float offset = __fdiv_rn(__fadd_rn(lo, hi), 2.0f);
     const float scale = __fdiv_rn(__fsub_rn(hi, lo), 2.0f);
     code[j] = scale == 0.0f ? 0 : nuq_encode(__fdiv_rn(__fsub_rn(x[j], offset), scale), kl, 1 << B);
@@ -272,28 +289,44 @@ __device__ void load_levels(const KvCacheView& c, bool kivi, float* kl, float* v
 
 template <int D, int B, bool kKivi>
 __global__ void __launch_bounds__(32)
-kv_append_kernel(KvCacheView c, const __half* __restrict__ k, const __half* __restrict__ v) {
+kv_append_kernel(KvCacheView c, const __half* __restrict__ k, const __half* __restrict__ v,
+                 int32_t* __restrict__ seq_len_out) {
   using T = Tok<D, B>;
   __shared__ float kl[16], vl[16];
   __shared__ uint8_t row_sm[128];
   const int lane = lane_id();
   const int b = blockIdx.x, h = blockIdx.y;
-  load_levels<D>(c, kKivi, kl, vl);
-  for (int i = lane; i < 128; i += 32) row_sm[i] = 0;
-  __syncwarp();
-  const int64_t n = c.seq_len[b];
+  // Everything that does not depend on the length is loaded first, so that the round trips
+  // overlap: the new token, the key range, the levels.
   const __half* ks = k + (int64_t{b} * c.n_kv_heads + h) * D;
   const __half* vs = v + (int64_t{b} * c.n_kv_heads + h) * D;
-  __half* kd = n < c.n_sink ? c.sink_row(c.sink_k, b, h, n) : c.ring_row(c.ring_k, b, h, n);
-  __half* vd = n < c.n_sink ? c.sink_row(c.sink_v, b, h, n) : c.ring_row(c.ring_v, b, h, n);
+  uint16_t k_in[T::kNJ], v_in[T::kNJ];
 #pragma unroll
   for (int j = 0; j < T::kNJ; ++j) {
-    kd[lane + 32 * j] = ks[lane + 32 * j];
-    vd[lane + 32 * j] = vs[lane + 32 * j];
+    k_in[j] = __half_as_ushort(ks[lane + 32 * j]);
+    v_in[j] = __half_as_ushort(vs[lane + 32 * j]);
   }
+  float k_lo[T::kNJ] = {}, k_hi[T::kNJ] = {};
+  if (!kKivi) load_k_range<D, B>(c, h, k_lo, k_hi);
+  load_levels<D>(c, kKivi, kl, vl);
+  for (int i = lane; i < 128; i += 32) row_sm[i] = 0;
+  const int64_t n = c.seq_len[b];
+  // seq_len_out is another buffer than c.seq_len, so no block of this launch reads it.
+  if (seq_len_out != nullptr && h == 0 && lane == 0) seq_len_out[b] = static_cast<int32_t>(n + 1);
   __syncwarp();
+  __half* kd = n < c.n_sink ? c.sink_row(c.sink_k, b, h, n) : c.ring_row(c.ring_k, b, h, n);
+  __half* vd = n < c.n_sink ? c.sink_row(c.sink_v, b, h, n) : c.ring_row(c.ring_v, b, h, n);
   const int64_t u0 = c.n_quant(n);
-  if (c.n_quant(n + 1) == u0) return;
+  const bool quantize = c.n_quant(n + 1) != u0;
+  if (kKivi || !quantize) {
+#pragma unroll
+    for (int j = 0; j < T::kNJ; ++j) {
+      kd[lane + 32 * j] = __ushort_as_half(k_in[j]);
+      vd[lane + 32 * j] = __ushort_as_half(v_in[j]);
+    }
+    __syncwarp();
+    if (!quantize) return;
+  }
   int row;
   uint8_t* sec = quant_section(c, b, h, u0, &row);
   if constexpr (kKivi) {
@@ -302,33 +335,58 @@ kv_append_kernel(KvCacheView c, const __half* __restrict__ k, const __half* __re
         c, sec, row, [&](int i) { return c.ring_row(c.ring_k, b, h, t0 + i); },
         [&](int i) { return c.ring_row(c.ring_v, b, h, t0 + i); }, row_sm);
   } else {
+    // Token t leaves the window (G = 1, so n >= n_sink and t = n - n_recent). It is the new
+    // token itself when n_recent = 0; else it sits in another ring slot than the new token
+    // (ring_size = n_recent + 1 > n - t), read before the new token is written.
     const int64_t t = c.n_sink + u0;
-    const __half* kr = c.ring_row(c.ring_k, b, h, t);
-    const __half* vr = c.ring_row(c.ring_v, b, h, t);
-    float xk[T::kNJ], xv[T::kNJ];
     uint16_t kb[T::kNJ], vb[T::kNJ];
+    if (t == n) {
+#pragma unroll
+      for (int j = 0; j < T::kNJ; ++j) {
+        kb[j] = k_in[j];
+        vb[j] = v_in[j];
+      }
+    } else {
+      const __half* kr = c.ring_row(c.ring_k, b, h, t);
+      const __half* vr = c.ring_row(c.ring_v, b, h, t);
+#pragma unroll
+      for (int j = 0; j < T::kNJ; ++j) {
+        kb[j] = __half_as_ushort(kr[lane + 32 * j]);
+        vb[j] = __half_as_ushort(vr[lane + 32 * j]);
+      }
+    }
 #pragma unroll
     for (int j = 0; j < T::kNJ; ++j) {
-      kb[j] = __half_as_ushort(kr[lane + 32 * j]);
-      vb[j] = __half_as_ushort(vr[lane + 32 * j]);
+      kd[lane + 32 * j] = __ushort_as_half(k_in[j]);
+      vd[lane + 32 * j] = __ushort_as_half(v_in[j]);
+    }
+    // The page's words this token updates, read now (other parts of the section than what
+    // nuq_keys and nuq_values write): the value words it ORs into, the outlier count.
+    uint32_t* vwords = reinterpret_cast<uint32_t*>(sec + c.layout.off_v_codes) + row / T::kC;
+    int32_t* count_p = reinterpret_cast<int32_t*>(sec + c.layout.off_header);
+    uint16_t* begin_p = reinterpret_cast<uint16_t*>(sec + c.layout.off_header + 4);
+    uint32_t v_old[T::kNJ];
+#pragma unroll
+    for (int j = 0; j < T::kNJ; ++j) {
+      v_old[j] = row % T::kC == 0 ? 0u : vwords[int64_t{lane + 32 * j} * c.layout.v_row_words];
+    }
+    const int count = row == 0 ? 0 : *count_p;
+    float xk[T::kNJ], xv[T::kNJ];
+#pragma unroll
+    for (int j = 0; j < T::kNJ; ++j) {
       xk[j] = half_bits_float(kb[j]);
       xv[j] = half_bits_float(vb[j]);
     }
     bool kflag[T::kNJ];
-    nuq_keys<D, B>(c, h, sec, row, xk, kl, row_sm, kflag);
+    nuq_keys<D, B>(c, sec, row, xk, k_lo, k_hi, kl, row_sm, kflag);
     int code[T::kNJ];
     nuq_values<D, B>(c, sec, row, xv, vb, vl, code);
 #pragma unroll
     for (int j = 0; j < T::kNJ; ++j) {
-      uint32_t* w = reinterpret_cast<uint32_t*>(sec + c.layout.off_v_codes) +
-                    int64_t{lane + 32 * j} * c.layout.v_row_words + row / T::kC;
-      const uint32_t bits = static_cast<uint32_t>(code[j]) << (B * (row % T::kC));
-      *w = row % T::kC == 0 ? bits : (*w | bits);
+      vwords[int64_t{lane + 32 * j} * c.layout.v_row_words] =
+          v_old[j] | (static_cast<uint32_t>(code[j]) << (B * (row % T::kC)));
     }
     // Key outliers go after the page's earlier ones; a full page clamps the rest.
-    int32_t* count_p = reinterpret_cast<int32_t*>(sec + c.layout.off_header);
-    uint16_t* begin_p = reinterpret_cast<uint16_t*>(sec + c.layout.off_header + 4);
-    const int count = row == 0 ? 0 : *count_p;
     int rank[T::kNJ], total;
     flag_ranks(kflag, rank, &total);
     const int cap = c.layout.k_out_capacity;
@@ -401,6 +459,8 @@ kv_prefill_kernel(KvCacheView c, int64_t max_tokens, int64_t max_pages,
     return;
   } else {
     // Phase 1: warp w takes the tokens of value words w, w + 8, ...
+    float k_lo[T::kNJ], k_hi[T::kNJ];
+    load_k_range<D, B>(c, h, k_lo, k_hi);
     for (int wi = warp; wi * T::kC < rows; wi += kPrefillWarps) {
       uint32_t vw[T::kNJ] = {};
       for (int row = wi * T::kC; row < min(rows, (wi + 1) * T::kC); ++row) {
@@ -413,7 +473,7 @@ kv_prefill_kernel(KvCacheView c, int64_t max_tokens, int64_t max_pages,
           xv[j] = half_bits_float(vb[j]);
         }
         bool kflag[T::kNJ];
-        nuq_keys<D, B>(c, h, sec, row, xk, kl, row_sm[warp], kflag);
+        nuq_keys<D, B>(c, sec, row, xk, k_lo, k_hi, kl, row_sm[warp], kflag);
         int code[T::kNJ];
         nuq_values<D, B>(c, sec, row, xv, vb, vl, code);
 #pragma unroll
@@ -485,7 +545,7 @@ kv_prefill_kernel(KvCacheView c, int64_t max_tokens, int64_t max_pages,
   }
 }
 
-using AppendFn = void (*)(KvCacheView, const __half*, const __half*);
+using AppendFn = void (*)(KvCacheView, const __half*, const __half*, int32_t*);
 using PrefillFn = void (*)(KvCacheView, int64_t, int64_t, const int32_t*, const __half*,
                            const __half*);
 
@@ -524,17 +584,25 @@ bool view_ok(const KvCacheView& c) {
 }  // namespace
 
 cudaError_t launch_kv_append(const KvCacheView& cache, int batch, const __half* __restrict__ k,
-                             const __half* __restrict__ v, cudaStream_t stream) {
+                             const __half* __restrict__ v, int32_t* __restrict__ seq_len_out,
+                             cudaStream_t stream) {
   if (batch < 0 || !view_ok(cache)) return cudaErrorInvalidValue;
   if (batch == 0) return cudaSuccess;
-  if (!k || !v) return cudaErrorInvalidValue;
+  if (!k || !v || seq_len_out == cache.seq_len) return cudaErrorInvalidValue;
   AppendFn append;
   PrefillFn prefill;
   if (!dispatch(cache.layout, &append, &prefill)) return cudaErrorNotSupported;
-  append<<<dim3(batch, cache.n_kv_heads), 32, 0, stream>>>(cache, k, v);
+  append<<<dim3(batch, cache.n_kv_heads), 32, 0, stream>>>(cache, k, v, seq_len_out);
   if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
-  kv_increment_kernel<<<(batch + 127) / 128, 128, 0, stream>>>(cache.seq_len, batch);
+  if (seq_len_out == nullptr) {
+    kv_increment_kernel<<<(batch + 127) / 128, 128, 0, stream>>>(cache.seq_len, batch);
+  }
   return cudaGetLastError();
+}
+
+cudaError_t launch_kv_append(const KvCacheView& cache, int batch, const __half* __restrict__ k,
+                             const __half* __restrict__ v, cudaStream_t stream) {
+  return launch_kv_append(cache, batch, k, v, /*seq_len_out=*/nullptr, stream);
 }
 
 cudaError_t launch_kv_prefill(const KvCacheView& cache, int batch, int64_t max_tokens,

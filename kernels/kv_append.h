@@ -25,6 +25,15 @@ cudaError_t launch_kv_append(const KvCacheView& cache, int batch,
                              const __half* __restrict__ v,  // [batch][n_kv_heads][head_dim]
                              cudaStream_t stream);
 
+// The same in one launch: cache.seq_len is only read, and seq_len_out[b] = n_b + 1 is written
+// for b < batch (a buffer other than cache.seq_len; the caller then uses it as the lengths).
+// seq_len_out == nullptr: increments cache.seq_len in a second launch, as above.
+cudaError_t launch_kv_append(const KvCacheView& cache, int batch,
+                             const __half* __restrict__ k,  // [batch][n_kv_heads][head_dim]
+                             const __half* __restrict__ v,  // [batch][n_kv_heads][head_dim]
+                             int32_t* __restrict__ seq_len_out,  // [batch]
+                             cudaStream_t stream);
+
 // Fills empty sequences b < batch with prompts of lengths[b] tokens (device array, each at most
 // max_tokens; pages for every quantized token mapped) and sets seq_len[b] = lengths[b].
 // max_pages: the most pages any sequence quantizes into (ceil(n_quant / page_size)).

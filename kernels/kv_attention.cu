@@ -24,9 +24,16 @@
 //   1: the above: 2.12 ms (fp16 flash-decoding 0.81 ms). Predicted 0.3 ms from ~60 instructions
 //      per token per lane; latency-bound instead (a chain of dependent loads per token).
 //   2: kv_attention_mma.cuh: 0.84 ms.
+//   3: v2 with splits that fill whole waves (kv_attention_splits: 128 blocks instead of 160 on
+//      132 SMs) and the launch shape cached per device. Predicted ~0.45 ms (pending measurement).
 #include "kv_attention.h"
 
 #include <algorithm>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <utility>
 
 #include "kv_attention_common.cuh"
 #include "kv_attention_mma.h"
@@ -224,45 +231,93 @@ Kernel simple_kernel(const KvLayout& l, int nq) {
   }
 }
 
-bool mma_entry(const KvLayout& l, int nq, KvMmaEntry* e, int* warps, size_t* smem) {
-  const bool ok = kv_mma_entry_b2(l, nq, e) || kv_mma_entry_b3(l, nq, e) || kv_mma_entry_b4(l, nq, e);
-  if (!ok) return false;
-  int device = 0, max_smem = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+// What a kernel gets on the current device: warps per block, dynamic shared memory, resident
+// blocks per multiprocessor and the multiprocessor count. Queried once per (device, kernel,
+// shared-memory plan) and cached: the attribute calls and the occupancy calculator cost
+// microseconds, and a decode step asks for the splits and launches once per layer.
+struct LaunchShape {
+  int warps = 0;
+  size_t smem = 0;
+  int blocks_per_sm = 0;
+  int sms = 0;
+};
+
+using ShapeQuery = std::function<bool(int device, LaunchShape* shape)>;
+
+bool cached_shape(const void* kernel, int smem_base, int smem_per_warp, const ShapeQuery& query,
+                  LaunchShape* shape) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, int, int>, LaunchShape> cache;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  const auto key = std::make_tuple(device, kernel, smem_base, smem_per_warp);
+  std::lock_guard<std::mutex> lock(mu);
+  if (const auto it = cache.find(key); it != cache.end()) {
+    *shape = it->second;
+    return true;
+  }
+  LaunchShape s;
+  if (!query(device, &s)) return false;  // not cached: the next call asks again
+  cache.emplace(key, s);
+  *shape = s;
+  return true;
+}
+
+// Raises (never lowers: other plans of the same kernel may need more) a kernel's dynamic
+// shared-memory limit on a device. Called under cached_shape's lock.
+bool raise_smem_limit(const void* kernel, int device, int bytes) {
+  static std::map<std::pair<int, const void*>, int> limit;
+  int& have = limit[std::make_pair(device, kernel)];
+  if (bytes <= have) return true;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) {
     return false;
   }
-  *warps = std::min(kKvMmaWarps, (max_smem - e->smem_base) / e->smem_per_warp);
-  if (*warps < 1) return false;
-  *smem = static_cast<size_t>(e->smem_base) + static_cast<size_t>(*warps) * e->smem_per_warp;
-  return cudaFuncSetAttribute(e->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              static_cast<int>(*smem)) == cudaSuccess;
+  have = bytes;
+  return true;
+}
+
+bool mma_shape(const KvLayout& l, int nq, KvMmaEntry* e, LaunchShape* shape) {
+  const bool ok = kv_mma_entry_b2(l, nq, e) || kv_mma_entry_b3(l, nq, e) || kv_mma_entry_b4(l, nq, e);
+  if (!ok) return false;
+  const void* kernel = reinterpret_cast<const void*>(e->kernel);
+  const int base = e->smem_base, per_warp = e->smem_per_warp;
+  return cached_shape(kernel, base, per_warp, [&](int device, LaunchShape* s) {
+    int max_smem = 0;
+    if (cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+      return false;
+    }
+    s->warps = std::min(kKvMmaWarps, (max_smem - base) / per_warp);
+    if (s->warps < 1) return false;
+    s->smem = static_cast<size_t>(base) + static_cast<size_t>(s->warps) * per_warp;
+    return raise_smem_limit(kernel, device, static_cast<int>(s->smem)) &&
+           cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->blocks_per_sm, e->kernel, s->warps * 32,
+                                                         s->smem) == cudaSuccess &&
+           s->blocks_per_sm > 0;
+  }, shape);
+}
+
+bool simple_shape(Kernel k, LaunchShape* shape) {
+  return cached_shape(reinterpret_cast<const void*>(k), 0, 0, [&](int device, LaunchShape* s) {
+    s->warps = kSimpleWarps;
+    s->smem = 0;
+    return cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess &&
+           cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->blocks_per_sm, k, kSimpleWarps * 32, 0) == cudaSuccess &&
+           s->blocks_per_sm > 0;
+  }, shape);
 }
 
 }  // namespace
 
-int kv_mma_warps_per_sm(const KvLayout& layout, int nq) {
-  KvMmaEntry e;
-  int warps = 0, blocks = 0;
-  size_t smem = 0;
-  if (!mma_entry(layout, nq, &e, &warps, &smem) ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, e.kernel, warps * 32, smem) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  return blocks * warps;
-}
-
 cudaError_t launch_kv_attention_mma(const KvAttentionParams& p, int nq, cudaStream_t stream) {
   KvMmaEntry e;
-  int warps = 0;
-  size_t smem = 0;
-  if (!mma_entry(p.cache.layout, nq, &e, &warps, &smem)) {
+  LaunchShape s;
+  if (!mma_shape(p.cache.layout, nq, &e, &s)) {
     (void)cudaGetLastError();
     return cudaErrorNotSupported;
   }
-  const dim3 grid((p.n_splits + 1 + warps - 1) / warps, p.cache.n_kv_heads, p.batch);
-  e.kernel<<<grid, warps * 32, smem, stream>>>(p);
+  const dim3 grid((p.n_splits + 1 + s.warps - 1) / s.warps, p.cache.n_kv_heads, p.batch);
+  e.kernel<<<grid, s.warps * 32, s.smem, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -274,28 +329,45 @@ void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int 
   const int64_t pages = (max_quant + layout.page_size - 1) / layout.page_size;
   *n_splits = 1;
   *pages_per_split = static_cast<int>(std::max<int64_t>(1, pages));
-  int device = 0, sms = 0, per_sm = 0, warps = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return;
-  }
+  LaunchShape s;
+  bool ok = false;
   if (version == KvAttentionKernel::kMma) {
-    per_sm = kv_mma_warps_per_sm(layout, kv_query_tile(group));
-    warps = 1;
+    KvMmaEntry e;
+    ok = mma_shape(layout, kv_query_tile(group), &e, &s);
   } else if (const Kernel k = simple_kernel(layout, kv_query_tile(group))) {
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, kSimpleWarps * 32, 0) != cudaSuccess) per_sm = 0;
-    warps = kSimpleWarps;
+    ok = simple_shape(k, &s);
   }
   (void)cudaGetLastError();
-  if (per_sm <= 0 || pages == 0) return;
-  const int64_t resident = int64_t{sms} * per_sm * warps;
+  if (!ok || pages == 0) return;
+  // A block's warps all serve one (sequence, KV head): n_splits + 1 parts (the last one the
+  // fp16 tokens) in ceil((n_splits + 1) / warps) blocks. Blocks run in waves of sms x
+  // blocks_per_sm, each as long as its split, so a launch costs waves x (blocks of 8C tokens per
+  // split + about one block of setup). Try every blocks-per-unit count with all its warps busy
+  // (splits of whole pages, the last one ragged) and keep the cheapest, the fewest blocks unless
+  // more gain 3%: one full wave where the pages allow (MHA, batch 1, 128K tokens: 4 blocks per
+  // head, 30 splits of 14 pages, 128 blocks on 132 SMs), else whole waves of short splits.
+  constexpr int64_t kMaxSplits = 65535 * 4 - 1;  // launch_kv_attention's limit
+  const int64_t slots = int64_t{s.sms} * s.blocks_per_sm;
   const int64_t units = int64_t{batch} * n_kv_heads;
-  const int64_t want = std::max<int64_t>(1, resident / units - 1);
-  const int64_t splits = std::min(want, pages);
-  const int64_t pps = (pages + splits - 1) / splits;
-  *pages_per_split = static_cast<int>(pps);
-  *n_splits = static_cast<int>((pages + pps - 1) / pps);
+  const int64_t blocks_per_page = std::max(1, layout.blocks_per_page);
+  int64_t best = -1;
+  for (int64_t per_unit = 1;; ++per_unit) {
+    const int64_t want = per_unit * s.warps - 1;
+    if (want > kMaxSplits) break;
+    if (want < 1) continue;
+    const int64_t splits = std::min(want, pages);
+    const int64_t pps = (pages + splits - 1) / splits;
+    const int64_t used = (pages + pps - 1) / pps;
+    const int64_t blocks = units * ((used + 1 + s.warps - 1) / s.warps);
+    const int64_t waves = (blocks + slots - 1) / slots;
+    const int64_t cost = waves * (pps * blocks_per_page + 1);
+    if (best < 0 || cost * 100 < best * 97) {  // more blocks only for a clear (3%) gain
+      best = cost;
+      *pages_per_split = static_cast<int>(pps);
+      *n_splits = static_cast<int>(used);
+    }
+    if (splits >= pages) break;
+  }
 }
 
 cudaError_t launch_kv_attention(const KvAttentionParams& p, KvAttentionKernel version,

@@ -43,9 +43,10 @@ inline size_t kv_attention_workspace_floats(int batch, int n_q_heads, int n_spli
   return static_cast<size_t>(batch) * n_q_heads * (n_splits + 1) * (head_dim + 2);
 }
 
-// Splits for sequences of at most max_quant quantized tokens: as many as fill the device's
-// resident warps once (fewer when the pages run out). Needs a current CUDA device; on error
-// returns 1 split with every page.
+// Splits for sequences of at most max_quant quantized tokens, each of whole pages (the last one
+// ragged): the count whose blocks fill whole waves of the device (SMs x resident blocks) at the
+// least predicted time, every warp of a block busy where the pages allow. The device's shape is
+// queried once and cached. Needs a current CUDA device; on error returns 1 split with every page.
 void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int group,
                          int64_t max_quant, KvAttentionKernel version, int* n_splits,
                          int* pages_per_split);

@@ -27,9 +27,6 @@ bool kv_mma_entry_b2(const KvLayout& layout, int nq, KvMmaEntry* entry);
 bool kv_mma_entry_b3(const KvLayout& layout, int nq, KvMmaEntry* entry);
 bool kv_mma_entry_b4(const KvLayout& layout, int nq, KvMmaEntry* entry);
 
-// Resident warps per multiprocessor (0 on error or when not built).
-int kv_mma_warps_per_sm(const KvLayout& layout, int nq);
-
 // The attention kernel alone (the caller queues the reduction).
 cudaError_t launch_kv_attention_mma(const KvAttentionParams& params, int nq, cudaStream_t stream);
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -52,7 +53,7 @@ void check_cuda(cudaError_t err, const std::string& what) {
 }  // namespace
 
 struct KvCache::Buffers {
-  DeviceMem pool, table, seq_len, sink_k, sink_v, ring_k, ring_v, k_lo, k_hi, k_levels, v_levels,
+  DeviceMem pool, table, seq_len, seq_len_alt, sink_k, sink_v, ring_k, ring_v, k_lo, k_hi, k_levels, v_levels,
       overflow, lengths, work;
 };
 
@@ -74,6 +75,7 @@ KvCache::KvCache(const KvCacheConfig& config, const NuqQuantizer* quantizer)
                   fmt::format("the page pool ({} pages of {} bytes)", c.n_pages, view_.page_bytes));
   b.table.allocate(size_t{static_cast<size_t>(c.max_batch)} * view_.pages_per_seq * 4, "the page table");
   b.seq_len.allocate(size_t{static_cast<size_t>(c.max_batch)} * 4, "the sequence lengths");
+  b.seq_len_alt.allocate(size_t{static_cast<size_t>(c.max_batch)} * 4, "the sequence lengths");
   b.lengths.allocate(size_t{static_cast<size_t>(c.max_batch)} * 4, "the prefill lengths");
   b.ring_k.allocate(c.max_batch * row * c.ring_size(), "the recent window");
   b.ring_v.allocate(c.max_batch * row * c.ring_size(), "the recent window");
@@ -85,6 +87,7 @@ KvCache::KvCache(const KvCacheConfig& config, const NuqQuantizer* quantizer)
   view_.pool = b.pool.as<uint8_t>();
   view_.page_table = b.table.as<int32_t>();
   view_.seq_len = b.seq_len.as<int32_t>();
+  seq_len_next_ = b.seq_len_alt.as<int32_t>();
   view_.ring_k = b.ring_k.as<__half>();
   view_.ring_v = b.ring_v.as<__half>();
   view_.sink_k = b.sink_k.as<__half>();
@@ -106,6 +109,7 @@ KvCache::KvCache(const KvCacheConfig& config, const NuqQuantizer* quantizer)
     view_.v_levels = b.v_levels.as<float>();
   }
   check_cuda(cudaMemset(view_.seq_len, 0, b.seq_len.bytes()), "clear");
+  check_cuda(cudaMemset(seq_len_next_, 0, b.seq_len_alt.bytes()), "clear");
   check_cuda(cudaMemset(view_.page_table, 0, b.table.bytes()), "clear");
   check_cuda(cudaMemset(view_.k_overflow, 0, 8), "clear");
   lengths_.assign(c.max_batch, 0);
@@ -164,9 +168,11 @@ void KvCache::reset(int batch, cudaStream_t stream) {
     held_[b] = 0;
     lengths_[b] = 0;
   }
-  if (const cudaError_t err = cudaMemsetAsync(view_.seq_len, 0, buf_->seq_len.bytes(), stream);
-      err != cudaSuccess) {
-    cuda_fail("reset", err);
+  for (int32_t* lengths : {view_.seq_len, seq_len_next_}) {
+    if (const cudaError_t err = cudaMemsetAsync(lengths, 0, buf_->seq_len.bytes(), stream);
+        err != cudaSuccess) {
+      cuda_fail("reset", err);
+    }
   }
   batch_ = batch;
 }
@@ -215,9 +221,13 @@ void KvCache::append(const __half* k, const __half* v, cudaStream_t stream) {
     }
   }
   map_pages(next, "append", stream);
-  if (const cudaError_t err = launch_kv_append(view_, batch_, k, v, stream); err != cudaSuccess) {
+  // One launch: it reads the lengths in view_.seq_len and writes the next ones to the other
+  // buffer, which then becomes view_.seq_len.
+  if (const cudaError_t err = launch_kv_append(view_, batch_, k, v, seq_len_next_, stream);
+      err != cudaSuccess) {
     cuda_fail("append", err);
   }
+  std::swap(view_.seq_len, seq_len_next_);
   std::copy(next.begin(), next.end(), lengths_.begin());
 }
 
@@ -315,7 +325,9 @@ KvImage KvCache::snapshot() const {
   };
   get(&im.pool, buf_->pool, "copy the pool");
   get(&im.page_table, buf_->table, "copy the page table");
-  get(&im.seq_len, buf_->seq_len, "copy the lengths");
+  im.seq_len.resize(buf_->seq_len.bytes() / sizeof(im.seq_len[0]));  // the current buffer
+  check_cuda(cudaMemcpy(im.seq_len.data(), view_.seq_len, buf_->seq_len.bytes(), cudaMemcpyDeviceToHost),
+             "copy the lengths");
   get(&im.ring_k, buf_->ring_k, "copy the window");
   get(&im.ring_v, buf_->ring_v, "copy the window");
   if (config_.n_sink > 0) {

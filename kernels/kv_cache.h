@@ -30,6 +30,7 @@ class KvCache {
 
   const KvCacheConfig& config() const { return config_; }
   const KvLayout& layout() const { return view_.layout; }
+  // The device view; its seq_len alternates between two buffers, one per append().
   const KvCacheView& view() const { return view_; }
   int batch() const { return batch_; }
   int64_t length(int b) const { return lengths_.at(b); }
@@ -81,6 +82,7 @@ class KvCache {
   std::vector<int32_t> table_;     // host mirror of the page table
   std::vector<int64_t> held_;      // pages mapped per sequence
   std::vector<int32_t> free_;
+  int32_t* seq_len_next_ = nullptr;  // the other lengths buffer: append writes it, then swaps
 };
 
 }  // namespace kvq::kernels
