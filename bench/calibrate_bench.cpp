@@ -3,18 +3,26 @@
 // bare forward + backward to the Keys and Values on the same sequences, measured in the same run.
 // The ratio is the cost of everything kvq adds to the gradient computation it cannot avoid.
 //
+// With --fit-method it then writes the calib.h5, reads it back and fits that method from it, timed
+// separately (kvq fit's cost at 7B size).
+//
 //   bench_calibrate [--preset 7b|tiny] [--samples 16] [--seq-len 2048] [--device cuda]
-//                   [--dtype bf16] [--layers N]
+//                   [--dtype bf16] [--layers N] [--fit-method nuq3-1%] [--calib-out PATH]
 #include <chrono>
 #include <cstdio>
 #include <random>
 
+#include <sys/stat.h>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "kvq/calib/calib_file.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/calib/fisher.h"
 #include "kvq/common/error.h"
+#include "kvq/methods/fit.h"
+#include "kvq/methods/method.h"
 
 #ifdef KVQ_TORCH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -86,6 +94,9 @@ int main(int argc, char** argv) {
   app.add_option("--layers", layers, "Override the number of layers (0: the preset's)");
   app.add_option("--device", device_name, "cpu or cuda");
   app.add_option("--dtype", dtype_name, "fp32, bf16 or fp16");
+  std::string fit_method, calib_out = "/tmp/kvq-bench-calib.h5";
+  app.add_option("--fit-method", fit_method, "Also write calib.h5 and time fitting this method from it");
+  app.add_option("--calib-out", calib_out, "Where --fit-method writes the calib.h5");
   CLI11_PARSE(app, argc, argv);
   try {
     ModelConfig c = preset(preset_name);
@@ -127,6 +138,29 @@ int main(int argc, char** argv) {
                preset_name, c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.head_dim, device_name,
                dtype_name, samples, seq_len, samples * seq_len, n_tok / bare_s, r.tokens_per_s,
                r.seconds / bare_s, gib(bare_peak), gib(r.peak_device_bytes), gib(r.peak_rss_bytes));
+    if (!fit_method.empty()) {
+      auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+      };
+      const auto fp = kvq::artifact::model_fingerprint(c, m.weights().checksum, "random");
+      const kvq::artifact::DataFingerprint data{"random tokens", "", static_cast<int64_t>(tokens.size()),
+                                                samples, seq_len, 0};
+      auto t = std::chrono::steady_clock::now();
+      kvq::calib::write_calib(calib_out, r, fp, data, {device_name, dtype_name, ""});
+      const double write_s = seconds_since(t);
+      t = std::chrono::steady_clock::now();
+      const kvq::calib::CalibData d = kvq::calib::read_calib(calib_out);
+      const double read_s = seconds_since(t);
+      t = std::chrono::steady_clock::now();
+      const kvq::methods::Quantizer q = kvq::methods::fit(kvq::methods::parse_method(fit_method), &d);
+      const double fit_s = seconds_since(t);
+      struct stat st {};
+      stat(calib_out.c_str(), &st);
+      fmt::print("\n| fit | layers | calib.h5 size | write calib.h5 | read + validate | fit |\n|---|---|---|---|---|---|\n");
+      fmt::print("| {} | {} | {:.2f} GiB | {:.1f} s | {:.1f} s | {:.2f} s |\n", q.label(), c.n_layers,
+                 st.st_size / 1073741824.0, write_s, read_s, fit_s);
+      std::remove(calib_out.c_str());
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_calibrate: error: %s\n", e.what());
     return 1;

@@ -57,6 +57,7 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   # Calibration of a random-weight LLaMA-7B-shaped model, 16 x 2048, against bare fwd+bwd.
   log "bench calibrate (7B shapes)"
   build-gpu/bin/bench_calibrate --preset 7b --samples 16 --seq-len 2048 --device cuda --dtype bf16 \
+    --fit-method nuq3-1% --calib-out "$PWD/build-gpu/bench-calib-7b.h5" \
     >"$OUT/bench-calibrate.md" 2>"$OUT/bench-calibrate.err" || status=1
   cat "$OUT/bench-calibrate.md"; tail -3 "$OUT/bench-calibrate.err"
   # Decode attention from the compressed cache vs fp16 attention, one layer, same run
