@@ -1,8 +1,5 @@
 // kvq calibrate: Fisher information and activation statistics for every layer's pre-RoPE Keys
 // and Values over seeded calibration sequences, written to calib.h5 (schemas/calib-1.md).
-#include <sys/stat.h>
-
-#include <ctime>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -12,7 +9,6 @@
 #include "kvq/calib/calib_file.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/common/error.h"
-#include "kvq/common/hash.h"
 #include "kvq/common/progress.h"
 #include "kvq/data/text.h"
 
@@ -30,20 +26,6 @@ struct CalibrateFlags {
   bool quiet = false;
 };
 
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-bool is_regular_file(const std::string& path) {
-  struct stat st {};
-  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 void run_calibrate(CalibrateFlags& f) {
   if (f.options.n_samples < 1) fail("--samples: expected at least 1, found {}", f.options.n_samples);
   if (f.options.seq_len < 0) fail("--seq-len: expected a positive number, found {}", f.options.seq_len);
@@ -59,13 +41,7 @@ void run_calibrate(CalibrateFlags& f) {
   f.options.progress = !f.quiet;
   const calib::CalibResult r = calib::calibrate(m, tokens, f.options);
 
-  artifact::DataFingerprint data;
-  data.source = f.data;
-  data.sha256 = is_regular_file(f.data) ? sha256_file(f.data) : "";
-  data.n_tokens = static_cast<int64_t>(tokens.size());
-  data.n_sequences = r.options.n_samples;
-  data.seq_len = r.options.seq_len;
-  data.seed = static_cast<int64_t>(r.options.seed);
+  const artifact::DataFingerprint data = data_fingerprint(f.data, static_cast<int64_t>(tokens.size()), r.options);
   const auto fingerprint = artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
   calib::write_calib(f.out, r, fingerprint, data,
                      {f.model.resolved_device(), f.model.dtype, utc_now()});

@@ -8,7 +8,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include "kvq/artifact/fingerprint.h"
 #include "kvq/calib/calib_file.h"
+#include "kvq/calib/calibrate.h"
 #include "kvq/eval/perplexity.h"
 #include "kvq/eval/table.h"
 #include "kvq/methods/quantizer.h"
@@ -54,6 +56,14 @@ std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m, const std:
 // Perplexity against bits per element, one series per method family, fp16 as a dashed line.
 void write_results_plot(const std::string& path, const std::vector<eval::ResultRow>& rows,
                         const std::vector<methods::Quantizer>& qs, const std::string& title);
+
+// UTC now as ISO 8601 ("2026-11-26T03:05:50Z"), for artifacts' `created` attribute.
+std::string utc_now();
+
+// What calib.h5 records about its data: the path, the file's sha256 (empty for a directory such
+// as the Brown corpus), the encoded size and the sampling options.
+artifact::DataFingerprint data_fingerprint(const std::string& path, int64_t n_tokens,
+                                           const calib::CalibOptions& options);
 
 // True if stderr is a terminal or progress was not switched off with --quiet.
 bool show_progress(bool quiet);

@@ -1,7 +1,6 @@
 // kvq fit: a method string (DESIGN.md section 3) and calibration statistics -> quant.h5
 // (schemas/quant-1.md), validated by reading it back and printed like kvq inspect prints it.
 #include <chrono>
-#include <ctime>
 #include <optional>
 
 #include <fmt/format.h>
@@ -29,15 +28,6 @@ struct FitFlags {
   int64_t context = 0;
   bool json = false;
 };
-
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 void run_fit(const FitFlags& f) {
   const methods::MethodSpec spec = methods::parse_method(f.method);

@@ -1,6 +1,12 @@
 #include "command.h"
 
+#include <sys/stat.h>
+
+#include <ctime>
+
 #include <ATen/Context.h>
+
+#include "kvq/common/hash.h"
 
 namespace kvq::app {
 
@@ -28,5 +34,22 @@ std::unique_ptr<model::Tokenizer> ModelFlags::tokenizer(const model::LlamaModel&
 }
 
 bool show_progress(bool quiet) { return !quiet; }
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+artifact::DataFingerprint data_fingerprint(const std::string& path, int64_t n_tokens,
+                                           const calib::CalibOptions& options) {
+  struct stat st {};
+  const bool regular = stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  return {path, regular ? sha256_file(path) : "", n_tokens, options.n_samples, options.seq_len,
+          static_cast<int64_t>(options.seed)};
+}
 
 }  // namespace kvq::app

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -13,7 +12,6 @@
 #include "command.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/common/error.h"
-#include "kvq/common/hash.h"
 #include "kvq/data/text.h"
 #include "kvq/eval/table.h"
 #include "kvq/methods/fit.h"
@@ -51,15 +49,6 @@ std::vector<std::string> method_list(const model::ModelConfig& c) {
           "nuq4-post", "nuq3-post", "nuq3-1%-post", "nuq2-1%-post", "int3-token-post"};
 }
 
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::vector<int32_t> encode(const model::Tokenizer& tok, const std::string& path) {
   return tok.encode(data::load_text(path), /*add_bos=*/true);
 }
@@ -85,10 +74,7 @@ void run_reproduce(ReproduceFlags& f) {
   co.seed = f.seed;
   co.progress = !f.quiet;
   const calib::CalibResult cr = calib::calibrate(m, train, co);
-  struct stat st {};
-  const bool regular = stat(f.train.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-  artifact::DataFingerprint data{f.train, regular ? sha256_file(f.train) : "", static_cast<int64_t>(train.size()),
-                                 cr.options.n_samples, cr.options.seq_len, static_cast<int64_t>(f.seed)};
+  const artifact::DataFingerprint data = data_fingerprint(f.train, static_cast<int64_t>(train.size()), cr.options);
   const std::string calib_path = f.out_dir + "/calib.h5";
   calib::write_calib(calib_path, cr, fingerprint, data, {f.model.resolved_device(), f.model.dtype, utc_now()});
   const calib::CalibData calib = calib::read_calib(calib_path);
