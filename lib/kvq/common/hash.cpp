@@ -68,6 +68,28 @@ inline uint64_t xxh_merge(uint64_t h, uint64_t lane) {
   return h * kP1 + kP4;
 }
 
+
+// Streams n bytes through a one-block buffer: completes a partly filled block first, hands whole
+// blocks to blocks(ptr, count) straight from the input, and keeps the tail for the next call.
+template <size_t N, typename Blocks>
+void stream_blocks(std::array<uint8_t, N>& buffer, size_t& buffered, const uint8_t* p, size_t n,
+                   Blocks blocks) {
+  if (buffered > 0) {
+    const size_t take = std::min(n, N - buffered);
+    std::memcpy(buffer.data() + buffered, p, take);
+    buffered += take;
+    p += take;
+    n -= take;
+    if (buffered < N) return;
+    blocks(buffer.data(), 1);
+    buffered = 0;
+  }
+  const size_t whole = n / N;
+  if (whole > 0) blocks(p, whole);
+  std::memcpy(buffer.data(), p + whole * N, n - whole * N);
+  buffered = n - whole * N;
+}
+
 }  // namespace
 
 Sha256::Sha256()
@@ -111,21 +133,11 @@ void Sha256::compress(const uint8_t* block) {
 }
 
 void Sha256::update(const void* data, size_t n) {
-  const auto* p = static_cast<const uint8_t*>(data);
   total_bytes_ += n;
-  if (buffered_ > 0) {
-    const size_t take = std::min(n, buffer_.size() - buffered_);
-    std::memcpy(buffer_.data() + buffered_, p, take);
-    buffered_ += take;
-    p += take;
-    n -= take;
-    if (buffered_ < buffer_.size()) return;
-    compress(buffer_.data());
-    buffered_ = 0;
-  }
-  for (; n >= 64; p += 64, n -= 64) compress(p);
-  std::memcpy(buffer_.data(), p, n);
-  buffered_ = n;
+  stream_blocks(buffer_, buffered_, static_cast<const uint8_t*>(data), n,
+                [this](const uint8_t* blocks, size_t count) {
+                  for (size_t i = 0; i < count; ++i) compress(blocks + 64 * i);
+                });
 }
 
 std::array<uint8_t, 32> Sha256::digest() const {
@@ -171,29 +183,19 @@ std::string sha256_file(const std::string& path) {
 std::array<uint64_t, 4> Checksum64::initial_lanes() { return {kP1 + kP2, kP2, 0, 0 - kP1}; }
 
 void Checksum64::update(const void* data, size_t n) {
-  const auto* p = static_cast<const uint8_t*>(data);
   total_bytes_ += n;
-  if (buffered_ > 0) {
-    const size_t take = std::min(n, buffer_.size() - buffered_);
-    std::memcpy(buffer_.data() + buffered_, p, take);
-    buffered_ += take;
-    p += take;
-    n -= take;
-    if (buffered_ < buffer_.size()) return;
-    for (int i = 0; i < 4; ++i) lanes_[i] = xxh_round(lanes_[i], load64(buffer_.data() + 8 * i));
-    buffered_ = 0;
-  }
-  // Locals rather than lanes_ so the four independent chains stay in registers.
-  uint64_t v0 = lanes_[0], v1 = lanes_[1], v2 = lanes_[2], v3 = lanes_[3];
-  for (; n >= 32; p += 32, n -= 32) {
-    v0 = xxh_round(v0, load64(p));
-    v1 = xxh_round(v1, load64(p + 8));
-    v2 = xxh_round(v2, load64(p + 16));
-    v3 = xxh_round(v3, load64(p + 24));
-  }
-  lanes_ = {v0, v1, v2, v3};
-  std::memcpy(buffer_.data(), p, n);
-  buffered_ = n;
+  stream_blocks(buffer_, buffered_, static_cast<const uint8_t*>(data), n,
+                [this](const uint8_t* p, size_t count) {
+                  // Locals rather than lanes_ so the four independent chains stay in registers.
+                  uint64_t v0 = lanes_[0], v1 = lanes_[1], v2 = lanes_[2], v3 = lanes_[3];
+                  for (const uint8_t* end = p + 32 * count; p < end; p += 32) {
+                    v0 = xxh_round(v0, load64(p));
+                    v1 = xxh_round(v1, load64(p + 8));
+                    v2 = xxh_round(v2, load64(p + 16));
+                    v3 = xxh_round(v3, load64(p + 24));
+                  }
+                  lanes_ = {v0, v1, v2, v3};
+                });
 }
 
 uint64_t Checksum64::value() const {
