@@ -16,14 +16,13 @@ namespace kvq {
 namespace {
 
 using test::data_path;
+using test::kModel18m;
+using test::kModel1m;
+using test::kTest;
+using test::kTrain;
 using test::expect_one_line_error;
 using test::quoted;
 using test::run_kvq;
-
-const std::string kModel1m = "models/wt2-llama-1m";
-const std::string kModel18m = "models/wt2-llama-18m";
-const std::string kTrain = "wikitext-2/wiki.train.tokens";
-const std::string kTest = "wikitext-2/wiki.test.tokens";
 
 std::string calibrate_args(const std::string& model, const std::string& data, const std::string& out) {
   return "calibrate --model " + quoted(model) + " --data " + quoted(data) + " --out " + quoted(out);

@@ -13,13 +13,12 @@ namespace kvq {
 namespace {
 
 using test::data_path;
+using test::kModel18m;
+using test::kModel1m;
+using test::kTest;
 using test::expect_one_line_error;
 using test::quoted;
 using test::run_kvq;
-
-const std::string kModel1m = "models/wt2-llama-1m";
-const std::string kModel18m = "models/wt2-llama-18m";
-const std::string kTest = "wikitext-2/wiki.test.tokens";
 
 TEST(CliEval, Llama1mWholeTestSetMatchesReferencePerplexity) {
   KVQ_REQUIRE_DATA(kModel1m);

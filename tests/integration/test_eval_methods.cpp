@@ -13,14 +13,13 @@ namespace kvq {
 namespace {
 
 using test::data_path;
+using test::kModel18m;
+using test::kModel1m;
+using test::kTest;
+using test::kTrain;
 using test::expect_one_line_error;
 using test::quoted;
 using test::run_kvq;
-
-const std::string kModel1m = "models/wt2-llama-1m";
-const std::string kModel18m = "models/wt2-llama-18m";
-const std::string kTest = "wikitext-2/wiki.test.tokens";
-const std::string kTrain = "wikitext-2/wiki.train.tokens";
 
 std::string eval_args(const std::string& model, const std::string& extra) {
   return "eval --model " + quoted(data_path(model)) + " --data " + quoted(data_path(kTest)) + " --quiet " + extra;
@@ -85,7 +84,9 @@ TEST_F(EvalWithCalib, ManyMethodsInOneRunWithCsvAndPlot) {
     const double ppl = m["ppl"].get<double>(), bits = m["bits_per_element"].get<double>();
     EXPECT_GE(ppl, fp16 * 0.99) << m["method"];
     EXPECT_LT(ppl, fp16 * 2.0) << m["method"];
-    if (m["method"] != "fp16") EXPECT_LT(bits, 16.0) << m["method"];
+    if (m["method"] != "fp16") {
+      EXPECT_LT(bits, 16.0) << m["method"];
+    }
   }
   // nuq3 with 1% outliers stays close to fp16; 2-bit KIVI does not come for free.
   EXPECT_LT((*row(j, "nuq3-1%"))["delta_pct"].get<double>(), 3.0);

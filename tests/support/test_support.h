@@ -12,6 +12,11 @@ namespace kvq::test {
 // The shared models and data sets ($KVQ_DATA_DIR, else the build's KVQ_DATA_DIR). Tests that
 // need them call data_path("models/wt2-llama-1m") and skip with a reason if it is absent.
 std::string data_dir();
+// The shared models and splits the integration tests use, relative to data_dir().
+inline const std::string kModel1m = "models/wt2-llama-1m";
+inline const std::string kModel18m = "models/wt2-llama-18m";
+inline const std::string kTrain = "wikitext-2/wiki.train.tokens";
+inline const std::string kTest = "wikitext-2/wiki.test.tokens";
 std::string data_path(const std::string& relative);
 bool have_data(const std::string& relative);
 
