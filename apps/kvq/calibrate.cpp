@@ -1,5 +1,5 @@
 // kvq calibrate: Fisher information and activation statistics for every layer's pre-RoPE Keys
-// and Values over seeded calibration sequences, written to calib.h5 (schemas/calib-1.md).
+// and Values over seeded calibration sequences, written to calib.h5 (schemas/calib-2.md).
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>

@@ -1,5 +1,5 @@
 // kvq fit: a method string (DESIGN.md section 3) and calibration statistics -> quant.h5
-// (schemas/quant-1.md), validated by reading it back and printed like kvq inspect prints it.
+// (schemas/quant-2.md), validated by reading it back and printed like kvq inspect prints it.
 #include <chrono>
 #include <optional>
 

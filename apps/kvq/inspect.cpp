@@ -57,7 +57,7 @@ void run_inspect(const InspectFlags& f) {
     const methods::Quantizer q = methods::check_quant(file, problems);
     if (problems.empty()) print_quant(q, f.json, /*context=*/0, /*seconds=*/-1);
   } else {
-    fail("{}: schema \"{}\" is not a kvq artifact kvq inspect knows (kvq.calib/1, kvq.quant/1)", f.file, schema);
+    fail("{}: schema \"{}\" is not a kvq artifact kvq inspect knows (kvq.calib/2, kvq.quant/2)", f.file, schema);
   }
   if (!problems.empty()) {
     if (f.json) {
@@ -82,8 +82,9 @@ void print_calib(const calib::CalibData& d, bool json, const RunFigures* run) {
                         {"key", channel_json(calib::summarize_channels(l.key))},
                         {"key_post_rope", channel_json(calib::summarize_channels(l.key_post))},
                         {"value", channel_json(calib::summarize_channels(l.value))},
-                        {"value_outlier_fraction", l.outlier_fraction.values},
-                        {"value_vector_range_mean", at_fraction(d.fractions, l.vector_range.values, 0.0, 3, 1)},
+                        {"value_outlier_fraction", l.value_token.outlier_fraction.values},
+                        {"value_token_range_mean", at_fraction(d.fractions, l.value_token.vector_range.values, 0.0, 3, 1)},
+                        {"value_head_range_mean", at_fraction(d.fractions, l.value_head.vector_range.values, 0.0, 3, 1)},
                         {"samples", l.sample_positions.values.size()}});
     }
     nlohmann::json j = {{"file", d.path},
@@ -119,8 +120,8 @@ void print_calib(const calib::CalibData& d, bool json, const RunFigures* run) {
     const auto v = calib::summarize_channels(l.value);
     fmt::print("| {} | {:.3f} | {:.3f} | {} | {:.3f} | {:.3f} | {:.3f} | {:.2f}% | {:.3f} | {:.3g} | {:.3g} |\n", i,
                k.max_abs, k.median_channel_max, top_channels(k), kp.max_abs, v.max_abs,
-               v.median_channel_max, 100 * at_fraction(d.fractions, l.outlier_fraction.values, f1),
-               at_fraction(d.fractions, l.vector_range.values, 0.0, 3, 1), k.fisher_mean, v.fisher_mean);
+               v.median_channel_max, 100 * at_fraction(d.fractions, l.value_token.outlier_fraction.values, f1),
+               at_fraction(d.fractions, l.value_token.vector_range.values, 0.0, 3, 1), k.fisher_mean, v.fisher_mean);
   }
   if (run) {
     fmt::print("\ncalibration: {:.1f} s, {} tok/s, mean loss {:.4f}, peak memory {}B (process)", run->seconds,

@@ -35,13 +35,15 @@ struct ReproduceFlags {
   bool quiet = false;
 };
 
-// The paper's list (KVQuant Table 1/2 and the ablations), sized for this model.
+// The paper's list (KVQuant Table 1/2 and the ablations, with Q-Norm and the CUDA cache's
+// per-head value format), sized for this model.
 std::vector<std::string> method_list(const model::ModelConfig& c) {
   const int64_t channels = c.n_kv_heads * c.head_dim;
   const int64_t group = std::min<int64_t>(128, channels);
   const int64_t window = std::min<int64_t>(128, c.max_seq_len / 8);
   return {"int4-token", "int3-token", "int2-token",
           "nuq4", "nuq3", "nuq2", "nuq4-1%", "nuq3-1%", "nuq2-1%",
+          "nuq3-1%-vhead", "nuq2-1%-vhead", "nuq3-1%-qnorm", "nuq2-1%-qnorm",  // kvq's runtime format; Q-Norm
           fmt::format("kivi4-g32-r{}", window / 32 * 32 > 0 ? window / 32 * 32 : 32),
           fmt::format("kivi2-g32-r{}", window / 32 * 32 > 0 ? window / 32 * 32 : 32),
           fmt::format("skvq-k2-v2-g{}-w{}", group, window),

@@ -208,10 +208,17 @@ TEST(CliInspect, RefusesWhatIsNotACalibArtifact) {
   expect_one_line_error(run_kvq("inspect " + quoted(tmp.file("text.h5"))), "inspect", "not an HDF5 file");
   {
     artifact::File f = artifact::File::create(tmp.file("newer.h5"));
-    f.root().set_string_attr("schema", "kvq.calib/2");
+    f.root().set_string_attr("schema", "kvq.calib/3");
     f.close();
   }
   expect_one_line_error(run_kvq("inspect " + quoted(tmp.file("newer.h5"))), "inspect", "upgrade kvq");
+  {  // version 1 held value histograms per KV head only
+    artifact::File f = artifact::File::create(tmp.file("older.h5"));
+    f.root().set_string_attr("schema", "kvq.calib/1");
+    f.close();
+  }
+  expect_one_line_error(run_kvq("inspect " + quoted(tmp.file("older.h5"))), "inspect",
+                        "schema kvq.calib/1 is older than this kvq reads (kvq.calib/2); make it again with this kvq");
 }
 
 }  // namespace

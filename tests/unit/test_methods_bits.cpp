@@ -1,4 +1,4 @@
-// kvq/methods bits accounting (bits.h, schemas/quant-1.md) on hand-computed cases: codes, fp16
+// kvq/methods bits accounting (bits.h, schemas/quant-2.md) on hand-computed cases: codes, fp16
 // scales per vector or group, offline per-channel ranges amortized over the context, 32 bits per
 // outlier, fp16 sink and window tokens; the cache mean over layers with mixed bits.
 #include "kvq/methods/bits.h"
@@ -84,12 +84,17 @@ TEST(MethodsBits, NuqOutliersOfflineRangesAndSinks) {
   EXPECT_DOUBLE_EQ(k.params, 0.064);
   EXPECT_DOUBLE_EQ(k.outliers, 0.32);
   EXPECT_DOUBLE_EQ(k.total(), 3.384);
-  // Values: 3 + 32 / 32 + 32 * 2 / 32 (nominal 1 outlier per side of 32).
-  EXPECT_DOUBLE_EQ(nominal_outlier_rate(q, false, 0, 32), 0.0625);
-  EXPECT_DOUBLE_EQ(tensor_bits(q, false, 0, 2, 32, 1000, 0.0625).total(), 6.0);
-  // One sink token of 10: 16 / 10 + 9 / 10 * (3 + 1).
+  // Values per token (2 heads x 32 = 64 elements): 3 + 32 / 64 + 32 * 2 / 64 (nominal 1 outlier
+  // per side of 64).
+  EXPECT_DOUBLE_EQ(nominal_outlier_rate(q, false, 0, 2, 32), 0.03125);
+  EXPECT_DOUBLE_EQ(tensor_bits(q, false, 0, 2, 32, 1000, 0.03125).total(), 4.5);
+  // -vhead, per token and head: 3 + 32 / 32 + 32 * 2 / 32 (1 outlier per side of 32).
+  const Quantizer h = nuq("nuq3-1%-vhead", {3}, 2, 32);
+  EXPECT_DOUBLE_EQ(nominal_outlier_rate(h, false, 0, 2, 32), 0.0625);
+  EXPECT_DOUBLE_EQ(tensor_bits(h, false, 0, 2, 32, 1000, 0.0625).total(), 6.0);
+  // One sink token of 10: 16 / 10 + 9 / 10 * (3 + 0.5) (one offset/scale pair per 64-element token).
   const Quantizer s = nuq("nuq3-sink", {3}, 2, 32);
-  EXPECT_DOUBLE_EQ(tensor_bits(s, false, 0, 2, 32, 10, 0).total(), 1.6 + 0.9 * 4);
+  EXPECT_DOUBLE_EQ(tensor_bits(s, false, 0, 2, 32, 10, 0).total(), 1.6 + 0.9 * 3.5);
 }
 
 TEST(MethodsBits, CacheMeanOverLayersWithMixedBitsAndCounters) {

@@ -1,4 +1,4 @@
-// kvq/methods quant_file: kvq.quant/1 round trips for every method (per-layer tables, mixed bits,
+// kvq/methods quant_file: kvq.quant/2 round trips for every method (per-layer tables, mixed bits,
 // fingerprints, layer-independent quantizers), and files written by hand through the h5 layer
 // with one defect each are refused with their exact message: a newer schema ("upgrade kvq"),
 // another kind, a bad method, NaN or unordered levels, wrong shapes and dtypes, bits that do not
@@ -67,7 +67,7 @@ LayerParams layer_for(const MethodSpec& spec, int64_t channels, int key_bits, in
 TEST(MethodsFile, RoundTripsEveryMethod) {
   TempDir tmp;
   const std::string path = tmp.file("quant.h5");
-  for (const std::string method : {"nuq3-1%", "nuq2-sink-noqnorm-post", "skvq-k2-v3-g4-w16", "fp8-e4m3", "kivi2", "int4-g8", "fp16"}) {
+  for (const std::string method : {"nuq3-1%", "nuq2-sink-vhead-qnorm-post", "skvq-k2-v3-g4-w16", "fp8-e4m3", "kivi2", "int4-g8", "fp16"}) {
     const MethodSpec spec = parse_method(method);
     std::vector<LayerParams> layers;
     for (int i = 0; i < 3; ++i) layers.push_back(layer_for(spec, 8, spec.key_bits, spec.value_bits));
@@ -129,7 +129,7 @@ TEST(MethodsFile, RoundTripsEveryMethod) {
 
 // A one-layer quant.h5 (1 KV head x 2) written attribute by attribute, with hooks for defects.
 struct HandFile {
-  std::string schema = "kvq.quant/1";
+  std::string schema = "kvq.quant/2";
   std::string method = "nuq2-1%";
   int64_t key_bits = 2;
   std::vector<float> levels = {-0.9f, -0.2f, 0.3f, 0.8f};
@@ -204,8 +204,11 @@ TEST_F(MethodsFileDefects, TheHandWrittenFileIsValid) {
 
 TEST_F(MethodsFileDefects, Schema) {
   HandFile h;
-  h.schema = "kvq.quant/2";
-  EXPECT_EQ(read_error(h), path() + ":/: schema kvq.quant/2 is newer than this kvq reads (kvq.quant/1); upgrade kvq");
+  h.schema = "kvq.quant/3";
+  EXPECT_EQ(read_error(h), path() + ":/: schema kvq.quant/3 is newer than this kvq reads (kvq.quant/2); upgrade kvq");
+  // Version 1 meant per-(token, head) values and Q-Norm by default under the same method names.
+  h.schema = "kvq.quant/1";
+  EXPECT_EQ(read_error(h), path() + ":/: schema kvq.quant/1 is older than this kvq reads (kvq.quant/2); make it again with this kvq");
   h.schema = "kvq.calib/1";
   EXPECT_EQ(read_error(h), path() + ":/: expected a kvq.quant artifact, found kvq.calib (schema \"kvq.calib/1\")");
   h = HandFile();

@@ -26,7 +26,7 @@ artifact::Array<T> array(std::vector<T> v, std::vector<int64_t> shape) {
   return {std::move(v), std::move(shape)};
 }
 
-// Channel statistics of x [n, C] with fisher, as calib.h5 defines them (schemas/calib-1.md);
+// Channel statistics of x [n, C] with fisher, as calib.h5 defines them (schemas/calib-2.md);
 // thresholds are exact order statistics.
 calib::ChannelData channel_data(const std::vector<float>& x, const std::vector<float>& f, int64_t n, int64_t C,
                                 int64_t bins, const std::vector<double>& fractions) {
@@ -105,35 +105,43 @@ calib::CalibData make_calib(int64_t n_layers, int64_t h, int64_t d, int64_t n, i
     ld.key = channel_data(k, kf, n, C, key_bins, c.fractions);
     ld.key_post = ld.key;
     ld.value = channel_data(v, vf, n, C, key_bins, c.fractions);
-    std::vector<double> nc(nf * value_bins, 0), nfi(nf * value_bins, 0), out(nf, 0), vr(nf * 3, 0);
-    for (int64_t fi = 0; fi < nf; ++fi) {
-      double rmin = 1e300, rmax = 0, rsum = 0;
-      const int64_t kk = quant::outliers_per_side(d, c.fractions[fi]);
-      for (int64_t vec = 0; vec < n * h; ++vec) {
-        const float* x = v.data() + vec * d;
-        std::vector<float> s(x, x + d);
-        std::sort(s.begin(), s.end());
-        const float lo = s[kk], hi = s[d - 1 - kk];
-        const float off = quant::round_to_fp16((lo + hi) / 2.0f), sc = quant::round_to_fp16((hi - lo) / 2.0f);
-        for (int64_t j = 0; j < d; ++j) {
-          if (x[j] < lo || x[j] > hi) continue;
-          const float xn = sc > 0 ? (x[j] - off) / sc : 0.0f;
-          const int64_t b = std::clamp<int64_t>(static_cast<int64_t>(std::floor((xn + 1.0) * 0.5 * value_bins)), 0, value_bins - 1);
-          nc[fi * value_bins + b] += 1;
-          nfi[fi * value_bins + b] += vf[vec * d + j];
+    // Normalized values of vectors of `len` consecutive elements (kv_format.h).
+    auto vectors = [&](int64_t len) {
+      std::vector<double> nc(nf * value_bins, 0), nfi(nf * value_bins, 0), out(nf, 0), vr(nf * 3, 0);
+      const int64_t n_vec = n * C / len;
+      for (int64_t fi = 0; fi < nf; ++fi) {
+        double rmin = 1e300, rmax = 0, rsum = 0;
+        const int64_t kk = quant::outliers_per_side(len, c.fractions[fi]);
+        for (int64_t vec = 0; vec < n_vec; ++vec) {
+          const float* x = v.data() + vec * len;
+          std::vector<float> s(x, x + len);
+          std::sort(s.begin(), s.end());
+          const float lo = s[kk], hi = s[len - 1 - kk];
+          const float off = quant::round_to_fp16((lo + hi) / 2.0f), sc = quant::round_to_fp16((hi - lo) / 2.0f);
+          for (int64_t j = 0; j < len; ++j) {
+            if (x[j] < lo || x[j] > hi) continue;
+            const float xn = sc > 0 ? (x[j] - off) / sc : 0.0f;
+            const int64_t b = std::clamp<int64_t>(static_cast<int64_t>(std::floor((xn + 1.0) * 0.5 * value_bins)), 0, value_bins - 1);
+            nc[fi * value_bins + b] += 1;
+            nfi[fi * value_bins + b] += vf[vec * len + j];
+          }
+          rmin = std::min<double>(rmin, hi - lo);
+          rmax = std::max<double>(rmax, hi - lo);
+          rsum += hi - lo;
         }
-        rmin = std::min<double>(rmin, hi - lo);
-        rmax = std::max<double>(rmax, hi - lo);
-        rsum += hi - lo;
+        vr[fi * 3] = rmin;
+        vr[fi * 3 + 1] = rsum / static_cast<double>(n_vec);
+        vr[fi * 3 + 2] = rmax;
       }
-      vr[fi * 3] = rmin;
-      vr[fi * 3 + 1] = rsum / static_cast<double>(n * h);
-      vr[fi * 3 + 2] = rmax;
-    }
-    ld.normalized_count = array(nc, {nf, value_bins});
-    ld.normalized_fisher = array(nfi, {nf, value_bins});
-    ld.outlier_fraction = array(out, {nf});
-    ld.vector_range = array(vr, {nf, 3});
+      calib::VectorData vd;
+      vd.normalized_count = array(nc, {nf, value_bins});
+      vd.normalized_fisher = array(nfi, {nf, value_bins});
+      vd.outlier_fraction = array(out, {nf});
+      vd.vector_range = array(vr, {nf, 3});
+      return vd;
+    };
+    ld.value_token = vectors(C);
+    ld.value_head = vectors(d);
     const int64_t s = std::min<int64_t>(n, 64);
     std::vector<int64_t> pos(s);
     for (int64_t i = 0; i < s; ++i) pos[i] = i;
@@ -182,7 +190,7 @@ std::vector<double> brute_force_kmeans(std::vector<std::pair<double, double>> pt
 TEST(MethodsFit, KeyCodebookIsBruteForceWeightedKMeans) {
   const int64_t C = 4;
   const calib::CalibData c = make_calib(1, 1, C, 40, /*key_bins=*/4, /*value_bins=*/16, 3);
-  const Quantizer q = fit(parse_method("nuq2-noqnorm"), &c);
+  const Quantizer q = fit(parse_method("nuq2"), &c);
   const calib::ChannelData& kd = c.layers[0].key;
   std::vector<std::pair<double, double>> pts;  // (normalized bin centre, Fisher)
   for (int64_t ch = 0; ch < C; ++ch) {
@@ -202,23 +210,29 @@ TEST(MethodsFit, KeyCodebookIsBruteForceWeightedKMeans) {
   EXPECT_EQ(q.key_params(0).hi[0], static_cast<float>(kd.max.values[0]));
 }
 
-TEST(MethodsFit, ValueCodebookIsBruteForceWeightedKMeansAndQNormCorrectsIt) {
-  const calib::CalibData c = make_calib(1, 1, 8, 6, /*key_bins=*/8, /*value_bins=*/16, 5);
-  const calib::LayerData& l = c.layers[0];
-  std::vector<std::pair<double, double>> pts;
-  std::vector<double> xs, counts;
-  for (int b = 0; b < 16; ++b) {
-    const double x = -1 + (b + 0.5) * 2.0 / 16;
-    if (l.normalized_fisher.values[b] > 0) pts.push_back({x, l.normalized_fisher.values[b]});  // fraction 0
-    if (l.normalized_count.values[b] > 0 || l.normalized_fisher.values[b] > 0) {
+// Fraction-0 histogram points of one vector kind: (x, fisher) with fisher > 0, and every
+// occupied bin's x and count.
+void value_points(const calib::VectorData& v, int bins, std::vector<std::pair<double, double>>& pts,
+                  std::vector<double>& xs, std::vector<double>& counts) {
+  for (int b = 0; b < bins; ++b) {
+    const double x = -1 + (b + 0.5) * 2.0 / bins;
+    if (v.normalized_fisher.values[b] > 0) pts.push_back({x, v.normalized_fisher.values[b]});
+    if (v.normalized_count.values[b] > 0 || v.normalized_fisher.values[b] > 0) {
       xs.push_back(x);
-      counts.push_back(l.normalized_count.values[b]);
+      counts.push_back(v.normalized_count.values[b]);
     }
   }
+}
+
+TEST(MethodsFit, ValueCodebookIsBruteForceWeightedKMeansAndQNormCorrectsIt) {
+  const calib::CalibData c = make_calib(1, 2, 8, 6, /*key_bins=*/8, /*value_bins=*/16, 5);
+  std::vector<std::pair<double, double>> pts;
+  std::vector<double> xs, counts;
+  value_points(c.layers[0].value_token, 16, pts, xs, counts);
   ASSERT_GT(pts.size(), 4u);
   const std::vector<double> expected = brute_force_kmeans(pts, 4);
-  const Quantizer plain = fit(parse_method("nuq2-noqnorm"), &c);
-  const Quantizer qn = fit(parse_method("nuq2"), &c);
+  const Quantizer plain = fit(parse_method("nuq2"), &c);
+  const Quantizer qn = fit(parse_method("nuq2-qnorm"), &c);
   const std::vector<float>& enc = qn.value_params(0).levels_encode;
   for (int j = 0; j < 4; ++j) {
     EXPECT_EQ(plain.value_params(0).levels_encode[j], static_cast<float>(expected[j])) << j;
@@ -229,6 +243,15 @@ TEST(MethodsFit, ValueCodebookIsBruteForceWeightedKMeansAndQNormCorrectsIt) {
   for (int j = 0; j < 4; ++j) EXPECT_EQ(qn.value_params(0).levels_decode[j], static_cast<float>(r.levels[j])) << j;
   EXPECT_NE(qn.value_params(0).levels_decode, enc);
   EXPECT_EQ(plain.value_params(0).levels_decode, plain.value_params(0).levels_encode);
+  // -vhead fits the histograms of vectors of one KV head.
+  std::vector<std::pair<double, double>> head_pts;
+  std::vector<double> head_xs, head_counts;
+  value_points(c.layers[0].value_head, 16, head_pts, head_xs, head_counts);
+  ASSERT_GT(head_pts.size(), 4u);
+  const std::vector<double> head_expected = brute_force_kmeans(head_pts, 4);
+  const Quantizer head = fit(parse_method("nuq2-vhead"), &c);
+  for (int j = 0; j < 4; ++j) EXPECT_EQ(head.value_params(0).levels_encode[j], static_cast<float>(head_expected[j])) << j;
+  EXPECT_NE(head.value_params(0).levels_encode, plain.value_params(0).levels_encode);
 }
 
 TEST(MethodsFit, KeyRangesAreTheThresholdsAtTheFraction) {

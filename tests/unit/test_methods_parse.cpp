@@ -36,7 +36,8 @@ TEST(MethodParse, CanonicalNamesRoundTrip) {
       {"nuq2-1%-sink", "nuq2-1%-sink"},
       {"nuq2-1%-sink1", "nuq2-1%-sink"},
       {"nuq2-sink4-1%", "nuq2-1%-sink4"},
-      {"nuq3-noqnorm-1%", "nuq3-1%-noqnorm"},
+      {"nuq3-qnorm-1%", "nuq3-1%-qnorm"},
+      {"nuq3-qnorm-vhead-1%-sink", "nuq3-1%-sink-vhead-qnorm"},
       {"nuq3-post-1%", "nuq3-1%-post"},
       {"kivi2", "kivi2-g32-r128"},
       {"kivi4", "kivi4-g32-r128"},
@@ -55,13 +56,16 @@ TEST(MethodParse, CanonicalNamesRoundTrip) {
 }
 
 TEST(MethodParse, Fields) {
-  const MethodSpec n = parse_method("nuq3-1%-sink-noqnorm-post");
+  const MethodSpec n = parse_method("nuq3-1%-sink-vhead-post");
   EXPECT_EQ(n.kind, MethodKind::kNuq);
   EXPECT_EQ(n.key_bits, 3);
   EXPECT_EQ(n.value_bits, 3);
   EXPECT_DOUBLE_EQ(n.outlier_fraction(), 0.01);
   EXPECT_EQ(n.n_sink, 1);
   EXPECT_FALSE(n.qnorm);
+  EXPECT_TRUE(n.value_per_head);
+  EXPECT_TRUE(parse_method("nuq2-qnorm").qnorm);
+  EXPECT_FALSE(parse_method("nuq2").value_per_head);
   EXPECT_TRUE(n.post_rope);
   EXPECT_TRUE(n.needs_calib());
   EXPECT_EQ(n.window_kind(), WindowKind::kNone);
@@ -125,6 +129,8 @@ TEST(MethodParse, BadStringsExactMessages) {
       {"nuq3-100%", "method 'nuq3-100%': outliers: expected 0 <= P < 100 percent, found 100%"},
       {"nuq3-x%", "method 'nuq3-x%': unknown option 'x%' for nuq3"},
       {"nuq3-post-post", "method 'nuq3-post-post': 'post' given twice"},
+      {"nuq3-vhead-vhead", "method 'nuq3-vhead-vhead': 'vhead' repeats the vhead option"},
+      {"nuq3-noqnorm", "method 'nuq3-noqnorm': unknown option 'noqnorm' for nuq3"},
       {"kivi2-g32-r100", "method 'kivi2-g32-r100': residual: expected a multiple of the group size 32, found 100"},
       {"kivi9", "method 'kivi9': kivi bits: expected 1..8, found 9"},
       {"skvq-k2-v2-g128", "method 'skvq-k2-v2-g128': skvq needs -wN"},

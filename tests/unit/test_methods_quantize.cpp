@@ -113,7 +113,7 @@ void expect_torch_matches_reference(const Quantizer& q, const at::Tensor& x, con
 const std::vector<std::string> kMethods = {
     "fp16", "fp8-e4m3", "fp8-e5m2", "int1", "int2", "int3-token", "int4", "int8", "int4-channel", "int3-g8",
     "int3-g5", "int2-g64", "kivi2-g8-r16", "kivi4", "kivi2-g5-r10", "skvq-k2-v3-g8-w4", "skvq-k4-v2-g5-w4-s0",
-    "skvq-k3-v3-g128-w128", "nuq2", "nuq3-1%", "nuq4-5%", "nuq2-1%-noqnorm", "nuq3-0.5%-sink-post"};
+    "skvq-k3-v3-g128-w128", "nuq2", "nuq3-1%", "nuq4-5%", "nuq2-1%-vhead", "nuq3-qnorm", "nuq4-1%-vhead-qnorm", "nuq3-0.5%-sink-post"};
 
 TEST(MethodsQuantize, TorchEqualsReferenceOnRandomInputs) {
   for (const std::string& method : kMethods) {
@@ -188,8 +188,9 @@ TEST(MethodsQuantize, IntTokenIsTheReadmeFormulaLiterally) {
 TEST(MethodsQuantize, NuqWithoutQNormIsKvFormatsReference) {
   const int64_t h = 2, d = 16, C = h * d;
   const at::Tensor x = awkward_input(2, 23, h, d, 11);
-  for (const std::string method : {"nuq3-noqnorm", "nuq2-1%-noqnorm", "nuq4-5%-noqnorm"}) {
+  for (const std::string method : {"nuq3", "nuq2-1%", "nuq4-5%", "nuq3-vhead", "nuq2-1%-vhead"}) {
     const Quantizer q = make_quantizer(method, h, d);
+    const int64_t len = q.spec().value_per_head ? d : C;  // elements per value vector
     const TensorParams& kp = q.key_params(0);
     const TensorParams& vp = q.value_params(0);
     at::Tensor keys = at::empty_like(x), values = at::empty_like(x);
@@ -199,10 +200,10 @@ TEST(MethodsQuantize, NuqWithoutQNormIsKvFormatsReference) {
                                         kp.levels_encode.data(), static_cast<int>(kp.levels_encode.size()),
                                         keys.data_ptr<float>() + c);
     }
-    for (int64_t v = 0; v < rows * h; ++v) {
-      quant::nuq_fake_quant_vector_ref(x.data_ptr<float>() + v * d, d, 1, vp.levels_encode.data(),
+    for (int64_t v = 0; v < rows * C / len; ++v) {
+      quant::nuq_fake_quant_vector_ref(x.data_ptr<float>() + v * len, len, 1, vp.levels_encode.data(),
                                        static_cast<int>(vp.levels_encode.size()), vp.outlier_fraction,
-                                       values.data_ptr<float>() + v * d);
+                                       values.data_ptr<float>() + v * len);
     }
     expect_same(q.quantize_keys(0, x), keys, method + " keys");
     expect_same(q.quantize_values(0, x), values, method + " values");
@@ -214,15 +215,20 @@ TEST(MethodsQuantize, OutliersAreRestoredExactly) {
   at::manual_seed(5);
   const at::Tensor x = at::randn({1, 40, h, d}) * 3;  // distinct values: 1 outlier per side per vector
   const Quantizer q = make_quantizer("nuq2-1%", h, d);
-  QuantCounters cv;
-  const at::Tensor v = q.quantize_values(0, x, &cv);
-  EXPECT_EQ(cv.outliers, 2 * 40 * h);  // k = ceil(0.01 * 16 / 2) = 1 per side
-  const at::Tensor flat = x.reshape({-1, d}), out = v.reshape({-1, d});
-  const at::Tensor hi_idx = flat.argmax(1), lo_idx = flat.argmin(1);
-  for (int64_t i = 0; i < flat.size(0); ++i) {
-    for (const at::Tensor* idx : {&hi_idx, &lo_idx}) {
-      const float original = flat[i][(*idx)[i].item<int64_t>()].item<float>();
-      EXPECT_EQ(out[i][(*idx)[i].item<int64_t>()].item<float>(), quant::round_to_fp16(original));
+  // Values per token (32 elements) and, with -vhead, per token and head (16): k = 1 per side.
+  for (const std::string method : {"nuq2-1%", "nuq2-1%-vhead"}) {
+    const Quantizer qv = make_quantizer(method, h, d);
+    const int64_t len = qv.spec().value_per_head ? d : h * d;
+    QuantCounters cv;
+    const at::Tensor v = qv.quantize_values(0, x, &cv);
+    EXPECT_EQ(cv.outliers, 2 * 40 * h * d / len) << method;
+    const at::Tensor flat = x.reshape({-1, len}), out = v.reshape({-1, len});
+    const at::Tensor hi_idx = flat.argmax(1), lo_idx = flat.argmin(1);
+    for (int64_t i = 0; i < flat.size(0); ++i) {
+      for (const at::Tensor* idx : {&hi_idx, &lo_idx}) {
+        const float original = flat[i][(*idx)[i].item<int64_t>()].item<float>();
+        EXPECT_EQ(out[i][(*idx)[i].item<int64_t>()].item<float>(), quant::round_to_fp16(original)) << method;
+      }
     }
   }
   QuantCounters ck;

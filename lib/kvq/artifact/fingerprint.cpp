@@ -28,7 +28,7 @@ void read_into(const Group& root, const std::string& name, T& out, Problems& pro
 
 }  // namespace
 
-int64_t require_schema(const Group& root, const std::string& kind, int64_t max_version) {
+int64_t require_schema(const Group& root, const std::string& kind, int64_t min_version, int64_t max_version) {
   if (!root.has_attr("schema")) {
     fail("{}: no schema attribute: not a kvq artifact (expected {}/{})", root.where(), kind, max_version);
   }
@@ -50,6 +50,10 @@ int64_t require_schema(const Group& root, const std::string& kind, int64_t max_v
   if (version > max_version) {
     fail("{}: schema {} is newer than this kvq reads ({}/{}); upgrade kvq", root.where(), schema,
          kind, max_version);
+  }
+  if (version < min_version) {
+    fail("{}: schema {} is older than this kvq reads ({}/{}); make it again with this kvq", root.where(), schema,
+         kind, min_version);
   }
   return version;
 }

@@ -13,9 +13,9 @@
 namespace kvq::artifact {
 
 // Checks the root attribute "schema" is "<kind>/<version>" with this kind and a version this
-// build reads (1..max_version); a newer version gets a hint to upgrade kvq, another kind names
-// what the file is. Returns the version.
-int64_t require_schema(const Group& root, const std::string& kind, int64_t max_version);
+// build reads (min_version..max_version); a newer version gets a hint to upgrade kvq, an older
+// one to make the file again, another kind names what the file is. Returns the version.
+int64_t require_schema(const Group& root, const std::string& kind, int64_t min_version, int64_t max_version);
 
 struct ModelFingerprint {
   std::string source;  // the path it was loaded from, for messages only (not compared)

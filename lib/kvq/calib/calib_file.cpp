@@ -1,6 +1,7 @@
 #include "kvq/calib/calib_file.h"
 
 #include <cmath>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -103,6 +104,32 @@ ChannelData read_channels(const Group& g, int64_t channels, int64_t bins, int64_
   return d;
 }
 
+void write_vectors(const Group& g, const VectorStats& v, int64_t vector_length) {
+  g.set_int_attr("vector_length", vector_length);
+  put<double>(g, "normalized_count", v.count);
+  put<double>(g, "normalized_fisher", v.fisher);
+  const double vectors = static_cast<double>(v.n_vectors);
+  put<double>(g, "outlier_fraction", v.n_outliers / (vectors * static_cast<double>(vector_length)));
+  put<double>(g, "vector_range", at::stack({v.range_min, v.range_sum / vectors, v.range_max}, 1));
+}
+
+VectorData read_vectors(const Group& g, int64_t vector_length, int64_t n_fractions, int64_t bins, Problems& problems) {
+  VectorData d;
+  try {
+    const int64_t n = g.int_attr("vector_length");
+    if (n != vector_length) problems.add(g.where(), fmt::format("vector_length: expected {}, found {}", vector_length, n));
+  } catch (const Error& e) {
+    problems.add(g.where(), e.what());
+  }
+  d.normalized_count = get<double>(g, "normalized_count", {n_fractions, bins}, problems);
+  d.normalized_fisher = get<double>(g, "normalized_fisher", {n_fractions, bins}, problems);
+  check_nonnegative(problems, g.where("normalized_count"), d.normalized_count.values);
+  check_nonnegative(problems, g.where("normalized_fisher"), d.normalized_fisher.values);
+  d.outlier_fraction = get<double>(g, "outlier_fraction", {n_fractions}, problems);
+  d.vector_range = get<double>(g, "vector_range", {n_fractions, 3}, problems);
+  return d;
+}
+
 }  // namespace
 
 void write_calib(const std::string& path, const CalibResult& r,
@@ -134,13 +161,8 @@ void write_calib(const std::string& path, const CalibResult& r,
       write_channels(layer.create_group("key_post"), l.key_post, r.options.fractions);
       const Group value = layer.create_group("value");
       write_channels(value, l.value, r.options.fractions);
-      const VectorStats& v = l.value_vectors;
-      put<double>(value, "normalized_count", v.count);
-      put<double>(value, "normalized_fisher", v.fisher);
-      const double elements = static_cast<double>(v.n_vectors) * static_cast<double>(model.head_dim);
-      put<double>(value, "outlier_fraction", v.n_outliers / elements);
-      put<double>(value, "vector_range",
-                  at::stack({v.range_min, v.range_sum / static_cast<double>(v.n_vectors), v.range_max}, 1));
+      write_vectors(value.create_group("token"), l.value_tokens, model.n_kv_heads * model.head_dim);
+      write_vectors(value.create_group("head"), l.value_heads, model.head_dim);
       const Group samples = layer.create_group("samples");
       const int64_t s = l.sample.size();
       std::vector<int64_t> positions(l.sample.positions.begin(), l.sample.positions.begin() + s);
@@ -161,7 +183,7 @@ CalibData check_calib(const artifact::File& file, Problems& problems) {
   CalibData d;
   d.path = file.path();
   const Group root = file.root();
-  artifact::require_schema(root, kCalibSchema, kCalibVersion);
+  artifact::require_schema(root, kCalibSchema, kCalibVersion, kCalibVersion);
   d.model = artifact::read_model_fingerprint(root, problems);
   d.data = artifact::read_data_fingerprint(root, problems);
   try {
@@ -202,12 +224,14 @@ CalibData check_calib(const artifact::File& file, Problems& problems) {
     }
     if (layer.exists("value")) {
       const Group value = layer.open_group("value");
-      l.normalized_count = get<double>(value, "normalized_count", {n_f, d.value_bins}, problems);
-      l.normalized_fisher = get<double>(value, "normalized_fisher", {n_f, d.value_bins}, problems);
-      check_nonnegative(problems, value.where("normalized_count"), l.normalized_count.values);
-      check_nonnegative(problems, value.where("normalized_fisher"), l.normalized_fisher.values);
-      l.outlier_fraction = get<double>(value, "outlier_fraction", {n_f}, problems);
-      l.vector_range = get<double>(value, "vector_range", {n_f, 3}, problems);
+      for (auto [kind, into, length] : {std::tuple{"token", &l.value_token, channels},
+                                        std::tuple{"head", &l.value_head, d.model.head_dim}}) {
+        if (!value.exists(kind)) {
+          problems.add(value.where(kind), "missing group");
+          continue;
+        }
+        *into = read_vectors(value.open_group(kind), length, n_f, d.value_bins, problems);
+      }
     }
     if (!layer.exists("samples")) {
       problems.add(layer.where("samples"), "missing group");

@@ -1,4 +1,4 @@
-// calib.h5, schema kvq.calib/1 (schemas/calib-1.md): what kvq calibrate writes and kvq fit reads.
+// calib.h5, schema kvq.calib/2 (schemas/calib-2.md): what kvq calibrate writes and kvq fit reads.
 // The writer goes through a temporary file and a rename; the reader checks the schema and
 // version, every dataset's dtype and shape against the model fingerprint, finiteness and value
 // ranges, and reports each problem with the file and the path inside it.
@@ -16,7 +16,7 @@
 namespace kvq::calib {
 
 inline constexpr const char* kCalibSchema = "kvq.calib";
-inline constexpr int64_t kCalibVersion = 1;
+inline constexpr int64_t kCalibVersion = 2;  // 2: value histograms per token and per (token, KV head)
 
 struct RunInfo {  // how the artifact was made; root attributes, not compared by readers
   std::string device, dtype, created;  // created: UTC ISO 8601
@@ -34,11 +34,17 @@ struct ChannelData {
   artifact::Array<double> thresholds;                        // [F, 2, C]: lo, hi per fraction
 };
 
-struct LayerData {
-  ChannelData key, key_post, value;
+// Values normalized per vector (kv_format.h) at each calibrated outlier fraction.
+struct VectorData {
   artifact::Array<double> normalized_count, normalized_fisher;  // [F, value_bins] on [-1, 1]
   artifact::Array<double> outlier_fraction;                     // [F], measured
-  artifact::Array<double> vector_range;                         // [F, 3]: min, mean, max
+  artifact::Array<double> vector_range;                         // [F, 3]: min, mean, max of hi - lo
+};
+
+struct LayerData {
+  ChannelData key, key_post, value;
+  VectorData value_token;  // vectors of whole tokens (nuq values)
+  VectorData value_head;   // vectors of one token of one KV head (nuq -vhead)
   artifact::Array<int64_t> sample_positions;                    // [S]
   artifact::Array<float> sample_key, sample_value, sample_key_fisher, sample_value_fisher;  // [S, C]
 };

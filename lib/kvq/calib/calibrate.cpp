@@ -101,6 +101,7 @@ CalibResult calibrate(const model::LlamaModel& model, const std::vector<int32_t>
   for (int64_t i = 0; i < c.n_layers; ++i) {
     r.layers.push_back(LayerCalib{ChannelStats(channels, o.key_bins, dev), ChannelStats(channels, o.key_bins, dev),
                                   ChannelStats(channels, o.key_bins, dev),
+                                  VectorStats(o.fractions, channels, o.value_bins, dev),
                                   VectorStats(o.fractions, c.head_dim, o.value_bins, dev),
                                   TokenSample(sample_cap, o.seed + 0x9e3779b97f4a7c15ull * (i + 1))});
   }
@@ -134,7 +135,8 @@ CalibResult calibrate(const model::LlamaModel& model, const std::vector<int32_t>
         l.key.accumulate(g.k[i], fk);
         l.key_post.accumulate(rope_rows(model, g.k[i]), rope_rows(model, g.k_grad[i]).square());
         l.value.accumulate(g.v[i], fv);
-        l.value_vectors.accumulate(g.v[i], fv);
+        l.value_tokens.accumulate(g.v[i], fv);
+        l.value_heads.accumulate(g.v[i], fv);
         l.sample.offer(g.k[i], g.v[i], fk, fv, 0);
       }
       progress.advance(w.length);
@@ -147,8 +149,10 @@ CalibResult calibrate(const model::LlamaModel& model, const std::vector<int32_t>
       s->fisher_sum.div_(n);
       s->to_cpu();
     }
-    l.value_vectors.fisher.div_(n);
-    l.value_vectors.to_cpu();
+    for (VectorStats* v : {&l.value_tokens, &l.value_heads}) {
+      v->fisher.div_(n);
+      v->to_cpu();
+    }
   }
   r.mean_loss = loss_sum / n;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

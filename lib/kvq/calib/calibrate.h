@@ -30,7 +30,9 @@ struct CalibOptions {
 
 struct LayerCalib {
   ChannelStats key, key_post, value;  // per channel; key_post is RoPE'd keys with rotated Fisher
-  VectorStats value_vectors;          // per-token normalized values, per fraction
+  // Normalized values per fraction: per token over all KV heads (nuq), per token and KV head
+  // (nuq -vhead).
+  VectorStats value_tokens, value_heads;
   TokenSample sample;
 };
 

@@ -117,11 +117,11 @@ at::Tensor channel_thresholds(const ChannelStats& s, double fraction) {
   return out;
 }
 
-VectorStats::VectorStats(std::vector<double> fractions, int64_t head_dim, int64_t n_bins,
+VectorStats::VectorStats(std::vector<double> fractions, int64_t vector_length, int64_t n_bins,
                          at::Device device)
-    : fractions_(std::move(fractions)), head_dim_(head_dim), n_bins_(n_bins) {
+    : fractions_(std::move(fractions)), vector_length_(vector_length), n_bins_(n_bins) {
   const int64_t n_f = static_cast<int64_t>(fractions_.size());
-  for (double f : fractions_) quant::outliers_per_side(head_dim_, f);  // validates f early
+  for (double f : fractions_) quant::outliers_per_side(vector_length_, f);  // validates f early
   count = at::zeros({n_f, n_bins}, f64(device));
   fisher = at::zeros({n_f, n_bins}, f64(device));
   n_outliers = at::zeros({n_f}, f64(device));
@@ -131,16 +131,16 @@ VectorStats::VectorStats(std::vector<double> fractions, int64_t head_dim, int64_
 }
 
 void VectorStats::accumulate(const at::Tensor& x, const at::Tensor& fisher_in) {
-  KVQ_CHECK(x.dim() == 2 && x.size(1) % head_dim_ == 0 && fisher_in.sizes() == x.sizes(),
+  KVQ_CHECK(x.dim() == 2 && x.size(1) % vector_length_ == 0 && fisher_in.sizes() == x.sizes(),
             "x [{}]", fmt::join(x.sizes(), ", "));
   // Float, as kv_format.h's reference computes the per-vector offset and scale.
-  const at::Tensor xv = x.to(at::kFloat).reshape({-1, head_dim_});
-  const at::Tensor fv = fisher_in.to(at::kDouble).reshape({-1, head_dim_});
+  const at::Tensor xv = x.to(at::kFloat).reshape({-1, vector_length_});
+  const at::Tensor fv = fisher_in.to(at::kDouble).reshape({-1, vector_length_});
   const at::Tensor sorted = std::get<0>(xv.sort(-1));
   for (size_t i = 0; i < fractions_.size(); ++i) {
-    const int64_t k = quant::outliers_per_side(head_dim_, fractions_[i]);
+    const int64_t k = quant::outliers_per_side(vector_length_, fractions_[i]);
     const at::Tensor lo = sorted.select(-1, k).unsqueeze(-1);
-    const at::Tensor hi = sorted.select(-1, head_dim_ - 1 - k).unsqueeze(-1);
+    const at::Tensor hi = sorted.select(-1, vector_length_ - 1 - k).unsqueeze(-1);
     const at::Tensor offset = ((lo + hi) * 0.5f).to(at::kHalf).to(at::kFloat);
     const at::Tensor scale = ((hi - lo) * 0.5f).to(at::kHalf).to(at::kFloat);
     const at::Tensor dense = (xv >= lo) & (xv <= hi);

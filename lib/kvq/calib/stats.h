@@ -1,6 +1,6 @@
 // Streaming calibration statistics for one layer's Keys or Values, in memory fixed by the
 // model's shape and the bin counts, never by the number of calibration tokens
-// (schemas/calib-1.md documents each quantity and its error bound).
+// (schemas/calib-2.md documents each quantity and its error bound).
 //
 //   ChannelStats   per channel: exact min/max (from a first, forward-only pass), count and
 //                  Fisher-weighted histograms on [min, max], sums for mean/std, total Fisher.
@@ -56,10 +56,11 @@ at::Tensor channel_thresholds(const ChannelStats& s, double fraction);
 
 class VectorStats {
  public:
-  VectorStats(std::vector<double> fractions, int64_t head_dim, int64_t n_bins, at::Device device);
+  VectorStats(std::vector<double> fractions, int64_t vector_length, int64_t n_bins, at::Device device);
 
-  // x, fisher: [t, n_kv_heads * head_dim]; each (token, head) vector of head_dim elements is
-  // normalized as kv_format.h defines for every fraction.
+  // x, fisher: [t, n_kv_heads * head_dim]; each vector of `vector_length` consecutive
+  // elements (a whole token, or one token of one KV head) is normalized as kv_format.h defines
+  // for every fraction.
   void accumulate(const at::Tensor& x, const at::Tensor& fisher);
 
   const std::vector<double>& fractions() const { return fractions_; }
@@ -72,7 +73,7 @@ class VectorStats {
 
  private:
   std::vector<double> fractions_;
-  int64_t head_dim_, n_bins_;
+  int64_t vector_length_, n_bins_;
 };
 
 class TokenSample {

@@ -17,7 +17,7 @@ double param_bits(const MethodSpec& s, bool key, int64_t h, int64_t d, int64_t n
     case MethodKind::kFp8:
       return 0.0;
     case MethodKind::kNuq:
-      return key ? 64.0 * channels : 32.0 * nq * h;
+      return key ? 64.0 * channels : 32.0 * nq * (s.value_per_head ? h : 1);  // fp16 offset, scale per vector
     case MethodKind::kSkvq:
       return 32.0 * nq * ceil_div(channels, s.group);
     case MethodKind::kInt:
@@ -54,11 +54,12 @@ BitsBreakdown tensor_bits(const Quantizer& q, bool key, int64_t layer, int64_t n
   return r;
 }
 
-double nominal_outlier_rate(const Quantizer& q, bool key, int64_t layer, int64_t head_dim) {
+double nominal_outlier_rate(const Quantizer& q, bool key, int64_t layer, int64_t n_kv_heads, int64_t head_dim) {
   if (q.spec().kind != MethodKind::kNuq) return 0.0;
   const double f = key ? q.key_params(layer).outlier_fraction : q.value_params(layer).outlier_fraction;
   if (key) return f;
-  return 2.0 * static_cast<double>(quant::outliers_per_side(head_dim, f)) / static_cast<double>(head_dim);
+  const int64_t n = q.spec().value_per_head ? head_dim : n_kv_heads * head_dim;  // elements per vector
+  return 2.0 * static_cast<double>(quant::outliers_per_side(n, f)) / static_cast<double>(n);
 }
 
 BitsBreakdown cache_bits(const Quantizer& q, int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int64_t n_tokens,
@@ -72,7 +73,7 @@ BitsBreakdown cache_bits(const Quantizer& q, int64_t n_layers, int64_t n_kv_head
     for (const bool key : {true, false}) {
       const QuantCounters& c = key ? keys : values;
       const double rate = c.elements > 0 ? static_cast<double>(c.outliers) / static_cast<double>(c.elements)
-                                         : nominal_outlier_rate(q, key, i, head_dim);
+                                         : nominal_outlier_rate(q, key, i, n_kv_heads, head_dim);
       const BitsBreakdown b = tensor_bits(q, key, i, n_kv_heads, head_dim, n_tokens, rate);
       sum.codes += b.codes;
       sum.params += b.params;

@@ -1,5 +1,5 @@
 // Storage accounting: bits per cached element of a method, as the compressed cache would hold
-// a layer's keys or values for a context of n tokens (schemas/quant-1.md, "Bits per element").
+// a layer's keys or values for a context of n tokens (schemas/quant-2.md, "Bits per element").
 //
 //   fp16 tokens   n16 = spec.fp16_tokens(n) (sinks + recent window or residual): 16 bits each;
 //                 the other nq = n - n16 tokens are quantized.
@@ -32,8 +32,9 @@ BitsBreakdown tensor_bits(const Quantizer& q, bool key, int64_t layer, int64_t n
                           int64_t n_tokens, double outlier_rate);
 
 // The expected outlier rate before measuring: keys the calibrated fraction f, values
-// 2 outliers_per_side(head_dim, f) / head_dim; 0 for every method without outliers.
-double nominal_outlier_rate(const Quantizer& q, bool key, int64_t layer, int64_t head_dim);
+// 2 outliers_per_side(n, f) / n with n the elements of a value vector (n_kv_heads * head_dim,
+// or head_dim with -vhead); 0 for every method without outliers.
+double nominal_outlier_rate(const Quantizer& q, bool key, int64_t layer, int64_t n_kv_heads, int64_t head_dim);
 
 // The whole cache: the mean over n_layers of keys and values (every layer holds as many keys as
 // values). Outlier rates from the counters where they saw elements, else nominal.

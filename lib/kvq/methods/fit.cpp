@@ -35,7 +35,7 @@ std::vector<LayerErrors> nuq_error_estimates(const MethodSpec& base, const calib
     std::vector<float> lo, hi;
     detail::key_range(calib, keys, fi, lo, hi);
     const detail::Pooled pk = detail::pool_keys(calib, keys, lo, hi, options.key_grid_bins);
-    const detail::Pooled pv = detail::pool_values(calib, l, fi);
+    const detail::Pooled pv = detail::pool_values(calib, l, base, fi);
     const std::string where = fmt::format("{}:/layers/{}", calib.path, i);
     for (int b = 2; b <= 4; ++b) {
       errors[i].key[b - 2] = detail::fit_levels(pk, b, base.qnorm, where + "/key").error;

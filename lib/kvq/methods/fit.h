@@ -1,11 +1,12 @@
-// Fitting a method from calibration statistics (calib.h5, schemas/calib-1.md) into a Quantizer.
+// Fitting a method from calibration statistics (calib.h5, schemas/calib-2.md) into a Quantizer.
 //
 //   nuqB      per layer, keys (pre-RoPE, or the key_post statistics with -post): per-channel
 //             dense range [lo, hi] = calib thresholds at the method's outlier fraction; each
 //             channel's histogram bin centres re-expressed as (x - offset_c) / scale_c, those in
 //             [-1, 1] pooled over channels onto a grid of key_grid_bins bins with their Fisher
 //             weights, then exact weighted k-means (quant/kmeans.h) for 2^B levels. Values: the
-//             same on calib's per-token-normalized Fisher histogram at that fraction. Q-Norm
+//             same on calib's normalized Fisher histogram of the method's value vectors (whole
+//             tokens; tokens of one KV head with -vhead) at that fraction. With -qnorm, Q-Norm
 //             (quant/qnorm.h) on the count histograms gives the decode levels. A layer whose
 //             Fisher histogram is all zero falls back to count weights.
 //   skvq      per layer and separately for K and V: channels ordered by calibrated range width

@@ -24,9 +24,10 @@ size_t fraction_index(const calib::CalibData& calib, const MethodSpec& spec);
 // Keys of one layer normalized by per-channel [lo, hi] (float, as the runtime uses them).
 Pooled pool_keys(const calib::CalibData& calib, const calib::ChannelData& keys, const std::vector<float>& lo,
                  const std::vector<float>& hi, int64_t grid_bins);
-// Values of one layer from the per-token-normalized histograms at fraction index fi; the error
-// weight uses the mean per-vector scale (vector_range mean / 2).
-Pooled pool_values(const calib::CalibData& calib, const calib::LayerData& layer, size_t fi);
+// Values of one layer from the normalized histograms of the method's value vectors (whole
+// tokens, or tokens of one KV head with -vhead) at fraction index fi; the error weight uses the
+// mean per-vector scale (vector_range mean / 2).
+Pooled pool_values(const calib::CalibData& calib, const calib::LayerData& layer, const MethodSpec& spec, size_t fi);
 
 struct Levels {
   std::vector<float> encode, decode;

@@ -17,7 +17,7 @@ namespace {
 
 constexpr const char* kForms =
     "fp16, fp8-e4m3, fp8-e5m2, intB[-token|-channel|-gG] (B 1..8), "
-    "nuqB[-P%][-sink[N]][-noqnorm] (B 2..4), kiviB[-gG][-rR] (B 1..8), "
+    "nuqB[-P%][-sink[N]][-vhead][-qnorm] (B 2..4), kiviB[-gG][-rR] (B 1..8), "
     "skvq-kB-vB-gG-wW[-sS]; each may end in -post";
 
 [[noreturn]] void bad(const std::string& text, const std::string& what) {
@@ -153,9 +153,12 @@ MethodSpec parse_method(const std::string& text) {
       } else if (t == "sink" || is_number_after(t, "sink")) {
         once("sink", t);
         s.n_sink = t == "sink" ? 1 : number_after(t, "sink");
-      } else if (t == "noqnorm") {
-        once("noqnorm", t);
-        s.qnorm = false;
+      } else if (t == "vhead") {
+        once("vhead", t);
+        s.value_per_head = true;
+      } else if (t == "qnorm") {
+        once("qnorm", t);
+        s.qnorm = true;
       } else {
         unknown(t);
       }
@@ -228,7 +231,8 @@ std::string MethodSpec::name() const {
       if (outlier_percent > 0) n += "-" + percent_string(outlier_percent);
       if (n_sink == 1) n += "-sink";
       if (n_sink > 1) n += fmt::format("-sink{}", n_sink);
-      if (!qnorm) n += "-noqnorm";
+      if (value_per_head) n += "-vhead";
+      if (qnorm) n += "-qnorm";
       break;
     case MethodKind::kKivi:
       n = fmt::format("kivi{}-g{}-r{}", key_bits, group, window);
@@ -272,6 +276,7 @@ bool MethodSpec::operator==(const MethodSpec& o) const {
   return kind == o.kind && key_bits == o.key_bits && value_bits == o.value_bits &&
          granularity == o.granularity && group == o.group && window == o.window &&
          n_sink == o.n_sink && outlier_percent == o.outlier_percent && qnorm == o.qnorm &&
+         value_per_head == o.value_per_head &&
          fp8 == o.fp8 && post_rope == o.post_rope;
 }
 

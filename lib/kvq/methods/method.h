@@ -11,11 +11,14 @@
 //   intB-channel               keys per channel over groups of 128 tokens starting at t = 0
 //                              (KIVI's key grouping without its residual); values per token
 //   intB-gG                    keys and values per token in groups of G channels within a head
-//   nuqB[-P%][-sink[N]][-noqnorm]
+//   nuqB[-P%][-sink[N]][-vhead][-qnorm]
 //                              KVQuant, B in 2..4: keys per channel with offline ranges, values
-//                              per token; P% dense-and-sparse outliers (a fraction calib.h5
-//                              holds); -sink keeps the first N tokens (default 1) in fp16;
-//                              -noqnorm turns Q-Norm off
+//                              per token (over all KV heads, as the paper); P% dense-and-sparse
+//                              outliers (a fraction calib.h5 holds); -sink keeps the first N
+//                              tokens (default 1) in fp16; -vhead normalizes values per token
+//                              and KV head instead (the CUDA runtime's format, kernels/);
+//                              -qnorm turns Q-Norm on (off by default: on the shared models it
+//                              costs perplexity at every width, README)
 //   kiviB[-gG][-rR]            KIVI, B in 1..8, G = 32, R = 128 by default (R a multiple of G)
 //   skvq-kB-vB-gG-wW[-sS]      SKVQ: key/value bits, channel group size, fp16 window of the W most
 //                              recent tokens, S sink tokens in fp16 (default 5)
@@ -46,7 +49,8 @@ struct MethodSpec {
   int64_t window = 0;  // kKivi: R; kSkvq: W; else 0
   int64_t n_sink = 0;  // first tokens kept in fp16 (nuq -sink, skvq -s)
   double outlier_percent = 0.0;  // nuq: P of -P%
-  bool qnorm = true;             // nuq
+  bool qnorm = false;            // nuq: Q-Norm decode levels
+  bool value_per_head = false;   // nuq: a value vector is one token of one KV head (-vhead)
   Fp8Format fp8 = Fp8Format::kE4M3;
   bool post_rope = false;
 

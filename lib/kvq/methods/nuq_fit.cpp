@@ -86,11 +86,12 @@ Pooled pool_keys(const calib::CalibData& calib, const calib::ChannelData& keys, 
   return p;
 }
 
-Pooled pool_values(const calib::CalibData& calib, const calib::LayerData& layer, size_t fi) {
+Pooled pool_values(const calib::CalibData& calib, const calib::LayerData& layer, const MethodSpec& spec, size_t fi) {
+  const calib::VectorData& v = spec.value_per_head ? layer.value_head : layer.value_token;
   const int64_t bins = calib.value_bins;
-  const double* nf = layer.normalized_fisher.values.data() + fi * bins;
-  const double* nc = layer.normalized_count.values.data() + fi * bins;
-  const double scale = layer.vector_range.values[fi * 3 + 1] / 2.0;  // mean per-vector (hi - lo) / 2
+  const double* nf = v.normalized_fisher.values.data() + fi * bins;
+  const double* nc = v.normalized_count.values.data() + fi * bins;
+  const double scale = v.vector_range.values[fi * 3 + 1] / 2.0;  // mean per-vector (hi - lo) / 2
   Pooled p;
   for (int64_t b = 0; b < bins; ++b) {
     if (nc[b] == 0.0 && nf[b] == 0.0) continue;
@@ -149,7 +150,7 @@ LayerParams fit_nuq_layer(const MethodSpec& spec, const calib::CalibData& calib,
   p.key.fisher_error = lk.error;
   p.value.bits = bits.value;
   p.value.outlier_fraction = calib.fractions[fi];
-  const Levels lv = fit_levels(pool_values(calib, l, fi), bits.value, spec.qnorm, layer_where(calib, layer, "value"));
+  const Levels lv = fit_levels(pool_values(calib, l, spec, fi), bits.value, spec.qnorm, layer_where(calib, layer, "value"));
   p.value.levels_encode = lv.encode;
   p.value.levels_decode = lv.decode;
   p.value.fisher_error = lv.error;

@@ -1,5 +1,5 @@
-// kvq.quant/1 writer and validating reader (contract in quant_file.h, layout in
-// schemas/quant-1.md).
+// kvq.quant/2 writer and validating reader (contract in quant_file.h, layout in
+// schemas/quant-2.md).
 #include "kvq/methods/quant_file.h"
 
 #include <cmath>
@@ -219,7 +219,7 @@ void write_quant(const std::string& path, const Quantizer& q, const std::string&
 
 Quantizer check_quant(const artifact::File& file, Problems& problems) {
   const Group root = file.root();
-  artifact::require_schema(root, kQuantSchema, kQuantVersion);
+  artifact::require_schema(root, kQuantSchema, kQuantVersion, kQuantVersion);
   std::string method;
   if (!attr(root, "method", method, problems, &Group::string_attr)) return {};
   MethodSpec spec;

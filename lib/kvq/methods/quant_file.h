@@ -1,4 +1,4 @@
-// quant.h5, schema kvq.quant/1 (schemas/quant-1.md): what kvq fit writes and kvq eval, kvq
+// quant.h5, schema kvq.quant/2 (schemas/quant-2.md): what kvq fit writes and kvq eval, kvq
 // inspect and the runtime read. Written to a temporary file and renamed; the reader checks the
 // schema and version, the method string, the fingerprints, and every per-layer attribute and
 // dataset (dtype, shape, finiteness, ascending levels, permutations, ranges), reporting each
@@ -15,7 +15,7 @@
 namespace kvq::methods {
 
 inline constexpr const char* kQuantSchema = "kvq.quant";
-inline constexpr int64_t kQuantVersion = 1;
+inline constexpr int64_t kQuantVersion = 2;  // 2: nuq values per token unless -vhead; Q-Norm opt-in
 
 // The `granularity` attribute of a layer's key or value group, e.g. "channel", "token",
 // "token/group64", "channel/time-group128", "tensor", "token/perm-group128".

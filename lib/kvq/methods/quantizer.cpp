@@ -153,7 +153,7 @@ at::Tensor Quantizer::quantize(bool key, int64_t layer, const at::Tensor& x, Qua
       break;
     case MethodKind::kNuq:
       out = key ? detail::nuq_keys(xf.view({b * t, h * d}), p, &local)
-                : detail::nuq_values(xf.view({b * t * h, d}), p, &local);
+                : detail::nuq_values(spec_.value_per_head ? xf.view({b * t * h, d}) : xf.view({b * t, h * d}), p, &local);
       break;
   }
   if (counters) counters->add(local);

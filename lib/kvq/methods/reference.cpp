@@ -129,7 +129,8 @@ at::Tensor quantize_ref(const MethodSpec& spec, const TensorParams& p, bool key,
       skvq_ref(in, b * t, channels, p, spec.group, out);
       break;
     case MethodKind::kNuq:
-      n_outliers = key ? nuq_keys_ref(in, b * t, channels, p, out) : nuq_values_ref(in, b * t * h, d, p, out);
+      n_outliers = key ? nuq_keys_ref(in, b * t, channels, p, out) : (spec.value_per_head ? nuq_values_ref(in, b * t * h, d, p, out)
+                                                                     : nuq_values_ref(in, b * t, channels, p, out));
       break;
   }
   if (c) {
