@@ -25,7 +25,9 @@
 //      per token per lane; latency-bound instead (a chain of dependent loads per token).
 //   2: kv_attention_mma.cuh: 0.84 ms.
 //   3: v2 with splits that fill whole waves (kv_attention_splits: 128 blocks instead of 160 on
-//      132 SMs) and the launch shape cached per device. Predicted ~0.45 ms (pending measurement).
+//      132 SMs) and the launch shape cached per device. Predicted ~0.45 ms (measured 0.887 ms on an H200).
+//   4: kv_attention_mma.cuh v4: shorter dependent chains in the kernel body, same occupancy
+//      (pending measurement; bench/kernels_notes.md).
 #include "kv_attention.h"
 
 #include <algorithm>

@@ -31,6 +31,13 @@
 //   Predicted ~0.2 ms; latency-bound at 8 warps per SM (246 registers, 20 KB shared memory per
 //   warp) and two waves of blocks from the split heuristic. Next steps with predictions:
 //   bench/kernels_notes.md.
+// v4 (pending measurement): shorter chains at the same occupancy. q.K runs both tiles (hh)
+//   interleaved with two accumulators each (four independent mma chains of kKT/2), the query's
+//   A fragments go through two buffers by step parity (one __syncwarp per step instead of two),
+//   value words are read from the stage per step instead of held across the block, and the key
+//   outliers are loaded at the block's start (their lines asked of L2 one block ahead) instead of
+//   held in registers for the next block. A one-stage, 16-warps-per-SM variant is built in
+//   (kV4Wide) but off: at 128 registers it spills heavily.
 #pragma once
 
 #include <cstdint>
@@ -65,6 +72,15 @@ struct Shape {
   static_assert(4 * kNP >= D / 2, "every RoPE pair has a slot");
 };
 
+// v4: the instantiations that can run 16 warps per SM (one query row, KVQuant: <= 128
+// registers and ~11.5 KB of shared memory per warp) keep one stage of blocks in shared memory
+// and prefetch the next block into L2 instead; the others keep two stages at 8 warps per SM.
+// Off for now: at 128 registers the NQ=1 instantiations spill heavily (ptxas, D=128 B=3: 704 B
+// stores, 1184 B loads; bench/kernels_notes.md v4), so every instantiation runs 8 warps per SM.
+constexpr bool kV4Wide = false;
+__host__ __device__ constexpr bool v4_wide(int nq, bool kivi) { return kV4Wide && nq == 1 && !kivi; }
+__host__ __device__ constexpr int v4_stages(int nq, bool kivi) { return v4_wide(nq, kivi) ? 1 : 2; }
+
 template <int D, int B>
 __host__ __device__ __forceinline__ int pair_of(int r, int m) {
   using S = Shape<D, B>;
@@ -74,7 +90,7 @@ __host__ __device__ __forceinline__ int pair_of(int r, int m) {
 // Byte offsets of the dynamic shared memory, the same on host and device.
 struct Plan {
   int lut_k = 0, lut_v = 0, lev = 0, kso = 0, warp0 = 0, warp_bytes = 0;
-  int st_k = 0, st_v = 0, st_vs = 0, st_vo = 0, st_hdr = 0, st_kp = 0, stage_bytes = 0;
+  int st_k = 0, st_v = 0, st_vs = 0, st_vo = 0, st_hdr = 0, st_kp = 0, stage_bytes = 0, stages = 0;
   int a_sm = 0, delta = 0, xs = 0, corr = 0, mrow = 0, pages = 0;
 };
 
@@ -107,8 +123,9 @@ __host__ __device__ inline Plan make_plan(const KvLayout& l, int nq) {
     p.st_hdr = take(&st, 4 + 2 * l.blocks_per_page);
   }
   p.stage_bytes = st;
-  int w = 2 * st;
-  p.a_sm = take(&w, 2 * nq * 4 * S::kNP * 4);
+  p.stages = v4_stages(nq, kivi);
+  int w = p.stages * st;
+  p.a_sm = take(&w, 2 * 2 * nq * 4 * S::kNP * 4);  // [step parity][hh][nq][4][kNP]
   p.delta = take(&w, nq * S::kBT * 4);
   p.xs = take(&w, nq * S::kBT * 4);
   p.corr = take(&w, nq * D * 4);  // also the block's base phases [nq][D/2] float2
@@ -194,8 +211,38 @@ __device__ void issue_block(const KvCacheView& c, const Plan& plan, int b, int h
   cp_async_commit();
 }
 
+__device__ __forceinline__ void prefetch_l2(const void* gmem) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(gmem));
+}
+// Every 128-byte line of [p, p + bytes), addresses clamped inside the range.
+__device__ __forceinline__ void prefetch_range(const uint8_t* p, int bytes, int lane) {
+  if (bytes <= 0) return;
+  for (int i = lane; i < (bytes + 127) / 128 + 1; i += 32) prefetch_l2(p + min(128 * i, bytes - 1));
+}
+
+// v4, one stage: asks L2 for block j's lines (KVQuant only) while the warp computes the block
+// before it, so that its cp.async at the end of that block finds them there. A hint only; the
+// same addresses issue_block copies from, nothing past the split's end.
+template <int D, int B>
+__device__ void prefetch_block(const KvCacheView& c, int b, int h, int j, int* pages_sm,
+                               Cursor* cur, int lane) {
+  using S = Shape<D, B>;
+  const KvLayout& L = c.layout;
+  const int64_t u = cur->u_begin + int64_t{j} * S::kBT;
+  if (u >= cur->u_end) return;
+  const uint8_t* sec = block_section<D, B, false>(c, b, h, u, pages_sm, cur, lane);
+  const int row0 = static_cast<int>(u % L.page_size);
+  prefetch_range(sec + L.off_k_codes + int64_t{row0} * S::kWK * 4, S::kBT * S::kWK * 4, lane);
+  for (int i = lane; i < 2 * D; i += 32) {  // 32 bytes per channel: its first and last byte
+    prefetch_l2(sec + L.off_v_codes + (int64_t{i >> 1} * L.v_row_words + row0 / S::kC) * 4 + 31 * (i & 1));
+  }
+  prefetch_range(sec + L.off_v_scales + int64_t{row0} * 4, S::kBT * 4, lane);
+  prefetch_range(sec + L.off_v_out + int64_t{row0} * L.v_out_per_token * 4, S::kBT * L.v_out_per_token * 4, lane);
+}
+
 template <int D, int B, int NQ, bool kKivi>
-__global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionParams p) {
+__global__ void __launch_bounds__(256, v4_wide(NQ, kKivi) ? 2 : 1)
+kv_attention_mma_kernel(KvAttentionParams p) {
   using S = Shape<D, B>;
   extern __shared__ __align__(16) uint8_t smem[];
   const KvCacheView& c = p.cache;
@@ -269,21 +316,24 @@ __global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionPar
   }
 
   uint8_t* wsm = smem + plan.warp0 + warp * plan.warp_bytes;
-  uint32_t* a_sm = reinterpret_cast<uint32_t*>(wsm + plan.a_sm);  // [2][NQ][4][kNP] half2
+  uint32_t* a_sm = reinterpret_cast<uint32_t*>(wsm + plan.a_sm);  // [2][2][NQ][4][kNP] half2
   float* delta = reinterpret_cast<float*>(wsm + plan.delta);     // [NQ][kBT]
   float* xs = reinterpret_cast<float*>(wsm + plan.xs);           // [NQ][kBT]
   float* corr = reinterpret_cast<float*>(wsm + plan.corr);       // [NQ][D]
   float2* pb = reinterpret_cast<float2*>(wsm + plan.corr);       // [NQ][D/2], aliases corr
   float* mrow = reinterpret_cast<float*>(wsm + plan.mrow);       // [NQ]
   int* pages_sm = reinterpret_cast<int*>(wsm + plan.pages);      // [32]
-  for (int i = lane; i < 2 * NQ * 4 * S::kNP; i += 32) a_sm[i] = 0u;
+  for (int i = lane; i < 2 * 2 * NQ * 4 * S::kNP; i += 32) a_sm[i] = 0u;
   for (int i = lane; i < NQ * S::kBT; i += 32) delta[i] = 0.0f;
   __syncwarp();
 
   // Issue the first two blocks before the setup arithmetic, so their loads overlap it.
   const int n_blocks = static_cast<int>((cur.u_end - cur.u_begin + S::kBT - 1) / S::kBT);
-  issue_block<D, B, kKivi>(c, plan, b, h, 0, wsm, pages_sm, &cur, lane);
-  issue_block<D, B, kKivi>(c, plan, b, h, 1, wsm + plan.stage_bytes, pages_sm, &cur, lane);
+  constexpr int kStages = v4_stages(NQ, kKivi);  // == plan.stages
+#pragma unroll
+  for (int j = 0; j < kStages; ++j) {
+    issue_block<D, B, kKivi>(c, plan, b, h, j, wsm + j * plan.stage_bytes, pages_sm, &cur, lane);
+  }
 
   // Key-side constants: lane (gq, r) is MMA column n = gq; its tokens sit delta(n) after the
   // step's base position.
@@ -352,24 +402,17 @@ __global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionPar
   for (int cg = 0; cg < kNG; ++cg) ofs[cg] = 0.0f;
   const int ng = kKivi ? D / L.group : 1;
 
-  // Key outliers of the next block, prefetched into registers one block ahead.
+  // Key outliers: the block's first 32 * kPre entries are loaded together at its start (the
+  // next block's lines are asked of L2 one block ahead); any further ones one by one.
   constexpr int kPre = 8;
-  uint32_t kpre[kPre], kpre_next[kPre];
-  int kbeg = 0;
+  int kbeg = 0;  // the block's first entry (splits start on a page)
   const bool k_out = !kKivi && c.k_outliers;
-  if (k_out) {
-    const uint32_t* ko = reinterpret_cast<const uint32_t*>(
-        block_section<D, B, kKivi>(c, b, h, cur.u_begin, pages_sm, &cur, lane) + L.off_k_out);
-#pragma unroll
-    for (int k = 0; k < kPre; ++k) {
-      kpre[k] = lane + 32 * k < L.k_out_capacity ? ko[lane + 32 * k] : 0xFFFFFFFFu;
-    }
-  }
 
   for (int j = 0; j < n_blocks; ++j) {
-    cp_async_wait<1>();
+    cp_async_wait<kStages - 1>();
     __syncwarp();
-    const uint8_t* stage = wsm + (j & 1) * plan.stage_bytes;
+    const uint8_t* stage = wsm + (j % kStages) * plan.stage_bytes;
+    if constexpr (kStages == 1) prefetch_block<D, B>(c, b, h, j + 1, pages_sm, &cur, lane);
     const int64_t u_blk = cur.u_begin + int64_t{j} * S::kBT;
     const int64_t pi = u_blk / L.page_size;
     const int row0 = static_cast<int>(u_blk % L.page_size);
@@ -395,14 +438,17 @@ __global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionPar
       if (u_next < cur.u_end) {
         const uint32_t* ko = reinterpret_cast<const uint32_t*>(
             block_section<D, B, kKivi>(c, b, h, u_next, pages_sm, &cur, lane) + L.off_k_out);
-#pragma unroll
-        for (int k = 0; k < kPre; ++k) {
-          const int idx = kbeg_next + lane + 32 * k;
-          kpre_next[k] = idx < L.k_out_capacity ? ko[idx] : 0xFFFFFFFFu;
-        }
+        prefetch_range(reinterpret_cast<const uint8_t*>(ko + kbeg_next),
+                       4 * min(32 * kPre, L.k_out_capacity - kbeg_next), lane);
       }
       has_kout = kend > kbeg;
       if (has_kout) {
+        uint32_t kpre[kPre];
+#pragma unroll
+        for (int k = 0; k < kPre; ++k) {
+          const int idx = kbeg + lane + 32 * k;
+          kpre[k] = idx < kend ? ko_cur[idx] : 0xFFFFFFFFu;
+        }
 #pragma unroll
         for (int qi = 0; qi < NQ; ++qi) {
 #pragma unroll
@@ -438,13 +484,6 @@ __global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionPar
       kbeg = kbeg_next;
     }
 
-    // This lane's value words: channels 16 mt + gq (+8), words 2r (hh 0) and 2r + 1 (hh 1).
-    uint2 vw[S::kMT][2];
-#pragma unroll
-    for (int mt = 0; mt < S::kMT; ++mt) {
-      vw[mt][0] = *reinterpret_cast<const uint2*>(sv + (16 * mt + gq) * 8 + 2 * r);
-      vw[mt][1] = *reinterpret_cast<const uint2*>(sv + (16 * mt + gq + 8) * 8 + 2 * r);
-    }
     __half2 kb1[S::kNP], kb2[S::kNP], kbc[S::kNP];  // KIVI: this block's key constants
     if (kKivi) {
       const int gi = (row0 % L.group + 2 * S::kC * (gq >> 1)) / L.group;
@@ -462,63 +501,73 @@ __global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionPar
 
 #pragma unroll
     for (int s = 0; s < S::kSteps; ++s) {
-      // The query's phases for this step (hh = 0, 1) into the A fragments' slots.
-      __syncwarp();
+      // The query's phases for this step (hh = 0, 1) into the A fragments' slots. v4: two
+      // buffers by step parity, so one __syncwarp per step orders both hazards (the reads of
+      // step s - 2 came before the previous step's barrier).
+      uint32_t* a_par = a_sm + (s & 1) * (2 * NQ * 4 * S::kNP);
 #pragma unroll
       for (int qi = 0; qi < NQ; ++qi) {
 #pragma unroll
         for (int i = 0; i < S::kQP; ++i) {
           const float2 p0 = qs[qi][i], p1 = cmul(p0, w_half[i]);
           if (lane + 32 * i < D / 2) {
-            a_sm[(0 * NQ + qi) * 4 * S::kNP + a_slot[i]] = pack_h2(p0.x, -p0.y);
-            a_sm[(1 * NQ + qi) * 4 * S::kNP + a_slot[i]] = pack_h2(p1.x, -p1.y);
+            a_par[(0 * NQ + qi) * 4 * S::kNP + a_slot[i]] = pack_h2(p0.x, -p0.y);
+            a_par[(1 * NQ + qi) * 4 * S::kNP + a_slot[i]] = pack_h2(p1.x, -p1.y);
           }
           qs[qi][i] = cmul(p0, s + 1 < S::kSteps ? w_step[i] : w_block[i]);
         }
       }
       __syncwarp();
+      // q.K, v4: both tiles (hh) interleaved, two accumulators each (even and odd k-steps),
+      // summed at the end: four independent mma chains of kKT / 2 instead of two of kKT.
       float sc_[2][4];
+      {
+        uint32_t kwd[2][S::kWL + S::kEX];
+        const uint2* src[2];
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        uint32_t af[S::kNP];
-        if (gq < NQ) {
-          const uint2* src = reinterpret_cast<const uint2*>(a_sm + ((hh * NQ + gq) * 4 + r) * S::kNP);
+        for (int hh = 0; hh < 2; ++hh) {
+          src[hh] = reinterpret_cast<const uint2*>(a_par + ((hh * NQ + (gq < NQ ? gq : 0)) * 4 + r) * S::kNP);
+          const int tok = S::kC * (2 * (gq >> 1) + hh) + 2 * s + (gq & 1);
+          const uint32_t* kr = sk + tok * S::kWK;
 #pragma unroll
-          for (int m = 0; m < S::kNP; m += 2) {
-            const uint2 t = src[m / 2];
-            af[m] = t.x;
-            af[m + 1] = t.y;
-          }
-        } else {
-#pragma unroll
-          for (int m = 0; m < S::kNP; ++m) af[m] = 0u;
+          for (int i = 0; i < S::kWL; ++i) kwd[hh][i] = kr[r * S::kWL + i];
+          if constexpr (S::kEX != 0) kwd[hh][S::kWL] = kr[4 * S::kWL] >> (2 * B * r);
         }
-        const int tok = S::kC * (2 * (gq >> 1) + hh) + 2 * s + (gq & 1);
-        const uint32_t* kr = sk + tok * S::kWK;
-        uint32_t kwd[S::kWL + S::kEX];
+        float ca[2][2][4];
 #pragma unroll
-        for (int i = 0; i < S::kWL; ++i) kwd[i] = kr[r * S::kWL + i];
-        if constexpr (S::kEX != 0) kwd[S::kWL] = kr[4 * S::kWL] >> (2 * B * r);
-        sc_[hh][0] = sc_[hh][1] = sc_[hh][2] = sc_[hh][3] = 0.0f;
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int a = 0; a < 2; ++a) ca[hh][a][0] = ca[hh][a][1] = ca[hh][a][2] = ca[hh][a][3] = 0.0f;
+        }
 #pragma unroll
         for (int kt = 0; kt < S::kKT; ++kt) {
-          uint32_t bk[2];
 #pragma unroll
-          for (int t = 0; t < 2; ++t) {
-            const int m = 2 * kt + t;
-            uint32_t field;
-            if constexpr (S::kEX != 0) {
-              field = m < S::kWL * S::kPW ? (kwd[m / S::kPW] >> (2 * B * (m % S::kPW))) & S::kFieldMask
-                                          : kwd[S::kWL] & S::kFieldMask;
-            } else {
-              field = (kwd[m / S::kPW] >> (2 * B * (m % S::kPW))) & S::kFieldMask;
+          for (int hh = 0; hh < 2; ++hh) {
+            uint2 af = make_uint2(0u, 0u);
+            if (gq < NQ) af = src[hh][kt];
+            uint32_t bk[2];
+#pragma unroll
+            for (int t = 0; t < 2; ++t) {
+              const int m = 2 * kt + t;
+              uint32_t field;
+              if constexpr (S::kEX != 0) {
+                field = m < S::kWL * S::kPW ? (kwd[hh][m / S::kPW] >> (2 * B * (m % S::kPW))) & S::kFieldMask
+                                            : kwd[hh][S::kWL] & S::kFieldMask;
+              } else {
+                field = (kwd[hh][m / S::kPW] >> (2 * B * (m % S::kPW))) & S::kFieldMask;
+              }
+              const __half2 lv = bits_h2(lut_k[field * S::kLutCopies + (lane % S::kLutCopies)]);
+              const __half2 y = kKivi ? __hfma2(__high2half2(lv), kb2[m], __hfma2(__low2half2(lv), kb1[m], kbc[m]))
+                                      : __hfma2(__high2half2(lv), ka2[m], __hfma2(__low2half2(lv), ka1[m], kcc[m]));
+              bk[t] = h2_bits(y);
             }
-            const __half2 lv = bits_h2(lut_k[field * S::kLutCopies + (lane % S::kLutCopies)]);
-            const __half2 y = kKivi ? __hfma2(__high2half2(lv), kb2[m], __hfma2(__low2half2(lv), kb1[m], kbc[m]))
-                                    : __hfma2(__high2half2(lv), ka2[m], __hfma2(__low2half2(lv), ka1[m], kcc[m]));
-            bk[t] = h2_bits(y);
+            mma16816(ca[hh][kt & 1], af.x, 0u, af.y, 0u, bk[0], bk[1]);
           }
-          mma16816(sc_[hh], af[2 * kt], 0u, af[2 * kt + 1], 0u, bk[0], bk[1]);
+        }
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) sc_[hh][e] = ca[hh][0][e] + ca[hh][1][e];
         }
       }
       // Online softmax over this step's 16 tokens; lane (gq, r) has query gq's tokens
@@ -588,10 +637,14 @@ __global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionPar
       for (int mt = 0; mt < S::kMT; ++mt) {
         const int cg = kKivi ? (16 * mt) / L.group : 0;
         const int sh = 2 * B * s;
-        const uint32_t a0 = lut_v[((vw[mt][0].x >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
-        const uint32_t a1 = lut_v[((vw[mt][1].x >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
-        const uint32_t a2 = lut_v[((vw[mt][0].y >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
-        const uint32_t a3 = lut_v[((vw[mt][1].y >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
+        // This lane's value words (v4: read per step from the stage, not held in registers):
+        // channels 16 mt + gq (+8), words 2r (hh 0) and 2r + 1 (hh 1).
+        const uint2 vw0 = *reinterpret_cast<const uint2*>(sv + (16 * mt + gq) * 8 + 2 * r);
+        const uint2 vw1 = *reinterpret_cast<const uint2*>(sv + (16 * mt + gq + 8) * 8 + 2 * r);
+        const uint32_t a0 = lut_v[((vw0.x >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
+        const uint32_t a1 = lut_v[((vw1.x >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
+        const uint32_t a2 = lut_v[((vw0.y >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
+        const uint32_t a3 = lut_v[((vw1.y >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
         uint32_t b0 = bv[0][0], b1 = bv[0][1];
 #pragma unroll
         for (int g2 = 1; g2 < kNG; ++g2) {
@@ -633,12 +686,9 @@ __global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionPar
         }
       }
     }
-    if (k_out) {
-#pragma unroll
-      for (int k = 0; k < kPre; ++k) kpre[k] = kpre_next[k];
-    }
     __syncwarp();
-    issue_block<D, B, kKivi>(c, plan, b, h, j + 2, wsm + (j & 1) * plan.stage_bytes, pages_sm, &cur, lane);
+    issue_block<D, B, kKivi>(c, plan, b, h, j + kStages, wsm + (j % kStages) * plan.stage_bytes, pages_sm,
+                             &cur, lane);
   }
   cp_async_wait<0>();
 
