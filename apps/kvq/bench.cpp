@@ -2,7 +2,9 @@
 // against fp16 attention over an fp16 cache, all measured in the same run on LLaMA-7B shapes
 // (32 heads, head_dim 128) and a GQA shape (8 KV heads): time (warmup, median of repeats, L2
 // flushed before each), bytes read and bits per element, bandwidth against a measured
-// device-to-device copy, speedups; and the cost of appending one token at 32K.
+// device-to-device copy, speedups; and the cost of appending one token at 32K. The fp16
+// baselines: our cuBLAS and flash-decoding kernels (attention_fp16.h), and LibTorch's
+// scaled_dot_product_attention (SDPA) over the same buffers (needs a CUDA LibTorch 2.x).
 // The compressed caches are filled with valid random content (launch_kv_fill_random): decode
 // reads the same bytes whatever they hold. Not here: end-to-end decoding (kvq generate).
 #include <algorithm>
@@ -20,11 +22,22 @@
 #include "kvq/common/error.h"
 
 #if KVQ_HAVE_KERNELS
+#include <ATen/ATen.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <torch/version.h>
 
 #include "attention_fp16.h"
 #include "kv_cache.h"
+
+// SDPA on the GPU needs LibTorch 2.x built with CUDA. KVQ_TORCH_CUDA tells the latter: Debian's
+// CPU LibTorch ships c10/cuda headers too (incomplete, and no library behind them).
+#if TORCH_VERSION_MAJOR >= 2 && defined(KVQ_TORCH_CUDA)
+#define KVQ_BENCH_SDPA 1
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 #endif
 
 namespace kvq::app {
@@ -33,7 +46,7 @@ namespace {
 struct BenchFlags {
   std::vector<int64_t> contexts = {4096, 32768, 131072, 524288, 1048576};
   std::vector<int> batches = {1, 8};
-  std::vector<std::string> methods = {"nuq4-1%", "nuq3-1%", "nuq2-1%", "kivi2-g32-r128"};
+  std::vector<std::string> methods = {"nuq4-1%-vhead", "nuq3-1%-vhead", "nuq2-1%-vhead", "kivi2-g32-r128"};
   std::vector<std::string> shapes = {"mha", "gqa"};
   std::vector<std::string> versions = {"v2", "v1"};
   int warmup = 3;
@@ -58,7 +71,8 @@ struct MethodSpec {
 };
 
 MethodSpec parse_method(const std::string& s) {
-  static const std::regex nuq(R"(nuq([234])(?:-([0-9]*\.?[0-9]+)%)?)");
+  // The cache stores values per token and KV head: the method kvq eval calls nuqB-P%-vhead.
+  static const std::regex nuq(R"(nuq([234])(?:-([0-9]*\.?[0-9]+)%)?-vhead)");
   static const std::regex kivi(R"(kivi([24])-g([0-9]+)-r([0-9]+))");
   std::smatch m;
   MethodSpec spec;
@@ -72,7 +86,7 @@ MethodSpec parse_method(const std::string& s) {
     spec.group = std::stoi(m[2]);
     spec.recent = std::stoi(m[3]);
   } else {
-    fail("--methods: '{}': expected nuqB or nuqB-F% (B = 2, 3, 4) or kiviB-gG-rR (B = 2, 4)", s);
+    fail("--methods: '{}': expected nuqB-vhead or nuqB-F%-vhead (B = 2, 3, 4) or kiviB-gG-rR (B = 2, 4)", s);
   }
   return spec;
 }
@@ -92,9 +106,8 @@ class Gpu {
     cublasSetStream(cublas_, stream_);
     check(cudaEventCreate(&e0_), "event");
     check(cudaEventCreate(&e1_), "event");
-    int dev = 0;
-    check(cudaGetDevice(&dev), "device");
-    check(cudaGetDeviceProperties(&prop_, dev), "device properties");
+    check(cudaGetDevice(&device_), "device");
+    check(cudaGetDeviceProperties(&prop_, device_), "device properties");
     flush_bytes_ = std::max<size_t>(size_t{2} * prop_.l2CacheSize, size_t{64} << 20);
     check(cudaMalloc(&flush_, flush_bytes_), "L2 flush buffer");
   }
@@ -107,6 +120,7 @@ class Gpu {
   }
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t cublas() const { return cublas_; }
+  int device() const { return device_; }
   const cudaDeviceProp& prop() const { return prop_; }
 
   // Median milliseconds of fn over repeats; L2 flushed before each (the flush also keeps the
@@ -135,6 +149,7 @@ class Gpu {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   cudaEvent_t e0_ = nullptr, e1_ = nullptr;
+  int device_ = 0;
   cudaDeviceProp prop_{};
   void* flush_ = nullptr;
   size_t flush_bytes_ = 0;
@@ -161,6 +176,56 @@ size_t free_memory() {
   return free;
 }
 
+// Relative L2 error of x against ref, n halves each on the device.
+double rel_l2(const __half* x, const __half* ref, size_t n) {
+  std::vector<__half> a(n), b(n);
+  check(cudaMemcpy(a.data(), x, n * 2, cudaMemcpyDeviceToHost), "read");
+  check(cudaMemcpy(b.data(), ref, n * 2, cudaMemcpyDeviceToHost), "read");
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double y = __half2float(b[i]), d = __half2float(a[i]) - y;
+    num += d * d;
+    den += y * y;
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+// Why LibTorch's SDPA cannot run here; empty when it can.
+std::string sdpa_unavailable() {
+#if TORCH_VERSION_MAJOR < 2
+  return fmt::format("LibTorch {}.{} has no SDPA", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR);
+#elif !defined(KVQ_BENCH_SDPA)
+  return "LibTorch without CUDA";
+#else
+  return at::hasCUDA() ? "" : "LibTorch without CUDA";
+#endif
+}
+
+#ifdef KVQ_BENCH_SDPA
+// at::scaled_dot_product_attention over p's fp16 buffers, wrapped in place (from_blob, no
+// copies): q as [batch][n_q_heads][1][head_dim]; k and v as the cache holds them,
+// [batch][n_kv_heads][n_tokens][head_dim], already SDPA's [N, H, L, E]. Runs on LibTorch's
+// current stream.
+at::Tensor sdpa_attention(const kernels::Fp16AttentionParams& p, int device) {
+  const auto half = at::TensorOptions().dtype(at::kHalf).device(at::kCUDA, device);
+  const auto wrap = [&](const __half* x, int64_t heads, int64_t rows) {
+    return at::from_blob(const_cast<__half*>(x), {p.batch, heads, rows, p.head_dim}, half);
+  };
+  const at::Tensor k = wrap(p.k, p.n_kv_heads, p.n_tokens), v = wrap(p.v, p.n_kv_heads, p.n_tokens);
+#if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 5
+  // GQA: query head h reads KV head h / group, as in our kernels. The flash and cuDNN backends
+  // read the shared KV head in place; only the math fallback would repeat it.
+  return at::scaled_dot_product_attention(wrap(p.q, p.n_q_heads, 1), k, v, {}, 0.0, false,
+                                          std::nullopt, /*enable_gqa=*/p.n_q_heads != p.n_kv_heads);
+#else
+  // No enable_gqa before 2.5, and k.expand() to n_q_heads then reshape() would copy (a stride-0
+  // group dimension does not merge into a view). So a group's query heads ride as query rows of
+  // their KV head, [batch][n_kv_heads][group][head_dim]: the same bytes as q and as the output.
+  return at::scaled_dot_product_attention(wrap(p.q, p.n_kv_heads, p.n_q_heads / p.n_kv_heads), k, v);
+#endif
+}
+#endif
+
 // Copy bandwidth: bytes read plus bytes written per second of a large device-to-device copy.
 double copy_gbs(Gpu& gpu) {
   const size_t bytes = size_t{1} << 30;
@@ -182,7 +247,7 @@ struct Row {
   int batch = 0;
   int64_t context = 0;
   double ms = -1, ms_v1 = -1, bytes = 0, bits = 0, gbs = 0, pct_copy = 0, x_cublas = 0,
-         x_flash = 0, append_ms = -1;
+         x_flash = 0, x_sdpa = 0, append_ms = -1;
   std::string note;
   Row(std::string s, std::string m, int b, int64_t t)
       : shape(std::move(s)), method(std::move(m)), batch(b), context(t) {}
@@ -232,7 +297,8 @@ void run_kernels(const BenchFlags& f) {
         std::fprintf(stderr, "bench kernels: %s batch %d context %lld\n", sh.name.c_str(), batch,
                      static_cast<long long>(T));
         const double elems = 2.0 * batch * sh.n_kv * static_cast<double>(T) * D;  // K and V
-        Row cub(sh.name, "fp16 cuBLAS", batch, T), fla(sh.name, "fp16 flash", batch, T);
+        Row cub(sh.name, "fp16 cuBLAS", batch, T), fla(sh.name, "fp16 flash", batch, T),
+            sdpa(sh.name, "fp16 SDPA", batch, T);
         const size_t fp16_bytes = static_cast<size_t>(elems) * 2;
         const size_t score_bytes = static_cast<size_t>(batch) * sh.n_q * T * 6;
         if (fp16_bytes + score_bytes + (size_t{4} << 30) < free_memory()) {
@@ -263,30 +329,41 @@ void run_kernels(const BenchFlags& f) {
           fla.ms = gpu.time_ms(f.warmup, f.repeats, [&] {
             check(kernels::launch_fp16_flash_decode(p, gpu.stream()), "flash attention");
           });
-          std::vector<__half> a(q.size()), b(q.size());
-          check(cudaMemcpy(a.data(), out.get(), a.size() * 2, cudaMemcpyDeviceToHost), "read");
-          check(cudaMemcpy(b.data(), out2.get(), b.size() * 2, cudaMemcpyDeviceToHost), "read");
-          double num = 0, den = 0;
-          for (size_t i = 0; i < a.size(); ++i) {
-            const double x = __half2float(a[i]), y = __half2float(b[i]);
-            num += (x - y) * (x - y);
-            den += x * x;
-          }
-          const double rel = std::sqrt(num / std::max(den, 1e-30));
+          const double rel = rel_l2(out2.get(), out.get(), q.size());
           // Past ~16K tokens the cuBLAS path's fp16 probabilities (~1/T on these near-uniform
           // scores) are subnormal and partly flushed, so only shorter contexts cross-check.
           if (T <= 16384 && !(rel < 2e-2)) fla.note = fmt::format("differs from cuBLAS by {:.1e}", rel);
-          for (Row* r : {&cub, &fla}) {
+          sdpa.note = sdpa_unavailable();
+#ifdef KVQ_BENCH_SDPA
+          if (sdpa.note.empty()) {
+            // LibTorch on our stream: its kernels, and its allocator's blocks for the output.
+            const c10::cuda::CUDAStreamGuard on_stream(c10::cuda::getStreamFromExternal(
+                gpu.stream(), static_cast<c10::DeviceIndex>(gpu.device())));
+            try {
+              at::Tensor o;
+              sdpa.ms = gpu.time_ms(f.warmup, f.repeats, [&] { o = sdpa_attention(p, gpu.device()); });
+              o = o.contiguous();
+              const double rel_sdpa = rel_l2(static_cast<const __half*>(o.data_ptr()), out2.get(), q.size());
+              if (!(rel_sdpa < 2e-2)) sdpa.note = fmt::format("differs from flash by {:.1e}", rel_sdpa);
+            } catch (const c10::Error& e) {
+              sdpa.note = fmt::format("SDPA failed: {}", e.what_without_backtrace());
+            }
+            c10::cuda::CUDACachingAllocator::emptyCache();  // free_memory() then counts its blocks
+          }
+#endif
+          for (Row* r : {&cub, &fla, &sdpa}) {
+            if (r->ms <= 0) continue;
             r->bytes = static_cast<double>(fp16_bytes);
             r->bits = 16;
             r->gbs = r->bytes / (r->ms * 1e-3) / 1e9;
             r->pct_copy = 100.0 * r->gbs / copy;
           }
         } else {
-          cub.note = fla.note = "fp16 cache does not fit";
+          cub.note = fla.note = sdpa.note = "fp16 cache does not fit";
         }
         rows.push_back(cub);
         rows.push_back(fla);
+        rows.push_back(sdpa);
         for (const MethodSpec& m : methods) {
           Row r(sh.name, m.name, batch, T);
           try {
@@ -318,16 +395,7 @@ void run_kernels(const BenchFlags& f) {
               });
             }
             if (r.ms > 0 && r.ms_v1 > 0) {  // the two versions must agree
-              std::vector<__half> a(q.size()), b(q.size());
-              check(cudaMemcpy(a.data(), out.get(), a.size() * 2, cudaMemcpyDeviceToHost), "read");
-              check(cudaMemcpy(b.data(), out2.get(), b.size() * 2, cudaMemcpyDeviceToHost), "read");
-              double num = 0, den = 0;
-              for (size_t i = 0; i < a.size(); ++i) {
-                const double x = __half2float(a[i]), y = __half2float(b[i]);
-                num += (x - y) * (x - y);
-                den += y * y;
-              }
-              const double rel = std::sqrt(num / std::max(den, 1e-30));
+              const double rel = rel_l2(out.get(), out2.get(), q.size());
               if (!(rel < 1e-2)) r.note = fmt::format("v2 differs from v1 by {:.1e}", rel);
             }
             r.bytes = static_cast<double>(cache.attention_bytes(m.fraction));
@@ -337,6 +405,7 @@ void run_kernels(const BenchFlags& f) {
             r.pct_copy = 100.0 * r.gbs / copy;
             if (cub.ms > 0) r.x_cublas = cub.ms / best;
             if (fla.ms > 0) r.x_flash = fla.ms / best;
+            if (sdpa.ms > 0) r.x_sdpa = sdpa.ms / best;
             if (T == 32768) {
               Buf<__half> kn(static_cast<size_t>(batch) * sh.n_kv * D), vn(kn.size());
               check(kernels::launch_fill_random_half(kn.get(), static_cast<int64_t>(kn.size()), 3, gpu.stream()), "fill");
@@ -365,7 +434,8 @@ void run_kernels(const BenchFlags& f) {
                           {"method", r.method}, {"ms", r.ms}, {"ms_v1", r.ms_v1},
                           {"bytes", r.bytes}, {"bits_per_element", r.bits}, {"gbs", r.gbs},
                           {"pct_copy", r.pct_copy}, {"speedup_cublas", r.x_cublas},
-                          {"speedup_flash", r.x_flash}, {"append_ms", r.append_ms},
+                          {"speedup_flash", r.x_flash}, {"speedup_sdpa", r.x_sdpa},
+                          {"append_ms", r.append_ms},
                           {"note", r.note}};
       j["results"].push_back(x);
     }
@@ -382,16 +452,17 @@ void run_kernels(const BenchFlags& f) {
   }
   fmt::print("device: {} ({} SMs), device-to-device copy {:.0f} GB/s (read + write)\n\n",
              gpu.prop().name, gpu.prop().multiProcessorCount, copy);
-  fmt::print("| shape | batch | context | method | ms | v1 ms | bits/elem | MB read | GB/s | % copy | x cuBLAS | x flash | append ms | note |\n");
-  fmt::print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  fmt::print("| shape | batch | context | method | ms | v1 ms | bits/elem | MB read | GB/s | % copy | x cuBLAS | x flash | x SDPA | append ms | note |\n");
+  fmt::print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   auto num = [](double x, int precision) {
     return x > 0 ? fmt::format("{:.{}f}", x, precision) : std::string("-");
   };
   for (const Row& r : rows) {
-    fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", r.shape,
-               r.batch, r.context, r.method, num(r.ms, 4), num(r.ms_v1, 4), num(r.bits, 2),
-               num(r.bytes / 1e6, 1), num(r.gbs, 0), num(r.pct_copy, 0), num(r.x_cublas, 2),
-               num(r.x_flash, 2), num(r.append_ms, 4), r.note);
+    fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+               r.shape, r.batch, r.context, r.method, num(r.ms, 4), num(r.ms_v1, 4),
+               num(r.bits, 2), num(r.bytes / 1e6, 1), num(r.gbs, 0), num(r.pct_copy, 0),
+               num(r.x_cublas, 2), num(r.x_flash, 2), num(r.x_sdpa, 2), num(r.append_ms, 4),
+               r.note);
   }
 }
 #endif
