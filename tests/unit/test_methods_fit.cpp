@@ -210,48 +210,47 @@ TEST(MethodsFit, KeyCodebookIsBruteForceWeightedKMeans) {
   EXPECT_EQ(q.key_params(0).hi[0], static_cast<float>(kd.max.values[0]));
 }
 
-// Fraction-0 histogram points of one vector kind: (x, fisher) with fisher > 0, and every
-// occupied bin's x and count.
-void value_points(const calib::VectorData& v, int bins, std::vector<std::pair<double, double>>& pts,
-                  std::vector<double>& xs, std::vector<double>& counts) {
+// The fraction-0 histogram of one vector kind: bin centres with their Fisher weights (where
+// positive), and every occupied bin's centre and count.
+struct ValuePoints {
+  std::vector<std::pair<double, double>> fisher;
+  std::vector<double> xs, counts;
+};
+
+ValuePoints value_points(const calib::VectorData& v, int bins) {
+  ValuePoints p;
   for (int b = 0; b < bins; ++b) {
     const double x = -1 + (b + 0.5) * 2.0 / bins;
-    if (v.normalized_fisher.values[b] > 0) pts.push_back({x, v.normalized_fisher.values[b]});
+    if (v.normalized_fisher.values[b] > 0) p.fisher.push_back({x, v.normalized_fisher.values[b]});
     if (v.normalized_count.values[b] > 0 || v.normalized_fisher.values[b] > 0) {
-      xs.push_back(x);
-      counts.push_back(v.normalized_count.values[b]);
+      p.xs.push_back(x);
+      p.counts.push_back(v.normalized_count.values[b]);
     }
   }
+  return p;
 }
 
 TEST(MethodsFit, ValueCodebookIsBruteForceWeightedKMeansAndQNormCorrectsIt) {
   const calib::CalibData c = make_calib(1, 2, 8, 6, /*key_bins=*/8, /*value_bins=*/16, 5);
-  std::vector<std::pair<double, double>> pts;
-  std::vector<double> xs, counts;
-  value_points(c.layers[0].value_token, 16, pts, xs, counts);
-  ASSERT_GT(pts.size(), 4u);
-  const std::vector<double> expected = brute_force_kmeans(pts, 4);
+  // Whole tokens (nuq) and tokens of one KV head (-vhead) have their own histograms and levels.
+  const ValuePoints token = value_points(c.layers[0].value_token, 16), head = value_points(c.layers[0].value_head, 16);
+  ASSERT_GT(token.fisher.size(), 4u);
+  ASSERT_GT(head.fisher.size(), 4u);
   const Quantizer plain = fit(parse_method("nuq2"), &c);
+  const Quantizer per_head = fit(parse_method("nuq2-vhead"), &c);
   const Quantizer qn = fit(parse_method("nuq2-qnorm"), &c);
-  const std::vector<float>& enc = qn.value_params(0).levels_encode;
-  for (int j = 0; j < 4; ++j) {
-    EXPECT_EQ(plain.value_params(0).levels_encode[j], static_cast<float>(expected[j])) << j;
-    EXPECT_EQ(enc[j], static_cast<float>(expected[j])) << j;
+  for (const auto& [q, points] : {std::pair{&plain, &token}, std::pair{&per_head, &head}, std::pair{&qn, &token}}) {
+    const std::vector<double> expected = brute_force_kmeans(points->fisher, 4);
+    for (int j = 0; j < 4; ++j) EXPECT_EQ(q->value_params(0).levels_encode[j], static_cast<float>(expected[j])) << j;
   }
+  EXPECT_NE(per_head.value_params(0).levels_encode, plain.value_params(0).levels_encode);
+  const std::vector<float>& enc = qn.value_params(0).levels_encode;
   std::vector<double> enc_d(enc.begin(), enc.end());
-  const quant::QNormResult r = quant::qnorm_ref(enc_d.data(), 4, xs.data(), counts.data(), static_cast<int64_t>(xs.size()));
+  const quant::QNormResult r =
+      quant::qnorm_ref(enc_d.data(), 4, token.xs.data(), token.counts.data(), static_cast<int64_t>(token.xs.size()));
   for (int j = 0; j < 4; ++j) EXPECT_EQ(qn.value_params(0).levels_decode[j], static_cast<float>(r.levels[j])) << j;
   EXPECT_NE(qn.value_params(0).levels_decode, enc);
   EXPECT_EQ(plain.value_params(0).levels_decode, plain.value_params(0).levels_encode);
-  // -vhead fits the histograms of vectors of one KV head.
-  std::vector<std::pair<double, double>> head_pts;
-  std::vector<double> head_xs, head_counts;
-  value_points(c.layers[0].value_head, 16, head_pts, head_xs, head_counts);
-  ASSERT_GT(head_pts.size(), 4u);
-  const std::vector<double> head_expected = brute_force_kmeans(head_pts, 4);
-  const Quantizer head = fit(parse_method("nuq2-vhead"), &c);
-  for (int j = 0; j < 4; ++j) EXPECT_EQ(head.value_params(0).levels_encode[j], static_cast<float>(head_expected[j])) << j;
-  EXPECT_NE(head.value_params(0).levels_encode, plain.value_params(0).levels_encode);
 }
 
 TEST(MethodsFit, KeyRangesAreTheThresholdsAtTheFraction) {
