@@ -25,6 +25,20 @@ double sum(const std::vector<double>& v) {
   return s;
 }
 
+// The bins of a grid of n equal bins on [-1, 1] that hold a count or a Fisher weight, at their
+// centres.
+Pooled pooled_grid(const double* fisher, const double* count, const double* error, int64_t n) {
+  Pooled p;
+  for (int64_t b = 0; b < n; ++b) {
+    if (count[b] == 0.0 && fisher[b] == 0.0) continue;
+    p.x.push_back(-1.0 + (static_cast<double>(b) + 0.5) * 2.0 / static_cast<double>(n));
+    p.fisher.push_back(fisher[b]);
+    p.count.push_back(count[b]);
+    p.error_weight.push_back(error[b]);
+  }
+  return p;
+}
+
 }  // namespace
 
 size_t fraction_index(const calib::CalibData& calib, const MethodSpec& spec) {
@@ -75,15 +89,7 @@ Pooled pool_keys(const calib::CalibData& calib, const calib::ChannelData& keys, 
       error[g] += hf[b] * static_cast<double>(scale) * static_cast<double>(scale);
     }
   }
-  Pooled p;
-  for (int64_t g = 0; g < grid_bins; ++g) {
-    if (count[g] == 0.0 && fisher[g] == 0.0) continue;
-    p.x.push_back(-1.0 + (static_cast<double>(g) + 0.5) * 2.0 / static_cast<double>(grid_bins));
-    p.fisher.push_back(fisher[g]);
-    p.count.push_back(count[g]);
-    p.error_weight.push_back(error[g]);
-  }
-  return p;
+  return pooled_grid(fisher.data(), count.data(), error.data(), grid_bins);
 }
 
 Pooled pool_values(const calib::CalibData& calib, const calib::LayerData& layer, const MethodSpec& spec, size_t fi) {
@@ -92,15 +98,9 @@ Pooled pool_values(const calib::CalibData& calib, const calib::LayerData& layer,
   const double* nf = v.normalized_fisher.values.data() + fi * bins;
   const double* nc = v.normalized_count.values.data() + fi * bins;
   const double scale = v.vector_range.values[fi * 3 + 1] / 2.0;  // mean per-vector (hi - lo) / 2
-  Pooled p;
-  for (int64_t b = 0; b < bins; ++b) {
-    if (nc[b] == 0.0 && nf[b] == 0.0) continue;
-    p.x.push_back(-1.0 + (static_cast<double>(b) + 0.5) * 2.0 / static_cast<double>(bins));
-    p.fisher.push_back(nf[b]);
-    p.count.push_back(nc[b]);
-    p.error_weight.push_back(nf[b] * scale * scale);
-  }
-  return p;
+  std::vector<double> error(bins);
+  for (int64_t b = 0; b < bins; ++b) error[b] = nf[b] * scale * scale;
+  return pooled_grid(nf, nc, error.data(), bins);
 }
 
 Levels fit_levels(const Pooled& points, int bits, bool qnorm, const std::string& where) {
