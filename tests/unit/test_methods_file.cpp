@@ -15,6 +15,7 @@
 
 #include "kvq/artifact/fingerprint.h"
 #include "support/test_support.h"
+#include "unit/methods_fixtures.h"
 
 namespace kvq::methods {
 namespace {
@@ -84,21 +85,7 @@ TEST(MethodsFile, RoundTripsEveryMethod) {
     EXPECT_EQ(r.provenance.created, "2024-01-01T00:00:00Z");
     EXPECT_EQ(r.provenance.data.n_sequences, 4);
     EXPECT_EQ(r.provenance.model.weights_checksum, "00000000deadbeef");
-    for (int64_t i = 0; i < 3; ++i) {
-      for (const bool key : {true, false}) {
-        const TensorParams& a = key ? q.key_params(i) : q.value_params(i);
-        const TensorParams& b = key ? r.key_params(i) : r.value_params(i);
-        EXPECT_EQ(a.bits, b.bits) << method;
-        EXPECT_EQ(a.levels_encode, b.levels_encode) << method;
-        EXPECT_EQ(a.levels_decode, b.levels_decode) << method;
-        EXPECT_EQ(a.lo, b.lo) << method;
-        EXPECT_EQ(a.hi, b.hi) << method;
-        EXPECT_EQ(a.perm, b.perm) << method;
-        EXPECT_EQ(a.clip, b.clip) << method;
-        EXPECT_EQ(a.amax, b.amax) << method;
-        EXPECT_EQ(a.fisher_error, b.fisher_error) << method;
-      }
-    }
+    test::expect_same_params(q, r, 3, method);
     r.require_model(fingerprint(3, 2, 4));
     EXPECT_EQ(error_of([&] { r.require_model(fingerprint(5, 2, 4)); }),
               path + ": made for a different model than tiny: n_layers 3 in the artifact, 5 in the model (run kvq "

@@ -15,6 +15,7 @@
 #include "kvq/quant/kv_format.h"
 #include "kvq/quant/qnorm.h"
 #include "support/test_support.h"
+#include "unit/methods_fixtures.h"
 
 namespace kvq::methods {
 namespace {
@@ -271,18 +272,7 @@ TEST(MethodsFit, DeterministicAndMessages) {
   const calib::CalibData c = make_calib(2, 2, 8, 200, 64, 512, 9);
   for (const std::string m : {"nuq3-1%", "nuq2-5%-sink", "skvq-k2-v3-g4-w8", "fp8-e5m2"}) {
     const Quantizer a = fit(parse_method(m), &c), b = fit(parse_method(m), &c);
-    for (int64_t i = 0; i < 2; ++i) {
-      for (const bool key : {true, false}) {
-        const TensorParams& pa = key ? a.key_params(i) : a.value_params(i);
-        const TensorParams& pb = key ? b.key_params(i) : b.value_params(i);
-        EXPECT_EQ(pa.levels_encode, pb.levels_encode) << m;
-        EXPECT_EQ(pa.levels_decode, pb.levels_decode) << m;
-        EXPECT_EQ(pa.lo, pb.lo) << m;
-        EXPECT_EQ(pa.perm, pb.perm) << m;
-        EXPECT_EQ(pa.clip, pb.clip) << m;
-        EXPECT_EQ(pa.amax, pb.amax) << m;
-      }
-    }
+    test::expect_same_params(a, b, 2, m);
   }
   EXPECT_EQ(error_of([] { fit(parse_method("nuq3"), nullptr); }), "method nuq3 needs --calib calib.h5");
   EXPECT_EQ(error_of([] { fit(parse_method("skvq-k2-v2-g128-w128"), nullptr); }),
