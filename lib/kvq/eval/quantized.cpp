@@ -17,17 +17,21 @@ at::Tensor restore_sinks(const at::Tensor& quantized, const at::Tensor& original
 
 }  // namespace
 
-at::Tensor quantized_mask(const methods::MethodSpec& spec, int64_t start, int64_t t, at::Device device) {
-  if (spec.window_kind() == methods::WindowKind::kNone) return {};
+bool has_window(const quant::KvCacheFormat& format) {
+  return format.quantizes() && (format.n_recent > 0 || format.flush > 1);
+}
+
+at::Tensor quantized_mask(const quant::KvCacheFormat& format, int64_t start, int64_t t, at::Device device) {
+  if (!has_window(format)) return {};
   std::vector<int64_t> bound(t);
   for (int64_t i = 0; i < t; ++i) {
     const int64_t n = start + i + 1;  // cache length when query i attends
-    bound[i] = n - spec.fp16_tail(n);
+    bound[i] = format.n_sink + format.n_quantized(n);
   }
   const auto opt = at::TensorOptions().dtype(at::kLong);
   const at::Tensor j = at::arange(start + t, opt).unsqueeze(0);
   const at::Tensor b = at::tensor(bound, opt).unsqueeze(1);
-  return ((j >= spec.n_sink) & (j < b)).to(device);
+  return ((j >= format.n_sink) & (j < b)).to(device);
 }
 
 void QuantizedKV::on_kv(int64_t layer, at::Tensor& k, at::Tensor& v) {
@@ -44,11 +48,11 @@ void QuantizedKV::on_k_rope(int64_t layer, at::Tensor& k) {
   k = restore_sinks(q_.quantize_keys(layer, tokens_major, &keys), tokens_major, spec.n_sink).transpose(1, 2);
 }
 
-model::KVView QuantizedKV::view(int64_t /*layer*/, int64_t start, int64_t t) {
-  const methods::MethodSpec& spec = q_.spec();
-  if (spec.window_kind() == methods::WindowKind::kNone) return {};
-  at::Tensor& mask = masks_[{start, t}];
-  if (!mask.defined()) mask = quantized_mask(spec, start, t, device_);
+model::KVView QuantizedKV::view(int64_t layer, int64_t start, int64_t t) {
+  const quant::KvCacheFormat format = q_.kv_format(layer);
+  if (!has_window(format)) return {};
+  at::Tensor& mask = masks_[{start, t}];  // the window does not depend on the layer
+  if (!mask.defined()) mask = quantized_mask(format, start, t, device_);
   return {mask, mask};
 }
 

@@ -17,11 +17,13 @@
 
 namespace kvq::eval {
 
-// [t, start + t] bool: true where the query at position start + i sees token j quantized. A
-// token is quantized once it is neither a sink (j < n_sink) nor in the fp16 tail of a cache of
-// the query's length (MethodSpec::fp16_tail). Undefined when the method keeps nothing in fp16
-// per query (no window; sinks alone are restored in the quantized tensor instead).
-at::Tensor quantized_mask(const methods::MethodSpec& spec, int64_t start, int64_t t, at::Device device);
+// [t, start + t] bool: true where the query at position start + i sees token j quantized, i.e.
+// where the cache of its length (start + i + 1 tokens) holds token j quantized
+// (quant::KvCacheFormat::is_fp16, the definition the compressed cache uses too). Undefined when
+// the format has no fp16 window (every token is quantized as it arrives; sinks alone are
+// restored in the quantized tensor instead).
+bool has_window(const quant::KvCacheFormat& format);
+at::Tensor quantized_mask(const quant::KvCacheFormat& format, int64_t start, int64_t t, at::Device device);
 
 // The KVHook that applies a quantizer to every layer and counts what it quantized.
 class QuantizedKV : public model::KVHook {

@@ -246,26 +246,52 @@ std::string MethodSpec::name() const {
   return n;
 }
 
+quant::KvCacheFormat MethodSpec::kv_format() const {
+  quant::KvCacheFormat f;
+  f.method = name();
+  f.key_bits = key_bits;
+  f.value_bits = value_bits;
+  f.pre_rope = !post_rope;
+  f.n_sink = n_sink;
+  switch (kind) {
+    case MethodKind::kFp16: f.codec = quant::KvCodec::kNone; break;
+    case MethodKind::kFp8: f.codec = quant::KvCodec::kFp8; break;
+    case MethodKind::kInt:
+      f.codec = quant::KvCodec::kInt;
+      if (granularity == IntGranularity::kChannel) f.key_time_group = kIntChannelTokens;
+      if (granularity == IntGranularity::kGroup) f.channel_group = group;
+      break;
+    case MethodKind::kNuq:
+      f.codec = quant::KvCodec::kNuq;
+      f.value_vector = value_per_head ? quant::ValueVector::kTokenHead : quant::ValueVector::kToken;
+      f.outlier_fraction = outlier_fraction();
+      f.qnorm = qnorm;
+      break;
+    case MethodKind::kKivi:  // the residual: R tokens in fp16 until all R are quantized at once
+      f.codec = quant::KvCodec::kKivi;
+      f.flush = window > 0 ? window : 1;  // -r0: every token quantized at once
+      f.key_time_group = group;
+      f.channel_group = group;
+      break;
+    case MethodKind::kSkvq:  // a sliding window of the W latest tokens
+      f.codec = quant::KvCodec::kSkvq;
+      f.n_recent = window;
+      f.channel_group = group;
+      break;
+  }
+  return f;
+}
+
 WindowKind MethodSpec::window_kind() const {
   if (kind == MethodKind::kSkvq) return WindowKind::kSliding;
   if (kind == MethodKind::kKivi) return WindowKind::kResidual;
   return WindowKind::kNone;
 }
 
-int64_t MethodSpec::key_time_group() const {
-  if (kind == MethodKind::kKivi) return group;
-  if (kind == MethodKind::kInt && granularity == IntGranularity::kChannel) return kIntChannelTokens;
-  return 0;
-}
+int64_t MethodSpec::key_time_group() const { return kv_format().key_time_group; }
 
 int64_t MethodSpec::fp16_tail(int64_t n_tokens) const {
-  const int64_t rest = std::max<int64_t>(0, n_tokens - n_sink);
-  switch (window_kind()) {
-    case WindowKind::kSliding: return std::min(window, rest);
-    case WindowKind::kResidual: return window > 0 ? rest % window : 0;
-    case WindowKind::kNone: return 0;
-  }
-  return 0;
+  return kind == MethodKind::kFp16 ? 0 : kv_format().fp16_tail(n_tokens);
 }
 
 int64_t MethodSpec::fp16_tokens(int64_t n_tokens) const {

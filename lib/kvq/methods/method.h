@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <string>
 
+#include "kvq/quant/kv_cache_format.h"
+
 namespace kvq::methods {
 
 enum class MethodKind { kFp16, kFp8, kInt, kNuq, kKivi, kSkvq };
@@ -58,13 +60,17 @@ struct MethodSpec {
   double outlier_fraction() const { return outlier_percent / 100.0; }
   bool needs_calib() const { return kind == MethodKind::kNuq || kind == MethodKind::kSkvq; }
 
+  // What a cache of this method holds (quant/kv_cache_format.h): the one definition of which
+  // tokens stay fp16 and how elements are coded, taken by eval, the runtime and the kernels.
+  // Bits are the nominal ones; Quantizer::kv_format(layer) gives a layer's fitted bits.
+  quant::KvCacheFormat kv_format() const;
   // What the caller (eval, runtime) keeps in fp16 around the quantized tokens.
   WindowKind window_kind() const;
-  // Tokens per key group along time, groups starting at t = 0 (KIVI: G; intB-channel: 128);
-  // 0 when keys are not grouped along time.
+  // kv_format().key_time_group: tokens per key group along time, groups starting at t = 0
+  // (KIVI: G; intB-channel: 128); 0 when keys are not grouped along time.
   int64_t key_time_group() const;
-  // Recent tokens held in fp16 in a cache of n tokens, after the n_sink first ones:
-  // sliding: min(W, n - n_sink); residual: (n - n_sink) mod R; none: 0.
+  // kv_format().fp16_tail: recent tokens held in fp16 in a cache of n tokens, after the n_sink
+  // first ones: sliding: min(W, n - n_sink); residual: (n - n_sink) mod R; none: 0.
   int64_t fp16_tail(int64_t n_tokens) const;
   // All fp16 tokens of a cache of n tokens: min(n, n_sink) + fp16_tail(n).
   int64_t fp16_tokens(int64_t n_tokens) const;

@@ -9,6 +9,7 @@
 
 #include "kvq/common/error.h"
 #include "kvq/methods/detail.h"
+#include "kvq/quant/kv_cache_format.h"
 
 namespace kvq::methods {
 namespace {
@@ -23,36 +24,15 @@ void check_bits(const MethodSpec& spec, const std::string& where, int bits) {
   if (bits < lo || bits > hi) fail("{}: bits: expected {}..{} for {}, found {}", where, lo, hi, spec.name(), bits);
 }
 
-void check_levels(const std::string& where, const std::vector<float>& levels, int bits, bool in_unit) {
-  const size_t n = size_t{1} << bits;
-  if (levels.size() != n) fail("{}: expected {} levels for {} bits, found {}", where, n, bits, levels.size());
-  for (size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(levels[i])) fail("{}: expected finite levels, found {} at index {}", where, levels[i], i);
-    if (in_unit && std::fabs(levels[i]) > 1.0f) fail("{}: expected levels in [-1, 1], found {} at index {}", where, levels[i], i);
-    if (i > 0 && !(levels[i] > levels[i - 1])) {
-      fail("{}: expected strictly ascending levels, found {} after {} at index {}", where, levels[i], levels[i - 1], i);
-    }
-  }
-}
-
 void check_params(const MethodSpec& spec, const std::string& where, const TensorParams& p, bool key, int64_t channels) {
   check_bits(spec, where, p.bits);
   if (spec.kind == MethodKind::kNuq) {
-    check_levels(where + " levels_encode", p.levels_encode, p.bits, /*in_unit=*/true);
-    check_levels(where + " levels_decode", p.levels_decode, p.bits, /*in_unit=*/false);
+    quant::check_levels(where + " levels_encode", p.levels_encode, p.bits, /*in_unit=*/true);
+    quant::check_levels(where + " levels_decode", p.levels_decode, p.bits, /*in_unit=*/false);
     if (!(p.outlier_fraction >= 0 && p.outlier_fraction < 1)) {
       fail("{}: outlier fraction: expected 0 <= f < 1, found {}", where, p.outlier_fraction);
     }
-    if (key) {
-      if (static_cast<int64_t>(p.lo.size()) != channels || static_cast<int64_t>(p.hi.size()) != channels) {
-        fail("{}: expected {} channel ranges, found lo {} hi {}", where, channels, p.lo.size(), p.hi.size());
-      }
-      for (int64_t c = 0; c < channels; ++c) {
-        if (!std::isfinite(p.lo[c]) || !std::isfinite(p.hi[c]) || !(p.lo[c] <= p.hi[c])) {
-          fail("{}: channel {}: expected finite lo <= hi, found [{}, {}]", where, c, p.lo[c], p.hi[c]);
-        }
-      }
-    }
+    if (key) quant::check_key_ranges(where, p.lo, p.hi, channels);
   }
   if (spec.kind == MethodKind::kSkvq) {
     if (static_cast<int64_t>(p.perm.size()) != channels) {
@@ -98,6 +78,24 @@ const TensorParams& Quantizer::params(bool key, int64_t layer) const {
 
 const TensorParams& Quantizer::key_params(int64_t layer) const { return params(true, layer); }
 const TensorParams& Quantizer::value_params(int64_t layer) const { return params(false, layer); }
+
+quant::KvCacheFormat Quantizer::kv_format(int64_t layer) const {
+  quant::KvCacheFormat f = spec_.kv_format();
+  if (!layers_.empty()) {
+    if (layer < 0 || layer >= n_layers()) fail("kv_format: layer: expected 0..{}, found {}", n_layers() - 1, layer);
+    f.key_bits = key_params(layer).bits;
+    f.value_bits = value_params(layer).bits;
+  }
+  return f;
+}
+
+quant::KvTables Quantizer::kv_tables(int64_t layer) const {
+  if (spec_.kind != MethodKind::kNuq) return {};
+  if (layer < 0 || layer >= n_layers()) fail("kv_tables: layer: expected 0..{}, found {}", n_layers() - 1, layer);
+  const TensorParams& k = key_params(layer);
+  const TensorParams& v = value_params(layer);
+  return {k.levels_encode, v.levels_encode, k.lo, k.hi};
+}
 
 std::string Quantizer::label() const {
   if (!(provenance.bits_budget > 0) || layers_.empty()) return spec_.name();

@@ -93,6 +93,12 @@ class Quantizer {
   // The parameters used for `layer` (the spec's defaults for a layer-independent quantizer).
   const TensorParams& key_params(int64_t layer) const;
   const TensorParams& value_params(int64_t layer) const;
+  // What a cache of this quantizer holds at `layer`: spec().kv_format() with the layer's fitted
+  // bits (any layer index for a layer-independent quantizer).
+  quant::KvCacheFormat kv_format(int64_t layer) const;
+  // The layer's fitted nuq tables (encode levels, key ranges) for a compressed cache; empty for
+  // other methods. Throws on a layer index out of range.
+  quant::KvTables kv_tables(int64_t layer) const;
   // "nuq3-1%" or, with per-layer bits from a budget, "nuq3-1% (mixed, 2.50 bits)".
   std::string label() const;
 
