@@ -17,7 +17,7 @@
 #include <algorithm>
 #include <cmath>
 
-namespace kvq::kernels {
+namespace kvq::bench {
 namespace {
 
 constexpr unsigned kFull = 0xFFFFFFFFu;
@@ -266,4 +266,4 @@ cudaError_t launch_gpu_sleep(int microseconds, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-}  // namespace kvq::kernels
+}  // namespace kvq::bench

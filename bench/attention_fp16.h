@@ -11,7 +11,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
-namespace kvq::kernels {
+namespace kvq::bench {
 
 struct Fp16AttentionParams {
   int batch = 0, n_kv_heads = 0, n_q_heads = 0, head_dim = 128;  // head_dim 64 or 128
@@ -45,4 +45,4 @@ cudaError_t launch_fill_random_half(__half* x, int64_t n, uint32_t seed, cudaStr
 // Spins the GPU for about `microseconds` so that the host can queue timed work behind it.
 cudaError_t launch_gpu_sleep(int microseconds, cudaStream_t stream);
 
-}  // namespace kvq::kernels
+}  // namespace kvq::bench

@@ -12,7 +12,8 @@
 //
 // Grid
 //   append:  (batch, n_kv_heads) blocks of one warp: write the new token to the sink or ring,
-//            then quantize what leaves the window (KVQuant: one token; KIVI: a full group of G).
+//            then quantize what leaves the window (KVQuant: one token; KIVI: the full residual
+//            of F = flush tokens, F / G groups).
 //            The lengths it reads and the ones it writes are two buffers (seq_len_out, head
 //            0's block writes n + 1), so no second launch; KvCache swaps them after each step.
 //            Loads that do not depend on the length go first, the page's words next, in
@@ -29,7 +30,9 @@
 //      token at 32K, 32 heads (H100): 17.6 us at batch 1 (6% of the nuq3 decode step), 18 us at
 //      batch 8 (0.5%) (bench/kernels_notes.md). Prefill is bound by the per-token selection of
 //      the value range (k+1 rounds of warp argmin per side), fine for prompts.
-//   2: the above: one launch, three round trips. Predicted ~10 us (pending measurement).
+//   2: the above: one launch, three round trips. Predicted ~10 us; measured 10.8 us for one
+//      token at 32K, batch 1 (H200, 2026-11-26; 3.8% of the nuq3-1% decode step). Version 1's
+//      second launch is gone (issue 12).
 #include "kv_append.h"
 
 #include <cmath>
@@ -327,14 +330,21 @@ kv_append_kernel(KvCacheView c, const __half* __restrict__ k, const __half* __re
     __syncwarp();
     if (!quantize) return;
   }
-  int row;
-  uint8_t* sec = quant_section(c, b, h, u0, &row);
   if constexpr (kKivi) {
-    const int64_t t0 = c.n_sink + u0;
-    kivi_group<D, B>(
-        c, sec, row, [&](int i) { return c.ring_row(c.ring_k, b, h, t0 + i); },
-        [&](int i) { return c.ring_row(c.ring_v, b, h, t0 + i); }, row_sm);
+    // The window's oldest flush tokens (the new one last) are all in the ring: quantize them in
+    // groups of G; a group never straddles a page (page_size and u0 are multiples of G).
+    for (int g0 = 0; g0 < c.flush; g0 += c.layout.group) {
+      int row;
+      uint8_t* sec = quant_section(c, b, h, u0 + g0, &row);
+      const int64_t t0 = c.n_sink + u0 + g0;
+      kivi_group<D, B>(
+          c, sec, row, [&](int i) { return c.ring_row(c.ring_k, b, h, t0 + i); },
+          [&](int i) { return c.ring_row(c.ring_v, b, h, t0 + i); }, row_sm);
+      __syncwarp();
+    }
   } else {
+    int row;
+    uint8_t* sec = quant_section(c, b, h, u0, &row);
     // Token t leaves the window (G = 1, so n >= n_sink and t = n - n_recent). It is the new
     // token itself when n_recent = 0; else it sits in another ring slot than the new token
     // (ring_size = n_recent + 1 > n - t), read before the new token is written.
@@ -403,11 +413,6 @@ kv_append_kernel(KvCacheView c, const __half* __restrict__ k, const __half* __re
       if (total > kept) atomicAdd(c.k_overflow, static_cast<unsigned long long>(total - kept));
     }
   }
-}
-
-__global__ void kv_increment_kernel(int32_t* seq_len, int batch) {
-  const int b = blockIdx.x * blockDim.x + threadIdx.x;
-  if (b < batch) ++seq_len[b];
 }
 
 template <int D, int B, bool kKivi>
@@ -588,21 +593,12 @@ cudaError_t launch_kv_append(const KvCacheView& cache, int batch, const __half* 
                              cudaStream_t stream) {
   if (batch < 0 || !view_ok(cache)) return cudaErrorInvalidValue;
   if (batch == 0) return cudaSuccess;
-  if (!k || !v || seq_len_out == cache.seq_len) return cudaErrorInvalidValue;
+  if (!k || !v || !seq_len_out || seq_len_out == cache.seq_len) return cudaErrorInvalidValue;
   AppendFn append;
   PrefillFn prefill;
   if (!dispatch(cache.layout, &append, &prefill)) return cudaErrorNotSupported;
   append<<<dim3(batch, cache.n_kv_heads), 32, 0, stream>>>(cache, k, v, seq_len_out);
-  if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
-  if (seq_len_out == nullptr) {
-    kv_increment_kernel<<<(batch + 127) / 128, 128, 0, stream>>>(cache.seq_len, batch);
-  }
   return cudaGetLastError();
-}
-
-cudaError_t launch_kv_append(const KvCacheView& cache, int batch, const __half* __restrict__ k,
-                             const __half* __restrict__ v, cudaStream_t stream) {
-  return launch_kv_append(cache, batch, k, v, /*seq_len_out=*/nullptr, stream);
 }
 
 cudaError_t launch_kv_prefill(const KvCacheView& cache, int batch, int64_t max_tokens,

@@ -14,20 +14,13 @@
 
 namespace kvq::kernels {
 
-// Appends token n_b (n_b = cache.seq_len[b] before the call) of every sequence b < batch:
-// writes it to the sink or the recent window, quantizes the token (KVQuant) or group (KIVI) that
-// leaves the window into its page, then increments seq_len. The page of every token that gets
-// quantized must be mapped. Returns cudaErrorInvalidValue for a bad batch or null pointers,
-// cudaErrorNotSupported for a bits/head_dim/method the kernels were not built for; else the
-// launch's error.
-cudaError_t launch_kv_append(const KvCacheView& cache, int batch,
-                             const __half* __restrict__ k,  // [batch][n_kv_heads][head_dim]
-                             const __half* __restrict__ v,  // [batch][n_kv_heads][head_dim]
-                             cudaStream_t stream);
-
-// The same in one launch: cache.seq_len is only read, and seq_len_out[b] = n_b + 1 is written
-// for b < batch (a buffer other than cache.seq_len; the caller then uses it as the lengths).
-// seq_len_out == nullptr: increments cache.seq_len in a second launch, as above.
+// Appends token n_b (n_b = cache.seq_len[b], only read) of every sequence b < batch: writes it
+// to the sink or the recent window, quantizes what leaves the window into its page (KVQuant: one
+// token; KIVI: the full residual, cache.flush tokens) and writes seq_len_out[b] = n_b + 1 (a
+// buffer other than cache.seq_len; the caller then uses it as the lengths), all in one launch.
+// The page of every token that gets quantized must be mapped. Returns cudaErrorInvalidValue for
+// a bad batch or null pointers, cudaErrorNotSupported for a bits/head_dim/method the kernels
+// were not built for; else the launch's error.
 cudaError_t launch_kv_append(const KvCacheView& cache, int batch,
                              const __half* __restrict__ k,  // [batch][n_kv_heads][head_dim]
                              const __half* __restrict__ v,  // [batch][n_kv_heads][head_dim]

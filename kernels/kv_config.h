@@ -1,59 +1,54 @@
-// What a compressed KV cache is configured with (one layer): the method's parameters, the shapes,
-// the quantizer fitted offline (KVQuant) and the limits of the page pool. Host code only; the
-// checks here throw kvq::Error naming the field, the expected and the found value, so that the
-// API (kv_cache.h) and the reference (kv_ref.h) agree on what is accepted.
+// What one layer's compressed KV cache is made of: the method's format (one definition,
+// quant/kv_cache_format.h, made by methods::Quantizer::kv_format), the shapes and the page
+// pool. A plain struct: runtime::check_kv_config (lib/kvq/runtime/cache_config.h) validates it,
+// refuses by name the formats the kernels cannot serve and fills the defaults; the kernels' CPU
+// reference (kv_ref.h) and the cache (runtime/kv_cache.h) take only checked configurations.
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "kv_layout.h"
+#include "kvq/quant/kv_cache_format.h"
+#include "kvq/quant/kv_format.h"
 
 namespace kvq::kernels {
 
 struct KvCacheConfig {
-  KvMethod method = KvMethod::kNuq;
-  int bits = 3;                      // 2, 3, 4 (KIVI: 2, 4)
-  int head_dim = 128;                // 64 or 128
+  quant::KvCacheFormat format;  // codec kNuq (values per token and KV head) or kKivi
+  int head_dim = 128;           // 64 or 128
   int n_kv_heads = 1;
-  int n_q_heads = 1;                 // a multiple of n_kv_heads, at most 8 per KV head
-  int page_size = 0;                 // tokens per page; 0: kv_default_page_size(bits)
-  int n_sink = 0;                    // first tokens kept in fp16
-  int n_recent = 0;                  // latest tokens kept in fp16 (KIVI's residual R)
-  int kivi_group = 32;               // KIVI: G tokens per key group, G channels per value group
-  double v_outlier_fraction = 0.01;  // KVQuant values: fraction kept in fp16 per token
-  bool k_outliers = true;            // KVQuant keys: keep elements outside [lo, hi] in fp16
-  int k_outlier_capacity = 0;        // per page and KV head; 0: page_size * head_dim / 16
+  int n_q_heads = 1;            // a multiple of n_kv_heads, at most kMaxQueryGroup per KV head
+  int page_size = 0;            // tokens per page; 0: kv_default_page_size(bits)
+  int k_outlier_capacity = 0;   // key outliers per page and KV head; 0: page_size * head_dim / 16
   int max_batch = 1;
-  int64_t max_seq_len = 4096;        // tokens per sequence
-  int64_t n_pages = 0;               // page pool; 0: max_batch full-length sequences
+  int64_t max_seq_len = 4096;   // tokens per sequence
+  int64_t n_pages = 0;          // page pool; 0: max_batch full-length sequences
 
-  int quant_group() const { return method == KvMethod::kNuq ? 1 : kivi_group; }
-  int ring_size() const { return n_recent + quant_group(); }
+  KvMethod method() const {
+    return format.codec == quant::KvCodec::kKivi ? KvMethod::kKivi : KvMethod::kNuq;
+  }
+  int bits() const { return format.key_bits; }
+  // Tokens of a key group along time: KIVI's G; 1 for KVQuant (keys per channel, offline).
+  int quant_group() const {
+    return method() == KvMethod::kKivi ? static_cast<int>(format.key_time_group) : 1;
+  }
+  // The fp16 ring of recent tokens: the sliding window plus the tokens quantized together.
+  int ring_size() const { return static_cast<int>(format.n_recent + format.flush); }
   int q_per_kv() const { return n_q_heads / n_kv_heads; }
-};
-
-// The KVQuant quantizer of one layer (quant.h5), host memory.
-struct NuqQuantizer {
-  std::vector<float> k_levels;  // [2^bits] ascending in [-1, 1]
-  std::vector<float> v_levels;  // [2^bits]
-  std::vector<float> k_lo;      // [n_kv_heads, head_dim] per-channel dense range, pre-RoPE
-  std::vector<float> k_hi;
+  // Value outlier slots per token: 2 * outliers_per_side(head_dim, fraction) (KVQuant).
+  int v_outliers_per_token() const {
+    return method() == KvMethod::kNuq
+               ? static_cast<int>(2 * quant::outliers_per_side(head_dim, format.outlier_fraction))
+               : 0;
+  }
+  // The page layout of a checked configuration.
+  KvLayout layout() const {
+    return kv_make_layout(method(), bits(), head_dim, page_size, quant_group(),
+                          v_outliers_per_token(), k_outlier_capacity);
+  }
 };
 
 // 256 tokens for B = 2, 4 and 320 for B = 3 (multiples of the 8 * codes-per-word block).
-int kv_default_page_size(int bits);
-
-// Checks the configuration (and the quantizer for KVQuant, which must then be non-null), fills
-// the defaults (page_size, k_outlier_capacity, n_pages) and returns the page layout. Throws
-// kvq::Error, e.g. "kv cache: head_dim: expected 64 or 128, found 96".
-KvLayout kv_check_config(KvCacheConfig* config, const NuqQuantizer* quantizer);
-
-// Values of a KVQuant token kept as outliers: 2 * outliers_per_side(head_dim, fraction).
-int kv_v_outliers_per_token(int head_dim, double fraction);
-
-// Sinusoid frequencies theta^(-2j / head_dim), j < head_dim / 2 (computed in double). Llama-3
-// style scaling passes its own array to the kernels instead.
-std::vector<float> rope_inv_freq(double theta, int head_dim);
+inline int kv_default_page_size(int bits) { return bits == 3 ? 320 : 256; }
 
 }  // namespace kvq::kernels

@@ -6,9 +6,11 @@
 //   [0, n_sink)                      sink tokens, fp16 K and V          sink_k/sink_v
 //   [n_sink, n_sink + n_quant)       quantized, in pages                pool via page_table
 //   [n_sink + n_quant, n)            recent window, fp16                ring_k/ring_v
-// with n_quant = floor(max(0, n - n_sink - n_recent) / G) * G, G = 1 for KVQuant (one token is
-// quantized as it leaves the window) and the KIVI group size for KIVI (a group is quantized once
-// it is complete). The ring holds n_recent + G tokens; token t sits in slot (t - n_sink) % ring.
+// with n_quant = floor(max(0, n - n_sink - n_recent) / F) * F (quant::KvCacheFormat::n_quantized,
+// F = flush): tokens leave the fp16 window F at a time once more than n_recent are there.
+// KVQuant: n_recent = 0, F = 1 (every token quantized as it arrives); KIVI: n_recent = 0, F = R,
+// the residual (all R tokens quantized at once, in R / G key groups, when the R-th arrives).
+// The ring holds n_recent + F tokens; token t sits in slot (t - n_sink) % ring.
 // Keys are stored before RoPE everywhere (the attention kernels rotate them in registers).
 //
 // Quantized token u = t - n_sink lives in page u / page_size of its sequence, row u % page_size.
@@ -138,7 +140,8 @@ struct KvCacheView {
   int n_kv_heads = 1;
   int n_sink = 0;
   int n_recent = 0;
-  int ring_size = 1;                 // n_recent + G
+  int flush = 1;                     // F: tokens quantized together (a multiple of layout.group)
+  int ring_size = 1;                 // n_recent + F
   bool k_outliers = false;           // KVQuant keys: keep elements outside [lo, hi] in fp16
   uint8_t* pool = nullptr;           // [n_pages][n_kv_heads] head sections
   int64_t page_bytes = 0;            // n_kv_heads * head_bytes
@@ -156,9 +159,8 @@ struct KvCacheView {
   unsigned long long* k_overflow = nullptr;  // K outliers clamped for lack of page room
 
   KVQ_HD int64_t n_quant(int64_t n) const {
-    const int64_t g = layout.group;
     const int64_t q = n - n_sink - n_recent;
-    return q > 0 ? q / g * g : 0;
+    return q > 0 ? q / flush * flush : 0;
   }
   KVQ_HD uint8_t* head_section(int64_t page, int head) const {
     return pool + page * page_bytes + int64_t{head} * layout.head_bytes;

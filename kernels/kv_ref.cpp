@@ -26,22 +26,20 @@ T load(const uint8_t* p) {
 }
 
 struct Shape {
-  int D, H, S, R, G, P, ring;
+  int D, H, S, G, P, ring;
+  const quant::KvCacheFormat& f;
   explicit Shape(const KvCacheConfig& c)
-      : D(c.head_dim), H(c.n_kv_heads), S(c.n_sink), R(c.n_recent), G(c.quant_group()),
-        P(c.page_size), ring(c.ring_size()) {}
-  int64_t n_quant(int64_t n) const {
-    const int64_t q = n - S - R;
-    return q > 0 ? q / G * G : 0;
-  }
+      : D(c.head_dim), H(c.n_kv_heads), S(static_cast<int>(c.format.n_sink)), G(c.quant_group()),
+        P(c.page_size), ring(c.ring_size()), f(c.format) {}
+  int64_t n_quant(int64_t n) const { return f.n_quantized(n); }
   bool is_fp16(int64_t t, int64_t nq) const { return t < S || t >= S + nq; }
 };
 
-void quantize_nuq_head(const Shape& s, const KvCacheConfig& c, const NuqQuantizer& qz, int h,
+void quantize_nuq_head(const Shape& s, const KvCacheConfig& c, const quant::KvTables& qz, int h,
                        const std::vector<uint16_t>& k, const std::vector<uint16_t>& v,
                        KvHeadState* hs, uint64_t* overflow) {
   const int D = s.D;
-  const int n_levels = 1 << c.bits;
+  const int n_levels = 1 << c.bits();
   const float* kl = qz.k_levels.data();
   const float* vl = qz.v_levels.data();
   std::vector<float> xv(D), want(D);
@@ -54,7 +52,7 @@ void quantize_nuq_head(const Shape& s, const KvCacheConfig& c, const NuqQuantize
       const float lo = qz.k_lo[h * D + ch], hi = qz.k_hi[h * D + ch];
       const float offset = (lo + hi) / 2.0f, scale = (hi - lo) / 2.0f;
       const int code = scale == 0.0f ? 0 : quant::nuq_encode((x - offset) / scale, kl, n_levels);
-      const bool candidate = c.k_outliers && (x < lo || x > hi);
+      const bool candidate = c.format.key_outliers() && (x < lo || x > hi);
       const bool keep = candidate && page_count < c.k_outlier_capacity;
       if (keep) {
         hs->k_out.push_back({u, ch, kv_half_bits(x)});
@@ -69,12 +67,12 @@ void quantize_nuq_head(const Shape& s, const KvCacheConfig& c, const NuqQuantize
       KVQ_CHECK(same_bits(got, ref), "key u={} ch={}: {} vs kv_format {}", u, ch, got, ref);
     }
     for (int ch = 0; ch < D; ++ch) xv[ch] = kv_half_float(v[(t * s.H + h) * D + ch]);
-    const quant::DenseRange r = quant::dense_range_ref(xv.data(), D, 1, c.v_outlier_fraction);
+    const quant::DenseRange r = quant::dense_range_ref(xv.data(), D, 1, c.format.outlier_fraction);
     const float offset = quant::round_to_fp16((r.lo + r.hi) / 2.0f);
     const float scale = quant::round_to_fp16((r.hi - r.lo) / 2.0f);
     hs->v_scale[u] = kv_half_bits(scale);
     hs->v_offset[u] = kv_half_bits(offset);
-    quant::nuq_fake_quant_vector_ref(xv.data(), D, 1, vl, n_levels, c.v_outlier_fraction,
+    quant::nuq_fake_quant_vector_ref(xv.data(), D, 1, vl, n_levels, c.format.outlier_fraction,
                                      want.data());
     for (int ch = 0; ch < D; ++ch) {
       const float x = xv[ch];
@@ -108,12 +106,12 @@ void quantize_kivi_head(const Shape& s, const KvCacheConfig& c, int h,
       }
     }
     for (int ch = 0; ch < D; ++ch) {  // keys: per channel over the group's G tokens
-      const quant::UniformParams p = kivi_params(&xs[ch], G, D, c.bits);
+      const quant::UniformParams p = kivi_params(&xs[ch], G, D, c.bits());
       hs->k_gscale[g0 / G * D + ch] = kv_half_bits(p.scale);
       hs->k_gzero[g0 / G * D + ch] = kv_half_bits(p.zero);
       for (int i = 0; i < G; ++i) {
         hs->k_codes[(g0 + i) * D + ch] =
-            static_cast<uint8_t>(quant::uniform_encode(xs[i * D + ch], p, c.bits));
+            static_cast<uint8_t>(quant::uniform_encode(xs[i * D + ch], p, c.bits()));
       }
     }
   }
@@ -121,12 +119,12 @@ void quantize_kivi_head(const Shape& s, const KvCacheConfig& c, int h,
   for (int64_t u = 0; u < hs->n_quant; ++u) {  // values: per token, G channels
     for (int ch = 0; ch < D; ++ch) xv[ch] = kv_half_float(v[((s.S + u) * s.H + h) * D + ch]);
     for (int cg = 0; cg < D / G; ++cg) {
-      const quant::UniformParams p = kivi_params(&xv[cg * G], G, 1, c.bits);
+      const quant::UniformParams p = kivi_params(&xv[cg * G], G, 1, c.bits());
       hs->v_gscale[u * (D / G) + cg] = kv_half_bits(p.scale);
       hs->v_gzero[u * (D / G) + cg] = kv_half_bits(p.zero);
       for (int i = 0; i < G; ++i) {
         hs->v_codes[u * D + cg * G + i] =
-            static_cast<uint8_t>(quant::uniform_encode(xv[cg * G + i], p, c.bits));
+            static_cast<uint8_t>(quant::uniform_encode(xv[cg * G + i], p, c.bits()));
       }
     }
   }
@@ -140,7 +138,7 @@ void size_head(const Shape& s, const KvCacheConfig& c, int64_t n, KvHeadState* h
   hs->v16.assign(static_cast<size_t>(n) * s.D, 0);
   hs->k_codes.assign(nq * s.D, 0);
   hs->v_codes.assign(nq * s.D, 0);
-  if (c.method == KvMethod::kNuq) {
+  if (c.method() == KvMethod::kNuq) {
     hs->v_scale.assign(nq, 0);
     hs->v_offset.assign(nq, 0);
   } else {
@@ -180,12 +178,15 @@ float kv_bf16_float(uint16_t bits) {
   return x;
 }
 
-KvState kv_quantize_ref(const KvCacheConfig& config, const NuqQuantizer* quantizer,
+KvState kv_quantize_ref(const KvCacheConfig& config, const quant::KvTables* quantizer,
                         const std::vector<std::vector<uint16_t>>& k,
                         const std::vector<std::vector<uint16_t>>& v) {
   KvState st;
   st.config = config;
-  st.layout = kv_check_config(&st.config, quantizer);
+  st.layout = config.layout();
+  if (config.method() == KvMethod::kNuq && quantizer == nullptr) {
+    fail("kv_quantize_ref: KVQuant needs the layer's tables");
+  }
   const KvCacheConfig& c = st.config;
   const Shape s(c);
   if (k.size() != v.size()) fail("kv_quantize_ref: {} key and {} value histories", k.size(), v.size());
@@ -208,7 +209,7 @@ KvState kv_quantize_ref(const KvCacheConfig& config, const NuqQuantizer* quantiz
           hs.v16[t * s.D + ch] = v[b][(t * s.H + h) * s.D + ch];
         }
       }
-      if (c.method == KvMethod::kNuq) {
+      if (c.method() == KvMethod::kNuq) {
         quantize_nuq_head(s, c, *quantizer, h, k[b], v[b], &hs, &st.k_overflow);
       } else {
         quantize_kivi_head(s, c, h, k[b], v[b], &hs);
@@ -222,18 +223,12 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& im,
                        std::vector<std::string>* problems) {
   KvState st;
   st.config = config;
-  st.layout = kv_make_layout(config.method, config.bits, config.head_dim, config.page_size,
-                             config.quant_group(),
-                             config.method == KvMethod::kNuq
-                                 ? kv_v_outliers_per_token(config.head_dim,
-                                                           config.v_outlier_fraction)
-                                 : 0,
-                             config.k_outlier_capacity);
+  st.layout = config.layout();
   const KvLayout& L = st.layout;
   const Shape s(config);
   const int64_t page_bytes = L.head_bytes * s.H;
   const int64_t n_pages = page_bytes ? static_cast<int64_t>(im.pool.size()) / page_bytes : 0;
-  const int row_codes = kv_k_row_codes(config.bits, s.D);
+  const int row_codes = kv_k_row_codes(config.bits(), s.D);
   st.batch = im.batch;
   st.heads.resize(static_cast<size_t>(im.batch) * s.H);
   st.k_overflow = im.k_overflow;
@@ -269,7 +264,7 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& im,
         for (int r = 0; r < rows; ++r) {
           quant::unpack_rows_ref(reinterpret_cast<const uint32_t*>(sec + L.off_k_codes) +
                                      int64_t{r} * L.k_row_words,
-                                 1, row_codes, config.bits, codes.data());
+                                 1, row_codes, config.bits(), codes.data());
           for (int ch = 0; ch < s.D; ++ch) {
             hs.k_codes[(p0 + r) * s.D + ch] = codes[kv_k_code_index(ch, s.D)];
           }
@@ -280,10 +275,10 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& im,
         for (int ch = 0; ch < s.D; ++ch) {
           quant::unpack_rows_ref(reinterpret_cast<const uint32_t*>(sec + L.off_v_codes) +
                                      int64_t{ch} * L.v_row_words,
-                                 1, s.P, config.bits, codes.data());
+                                 1, s.P, config.bits(), codes.data());
           for (int r = 0; r < rows; ++r) hs.v_codes[(p0 + r) * s.D + ch] = codes[r];
         }
-        if (config.method == KvMethod::kKivi) {
+        if (config.method() == KvMethod::kKivi) {
           for (int gi = 0; gi < rows / s.G; ++gi) {
             for (int g = 0; g < s.D / 2; ++g) {
               const uint8_t* e = sec + L.off_k_params + (int64_t{gi} * (s.D / 2) + g) * 8;
@@ -380,7 +375,7 @@ std::string kv_compare(const KvState& want, const KvState& got, int max_lines) {
                       a.n_tokens, a.n_quant, b.n_tokens, b.n_quant));
       continue;
     }
-    const int64_t S = want.config.n_sink;
+    const int64_t S = want.config.format.n_sink;
     for (size_t e = 0; e < a.k16.size(); ++e) {
       if (a.k16[e] != b.k16[e] || a.v16[e] != b.v16[e]) {
         add(where(e / D, e % D) + fmt::format(": fp16 k/v {:04x}/{:04x} vs {:04x}/{:04x}",
@@ -426,7 +421,7 @@ std::string kv_compare(const KvState& want, const KvState& got, int max_lines) {
   return out;
 }
 
-void kv_dequantize_ref(const KvState& st, const NuqQuantizer* qz, int b, int h,
+void kv_dequantize_ref(const KvState& st, const quant::KvTables* qz, int b, int h,
                        std::vector<float>* k, std::vector<float>* v) {
   const KvCacheConfig& c = st.config;
   const Shape s(c);
@@ -442,7 +437,7 @@ void kv_dequantize_ref(const KvState& st, const NuqQuantizer* qz, int b, int h,
       if (fp16) {
         kx = kv_half_float(hs.k16[t * s.D + ch]);
         vx = kv_half_float(hs.v16[t * s.D + ch]);
-      } else if (c.method == KvMethod::kNuq) {
+      } else if (c.method() == KvMethod::kNuq) {
         const float lo = qz->k_lo[h * s.D + ch], hi = qz->k_hi[h * s.D + ch];
         const float offset = (lo + hi) / 2.0f, scale = (hi - lo) / 2.0f;
         kx = scale == 0.0f ? offset : qz->k_levels[hs.k_codes[u * s.D + ch]] * scale + offset;
@@ -461,7 +456,7 @@ void kv_dequantize_ref(const KvState& st, const NuqQuantizer* qz, int b, int h,
   for (const KvOutlier& o : hs.v_out) (*v)[(s.S + o.token) * s.D + o.channel] = kv_half_float(o.value);
 }
 
-std::vector<double> kv_attention_ref(const KvState& st, const NuqQuantizer* qz,
+std::vector<double> kv_attention_ref(const KvState& st, const quant::KvTables* qz,
                                      const std::vector<float>& q,
                                      const std::vector<float>& inv_freq) {
   const KvCacheConfig& c = st.config;

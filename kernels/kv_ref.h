@@ -57,8 +57,9 @@ struct KvImage {
 
 // Quantizes whole histories the way the cache does, whatever mix of prefill and appends built it.
 // k[b], v[b]: [n_b][n_kv_heads][head_dim] fp16 bits of sequence b. `config` must have passed
-// kv_check_config (page_size etc. filled in); quantizer is null for KIVI.
-KvState kv_quantize_ref(const KvCacheConfig& config, const NuqQuantizer* quantizer,
+// runtime::check_kv_config (page_size etc. filled in); quantizer (the layer's tables) is null
+// for KIVI.
+KvState kv_quantize_ref(const KvCacheConfig& config, const quant::KvTables* quantizer,
                         const std::vector<std::vector<uint16_t>>& k,
                         const std::vector<std::vector<uint16_t>>& v);
 
@@ -72,14 +73,14 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& image,
 std::string kv_compare(const KvState& want, const KvState& got, int max_lines = 8);
 
 // Dequantized keys and values of one (sequence, head): [n_tokens][head_dim] floats, pre-RoPE.
-void kv_dequantize_ref(const KvState& state, const NuqQuantizer* quantizer, int b, int h,
+void kv_dequantize_ref(const KvState& state, const quant::KvTables* quantizer, int b, int h,
                        std::vector<float>* k, std::vector<float>* v);
 
 // Decode attention for the newest token of every sequence: q [batch][n_q_heads][head_dim]
 // (pre-RoPE, at position n_b - 1), RoPE (rotate-half pairs (j, j + head_dim/2), angle
 // (t - t_q) * inv_freq[j] in double) on keys and query, softmax(q.k / sqrt(head_dim)) . v in
 // double. Returns [batch][n_q_heads][head_dim].
-std::vector<double> kv_attention_ref(const KvState& state, const NuqQuantizer* quantizer,
+std::vector<double> kv_attention_ref(const KvState& state, const quant::KvTables* quantizer,
                                      const std::vector<float>& q,
                                      const std::vector<float>& inv_freq);
 

@@ -14,13 +14,47 @@
 
 #include <gtest/gtest.h>
 
-#include "kv_cache.h"
 #include "kv_ref.h"
+#include "kvq/runtime/kv_cache.h"
+#include "kvq/runtime/cache_config.h"
 #include "support/gpu.h"
 
-namespace kvq::kernels::test {
+namespace kvq::kernels {
+
+using runtime::KvCache;
+using runtime::rope_inv_freq;
+
+namespace test {
 
 using ::kvq::test::DeviceBuffer;
+
+// Cache formats by hand, including ones no method string makes (a KVQuant recent window, KIVI
+// with a sliding window): the cache's window arithmetic is general, and tested so.
+inline quant::KvCacheFormat nuq_format(int bits, int n_sink, int n_recent, double fraction) {
+  quant::KvCacheFormat f;
+  f.method = "nuq" + std::to_string(bits) + " (test)";
+  f.codec = quant::KvCodec::kNuq;
+  f.key_bits = f.value_bits = bits;
+  f.n_sink = n_sink;
+  f.n_recent = n_recent;
+  f.value_vector = quant::ValueVector::kTokenHead;
+  f.outlier_fraction = fraction;
+  return f;
+}
+
+// KIVI's residual of R tokens is n_recent = 0, flush = R; flush = group with n_recent = W is a
+// sliding window of W tokens quantized a group at a time.
+inline quant::KvCacheFormat kivi_format(int bits, int group, int n_sink, int n_recent, int flush) {
+  quant::KvCacheFormat f;
+  f.method = "kivi" + std::to_string(bits) + " (test)";
+  f.codec = quant::KvCodec::kKivi;
+  f.key_bits = f.value_bits = bits;
+  f.key_time_group = f.channel_group = group;
+  f.n_sink = n_sink;
+  f.n_recent = n_recent;
+  f.flush = flush;
+  return f;
+}
 
 // Under compute-sanitizer (device.sh sets KVQ_SANITIZER) the tests run their small cases only.
 inline bool sanitizer_run() { return std::getenv("KVQ_SANITIZER") != nullptr; }
@@ -61,11 +95,11 @@ inline History random_history(const std::vector<int64_t>& lengths, int n_kv_head
 
 // Levels: 2^bits sorted distinct values in [-1, 1]; key ranges: per-channel quantiles of the
 // history at `tail` and 1 - tail (so about 2 * tail of the keys are outliers).
-inline NuqQuantizer random_quantizer(const History& hist, int bits, int n_kv_heads, int head_dim,
+inline quant::KvTables random_quantizer(const History& hist, int bits, int n_kv_heads, int head_dim,
                                      double tail, uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
-  NuqQuantizer q;
+  quant::KvTables q;
   for (auto* levels : {&q.k_levels, &q.v_levels}) {
     const int n = 1 << bits;
     while (static_cast<int>(levels->size()) < n) {
@@ -115,9 +149,9 @@ inline void poison(const KvCache& cache) {
   ASSERT_EQ(cudaMemset(v.pool, 0xFF, static_cast<size_t>(c.n_pages) * v.page_bytes), cudaSuccess);
   ASSERT_EQ(cudaMemset(v.ring_k, 0xFF, c.max_batch * row * c.ring_size()), cudaSuccess);
   ASSERT_EQ(cudaMemset(v.ring_v, 0xFF, c.max_batch * row * c.ring_size()), cudaSuccess);
-  if (c.n_sink > 0) {
-    ASSERT_EQ(cudaMemset(v.sink_k, 0xFF, c.max_batch * row * c.n_sink), cudaSuccess);
-    ASSERT_EQ(cudaMemset(v.sink_v, 0xFF, c.max_batch * row * c.n_sink), cudaSuccess);
+  if (c.format.n_sink > 0) {
+    ASSERT_EQ(cudaMemset(v.sink_k, 0xFF, c.max_batch * row * c.format.n_sink), cudaSuccess);
+    ASSERT_EQ(cudaMemset(v.sink_v, 0xFF, c.max_batch * row * c.format.n_sink), cudaSuccess);
   }
 }
 
@@ -205,4 +239,5 @@ inline std::vector<float> random_queries(size_t n, uint32_t seed, bool bf16,
   return q;
 }
 
-}  // namespace kvq::kernels::test
+}  // namespace test
+}  // namespace kvq::kernels

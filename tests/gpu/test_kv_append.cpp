@@ -25,12 +25,13 @@ struct Case {
   std::vector<int64_t> lengths;
   int appends;
   uint32_t seed;
+  int flush = 0;   // KIVI: tokens quantized together; 0: the group (with n_recent a sliding window)
 
   std::string str() const {
     std::ostringstream s;
     s << (method == KvMethod::kNuq ? "nuq" : "kivi") << bits << " head_dim " << head_dim
       << " kv heads " << n_kv_heads << " sink " << n_sink << " recent " << n_recent
-      << " group " << group << " page " << page_size << " v_fraction " << v_fraction
+      << " group " << group << " flush " << flush << " page " << page_size << " v_fraction " << v_fraction
       << " k_capacity " << k_capacity << " lengths {";
     for (const auto n : lengths) s << n << ",";
     s << "} appends " << appends << " seed " << seed;
@@ -39,17 +40,13 @@ struct Case {
 
   KvCacheConfig config() const {
     KvCacheConfig c;
-    c.method = method;
-    c.bits = bits;
+    c.format = method == KvMethod::kNuq
+                   ? test::nuq_format(bits, n_sink, n_recent, v_fraction)
+                   : test::kivi_format(bits, group, n_sink, n_recent, flush > 0 ? flush : group);
     c.head_dim = head_dim;
     c.n_kv_heads = n_kv_heads;
     c.n_q_heads = n_kv_heads;
-    c.n_sink = n_sink;
-    c.n_recent = n_recent;
-    c.kivi_group = group;
     c.page_size = page_size;
-    c.v_outlier_fraction = v_fraction;
-    c.k_outliers = k_tail > 0.0;
     c.k_outlier_capacity = k_capacity;
     c.max_batch = static_cast<int>(lengths.size());
     c.max_seq_len = 1;
@@ -77,6 +74,9 @@ std::vector<Case> cases() {
       {K, 4, 64, 1, 2, 16, 32, 64, 0, 0, 0, {100, 300}, 40, 19},
       {K, 2, 128, 1, 0, 128, 128, 256, 0, 0, 0, {1000}, 130, 20},
       {K, 2, 128, 2, 1, 0, 64, 256, 0, 0, 0, {66, 600}, 66, 21},
+      // KIVI's residual (what kiviB-gG-rR means): R tokens in fp16, all quantized at once.
+      {K, 2, 128, 2, 0, 0, 32, 256, 0, 0, 0, {300, 150, 141}, 140, 22, 128},
+      {K, 4, 64, 1, 3, 0, 32, 64, 0, 0, 0, {200, 64}, 64, 23, 64},
   };
   all.insert(all.end(), more.begin(), more.end());
   return all;
@@ -87,9 +87,9 @@ TEST(KvAppend, MatchesReference) {
   for (const Case& c : cases()) {
     SCOPED_TRACE(c.str());
     const History hist = test::random_history(c.lengths, c.n_kv_heads, c.head_dim, c.seed);
-    const NuqQuantizer q = test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim,
-                                                  c.k_tail > 0 ? c.k_tail : 0.001, c.seed + 1);
-    const NuqQuantizer* qp = c.method == KvMethod::kNuq ? &q : nullptr;
+    const quant::KvTables q = test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim,
+                                                     c.k_tail > 0 ? c.k_tail : 0.001, c.seed + 1);
+    const quant::KvTables* qp = c.method == KvMethod::kNuq ? &q : nullptr;
     KvCache cache(c.config(), qp);
     test::build(&cache, hist, c.appends);
     std::vector<std::string> problems;
@@ -111,7 +111,7 @@ TEST(KvAppend, RandomFillIsWellFormed) {
   for (const Case& c : cases()) {
     SCOPED_TRACE(c.str());
     const History hist = test::random_history({1}, c.n_kv_heads, c.head_dim, c.seed);
-    const NuqQuantizer q = test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, 0.01, c.seed);
+    const quant::KvTables q = test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, 0.01, c.seed);
     KvCache cache(c.config(), c.method == KvMethod::kNuq ? &q : nullptr);
     test::poison(cache);
     cache.fill_random(c.lengths, 0.01, c.seed, nullptr);

@@ -26,6 +26,7 @@ struct Case {
   int appends;
   bool bf16;
   uint32_t seed;
+  int flush = 0;  // KIVI: tokens quantized together; 0: kivi_group (n_recent a sliding window)
 
   std::string str() const {
     std::ostringstream s;
@@ -39,17 +40,13 @@ struct Case {
 
   KvCacheConfig config() const {
     KvCacheConfig c;
-    c.method = method;
-    c.bits = bits;
+    c.format = method == KvMethod::kNuq
+                   ? test::nuq_format(bits, n_sink, n_recent, v_fraction)
+                   : test::kivi_format(bits, kivi_group, n_sink, n_recent, flush > 0 ? flush : kivi_group);
     c.head_dim = head_dim;
     c.n_kv_heads = n_kv_heads;
     c.n_q_heads = n_kv_heads * group;
-    c.n_sink = n_sink;
-    c.n_recent = n_recent;
-    c.kivi_group = kivi_group;
     c.page_size = page_size;
-    c.v_outlier_fraction = v_fraction;
-    c.k_outliers = method == KvMethod::kNuq;
     c.max_batch = static_cast<int>(lengths.size());
     c.max_seq_len = 1;
     for (const auto n : lengths) c.max_seq_len = std::max(c.max_seq_len, n);
@@ -77,6 +74,7 @@ std::vector<Case> cases() {
       {K, 4, 64, 2, 4, 2, 16, 32, 64, 0, {500, 70}, 40, true, 40},
       {K, 2, 128, 1, 1, 0, 128, 128, 256, 0, {1200, 300}, 2, false, 41},
       {K, 4, 128, 1, 8, 0, 0, 64, 128, 0, {640, 129}, 2, false, 42},
+      {K, 2, 128, 2, 4, 0, 0, 32, 256, 0, {700, 200, 129}, 130, false, 43, 128},  // residual
   };
   all.insert(all.end(), more.begin(), more.end());
   return all;
@@ -107,7 +105,7 @@ Run attend(KvCache& cache, const std::vector<uint16_t>& q_bits, bool bf16,
 // fp16 output rounding is 2^-11, bf16 2^-8; the kernels add fp16 dequantization and queries.
 double bound(bool bf16) { return bf16 ? 2.5e-2 : 1e-2; }
 
-void check(KvCache& cache, const KvState& ref_state, const NuqQuantizer* qp, bool bf16,
+void check(KvCache& cache, const KvState& ref_state, const quant::KvTables* qp, bool bf16,
            uint32_t seed, const std::string& name) {
   const KvCacheConfig& cfg = cache.config();
   std::vector<uint16_t> q_bits;
@@ -131,8 +129,8 @@ TEST(KvAttention, MatchesReference) {
   for (const Case& c : cases()) {
     SCOPED_TRACE(c.str());
     const History hist = test::random_history(c.lengths, c.n_kv_heads, c.head_dim, c.seed);
-    const NuqQuantizer q = test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, 0.005, c.seed + 1);
-    const NuqQuantizer* qp = c.method == KvMethod::kNuq ? &q : nullptr;
+    const quant::KvTables q = test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, 0.005, c.seed + 1);
+    const quant::KvTables* qp = c.method == KvMethod::kNuq ? &q : nullptr;
     KvCache cache(c.config(), qp);
     test::build(&cache, hist, c.appends);
     const KvState ref_state = kv_quantize_ref(cache.config(), qp, hist.k, hist.v);
@@ -151,16 +149,17 @@ TEST(KvAttention, LongRandomCaches) {
       {N, 2, 128, 1, 4, 1, 7, 32, 256, 0.01, {30001}, 0, true, 52},
       {N, 4, 64, 2, 2, 0, 5, 32, 512, 0.02, {20000, 3}, 0, false, 53},
       {K, 2, 128, 2, 4, 0, 128, 32, 256, 0, {33333}, 0, false, 54},
+      {K, 2, 128, 2, 4, 0, 0, 32, 256, 0, {33333}, 0, false, 55, 128},
   };
   for (const Case& c : long_cases) {
     SCOPED_TRACE(c.str());
     const History one = test::random_history({1}, c.n_kv_heads, c.head_dim, c.seed);
-    NuqQuantizer q = test::random_quantizer(one, c.bits, c.n_kv_heads, c.head_dim, 0.01, c.seed + 1);
+    quant::KvTables q = test::random_quantizer(one, c.bits, c.n_kv_heads, c.head_dim, 0.01, c.seed + 1);
     for (size_t i = 0; i < q.k_lo.size(); ++i) {
       q.k_lo[i] = -1.0f - 0.001f * (i % 7);
       q.k_hi[i] = 1.5f + 0.002f * (i % 5);
     }
-    const NuqQuantizer* qp = c.method == KvMethod::kNuq ? &q : nullptr;
+    const quant::KvTables* qp = c.method == KvMethod::kNuq ? &q : nullptr;
     KvCache cache(c.config(), qp);
     test::poison(cache);
     cache.fill_random(c.lengths, 0.01, c.seed, nullptr);

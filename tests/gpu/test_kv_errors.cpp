@@ -9,6 +9,7 @@
 #include "kv_append.h"
 #include "kv_attention.h"
 #include "kv_test_support.h"
+#include "kvq/methods/method.h"
 #include "support/test_support.h"
 
 namespace kvq::kernels {
@@ -16,9 +17,9 @@ namespace {
 
 using ::kvq::test::error_of;
 
-KvCacheConfig nuq_config() {
+KvCacheConfig config_of(const std::string& method) {
   KvCacheConfig c;
-  c.bits = 3;
+  c.format = methods::parse_method(method).kv_format();
   c.head_dim = 128;
   c.n_kv_heads = 2;
   c.n_q_heads = 4;
@@ -27,8 +28,10 @@ KvCacheConfig nuq_config() {
   return c;
 }
 
-NuqQuantizer quantizer(int bits, int n_kv_heads, int head_dim) {
-  NuqQuantizer q;
+KvCacheConfig nuq_config() { return config_of("nuq3-1%-vhead"); }
+
+quant::KvTables quantizer(int bits, int n_kv_heads, int head_dim) {
+  quant::KvTables q;
   for (int i = 0; i < (1 << bits); ++i) {
     q.k_levels.push_back(-1.0f + 2.0f * i / ((1 << bits) - 1));
     q.v_levels.push_back(q.k_levels.back());
@@ -38,26 +41,46 @@ NuqQuantizer quantizer(int bits, int n_kv_heads, int head_dim) {
   return q;
 }
 
-std::string check_error(KvCacheConfig c, const NuqQuantizer* q) {
-  return error_of([&] { kv_check_config(&c, q); });
+std::string check_error(KvCacheConfig c, const quant::KvTables* q) {
+  return error_of([&] { runtime::check_kv_config(&c, q); });
+}
+
+// Everything no kernel was built for is refused by the method's name, with the forms it serves.
+TEST(KvErrors, MethodsTheCacheCannotServeAreNamed) {
+  const quant::KvTables q = quantizer(3, 2, 128);
+  const std::string forms = std::string(" (the CUDA cache holds ") + runtime::kCacheMethods + ")";
+  EXPECT_EQ(check_error(config_of("nuq3-1%"), &q),
+            "kv cache: method 'nuq3-1%': values normalized per token over all KV heads are not "
+            "served yet; fit the -vhead variant" + forms);
+  EXPECT_EQ(check_error(config_of("skvq-k2-v2-g128-w128"), &q),
+            "kv cache: method 'skvq-k2-v2-g128-w128': no CUDA kernels for this kind of method" + forms);
+  EXPECT_EQ(check_error(config_of("int4"), &q),
+            "kv cache: method 'int4-token': no CUDA kernels for this kind of method" + forms);
+  EXPECT_EQ(check_error(config_of("nuq3-1%-vhead-qnorm"), &q),
+            "kv cache: method 'nuq3-1%-vhead-qnorm': Q-Norm decode levels are not served" + forms);
+  EXPECT_EQ(check_error(config_of("nuq3-1%-vhead-post"), &q),
+            "kv cache: method 'nuq3-1%-vhead-post': keys quantized after RoPE (-post) are not served" + forms);
+  EXPECT_EQ(check_error(config_of("kivi2-g32-r0"), nullptr),
+            "kv cache: method 'kivi2-g32-r0': the residual must be a positive multiple of the "
+            "group 32 (at most 65536), found 1" + forms);
+  EXPECT_EQ(check_error(config_of("kivi3"), nullptr), "kv cache: bits: expected 2 or 4 for KIVI, found 3");
+  EXPECT_EQ(check_error(config_of("kivi2-g16-r128"), nullptr),
+            "kv cache: kivi group: expected 32, 64 or 128 tokens and channels, at most head_dim = "
+            "128, found 16 and 16");
+  EXPECT_EQ(check_error(config_of("kivi2-g32-r128"), nullptr), "<no error>");
+  const quant::KvTables q2 = quantizer(2, 2, 128);
+  EXPECT_EQ(check_error(config_of("nuq2-sink4-vhead"), &q2), "<no error>");
 }
 
 TEST(KvErrors, ConfigurationIsChecked) {
-  const NuqQuantizer q = quantizer(3, 2, 128);
+  const quant::KvTables q = quantizer(3, 2, 128);
   KvCacheConfig c = nuq_config();
   EXPECT_EQ(check_error(c, &q), "<no error>");
   c.head_dim = 96;
   EXPECT_EQ(check_error(c, &q), "kv cache: head_dim: expected 64 or 128, found 96");
   c = nuq_config();
-  c.bits = 5;
+  c.format.key_bits = c.format.value_bits = 5;
   EXPECT_EQ(check_error(c, &q), "kv cache: bits: expected 2, 3 or 4, found 5");
-  c = nuq_config();
-  c.method = KvMethod::kKivi;
-  EXPECT_EQ(check_error(c, nullptr), "kv cache: bits: expected 2 or 4 for KIVI, found 3");
-  c.bits = 2;
-  c.kivi_group = 48;
-  EXPECT_EQ(check_error(c, nullptr),
-            "kv cache: kivi_group: expected 32, 64 or 128, at most head_dim = 128, found 48");
   c = nuq_config();
   c.n_q_heads = 3;
   EXPECT_EQ(check_error(c, &q), "kv cache: n_q_heads: expected a multiple of n_kv_heads = 2 with "
@@ -71,33 +94,34 @@ TEST(KvErrors, ConfigurationIsChecked) {
   EXPECT_EQ(check_error(c, &q), "kv cache: page_size: expected page_size * head_dim < 65536 "
                                 "(outlier index), found 560 * 128");
   c = nuq_config();
-  c.v_outlier_fraction = 0.2;
-  EXPECT_NE(check_error(c, &q).find("kv cache: v_outlier_fraction: expected at most 4 outliers"),
+  c.format.outlier_fraction = 0.2;
+  EXPECT_NE(check_error(c, &q).find("kv cache: outlier fraction: expected at most 4 value outliers"),
             std::string::npos);
 }
 
 TEST(KvErrors, QuantizerShapeMustMatch) {
   const KvCacheConfig c = nuq_config();
-  EXPECT_EQ(check_error(c, nullptr), "kv cache: KVQuant needs a quantizer (quant.h5 of the layer)");
-  NuqQuantizer q = quantizer(4, 2, 128);  // 16 levels for a 3-bit cache
-  EXPECT_EQ(check_error(c, &q), "kv cache: quantizer k_levels: expected 8 levels for 3 bits, found 16");
+  EXPECT_EQ(check_error(c, nullptr), "kv cache: KVQuant needs the layer's tables (quant.h5)");
+  quant::KvTables q = quantizer(4, 2, 128);  // 16 levels for a 3-bit cache
+  EXPECT_EQ(check_error(c, &q), "kv cache: k_levels: expected 8 levels for 3 bits, found 16");
   q = quantizer(3, 1, 128);  // one KV head's ranges for two
-  EXPECT_EQ(check_error(c, &q), "kv cache: quantizer k_lo/k_hi: expected [n_kv_heads = 2, "
-                                "head_dim = 128] = 256 values each, found 128 and 128");
+  EXPECT_EQ(check_error(c, &q), "kv cache: key ranges: expected [n_kv_heads = 2, head_dim = 128] "
+                                "= 256 values each, found 128 and 128");
   q = quantizer(3, 2, 128);
   q.v_levels[3] = q.v_levels[2];
-  EXPECT_NE(check_error(c, &q).find("kv cache: quantizer v_levels[3]: expected finite ascending levels"),
+  EXPECT_NE(check_error(c, &q).find("kv cache: v_levels: expected strictly ascending levels, found "),
             std::string::npos);
+  EXPECT_NE(check_error(c, &q).find(" at index 3"), std::string::npos);
   q = quantizer(3, 2, 128);
   q.k_lo[130] = 2.0f;
-  EXPECT_EQ(check_error(c, &q), "kv cache: quantizer key range of head 1 channel 2: expected "
-                                "finite lo <= hi, found [2, 1]");
+  EXPECT_EQ(check_error(c, &q), "kv cache: key ranges: channel 130: expected finite lo <= hi, "
+                                "found [2, 1]");
 }
 
 // The launchers check their arguments before touching the GPU.
 TEST(KvErrors, LaunchersRejectBadArguments) {
   KvCacheView empty;
-  EXPECT_EQ(launch_kv_append(empty, 1, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_kv_append(empty, 1, nullptr, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_kv_prefill(empty, 1, 1, 1, nullptr, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
   KvAttentionParams p;
   p.batch = 1;
@@ -114,7 +138,7 @@ TEST(KvErrors, PoolAllocationFailureNamesTheBytes) {
   if (test::sanitizer_run()) GTEST_SKIP() << "the failing allocation is skipped under compute-sanitizer";
   KvCacheConfig c = nuq_config();
   c.n_pages = int64_t{1} << 24;  // ~1.7 TB of pages
-  const NuqQuantizer q = quantizer(3, 2, 128);
+  const quant::KvTables q = quantizer(3, 2, 128);
   const std::string e = error_of([&] { KvCache cache(c, &q); });
   EXPECT_NE(e.find("kv cache: cudaMalloc of "), std::string::npos) << e;
   EXPECT_NE(e.find("bytes for the page pool (16777216 pages of "), std::string::npos) << e;
@@ -128,7 +152,7 @@ TEST(KvErrors, FailuresLeaveTheCacheUnchanged) {
   c.max_seq_len = 400;
   const std::vector<int64_t> lengths = {160, 0};
   const test::History hist = test::random_history({160, 1}, 2, 128, 7);
-  const NuqQuantizer q = test::random_quantizer(hist, 3, 2, 128, 0.01, 8);
+  const quant::KvTables q = test::random_quantizer(hist, 3, 2, 128, 0.01, 8);
   KvCache cache(c, &q);
   test::poison(cache);
   test::DeviceBuffer<uint16_t> dk(hist.k[0].size()), dv(hist.v[0].size());

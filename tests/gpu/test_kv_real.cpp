@@ -53,23 +53,19 @@ TEST(KvReal, Wt2Llama18mLayers) {
     }
     for (const RealCase& rc : cases) {
       KvCacheConfig c;
-      c.method = rc.method;
-      c.bits = rc.bits;
+      c.format = rc.method == KvMethod::kNuq ? test::nuq_format(rc.bits, rc.n_sink, rc.n_recent, 0.01)
+                                             : test::kivi_format(rc.bits, 32, rc.n_sink, rc.n_recent, 32);
       c.head_dim = 128;
       c.n_kv_heads = 2;
       c.n_q_heads = 4;
       c.page_size = rc.page_size;
-      c.n_sink = rc.n_sink;
-      c.n_recent = rc.n_recent;
-      c.kivi_group = 32;
-      c.v_outlier_fraction = 0.01;
       c.max_batch = 1;
       c.max_seq_len = 64;
       const std::string name = "layer " + std::to_string(layer) + " " +
                                (rc.method == KvMethod::kNuq ? "nuq" : "kivi") + std::to_string(rc.bits);
       SCOPED_TRACE(name);
-      const NuqQuantizer q = test::random_quantizer(hist, rc.bits, 2, 128, 0.01, 100 + layer);
-      const NuqQuantizer* qp = rc.method == KvMethod::kNuq ? &q : nullptr;
+      const quant::KvTables q = test::random_quantizer(hist, rc.bits, 2, 128, 0.01, 100 + layer);
+      const quant::KvTables* qp = rc.method == KvMethod::kNuq ? &q : nullptr;
       KvCache cache(c, qp);
       test::build(&cache, hist, 8);
       std::vector<std::string> problems;

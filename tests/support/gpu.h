@@ -1,5 +1,5 @@
 // Helpers for the GPU tests (tests/gpu): skip with a visible reason when no GPU is usable, check
-// CUDA calls, own device buffers. Header-only; only tests that link CUDA::cudart include it.
+// CUDA calls, own device buffers (runtime::DeviceBuffer). Header-only; only tests that link CUDA::cudart include it.
 #pragma once
 
 #include <cstddef>
@@ -8,6 +8,8 @@
 
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
+
+#include "kvq/runtime/device_buffer.h"
 
 // Skips the current test unless a GPU is usable: a device is visible and a context can be made
 // on it. The reason names the failing call and CUDA's error, e.g. cudaErrorInsufficientDriver
@@ -49,31 +51,8 @@ inline std::string gpu_unusable_reason() {
   return "";
 }
 
-// n elements of T in device memory, freed on destruction (so a failed ASSERT leaks nothing).
-// Throws std::runtime_error if cudaMalloc fails; GoogleTest reports it as a failure.
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t n) : n_(n) {
-    if (n == 0) return;
-    void* data = nullptr;
-    if (const cudaError_t err = cudaMalloc(&data, n * sizeof(T)); err != cudaSuccess) {
-      throw std::runtime_error("cudaMalloc of " + std::to_string(n * sizeof(T)) +
-                               " bytes: " + cudaGetErrorString(err));
-    }
-    data_ = static_cast<T*>(data);
-  }
-  ~DeviceBuffer() { cudaFree(data_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  T* data() const { return data_; }
-  size_t size() const { return n_; }
-  size_t bytes() const { return n_ * sizeof(T); }
-
- private:
-  T* data_ = nullptr;
-  size_t n_ = 0;
-};
+// The runtime's owner of device memory (freed on destruction, so a failed ASSERT leaks nothing;
+// a failed cudaMalloc throws kvq::Error, which GoogleTest reports as a failure).
+using runtime::DeviceBuffer;
 
 }  // namespace kvq::test

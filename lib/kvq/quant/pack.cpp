@@ -1,5 +1,5 @@
-// CPU reference for B-bit code packing (format in pack.h). Written for clarity, not speed: it
-// is what kernels/pack_codes is tested against.
+// CPU reference for B-bit code packing (format in pack.h). Written for clarity, not speed: the
+// kernels' CPU twins (kernels/kv_ref.cpp) read the cache's pages with it.
 #include "kvq/quant/pack.h"
 
 #include "kvq/common/error.h"

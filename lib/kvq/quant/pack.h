@@ -1,5 +1,5 @@
 // Bit packing of B-bit quantization codes (B = 2, 3, 4) into 32-bit words: the CPU reference
-// for the compressed KV cache's storage format (DESIGN.md section 5) and for kernels/pack_codes.
+// for the compressed KV cache's storage format (DESIGN.md section 5, kernels/kv_layout.h).
 //
 // Format: a word holds 16 codes for B=2, 10 for B=3 (top 2 bits zero), 8 for B=4; low bits
 // first, so code i of a word sits at bits [B*i, B*i+B). Slots past the last code are zero.

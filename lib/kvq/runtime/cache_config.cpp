@@ -1,5 +1,6 @@
-// Checks of a KV cache configuration and quantizer (kv_config.h); one kvq::Error per problem.
-#include "kv_config.h"
+// Checks of a KV cache configuration and a layer's tables (cache_config.h); one kvq::Error per
+// problem.
+#include "kvq/runtime/cache_config.h"
 
 #include <cmath>
 #include <string>
@@ -7,112 +8,114 @@
 #include "kvq/common/error.h"
 #include "kvq/quant/kv_format.h"
 
-namespace kvq::kernels {
+namespace kvq::runtime {
 namespace {
 
-void check_levels(const char* name, const std::vector<float>& levels, int bits) {
-  const size_t want = size_t{1} << bits;
-  if (levels.size() != want) {
-    fail("kv cache: quantizer {}: expected {} levels for {} bits, found {}", name, want, bits,
-         levels.size());
+using kernels::KvCacheConfig;
+using kernels::KvMethod;
+
+// The formats the kernels were built for; anything else is refused naming the method.
+void check_format(const quant::KvCacheFormat& f, int head_dim) {
+  auto refuse = [&](const std::string& why) {
+    fail("kv cache: method '{}': {} (the CUDA cache holds {})", f.method, why, kCacheMethods);
+  };
+  const bool nuq = f.codec == quant::KvCodec::kNuq, kivi = f.codec == quant::KvCodec::kKivi;
+  if (!nuq && !kivi) refuse("no CUDA kernels for this kind of method");
+  if (nuq && f.value_vector != quant::ValueVector::kTokenHead) {
+    refuse("values normalized per token over all KV heads are not served yet; fit the -vhead "
+           "variant");
   }
-  for (size_t i = 0; i < levels.size(); ++i) {
-    if (!std::isfinite(levels[i]) || (i > 0 && !(levels[i] > levels[i - 1]))) {
-      fail("kv cache: quantizer {}[{}]: expected finite ascending levels, found {}", name, i,
-           levels[i]);
+  if (nuq && f.qnorm) refuse("Q-Norm decode levels are not served");
+  if (!f.pre_rope) refuse("keys quantized after RoPE (-post) are not served");
+  if (f.key_bits != f.value_bits) {
+    refuse(fmt::format("expected the same key and value bits, found {} and {}", f.key_bits,
+                       f.value_bits));
+  }
+  const int bits = f.key_bits;
+  if (nuq ? (bits < 2 || bits > 4) : (bits != 2 && bits != 4)) {
+    fail("kv cache: bits: expected {}, found {}", nuq ? "2, 3 or 4" : "2 or 4 for KIVI", bits);
+  }
+  if (f.n_sink < 0 || f.n_recent < 0 || f.n_sink > (1 << 20) || f.n_recent > (1 << 20)) {
+    fail("kv cache: n_sink, n_recent: expected 0 .. 2^20, found {}, {}", f.n_sink, f.n_recent);
+  }
+  if (kivi) {
+    const int64_t g = f.key_time_group;
+    if ((g != 32 && g != 64 && g != 128) || g > head_dim || f.channel_group != g) {
+      fail("kv cache: kivi group: expected 32, 64 or 128 tokens and channels, at most head_dim = "
+           "{}, found {} and {}", head_dim, g, f.channel_group);
     }
+    if (f.flush < g || f.flush % g != 0 || f.flush > (1 << 16)) {
+      refuse(fmt::format("the residual must be a positive multiple of the group {} (at most "
+                         "65536), found {}", g, f.flush));
+    }
+  } else if (f.flush != 1) {
+    refuse(fmt::format("KVQuant tokens are quantized one at a time, found flush {}", f.flush));
   }
+}
+
+void check_tables(const KvCacheConfig& c, const quant::KvTables* t) {
+  if (!t) fail("kv cache: KVQuant needs the layer's tables (quant.h5)");
+  quant::check_levels("kv cache: k_levels", t->k_levels, c.bits(), /*in_unit=*/false);
+  quant::check_levels("kv cache: v_levels", t->v_levels, c.bits(), /*in_unit=*/false);
+  const int64_t n_ch = int64_t{c.n_kv_heads} * c.head_dim;
+  if (static_cast<int64_t>(t->k_lo.size()) != n_ch || static_cast<int64_t>(t->k_hi.size()) != n_ch) {
+    fail("kv cache: key ranges: expected [n_kv_heads = {}, head_dim = {}] = {} values each, "
+         "found {} and {}", c.n_kv_heads, c.head_dim, n_ch, t->k_lo.size(), t->k_hi.size());
+  }
+  quant::check_key_ranges("kv cache: key ranges", t->k_lo, t->k_hi, n_ch);
 }
 
 }  // namespace
 
-int kv_default_page_size(int bits) { return bits == 3 ? 320 : 256; }
-
-int kv_v_outliers_per_token(int head_dim, double fraction) {
-  return static_cast<int>(2 * quant::outliers_per_side(head_dim, fraction));
-}
-
-KvLayout kv_check_config(KvCacheConfig* c, const NuqQuantizer* quantizer) {
-  const bool nuq = c->method == KvMethod::kNuq;
-  if (!nuq && c->method != KvMethod::kKivi) fail("kv cache: method: expected nuq or kivi");
-  if (nuq ? (c->bits < 2 || c->bits > 4) : (c->bits != 2 && c->bits != 4)) {
-    fail("kv cache: bits: expected {}, found {}", nuq ? "2, 3 or 4" : "2 or 4 for KIVI", c->bits);
-  }
+kernels::KvLayout check_kv_config(KvCacheConfig* c, const quant::KvTables* tables) {
   if (c->head_dim != 64 && c->head_dim != 128) {
     fail("kv cache: head_dim: expected 64 or 128, found {}", c->head_dim);
   }
+  check_format(c->format, c->head_dim);
+  const bool nuq = c->method() == KvMethod::kNuq;
   if (c->n_kv_heads < 1) fail("kv cache: n_kv_heads: expected >= 1, found {}", c->n_kv_heads);
   if (c->n_q_heads < 1 || c->n_q_heads % c->n_kv_heads != 0 ||
-      c->n_q_heads / c->n_kv_heads > kMaxQueryGroup) {
+      c->n_q_heads / c->n_kv_heads > kernels::kMaxQueryGroup) {
     fail("kv cache: n_q_heads: expected a multiple of n_kv_heads = {} with at most {} query "
-         "heads per KV head, found {}", c->n_kv_heads, kMaxQueryGroup, c->n_q_heads);
+         "heads per KV head, found {}", c->n_kv_heads, kernels::kMaxQueryGroup, c->n_q_heads);
   }
-  if (!nuq) {
-    const int g = c->kivi_group;
-    if ((g != 32 && g != 64 && g != 128) || g > c->head_dim) {
-      fail("kv cache: kivi_group: expected 32, 64 or 128, at most head_dim = {}, found {}",
-           c->head_dim, g);
-    }
-  }
-  if (c->page_size == 0) c->page_size = kv_default_page_size(c->bits);
-  const int block = kv_block_tokens(c->bits);
+  if (c->page_size == 0) c->page_size = kernels::kv_default_page_size(c->bits());
+  const int block = kernels::kv_block_tokens(c->bits());
   if (c->page_size < block || c->page_size % block != 0 ||
-      (!nuq && c->page_size % c->kivi_group != 0)) {
+      (!nuq && c->page_size % c->quant_group() != 0)) {
     fail("kv cache: page_size: expected a positive multiple of {} tokens{}, found {}", block,
-         nuq ? "" : " and of kivi_group", c->page_size);
+         nuq ? "" : " and of the KIVI group", c->page_size);
   }
   if (int64_t{c->page_size} * c->head_dim >= 65536) {
     fail("kv cache: page_size: expected page_size * head_dim < 65536 (outlier index), found "
          "{} * {}", c->page_size, c->head_dim);
   }
-  if (c->n_sink < 0 || c->n_recent < 0) {
-    fail("kv cache: n_sink, n_recent: expected >= 0, found {}, {}", c->n_sink, c->n_recent);
-  }
   if (c->max_batch < 1) fail("kv cache: max_batch: expected >= 1, found {}", c->max_batch);
   if (c->max_seq_len < 1 || c->max_seq_len > (int64_t{1} << 31) - 1) {
     fail("kv cache: max_seq_len: expected 1 .. 2^31 - 1, found {}", c->max_seq_len);
   }
-  int v_out = 0;
   if (nuq) {
-    if (!(c->v_outlier_fraction >= 0.0 && c->v_outlier_fraction < 1.0)) {
-      fail("kv cache: v_outlier_fraction: expected 0 <= f < 1, found {}", c->v_outlier_fraction);
-    }
-    v_out = kv_v_outliers_per_token(c->head_dim, c->v_outlier_fraction);
+    const double f = c->format.outlier_fraction;
+    if (!(f >= 0.0 && f < 1.0)) fail("kv cache: outlier fraction: expected 0 <= f < 1, found {}", f);
+    const int v_out = c->v_outliers_per_token();
     if (v_out > 8) {
-      fail("kv cache: v_outlier_fraction: expected at most 4 outliers per side of {} values, "
-           "found {} (fraction {})", c->head_dim, v_out / 2, c->v_outlier_fraction);
+      fail("kv cache: outlier fraction: expected at most 4 value outliers per side of {} values, "
+           "found {} (fraction {})", c->head_dim, v_out / 2, f);
     }
-    if (c->k_outlier_capacity == 0 && c->k_outliers) {
+    if (c->k_outlier_capacity == 0 && c->format.key_outliers()) {
       c->k_outlier_capacity = c->page_size * c->head_dim / 16;
     }
     if (c->k_outlier_capacity < 0 || c->k_outlier_capacity > 65535) {
       fail("kv cache: k_outlier_capacity: expected 0 .. 65535, found {}", c->k_outlier_capacity);
     }
-    if (!quantizer) fail("kv cache: KVQuant needs a quantizer (quant.h5 of the layer)");
-    check_levels("k_levels", quantizer->k_levels, c->bits);
-    check_levels("v_levels", quantizer->v_levels, c->bits);
-    const size_t n_ch = size_t{static_cast<size_t>(c->n_kv_heads)} * c->head_dim;
-    if (quantizer->k_lo.size() != n_ch || quantizer->k_hi.size() != n_ch) {
-      fail("kv cache: quantizer k_lo/k_hi: expected [n_kv_heads = {}, head_dim = {}] = {} "
-           "values each, found {} and {}", c->n_kv_heads, c->head_dim, n_ch,
-           quantizer->k_lo.size(), quantizer->k_hi.size());
-    }
-    for (size_t i = 0; i < n_ch; ++i) {
-      const float lo = quantizer->k_lo[i], hi = quantizer->k_hi[i];
-      if (!std::isfinite(lo) || !std::isfinite(hi) || !(lo <= hi)) {
-        fail("kv cache: quantizer key range of head {} channel {}: expected finite lo <= hi, "
-             "found [{}, {}]", i / c->head_dim, i % c->head_dim, lo, hi);
-      }
-    }
+    check_tables(*c, tables);
   } else {
-    c->k_outliers = false;
     c->k_outlier_capacity = 0;
   }
   const int64_t pages_per_seq = (c->max_seq_len + c->page_size - 1) / c->page_size;
   if (c->n_pages == 0) c->n_pages = c->max_batch * pages_per_seq;
   if (c->n_pages < 0) fail("kv cache: n_pages: expected >= 0, found {}", c->n_pages);
-  return kv_make_layout(c->method, c->bits, c->head_dim, c->page_size, c->quant_group(), v_out,
-                        c->k_outlier_capacity);
+  return c->layout();
 }
 
 std::vector<float> rope_inv_freq(double theta, int head_dim) {
@@ -127,4 +130,4 @@ std::vector<float> rope_inv_freq(double theta, int head_dim) {
   return f;
 }
 
-}  // namespace kvq::kernels
+}  // namespace kvq::runtime

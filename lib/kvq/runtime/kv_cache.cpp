@@ -1,7 +1,7 @@
 // KvCache (kv_cache.h): device memory, host-side page allocation, checks, and kvq::Error for
 // every failure. Pages come from a fixed pool (config.n_pages); a sequence maps page i of its
 // quantized tokens through its row of the page table, filled on demand before each launch.
-#include "kv_cache.h"
+#include "kvq/runtime/kv_cache.h"
 
 #include <algorithm>
 #include <string>
@@ -11,37 +11,32 @@
 
 #include "kv_append.h"
 #include "kvq/common/error.h"
+#include "kvq/runtime/device_buffer.h"
+#include "kvq/runtime/cache_config.h"
 
-namespace kvq::kernels {
+namespace kvq::runtime {
 namespace {
 
-// A cudaMalloc'd block, freed on destruction.
-class DeviceMem {
- public:
-  DeviceMem() = default;
-  ~DeviceMem() { cudaFree(ptr_); }
-  DeviceMem(const DeviceMem&) = delete;
-  DeviceMem& operator=(const DeviceMem&) = delete;
+using kernels::KvMethod;
 
-  void allocate(size_t bytes, const std::string& what) {
-    cudaFree(ptr_);
-    ptr_ = nullptr;
-    bytes_ = 0;
-    if (const cudaError_t err = cudaMalloc(&ptr_, std::max<size_t>(bytes, 16)); err != cudaSuccess) {
-      (void)cudaGetLastError();
-      ptr_ = nullptr;
-      fail("kv cache: cudaMalloc of {} bytes for {} failed: {}", bytes, what, cudaGetErrorString(err));
-    }
-    bytes_ = bytes;
+// At least one element, so that every pointer of the view is valid; errors say "kv cache".
+template <typename T>
+DeviceBuffer<T> allocate(size_t n, const std::string& what) {
+  try {
+    return DeviceBuffer<T>(std::max<size_t>(n, 1), what);
+  } catch (const Error& e) {
+    fail("kv cache: {}", e.what());
   }
-  template <typename T>
-  T* as() const { return static_cast<T*>(ptr_); }
-  size_t bytes() const { return bytes_; }
+}
 
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+template <typename T>
+void upload(const DeviceBuffer<T>& dst, const std::vector<T>& src, const char* what) {
+  const cudaError_t err = cudaMemcpy(dst.data(), src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    fail("kv cache: upload {}: {}: {}", what, cudaGetErrorName(err), cudaGetErrorString(err));
+  }
+}
 
 void check_cuda(cudaError_t err, const std::string& what) {
   if (err != cudaSuccess) {
@@ -53,65 +48,72 @@ void check_cuda(cudaError_t err, const std::string& what) {
 }  // namespace
 
 struct KvCache::Buffers {
-  DeviceMem pool, table, seq_len, seq_len_alt, sink_k, sink_v, ring_k, ring_v, k_lo, k_hi, k_levels, v_levels,
-      overflow, lengths, work;
+  DeviceBuffer<uint8_t> pool;                       // [n_pages][n_kv_heads] head sections
+  DeviceBuffer<int32_t> table;                      // [max_batch][pages_per_seq]
+  DeviceBuffer<int32_t> seq_len, seq_len_alt;       // [max_batch], swapped by append()
+  DeviceBuffer<int32_t> lengths;                    // [max_batch] prefill lengths
+  DeviceBuffer<__half> sink_k, sink_v, ring_k, ring_v;
+  DeviceBuffer<float> k_lo, k_hi, k_levels, v_levels;
+  DeviceBuffer<unsigned long long> overflow;
+  DeviceBuffer<float> work;                         // attention split workspace
 };
 
-KvCache::KvCache(const KvCacheConfig& config, const NuqQuantizer* quantizer)
+KvCache::KvCache(const KvCacheConfig& config, const quant::KvTables* tables)
     : config_(config), buf_(std::make_unique<Buffers>()) {
-  const KvLayout layout = kv_check_config(&config_, quantizer);
+  const KvLayout layout = check_kv_config(&config_, tables);
   const KvCacheConfig& c = config_;
   view_.layout = layout;
   view_.n_kv_heads = c.n_kv_heads;
-  view_.n_sink = c.n_sink;
-  view_.n_recent = c.n_recent;
+  view_.n_sink = static_cast<int>(c.format.n_sink);
+  view_.n_recent = static_cast<int>(c.format.n_recent);
+  view_.flush = static_cast<int>(c.format.flush);
   view_.ring_size = c.ring_size();
-  view_.k_outliers = c.k_outliers;
+  view_.k_outliers = c.format.key_outliers();
   view_.page_bytes = layout.head_bytes * c.n_kv_heads;
   view_.pages_per_seq = static_cast<int>((c.max_seq_len + c.page_size - 1) / c.page_size);
-  const size_t row = size_t{static_cast<size_t>(c.n_kv_heads)} * c.head_dim * sizeof(__half);
+  const size_t batch = static_cast<size_t>(c.max_batch);
+  const size_t row = static_cast<size_t>(c.n_kv_heads) * c.head_dim;  // halves per token
   Buffers& b = *buf_;
-  b.pool.allocate(static_cast<size_t>(c.n_pages) * view_.page_bytes,
-                  fmt::format("the page pool ({} pages of {} bytes)", c.n_pages, view_.page_bytes));
-  b.table.allocate(size_t{static_cast<size_t>(c.max_batch)} * view_.pages_per_seq * 4, "the page table");
-  b.seq_len.allocate(size_t{static_cast<size_t>(c.max_batch)} * 4, "the sequence lengths");
-  b.seq_len_alt.allocate(size_t{static_cast<size_t>(c.max_batch)} * 4, "the sequence lengths");
-  b.lengths.allocate(size_t{static_cast<size_t>(c.max_batch)} * 4, "the prefill lengths");
-  b.ring_k.allocate(c.max_batch * row * c.ring_size(), "the recent window");
-  b.ring_v.allocate(c.max_batch * row * c.ring_size(), "the recent window");
-  if (c.n_sink > 0) {
-    b.sink_k.allocate(c.max_batch * row * c.n_sink, "the sink tokens");
-    b.sink_v.allocate(c.max_batch * row * c.n_sink, "the sink tokens");
+  b.pool = allocate<uint8_t>(static_cast<size_t>(c.n_pages) * view_.page_bytes,
+                             fmt::format("the page pool ({} pages of {} bytes)", c.n_pages, view_.page_bytes));
+  b.table = allocate<int32_t>(batch * view_.pages_per_seq, "the page table");
+  b.seq_len = allocate<int32_t>(batch, "the sequence lengths");
+  b.seq_len_alt = allocate<int32_t>(batch, "the sequence lengths");
+  b.lengths = allocate<int32_t>(batch, "the prefill lengths");
+  b.ring_k = allocate<__half>(batch * row * c.ring_size(), "the recent window");
+  b.ring_v = allocate<__half>(batch * row * c.ring_size(), "the recent window");
+  if (c.format.n_sink > 0) {
+    b.sink_k = allocate<__half>(batch * row * c.format.n_sink, "the sink tokens");
+    b.sink_v = allocate<__half>(batch * row * c.format.n_sink, "the sink tokens");
   }
-  b.overflow.allocate(8, "the overflow counter");
-  view_.pool = b.pool.as<uint8_t>();
-  view_.page_table = b.table.as<int32_t>();
-  view_.seq_len = b.seq_len.as<int32_t>();
-  seq_len_next_ = b.seq_len_alt.as<int32_t>();
-  view_.ring_k = b.ring_k.as<__half>();
-  view_.ring_v = b.ring_v.as<__half>();
-  view_.sink_k = b.sink_k.as<__half>();
-  view_.sink_v = b.sink_v.as<__half>();
-  view_.k_overflow = b.overflow.as<unsigned long long>();
-  if (c.method == KvMethod::kNuq) {
-    const size_t n_ch = size_t{static_cast<size_t>(c.n_kv_heads)} * c.head_dim;
-    b.k_lo.allocate(n_ch * 4, "the key ranges");
-    b.k_hi.allocate(n_ch * 4, "the key ranges");
-    b.k_levels.allocate(quantizer->k_levels.size() * 4, "the key levels");
-    b.v_levels.allocate(quantizer->v_levels.size() * 4, "the value levels");
-    check_cuda(cudaMemcpy(b.k_lo.as<void>(), quantizer->k_lo.data(), n_ch * 4, cudaMemcpyHostToDevice), "upload");
-    check_cuda(cudaMemcpy(b.k_hi.as<void>(), quantizer->k_hi.data(), n_ch * 4, cudaMemcpyHostToDevice), "upload");
-    check_cuda(cudaMemcpy(b.k_levels.as<void>(), quantizer->k_levels.data(), b.k_levels.bytes(), cudaMemcpyHostToDevice), "upload");
-    check_cuda(cudaMemcpy(b.v_levels.as<void>(), quantizer->v_levels.data(), b.v_levels.bytes(), cudaMemcpyHostToDevice), "upload");
-    view_.k_lo = b.k_lo.as<float>();
-    view_.k_hi = b.k_hi.as<float>();
-    view_.k_levels = b.k_levels.as<float>();
-    view_.v_levels = b.v_levels.as<float>();
+  b.overflow = allocate<unsigned long long>(1, "the overflow counter");
+  view_.pool = b.pool.data();
+  view_.page_table = b.table.data();
+  view_.seq_len = b.seq_len.data();
+  seq_len_next_ = b.seq_len_alt.data();
+  view_.ring_k = b.ring_k.data();
+  view_.ring_v = b.ring_v.data();
+  view_.sink_k = b.sink_k.data();
+  view_.sink_v = b.sink_v.data();
+  view_.k_overflow = b.overflow.data();
+  if (c.method() == KvMethod::kNuq) {
+    b.k_lo = allocate<float>(tables->k_lo.size(), "the key ranges");
+    b.k_hi = allocate<float>(tables->k_hi.size(), "the key ranges");
+    b.k_levels = allocate<float>(tables->k_levels.size(), "the key levels");
+    b.v_levels = allocate<float>(tables->v_levels.size(), "the value levels");
+    upload(b.k_lo, tables->k_lo, "the key ranges");
+    upload(b.k_hi, tables->k_hi, "the key ranges");
+    upload(b.k_levels, tables->k_levels, "the key levels");
+    upload(b.v_levels, tables->v_levels, "the value levels");
+    view_.k_lo = b.k_lo.data();
+    view_.k_hi = b.k_hi.data();
+    view_.k_levels = b.k_levels.data();
+    view_.v_levels = b.v_levels.data();
   }
   check_cuda(cudaMemset(view_.seq_len, 0, b.seq_len.bytes()), "clear");
   check_cuda(cudaMemset(seq_len_next_, 0, b.seq_len_alt.bytes()), "clear");
   check_cuda(cudaMemset(view_.page_table, 0, b.table.bytes()), "clear");
-  check_cuda(cudaMemset(view_.k_overflow, 0, 8), "clear");
+  check_cuda(cudaMemset(view_.k_overflow, 0, b.overflow.bytes()), "clear");
   lengths_.assign(c.max_batch, 0);
   held_.assign(c.max_batch, 0);
   table_.assign(static_cast<size_t>(c.max_batch) * view_.pages_per_seq, 0);
@@ -124,7 +126,7 @@ void KvCache::cuda_fail(const char* op, cudaError_t err) const {
   (void)cudaGetLastError();
   fail("kv cache {} (batch {}, n_kv_heads {}, n_q_heads {}, head_dim {}, bits {}, page_size {}): "
        "{}: {}", op, batch_, config_.n_kv_heads, config_.n_q_heads, config_.head_dim,
-       config_.bits, config_.page_size, cudaGetErrorName(err), cudaGetErrorString(err));
+       config_.bits(), config_.page_size, cudaGetErrorName(err), cudaGetErrorString(err));
 }
 
 int64_t KvCache::pages_needed(int64_t n) const {
@@ -198,11 +200,11 @@ void KvCache::prefill(const std::vector<int64_t>& lengths, int64_t max_tokens, c
   if (longest > 0 && (!k || !v)) fail("kv cache prefill: null keys or values");
   map_pages(lengths, "prefill", stream);
   std::vector<int32_t> len32(lengths.begin(), lengths.end());
-  cudaError_t err = cudaMemcpyAsync(buf_->lengths.as<int32_t>(), len32.data(), batch * 4,
+  cudaError_t err = cudaMemcpyAsync(buf_->lengths.data(), len32.data(), batch * 4,
                                     cudaMemcpyHostToDevice, stream);
   if (err == cudaSuccess) {
-    err = launch_kv_prefill(view_, batch, max_tokens, pages_needed(longest),
-                            buf_->lengths.as<int32_t>(), k, v, stream);
+    err = kernels::launch_kv_prefill(view_, batch, max_tokens, pages_needed(longest),
+                            buf_->lengths.data(), k, v, stream);
   }
   if (err != cudaSuccess) cuda_fail("prefill", err);
   if (const cudaError_t e2 = cudaStreamSynchronize(stream); e2 != cudaSuccess) cuda_fail("prefill", e2);
@@ -223,7 +225,7 @@ void KvCache::append(const __half* k, const __half* v, cudaStream_t stream) {
   map_pages(next, "append", stream);
   // One launch: it reads the lengths in view_.seq_len and writes the next ones to the other
   // buffer, which then becomes view_.seq_len.
-  if (const cudaError_t err = launch_kv_append(view_, batch_, k, v, seq_len_next_, stream);
+  if (const cudaError_t err = kernels::launch_kv_append(view_, batch_, k, v, seq_len_next_, stream);
       err != cudaSuccess) {
     cuda_fail("append", err);
   }
@@ -247,7 +249,7 @@ void KvCache::fill_random(const std::vector<int64_t>& lengths, double k_outlier_
   cudaError_t err = cudaMemcpyAsync(view_.seq_len, len32.data(), len32.size() * 4,
                                     cudaMemcpyHostToDevice, stream);
   if (err == cudaSuccess) {
-    err = launch_kv_fill_random(view_, batch_, pages_needed(longest), k_outlier_fraction, seed, stream);
+    err = kernels::launch_kv_fill_random(view_, batch_, pages_needed(longest), k_outlier_fraction, seed, stream);
   }
   if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
   if (err != cudaSuccess) cuda_fail("fill", err);
@@ -271,12 +273,12 @@ KvAttentionParams KvCache::attention_params(const void* q, bool q_bf16, void* ou
   p.q_bf16 = q_bf16;
   p.out = out;
   p.inv_freq = inv_freq;
-  kv_attention_splits(view_.layout, batch_, config_.n_kv_heads, config_.q_per_kv(), max_quant,
+  kernels::kv_attention_splits(view_.layout, batch_, config_.n_kv_heads, config_.q_per_kv(), max_quant,
                       version, &p.n_splits, &p.pages_per_split);
-  const size_t floats = kv_attention_workspace_floats(batch_, config_.n_q_heads, p.n_splits,
+  const size_t floats = kernels::kv_attention_workspace_floats(batch_, config_.n_q_heads, p.n_splits,
                                                       config_.head_dim);
-  if (buf_->work.bytes() < floats * 4) buf_->work.allocate(floats * 4, "the attention workspace");
-  p.part_o = buf_->work.as<float>();
+  if (buf_->work.size() < floats) buf_->work = allocate<float>(floats, "the attention workspace");
+  p.part_o = buf_->work.data();
   p.part_ml = p.part_o + static_cast<size_t>(batch_) * config_.n_q_heads * (p.n_splits + 1) * config_.head_dim;
   return p;
 }
@@ -284,7 +286,7 @@ KvAttentionParams KvCache::attention_params(const void* q, bool q_bf16, void* ou
 void KvCache::attend(const void* q, bool q_bf16, void* out, const float* inv_freq,
                      KvAttentionKernel version, cudaStream_t stream) {
   const KvAttentionParams p = attention_params(q, q_bf16, out, inv_freq, version);
-  if (const cudaError_t err = launch_kv_attention(p, version, stream); err != cudaSuccess) {
+  if (const cudaError_t err = kernels::launch_kv_attention(p, version, stream); err != cudaSuccess) {
     cuda_fail("attend", err);
   }
 }
@@ -317,10 +319,10 @@ KvImage KvCache::snapshot() const {
   KvImage im;
   im.batch = batch_;
   im.pages_per_seq = view_.pages_per_seq;
-  auto get = [](auto* dst, const DeviceMem& src, const char* what) {
+  auto get = [](auto* dst, const auto& src, const char* what) {
     dst->resize(src.bytes() / sizeof((*dst)[0]));
     if (!dst->empty()) {
-      check_cuda(cudaMemcpy(dst->data(), src.as<void>(), src.bytes(), cudaMemcpyDeviceToHost), what);
+      check_cuda(cudaMemcpy(dst->data(), src.data(), src.bytes(), cudaMemcpyDeviceToHost), what);
     }
   };
   get(&im.pool, buf_->pool, "copy the pool");
@@ -330,7 +332,7 @@ KvImage KvCache::snapshot() const {
              "copy the lengths");
   get(&im.ring_k, buf_->ring_k, "copy the window");
   get(&im.ring_v, buf_->ring_v, "copy the window");
-  if (config_.n_sink > 0) {
+  if (config_.format.n_sink > 0) {
     get(&im.sink_k, buf_->sink_k, "copy the sinks");
     get(&im.sink_v, buf_->sink_v, "copy the sinks");
   }
@@ -338,4 +340,4 @@ KvImage KvCache::snapshot() const {
   return im;
 }
 
-}  // namespace kvq::kernels
+}  // namespace kvq::runtime

@@ -1,5 +1,5 @@
 // KvCache: the compressed KV cache of one layer on the GPU, and the C++ face of the kernels
-// (kv_append.h, kv_attention.h). It owns the device memory (page pool, page tables, fp16 sinks
+// (kernels/kv_append.h, kernels/kv_attention.h). It owns the device memory (page pool, page tables, fp16 sinks
 // and recent window, the quantizer), allocates pages on the host as sequences grow, checks every
 // shape before anything is queued and turns CUDA errors into kvq::Error naming the shapes.
 // A failed call leaves the cache as it was (nothing is queued before the checks pass).
@@ -16,14 +16,23 @@
 #include "kv_attention.h"
 #include "kv_config.h"
 #include "kv_ref.h"
+#include "kvq/quant/kv_cache_format.h"
 
-namespace kvq::kernels {
+namespace kvq::runtime {
+
+using kernels::KvAttentionKernel;
+using kernels::KvAttentionParams;
+using kernels::KvCacheConfig;
+using kernels::KvCacheView;
+using kernels::KvImage;
+using kernels::KvLayout;
 
 class KvCache {
  public:
-  // Validates (kv_check_config), then allocates everything; throws kvq::Error, e.g.
+  // Validates (check_kv_config: the format, the shapes, the layer's tables, which KVQuant needs
+  // and KIVI ignores), then allocates everything; throws kvq::Error, e.g.
   // "kv cache: cudaMalloc of 85899345920 bytes for the page pool (...) failed: ...".
-  KvCache(const KvCacheConfig& config, const NuqQuantizer* quantizer);
+  KvCache(const KvCacheConfig& config, const quant::KvTables* tables);
   ~KvCache();
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
@@ -85,4 +94,4 @@ class KvCache {
   int32_t* seq_len_next_ = nullptr;  // the other lengths buffer: append writes it, then swaps
 };
 
-}  // namespace kvq::kernels
+}  // namespace kvq::runtime
