@@ -53,9 +53,12 @@ void print_calib(const calib::CalibData& calib, bool json, const RunFigures* run
 std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m, const std::vector<int32_t>& tokens,
                                           const std::vector<methods::Quantizer>& qs,
                                           const eval::PerplexityOptions& options, eval::PerplexityResult* baseline);
-// Perplexity against bits per element, one series per method family, fp16 as a dashed line.
+// An SVG of Δ perplexity against bits per element: one series per method family (rows[0], the
+// fp16 baseline, is the dashed Δ = 0 line), the Pareto front, and the model and data by their
+// base names in the title.
 void write_results_plot(const std::string& path, const std::vector<eval::ResultRow>& rows,
-                        const std::vector<methods::Quantizer>& qs, const std::string& title);
+                        const std::vector<methods::Quantizer>& qs, const std::string& model_path,
+                        const std::string& data_path, int64_t seq_len);
 
 // UTC now as ISO 8601 ("2026-11-26T03:05:50Z"), for artifacts' `created` attribute.
 std::string utc_now();

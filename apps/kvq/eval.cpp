@@ -116,7 +116,7 @@ void run_eval(const EvalFlags& f) {
   const std::vector<eval::ResultRow> rows = evaluate_all(m, tokens, qs, options, &base);
   if (!f.csv.empty()) eval::write_text_file_atomic(f.csv, eval::csv_table(rows));
   if (!f.plot.empty()) {
-    write_results_plot(f.plot, rows, qs, fmt::format("{} on {}, L = {}", f.model.path, f.data, base.seq_len));
+    write_results_plot(f.plot, rows, qs, f.model.path, f.data, base.seq_len);
   }
   if (f.json) {
     nlohmann::json j = {{"model", f.model.path},  {"data", f.data},
@@ -151,7 +151,13 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--calib", flags->calib, "calib.h5 to fit the methods that need calibration from");
   cmd->add_option("--quant", flags->quant, "Comma-separated quant.h5 files (kvq fit) to evaluate too");
   cmd->add_option("--csv", flags->csv, "Also write the results table as CSV to this file");
-  cmd->add_option("--plot", flags->plot, "Also write perplexity against bits per element as a PNG");
+  cmd->add_option("--plot", flags->plot, "Also write Δ perplexity against bits per element, with the Pareto front, as SVG")
+      ->check(CLI::Validator(
+          [](const std::string& path) {
+            const bool svg = path.size() > 4 && path.compare(path.size() - 4, 4, ".svg") == 0;
+            return svg ? std::string() : "expected a file name ending in .svg, found " + path;
+          },
+          "FILE.svg"));
   cmd->add_flag("--json", flags->json, "Print one JSON document instead of a table");
   cmd->add_flag("--quiet", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_eval(*flags); });

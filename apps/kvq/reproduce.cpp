@@ -117,12 +117,11 @@ void run_reproduce(ReproduceFlags& f) {
                       {"windows", base.n_windows}, {"device", f.model.resolved_device()},
                       {"dtype", f.model.dtype}, {"date", utc_now()}, {"methods", eval::json_rows(rows)}};
   eval::write_text_file_atomic(f.out_dir + "/results.json", j.dump(2) + "\n");
-  write_results_plot(f.out_dir + "/plot.png", rows, qs,
-                     fmt::format("{}: perplexity vs bits per element, L = {}", f.model.path, base.seq_len));
+  write_results_plot(f.out_dir + "/plot.svg", rows, qs, f.model.path, f.test, base.seq_len);
   if (f.json) {
     fmt::print("{}\n", j.dump(2));
   } else {
-    fmt::print("{}{}\nwritten: {}/calib.h5, table.md, results.csv, results.json, plot.png\n", header, table, f.out_dir);
+    fmt::print("{}{}\nwritten: {}/calib.h5, table.md, results.csv, results.json, plot.svg\n", header, table, f.out_dir);
   }
 }
 
@@ -139,7 +138,7 @@ void register_reproduce(CLI::App& app) {
   cmd->add_option("--device", flags->model.device, "Device: cpu, cuda, cuda:N or auto (cuda when present)");
   cmd->add_option("--train", flags->train, "Calibration text");
   cmd->add_option("--data", flags->test, "Evaluation text");
-  cmd->add_option("--out-dir", flags->out_dir, "Folder for calib.h5, table.md, results.csv, results.json, plot.png");
+  cmd->add_option("--out-dir", flags->out_dir, "Folder for calib.h5, table.md, results.csv, results.json, plot.svg");
   cmd->add_option("--samples", flags->samples, "Calibration sequences");
   cmd->add_option("--calib-seq-len", flags->calib_seq_len, "Calibration tokens per sequence (0: min(2048, context))");
   cmd->add_option("--seq-len", flags->seq_len, "Evaluation window L (0: the model's context)");

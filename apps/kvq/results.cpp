@@ -1,5 +1,5 @@
 // The methods table shared by kvq eval and kvq reproduce: one perplexity run per quantizer, rows
-// with bits per element, and the plot.
+// with bits per element, and the plot of Δ perplexity against bits.
 #include <map>
 
 #include <fmt/format.h>
@@ -39,8 +39,20 @@ std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m, const std:
   return rows;
 }
 
+namespace {
+
+// "models/wt2-llama-18m/" -> "wt2-llama-18m": a title names things, not where they live.
+std::string base_name(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos || path.size() == 1 ? path : path.substr(slash + 1);
+}
+
+}  // namespace
+
 void write_results_plot(const std::string& path, const std::vector<eval::ResultRow>& rows,
-                        const std::vector<methods::Quantizer>& qs, const std::string& title) {
+                        const std::vector<methods::Quantizer>& qs, const std::string& model_path,
+                        const std::string& data_path, int64_t seq_len) {
   std::map<std::string, eval::Series> families;
   for (size_t i = 1; i < rows.size(); ++i) {
     const methods::MethodSpec& spec = qs[i].spec();
@@ -50,19 +62,20 @@ void write_results_plot(const std::string& path, const std::vector<eval::ResultR
     eval::Series& s = families[family];
     s.name = family;
     s.x.push_back(rows[i].bits_per_element);
-    s.y.push_back(rows[i].ppl);
+    s.y.push_back(rows[i].delta_pct);
     s.point_labels.push_back(rows[i].method);
   }
   eval::PlotSpec spec;
-  spec.title = title;
+  spec.title = fmt::format("{} on {}, L = {}", base_name(model_path), base_name(data_path), seq_len);
   spec.x_label = "bits per element (codes + scales + outliers + fp16 tokens)";
-  spec.y_label = "perplexity";
-  spec.log_y = true;
-  spec.y_reference = rows.front().ppl;
-  spec.reference_label = fmt::format("fp16 {:.4f}", rows.front().ppl);
+  spec.y_label = "Δ perplexity vs fp16 (%)";
+  spec.x_unit = " bits";
+  spec.y_unit = "%";
+  spec.y_reference = 0.0;
+  spec.reference_label = fmt::format("fp16 (ppl {:.4f})", rows.front().ppl);
   for (auto& [name, s] : families) spec.series.push_back(std::move(s));
   if (spec.series.empty()) fail("--plot: no quantized method to plot (add --methods)");
-  eval::write_plot_png(path, spec);
+  eval::write_plot_svg(path, spec);
 }
 
 }  // namespace kvq::app

@@ -148,6 +148,9 @@ TEST_F(CliBadInput, UsageErrorsExitTwo) {
   EXPECT_EQ(run_kvq("eval --data " + data()).exit_code, 2);  // --model is required
   EXPECT_EQ(run_kvq("eval --model " + model() + " --data " + data() + " --bogus").exit_code, 2);
   EXPECT_EQ(run_kvq("").exit_code, 2);  // a subcommand is required
+  const auto png = run_kvq("eval --model " + model() + " --data " + data() + " --methods int4 --plot p.png");
+  EXPECT_EQ(png.exit_code, 2);  // the plot is SVG only
+  EXPECT_NE(png.err.find("--plot: expected a file name ending in .svg, found p.png"), std::string::npos) << png.err;
   const auto help = run_kvq("eval --help");
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.out.find("--seq-len"), std::string::npos);

@@ -72,10 +72,10 @@ class EvalWithCalib : public ::testing::Test {
 test::TempDir* EvalWithCalib::dir_ = nullptr;
 
 TEST_F(EvalWithCalib, ManyMethodsInOneRunWithCsvAndPlot) {
-  const std::string csv = dir_->file("t.csv"), png = dir_->file("t.png");
+  const std::string csv = dir_->file("t.csv"), svg = dir_->file("t.svg");
   const auto r = run_kvq(eval_args(kModel1m, "--max-tokens 20480 --calib " + quoted(calib()) +
                                                  " --methods nuq4,nuq3-1%,nuq2-1%-sink,kivi2-g32-r128,skvq-k2-v2-g32-w64,fp8-e4m3,int3-token-post" +
-                                                 " --csv " + quoted(csv) + " --plot " + quoted(png) + " --json"));
+                                                 " --csv " + quoted(csv) + " --plot " + quoted(svg) + " --json"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j["methods"].size(), 8u);
@@ -92,7 +92,11 @@ TEST_F(EvalWithCalib, ManyMethodsInOneRunWithCsvAndPlot) {
   EXPECT_LT((*row(j, "nuq3-1%"))["delta_pct"].get<double>(), 3.0);
   EXPECT_GT((*row(j, "nuq3-1%"))["bits_per_element"].get<double>(), 3.0);
   EXPECT_NE(test::read_file(csv).find("nuq2-1%-sink"), std::string::npos);
-  EXPECT_EQ(test::read_file(png).substr(1, 3), "PNG");
+  const std::string plot = test::read_file(svg);
+  EXPECT_EQ(plot.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u);
+  EXPECT_NE(plot.find("wt2-llama-1m on wiki.test.tokens, L = 512"), std::string::npos);  // base names only
+  EXPECT_NE(plot.find("nuq2-1%-sink"), std::string::npos);
+  EXPECT_NE(plot.find("Pareto front"), std::string::npos);
 }
 
 TEST_F(EvalWithCalib, MethodNeedingCalibrationWithoutIt) {
@@ -153,7 +157,7 @@ TEST(Reproduce, Llama18mReducedBudgetWritesTheTableAndArtifacts) {
                         "skvq-k2-v2-g128-w128", "fp8-e4m3", "nuq3-1%-post", "nuq3-1%-vhead", "nuq2-1%-qnorm"}) {
     EXPECT_NE(row(j, m), nullptr) << m;
   }
-  for (const char* f : {"calib.h5", "table.md", "results.csv", "results.json", "plot.png"}) {
+  for (const char* f : {"calib.h5", "table.md", "results.csv", "results.json", "plot.svg"}) {
     EXPECT_TRUE(std::filesystem::exists(dir + "/" + f)) << f;
   }
   EXPECT_EQ(run_kvq("inspect " + quoted(dir + "/calib.h5")).exit_code, 0);

@@ -1,19 +1,18 @@
-// kvq/eval/plot: PNG structure (signature, chunk CRCs, IHDR), decoding the file back with a
-// decoder written here (stored and fixed-Huffman deflate, all five PNG filters) to exactly the
-// rendered pixels, markers where PlotFrame puts them, the dashed reference line, 1-2-5 ticks,
-// and the one-line errors for bad input and unwritable paths.
+// kvq/eval/plot: the exact SVG text of a small chart, the Pareto front against its definition
+// on random points, label boxes of a crowded chart clear of each other and of every marker,
+// XML escaping, 1-2-5 ticks, and the one-line errors for bad input and unwritable paths.
 #include "kvq/eval/plot.h"
 
 #include <dirent.h>
 
+#include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <limits>
 #include <random>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "support/test_support.h"
@@ -24,310 +23,210 @@ namespace {
 using test::error_of;
 using test::TempDir;
 
-uint32_t be32(const std::string& s, size_t at) {
-  return uint32_t(uint8_t(s[at])) << 24 | uint32_t(uint8_t(s[at + 1])) << 16 |
-         uint32_t(uint8_t(s[at + 2])) << 8 | uint32_t(uint8_t(s[at + 3]));
-}
-
-// Bitwise, without a table: deliberately unlike the library's, so they do not share a bug.
-uint32_t crc32_bitwise(const std::string& s) {
-  uint32_t c = 0xFFFFFFFFu;
-  for (unsigned char byte : s) {
-    c ^= byte;
-    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
-  }
-  return ~c;
-}
-
-struct Chunk {
-  std::string type, data;
-};
-
-// Splits a PNG into chunks, checking the signature and every CRC.
-std::vector<Chunk> png_chunks(const std::string& png) {
-  if (png.compare(0, 8, std::string("\x89PNG\r\n\x1a\n", 8)) != 0)
-    throw std::runtime_error("no PNG signature");
-  std::vector<Chunk> chunks;
-  for (size_t at = 8; at < png.size();) {
-    if (at + 12 > png.size()) throw std::runtime_error("truncated chunk header");
-    const uint32_t len = be32(png, at);
-    if (at + 12 + len > png.size()) throw std::runtime_error("truncated chunk");
-    const std::string typed = png.substr(at + 4, 4 + len);
-    if (crc32_bitwise(typed) != be32(png, at + 8 + len))
-      throw std::runtime_error("bad CRC in chunk " + typed.substr(0, 4));
-    chunks.push_back({typed.substr(0, 4), typed.substr(4)});
-    at += 12 + len;
-  }
-  return chunks;
-}
-
-class BitReader {
- public:
-  explicit BitReader(const std::string& s) : s_(s) {}
-  uint32_t bits(int n) {  // fields, low bit first
-    uint32_t v = 0;
-    for (int i = 0; i < n; ++i) {
-      if (pos_ >= s_.size()) throw std::runtime_error("inflate: out of data");
-      v |= ((uint8_t(s_[pos_]) >> bit_) & 1u) << i;
-      if (++bit_ == 8) bit_ = 0, ++pos_;
-    }
-    return v;
-  }
-  uint32_t huffman(int n) {  // Huffman codes, high bit first
-    uint32_t v = 0;
-    for (int i = 0; i < n; ++i) v = (v << 1) | bits(1);
-    return v;
-  }
-  void align() {
-    if (bit_ != 0) bit_ = 0, ++pos_;
-  }
-  size_t pos() const { return pos_; }
-
- private:
-  const std::string& s_;
-  size_t pos_ = 0;
-  int bit_ = 0;
-};
-
-// RFC 1951 3.2.6, read a bit at a time: 7-bit codes 256..279, 8-bit 0..143 and 280..287,
-// 9-bit 144..255.
-int fixed_literal_length(BitReader& r) {
-  uint32_t c = r.huffman(7);
-  if (c <= 0x17) return int(256 + c);
-  c = (c << 1) | r.bits(1);
-  if (c >= 0x30 && c <= 0xBF) return int(c - 0x30);
-  if (c >= 0xC0 && c <= 0xC7) return int(280 + c - 0xC0);
-  c = (c << 1) | r.bits(1);
-  if (c >= 0x190) return int(144 + c - 0x190);
-  throw std::runtime_error("inflate: bad fixed code");
-}
-
-// zlib stream -> bytes; stored and fixed-Huffman blocks only, adler32 checked.
-std::string zlib_inflate(const std::string& z) {
-  if (z.size() < 6 || (uint8_t(z[0]) & 0x0F) != 8 || (uint8_t(z[0]) * 256 + uint8_t(z[1])) % 31)
-    throw std::runtime_error("bad zlib header");
-  // Length and distance bases from their extra-bit counts (RFC 1951 3.2.5), not copied tables.
-  std::vector<int> len_base(29), len_extra(29), dist_base(30), dist_extra(30);
-  for (int i = 0, base = 3; i < 28; ++i) {
-    len_extra[i] = i < 8 ? 0 : (i - 4) / 4;
-    len_base[i] = base, base += 1 << len_extra[i];
-  }
-  len_base[28] = 258, len_extra[28] = 0;
-  for (int i = 0, base = 1; i < 30; ++i) {
-    dist_extra[i] = i < 4 ? 0 : (i - 2) / 2;
-    dist_base[i] = base, base += 1 << dist_extra[i];
-  }
-  const std::string body = z.substr(2);
-  BitReader r(body);
-  std::string out;
-  for (bool last = false; !last;) {
-    last = r.bits(1) == 1;
-    const uint32_t type = r.bits(2);
-    if (type == 0) {
-      r.align();
-      const uint32_t len = r.bits(16), nlen = r.bits(16);
-      if ((len ^ 0xFFFF) != nlen) throw std::runtime_error("inflate: bad stored length");
-      for (uint32_t i = 0; i < len; ++i) out += char(r.bits(8));
-    } else if (type == 1) {
-      for (int sym; (sym = fixed_literal_length(r)) != 256;) {
-        if (sym < 256) {
-          out += char(sym);
-          continue;
-        }
-        if (sym > 285) throw std::runtime_error("inflate: bad length symbol");
-        const size_t len = len_base[sym - 257] + r.bits(len_extra[sym - 257]);
-        const uint32_t d = r.huffman(5);
-        if (d >= 30) throw std::runtime_error("inflate: bad distance symbol");
-        const size_t dist = dist_base[d] + r.bits(dist_extra[d]);
-        if (dist > out.size()) throw std::runtime_error("inflate: distance before start");
-        for (size_t k = 0; k < len; ++k) out += out[out.size() - dist];
-      }
-    } else {
-      throw std::runtime_error("inflate: block type " + std::to_string(type) + " unsupported");
-    }
-  }
-  r.align();
-  uint32_t a = 1, b = 0;
-  for (unsigned char c : out) a = (a + c) % 65521, b = (b + a) % 65521;
-  if (body.size() < r.pos() + 4 || be32(body, r.pos()) != ((b << 16) | a))
-    throw std::runtime_error("bad adler32");
-  return out;
-}
-
-// A whole 8-bit RGB PNG -> Image, undoing any of the five filters.
-Image decode_png(const std::string& png) {
-  const std::vector<Chunk> chunks = png_chunks(png);
-  if (chunks.empty() || chunks[0].type != "IHDR" || chunks.back().type != "IEND")
-    throw std::runtime_error("expected IHDR first and IEND last");
-  const std::string& ihdr = chunks[0].data;
-  if (ihdr.size() != 13 || ihdr.substr(8) != std::string("\x08\x02\x00\x00\x00", 5))
-    throw std::runtime_error("expected 8-bit RGB, no interlace");
-  Image image;
-  image.width = int(be32(ihdr, 0)), image.height = int(be32(ihdr, 4));
-  std::string z;
-  for (const Chunk& c : chunks)
-    if (c.type == "IDAT") z += c.data;
-  const std::string raw = zlib_inflate(z);
-  const size_t stride = size_t(image.width) * 3;
-  if (raw.size() != (stride + 1) * size_t(image.height))
-    throw std::runtime_error("wrong decompressed size");
-  image.rgb.resize(stride * size_t(image.height));
-  for (size_t y = 0; y < size_t(image.height); ++y) {
-    const int filter = uint8_t(raw[y * (stride + 1)]);
-    uint8_t* cur = &image.rgb[y * stride];
-    for (size_t x = 0; x < stride; ++x) {
-      const int v = uint8_t(raw[y * (stride + 1) + 1 + x]);
-      const int a = x >= 3 ? cur[x - 3] : 0, b = y > 0 ? cur[x - stride] : 0;
-      const int c = x >= 3 && y > 0 ? cur[x - stride - 3] : 0;
-      const int p = a + b - c, pa = std::abs(p - a), pb = std::abs(p - b), pc = std::abs(p - c);
-      const int paeth = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
-      const int pred[5] = {0, a, b, (a + b) / 2, paeth};
-      if (filter > 4) throw std::runtime_error("bad filter type");
-      cur[x] = uint8_t(v + pred[filter]);
-    }
-  }
-  return image;
-}
-
-// The chart kvq eval draws: two method families against bits, fp16 as the reference.
-PlotSpec eval_like_spec() {
+// Two families against bits, fp16 as the Δ = 0 reference, as kvq eval draws them.
+PlotSpec small_spec() {
   PlotSpec spec;
-  spec.title = "wt2-llama-1m: perplexity vs bits";
-  spec.x_label = "bits per element";
-  spec.y_label = "perplexity";
-  spec.series.push_back({"uniform",
-                         {2.25, 3.25, 4.25, 8.25},
-                         {9.8, 7.1, 6.2, 5.75},
-                         {"k2v2", "k3v3", "k4v4", "k8v8"},
-                         /*connect=*/true});
-  spec.series.push_back({"kmeans", {2.1, 3.1, 4.1}, {8.1, 6.6, 6.0}, {}, /*connect=*/false});
-  spec.y_reference = 5.70;
-  spec.reference_label = "fp16 5.70";
+  spec.title = "m on t, L = 8";
+  spec.x_label = "bits";
+  spec.y_label = "Δ ppl (%)";
+  spec.x_unit = " bits";
+  spec.y_unit = "%";
+  spec.series.push_back({"int", {2.25, 4.25}, {16.9, 0.58}, {"int2", "int4"}});
+  spec.series.push_back({"nuq", {3.09}, {0.64}, {"nuq3"}});
+  spec.y_reference = 0.0;
+  spec.reference_label = "fp16";
   return spec;
 }
 
-TEST(PlotPng, SignatureChunksCrcAndIhdr) {
-  PlotSpec spec = eval_like_spec();
-  spec.width = 640, spec.height = 480;
-  const std::string png = encode_png(render_plot(spec));
-  ASSERT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
-  const std::vector<Chunk> chunks = png_chunks(png);  // throws on a bad CRC
-  ASSERT_EQ(chunks.size(), 3u);
-  EXPECT_EQ(chunks[0].type, "IHDR");
-  EXPECT_EQ(chunks[1].type, "IDAT");
-  EXPECT_EQ(chunks[2].type, "IEND");
-  EXPECT_EQ(be32(chunks[0].data, 0), 640u);
-  EXPECT_EQ(be32(chunks[0].data, 4), 480u);
-  EXPECT_EQ(chunks[2].data, "");
-
-  std::string corrupt = png;
-  corrupt[40] ^= 0x01;  // inside IDAT
-  EXPECT_THROW(png_chunks(corrupt), std::runtime_error);
+TEST(PlotSvg, ExactTextOfASmallChart) {
+  // Ticks 1-2-5 on the symlog y axis (c = 0.1%), the front int2 -> nuq3 -> int4 under the
+  // markers, each label beside its marker and clear of the front line.
+  EXPECT_EQ(render_svg(small_spec()), R"svg(<svg xmlns="http://www.w3.org/2000/svg" width="960" height="620" viewBox="0 0 960 620" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="11">
+<title>m on t, L = 8</title>
+<rect width="960" height="620" fill="#fff"/>
+<text x="480.0" y="26.0" font-size="15" text-anchor="middle">m on t, L = 8</text>
+<g stroke="#e8e8e8">
+<line x1="95.4" y1="44.0" x2="95.4" y2="568.0"/>
+<line x1="162.4" y1="44.0" x2="162.4" y2="568.0"/>
+<line x1="229.4" y1="44.0" x2="229.4" y2="568.0"/>
+<line x1="296.4" y1="44.0" x2="296.4" y2="568.0"/>
+<line x1="363.4" y1="44.0" x2="363.4" y2="568.0"/>
+<line x1="430.3" y1="44.0" x2="430.3" y2="568.0"/>
+<line x1="497.3" y1="44.0" x2="497.3" y2="568.0"/>
+<line x1="564.3" y1="44.0" x2="564.3" y2="568.0"/>
+<line x1="631.3" y1="44.0" x2="631.3" y2="568.0"/>
+<line x1="698.2" y1="44.0" x2="698.2" y2="568.0"/>
+<line x1="765.2" y1="44.0" x2="765.2" y2="568.0"/>
+<line x1="72.0" y1="539.9" x2="822.2" y2="539.9"/>
+<line x1="72.0" y1="476.8" x2="822.2" y2="476.8"/>
+<line x1="72.0" y1="439.8" x2="822.2" y2="439.8"/>
+<line x1="72.0" y1="376.7" x2="822.2" y2="376.7"/>
+<line x1="72.0" y1="321.5" x2="822.2" y2="321.5"/>
+<line x1="72.0" y1="262.6" x2="822.2" y2="262.6"/>
+<line x1="72.0" y1="181.8" x2="822.2" y2="181.8"/>
+<line x1="72.0" y1="119.5" x2="822.2" y2="119.5"/>
+<line x1="72.0" y1="56.8" x2="822.2" y2="56.8"/>
+</g>
+<g fill="#333">
+<text x="95.4" y="584.0" text-anchor="middle">2.2</text>
+<text x="162.4" y="584.0" text-anchor="middle">2.4</text>
+<text x="229.4" y="584.0" text-anchor="middle">2.6</text>
+<text x="296.4" y="584.0" text-anchor="middle">2.8</text>
+<text x="363.4" y="584.0" text-anchor="middle">3.0</text>
+<text x="430.3" y="584.0" text-anchor="middle">3.2</text>
+<text x="497.3" y="584.0" text-anchor="middle">3.4</text>
+<text x="564.3" y="584.0" text-anchor="middle">3.6</text>
+<text x="631.3" y="584.0" text-anchor="middle">3.8</text>
+<text x="698.2" y="584.0" text-anchor="middle">4.0</text>
+<text x="765.2" y="584.0" text-anchor="middle">4.2</text>
+<text x="66.0" y="543.9" text-anchor="end">0%</text>
+<text x="66.0" y="480.8" text-anchor="end">+0.1%</text>
+<text x="66.0" y="443.8" text-anchor="end">+0.2%</text>
+<text x="66.0" y="380.7" text-anchor="end">+0.5%</text>
+<text x="66.0" y="325.5" text-anchor="end">+1%</text>
+<text x="66.0" y="266.6" text-anchor="end">+2%</text>
+<text x="66.0" y="185.8" text-anchor="end">+5%</text>
+<text x="66.0" y="123.5" text-anchor="end">+10%</text>
+<text x="66.0" y="60.8" text-anchor="end">+20%</text>
+<text x="447.1" y="606.0" text-anchor="middle">bits</text>
+<text transform="translate(16,306.0) rotate(-90)" text-anchor="middle">Δ ppl (%)</text>
+</g>
+<rect x="72.0" y="44.0" width="750.2" height="524.0" fill="none" stroke="#444"/>
+<line x1="72.0" y1="539.9" x2="822.2" y2="539.9" stroke="#777" stroke-dasharray="6 4"/>
+<polyline points="112.2,72.1 393.5,357.6 782.0,365.3" fill="none" stroke="#333" stroke-width="1.5" stroke-opacity="0.6"/>
+<g stroke="#999" stroke-width="0.7">
+</g>
+<g fill="#1f77b4" stroke="#fff" stroke-width="0.8">
+<path d="M107.7,72.1a4.5,4.5 0 1 0 9.0,0a4.5,4.5 0 1 0 -9.0,0Z"><title>int2: 2.25 bits, +16.90%</title></path>
+<path d="M777.5,365.3a4.5,4.5 0 1 0 9.0,0a4.5,4.5 0 1 0 -9.0,0Z"><title>int4: 4.25 bits, +0.58%</title></path>
+</g>
+<g fill="#ff7f0e" stroke="#fff" stroke-width="0.8">
+<path d="M389.4,353.5L397.5,353.5L397.5,361.6L389.4,361.6Z"><title>nuq3: 3.09 bits, +0.64%</title></path>
+</g>
+<g fill="#222">
+<text x="77.4" y="75.4">int2</text>
+<text x="789.5" y="368.6">int4</text>
+<text x="379.9" y="374.0">nuq3</text>
+<path d="M841.7,52.0a4.5,4.5 0 1 0 9.0,0a4.5,4.5 0 1 0 -9.0,0Z" fill="#1f77b4"/>
+<text x="862.2" y="56.0">int</text>
+<path d="M842.1,66.0L850.2,66.0L850.2,74.0L842.1,74.0Z" fill="#ff7f0e"/>
+<text x="862.2" y="74.0">nuq</text>
+<line x1="836.2" y1="88.0" x2="856.2" y2="88.0" fill="none" stroke="#333" stroke-width="1.5" stroke-opacity="0.6"/>
+<text x="862.2" y="92.0">Pareto front</text>
+<line x1="836.2" y1="106.0" x2="856.2" y2="106.0" stroke="#777" stroke-dasharray="6 4"/>
+<text x="862.2" y="110.0">fp16</text>
+</g>
+</svg>
+)svg");
 }
 
-TEST(PlotPng, FileDecodesToRenderedPixelsWithMarkersWherePlotFrameSays) {
+TEST(PlotSvg, FileHoldsTheRenderedText) {
   TempDir dir;
-  const PlotSpec spec = eval_like_spec();
-  write_plot_png(dir.file("ppl.png"), spec);
-  const std::string png = test::read_file(dir.file("ppl.png"));
-  const Image decoded = decode_png(png);
-  const Image rendered = render_plot(spec);
-  ASSERT_EQ(decoded.width, 900);
-  ASSERT_EQ(decoded.height, 600);
-  EXPECT_TRUE(decoded.rgb == rendered.rgb);
-  // A mostly-white chart compresses well below the 1.6 MB of raw pixels.
-  EXPECT_LT(png.size(), 100u * 1024) << "png is " << png.size() << " bytes";
-
-  const PlotFrame f = plot_frame(spec);
-  EXPECT_GT(f.left, 0);
-  EXPECT_LT(f.right, 900);
-  for (size_t i = 0; i < spec.series.size(); ++i) {
-    const Series& s = spec.series[i];
-    for (size_t k = 0; k < s.x.size(); ++k) {
-      const int px = f.px(s.x[k]), py = f.py(s.y[k]);
-      EXPECT_GT(px, f.left);
-      EXPECT_LT(px, f.right);
-      EXPECT_GT(py, f.top);
-      EXPECT_LT(py, f.bottom);
-      EXPECT_EQ(decoded.at(px, py), series_color(i)) << "series " << i << " point " << k;
-    }
-  }
-  // Higher ppl is higher on the image.
-  EXPECT_LT(f.py(9.8), f.py(5.75));
-
-  auto ink_in_rows = [&](int y0, int y1, int x0, int x1) {
-    int n = 0;
-    for (int y = y0; y <= y1; ++y)
-      for (int x = x0; x <= x1; ++x) n += decoded.at(x, y) != kBackground;
-    return n;
-  };
-  EXPECT_GT(ink_in_rows(12, 25, 0, 899), 100) << "title";
-  EXPECT_GT(ink_in_rows(f.bottom + 27, f.bottom + 33, f.left, f.right), 30) << "x label";
-  EXPECT_GT(ink_in_rows(f.top, f.bottom, 12, 18), 30) << "vertical y label";
-  EXPECT_EQ(ink_in_rows(0, 5, 0, 899), 0) << "top margin";
-
-  // The reference line is dashed: ink and gaps alternate along its row.
-  const int ry = f.py(5.70);
-  int ink = 0, gaps = 0;
-  for (int x = f.left + 1; x < f.right; ++x) (decoded.at(x, ry) != kBackground ? ink : gaps)++;
-  EXPECT_GT(ink, (f.right - f.left) / 2);
-  EXPECT_GT(gaps, (f.right - f.left) / 5);
+  write_plot_svg(dir.file("p.svg"), small_spec());
+  EXPECT_EQ(test::read_file(dir.file("p.svg")), render_svg(small_spec()));
 }
 
-TEST(PlotPng, LogYAndSinglePointRender) {
-  PlotSpec spec;
-  spec.log_y = true;
-  spec.series.push_back({"wide", {2, 4, 8, 16}, {2000, 150, 12, 5.5}, {}, true});
-  spec.series.push_back({"", {5}, {40}, {"lone"}, false});
-  const Image image = render_plot(spec);
-  const PlotFrame f = plot_frame(spec);
-  EXPECT_TRUE(f.log_y);
-  // Equal ratios are equal distances on a log axis.
-  EXPECT_NEAR(f.py(10) - f.py(100), f.py(100) - f.py(1000), 1);
-  for (size_t i = 0; i < spec.series.size(); ++i)
-    for (size_t k = 0; k < spec.series[i].x.size(); ++k)
-      EXPECT_EQ(image.at(f.px(spec.series[i].x[k]), f.py(spec.series[i].y[k])), series_color(i));
-
-  PlotSpec single;
-  single.width = 160, single.height = 120;
-  single.series.push_back({"one", {4}, {6}, {}, false});
-  const PlotFrame g = plot_frame(single);
-  EXPECT_EQ(render_plot(single).at(g.px(4), g.py(6)), series_color(0));
+// Symlog: a method better than fp16 mirrors one as much worse, and +0.5% is not squashed
+// against 0 by +16.9% (a linear axis would give it 3% of the height).
+TEST(PlotSvg, SymlogAxisMirrorsAroundZeroAndSpreadsSmallDeltas) {
+  PlotSpec spec = small_spec();
+  spec.series = {{"a", {1, 2, 3, 4}, {-0.5, 0, 0.5, 16.9}, {}}};
+  const PlotLayout layout = plot_layout(spec);
+  const double below = layout.points[0].cy, zero = layout.points[1].cy, above = layout.points[2].cy;
+  EXPECT_NEAR(below - zero, zero - above, 0.01);
+  EXPECT_GT(zero - above, 0.25 * (zero - layout.points[3].cy));
+  const std::string svg = render_svg(spec);
+  for (const char* tick : {">-0.5%<", ">-0.1%<", ">0%<", ">+0.1%<", ">+1%<", ">+10%<"})
+    EXPECT_NE(svg.find(tick), std::string::npos) << tick;
 }
 
-TEST(PlotPng, EncoderRoundTripsNoiseRunsAndEveryDistance) {
-  std::mt19937 rng(7);
-  for (const auto& [w, h] : std::vector<std::pair<int, int>>{{1, 1}, {37, 23}, {700, 90}}) {
-    Image image;
-    image.width = w, image.height = h;
-    image.rgb.resize(size_t(w) * h * 3);
-    for (size_t i = 0; i < image.rgb.size(); ++i) {
-      // Noise in some rows (literals of every value), stripes elsewhere (long matches).
-      const size_t row = i / (size_t(w) * 3);
-      image.rgb[i] = row % 3 == 0 ? uint8_t(rng()) : uint8_t((i / 7) % 5 * 50);
-    }
-    EXPECT_TRUE(decode_png(encode_png(image)).rgb == image.rgb) << w << "x" << h;
+// The definition, pair by pair.
+bool dominated(const std::vector<double>& x, const std::vector<double>& y, size_t i) {
+  for (size_t j = 0; j < x.size(); ++j) {
+    if (x[j] <= x[i] && y[j] <= y[i] && (x[j] < x[i] || y[j] < y[i])) return true;
   }
-  // One row, so the stream deflate sees is the bytes themselves: copies of random length from
-  // random distances up to 32 KiB reach every length and distance code.
-  Image row;
-  row.width = 30000, row.height = 1;
-  for (size_t i = 0; i < 90000;) {
-    if (i < 300 || rng() % 3 == 0) {
-      row.rgb.push_back(uint8_t(rng())), ++i;
-      continue;
+  return false;
+}
+
+TEST(ParetoFront, MatchesTheDefinitionOnRandomPointsWithTies) {
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 300; ++trial) {
+    const size_t n = trial % 25;
+    // Few distinct values, so equal x, equal y and equal points are common.
+    const int range = 1 + trial % 7;
+    std::vector<double> x(n), y(n);
+    for (size_t i = 0; i < n; ++i) x[i] = double(rng() % range) / 4, y[i] = double(rng() % range) - 2;
+    std::vector<size_t> want;
+    for (size_t i = 0; i < n; ++i) {
+      if (!dominated(x, y, i)) want.push_back(i);
     }
-    const size_t dist = 1 + rng() % std::min<size_t>(i, 32768), len = 3 + rng() % 300;
-    for (size_t k = 0; k < len && i < 90000; ++k, ++i) row.rgb.push_back(row.rgb[i - dist]);
+    std::vector<size_t> got = pareto_front(x, y);
+    for (size_t k = 1; k < got.size(); ++k) {
+      EXPECT_LE(x[got[k - 1]], x[got[k]]) << "trial " << trial << ": not sorted by x";
+    }
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, want) << "trial " << trial;
   }
-  EXPECT_TRUE(decode_png(encode_png(row)).rgb == row.rgb);
+}
+
+TEST(PlotLabels, CrowdedChartLabelsOverlapNothingAndStayInTheFrame) {
+  PlotSpec spec = small_spec();
+  spec.series.clear();
+  std::mt19937 rng(5);
+  for (int s = 0; s < 8; ++s) {
+    Series series{"family " + std::to_string(s), {}, {}, {}};
+    for (int k = 0; k < 15; ++k) {
+      series.x.push_back(2 + double(rng() % 1000) / 1000);                // 2..3 bits
+      series.y.push_back(std::pow(10.0, double(rng() % 300) / 100 - 2));  // 0.01%..10%
+      series.point_labels.push_back(fmt::format("method-{}-{}", s, k));
+    }
+    spec.series.push_back(series);
+  }
+  const PlotLayout layout = plot_layout(spec);
+  ASSERT_EQ(layout.points.size(), 120u);
+  size_t labelled = 0, leaders = 0;
+  for (size_t i = 0; i < layout.points.size(); ++i) {
+    const PointLayout& p = layout.points[i];
+    EXPECT_TRUE(p.marker.inside(layout.frame)) << i;
+    if (!p.labelled) continue;
+    ++labelled, leaders += p.leader;
+    EXPECT_TRUE(p.label.inside(layout.frame)) << i;
+    for (size_t j = 0; j < layout.points.size(); ++j) {
+      const PointLayout& q = layout.points[j];
+      EXPECT_FALSE(p.label.overlaps(q.marker)) << "label " << i << " on marker " << j;
+      if (j != i && q.labelled) {
+        EXPECT_FALSE(p.label.overlaps(q.label)) << "labels " << i << " and " << j;
+      }
+    }
+  }
+  EXPECT_GT(labelled, 60u);
+  EXPECT_LT(labelled, 120u) << "a crowd this dense should leave some labels to tooltips";
+  EXPECT_GT(leaders, 0u);
+  // Every label is in the file, drawn or in its marker's tooltip.
+  const std::string svg = render_svg(spec);
+  for (const Series& s : spec.series) {
+    for (const std::string& label : s.point_labels) EXPECT_NE(svg.find("<title>" + label + ": "), std::string::npos);
+  }
+}
+
+TEST(PlotSvg, EscapesXmlInEveryText) {
+  EXPECT_EQ(xml_escape("a<b>&\"c'\td\x01\ne"), "a&lt;b&gt;&amp;&quot;c&apos;\td \ne");
+  EXPECT_EQ(xml_escape("Δ 100%"), "Δ 100%");
+  PlotSpec spec = small_spec();
+  spec.title = "<m> & \"t\"";
+  spec.series[0].name = "int<4>";
+  spec.series[1].point_labels = {"a&b"};
+  const std::string svg = render_svg(spec);
+  EXPECT_NE(svg.find("<title>&lt;m&gt; &amp; &quot;t&quot;</title>"), std::string::npos);
+  EXPECT_NE(svg.find(">int&lt;4&gt;</text>"), std::string::npos);
+  EXPECT_NE(svg.find(">a&amp;b</text>"), std::string::npos);
+  EXPECT_EQ(svg.find("<m>"), std::string::npos);
+  EXPECT_EQ(svg.find("a&b"), std::string::npos);
 }
 
 TEST(NiceTicks, OneTwoFiveSteps) {
   auto expect_ticks = [](double lo, double hi, int target, std::vector<double> want) {
-    const std::vector<double> got = nice_ticks(lo, hi, target);
-    ASSERT_EQ(got.size(), want.size()) << lo << ".." << hi;
-    for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], want[i]) << lo << ".." << hi;
+    EXPECT_EQ(nice_ticks(lo, hi, target), want) << lo << ".." << hi;
   };
   expect_ticks(0, 1, 5, {0, 0.2, 0.4, 0.6, 0.8, 1});
   expect_ticks(2.1, 16.3, 7, {4, 6, 8, 10, 12, 14, 16});
@@ -341,63 +240,41 @@ TEST(NiceTicks, OneTwoFiveSteps) {
 
 TEST(PlotErrors, OneLineMessagesNamingPathSeriesAndIndex) {
   TempDir dir;
-  const std::string path = dir.file("p.png");
+  const std::string path = dir.file("p.svg");
   const double nan = std::numeric_limits<double>::quiet_NaN();
   auto with = [](std::vector<Series> series) {
     PlotSpec spec;
     spec.series = std::move(series);
     return spec;
   };
-  EXPECT_EQ(error_of([&] { write_plot_png(path, with({})); }),
-            path + ": expected at least one series, found none");
-  EXPECT_EQ(error_of([&] {
-              write_plot_png(path, with({{"int4", {}, {}, {}, false}}));
-            }),
+  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({})); }), path + ": expected at least one series, found none");
+  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({{"int4", {}, {}, {}}})); }),
             path + ": series 'int4': expected at least one point, found none");
-  EXPECT_EQ(error_of([&] {
-              write_plot_png(path, with({{"a", {1, 2}, {1}, {}, false}}));
-            }),
+  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({{"a", {1, 2}, {1}, {}}})); }),
             path + ": series 'a': expected as many y values as x values (2), found 1");
-  EXPECT_EQ(error_of([&] {
-              write_plot_png(path, with({{"a", {1}, {1}, {"x", "y"}, false}}));
-            }),
+  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({{"a", {1}, {1}, {"x", "y"}}})); }),
             path + ": series 'a': expected no point labels or one per point (1), found 2");
-  EXPECT_EQ(error_of([&] {
-              write_plot_png(path, with({{"a", {1}, {1}, {}, false},
-                                         {"int4", {1, 2, 3}, {5, 6, nan}, {}, false}}));
-            }),
+  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({{"a", {1}, {1}, {}}, {"int4", {1, 2, 3}, {5, 6, nan}, {}}})); }),
             path + ": series 'int4' point 2: expected finite x and y, found x=3 y=nan");
-  EXPECT_EQ(error_of([&] {
-              write_plot_png(path, with({{"", {INFINITY}, {1}, {}, false}}));
-            }),
+  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({{"", {INFINITY}, {1}, {}}})); }),
             path + ": series #0 point 0: expected finite x and y, found x=inf y=1");
-
-  PlotSpec log = with({{"a", {1, 2}, {3, 0}, {}, false}});
-  log.log_y = true;
-  EXPECT_EQ(error_of([&] { write_plot_png(path, log); }),
-            path + ": series 'a' point 1: log_y needs y > 0, found y=0");
-  PlotSpec small = with({{"a", {1}, {1}, {}, false}});
-  small.width = 100;
-  EXPECT_EQ(error_of([&] { write_plot_png(path, small); }),
-            path + ": expected a plot size from 160x120 to 10000x10000 pixels, found 100x600");
-  PlotSpec ref = with({{"a", {1}, {1}, {}, false}});
+  PlotSpec ref = with({{"a", {1}, {1}, {}}});
   ref.y_reference = nan;
-  EXPECT_EQ(error_of([&] { write_plot_png(path, ref); }),
-            path + ": y_reference: expected a finite value, found nan");
+  EXPECT_EQ(error_of([&] { write_plot_svg(path, ref); }), path + ": y_reference: expected a finite value, found nan");
+  // Without a path the plot is named by its title.
   ref.title = "t";
-  EXPECT_EQ(error_of([&] { render_plot(ref); }),
-            "plot 't': y_reference: expected a finite value, found nan");
+  EXPECT_EQ(error_of([&] { render_svg(ref); }), "plot 't': y_reference: expected a finite value, found nan");
+  EXPECT_EQ(error_of([&] { plot_layout(with({})); }), "plot: expected at least one series, found none");
 
-  const std::string missing = dir.file("no/such/dir/p.png");
-  const std::string msg = error_of([&] { write_plot_png(missing, eval_like_spec()); });
+  const std::string missing = dir.file("no/such/dir/p.svg");
+  const std::string msg = error_of([&] { write_plot_svg(missing, small_spec()); });
   EXPECT_EQ(msg.rfind(missing + ": cannot write file: ", 0), 0u) << msg;
 
-  // Nothing was left behind: no p.png, no temp files.
+  // Nothing was left behind: no p.svg, no temp files.
   DIR* d = opendir(dir.path().c_str());
   ASSERT_NE(d, nullptr);
   int entries = 0;
-  while (dirent* e = readdir(d))
-    entries += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
+  while (dirent* e = readdir(d)) entries += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
   closedir(d);
   EXPECT_EQ(entries, 0);
 }

@@ -1,14 +1,17 @@
-// Rendering kvq eval's perplexity-vs-bits chart into an RGB buffer and encoding it as PNG.
-// Everything is integer pixel work: Bresenham lines, filled marker shapes, a 5x7 ASCII bitmap
-// font (1x for labels, 2x for the title). PNG data is zlib with one fixed-Huffman deflate block
-// and greedy LZ77, which shrinks a mostly-white 900x600 chart from 1.6 MB to tens of KB. Not
-// here: anti-aliasing, dynamic Huffman tables, text layout beyond one line.
+// Writing kvq eval's quality-vs-cost chart as SVG text. The y axis is symmetric-log (linear
+// within ±c around 0, logarithmic beyond, c two decades below the largest |y|), so Δ values
+// from +0.01% to +17% each get room. Labels are placed greedily, Pareto front first: a spot
+// beside the marker if one is free, else one further out joined by a leader line; a spot is
+// free if it stays in the plot area and meets no marker, label or line. A label with no free
+// spot lives only in its marker's tooltip. Not here: measuring text (widths are estimated
+// per character), raster output.
 #include "kvq/eval/plot.h"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <fstream>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -16,186 +19,59 @@
 
 #include <fmt/format.h>
 
+#include "kvq/artifact/atomic_file.h"
 #include "kvq/common/error.h"
-#include "kvq/eval/table.h"
 
 namespace kvq::eval {
 
 namespace {
 
-// ASCII 32..126: one byte per row, top row first in the high byte; bit 4 of a row is its
-// leftmost of 5 columns.
-constexpr uint64_t kFont[95] = {
-    0x00000000000000, 0x04040404040004, 0x0A0A0A00000000, 0x0A0A1F0A1F0A0A,  //   ! " #
-    0x040F140E051E04, 0x18190204081303, 0x0C12140815120D, 0x0C040800000000,  // $ % & '
-    0x02040808080402, 0x08040202020408, 0x0004150E150400, 0x0004041F040400,  // ( ) * +
-    0x000000000C0408, 0x0000001F000000, 0x00000000000C0C, 0x00010204081000,  // , - . /
-    0x0E11131519110E, 0x040C040404040E, 0x0E11010204081F, 0x1F02040201110E,  // 0 1 2 3
-    0x02060A121F0202, 0x1F101E0101110E, 0x0608101E11110E, 0x1F010204080808,  // 4 5 6 7
-    0x0E11110E11110E, 0x0E11110F01020C, 0x000C0C000C0C00, 0x000C0C000C0408,  // 8 9 : ;
-    0x02040810080402, 0x00001F001F0000, 0x08040201020408, 0x0E110102040004,  // < = > ?
-    0x0E11010D15150E, 0x0E1111111F1111, 0x1E11111E11111E, 0x0E11101010110E,  // @ A B C
-    0x1C12111111121C, 0x1F10101E10101F, 0x1F10101E101010, 0x0E11101711110F,  // D E F G
-    0x1111111F111111, 0x0E04040404040E, 0x0702020202120C, 0x11121418141211,  // H I J K
-    0x1010101010101F, 0x111B1515111111, 0x11111915131111, 0x0E11111111110E,  // L M N O
-    0x1E11111E101010, 0x0E11111115120D, 0x1E11111E141211, 0x0F10100E01011E,  // P Q R S
-    0x1F040404040404, 0x1111111111110E, 0x11111111110A04, 0x1111111515150A,  // T U V W
-    0x11110A040A1111, 0x1111110A040404, 0x1F01020408101F, 0x0E08080808080E,  // X Y Z [
-    0x00100804020100, 0x0E02020202020E, 0x040A1100000000, 0x0000000000001F,  // \ ] ^ _
-    0x08040200000000, 0x00000E010F110F, 0x1010161911111E, 0x00000E1010110E,  // ` a b c
-    0x01010D1311110F, 0x00000E111F100E, 0x0609081C080808, 0x000F11110F010E,  // d e f g
-    0x10101619111111, 0x04000C0404040E, 0x0200060202120C, 0x10101214181412,  // h i j k
-    0x0C04040404040E, 0x00001A15151111, 0x00001619111111, 0x00000E1111110E,  // l m n o
-    0x00001E111E1010, 0x00000D130F0101, 0x00001619101010, 0x00000E100E011E,  // p q r s
-    0x08081C08080906, 0x0000111111130D, 0x00001111110A04, 0x0000111115150A,  // t u v w
-    0x0000110A040A11, 0x000011110F010E, 0x00001F0204081F, 0x02040408040402,  // x y z {
-    0x04040404040404, 0x08040402040408, 0x00000815020000,                    // | } ~
-};
-
-constexpr int kGlyphW = 6;  // 5 columns plus one of spacing
-constexpr int kMarkerRadius = 4;
-constexpr Rgb kInk{30, 30, 30}, kFrame{60, 60, 60}, kGrid{228, 228, 228}, kReference{110, 110, 110},
-    kLegendBorder{170, 170, 170};
+constexpr double kWidth = 960, kHeight = 620;
+constexpr double kFontSize = 11, kTitleSize = 15;
+constexpr double kCharWidth = 0.62;  // of the font size: DejaVu Sans' average is about 0.6
+constexpr double kPi = 3.14159265358979323846;
+constexpr double kMarkerR = 4.5, kMarkerExtent = 1.3 * kMarkerR;  // triangles reach 1.3 r
 // matplotlib's tab10: distinct hues that stay apart for the common forms of colour blindness.
-constexpr Rgb kPalette[10] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
-                              {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127},
-                              {188, 189, 34},  {23, 190, 207}};
+constexpr const char* kPalette[10] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                      "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 
-// One glyph per UTF-8 code point, so a non-ASCII character costs one '?' rather than several.
-std::vector<int> glyphs_of(const std::string& s) {
-  std::vector<int> out;
-  for (unsigned char c : s) {
-    if ((c & 0xC0) == 0x80) continue;
-    out.push_back(c >= 32 && c < 127 ? c - 32 : '?' - 32);
-  }
-  return out;
+// One decimal; never "-0.0", so equal pictures give equal text.
+std::string num(double v) {
+  const std::string s = fmt::format("{:.1f}", v);
+  return s == "-0.0" ? "0.0" : s;
 }
 
-int text_width(const std::string& s, int scale = 1) {
-  const int n = int(glyphs_of(s).size());
-  return n == 0 ? 0 : (n * kGlyphW - 1) * scale;
+// Estimated width in pixels: one character width per UTF-8 code point.
+double text_width(const std::string& s) {
+  const auto n = std::count_if(s.begin(), s.end(), [](char c) { return (uint8_t(c) & 0xC0) != 0x80; });
+  return double(n) * kCharWidth * kFontSize;
 }
-
-// Drawing primitives on an Image; every write is clipped to the current clip rectangle.
-class Canvas {
- public:
-  explicit Canvas(Image& image) : image_(image) { unclip(); }
-  void clip(int left, int top, int right, int bottom) { clip_ = {left, top, right, bottom}; }
-  void unclip() { clip_ = {0, 0, image_.width - 1, image_.height - 1}; }
-
-  void set(int x, int y, Rgb c) {
-    if (x < clip_[0] || y < clip_[1] || x > clip_[2] || y > clip_[3]) return;
-    uint8_t* p = &image_.rgb[(size_t(y) * size_t(image_.width) + size_t(x)) * 3];
-    p[0] = c.r;
-    p[1] = c.g;
-    p[2] = c.b;
-  }
-  void fill_rect(int x0, int y0, int x1, int y1, Rgb c) {
-    for (int y = y0; y <= y1; ++y)
-      for (int x = x0; x <= x1; ++x) set(x, y, c);
-  }
-  void rect(int x0, int y0, int x1, int y1, Rgb c) {
-    fill_rect(x0, y0, x1, y0, c);
-    fill_rect(x0, y1, x1, y1, c);
-    fill_rect(x0, y0, x0, y1, c);
-    fill_rect(x1, y0, x1, y1, c);
-  }
-  // Bresenham with a square brush `thick` pixels wide; dash_on > 0 alternates that many steps
-  // drawn with dash_off skipped.
-  void line(int x0, int y0, int x1, int y1, Rgb c, int thick, int dash_on = 0, int dash_off = 0) {
-    const int dx = std::abs(x1 - x0), dy = -std::abs(y1 - y0);
-    const int sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1;
-    const int lo = -(thick - 1) / 2;
-    int err = dx + dy;
-    for (int step = 0;; ++step) {
-      if (dash_on == 0 || step % (dash_on + dash_off) < dash_on)
-        fill_rect(x0 + lo, y0 + lo, x0 + lo + thick - 1, y0 + lo + thick - 1, c);
-      if (x0 == x1 && y0 == y1) break;
-      const int e2 = 2 * err;
-      if (e2 >= dy) err += dy, x0 += sx;
-      if (e2 <= dx) err += dx, y0 += sy;
-    }
-  }
-  // Shapes 0..6: circle, square, triangle up, diamond, triangle down, plus, cross. Each covers
-  // its centre pixel, so a marker is always found where PlotFrame puts it.
-  void marker(int shape, int cx, int cy, Rgb c) {
-    const int r = kMarkerRadius;
-    for (int dy = -r; dy <= r; ++dy) {
-      for (int dx = -r; dx <= r; ++dx) {
-        const int ax = std::abs(dx), ay = std::abs(dy);
-        const bool in = shape == 0   ? dx * dx + dy * dy <= r * r + r
-                        : shape == 1 ? ax < r && ay < r
-                        : shape == 2 ? 2 * ax <= dy + r
-                        : shape == 3 ? ax + ay <= r
-                        : shape == 4 ? 2 * ax <= r - dy
-                        : shape == 5 ? ax <= 1 || ay <= 1
-                                     : std::abs(ax - ay) <= 1;
-        if (in) set(cx + dx, cy + dy, c);
-      }
-    }
-  }
-  // (x, y) is the text's top-left; vertical text reads bottom to top and (x, y) is its
-  // bottom-left.
-  void text(int x, int y, const std::string& s, Rgb c, int scale = 1, bool vertical = false) {
-    int advance = 0;
-    for (int g : glyphs_of(s)) {
-      for (int row = 0; row < 7; ++row) {
-        for (int col = 0; col < 5; ++col) {
-          if (((kFont[g] >> (8 * (6 - row) + 4 - col)) & 1) == 0) continue;
-          const int along = advance + col * scale, down = row * scale, end = scale - 1;
-          if (vertical) {
-            fill_rect(x + down, y - along - end, x + down + end, y - along, c);
-          } else {
-            fill_rect(x + along, y + down, x + along + end, y + down + end, c);
-          }
-        }
-      }
-      advance += kGlyphW * scale;
-    }
-  }
-
- private:
-  Image& image_;
-  std::array<int, 4> clip_{};
-};
 
 std::string plot_name(const PlotSpec& spec) {
   return spec.title.empty() ? "plot" : fmt::format("plot '{}'", spec.title);
 }
 
 void validate(const PlotSpec& spec, const std::string& where) {
-  if (spec.width < 160 || spec.height < 120 || spec.width > 10000 || spec.height > 10000) {
-    fail("{}: expected a plot size from 160x120 to 10000x10000 pixels, found {}x{}", where,
-         spec.width, spec.height);
-  }
   if (spec.series.empty()) fail("{}: expected at least one series, found none", where);
   for (size_t i = 0; i < spec.series.size(); ++i) {
     const Series& s = spec.series[i];
-    const std::string name =
-        s.name.empty() ? fmt::format("series #{}", i) : fmt::format("series '{}'", s.name);
+    const std::string name = s.name.empty() ? fmt::format("series #{}", i) : fmt::format("series '{}'", s.name);
     if (s.x.empty()) fail("{}: {}: expected at least one point, found none", where, name);
     if (s.y.size() != s.x.size()) {
-      fail("{}: {}: expected as many y values as x values ({}), found {}", where, name, s.x.size(),
-           s.y.size());
+      fail("{}: {}: expected as many y values as x values ({}), found {}", where, name, s.x.size(), s.y.size());
     }
     if (!s.point_labels.empty() && s.point_labels.size() != s.x.size()) {
-      fail("{}: {}: expected no point labels or one per point ({}), found {}", where, name,
-           s.x.size(), s.point_labels.size());
+      fail("{}: {}: expected no point labels or one per point ({}), found {}", where, name, s.x.size(),
+           s.point_labels.size());
     }
     for (size_t k = 0; k < s.x.size(); ++k) {
       if (!std::isfinite(s.x[k]) || !std::isfinite(s.y[k])) {
-        fail("{}: {} point {}: expected finite x and y, found x={} y={}", where, name, k, s.x[k],
-             s.y[k]);
+        fail("{}: {} point {}: expected finite x and y, found x={} y={}", where, name, k, s.x[k], s.y[k]);
       }
-      if (spec.log_y && s.y[k] <= 0)
-        fail("{}: {} point {}: log_y needs y > 0, found y={}", where, name, k, s.y[k]);
     }
   }
-  if (spec.y_reference) {
-    const double r = *spec.y_reference;
-    if (!std::isfinite(r) || (spec.log_y && r <= 0))
-      fail("{}: y_reference: expected a finite value{}, found {}", where,
-           spec.log_y ? " > 0 (log_y)" : "", r);
+  if (spec.y_reference && !std::isfinite(*spec.y_reference)) {
+    fail("{}: y_reference: expected a finite value, found {}", where, *spec.y_reference);
   }
 }
 
@@ -209,367 +85,331 @@ double nice_step(double span, int target) {
 
 // Data range plus a margin so no marker sits on the frame; a single value gets a window.
 std::pair<double, double> padded(double lo, double hi) {
-  if (hi == lo) {
-    const double d = lo == 0 ? 1 : std::abs(lo) * 0.1;
-    return {lo - d, hi + d};
-  }
-  const double d = (hi - lo) * 0.06;
+  const double d = hi == lo ? (lo == 0 ? 1 : std::abs(lo) * 0.1) : (hi - lo) * 0.06;
   return {lo - d, hi + d};
 }
 
-struct Axis {
-  std::vector<double> ticks;
-  std::vector<std::string> labels;
+double pow10(int k) { return k < 0 ? 1 / std::pow(10.0, -k) : std::pow(10.0, k); }
+
+struct Tick {
+  double value;
+  std::string label;
 };
 
-Axis linear_axis(double lo, double hi, int target) {
-  Axis a;
-  a.ticks = nice_ticks(lo, hi, target);
-  const double step = nice_step(hi - lo, target);
+// Everything the layout and the drawing share: the plot area, data ranges and ticks.
+struct Geometry {
+  Box frame;
+  double x_lo = 0, x_hi = 1, t_lo = 0, t_hi = 1;
+  double c = 1;  // symlog's linear threshold
+  std::vector<Tick> x_ticks, y_ticks;
+  double legend_x = 0;
+
+  double t(double y) const { return std::copysign(std::log10(1 + std::abs(y) / c), y); }
+  double inv(double t) const { return std::copysign(c * (std::pow(10.0, std::abs(t)) - 1), t); }
+  double px(double x) const { return frame.x0 + (x - x_lo) / (x_hi - x_lo) * (frame.x1 - frame.x0); }
+  double py(double y) const { return frame.y1 - (t(y) - t_lo) / (t_hi - t_lo) * (frame.y1 - frame.y0); }
+};
+
+std::vector<Tick> linear_ticks(double lo, double hi, int target, const std::string& unit) {
+  const double step = lo == hi ? 1 : nice_step(hi - lo, target);
   const int decimals = step >= 1 ? 0 : int(std::ceil(-std::log10(step) - 1e-9));
-  for (double t : a.ticks) a.labels.push_back(fmt::format("{:.{}f}", t, decimals));
-  return a;
+  std::vector<Tick> out;
+  for (double v : nice_ticks(lo, hi, target)) out.push_back({v, fmt::format("{:.{}f}{}", v, decimals, unit)});
+  return out;
 }
 
-// Under a decade (the usual ppl range) 1-2-5 steps of the values themselves, placed
-// logarithmically; wider, 1-2-5 (or 1, or every n-th decade) times powers of ten.
-Axis log_axis(double lo, double hi, int target) {
-  if (hi / lo < 10) return linear_axis(lo, hi, target);
-  const int k0 = int(std::floor(std::log10(lo))), k1 = int(std::ceil(std::log10(hi)));
-  const int n_decades = k1 - k0;
-  const std::vector<double> mantissas =
-      n_decades * 3 <= target + 2 ? std::vector<double>{1, 2, 5} : std::vector<double>{1};
-  const int every = std::max(1, (n_decades + target - 1) / target);
-  Axis a;
-  for (int k = k0; k <= k1; ++k) {
-    if (((k % every) + every) % every != 0) continue;
-    for (double m : mantissas) {
-      const double v = k < 0 ? m / std::pow(10.0, -k) : m * std::pow(10.0, k);
-      if (v < lo * (1 - 1e-12) || v > hi * (1 + 1e-12)) continue;
-      a.ticks.push_back(v);
-      a.labels.push_back(fmt::format("{:g}", v));
+// 0 and ±{1, 2, 5} x 10^k from c up (just ±10^k where 1-2-5 would crowd); a range holding
+// fewer than two of those gets 1-2-5 ticks of its own span.
+std::vector<Tick> symlog_ticks(const Geometry& g, const std::string& unit) {
+  const int k0 = int(std::lround(std::log10(g.c)));
+  const double per_unit = (g.frame.y1 - g.frame.y0) / (g.t_hi - g.t_lo);
+  const bool fine = per_unit * std::log10(1.5) >= 16;  // the closest pair: c and 2c
+  const double top = std::max(std::abs(g.inv(g.t_lo)), std::abs(g.inv(g.t_hi)));
+  std::vector<Tick> out;
+  auto add = [&](double v, const std::string& label) {
+    if (g.t(v) >= g.t_lo && g.t(v) <= g.t_hi) out.push_back({v, label});
+  };
+  add(0, "0" + unit);
+  for (int k = k0; pow10(k) <= top; ++k) {
+    for (int m : {1, 2, 5}) {
+      if (m != 1 && !fine) continue;
+      const double v = m * pow10(k);
+      const std::string text = fmt::format("{:.{}f}{}", v, std::max(0, -k), unit);
+      add(v, "+" + text);
+      add(-v, "-" + text);
     }
   }
-  return a;
+  if (out.size() < 2) return linear_ticks(g.inv(g.t_lo), g.inv(g.t_hi), 5, unit);
+  std::sort(out.begin(), out.end(), [](const Tick& a, const Tick& b) { return a.value < b.value; });
+  return out;
 }
 
-struct Layout {
-  PlotFrame frame;
-  Axis x_axis, y_axis;
-};
+std::vector<std::string> legend_entries(const PlotSpec& spec) {
+  std::vector<std::string> out;
+  for (const Series& s : spec.series) out.push_back(s.name);
+  out.push_back("Pareto front");
+  if (spec.y_reference) out.push_back(spec.reference_label);
+  return out;
+}
 
-// Margins: title (2x font) on top, x tick labels and x label below, y label (vertical) and y
-// tick labels on the left, room on the right for the last x tick label.
-Layout make_layout(const PlotSpec& spec, const std::string& where) {
-  double x_lo = HUGE_VAL, x_hi = -HUGE_VAL, y_lo = HUGE_VAL, y_hi = -HUGE_VAL;
+// Margins: the title on top, tick labels and axis labels below and left, the legend right.
+Geometry geometry(const PlotSpec& spec) {
+  double legend_w = 0;
+  for (const std::string& e : legend_entries(spec)) legend_w = std::max(legend_w, text_width(e));
+  legend_w = std::min(legend_w, 300.0);  // longer names run off the canvas rather than squeeze the plot
+  Geometry g;
+  g.frame = {72, 44, kWidth - 16 - (legend_w + 26) - 14, kHeight - 52};
+  g.legend_x = g.frame.x1 + 14;
+  double x_lo = HUGE_VAL, x_hi = -HUGE_VAL, y_max = 0;
+  std::vector<double> ys;
   for (const Series& s : spec.series) {
     for (size_t k = 0; k < s.x.size(); ++k) {
       x_lo = std::min(x_lo, s.x[k]), x_hi = std::max(x_hi, s.x[k]);
-      y_lo = std::min(y_lo, s.y[k]), y_hi = std::max(y_hi, s.y[k]);
+      ys.push_back(s.y[k]);
     }
   }
-  if (spec.y_reference) {
-    y_lo = std::min(y_lo, *spec.y_reference), y_hi = std::max(y_hi, *spec.y_reference);
+  if (spec.y_reference) ys.push_back(*spec.y_reference);
+  for (double y : ys) y_max = std::max(y_max, std::abs(y));
+  g.c = y_max > 0 ? pow10(int(std::floor(std::log10(y_max))) - 2) : 1;
+  double t_lo = HUGE_VAL, t_hi = -HUGE_VAL;
+  for (double y : ys) t_lo = std::min(t_lo, g.t(y)), t_hi = std::max(t_hi, g.t(y));
+  std::tie(g.x_lo, g.x_hi) = padded(x_lo, x_hi);
+  std::tie(g.t_lo, g.t_hi) = padded(t_lo, t_hi);
+  g.x_ticks = linear_ticks(g.x_lo, g.x_hi, std::max(2, int((g.frame.x1 - g.frame.x0) / 70)), "");
+  g.y_ticks = symlog_ticks(g, spec.y_unit);
+  return g;
+}
+
+struct Segment {
+  double x1, y1, x2, y2;
+};
+
+// Whether the segment meets the box (Liang-Barsky clipping leaves some of it).
+bool crosses(const Segment& s, const Box& b) {
+  const double dx = s.x2 - s.x1, dy = s.y2 - s.y1;
+  const double p[4] = {-dx, dx, -dy, dy}, q[4] = {s.x1 - b.x0, b.x1 - s.x1, s.y1 - b.y0, b.y1 - s.y1};
+  double t0 = 0, t1 = 1;
+  for (int i = 0; i < 4; ++i) {
+    if (p[i] == 0) {
+      if (q[i] < 0) return false;
+      continue;
+    }
+    const double r = q[i] / p[i];
+    if (p[i] < 0) {
+      t0 = std::max(t0, r);
+    } else {
+      t1 = std::min(t1, r);
+    }
+    if (t0 > t1) return false;
+  }
+  return true;
+}
+
+double distance(const Box& b, double x, double y) {
+  return std::hypot(x - std::clamp(x, b.x0, b.x1), y - std::clamp(y, b.y0, b.y1));
+}
+
+// From the marker's edge to the nearest point of the label box.
+Segment leader(const PointLayout& p) {
+  const double x = std::clamp(p.cx, p.label.x0, p.label.x1), y = std::clamp(p.cy, p.label.y0, p.label.y1);
+  const double d = std::hypot(x - p.cx, y - p.cy);
+  return {p.cx + (x - p.cx) * kMarkerExtent / d, p.cy + (y - p.cy) * kMarkerExtent / d, x, y};
+}
+
+// Whether two segments cross at a point inside both.
+bool crosses(const Segment& a, const Segment& b) {
+  auto side = [](const Segment& s, double x, double y) {
+    return (s.x2 - s.x1) * (y - s.y1) - (s.y2 - s.y1) * (x - s.x1);
+  };
+  return side(a, b.x1, b.y1) * side(a, b.x2, b.y2) < 0 && side(b, a.x1, a.y1) * side(b, a.x2, a.y2) < 0;
+}
+
+// Placement order: the front (by x), then the other points as given, so the labels a reader
+// looks for first get the spots next to their markers. A label keeps clear of the markers, of
+// earlier labels and of every line (front, reference, leaders); a leader line keeps clear of
+// other labels, markers and leaders.
+PlotLayout layout_points(const PlotSpec& spec, const Geometry& g) {
+  PlotLayout layout;
+  layout.frame = g.frame;
+  std::vector<double> xs, ys;
+  for (size_t i = 0; i < spec.series.size(); ++i) {
+    const Series& s = spec.series[i];
+    for (size_t k = 0; k < s.x.size(); ++k) {
+      PointLayout p;
+      p.series = i, p.point = k, p.cx = g.px(s.x[k]), p.cy = g.py(s.y[k]);
+      p.marker = {p.cx - kMarkerExtent, p.cy - kMarkerExtent, p.cx + kMarkerExtent, p.cy + kMarkerExtent};
+      layout.points.push_back(p);
+      xs.push_back(s.x[k]), ys.push_back(s.y[k]);
+    }
+  }
+  layout.front = pareto_front(xs, ys);
+  std::vector<Segment> lines;
+  for (size_t k = 1; k < layout.front.size(); ++k) {
+    const PointLayout &a = layout.points[layout.front[k - 1]], &b = layout.points[layout.front[k]];
+    lines.push_back({a.cx, a.cy, b.cx, b.cy});
+  }
+  if (spec.y_reference) lines.push_back({g.frame.x0, g.py(*spec.y_reference), g.frame.x1, g.py(*spec.y_reference)});
+  const size_t n_fixed = lines.size();  // then the leader lines
+  std::vector<size_t> order = layout.front;
+  std::vector<bool> on_front(xs.size());
+  for (size_t i : order) on_front[i] = true;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (!on_front[i]) order.push_back(i);
   }
 
-  Layout layout;
-  PlotFrame& f = layout.frame;
-  f.log_y = spec.log_y;
-  std::tie(f.x_lo, f.x_hi) = padded(x_lo, x_hi);
-  if (spec.log_y) {
-    const auto [a, b] = padded(std::log10(y_lo), std::log10(y_hi));
-    f.y_lo = std::pow(10.0, a), f.y_hi = std::pow(10.0, b);
-  } else {
-    std::tie(f.y_lo, f.y_hi) = padded(y_lo, y_hi);
+  std::vector<Box> taken;  // the markers, in point order, then the labels placed so far
+  for (const PointLayout& p : layout.points) taken.push_back(p.marker);
+  // Whether candidate c for point i keeps clear of everything placed so far.
+  auto free = [&](size_t i, const PointLayout& c) {
+    if (!c.label.inside(g.frame)) return false;
+    for (size_t k = 0; k < taken.size(); ++k) {
+      if (taken[k].overlaps(c.label) || (c.leader && k != i && crosses(leader(c), taken[k]))) return false;
+    }
+    // Clearly nearer its own marker than any other (a leader's label: not next to another).
+    const double own = std::min(1.5 * distance(c.label, c.cx, c.cy), 14.0);
+    for (size_t k = 0; k < layout.points.size(); ++k) {
+      if (k != i && distance(c.label, layout.points[k].cx, layout.points[k].cy) < own) return false;
+    }
+    // A leader may cross the front or reference line (it is thinner and lighter), not another leader.
+    for (size_t k = 0; k < lines.size(); ++k) {
+      if (crosses(lines[k], c.label) || (c.leader && k >= n_fixed && crosses(lines[k], leader(c)))) return false;
+    }
+    return true;
+  };
+  // Beside the markers first (eight spots), then with leader lines (sixteen directions, five
+  // distances), so that no leader takes the spot another label needed beside its own marker.
+  std::vector<std::array<double, 3>> near, far;  // distance, direction x, direction y
+  for (const auto& [dx, dy] : {std::pair{1, 0}, {-1, 0}, {0, -1}, {0, 1}, {1, -1}, {1, 1}, {-1, -1}, {-1, 1}})
+    near.push_back({kMarkerR + 2, double(dx), double(dy)});
+  for (double d : {18, 32, 50, 72, 100}) {
+    for (int k = 0; k < 16; ++k) far.push_back({d, std::cos(k * kPi / 8), -std::sin(k * kPi / 8)});
   }
-  f.top = spec.title.empty() ? 16 : 40;
-  f.bottom = spec.height - 1 - (6 + 4 + 7 + (spec.x_label.empty() ? 0 : 17) + 12);
-  const int y_target = std::clamp((f.bottom - f.top) / 60, 2, 10);
-  layout.y_axis =
-      spec.log_y ? log_axis(f.y_lo, f.y_hi, y_target) : linear_axis(f.y_lo, f.y_hi, y_target);
-  int label_w = 0;
-  for (const std::string& s : layout.y_axis.labels) label_w = std::max(label_w, text_width(s));
-  f.left = 12 + (spec.y_label.empty() ? 0 : 17) + label_w + 4 + 6;
-  f.right = spec.width - 1 - 24;
-  if (f.right - f.left < 40 || f.bottom - f.top < 40) {
-    fail("{}: {}x{} pixels leave no room for the plot area; make the image larger", where,
-         spec.width, spec.height);
+  for (const auto* spots : {&near, &far}) {
+    for (size_t i : order) {
+      PointLayout& p = layout.points[i];
+      const std::vector<std::string>& labels = spec.series[p.series].point_labels;
+      if (p.labelled || labels.empty() || labels[p.point].empty()) continue;
+      const double w = text_width(labels[p.point]) + 2, h = 1.2 * kFontSize;
+      for (size_t c = 0; c < spots->size() && !p.labelled; ++c) {
+        const auto [d, dx, dy] = (*spots)[c];
+        const double ax = p.cx + d * dx, ay = p.cy + d * dy;  // the box's corner or edge centre
+        const double x0 = dx > 0.3 ? ax : dx < -0.3 ? ax - w : ax - w / 2;
+        const double y0 = dy > 0.3 ? ay : dy < -0.3 ? ay - h : ay - h / 2;
+        PointLayout candidate = p;
+        candidate.labelled = true, candidate.leader = spots == &far, candidate.label = {x0, y0, x0 + w, y0 + h};
+        if (free(i, candidate)) p = candidate;
+      }
+      if (!p.labelled) continue;
+      taken.push_back(p.label);
+      if (p.leader) lines.push_back(leader(p));
+    }
   }
-  layout.x_axis = linear_axis(f.x_lo, f.x_hi, std::clamp((f.right - f.left) / 90, 2, 12));
   return layout;
 }
 
-// In the corner covering the fewest markers, top-right first: ppl falls as bits rise, so the
-// curves rarely reach it.
-void draw_legend(Canvas& canvas, const PlotSpec& spec, const PlotFrame& f) {
-  std::vector<size_t> entries;
-  int name_w = 0;
-  for (size_t i = 0; i < spec.series.size(); ++i) {
-    if (spec.series[i].name.empty()) continue;
-    entries.push_back(i);
-    name_w = std::max(name_w, text_width(spec.series[i].name));
-  }
-  if (entries.empty()) return;
-  const int row_h = 14, w = 36 + name_w + 8, h = 6 + row_h * int(entries.size()), inset = 8;
-  const std::array<std::pair<int, int>, 4> corners = {{{f.right - inset - w, f.top + inset},
-                                                       {f.left + inset, f.top + inset},
-                                                       {f.right - inset - w, f.bottom - inset - h},
-                                                       {f.left + inset, f.bottom - inset - h}}};
-  size_t best = 0, best_count = SIZE_MAX;
-  for (size_t c = 0; c < corners.size(); ++c) {
-    const auto [x0, y0] = corners[c];
-    size_t count = 0;
-    for (const Series& s : spec.series) {
-      for (size_t k = 0; k < s.x.size(); ++k) {
-        const int px = f.px(s.x[k]), py = f.py(s.y[k]), r = kMarkerRadius;
-        count += px >= x0 - r && px <= x0 + w + r && py >= y0 - r && py <= y0 + h + r;
-      }
-    }
-    if (count < best_count) best = c, best_count = count;
-  }
-  const auto [x0, y0] = corners[best];
-  canvas.fill_rect(x0, y0, x0 + w - 1, y0 + h - 1, kBackground);
-  canvas.rect(x0, y0, x0 + w - 1, y0 + h - 1, kLegendBorder);
-  for (size_t e = 0; e < entries.size(); ++e) {
-    const Series& s = spec.series[entries[e]];
-    const Rgb color = series_color(entries[e]);
-    const int cy = y0 + 10 + row_h * int(e);
-    if (s.connect) canvas.line(x0 + 8, cy, x0 + 30, cy, color, /*thick=*/2);
-    canvas.marker(int(entries[e] % 7), x0 + 19, cy, color);
-    canvas.text(x0 + 36, cy - 3, s.name, kInk);
-  }
+// Shapes by series: circle, square, triangle up, diamond, triangle down.
+std::string marker_path(size_t series, double cx, double cy) {
+  const double r = kMarkerR;
+  if (series % 5 == 0) return fmt::format("M{},{}a{r},{r} 0 1 0 {d},0a{r},{r} 0 1 0 -{d},0Z", num(cx - r), num(cy),
+                                          fmt::arg("r", num(r)), fmt::arg("d", num(2 * r)));
+  static const std::vector<std::vector<std::pair<double, double>>> kPolygons = {
+      {{-0.9, -0.9}, {0.9, -0.9}, {0.9, 0.9}, {-0.9, 0.9}},
+      {{0, -1.3}, {1.1, 0.8}, {-1.1, 0.8}},
+      {{0, -1.3}, {1, 0}, {0, 1.3}, {-1, 0}},
+      {{0, 1.3}, {1.1, -0.8}, {-1.1, -0.8}}};
+  std::string d;
+  for (const auto& [u, v] : kPolygons[series % 5 - 1])
+    d += fmt::format("{}{},{}", d.empty() ? "M" : "L", num(cx + u * r), num(cy + v * r));
+  return d + "Z";
 }
 
-Image render(const PlotSpec& spec, const std::string& where) {
+std::string line(double x1, double y1, double x2, double y2, const std::string& attributes = "") {
+  return fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"{}/>\n", num(x1), num(y1), num(x2), num(y2),
+                     attributes);
+}
+
+std::string text(double x, double y, const std::string& s, const std::string& attributes = "") {
+  return fmt::format("<text x=\"{}\" y=\"{}\"{}>{}</text>\n", num(x), num(y), attributes, xml_escape(s));
+}
+
+std::string render(const PlotSpec& spec, const std::string& where) {
   validate(spec, where);
-  const Layout layout = make_layout(spec, where);
-  const PlotFrame& f = layout.frame;
-  Image image;
-  image.width = spec.width, image.height = spec.height;
-  image.rgb.assign(size_t(spec.width) * size_t(spec.height) * 3, 255);
-  static_assert(kBackground.r == 255 && kBackground.g == 255 && kBackground.b == 255);
-  Canvas canvas(image);
+  const Geometry g = geometry(spec);
+  const PlotLayout layout = layout_points(spec, g);
+  const Box& f = g.frame;
+  const double baseline = 0.9 * kFontSize;  // from a label box's top to its text's baseline
 
-  // Grid, reference and connecting lines stay inside the frame; markers and text may not.
-  canvas.clip(f.left, f.top, f.right, f.bottom);
-  for (double t : layout.x_axis.ticks) canvas.line(f.px(t), f.top, f.px(t), f.bottom, kGrid, 1);
-  for (double t : layout.y_axis.ticks) canvas.line(f.left, f.py(t), f.right, f.py(t), kGrid, 1);
-  if (spec.y_reference) {
-    const int y = f.py(*spec.y_reference);
-    canvas.line(f.left, y, f.right, y, kReference, /*thick=*/2, /*dash_on=*/8, /*dash_off=*/5);
+  std::string out = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\" "
+      "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" font-size=\"{2}\">\n",
+      kWidth, kHeight, kFontSize);
+  out += fmt::format("<title>{}</title>\n<rect width=\"{}\" height=\"{}\" fill=\"#fff\"/>\n", xml_escape(spec.title),
+                     kWidth, kHeight);
+  out += text(kWidth / 2, 26, spec.title, fmt::format(" font-size=\"{}\" text-anchor=\"middle\"", kTitleSize));
+
+  out += "<g stroke=\"#e8e8e8\">\n";
+  for (const Tick& t : g.x_ticks) out += line(g.px(t.value), f.y0, g.px(t.value), f.y1);
+  for (const Tick& t : g.y_ticks) out += line(f.x0, g.py(t.value), f.x1, g.py(t.value));
+  out += "</g>\n<g fill=\"#333\">\n";
+  for (const Tick& t : g.x_ticks) out += text(g.px(t.value), f.y1 + 16, t.label, " text-anchor=\"middle\"");
+  for (const Tick& t : g.y_ticks) out += text(f.x0 - 6, g.py(t.value) + 4, t.label, " text-anchor=\"end\"");
+  out += text((f.x0 + f.x1) / 2, f.y1 + 38, spec.x_label, " text-anchor=\"middle\"");
+  out += fmt::format("<text transform=\"translate(16,{}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
+                     num((f.y0 + f.y1) / 2), xml_escape(spec.y_label));
+  out += fmt::format("</g>\n<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>\n",
+                     num(f.x0), num(f.y0), num(f.x1 - f.x0), num(f.y1 - f.y0));
+
+  const std::string kReferenceStyle = " stroke=\"#777\" stroke-dasharray=\"6 4\"";
+  const std::string kFrontStyle = " fill=\"none\" stroke=\"#333\" stroke-width=\"1.5\" stroke-opacity=\"0.6\"";
+  if (spec.y_reference) out += line(f.x0, g.py(*spec.y_reference), f.x1, g.py(*spec.y_reference), kReferenceStyle);
+  std::string front;
+  for (size_t i : layout.front) {
+    front += fmt::format("{}{},{}", front.empty() ? "" : " ", num(layout.points[i].cx), num(layout.points[i].cy));
   }
+  out += fmt::format("<polyline points=\"{}\"{}/>\n", front, kFrontStyle);
+
+  out += "<g stroke=\"#999\" stroke-width=\"0.7\">\n";
+  for (const PointLayout& p : layout.points) {
+    if (!p.leader) continue;
+    const Segment s = leader(p);
+    out += line(s.x1, s.y1, s.x2, s.y2);
+  }
+  out += "</g>\n";
   for (size_t i = 0; i < spec.series.size(); ++i) {
     const Series& s = spec.series[i];
-    if (!s.connect) continue;
-    for (size_t k = 1; k < s.x.size(); ++k) {
-      canvas.line(f.px(s.x[k - 1]), f.py(s.y[k - 1]), f.px(s.x[k]), f.py(s.y[k]), series_color(i),
-                  /*thick=*/2);
+    out += fmt::format("<g fill=\"{}\" stroke=\"#fff\" stroke-width=\"0.8\">\n", kPalette[i % 10]);
+    for (const PointLayout& p : layout.points) {
+      if (p.series != i) continue;
+      const std::string label = s.point_labels.empty() ? s.name : s.point_labels[p.point];
+      const std::string tip = fmt::format("{}: {:.2f}{}, {:+.2f}{}", label, s.x[p.point], spec.x_unit, s.y[p.point],
+                                          spec.y_unit);
+      out += fmt::format("<path d=\"{}\"><title>{}</title></path>\n", marker_path(i, p.cx, p.cy), xml_escape(tip));
     }
+    out += "</g>\n";
   }
-  canvas.unclip();
-  canvas.rect(f.left, f.top, f.right, f.bottom, kFrame);
-
-  for (size_t i = 0; i < spec.series.size(); ++i) {
-    const Series& s = spec.series[i];
-    for (size_t k = 0; k < s.x.size(); ++k)
-      canvas.marker(int(i % 7), f.px(s.x[k]), f.py(s.y[k]), series_color(i));
+  out += "<g fill=\"#222\">\n";
+  for (const PointLayout& p : layout.points) {
+    if (p.labelled) out += text(p.label.x0 + 1, p.label.y0 + baseline, spec.series[p.series].point_labels[p.point]);
   }
-  // Labels right of their marker, or left of it where they would cross the frame.
-  for (const Series& s : spec.series) {
-    for (size_t k = 0; k < s.point_labels.size(); ++k) {
-      const std::string& label = s.point_labels[k];
-      const int px = f.px(s.x[k]), py = f.py(s.y[k]), w = text_width(label);
-      const int x = px + 7 + w <= f.right ? px + 7 : px - 7 - w;
-      canvas.text(x, py - 3, label, kInk);
-    }
-  }
-  if (spec.y_reference && !spec.reference_label.empty()) {
-    const int y = f.py(*spec.y_reference);
-    canvas.text(f.left + 6, y - 11 >= f.top + 2 ? y - 11 : y + 5, spec.reference_label, kReference);
-  }
-
-  for (size_t t = 0; t < layout.x_axis.ticks.size(); ++t) {
-    const int x = f.px(layout.x_axis.ticks[t]);
-    const std::string& label = layout.x_axis.labels[t];
-    canvas.line(x, f.bottom + 1, x, f.bottom + 6, kFrame, 1);
-    canvas.text(x - text_width(label) / 2, f.bottom + 10, label, kInk);
-  }
-  for (size_t t = 0; t < layout.y_axis.ticks.size(); ++t) {
-    const int y = f.py(layout.y_axis.ticks[t]);
-    const std::string& label = layout.y_axis.labels[t];
-    canvas.line(f.left - 6, y, f.left - 1, y, kFrame, 1);
-    canvas.text(f.left - 10 - text_width(label), y - 3, label, kInk);
-  }
-  canvas.text((f.left + f.right - text_width(spec.x_label)) / 2, f.bottom + 27, spec.x_label, kInk);
-  canvas.text(12, (f.top + f.bottom + text_width(spec.y_label)) / 2, spec.y_label, kInk,
-              /*scale=*/1, /*vertical=*/true);
-  canvas.text((spec.width - text_width(spec.title, 2)) / 2, 12, spec.title, kInk, /*scale=*/2);
-  draw_legend(canvas, spec, f);
-  return image;
-}
-
-// PNG's CRC-32 (ISO 3309, reflected polynomial 0xEDB88320) over a chunk's type and data.
-uint32_t crc32(const char* p, size_t n) {
-  static const std::array<uint32_t, 256> table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  uint32_t c = 0xFFFFFFFFu;
-  for (size_t i = 0; i < n; ++i) c = table[(c ^ uint8_t(p[i])) & 0xFF] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
-
-uint32_t adler32(const std::string& s) {
-  uint32_t a = 1, b = 0;
-  // 5552 bytes is the most that cannot overflow b before the modulo (RFC 1950, zlib's NMAX).
-  for (size_t i = 0; i < s.size(); i += 5552) {
-    const size_t end = std::min(s.size(), i + 5552);
-    for (size_t k = i; k < end; ++k) a += uint8_t(s[k]), b += a;
-    a %= 65521, b %= 65521;
-  }
-  return (b << 16) | a;
-}
-
-void put_be32(std::string& out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out += char((v >> shift) & 0xFF);
-}
-
-// Deflate bit order (RFC 1951 3.1.1): fields fill bytes from the low bit up; Huffman codes go
-// most significant bit first.
-class BitWriter {
- public:
-  explicit BitWriter(std::string& out) : out_(out) {}
-  void bits(uint32_t value, int count) {
-    acc_ |= uint64_t(value) << n_;
-    n_ += count;
-    for (; n_ >= 8; n_ -= 8, acc_ >>= 8) out_ += char(acc_ & 0xFF);
-  }
-  void code(uint32_t code, int len) {
-    uint32_t reversed = 0;
-    for (int i = 0; i < len; ++i) reversed |= ((code >> i) & 1) << (len - 1 - i);
-    bits(reversed, len);
-  }
-  // The fixed literal/length code (RFC 1951 3.2.6).
-  void symbol(int s) {
-    if (s < 144) return code(0x30 + s, 8);
-    if (s < 256) return code(0x190 + s - 144, 9);
-    if (s < 280) return code(s - 256, 7);
-    code(0xC0 + s - 280, 8);
-  }
-  void flush() {
-    if (n_ > 0) bits(0, 8 - n_);
-  }
-
- private:
-  std::string& out_;
-  uint64_t acc_ = 0;
-  int n_ = 0;
-};
-
-constexpr uint16_t kLengthBase[29] = {3,  4,  5,  6,   7,   8,   9,   10,  11, 13,
-                                      15, 17, 19, 23,  27,  31,  35,  43,  51, 59,
-                                      67, 83, 99, 115, 131, 163, 195, 227, 258};
-constexpr uint8_t kLengthExtra[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2,
-                                      2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
-constexpr uint16_t kDistBase[30] = {1,    2,    3,    4,    5,    7,    9,    13,    17,    25,
-                                    33,   49,   65,   97,   129,  193,  257,  385,   513,   769,
-                                    1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
-constexpr uint8_t kDistExtra[30] = {0, 0, 0, 0, 1, 1, 2, 2,  3,  3,  4,  4,  5,  5,  6,
-                                    6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
-
-// One final fixed-Huffman block with greedy LZ77 over a 32 KiB window (hash chains capped at
-// 32 links): for flat-coloured charts nearly all bytes fall in long runs, so a dynamic Huffman
-// table would gain little.
-std::string deflate_fixed(const std::string& input) {
-  constexpr int kHashBits = 15, kMaxChain = 32;
-  constexpr size_t kWindow = 32768, kMaxLen = 258;
-  const auto* in = reinterpret_cast<const uint8_t*>(input.data());
-  const size_t n = input.size();
-  std::vector<int64_t> head(size_t(1) << kHashBits, -1), prev(kWindow, -1);
-  auto hash = [&](size_t i) {
-    const uint32_t v = uint32_t(in[i]) | uint32_t(in[i + 1]) << 8 | uint32_t(in[i + 2]) << 16;
-    return (v * 2654435761u) >> (32 - kHashBits);
-  };
-  auto insert = [&](size_t i) {
-    if (i + 3 > n) return;
-    const uint32_t h = hash(i);
-    prev[i & (kWindow - 1)] = head[h];
-    head[h] = int64_t(i);
-  };
-
-  std::string out;
-  BitWriter w(out);
-  w.bits(1, 1);  // BFINAL
-  w.bits(1, 2);  // BTYPE 01: fixed Huffman codes
-  size_t i = 0;
-  while (i < n) {
-    size_t best_len = 0, best_dist = 0;
-    if (i + 3 <= n) {
-      const size_t max_len = std::min(kMaxLen, n - i);
-      int64_t j = head[hash(i)];
-      for (int chain = 0; j >= 0 && i - size_t(j) <= kWindow && chain < kMaxChain; ++chain) {
-        size_t len = 0;
-        while (len < max_len && in[size_t(j) + len] == in[i + len]) ++len;
-        if (len > best_len) {
-          best_len = len, best_dist = i - size_t(j);
-          if (len == max_len) break;
-        }
-        const int64_t next = prev[size_t(j) & (kWindow - 1)];
-        if (next >= j) break;  // the slot was reused by a newer position: chain ends
-        j = next;
-      }
-    }
-    if (best_len >= 3) {
-      const int li =
-          int(std::upper_bound(kLengthBase, kLengthBase + 29, best_len) - kLengthBase) - 1;
-      w.symbol(257 + li);
-      w.bits(uint32_t(best_len - kLengthBase[li]), kLengthExtra[li]);
-      const int di = int(std::upper_bound(kDistBase, kDistBase + 30, best_dist) - kDistBase) - 1;
-      w.code(uint32_t(di), 5);
-      w.bits(uint32_t(best_dist - kDistBase[di]), kDistExtra[di]);
-      for (size_t k = 0; k < best_len; ++k) insert(i + k);
-      i += best_len;
+  const std::vector<std::string> entries = legend_entries(spec);
+  for (size_t e = 0; e < entries.size(); ++e) {
+    const double x = g.legend_x, y = f.y0 + 8 + 18 * double(e);
+    if (e < spec.series.size()) {
+      out += fmt::format("<path d=\"{}\" fill=\"{}\"/>\n", marker_path(e, x + 10, y), kPalette[e % 10]);
     } else {
-      w.symbol(in[i]);
-      insert(i);
-      ++i;
+      out += line(x, y, x + 20, y, e == spec.series.size() ? kFrontStyle : kReferenceStyle);
     }
+    out += text(x + 26, y + 4, entries[e]);
   }
-  w.symbol(256);  // end of block
-  w.flush();
+  out += "</g>\n</svg>\n";
   return out;
 }
 
 }  // namespace
 
-Rgb Image::at(int x, int y) const {
-  KVQ_CHECK(x >= 0 && y >= 0 && x < width && y < height, "pixel ({}, {}) of {}x{}", x, y, width,
-            height);
-  const uint8_t* p = &rgb[(size_t(y) * size_t(width) + size_t(x)) * 3];
-  return {p[0], p[1], p[2]};
-}
-
-int PlotFrame::px(double x) const {
-  return left + int(std::lround((x - x_lo) / (x_hi - x_lo) * (right - left)));
-}
-
-int PlotFrame::py(double y) const {
-  const double t = log_y
-                       ? (std::log10(y) - std::log10(y_lo)) / (std::log10(y_hi) - std::log10(y_lo))
-                       : (y - y_lo) / (y_hi - y_lo);
-  return bottom - int(std::lround(t * (bottom - top)));
-}
-
-Rgb series_color(size_t i) { return kPalette[i % 10]; }
-
 std::vector<double> nice_ticks(double lo, double hi, int target) {
-  KVQ_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi && target >= 1,
-            "lo={} hi={} target={}", lo, hi, target);
+  KVQ_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi && target >= 1, "lo={} hi={} target={}", lo, hi,
+            target);
   if (lo == hi) return {lo};
   const double step = nice_step(hi - lo, target);
   // Below 1, dividing by the integer 1/step gives 0.3 where 3 * 0.1 gives 0.30000000000000004.
@@ -580,52 +420,65 @@ std::vector<double> nice_ticks(double lo, double hi, int target) {
   return out;
 }
 
-PlotFrame plot_frame(const PlotSpec& spec) {
-  const std::string where = plot_name(spec);
-  validate(spec, where);
-  return make_layout(spec, where).frame;
-}
-
-Image render_plot(const PlotSpec& spec) { return render(spec, plot_name(spec)); }
-
-std::string encode_png(const Image& image) {
-  KVQ_CHECK(image.width > 0 && image.height > 0 &&
-                image.rgb.size() == size_t(image.width) * size_t(image.height) * 3,
-            "{}x{} image with {} bytes", image.width, image.height, image.rgb.size());
-  const size_t stride = size_t(image.width) * 3;
-  // Filter "Up" on every row (row 0 has zeros above): a row repeating the one above becomes
-  // zeros, which LZ77 turns into a handful of 258-byte matches.
-  std::string raw;
-  raw.reserve((stride + 1) * size_t(image.height));
-  for (size_t y = 0; y < size_t(image.height); ++y) {
-    const uint8_t* row = &image.rgb[y * stride];
-    raw += char(2);
-    for (size_t x = 0; x < stride; ++x) raw += char(row[x] - (y > 0 ? row[x - stride] : 0));
+std::vector<size_t> pareto_front(const std::vector<double>& x, const std::vector<double>& y) {
+  KVQ_CHECK(x.size() == y.size(), "{} x values, {} y values", x.size(), y.size());
+  std::vector<size_t> order(x.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return std::make_pair(x[a], y[a]) < std::make_pair(x[b], y[b]); });
+  // Within a run of equal x only the lowest y survives (ties all do), and only if it beats
+  // every point of smaller x.
+  std::vector<size_t> front;
+  double best = HUGE_VAL;
+  for (size_t run = 0; run < order.size();) {
+    size_t end = run;
+    while (end < order.size() && x[order[end]] == x[order[run]]) ++end;
+    const double low = y[order[run]];
+    for (size_t k = run; k < end && y[order[k]] == low; ++k) {
+      if (low < best) front.push_back(order[k]);
+    }
+    best = std::min(best, low);
+    run = end;
   }
-  std::string zlib("\x78\x01", 2);  // deflate, 32 KiB window, no dictionary; check bits hold
-  zlib += deflate_fixed(raw);
-  put_be32(zlib, adler32(raw));
-
-  std::string png("\x89PNG\r\n\x1a\n", 8);
-  auto chunk = [&png](const char* type, const std::string& data) {
-    put_be32(png, uint32_t(data.size()));
-    const size_t start = png.size();
-    png.append(type, 4);
-    png += data;
-    put_be32(png, crc32(png.data() + start, png.size() - start));
-  };
-  std::string ihdr;
-  put_be32(ihdr, uint32_t(image.width));
-  put_be32(ihdr, uint32_t(image.height));
-  ihdr += std::string("\x08\x02\x00\x00\x00", 5);  // 8-bit, RGB, deflate, adaptive, no interlace
-  chunk("IHDR", ihdr);
-  chunk("IDAT", zlib);
-  chunk("IEND", "");
-  return png;
+  return front;
 }
 
-void write_plot_png(const std::string& path, const PlotSpec& spec) {
-  write_text_file_atomic(path, encode_png(render(spec, path)));
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&apos;"; break;
+      default: out += uint8_t(c) < 0x20 && c != '\t' && c != '\n' ? ' ' : c;
+    }
+  }
+  return out;
+}
+
+PlotLayout plot_layout(const PlotSpec& spec) {
+  validate(spec, plot_name(spec));
+  return layout_points(spec, geometry(spec));
+}
+
+std::string render_svg(const PlotSpec& spec) { return render(spec, plot_name(spec)); }
+
+void write_plot_svg(const std::string& path, const PlotSpec& spec) {
+  const std::string svg = render(spec, path);
+  try {
+    artifact::AtomicOutput out(path);
+    {
+      std::ofstream file(out.temp_path(), std::ios::binary);
+      file << svg;
+      file.close();
+      if (!file) fail("cannot write {}", out.temp_path());
+    }
+    out.commit();
+  } catch (const Error& e) {
+    fail("{}: cannot write file: {}", path, e.what());
+  }
 }
 
 }  // namespace kvq::eval
