@@ -7,12 +7,16 @@
 #   mkdir -p .device-data/models .device-data/wikitext-2
 #   cp -r ../shared/data/models/wt2-llama-1m ../shared/data/models/wt2-llama-18m .device-data/models/
 #   cp ../shared/data/wikitext-2/wiki.{train,test}.tokens .device-data/wikitext-2/
-# and carry .device-data (it is in .gitignore). Usage: scripts/device.sh [build|test|bench|all]
+# and carry .device-data (it is in .gitignore).
+# Usage: scripts/device.sh [STEP ...], steps (default: all of them, in this order):
+#   test (the gpu-labelled tests), eval, reproduce, calibrate (7B-shaped bench), kernels (kvq bench
+#   kernels), sanitize (compute-sanitizer memcheck + racecheck on the kernel tests); `build` only builds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
-what=${1:-all}
+steps=" ${*:-test eval reproduce calibrate kernels sanitize} "
+want() { [[ "$steps" == *" $1 "* ]]; }
 data_dir=$PWD/.device-data
 [ -d "$data_dir" ] || data_dir=$PWD/../shared/data
 
@@ -33,20 +37,22 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_p
 log "build"
 cmake --build build-gpu -j"$(nproc)" -- -k >"$OUT/build.log" 2>&1 \
   || { log "build FAILED"; grep -m20 -E 'error|Error' "$OUT/build.log"; exit 1; }
-[ "$what" = build ] && exit 0
+[ "$steps" = " build " ] && exit 0
 
 status=0
-if [ "$what" = all ] || [ "$what" = test ]; then
+if want test; then
   log "gpu tests"
   ctest --test-dir build-gpu -L gpu --output-on-failure >"$OUT/gpu-tests.log" 2>&1 || status=1
   tail -15 "$OUT/gpu-tests.log"
 fi
-if [ "$what" = all ] || [ "$what" = bench ]; then
+if want eval; then
   log "eval on cuda (wt2-llama-18m, wiki.test.tokens, L = 1024)"
   build-gpu/bin/kvq eval --model "$data_dir/models/wt2-llama-18m" \
     --data "$data_dir/wikitext-2/wiki.test.tokens" --device cuda --json --quiet \
     >"$OUT/eval-18m-cuda.json" 2>"$OUT/eval-18m-cuda.err" || status=1
   cat "$OUT/eval-18m-cuda.json" "$OUT/eval-18m-cuda.err"
+fi
+if want reproduce; then
   # The paper's table on wt2-llama-18m: calibrate 16 x 1024 of wiki.train, fit, eval wiki.test.
   log "reproduce (wt2-llama-18m, cuda)"
   build-gpu/bin/kvq reproduce --model "$data_dir/models/wt2-llama-18m" --device cuda --quiet \
@@ -54,21 +60,25 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
     --out-dir "$OUT/reproduce-18m" >"$OUT/reproduce-18m.md" 2>"$OUT/reproduce-18m.err" || status=1
   rm -f "$OUT/reproduce-18m/calib.h5"  # large; rebuilt by the command above
   cat "$OUT/reproduce-18m.md"; tail -3 "$OUT/reproduce-18m.err"
+fi
+if want calibrate; then
   # Calibration of a random-weight LLaMA-7B-shaped model, 16 x 2048, against bare fwd+bwd.
   log "bench calibrate (7B shapes)"
   build-gpu/bin/bench_calibrate --preset 7b --samples 16 --seq-len 2048 --device cuda --dtype bf16 \
     --fit-method nuq3-1% --calib-out "$PWD/build-gpu/bench-calib-7b.h5" \
     >"$OUT/bench-calibrate.md" 2>"$OUT/bench-calibrate.err" || status=1
   cat "$OUT/bench-calibrate.md"; tail -3 "$OUT/bench-calibrate.err"
+fi
+if want kernels; then
   # Decode attention from the compressed cache vs fp16 attention, one layer, same run
-  # (apps/kvq/bench.cpp; bench/kernels_notes.md reads these numbers).
+  # (bench/kernels_bench.cpp; bench/kernels_notes.md reads these numbers).
   log "bench kernels"
   build-gpu/bin/kvq bench kernels --json-file "$OUT/bench-kernels.json" \
     >"$OUT/bench-kernels.md" 2>"$OUT/bench-kernels.err" || { status=1; tail -5 "$OUT/bench-kernels.err"; }
   cat "$OUT/bench-kernels.md"
 fi
 # Sanitizers last: they are the slowest step and the benchmarks above matter more if time runs out.
-if [ "$what" = all ] || [ "$what" = test ]; then
+if want sanitize; then
   if command -v compute-sanitizer >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
   san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   for t in build-gpu/tests/gpu_test_*; do
