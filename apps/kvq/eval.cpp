@@ -80,7 +80,7 @@ void run_eval(const EvalFlags& f) {
   if (!f.calib.empty() && f.methods.empty()) fail("--calib: given without --methods to fit from it");
   if ((!f.csv.empty() || !f.plot.empty()) && !quantized) fail("--csv/--plot: need --methods or --quant");
   const model::LlamaModel m = f.model.load();
-  eval::window_length(m, f.seq_len);  // before the (slow) tokenization of the data
+  data::window_length(m.config().max_seq_len, f.seq_len, m.source());  // before the (slow) tokenization
   // Methods are parsed and fitted before the data is read, so a bad one fails fast.
   const std::vector<methods::Quantizer> qs = quantized ? quantizers(f, m) : std::vector<methods::Quantizer>{};
   const auto tokenizer = f.model.tokenizer(m);
