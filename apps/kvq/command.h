@@ -8,8 +8,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "kvq/artifact/calib_file.h"
 #include "kvq/artifact/fingerprint.h"
-#include "kvq/calib/calib_file.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/eval/perplexity.h"
 #include "kvq/eval/table.h"
@@ -46,7 +46,7 @@ struct RunFigures {
 };
 
 // Prints a calib.h5's per-layer summary as a markdown table or one JSON document (inspect.cpp).
-void print_calib(const calib::CalibData& calib, bool json, const RunFigures* run);
+void print_calib(const artifact::CalibData& calib, bool json, const RunFigures* run);
 
 // Perplexity for each quantizer (the first is the baseline the deltas refer to), one row each
 // with bits per element and outlier share (results.cpp); *baseline gets the first's result.

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
-#include "kvq/calib/calib_file.h"
+#include "kvq/artifact/calib_file.h"
 #include "kvq/common/error.h"
 #include "kvq/data/text.h"
 #include "kvq/eval/quantized.h"
@@ -50,9 +50,9 @@ std::vector<methods::Quantizer> quantizers(const EvalFlags& f, const model::Llam
   const auto fingerprint = artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
   std::vector<methods::MethodSpec> specs;
   for (const std::string& s : split_list(f.methods)) specs.push_back(methods::parse_method(s));
-  std::unique_ptr<calib::CalibData> calib;
+  std::unique_ptr<artifact::CalibData> calib;
   if (!f.calib.empty()) {
-    calib = std::make_unique<calib::CalibData>(calib::read_calib(f.calib));
+    calib = std::make_unique<artifact::CalibData>(artifact::read_calib(f.calib));
     artifact::require_same_model(f.calib, calib->model, fingerprint);
   }
   std::vector<methods::Quantizer> out;

@@ -7,8 +7,8 @@
 
 #include "command.h"
 #include "kvq/artifact/atomic_file.h"
+#include "kvq/artifact/calib_file.h"
 #include "kvq/artifact/fingerprint.h"
-#include "kvq/calib/calib_file.h"
 #include "kvq/common/error.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
@@ -37,8 +37,8 @@ void run_fit(const FitFlags& f) {
   }
   if (f.context < 0) fail("--context: expected a positive number of tokens, found {}", f.context);
   { artifact::AtomicOutput probe(f.out); }  // an unwritable --out fails before the work
-  std::optional<calib::CalibData> calib;
-  if (!f.calib.empty()) calib = calib::read_calib(f.calib);
+  std::optional<artifact::CalibData> calib;
+  if (!f.calib.empty()) calib = artifact::read_calib(f.calib);
   std::optional<artifact::ModelFingerprint> model;
   if (!f.model.empty()) {
     const model::LlamaModel m = model::LlamaModel::load(f.model);

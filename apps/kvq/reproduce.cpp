@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "kvq/calib/calib_writer.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/common/error.h"
 #include "kvq/data/text.h"
@@ -79,7 +80,7 @@ void run_reproduce(ReproduceFlags& f) {
   const artifact::DataFingerprint data = data_fingerprint(f.train, static_cast<int64_t>(train.size()), cr.options);
   const std::string calib_path = f.out_dir + "/calib.h5";
   calib::write_calib(calib_path, cr, fingerprint, data, {f.model.resolved_device(), f.model.dtype, utc_now()});
-  const calib::CalibData calib = calib::read_calib(calib_path);
+  const artifact::CalibData calib = artifact::read_calib(calib_path);
 
   // 2. fit: every method of the list, and per-layer bits under each budget
   std::vector<methods::Quantizer> qs;

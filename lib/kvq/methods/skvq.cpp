@@ -15,7 +15,7 @@ namespace kvq::methods::detail {
 namespace {
 
 // Channels by ascending range width (max - min), then centre, then index.
-std::vector<int64_t> range_order(const calib::ChannelData& d) {
+std::vector<int64_t> range_order(const artifact::CalibChannels& d) {
   const std::vector<double>& mn = d.min.values;
   const std::vector<double>& mx = d.max.values;
   std::vector<int64_t> perm(mn.size());
@@ -83,10 +83,10 @@ at::Tensor skvq_tokens(const at::Tensor& x, const TensorParams& p, int64_t group
   return q.index_select(1, inv);
 }
 
-LayerParams fit_skvq_layer(const MethodSpec& spec, const calib::CalibData& calib, int64_t layer,
+LayerParams fit_skvq_layer(const MethodSpec& spec, const artifact::CalibData& calib, int64_t layer,
                            const FitOptions& options) {
-  const calib::LayerData& l = calib.layers.at(static_cast<size_t>(layer));
-  const std::string where = fmt::format("{}:/layers/{:0{}d}/samples", calib.path, layer, calib.model.n_layers > 100 ? 3 : 2);
+  const artifact::CalibLayer& l = calib.layers.at(static_cast<size_t>(layer));
+  const std::string where = fmt::format("{}:/{}/samples", calib.path, artifact::calib_layer_group(layer, calib.model.n_layers));
   if (l.sample_positions.values.empty()) {
     fail("{}: no token samples: SKVQ's clipping search needs them (kvq calibrate --sample-tokens)", where);
   }
