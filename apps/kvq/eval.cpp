@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/calib_file.h"
 #include "kvq/common/error.h"
 #include "kvq/data/text.h"
@@ -114,7 +115,7 @@ void run_eval(const EvalFlags& f) {
 
   eval::PerplexityResult base;
   const std::vector<eval::ResultRow> rows = evaluate_all(m, tokens, qs, options, &base);
-  if (!f.csv.empty()) eval::write_text_file_atomic(f.csv, eval::csv_table(rows));
+  if (!f.csv.empty()) artifact::write_text_file_atomic(f.csv, eval::csv_table(rows));
   if (!f.plot.empty()) {
     write_results_plot(f.plot, rows, qs, fmt::format("{} on {}, L = {}", f.model.path, f.data, base.seq_len));
   }

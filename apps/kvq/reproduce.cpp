@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "kvq/artifact/atomic_file.h"
 #include "kvq/calib/calib_writer.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/common/error.h"
@@ -109,15 +110,15 @@ void run_reproduce(ReproduceFlags& f) {
       utc_now(), f.model.path, fingerprint.weights_checksum, cr.options.n_samples, cr.options.seq_len, f.train,
       f.seed, f.test, base.n_tokens, base.n_windows, base.seq_len, f.model.resolved_device(), f.model.dtype);
   const std::string table = eval::markdown_table(rows);
-  eval::write_text_file_atomic(f.out_dir + "/table.md", header + table);
-  eval::write_text_file_atomic(f.out_dir + "/results.csv", eval::csv_table(rows));
+  artifact::write_text_file_atomic(f.out_dir + "/table.md", header + table);
+  artifact::write_text_file_atomic(f.out_dir + "/results.csv", eval::csv_table(rows));
   nlohmann::json j = {{"model", f.model.path}, {"weights_checksum", fingerprint.weights_checksum},
                       {"train", f.train}, {"test", f.test}, {"calib", calib_path},
                       {"calib_sequences", cr.options.n_samples}, {"calib_seq_len", cr.options.seq_len},
                       {"seed", f.seed}, {"tokens", base.n_tokens}, {"seq_len", base.seq_len},
                       {"windows", base.n_windows}, {"device", f.model.resolved_device()},
                       {"dtype", f.model.dtype}, {"date", utc_now()}, {"methods", eval::json_rows(rows)}};
-  eval::write_text_file_atomic(f.out_dir + "/results.json", j.dump(2) + "\n");
+  artifact::write_text_file_atomic(f.out_dir + "/results.json", j.dump(2) + "\n");
   write_results_plot(f.out_dir + "/plot.png", rows, qs,
                      fmt::format("{}: perplexity vs bits per element, L = {}", f.model.path, base.seq_len));
   if (f.json) {
