@@ -5,13 +5,17 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "inspect.h"
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/calib_file.h"
+#include "kvq/artifact/fingerprint.h"
 #include "kvq/calib/calib_writer.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/common/error.h"
 #include "kvq/common/progress.h"
 #include "kvq/data/text.h"
+#include "kvq/model/llama.h"
+#include "options.h"
 
 namespace kvq::app {
 namespace {

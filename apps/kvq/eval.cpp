@@ -10,12 +10,17 @@
 #include "command.h"
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/calib_file.h"
+#include "kvq/artifact/fingerprint.h"
 #include "kvq/common/error.h"
 #include "kvq/data/text.h"
+#include "kvq/eval/perplexity.h"
 #include "kvq/eval/quantized.h"
 #include "kvq/eval/table.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
+#include "kvq/model/llama.h"
+#include "options.h"
+#include "results.h"
 
 namespace kvq::app {
 namespace {

@@ -6,19 +6,17 @@
 #include <fmt/format.h>
 
 #include "command.h"
+#include "inspect.h"
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/calib_file.h"
 #include "kvq/artifact/fingerprint.h"
 #include "kvq/common/error.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
+#include "kvq/model/llama.h"
+#include "options.h"
 
 namespace kvq::app {
-
-// Defined in inspect.cpp: a quant.h5's summary as a markdown table or one JSON document, with
-// bits per element at `context` tokens (0: the model's context, else 4096) and the fit time
-// when seconds >= 0.
-void print_quant(const methods::Quantizer& q, bool json, int64_t context, double seconds);
 
 namespace {
 

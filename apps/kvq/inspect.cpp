@@ -1,9 +1,16 @@
 // kvq inspect: validates any kvq artifact and prints what it holds, per layer.
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "inspect.h"
+#include "kvq/artifact/calib_file.h"
 #include "kvq/artifact/h5.h"
 #include "kvq/calib/summary.h"
 #include "kvq/common/error.h"
@@ -12,10 +19,6 @@
 #include "kvq/methods/quant_file.h"
 
 namespace kvq::app {
-
-// A quant.h5's summary (also printed by kvq fit): bits per element at `context` tokens (0: the
-// model's context, else 4096), and the fit time when seconds >= 0.
-void print_quant(const methods::Quantizer& q, bool json, int64_t context, double seconds);
 
 namespace {
 

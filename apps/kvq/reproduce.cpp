@@ -11,13 +11,20 @@
 
 #include "command.h"
 #include "kvq/artifact/atomic_file.h"
+#include "kvq/artifact/calib_file.h"
+#include "kvq/artifact/fingerprint.h"
 #include "kvq/calib/calib_writer.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/common/error.h"
 #include "kvq/data/text.h"
+#include "kvq/eval/perplexity.h"
 #include "kvq/eval/table.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/method.h"
+#include "kvq/model/io/tokenizer.h"
+#include "kvq/model/llama.h"
+#include "options.h"
+#include "results.h"
 
 namespace kvq::app {
 namespace {
