@@ -17,7 +17,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
-#include "kvq/calib/calib_file.h"
+#include "kvq/artifact/calib_file.h"
+#include "kvq/calib/calib_writer.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/calib/fisher.h"
 #include "kvq/common/error.h"
@@ -149,7 +150,7 @@ int main(int argc, char** argv) {
       kvq::calib::write_calib(calib_out, r, fp, data, {device_name, dtype_name, ""});
       const double write_s = seconds_since(t);
       t = std::chrono::steady_clock::now();
-      const kvq::calib::CalibData d = kvq::calib::read_calib(calib_out);
+      const kvq::artifact::CalibData d = kvq::artifact::read_calib(calib_out);
       const double read_s = seconds_since(t);
       t = std::chrono::steady_clock::now();
       const kvq::methods::Quantizer q = kvq::methods::fit(kvq::methods::parse_method(fit_method), &d);

@@ -28,6 +28,7 @@
 #include "attention_fp16.h"
 #include "kvq/common/error.h"
 #include "kvq/methods/method.h"
+#include "kvq/quant/rope.h"
 #include "kvq/runtime/device_buffer.h"
 #include "kvq/runtime/kv_cache.h"
 #include "kvq/runtime/cache_config.h"
@@ -230,7 +231,7 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
   std::vector<Row> rows;
   for (const Shape& sh : shapes) {
     const int D = sh.head_dim;
-    const std::vector<float> inv_host = runtime::rope_inv_freq(10000.0, D);
+    const std::vector<float> inv_host = quant::rope_inv_freq(10000.0, D);
     Buf<float> inv_freq(inv_host.size());
     check(cudaMemcpy(inv_freq.data(), inv_host.data(), inv_host.size() * 4, cudaMemcpyHostToDevice), "upload");
     for (const int batch : f.batches) {

@@ -5,12 +5,17 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "inspect.h"
 #include "kvq/artifact/atomic_file.h"
-#include "kvq/calib/calib_file.h"
+#include "kvq/artifact/calib_file.h"
+#include "kvq/artifact/fingerprint.h"
+#include "kvq/calib/calib_writer.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/common/error.h"
 #include "kvq/common/progress.h"
 #include "kvq/data/text.h"
+#include "kvq/model/llama.h"
+#include "options.h"
 
 namespace kvq::app {
 namespace {
@@ -46,7 +51,7 @@ void run_calibrate(CalibrateFlags& f) {
   calib::write_calib(f.out, r, fingerprint, data,
                      {f.model.resolved_device(), f.model.dtype, utc_now()});
 
-  const calib::CalibData written = calib::read_calib(f.out);  // validates what was written
+  const artifact::CalibData written = artifact::read_calib(f.out);  // validates what was written
   RunFigures run{r.seconds, r.tokens_per_s, r.peak_rss_bytes, r.peak_device_bytes, r.mean_loss};
   print_calib(written, f.json, &run);
 }

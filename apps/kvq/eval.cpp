@@ -8,13 +8,19 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
-#include "kvq/calib/calib_file.h"
+#include "kvq/artifact/atomic_file.h"
+#include "kvq/artifact/calib_file.h"
+#include "kvq/artifact/fingerprint.h"
 #include "kvq/common/error.h"
 #include "kvq/data/text.h"
+#include "kvq/eval/perplexity.h"
 #include "kvq/eval/quantized.h"
 #include "kvq/eval/table.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
+#include "kvq/model/llama.h"
+#include "options.h"
+#include "results.h"
 
 namespace kvq::app {
 namespace {
@@ -50,9 +56,9 @@ std::vector<methods::Quantizer> quantizers(const EvalFlags& f, const model::Llam
   const auto fingerprint = artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
   std::vector<methods::MethodSpec> specs;
   for (const std::string& s : split_list(f.methods)) specs.push_back(methods::parse_method(s));
-  std::unique_ptr<calib::CalibData> calib;
+  std::unique_ptr<artifact::CalibData> calib;
   if (!f.calib.empty()) {
-    calib = std::make_unique<calib::CalibData>(calib::read_calib(f.calib));
+    calib = std::make_unique<artifact::CalibData>(artifact::read_calib(f.calib));
     artifact::require_same_model(f.calib, calib->model, fingerprint);
   }
   std::vector<methods::Quantizer> out;
@@ -80,7 +86,7 @@ void run_eval(const EvalFlags& f) {
   if (!f.calib.empty() && f.methods.empty()) fail("--calib: given without --methods to fit from it");
   if ((!f.csv.empty() || !f.plot.empty()) && !quantized) fail("--csv/--plot: need --methods or --quant");
   const model::LlamaModel m = f.model.load();
-  eval::window_length(m, f.seq_len);  // before the (slow) tokenization of the data
+  data::window_length(m.config().max_seq_len, f.seq_len, m.source());  // before the (slow) tokenization
   // Methods are parsed and fitted before the data is read, so a bad one fails fast.
   const std::vector<methods::Quantizer> qs = quantized ? quantizers(f, m) : std::vector<methods::Quantizer>{};
   const auto tokenizer = f.model.tokenizer(m);
@@ -114,7 +120,7 @@ void run_eval(const EvalFlags& f) {
 
   eval::PerplexityResult base;
   const std::vector<eval::ResultRow> rows = evaluate_all(m, tokens, qs, options, &base);
-  if (!f.csv.empty()) eval::write_text_file_atomic(f.csv, eval::csv_table(rows));
+  if (!f.csv.empty()) artifact::write_text_file_atomic(f.csv, eval::csv_table(rows));
   if (!f.plot.empty()) {
     write_results_plot(f.plot, rows, qs, f.model.path, f.data, base.seq_len);
   }

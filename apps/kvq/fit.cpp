@@ -6,19 +6,17 @@
 #include <fmt/format.h>
 
 #include "command.h"
+#include "inspect.h"
 #include "kvq/artifact/atomic_file.h"
+#include "kvq/artifact/calib_file.h"
 #include "kvq/artifact/fingerprint.h"
-#include "kvq/calib/calib_file.h"
 #include "kvq/common/error.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
+#include "kvq/model/llama.h"
+#include "options.h"
 
 namespace kvq::app {
-
-// Defined in inspect.cpp: a quant.h5's summary as a markdown table or one JSON document, with
-// bits per element at `context` tokens (0: the model's context, else 4096) and the fit time
-// when seconds >= 0.
-void print_quant(const methods::Quantizer& q, bool json, int64_t context, double seconds);
 
 namespace {
 
@@ -37,8 +35,8 @@ void run_fit(const FitFlags& f) {
   }
   if (f.context < 0) fail("--context: expected a positive number of tokens, found {}", f.context);
   { artifact::AtomicOutput probe(f.out); }  // an unwritable --out fails before the work
-  std::optional<calib::CalibData> calib;
-  if (!f.calib.empty()) calib = calib::read_calib(f.calib);
+  std::optional<artifact::CalibData> calib;
+  if (!f.calib.empty()) calib = artifact::read_calib(f.calib);
   std::optional<artifact::ModelFingerprint> model;
   if (!f.model.empty()) {
     const model::LlamaModel m = model::LlamaModel::load(f.model);

@@ -4,6 +4,9 @@
 
 #include "command.h"
 #include "kvq/common/error.h"
+#include "kvq/model/io/tokenizer.h"
+#include "kvq/model/llama.h"
+#include "options.h"
 
 namespace kvq::app {
 namespace {

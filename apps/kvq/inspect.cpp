@@ -1,9 +1,16 @@
 // kvq inspect: validates any kvq artifact and prints what it holds, per layer.
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "inspect.h"
+#include "kvq/artifact/calib_file.h"
 #include "kvq/artifact/h5.h"
 #include "kvq/calib/summary.h"
 #include "kvq/common/error.h"
@@ -12,10 +19,6 @@
 #include "kvq/methods/quant_file.h"
 
 namespace kvq::app {
-
-// A quant.h5's summary (also printed by kvq fit): bits per element at `context` tokens (0: the
-// model's context, else 4096), and the fit time when seconds >= 0.
-void print_quant(const methods::Quantizer& q, bool json, int64_t context, double seconds);
 
 namespace {
 
@@ -50,8 +53,8 @@ void run_inspect(const InspectFlags& f) {
   const artifact::Group root = file.root();
   const std::string schema = root.has_attr("schema") ? root.string_attr("schema") : "";
   artifact::Problems problems;
-  if (schema.rfind(std::string(calib::kCalibSchema) + "/", 0) == 0) {
-    const calib::CalibData d = calib::check_calib(file, problems);
+  if (schema.rfind(std::string(artifact::kCalibSchema) + "/", 0) == 0) {
+    const artifact::CalibData d = artifact::check_calib(file, problems);
     if (problems.empty()) print_calib(d, f.json, nullptr);
   } else if (schema.rfind(std::string(methods::kQuantSchema) + "/", 0) == 0) {
     const methods::Quantizer q = methods::check_quant(file, problems);
@@ -72,12 +75,12 @@ void run_inspect(const InspectFlags& f) {
 
 }  // namespace
 
-void print_calib(const calib::CalibData& d, bool json, const RunFigures* run) {
+void print_calib(const artifact::CalibData& d, bool json, const RunFigures* run) {
   const double f1 = 0.01;
   if (json) {
     nlohmann::json layers = nlohmann::json::array();
     for (size_t i = 0; i < d.layers.size(); ++i) {
-      const calib::LayerData& l = d.layers[i];
+      const artifact::CalibLayer& l = d.layers[i];
       layers.push_back({{"layer", i},
                         {"key", channel_json(calib::summarize_channels(l.key))},
                         {"key_post_rope", channel_json(calib::summarize_channels(l.key_post))},
@@ -88,7 +91,7 @@ void print_calib(const calib::CalibData& d, bool json, const RunFigures* run) {
                         {"samples", l.sample_positions.values.size()}});
     }
     nlohmann::json j = {{"file", d.path},
-                        {"schema", fmt::format("{}/{}", calib::kCalibSchema, calib::kCalibVersion)},
+                        {"schema", fmt::format("{}/{}", artifact::kCalibSchema, artifact::kCalibVersion)},
                         {"valid", true},
                         {"model", {{"source", d.model.source}, {"n_layers", d.model.n_layers},
                                    {"n_kv_heads", d.model.n_kv_heads}, {"head_dim", d.model.head_dim},
@@ -109,13 +112,13 @@ void print_calib(const calib::CalibData& d, bool json, const RunFigures* run) {
     return;
   }
   fmt::print("{}: {}/{}, model {} ({} layers, {} KV heads x {}, weights {}), data {} ({} x {} tokens, seed {})\n\n",
-             d.path, calib::kCalibSchema, calib::kCalibVersion, d.model.source, d.model.n_layers,
+             d.path, artifact::kCalibSchema, artifact::kCalibVersion, d.model.source, d.model.n_layers,
              d.model.n_kv_heads, d.model.head_dim, d.model.weights_checksum, d.data.source,
              d.data.n_sequences, d.data.seq_len, d.data.seed);
   fmt::print("| layer | K max abs | K median channel max | K top channels | K post-RoPE max | V max abs | V median channel max | V outliers at 1% | V mean token range | Fisher K | Fisher V |\n");
   fmt::print("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < d.layers.size(); ++i) {
-    const calib::LayerData& l = d.layers[i];
+    const artifact::CalibLayer& l = d.layers[i];
     const auto k = calib::summarize_channels(l.key), kp = calib::summarize_channels(l.key_post);
     const auto v = calib::summarize_channels(l.value);
     fmt::print("| {} | {:.3f} | {:.3f} | {} | {:.3f} | {:.3f} | {:.3f} | {:.2f}% | {:.3f} | {:.3g} | {:.3g} |\n", i,

@@ -1,4 +1,4 @@
-#include "command.h"
+#include "options.h"
 
 #include <sys/stat.h>
 
@@ -6,6 +6,7 @@
 
 #include <ATen/Context.h>
 
+#include "kvq/calib/calibrate.h"
 #include "kvq/common/hash.h"
 
 namespace kvq::app {

@@ -10,12 +10,21 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "kvq/artifact/atomic_file.h"
+#include "kvq/artifact/calib_file.h"
+#include "kvq/artifact/fingerprint.h"
+#include "kvq/calib/calib_writer.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/common/error.h"
 #include "kvq/data/text.h"
+#include "kvq/eval/perplexity.h"
 #include "kvq/eval/table.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/method.h"
+#include "kvq/model/io/tokenizer.h"
+#include "kvq/model/llama.h"
+#include "options.h"
+#include "results.h"
 
 namespace kvq::app {
 namespace {
@@ -79,7 +88,7 @@ void run_reproduce(ReproduceFlags& f) {
   const artifact::DataFingerprint data = data_fingerprint(f.train, static_cast<int64_t>(train.size()), cr.options);
   const std::string calib_path = f.out_dir + "/calib.h5";
   calib::write_calib(calib_path, cr, fingerprint, data, {f.model.resolved_device(), f.model.dtype, utc_now()});
-  const calib::CalibData calib = calib::read_calib(calib_path);
+  const artifact::CalibData calib = artifact::read_calib(calib_path);
 
   // 2. fit: every method of the list, and per-layer bits under each budget
   std::vector<methods::Quantizer> qs;
@@ -108,15 +117,15 @@ void run_reproduce(ReproduceFlags& f) {
       utc_now(), f.model.path, fingerprint.weights_checksum, cr.options.n_samples, cr.options.seq_len, f.train,
       f.seed, f.test, base.n_tokens, base.n_windows, base.seq_len, f.model.resolved_device(), f.model.dtype);
   const std::string table = eval::markdown_table(rows);
-  eval::write_text_file_atomic(f.out_dir + "/table.md", header + table);
-  eval::write_text_file_atomic(f.out_dir + "/results.csv", eval::csv_table(rows));
+  artifact::write_text_file_atomic(f.out_dir + "/table.md", header + table);
+  artifact::write_text_file_atomic(f.out_dir + "/results.csv", eval::csv_table(rows));
   nlohmann::json j = {{"model", f.model.path}, {"weights_checksum", fingerprint.weights_checksum},
                       {"train", f.train}, {"test", f.test}, {"calib", calib_path},
                       {"calib_sequences", cr.options.n_samples}, {"calib_seq_len", cr.options.seq_len},
                       {"seed", f.seed}, {"tokens", base.n_tokens}, {"seq_len", base.seq_len},
                       {"windows", base.n_windows}, {"device", f.model.resolved_device()},
                       {"dtype", f.model.dtype}, {"date", utc_now()}, {"methods", eval::json_rows(rows)}};
-  eval::write_text_file_atomic(f.out_dir + "/results.json", j.dump(2) + "\n");
+  artifact::write_text_file_atomic(f.out_dir + "/results.json", j.dump(2) + "\n");
   write_results_plot(f.out_dir + "/plot.svg", rows, qs, f.model.path, f.test, base.seq_len);
   if (f.json) {
     fmt::print("{}\n", j.dump(2));

@@ -1,10 +1,11 @@
 // The methods table shared by kvq eval and kvq reproduce: one perplexity run per quantizer, rows
 // with bits per element, and the plot of Δ perplexity against bits.
+#include "results.h"
+
 #include <map>
 
 #include <fmt/format.h>
 
-#include "command.h"
 #include "kvq/common/error.h"
 #include "kvq/eval/plot.h"
 #include "kvq/eval/quantized.h"

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "kv_ref.h"
+#include "kvq/quant/rope.h"
 #include "kvq/runtime/kv_cache.h"
 #include "kvq/runtime/cache_config.h"
 #include "support/gpu.h"
@@ -22,7 +23,7 @@
 namespace kvq::kernels {
 
 using runtime::KvCache;
-using runtime::rope_inv_freq;
+using quant::rope_inv_freq;
 
 namespace test {
 

@@ -179,6 +179,15 @@ TEST(Windows, CountAndStarts) {
             "--seq-len: sequence length must be positive, found 0");
 }
 
+TEST(Windows, LengthFromTheModelsContext) {
+  EXPECT_EQ(window_length(512, 0, "m"), 512);  // 0: the whole context
+  EXPECT_EQ(window_length(512, 128, "m"), 128);
+  EXPECT_EQ(window_length(512, 512, "m"), 512);
+  EXPECT_EQ(error_of([] { window_length(512, 2048, "models/wt2-llama-1m"); }),
+            "--seq-len: 2048 exceeds the context of 512 tokens of the model at models/wt2-llama-1m");
+  EXPECT_EQ(error_of([] { window_length(512, 1, "m"); }), "--seq-len: expected at least 2 tokens, found 1");
+}
+
 TEST(Sampling, DeterministicAndInRange) {
   const auto a = sample_sequences(10000, 512, 64, 42, "d");
   const auto b = sample_sequences(10000, 512, 64, 42, "d");

@@ -1,6 +1,7 @@
 // kvq/artifact: the HDF5 layer (every dtype and rank round trips, attributes, byte-identical
 // output, exact error messages for wrong types, shapes, missing objects and broken files),
-// AtomicOutput (nothing left behind unless committed) and the Problems collector.
+// AtomicOutput (nothing left behind unless committed), write_text_file_atomic and the Problems
+// collector.
 #include "kvq/artifact/h5.h"
 
 #include <hdf5.h>  // only to count open HDF5 objects
@@ -325,6 +326,23 @@ TEST(AtomicOutput, DirectoryErrors) {
   }
   EXPECT_EQ(error_of([&] { AtomicOutput out(dir + "/q.h5"); }),
             dir + ": output directory is not writable (Permission denied)");
+}
+
+TEST(WriteTextFileAtomic, WritesReplacesAndNamesPathOnError) {
+  TempDir dir;
+  const std::string path = dir.file("results.csv");
+  write_text_file_atomic(path, "first\n");
+  EXPECT_EQ(test::read_file(path), "first\n");
+  write_text_file_atomic(path, std::string("second\0binary", 13));
+  EXPECT_EQ(test::read_file(path), std::string("second\0binary", 13));
+
+  const std::string missing = dir.file("nope/results.csv");
+  EXPECT_EQ(error_of([&] { write_text_file_atomic(missing, "x"); }),
+            missing + ": cannot write file: " + dir.file("nope") +
+                ": output directory does not exist (No such file or directory)");
+  EXPECT_EQ(error_of([&] { write_text_file_atomic(dir.path() + "/", "x"); }),
+            dir.path() + "/: cannot write file: " + dir.path() +
+                "/: expected an output file path, found a directory name");
 }
 
 TEST(Validate, ProblemsAndChecks) {

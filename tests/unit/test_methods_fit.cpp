@@ -29,9 +29,9 @@ artifact::Array<T> array(std::vector<T> v, std::vector<int64_t> shape) {
 
 // Channel statistics of x [n, C] with fisher, as calib.h5 defines them (schemas/calib-2.md);
 // thresholds are exact order statistics.
-calib::ChannelData channel_data(const std::vector<float>& x, const std::vector<float>& f, int64_t n, int64_t C,
+artifact::CalibChannels channel_data(const std::vector<float>& x, const std::vector<float>& f, int64_t n, int64_t C,
                                 int64_t bins, const std::vector<double>& fractions) {
-  calib::ChannelData d;
+  artifact::CalibChannels d;
   d.n_tokens = n;
   std::vector<double> mn(C), mx(C), mean(C, 0), sd(C, 0), fm(C, 0), hc(C * bins, 0), hf(C * bins, 0);
   std::vector<double> th(fractions.size() * 2 * C);
@@ -69,9 +69,9 @@ calib::ChannelData channel_data(const std::vector<float>& x, const std::vector<f
 }
 
 // A calibration of synthetic K/V: per channel scales with one outlier channel, Fisher = u^2.
-calib::CalibData make_calib(int64_t n_layers, int64_t h, int64_t d, int64_t n, int64_t key_bins, int64_t value_bins,
+artifact::CalibData make_calib(int64_t n_layers, int64_t h, int64_t d, int64_t n, int64_t key_bins, int64_t value_bins,
                             uint64_t seed) {
-  calib::CalibData c;
+  artifact::CalibData c;
   c.path = "synthetic.h5";
   c.model.source = "synthetic";
   c.model.architecture = "llama";
@@ -102,7 +102,7 @@ calib::CalibData make_calib(int64_t n_layers, int64_t h, int64_t d, int64_t n, i
       kf[i] = std::pow(normal(rng), 2.0f) * 1e-3f;
       vf[i] = std::pow(normal(rng), 2.0f) * 1e-3f;
     }
-    calib::LayerData ld;
+    artifact::CalibLayer ld;
     ld.key = channel_data(k, kf, n, C, key_bins, c.fractions);
     ld.key_post = ld.key;
     ld.value = channel_data(v, vf, n, C, key_bins, c.fractions);
@@ -134,7 +134,7 @@ calib::CalibData make_calib(int64_t n_layers, int64_t h, int64_t d, int64_t n, i
         vr[fi * 3 + 1] = rsum / static_cast<double>(n_vec);
         vr[fi * 3 + 2] = rmax;
       }
-      calib::VectorData vd;
+      artifact::CalibVectors vd;
       vd.normalized_count = array(nc, {nf, value_bins});
       vd.normalized_fisher = array(nfi, {nf, value_bins});
       vd.outlier_fraction = array(out, {nf});
@@ -190,9 +190,9 @@ std::vector<double> brute_force_kmeans(std::vector<std::pair<double, double>> pt
 
 TEST(MethodsFit, KeyCodebookIsBruteForceWeightedKMeans) {
   const int64_t C = 4;
-  const calib::CalibData c = make_calib(1, 1, C, 40, /*key_bins=*/4, /*value_bins=*/16, 3);
+  const artifact::CalibData c = make_calib(1, 1, C, 40, /*key_bins=*/4, /*value_bins=*/16, 3);
   const Quantizer q = fit(parse_method("nuq2"), &c);
-  const calib::ChannelData& kd = c.layers[0].key;
+  const artifact::CalibChannels& kd = c.layers[0].key;
   std::vector<std::pair<double, double>> pts;  // (normalized bin centre, Fisher)
   for (int64_t ch = 0; ch < C; ++ch) {
     const float lo = static_cast<float>(kd.thresholds.values[ch]), hi = static_cast<float>(kd.thresholds.values[C + ch]);
@@ -218,7 +218,7 @@ struct ValuePoints {
   std::vector<double> xs, counts;
 };
 
-ValuePoints value_points(const calib::VectorData& v, int bins) {
+ValuePoints value_points(const artifact::CalibVectors& v, int bins) {
   ValuePoints p;
   for (int b = 0; b < bins; ++b) {
     const double x = -1 + (b + 0.5) * 2.0 / bins;
@@ -232,7 +232,7 @@ ValuePoints value_points(const calib::VectorData& v, int bins) {
 }
 
 TEST(MethodsFit, ValueCodebookIsBruteForceWeightedKMeansAndQNormCorrectsIt) {
-  const calib::CalibData c = make_calib(1, 2, 8, 6, /*key_bins=*/8, /*value_bins=*/16, 5);
+  const artifact::CalibData c = make_calib(1, 2, 8, 6, /*key_bins=*/8, /*value_bins=*/16, 5);
   // Whole tokens (nuq) and tokens of one KV head (-vhead) have their own histograms and levels.
   const ValuePoints token = value_points(c.layers[0].value_token, 16), head = value_points(c.layers[0].value_head, 16);
   ASSERT_GT(token.fisher.size(), 4u);
@@ -255,9 +255,9 @@ TEST(MethodsFit, ValueCodebookIsBruteForceWeightedKMeansAndQNormCorrectsIt) {
 }
 
 TEST(MethodsFit, KeyRangesAreTheThresholdsAtTheFraction) {
-  const calib::CalibData c = make_calib(2, 2, 8, 300, 64, 512, 7);
+  const artifact::CalibData c = make_calib(2, 2, 8, 300, 64, 512, 7);
   const Quantizer q = fit(parse_method("nuq3-5%"), &c);
-  const calib::ChannelData& kd = c.layers[1].key;
+  const artifact::CalibChannels& kd = c.layers[1].key;
   for (int64_t ch = 0; ch < 16; ++ch) {
     EXPECT_EQ(q.key_params(1).lo[ch], static_cast<float>(kd.thresholds.values[(2 * 2) * 16 + ch]));
     EXPECT_EQ(q.key_params(1).hi[ch], static_cast<float>(kd.thresholds.values[(2 * 2 + 1) * 16 + ch]));
@@ -269,7 +269,7 @@ TEST(MethodsFit, KeyRangesAreTheThresholdsAtTheFraction) {
 }
 
 TEST(MethodsFit, DeterministicAndMessages) {
-  const calib::CalibData c = make_calib(2, 2, 8, 200, 64, 512, 9);
+  const artifact::CalibData c = make_calib(2, 2, 8, 200, 64, 512, 9);
   for (const std::string m : {"nuq3-1%", "nuq2-5%-sink", "skvq-k2-v3-g4-w8", "fp8-e5m2"}) {
     const Quantizer a = fit(parse_method(m), &c), b = fit(parse_method(m), &c);
     test::expect_same_params(a, b, 2, m);
@@ -290,12 +290,12 @@ TEST(MethodsFit, DeterministicAndMessages) {
 }
 
 TEST(MethodsFit, SkvqPermutationOrdersRangesAndClipIsTheBruteForceBest) {
-  const calib::CalibData c = make_calib(1, 2, 8, 200, 64, 512, 11);
+  const artifact::CalibData c = make_calib(1, 2, 8, 200, 64, 512, 11);
   const MethodSpec spec = parse_method("skvq-k2-v2-g4-w8");
   const Quantizer q = fit(spec, &c);
   for (const bool key : {true, false}) {
     const TensorParams& p = key ? q.key_params(0) : q.value_params(0);
-    const calib::ChannelData& d = key ? c.layers[0].key : c.layers[0].value;
+    const artifact::CalibChannels& d = key ? c.layers[0].key : c.layers[0].value;
     std::vector<int64_t> sorted = p.perm;
     std::sort(sorted.begin(), sorted.end());
     for (int64_t i = 0; i < 16; ++i) ASSERT_EQ(sorted[i], i);  // a permutation
@@ -303,7 +303,7 @@ TEST(MethodsFit, SkvqPermutationOrdersRangesAndClipIsTheBruteForceBest) {
       EXPECT_LE(d.max.values[p.perm[i - 1]] - d.min.values[p.perm[i - 1]], d.max.values[p.perm[i]] - d.min.values[p.perm[i]]);
     }
     // The clip ratio minimising the Fisher-weighted error on the samples, through the reference.
-    const calib::LayerData& l = c.layers[0];
+    const artifact::CalibLayer& l = c.layers[0];
     const at::Tensor x = at::tensor(key ? l.sample_key.values : l.sample_value.values).view({1, 64, 2, 8});
     const at::Tensor f = at::tensor(key ? l.sample_key_fisher.values : l.sample_value_fisher.values).view({1, 64, 2, 8}).to(at::kDouble);
     float best = 0;
@@ -322,7 +322,7 @@ TEST(MethodsFit, SkvqPermutationOrdersRangesAndClipIsTheBruteForceBest) {
 }
 
 TEST(MethodsFit, Fp8AndCalibrationFreeMethods) {
-  const calib::CalibData c = make_calib(2, 2, 8, 100, 64, 512, 13);
+  const artifact::CalibData c = make_calib(2, 2, 8, 100, 64, 512, 13);
   const Quantizer q = fit(parse_method("fp8-e4m3"), &c);
   double amax = 0;
   for (double v : c.layers[1].value.min.values) amax = std::max(amax, std::fabs(v));
@@ -373,7 +373,7 @@ TEST(MethodsFit, BitsBudgetIsTheBestAllocation) {
     }
   }
   EXPECT_EQ(error_of([] { choose_bits({}, 1.5); }), "--bits-budget: expected 2..4 average code bits per element, found 1.5");
-  const calib::CalibData c = make_calib(3, 2, 8, 200, 64, 512, 19);
+  const artifact::CalibData c = make_calib(3, 2, 8, 200, 64, 512, 19);
   FitOptions options;
   options.bits_budget = 2.5;
   const Quantizer q = fit(parse_method("nuq3-1%"), &c, options);

@@ -7,7 +7,8 @@
 
 #include <gtest/gtest.h>
 
-#include "kvq/calib/calibrate.h"
+#include "kvq/artifact/calib_file.h"
+#include "kvq/calib/calib_writer.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
 #include "kvq/model/io/safetensors.h"
@@ -36,7 +37,7 @@ TEST(MethodsFit, RealCalibrationOfLlama1m) {
   data.seq_len = 32;
   calib::write_calib(tmp.file("calib.h5"), r, artifact::model_fingerprint(m.config(), m.weights().checksum, dir), data,
                      {"cpu", "fp32", "now"});
-  const calib::CalibData c = calib::read_calib(tmp.file("calib.h5"));
+  const artifact::CalibData c = artifact::read_calib(tmp.file("calib.h5"));
   for (const std::string method : {"nuq3-1%", "nuq2-1%-post", "nuq4", "skvq-k2-v2-g16-w8", "skvq-k3-v2-g16-w8-post", "kivi2", "fp8-e4m3"}) {
     const Quantizer q = fit(parse_method(method), &c);
     write_quant(tmp.file("quant.h5"), q, "now");

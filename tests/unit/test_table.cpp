@@ -1,6 +1,5 @@
 // kvq/eval/table: the exact markdown, CSV and JSON kvq eval prints (alignment, rounding, the
-// signed delta, escaping and RFC 4180 quoting), and the atomic text-file writer's results and
-// errors.
+// signed delta, escaping and RFC 4180 quoting).
 #include "kvq/eval/table.h"
 
 #include <cmath>
@@ -10,13 +9,8 @@
 
 #include <gtest/gtest.h>
 
-#include "support/test_support.h"
-
 namespace kvq::eval {
 namespace {
-
-using test::error_of;
-using test::TempDir;
 
 TEST(MarkdownTable, AlignedRoundedSignedAndEscaped) {
   const std::vector<ResultRow> rows = {
@@ -73,23 +67,6 @@ TEST(JsonRows, KeysValuesAndNullForNonFinite) {
   EXPECT_EQ(j[1]["n_tokens"].get<int64_t>(), 0);
   // Parses back: the document is valid JSON even with the non-finite values.
   EXPECT_EQ(nlohmann::json::parse(j.dump()), j);
-}
-
-TEST(WriteTextFileAtomic, WritesReplacesAndNamesPathOnError) {
-  TempDir dir;
-  const std::string path = dir.file("results.csv");
-  write_text_file_atomic(path, "first\n");
-  EXPECT_EQ(test::read_file(path), "first\n");
-  write_text_file_atomic(path, std::string("second\0binary", 13));
-  EXPECT_EQ(test::read_file(path), std::string("second\0binary", 13));
-
-  const std::string missing = dir.file("nope/results.csv");
-  EXPECT_EQ(error_of([&] { write_text_file_atomic(missing, "x"); }),
-            missing + ": cannot write file: " + dir.file("nope") +
-                ": output directory does not exist (No such file or directory)");
-  EXPECT_EQ(error_of([&] { write_text_file_atomic(dir.path() + "/", "x"); }),
-            dir.path() + "/: cannot write file: " + dir.path() +
-                "/: expected an output file path, found a directory name");
 }
 
 }  // namespace

@@ -71,4 +71,21 @@ void AtomicOutput::commit() {
   fsync_path(dir_, O_DIRECTORY);
 }
 
+void write_text_file_atomic(const std::string& path, const std::string& content) {
+  // AtomicOutput's own errors name the directory; the caller knows the file by `path`.
+  try {
+    AtomicOutput out(path);
+    std::FILE* f = std::fopen(out.temp_path().c_str(), "wb");
+    if (f == nullptr) fail("cannot open {} ({})", out.temp_path(), std::strerror(errno));
+    const bool written = std::fwrite(content.data(), 1, content.size(), f) == content.size();
+    const int write_errno = errno;
+    if (std::fclose(f) != 0 || !written) {
+      fail("cannot write {} ({})", out.temp_path(), std::strerror(written ? errno : write_errno));
+    }
+    out.commit();
+  } catch (const Error& e) {
+    fail("{}: cannot write file: {}", path, e.what());
+  }
+}
+
 }  // namespace kvq::artifact

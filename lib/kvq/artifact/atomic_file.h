@@ -1,6 +1,7 @@
 // Writing a file under its final name only once it is complete: the writer fills a temporary
 // file in the same directory, commit() renames it over the final path, and an uncommitted temp
 // file is removed, so a crash or an exception never leaves a half-written artifact behind.
+// write_text_file_atomic does all of it for content held in memory (tables, CSV, JSON, SVG).
 // Not here: locking against concurrent writers of the same final path (last commit wins).
 #pragma once
 
@@ -34,5 +35,9 @@ class AtomicOutput {
   std::string final_path_, dir_, temp_path_;
   bool committed_ = false;
 };
+
+// Writes `content` (any bytes) to `path` through an AtomicOutput, so readers never see a partial
+// file. Throws kvq::Error "<path>: cannot write file: <why>".
+void write_text_file_atomic(const std::string& path, const std::string& content);
 
 }  // namespace kvq::artifact

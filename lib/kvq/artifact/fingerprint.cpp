@@ -1,5 +1,6 @@
 #include "kvq/artifact/fingerprint.h"
 
+#include <cstdio>
 #include <functional>
 
 #include <fmt/format.h>
@@ -74,6 +75,19 @@ ModelFingerprint model_fingerprint(const model::ModelConfig& c, const std::strin
   m.rope_scaling = rope_scaling_string(c.rope_scaling);
   m.weights_checksum = checksum;
   return m;
+}
+
+quant::RopeScaling parse_rope_scaling(const ModelFingerprint& m, const std::string& where) {
+  quant::RopeScaling s;
+  if (m.rope_scaling == "none") return s;
+  long original = 0;
+  if (std::sscanf(m.rope_scaling.c_str(), "llama3(factor=%lf,low=%lf,high=%lf,original=%ld)", &s.factor,
+                  &s.low_freq_factor, &s.high_freq_factor, &original) != 4) {
+    fail("{}@model.rope_scaling: expected none or llama3(...), found \"{}\"", where, m.rope_scaling);
+  }
+  s.kind = quant::RopeScaling::Kind::Llama3;
+  s.original_max_position_embeddings = original;
+  return s;
 }
 
 void write_fingerprints(const Group& root, const ModelFingerprint& m, const DataFingerprint& d) {

@@ -9,6 +9,7 @@
 #include "kvq/artifact/h5.h"
 #include "kvq/artifact/validate.h"
 #include "kvq/model/io/config.h"
+#include "kvq/quant/rope.h"
 
 namespace kvq::artifact {
 
@@ -29,6 +30,10 @@ struct ModelFingerprint {
 
 ModelFingerprint model_fingerprint(const model::ModelConfig& config, const std::string& checksum,
                                    const std::string& source);
+
+// The RoPE scaling a fingerprint records ("none" or "llama3(factor=..,low=..,high=..,original=..)"),
+// parsed back. Throws kvq::Error "<where>@model.rope_scaling: expected ..." if malformed.
+quant::RopeScaling parse_rope_scaling(const ModelFingerprint& m, const std::string& where);
 
 struct DataFingerprint {
   std::string source;  // path as given

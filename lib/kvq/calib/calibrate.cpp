@@ -8,7 +8,6 @@
 #include "kvq/calib/fisher.h"
 #include "kvq/common/error.h"
 #include "kvq/common/progress.h"
-#include "kvq/eval/perplexity.h"
 
 #ifdef KVQ_TORCH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -88,7 +87,8 @@ CalibResult calibrate(const model::LlamaModel& model, const std::vector<int32_t>
   r.options = options;
   CalibOptions& o = r.options;
   if (o.n_samples < 1) fail("--samples: expected at least 1, found {}", o.n_samples);
-  o.seq_len = eval::window_length(model, o.seq_len != 0 ? o.seq_len : std::min<int64_t>(2048, c.max_seq_len));
+  o.seq_len = data::window_length(c.max_seq_len, o.seq_len != 0 ? o.seq_len : std::min<int64_t>(2048, c.max_seq_len),
+                                  model.source());
   if (o.key_bins < 2 || o.value_bins < 2) fail("histogram bins: expected at least 2");
   if (std::find(o.fractions.begin(), o.fractions.end(), 0.0) == o.fractions.end()) o.fractions.push_back(0.0);
   std::sort(o.fractions.begin(), o.fractions.end());

@@ -3,7 +3,7 @@
 // Value element (KVQuant section 3.3). Two passes over the same sequences: a forward-only pass
 // fixes each channel's range, then forward + backward fills the histograms. Memory is the
 // model, one sequence's activations and gradients, and the fixed-size statistics.
-// Not here: writing the artifact (calib_file.h), tokenizing.
+// Not here: writing the artifact (calib_writer.h), tokenizing.
 #pragma once
 
 #include <cstdint>

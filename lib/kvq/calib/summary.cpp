@@ -6,7 +6,7 @@
 
 namespace kvq::calib {
 
-ChannelSummary summarize_channels(const ChannelData& d, int n_top) {
+ChannelSummary summarize_channels(const artifact::CalibChannels& d, int n_top) {
   ChannelSummary s;
   const size_t n = std::min(d.min.values.size(), d.max.values.size());
   if (n == 0) return s;

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "kvq/calib/calib_file.h"
+#include "kvq/artifact/calib_file.h"
 
 namespace kvq::calib {
 
@@ -18,6 +18,6 @@ struct ChannelSummary {
   double fisher_mean = 0.0;         // mean Fisher information per element
 };
 
-ChannelSummary summarize_channels(const ChannelData& d, int n_top = 3);
+ChannelSummary summarize_channels(const artifact::CalibChannels& d, int n_top = 3);
 
 }  // namespace kvq::calib

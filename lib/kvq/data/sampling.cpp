@@ -1,7 +1,8 @@
-// Evaluation windows and seeded calibration sequences over a token stream. Sampling uses
-// mt19937_64 (its output is fixed by the C++ standard) and its own integer mapping, because
-// std::uniform_int_distribution differs between standard libraries: the same seed must give the
-// same calibration set on every platform, or artifacts' data fingerprints would not reproduce.
+// Evaluation windows (and their length) and seeded calibration sequences over a token stream.
+// Sampling uses mt19937_64 (its output is fixed by the C++ standard) and its own integer mapping,
+// because std::uniform_int_distribution differs between standard libraries: the same seed must
+// give the same calibration set on every platform, or artifacts' data fingerprints would not
+// reproduce.
 #include <cstdint>
 #include <random>
 
@@ -28,6 +29,16 @@ void check_length(int64_t n_tokens, int64_t seq_len, const std::string& where) {
 }
 
 }  // namespace
+
+int64_t window_length(int64_t max_context, int64_t requested, const std::string& model_source) {
+  const int64_t seq_len = requested != 0 ? requested : max_context;
+  if (seq_len > max_context) {
+    fail("--seq-len: {} exceeds the context of {} tokens of the model at {}", seq_len, max_context,
+         model_source);
+  }
+  if (seq_len < 2) fail("--seq-len: expected at least 2 tokens, found {}", seq_len);
+  return seq_len;
+}
 
 std::vector<Window> eval_windows(int64_t n_tokens, int64_t seq_len, const std::string& where) {
   check_length(n_tokens, seq_len, where);

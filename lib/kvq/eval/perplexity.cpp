@@ -10,20 +10,9 @@
 
 namespace kvq::eval {
 
-int64_t window_length(const model::LlamaModel& model, int64_t requested) {
-  const int64_t ctx = model.config().max_seq_len;
-  const int64_t seq_len = requested != 0 ? requested : ctx;
-  if (seq_len > ctx) {
-    fail("--seq-len: {} exceeds the context of {} tokens of the model at {}", seq_len, ctx,
-         model.source());
-  }
-  if (seq_len < 2) fail("--seq-len: expected at least 2 tokens, found {}", seq_len);
-  return seq_len;
-}
-
 PerplexityResult perplexity(const model::LlamaModel& model, const std::vector<int32_t>& tokens,
                             const PerplexityOptions& options, model::KVHook* hook) {
-  const int64_t seq_len = window_length(model, options.seq_len);
+  const int64_t seq_len = data::window_length(model.config().max_seq_len, options.seq_len, model.source());
   const std::vector<data::Window> windows =
       data::eval_windows(static_cast<int64_t>(tokens.size()), seq_len, "--data");
   const int64_t batch = options.batch_size > 0 ? options.batch_size

@@ -31,10 +31,6 @@ struct PerplexityResult {
   double tokens_per_s = 0;
 };
 
-// The window length for `requested` tokens (0: the model's context). Throws kvq::Error naming
-// --seq-len if it is below 2 or exceeds the model's context.
-int64_t window_length(const model::LlamaModel& model, int64_t requested);
-
 // Throws kvq::Error if seq_len exceeds the model's context or the stream is shorter than one
 // window, or if the loss is not finite.
 PerplexityResult perplexity(const model::LlamaModel& model, const std::vector<int32_t>& tokens,

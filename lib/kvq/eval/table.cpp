@@ -1,17 +1,11 @@
-// Formatting kvq eval's results as markdown, CSV and JSON, and writing text files atomically.
+// Formatting kvq eval's results as markdown, CSV and JSON.
 // Not here: terminal colours or widths (the markdown is plain text, valid in any renderer).
 #include "kvq/eval/table.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstdio>
-#include <cstring>
 
 #include <fmt/format.h>
-
-#include "kvq/artifact/atomic_file.h"
-#include "kvq/common/error.h"
 
 namespace kvq::eval {
 
@@ -128,23 +122,6 @@ nlohmann::json json_rows(const std::vector<ResultRow>& rows) {
                    {"note", r.note}});
   }
   return out;
-}
-
-void write_text_file_atomic(const std::string& path, const std::string& content) {
-  // AtomicOutput's own errors name the directory; the caller knows the file by `path`.
-  try {
-    artifact::AtomicOutput out(path);
-    std::FILE* f = std::fopen(out.temp_path().c_str(), "wb");
-    if (f == nullptr) fail("cannot open {} ({})", out.temp_path(), std::strerror(errno));
-    const bool written = std::fwrite(content.data(), 1, content.size(), f) == content.size();
-    const int write_errno = errno;
-    if (std::fclose(f) != 0 || !written) {
-      fail("cannot write {} ({})", out.temp_path(), std::strerror(written ? errno : write_errno));
-    }
-    out.commit();
-  } catch (const Error& e) {
-    fail("{}: cannot write file: {}", path, e.what());
-  }
 }
 
 }  // namespace kvq::eval

@@ -1,6 +1,6 @@
 // The results table `kvq eval` prints, one row per method: as markdown (the default stdout
-// format), CSV and JSON, plus an atomic text-file writer for --csv/--json style outputs.
-// Not here: computing the numbers (eval/perplexity.h) or deciding which rows to show.
+// format), CSV and JSON. Not here: writing them to files (artifact/atomic_file.h),
+// computing the numbers (eval/perplexity.h) or deciding which rows to show.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
 
 namespace kvq::eval {
 
@@ -36,9 +37,5 @@ std::string csv_table(const std::vector<ResultRow>& rows);
 
 // An array of objects keyed like the CSV header; non-finite numbers become null.
 nlohmann::json json_rows(const std::vector<ResultRow>& rows);
-
-// Writes `content` to `path` through a temp file in the same directory and a rename, so
-// readers never see a partial file. Throws kvq::Error naming `path` if it cannot be written.
-void write_text_file_atomic(const std::string& path, const std::string& content);
 
 }  // namespace kvq::eval

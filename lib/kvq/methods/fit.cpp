@@ -15,7 +15,7 @@ namespace kvq::methods {
 namespace {
 
 // max |x| of a layer's calibrated keys or values: the fp8 per-tensor amax.
-float channel_amax(const calib::ChannelData& d) {
+float channel_amax(const artifact::CalibChannels& d) {
   double m = 0.0;
   for (double v : d.min.values) m = std::max(m, std::fabs(v));
   for (double v : d.max.values) m = std::max(m, std::fabs(v));
@@ -24,19 +24,20 @@ float channel_amax(const calib::ChannelData& d) {
 
 }  // namespace
 
-std::vector<LayerErrors> nuq_error_estimates(const MethodSpec& base, const calib::CalibData& calib,
+std::vector<LayerErrors> nuq_error_estimates(const MethodSpec& base, const artifact::CalibData& calib,
                                              const FitOptions& options) {
   if (base.kind != MethodKind::kNuq) fail("--bits-budget: expected a nuq method, found {}", base.name());
   const size_t fi = detail::fraction_index(calib, base);
   std::vector<LayerErrors> errors(calib.layers.size());
   for (size_t i = 0; i < calib.layers.size(); ++i) {
-    const calib::LayerData& l = calib.layers[i];
-    const calib::ChannelData& keys = base.post_rope ? l.key_post : l.key;
+    const artifact::CalibLayer& l = calib.layers[i];
+    const artifact::CalibChannels& keys = base.post_rope ? l.key_post : l.key;
     std::vector<float> lo, hi;
     detail::key_range(calib, keys, fi, lo, hi);
     const detail::Pooled pk = detail::pool_keys(calib, keys, lo, hi, options.key_grid_bins);
     const detail::Pooled pv = detail::pool_values(calib, l, base, fi);
-    const std::string where = fmt::format("{}:/layers/{}", calib.path, i);
+    const std::string where =
+        calib.path + ":/" + artifact::calib_layer_group(static_cast<int64_t>(i), calib.model.n_layers);
     for (int b = 2; b <= 4; ++b) {
       errors[i].key[b - 2] = detail::fit_levels(pk, b, base.qnorm, where + "/key").error;
       errors[i].value[b - 2] = detail::fit_levels(pv, b, base.qnorm, where + "/value").error;
@@ -83,7 +84,7 @@ std::vector<LayerBits> choose_bits(const std::vector<LayerErrors>& errors, doubl
   return bits;
 }
 
-std::vector<LayerBits> fit_bits_budget(const MethodSpec& base, const calib::CalibData& calib, double avg_bits,
+std::vector<LayerBits> fit_bits_budget(const MethodSpec& base, const artifact::CalibData& calib, double avg_bits,
                                        const FitOptions& options) {
   if (!(avg_bits >= 2.0 && avg_bits <= 4.0)) {
     fail("--bits-budget: expected 2..4 average code bits per element, found {}", avg_bits);
@@ -91,7 +92,7 @@ std::vector<LayerBits> fit_bits_budget(const MethodSpec& base, const calib::Cali
   return choose_bits(nuq_error_estimates(base, calib, options), avg_bits);
 }
 
-Quantizer fit(const MethodSpec& spec, const calib::CalibData* calib, const FitOptions& options) {
+Quantizer fit(const MethodSpec& spec, const artifact::CalibData* calib, const FitOptions& options) {
   if (spec.needs_calib() && !calib) fail("method {} needs --calib calib.h5", spec.name());
   if (options.bits_budget != 0.0 && spec.kind != MethodKind::kNuq) {
     fail("--bits-budget: only nuq methods take a budget, found {}", spec.name());
@@ -132,7 +133,7 @@ Quantizer fit(const MethodSpec& spec, const calib::CalibData* calib, const FitOp
     case MethodKind::kFp8:
       if (calib) {
         for (int64_t i = 0; i < n_layers; ++i) {
-          const calib::LayerData& l = calib->layers[i];
+          const artifact::CalibLayer& l = calib->layers[i];
           layers[i].key.amax = channel_amax(spec.post_rope ? l.key_post : l.key);
           layers[i].value.amax = channel_amax(l.value);
         }

@@ -25,8 +25,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kvq/artifact/calib_file.h"
 #include "kvq/artifact/fingerprint.h"
-#include "kvq/calib/calib_file.h"
 #include "kvq/methods/method.h"
 #include "kvq/methods/quantizer.h"
 
@@ -44,7 +44,7 @@ struct FitOptions {
 
 // calib may be null for calibration-free methods; for nuq and skvq its absence is the error
 // "method nuq3 needs --calib calib.h5". Deterministic: the same inputs give the same tables.
-Quantizer fit(const MethodSpec& spec, const calib::CalibData* calib, const FitOptions& options = {});
+Quantizer fit(const MethodSpec& spec, const artifact::CalibData* calib, const FitOptions& options = {});
 
 struct LayerBits {
   int key = 0, value = 0;
@@ -55,12 +55,12 @@ struct LayerErrors {
   double key[3] = {0, 0, 0};
   double value[3] = {0, 0, 0};
 };
-std::vector<LayerErrors> nuq_error_estimates(const MethodSpec& base, const calib::CalibData& calib,
+std::vector<LayerErrors> nuq_error_estimates(const MethodSpec& base, const artifact::CalibData& calib,
                                              const FitOptions& options = {});
 
 // Per-layer bits for `base` (a nuq spec; its own bits are ignored) with the mean of all key and
 // value code bits <= avg_bits, minimising the summed error estimate. avg_bits in [2, 4].
-std::vector<LayerBits> fit_bits_budget(const MethodSpec& base, const calib::CalibData& calib, double avg_bits,
+std::vector<LayerBits> fit_bits_budget(const MethodSpec& base, const artifact::CalibData& calib, double avg_bits,
                                        const FitOptions& options = {});
 // The same choice from given error estimates (exposed for tests).
 std::vector<LayerBits> choose_bits(const std::vector<LayerErrors>& errors, double avg_bits);

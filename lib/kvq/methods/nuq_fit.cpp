@@ -15,8 +15,8 @@
 namespace kvq::methods::detail {
 namespace {
 
-std::string layer_where(const calib::CalibData& calib, int64_t layer, const char* kind) {
-  return fmt::format("{}:/layers/{:0{}d}/{}", calib.path, layer, calib.model.n_layers > 100 ? 3 : 2, kind);
+std::string layer_where(const artifact::CalibData& calib, int64_t layer, const char* kind) {
+  return fmt::format("{}:/{}/{}", calib.path, artifact::calib_layer_group(layer, calib.model.n_layers), kind);
 }
 
 double sum(const std::vector<double>& v) {
@@ -41,7 +41,7 @@ Pooled pooled_grid(const double* fisher, const double* count, const double* erro
 
 }  // namespace
 
-size_t fraction_index(const calib::CalibData& calib, const MethodSpec& spec) {
+size_t fraction_index(const artifact::CalibData& calib, const MethodSpec& spec) {
   const double f = spec.outlier_fraction();
   for (size_t i = 0; i < calib.fractions.size(); ++i) {
     if (std::fabs(calib.fractions[i] - f) <= 1e-12) return i;
@@ -50,7 +50,7 @@ size_t fraction_index(const calib::CalibData& calib, const MethodSpec& spec) {
        calib.path, spec.name(), f, fmt::join(calib.fractions, ", "));
 }
 
-void key_range(const calib::CalibData& calib, const calib::ChannelData& keys, size_t fi, std::vector<float>& lo,
+void key_range(const artifact::CalibData& calib, const artifact::CalibChannels& keys, size_t fi, std::vector<float>& lo,
                std::vector<float>& hi) {
   const int64_t channels = calib.model.n_kv_heads * calib.model.head_dim;
   KVQ_CHECK(static_cast<int64_t>(keys.thresholds.values.size()) ==
@@ -65,7 +65,7 @@ void key_range(const calib::CalibData& calib, const calib::ChannelData& keys, si
   }
 }
 
-Pooled pool_keys(const calib::CalibData& calib, const calib::ChannelData& keys, const std::vector<float>& lo,
+Pooled pool_keys(const artifact::CalibData& calib, const artifact::CalibChannels& keys, const std::vector<float>& lo,
                  const std::vector<float>& hi, int64_t grid_bins) {
   KVQ_CHECK(grid_bins >= 2, "grid of {} bins", grid_bins);
   const int64_t channels = static_cast<int64_t>(lo.size()), bins = calib.key_bins;
@@ -92,8 +92,8 @@ Pooled pool_keys(const calib::CalibData& calib, const calib::ChannelData& keys, 
   return pooled_grid(fisher.data(), count.data(), error.data(), grid_bins);
 }
 
-Pooled pool_values(const calib::CalibData& calib, const calib::LayerData& layer, const MethodSpec& spec, size_t fi) {
-  const calib::VectorData& v = spec.value_per_head ? layer.value_head : layer.value_token;
+Pooled pool_values(const artifact::CalibData& calib, const artifact::CalibLayer& layer, const MethodSpec& spec, size_t fi) {
+  const artifact::CalibVectors& v = spec.value_per_head ? layer.value_head : layer.value_token;
   const int64_t bins = calib.value_bins;
   const double* nf = v.normalized_fisher.values.data() + fi * bins;
   const double* nc = v.normalized_count.values.data() + fi * bins;
@@ -134,11 +134,11 @@ Levels fit_levels(const Pooled& points, int bits, bool qnorm, const std::string&
   return l;
 }
 
-LayerParams fit_nuq_layer(const MethodSpec& spec, const calib::CalibData& calib, int64_t layer, LayerBits bits,
+LayerParams fit_nuq_layer(const MethodSpec& spec, const artifact::CalibData& calib, int64_t layer, LayerBits bits,
                           const FitOptions& options) {
-  const calib::LayerData& l = calib.layers.at(static_cast<size_t>(layer));
+  const artifact::CalibLayer& l = calib.layers.at(static_cast<size_t>(layer));
   const size_t fi = fraction_index(calib, spec);
-  const calib::ChannelData& keys = spec.post_rope ? l.key_post : l.key;
+  const artifact::CalibChannels& keys = spec.post_rope ? l.key_post : l.key;
   LayerParams p;
   p.key.bits = bits.key;
   p.key.outlier_fraction = calib.fractions[fi];

@@ -2,7 +2,6 @@
 // share a group, per-token group quantization with a clip ratio searched on calib's token
 // samples, and the LibTorch fake-quantizer.
 #include <algorithm>
-#include <cstdio>
 #include <numeric>
 
 #include <fmt/format.h>
@@ -10,13 +9,13 @@
 #include "kvq/common/error.h"
 #include "kvq/methods/detail.h"
 #include "kvq/methods/fit_detail.h"
-#include "kvq/model/llama.h"
+#include "kvq/quant/rope.h"
 
 namespace kvq::methods::detail {
 namespace {
 
 // Channels by ascending range width (max - min), then centre, then index.
-std::vector<int64_t> range_order(const calib::ChannelData& d) {
+std::vector<int64_t> range_order(const artifact::CalibChannels& d) {
   const std::vector<double>& mn = d.min.values;
   const std::vector<double>& mx = d.max.values;
   std::vector<int64_t> perm(mn.size());
@@ -29,29 +28,11 @@ std::vector<int64_t> range_order(const calib::ChannelData& d) {
   return perm;
 }
 
-// "none" or "llama3(factor=..,low=..,high=..,original=..)" (artifact/fingerprint.cpp) back into
-// the config RoPE needs.
-model::ModelConfig rope_config(const artifact::ModelFingerprint& m, const std::string& where) {
-  model::ModelConfig c;
-  c.head_dim = m.head_dim;
-  c.rope_theta = m.rope_theta;
-  if (m.rope_scaling == "none") return c;
-  model::RopeScaling& s = c.rope_scaling;
-  long original = 0;
-  if (std::sscanf(m.rope_scaling.c_str(), "llama3(factor=%lf,low=%lf,high=%lf,original=%ld)", &s.factor,
-                  &s.low_freq_factor, &s.high_freq_factor, &original) != 4) {
-    fail("{}@model.rope_scaling: expected none or llama3(...), found \"{}\"", where, m.rope_scaling);
-  }
-  s.kind = model::RopeScaling::Kind::Llama3;
-  s.original_max_position_embeddings = original;
-  return c;
-}
-
 // Samples x [S, C] (pre-RoPE keys) rotated at their positions, rotate-half layout per head.
-at::Tensor rope_samples(const at::Tensor& x, const std::vector<int64_t>& positions, const model::ModelConfig& c) {
-  const int64_t s = x.size(0), d = c.head_dim, half = d / 2;
+at::Tensor rope_samples(const at::Tensor& x, const std::vector<int64_t>& positions, const std::vector<float>& inv_freq) {
+  const int64_t s = x.size(0), half = static_cast<int64_t>(inv_freq.size()), d = 2 * half;
   const at::Tensor pos = at::tensor(at::ArrayRef<int64_t>(positions), at::kLong).to(at::kFloat);
-  const at::Tensor freqs = at::outer(pos, model::rope_inv_freq(c));  // [S, d/2]
+  const at::Tensor freqs = at::outer(pos, at::tensor(at::ArrayRef<float>(inv_freq)));  // [S, d/2]
   const at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);   // [S, 1, d]
   const at::Tensor h = x.view({s, -1, d});
   const at::Tensor rotated = at::cat({-h.narrow(-1, half, half), h.narrow(-1, 0, half)}, -1);
@@ -102,10 +83,10 @@ at::Tensor skvq_tokens(const at::Tensor& x, const TensorParams& p, int64_t group
   return q.index_select(1, inv);
 }
 
-LayerParams fit_skvq_layer(const MethodSpec& spec, const calib::CalibData& calib, int64_t layer,
+LayerParams fit_skvq_layer(const MethodSpec& spec, const artifact::CalibData& calib, int64_t layer,
                            const FitOptions& options) {
-  const calib::LayerData& l = calib.layers.at(static_cast<size_t>(layer));
-  const std::string where = fmt::format("{}:/layers/{:0{}d}/samples", calib.path, layer, calib.model.n_layers > 100 ? 3 : 2);
+  const artifact::CalibLayer& l = calib.layers.at(static_cast<size_t>(layer));
+  const std::string where = fmt::format("{}:/{}/samples", calib.path, artifact::calib_layer_group(layer, calib.model.n_layers));
   if (l.sample_positions.values.empty()) {
     fail("{}: no token samples: SKVQ's clipping search needs them (kvq calibrate --sample-tokens)", where);
   }
@@ -120,7 +101,9 @@ LayerParams fit_skvq_layer(const MethodSpec& spec, const calib::CalibData& calib
   p.value.perm = range_order(l.value);
   at::Tensor k = as_tensor(l.sample_key), k_fisher = as_tensor(l.sample_key_fisher);
   if (spec.post_rope) {
-    k = rope_samples(k, l.sample_positions.values, rope_config(calib.model, calib.path));
+    const artifact::ModelFingerprint& m = calib.model;
+    k = rope_samples(k, l.sample_positions.values,
+                     quant::rope_inv_freq(m.rope_theta, m.head_dim, artifact::parse_rope_scaling(m, calib.path)));
     k_fisher = pair_mean(k_fisher, calib.model.head_dim);
   }
   p.key.clip = best_clip(k, k_fisher, p.key, spec.group, options.clip_grid);

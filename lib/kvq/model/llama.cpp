@@ -8,28 +8,9 @@
 #include "kvq/common/error.h"
 #include "kvq/model/io/checkpoint.h"
 #include "kvq/model/weights.h"
+#include "kvq/quant/rope.h"
 
 namespace kvq::model {
-
-at::Tensor rope_inv_freq(const ModelConfig& c) {
-  // Hugging Face computes these in fp32: 1 / theta^(2i / head_dim).
-  at::Tensor exponent = at::arange(0, c.head_dim, 2, at::kLong).to(at::kFloat) / static_cast<float>(c.head_dim);
-  at::Tensor inv_freq = 1.0 / at::pow(static_cast<float>(c.rope_theta), exponent);
-  if (c.rope_scaling.kind == RopeScaling::Kind::Llama3) {
-    // Llama 3.1: long wavelengths divided by `factor`, short ones kept, a smooth blend between.
-    const RopeScaling& s = c.rope_scaling;
-    const double old_ctx = static_cast<double>(s.original_max_position_embeddings);
-    const double low_freq_wavelen = old_ctx / s.low_freq_factor;
-    const double high_freq_wavelen = old_ctx / s.high_freq_factor;
-    at::Tensor wavelen = 2 * M_PI / inv_freq;
-    at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq);
-    at::Tensor smooth = (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-    at::Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
-    at::Tensor is_medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
-    inv_freq = at::where(is_medium, smoothed, scaled);
-  }
-  return inv_freq;
-}
 
 LlamaModel LlamaModel::load(const std::string& path, const LoadOptions& options) {
   if (options.dtype == at::kHalf && options.device.is_cpu()) {
@@ -49,7 +30,9 @@ LlamaModel::LlamaModel(ModelConfig config, Weights weights, std::string source)
     : config_(std::move(config)), weights_(std::move(weights)), source_(std::move(source)) {
   if (weights_.checksum.empty()) weights_.checksum = weights_checksum(weights_);
   at::Tensor positions = at::arange(config_.max_seq_len, at::kFloat);
-  at::Tensor freqs = at::outer(positions, rope_inv_freq(config_));  // [max_seq, head_dim / 2]
+  const std::vector<float> inv_freq =
+      quant::rope_inv_freq(config_.rope_theta, config_.head_dim, config_.rope_scaling);
+  at::Tensor freqs = at::outer(positions, at::tensor(at::ArrayRef<float>(inv_freq)));  // [max_seq, head_dim / 2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);
   rope_cos_ = emb.cos().to(device());
   rope_sin_ = emb.sin().to(device());

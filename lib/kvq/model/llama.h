@@ -122,9 +122,6 @@ class LlamaModel {
 // the finite-difference tests use).
 inline at::ScalarType accumulate_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-// RoPE inverse frequencies [head_dim / 2] in fp32, with Llama-3 scaling when configured.
-at::Tensor rope_inv_freq(const ModelConfig& config);
-
 // Mean next-token cross-entropy of logits [b, t, v] against tokens [b, t] over positions
 // 0..t-2 predicting 1..t-1 (fp32 scalar, fp64 for fp64 logits); differentiable.
 at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& tokens);

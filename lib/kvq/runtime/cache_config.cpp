@@ -2,7 +2,6 @@
 // problem.
 #include "kvq/runtime/cache_config.h"
 
-#include <cmath>
 #include <string>
 
 #include "kvq/common/error.h"
@@ -116,18 +115,6 @@ kernels::KvLayout check_kv_config(KvCacheConfig* c, const quant::KvTables* table
   if (c->n_pages == 0) c->n_pages = c->max_batch * pages_per_seq;
   if (c->n_pages < 0) fail("kv cache: n_pages: expected >= 0, found {}", c->n_pages);
   return c->layout();
-}
-
-std::vector<float> rope_inv_freq(double theta, int head_dim) {
-  if (!(theta > 1.0) || head_dim < 2 || head_dim % 2 != 0) {
-    fail("rope: expected theta > 1 and an even head_dim, found theta {} head_dim {}", theta,
-         head_dim);
-  }
-  std::vector<float> f(static_cast<size_t>(head_dim / 2));
-  for (int j = 0; j < head_dim / 2; ++j) {
-    f[j] = static_cast<float>(std::pow(theta, -2.0 * j / head_dim));
-  }
-  return f;
 }
 
 }  // namespace kvq::runtime

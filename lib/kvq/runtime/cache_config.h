@@ -5,8 +5,6 @@
 // ...". Host code only (no GPU needed), so CI checks every refusal.
 #pragma once
 
-#include <vector>
-
 #include "kv_config.h"
 #include "kv_layout.h"
 #include "kvq/quant/kv_cache_format.h"
@@ -21,9 +19,5 @@ inline constexpr const char* kCacheMethods =
 // Checks `config` (and `tables`, which KVQuant needs and KIVI ignores), fills the defaults
 // (page_size, k_outlier_capacity, n_pages) and returns the page layout.
 kernels::KvLayout check_kv_config(kernels::KvCacheConfig* config, const quant::KvTables* tables);
-
-// Sinusoid frequencies theta^(-2j / head_dim), j < head_dim / 2 (computed in double). Llama-3
-// style scaling passes its own array to the kernels instead.
-std::vector<float> rope_inv_freq(double theta, int head_dim);
 
 }  // namespace kvq::runtime

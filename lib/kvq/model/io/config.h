@@ -7,17 +7,11 @@
 #include <cstdint>
 #include <string>
 
+#include "kvq/quant/rope.h"
+
 namespace kvq::model {
 
-struct RopeScaling {
-  enum class Kind { None, Llama3 };
-  Kind kind = Kind::None;
-  // Llama 3 ("rope_type": "llama3") parameters.
-  double factor = 1.0;
-  double low_freq_factor = 1.0;
-  double high_freq_factor = 4.0;
-  int64_t original_max_position_embeddings = 8192;
-};
+using RopeScaling = quant::RopeScaling;  // the frequencies' math needs it below the model
 
 struct ModelConfig {
   std::string architecture = "llama";  // model_type
