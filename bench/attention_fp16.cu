@@ -25,8 +25,8 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 template <int D, int NQ>
 __global__ void __launch_bounds__(128) fp16_flash_kernel(Fp16AttentionParams p) {
-  constexpr int kLpt = D / 8;       // lanes per token
-  constexpr int kTpw = 32 / kLpt;   // tokens per warp step
+  constexpr int kLpt = D / 8;      // lanes per token
+  constexpr int kTpw = 32 / kLpt;  // tokens per warp step
   constexpr int kUnroll = 4;
   const int lane = threadIdx.x & 31;
   const int split = blockIdx.x * 4 + (threadIdx.x >> 5);
@@ -39,7 +39,8 @@ __global__ void __launch_bounds__(128) fp16_flash_kernel(Fp16AttentionParams p) 
 #pragma unroll
   for (int qi = 0; qi < NQ; ++qi) {
     const int qh = h * group + (qi < group ? qi : 0);
-    const uint4 raw = reinterpret_cast<const uint4*>(p.q + (int64_t{b} * p.n_q_heads + qh) * D)[sub];
+    const uint4 raw =
+        reinterpret_cast<const uint4*>(p.q + (int64_t{b} * p.n_q_heads + qh) * D)[sub];
     const __half2* hq = reinterpret_cast<const __half2*>(&raw);
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
@@ -50,8 +51,10 @@ __global__ void __launch_bounds__(128) fp16_flash_kernel(Fp16AttentionParams p) 
   }
   const int64_t chunk = (p.n_tokens + p.n_splits - 1) / p.n_splits;
   const int64_t t0 = split * chunk, t1 = min(p.n_tokens, t0 + chunk);
-  const uint4* K = reinterpret_cast<const uint4*>(p.k + (int64_t{b} * p.n_kv_heads + h) * p.n_tokens * D);
-  const uint4* V = reinterpret_cast<const uint4*>(p.v + (int64_t{b} * p.n_kv_heads + h) * p.n_tokens * D);
+  const uint4* K =
+      reinterpret_cast<const uint4*>(p.k + (int64_t{b} * p.n_kv_heads + h) * p.n_tokens * D);
+  const uint4* V =
+      reinterpret_cast<const uint4*>(p.v + (int64_t{b} * p.n_kv_heads + h) * p.n_tokens * D);
   float m[NQ], l[NQ], o[NQ][8];
 #pragma unroll
   for (int qi = 0; qi < NQ; ++qi) {
@@ -122,7 +125,8 @@ __global__ void __launch_bounds__(128) fp16_flash_kernel(Fp16AttentionParams p) 
 #pragma unroll
   for (int qi = 0; qi < NQ; ++qi) {
     if (qi >= group) break;
-    float* part = p.part + ((int64_t{b} * p.n_q_heads + h * group + qi) * p.n_splits + split) * (D + 2);
+    float* part =
+        p.part + ((int64_t{b} * p.n_q_heads + h * group + qi) * p.n_splits + split) * (D + 2);
 #pragma unroll
     for (int c = 0; c < 8; ++c) part[sub * 8 + c] = o[qi][c];
     if (sub == 0) {
@@ -168,13 +172,15 @@ __global__ void softmax_rows_kernel(const float* __restrict__ scores, __half* __
   sum = 0.0f;
   for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) sum += red[i];
   const float inv = 1.0f / sum;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) pr[i] = __float2half_rn(__expf(s[i] - mx) * inv);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    pr[i] = __float2half_rn(__expf(s[i] - mx) * inv);
 }
 
 __global__ void fill_half_kernel(__half* x, int64_t n, uint32_t seed) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B1u ^ seed ^ static_cast<uint32_t>(i >> 32) * 0x85EBCA6Bu;
+    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B1u ^ seed ^
+                 static_cast<uint32_t>(i >> 32) * 0x85EBCA6Bu;
     h ^= h >> 15;
     h *= 0x2C1B3C6Du;
     h ^= h >> 12;
@@ -230,8 +236,8 @@ cudaError_t launch_fp16_flash_decode(const Fp16AttentionParams& p, cudaStream_t 
 cudaError_t launch_fp16_cublas_attention(const Fp16AttentionParams& p, cublasHandle_t handle,
                                          cudaStream_t stream) {
   const int group = p.n_kv_heads > 0 ? p.n_q_heads / p.n_kv_heads : 0;
-  if (p.batch < 1 || group < 1 || p.n_tokens < 1 || p.n_tokens > (int64_t{1} << 31) - 1 ||
-      !p.q || !p.k || !p.v || !p.out || !p.scores || !p.probs) {
+  if (p.batch < 1 || group < 1 || p.n_tokens < 1 || p.n_tokens > (int64_t{1} << 31) - 1 || !p.q ||
+      !p.k || !p.v || !p.out || !p.scores || !p.probs) {
     return cudaErrorInvalidValue;
   }
   const int T = static_cast<int>(p.n_tokens), D = p.head_dim, G = group;

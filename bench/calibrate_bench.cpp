@@ -53,9 +53,10 @@ kvq::model::LlamaModel random_model(const ModelConfig& c, at::ScalarType dtype, 
   kvq::model::Weights w;
   w.embed = normal({c.vocab_size, c.dim});
   for (int64_t i = 0; i < c.n_layers; ++i) {
-    w.layers.push_back({at::ones({c.dim}, opt), normal({c.q_dim(), c.dim}), normal({c.kv_dim(), c.dim}),
-                        normal({c.kv_dim(), c.dim}), normal({c.dim, c.q_dim()}), at::ones({c.dim}, opt),
-                        normal({c.ffn_dim, c.dim}), normal({c.ffn_dim, c.dim}), normal({c.dim, c.ffn_dim})});
+    w.layers.push_back(
+        {at::ones({c.dim}, opt), normal({c.q_dim(), c.dim}), normal({c.kv_dim(), c.dim}),
+         normal({c.kv_dim(), c.dim}), normal({c.dim, c.q_dim()}), at::ones({c.dim}, opt),
+         normal({c.ffn_dim, c.dim}), normal({c.ffn_dim, c.dim}), normal({c.dim, c.ffn_dim})});
   }
   w.norm = at::ones({c.dim}, opt);
   w.lm_head = normal({c.vocab_size, c.dim});
@@ -96,7 +97,8 @@ int main(int argc, char** argv) {
   app.add_option("--device", device_name, "cpu or cuda");
   app.add_option("--dtype", dtype_name, "fp32, bf16 or fp16");
   std::string fit_method, calib_out = "/tmp/kvq-bench-calib.h5";
-  app.add_option("--fit-method", fit_method, "Also write calib.h5 and time fitting this method from it");
+  app.add_option("--fit-method", fit_method,
+                 "Also write calib.h5 and time fitting this method from it");
   app.add_option("--calib-out", calib_out, "Where --fit-method writes the calib.h5");
   CLI11_PARSE(app, argc, argv);
   try {
@@ -122,7 +124,8 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     for (const at::Tensor& seq : sequences) kvq::calib::kv_gradients(m, seq);
     synchronize(device);
-    const double bare_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double bare_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const int64_t bare_peak = device_peak(device);
 
     kvq::calib::CalibOptions o;
@@ -131,21 +134,26 @@ int main(int argc, char** argv) {
     o.progress = false;
     const kvq::calib::CalibResult r = kvq::calib::calibrate(m, tokens, o);
     const double n_tok = static_cast<double>(samples * seq_len);
-    auto gib = [](int64_t bytes) { return bytes < 0 ? std::string("n/a") : fmt::format("{:.2f} GiB", bytes / 1073741824.0); };
-    fmt::print("| model | device | dtype | sequences | tokens | fwd+bwd tok/s | calibrate tok/s | "
-               "calibrate / fwd+bwd time | peak GPU fwd+bwd | peak GPU calibrate | peak RSS |\n");
+    auto gib = [](int64_t bytes) {
+      return bytes < 0 ? std::string("n/a") : fmt::format("{:.2f} GiB", bytes / 1073741824.0);
+    };
+    fmt::print(
+        "| model | device | dtype | sequences | tokens | fwd+bwd tok/s | calibrate tok/s | "
+        "calibrate / fwd+bwd time | peak GPU fwd+bwd | peak GPU calibrate | peak RSS |\n");
     fmt::print("|---|---|---|---|---|---|---|---|---|---|---|\n");
-    fmt::print("| {} ({} layers, dim {}, {}/{} heads x {}) | {} | {} | {} x {} | {} | {:.0f} | {:.0f} | {:.2f}x | {} | {} | {} |\n",
-               preset_name, c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.head_dim, device_name,
-               dtype_name, samples, seq_len, samples * seq_len, n_tok / bare_s, r.tokens_per_s,
-               r.seconds / bare_s, gib(bare_peak), gib(r.peak_device_bytes), gib(r.peak_rss_bytes));
+    fmt::print(
+        "| {} ({} layers, dim {}, {}/{} heads x {}) | {} | {} | {} x {} | {} | {:.0f} | {:.0f} | "
+        "{:.2f}x | {} | {} | {} |\n",
+        preset_name, c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.head_dim, device_name,
+        dtype_name, samples, seq_len, samples * seq_len, n_tok / bare_s, r.tokens_per_s,
+        r.seconds / bare_s, gib(bare_peak), gib(r.peak_device_bytes), gib(r.peak_rss_bytes));
     if (!fit_method.empty()) {
       auto seconds_since = [](std::chrono::steady_clock::time_point t) {
         return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
       };
       const auto fp = kvq::artifact::model_fingerprint(c, m.weights().checksum, "random");
-      const kvq::artifact::DataFingerprint data{"random tokens", "", static_cast<int64_t>(tokens.size()),
-                                                samples, seq_len, 0};
+      const kvq::artifact::DataFingerprint data{
+          "random tokens", "", static_cast<int64_t>(tokens.size()), samples, seq_len, 0};
       auto t = std::chrono::steady_clock::now();
       kvq::calib::write_calib(calib_out, r, fp, data, {device_name, dtype_name, ""});
       const double write_s = seconds_since(t);
@@ -153,13 +161,16 @@ int main(int argc, char** argv) {
       const kvq::artifact::CalibData d = kvq::artifact::read_calib(calib_out);
       const double read_s = seconds_since(t);
       t = std::chrono::steady_clock::now();
-      const kvq::methods::Quantizer q = kvq::methods::fit(kvq::methods::parse_method(fit_method), &d);
+      const kvq::methods::Quantizer q =
+          kvq::methods::fit(kvq::methods::parse_method(fit_method), &d);
       const double fit_s = seconds_since(t);
       struct stat st {};
       stat(calib_out.c_str(), &st);
-      fmt::print("\n| fit | layers | calib.h5 size | write calib.h5 | read + validate | fit |\n|---|---|---|---|---|---|\n");
-      fmt::print("| {} | {} | {:.2f} GiB | {:.1f} s | {:.1f} s | {:.2f} s |\n", q.label(), c.n_layers,
-                 st.st_size / 1073741824.0, write_s, read_s, fit_s);
+      fmt::print(
+          "\n| fit | layers | calib.h5 size | write calib.h5 | read + validate | fit "
+          "|\n|---|---|---|---|---|---|\n");
+      fmt::print("| {} | {} | {:.2f} GiB | {:.1f} s | {:.1f} s | {:.2f} s |\n", q.label(),
+                 c.n_layers, st.st_size / 1073741824.0, write_s, read_s, fit_s);
       std::remove(calib_out.c_str());
     }
   } catch (const std::exception& e) {

@@ -168,7 +168,8 @@ at::Tensor sdpa_attention(const Fp16AttentionParams& p, int device) {
   // No enable_gqa before 2.5, and k.expand() to n_q_heads then reshape() would copy (a stride-0
   // group dimension does not merge into a view). So a group's query heads ride as query rows of
   // their KV head, [batch][n_kv_heads][group][head_dim]: the same bytes as q and as the output.
-  return at::scaled_dot_product_attention(wrap(p.q, p.n_kv_heads, p.n_q_heads / p.n_kv_heads), k, v);
+  return at::scaled_dot_product_attention(wrap(p.q, p.n_kv_heads, p.n_q_heads / p.n_kv_heads), k,
+                                          v);
 #endif
 }
 #endif
@@ -179,7 +180,8 @@ double copy_gbs(Gpu& gpu) {
   Buf<uint8_t> a(bytes), b(bytes);
   check(cudaMemset(a.data(), 1, bytes), "memset");
   const double ms = gpu.time_ms(2, 7, [&] {
-    check(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, gpu.stream()), "copy");
+    check(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, gpu.stream()),
+          "copy");
   });
   return 2.0 * bytes / (ms * 1e-3) / 1e9;
 }
@@ -193,8 +195,8 @@ struct Row {
   std::string shape, method;
   int batch = 0;
   int64_t context = 0;
-  double ms = -1, bytes = 0, bits = 0, gbs = 0, pct_copy = 0, x_cublas = 0,
-         x_flash = 0, x_sdpa = 0, append_ms = -1;
+  double ms = -1, bytes = 0, bits = 0, gbs = 0, pct_copy = 0, x_cublas = 0, x_flash = 0, x_sdpa = 0,
+         append_ms = -1;
   std::string note;
   Row(std::string s, std::string m, int b, int64_t t)
       : shape(std::move(s)), method(std::move(m)), batch(b), context(t) {}
@@ -220,9 +222,12 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
   for (const auto& m : f.methods) specs.push_back(methods::parse_method(m));
   std::vector<Shape> shapes;
   for (const auto& s : f.shapes) {
-    if (s == "mha") shapes.push_back({"mha", 32, 32, 128});
-    else if (s == "gqa") shapes.push_back({"gqa", 32, 8, 128});
-    else fail("--shapes: '{}': expected mha (32 heads) or gqa (32 query, 8 KV heads)", s);
+    if (s == "mha")
+      shapes.push_back({"mha", 32, 32, 128});
+    else if (s == "gqa")
+      shapes.push_back({"gqa", 32, 8, 128});
+    else
+      fail("--shapes: '{}': expected mha (32 heads) or gqa (32 query, 8 KV heads)", s);
   }
   if (f.repeats < 1 || f.warmup < 0) fail("--repeats, --warmup: expected >= 1 and >= 0");
   Gpu gpu;
@@ -233,10 +238,12 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
     const int D = sh.head_dim;
     const std::vector<float> inv_host = quant::rope_inv_freq(10000.0, D);
     Buf<float> inv_freq(inv_host.size());
-    check(cudaMemcpy(inv_freq.data(), inv_host.data(), inv_host.size() * 4, cudaMemcpyHostToDevice), "upload");
+    check(cudaMemcpy(inv_freq.data(), inv_host.data(), inv_host.size() * 4, cudaMemcpyHostToDevice),
+          "upload");
     for (const int batch : f.batches) {
       Buf<__half> q(static_cast<size_t>(batch) * sh.n_q * D), out(q.size()), out2(q.size());
-      check(launch_fill_random_half(q.data(), static_cast<int64_t>(q.size()), 7, gpu.stream()), "fill q");
+      check(launch_fill_random_half(q.data(), static_cast<int64_t>(q.size()), 7, gpu.stream()),
+            "fill q");
       for (const int64_t T : f.contexts) {
         std::fprintf(stderr, "bench kernels: %s batch %d context %lld\n", sh.name.c_str(), batch,
                      static_cast<long long>(T));
@@ -249,8 +256,10 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
           Buf<__half> k(static_cast<size_t>(elems / 2)), v(k.size());
           Buf<float> scores(static_cast<size_t>(batch) * sh.n_q * T);
           Buf<__half> probs(scores.size());
-          check(launch_fill_random_half(k.data(), static_cast<int64_t>(k.size()), 1, gpu.stream()), "fill");
-          check(launch_fill_random_half(v.data(), static_cast<int64_t>(v.size()), 2, gpu.stream()), "fill");
+          check(launch_fill_random_half(k.data(), static_cast<int64_t>(k.size()), 1, gpu.stream()),
+                "fill");
+          check(launch_fill_random_half(v.data(), static_cast<int64_t>(v.size()), 2, gpu.stream()),
+                "fill");
           Fp16AttentionParams p;
           p.batch = batch;
           p.n_kv_heads = sh.n_kv;
@@ -276,7 +285,8 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
           const double rel = rel_l2(out2.data(), out.data(), q.size());
           // Past ~16K tokens the cuBLAS path's fp16 probabilities (~1/T on these near-uniform
           // scores) are subnormal and partly flushed, so only shorter contexts cross-check.
-          if (T <= 16384 && !(rel < 2e-2)) fla.note = fmt::format("differs from cuBLAS by {:.1e}", rel);
+          if (T <= 16384 && !(rel < 2e-2))
+            fla.note = fmt::format("differs from cuBLAS by {:.1e}", rel);
           sdpa.note = sdpa_unavailable();
 #ifdef KVQ_BENCH_SDPA
           if (sdpa.note.empty()) {
@@ -285,10 +295,13 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
                 gpu.stream(), static_cast<c10::DeviceIndex>(gpu.device())));
             try {
               at::Tensor o;
-              sdpa.ms = gpu.time_ms(f.warmup, f.repeats, [&] { o = sdpa_attention(p, gpu.device()); });
+              sdpa.ms =
+                  gpu.time_ms(f.warmup, f.repeats, [&] { o = sdpa_attention(p, gpu.device()); });
               o = o.contiguous();
-              const double rel_sdpa = rel_l2(static_cast<const __half*>(o.data_ptr()), out2.data(), q.size());
-              if (!(rel_sdpa < 2e-2)) sdpa.note = fmt::format("differs from flash by {:.1e}", rel_sdpa);
+              const double rel_sdpa =
+                  rel_l2(static_cast<const __half*>(o.data_ptr()), out2.data(), q.size());
+              if (!(rel_sdpa < 2e-2))
+                sdpa.note = fmt::format("differs from flash by {:.1e}", rel_sdpa);
             } catch (const c10::Error& e) {
               sdpa.note = fmt::format("SDPA failed: {}", e.what_without_backtrace());
             }
@@ -322,9 +335,11 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
             KvCache cache(c, &tables);
             const double k_fraction = c.format.key_outliers() ? c.format.outlier_fraction : 0.0;
             cache.fill_random(std::vector<int64_t>(batch, T), k_fraction, 11, gpu.stream());
-            const KvAttentionParams p = cache.attention_params(q.data(), false, out.data(), inv_freq.data(), KvAttentionKernel::kMma);
+            const KvAttentionParams p = cache.attention_params(
+                q.data(), false, out.data(), inv_freq.data(), KvAttentionKernel::kMma);
             r.ms = gpu.time_ms(f.warmup, f.repeats, [&] {
-              check(kernels::launch_kv_attention(p, KvAttentionKernel::kMma, gpu.stream()), "attention");
+              check(kernels::launch_kv_attention(p, KvAttentionKernel::kMma, gpu.stream()),
+                    "attention");
             });
             r.bytes = static_cast<double>(cache.attention_bytes(k_fraction));
             r.bits = 8.0 * r.bytes / elems;
@@ -336,11 +351,14 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
             if (sdpa.ms > 0) r.x_sdpa = sdpa.ms / best;
             if (T == 32768) {
               Buf<__half> kn(static_cast<size_t>(batch) * sh.n_kv * D), vn(kn.size());
-              check(launch_fill_random_half(kn.data(), static_cast<int64_t>(kn.size()), 3, gpu.stream()), "fill");
-              check(launch_fill_random_half(vn.data(), static_cast<int64_t>(vn.size()), 4, gpu.stream()), "fill");
-              r.append_ms = gpu.time_ms(2, std::min(f.repeats, 40), [&] {
-                cache.append(kn.data(), vn.data(), gpu.stream());
-              });
+              check(launch_fill_random_half(kn.data(), static_cast<int64_t>(kn.size()), 3,
+                                            gpu.stream()),
+                    "fill");
+              check(launch_fill_random_half(vn.data(), static_cast<int64_t>(vn.size()), 4,
+                                            gpu.stream()),
+                    "fill");
+              r.append_ms = gpu.time_ms(2, std::min(f.repeats, 40),
+                                        [&] { cache.append(kn.data(), vn.data(), gpu.stream()); });
             }
           } catch (const Error& e) {
             r.note = e.what();
@@ -358,11 +376,18 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
     j["warmup"] = f.warmup;
     j["repeats"] = f.repeats;
     for (const Row& r : rows) {
-      nlohmann::json x = {{"shape", r.shape}, {"batch", r.batch}, {"context", r.context},
-                          {"method", r.method}, {"ms", r.ms},
-                          {"bytes", r.bytes}, {"bits_per_element", r.bits}, {"gbs", r.gbs},
-                          {"pct_copy", r.pct_copy}, {"speedup_cublas", r.x_cublas},
-                          {"speedup_flash", r.x_flash}, {"speedup_sdpa", r.x_sdpa},
+      nlohmann::json x = {{"shape", r.shape},
+                          {"batch", r.batch},
+                          {"context", r.context},
+                          {"method", r.method},
+                          {"ms", r.ms},
+                          {"bytes", r.bytes},
+                          {"bits_per_element", r.bits},
+                          {"gbs", r.gbs},
+                          {"pct_copy", r.pct_copy},
+                          {"speedup_cublas", r.x_cublas},
+                          {"speedup_flash", r.x_flash},
+                          {"speedup_sdpa", r.x_sdpa},
                           {"append_ms", r.append_ms},
                           {"note", r.note}};
       j["results"].push_back(x);
@@ -380,17 +405,18 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
   }
   fmt::print("device: {} ({} SMs), device-to-device copy {:.0f} GB/s (read + write)\n\n",
              gpu.prop().name, gpu.prop().multiProcessorCount, copy);
-  fmt::print("| shape | batch | context | method | ms | bits/elem | MB read | GB/s | % copy | x cuBLAS | x flash | x SDPA | append ms | note |\n");
+  fmt::print(
+      "| shape | batch | context | method | ms | bits/elem | MB read | GB/s | % copy | x cuBLAS | "
+      "x flash | x SDPA | append ms | note |\n");
   fmt::print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   auto num = [](double x, int precision) {
     return x > 0 ? fmt::format("{:.{}f}", x, precision) : std::string("-");
   };
   for (const Row& r : rows) {
-    fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-               r.shape, r.batch, r.context, r.method, num(r.ms, 4),
-               num(r.bits, 2), num(r.bytes / 1e6, 1), num(r.gbs, 0), num(r.pct_copy, 0),
-               num(r.x_cublas, 2), num(r.x_flash, 2), num(r.x_sdpa, 2), num(r.append_ms, 4),
-               r.note);
+    fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", r.shape,
+               r.batch, r.context, r.method, num(r.ms, 4), num(r.bits, 2), num(r.bytes / 1e6, 1),
+               num(r.gbs, 0), num(r.pct_copy, 0), num(r.x_cublas, 2), num(r.x_flash, 2),
+               num(r.x_sdpa, 2), num(r.append_ms, 4), r.note);
   }
 }
 

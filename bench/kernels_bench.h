@@ -18,8 +18,8 @@ struct KernelsBenchOptions {
   std::vector<std::string> shapes = {"mha", "gqa"};  // mha: 32 heads; gqa: 32 query, 8 KV
   int warmup = 3;
   int repeats = 20;
-  bool json = false;       // print one JSON document instead of the table
-  std::string json_file;   // also write the JSON document here
+  bool json = false;      // print one JSON document instead of the table
+  std::string json_file;  // also write the JSON document here
 };
 
 // Runs the benchmark on the current CUDA device and prints the table (or JSON) to stdout,

@@ -65,7 +65,8 @@ __device__ void store_k_row(uint8_t* row_sm, const int (&code)[Tok<D, B>::kNJ], 
   using T = Tok<D, B>;
   const int lane = lane_id();
 #pragma unroll
-  for (int j = 0; j < T::kNJ; ++j) row_sm[kv_k_code_index(lane + 32 * j, D)] = static_cast<uint8_t>(code[j]);
+  for (int j = 0; j < T::kNJ; ++j)
+    row_sm[kv_k_code_index(lane + 32 * j, D)] = static_cast<uint8_t>(code[j]);
   __syncwarp();
   if (lane < T::kRowWords) {
     uint32_t w = 0;
@@ -160,9 +161,9 @@ __device__ void nuq_keys(const KvCacheView& c, uint8_t* sec, int row,
     code[j] = scale == 0.0f ? 0 : nuq_encode(__fdiv_rn(__fsub_rn(x[j], offset), scale), kl, 1 << B);
     kflag[j] = c.k_outliers && (x[j] < lo || x[j] > hi);
   }
-  store_k_row<D, B>(row_sm, code,
-                    reinterpret_cast<uint32_t*>(sec + c.layout.off_k_codes) +
-                        int64_t{row} * T::kRowWords);
+  store_k_row<D, B>(
+      row_sm, code,
+      reinterpret_cast<uint32_t*>(sec + c.layout.off_k_codes) + int64_t{row} * T::kRowWords);
 }
 
 // KVQuant values of one token: scale/offset and outlier slots written, codes returned.
@@ -186,10 +187,12 @@ __device__ void nuq_values(const KvCacheView& c, uint8_t* sec, int row,
   }
   int rank[T::kNJ], total;
   flag_ranks(flag, rank, &total);
-  uint32_t* slots = reinterpret_cast<uint32_t*>(sec + c.layout.off_v_out) + int64_t{row} * per_token;
+  uint32_t* slots =
+      reinterpret_cast<uint32_t*>(sec + c.layout.off_v_out) + int64_t{row} * per_token;
 #pragma unroll
   for (int j = 0; j < T::kNJ; ++j) {
-    if (flag[j] && rank[j] < per_token) slots[rank[j]] = outlier_entry(row, lane + 32 * j, D, bits[j]);
+    if (flag[j] && rank[j] < per_token)
+      slots[rank[j]] = outlier_entry(row, lane + 32 * j, D, bits[j]);
   }
   if (lane >= total && lane < per_token) slots[lane] = kOutlierEmpty << 16;
   if (lane == 0) {
@@ -221,13 +224,15 @@ __device__ void kivi_group(const KvCacheView& c, uint8_t* sec, int row0, RowK kr
     sf[j] = __half2float(s16[j]);
     zf[j] = __half2float(z16[j]);
   }
-  uint32_t* kp = reinterpret_cast<uint32_t*>(sec + c.layout.off_k_params) +
-                 int64_t{row0 / G} * (D / 2) * 2;
+  uint32_t* kp =
+      reinterpret_cast<uint32_t*>(sec + c.layout.off_k_params) + int64_t{row0 / G} * (D / 2) * 2;
 #pragma unroll
   for (int j = 0; j < T::kNJ / 2; ++j) {  // pair g = lane + 32 j with channel g + D/2
     const int g = lane + 32 * j;
-    kp[2 * g] = uint32_t{__half_as_ushort(s16[j])} | (uint32_t{__half_as_ushort(s16[j + T::kNJ / 2])} << 16);
-    kp[2 * g + 1] = uint32_t{__half_as_ushort(z16[j])} | (uint32_t{__half_as_ushort(z16[j + T::kNJ / 2])} << 16);
+    kp[2 * g] = uint32_t{__half_as_ushort(s16[j])} |
+                (uint32_t{__half_as_ushort(s16[j + T::kNJ / 2])} << 16);
+    kp[2 * g + 1] = uint32_t{__half_as_ushort(z16[j])} |
+                    (uint32_t{__half_as_ushort(z16[j + T::kNJ / 2])} << 16);
   }
   for (int i = 0; i < G; ++i) {
     int code[T::kNJ];
@@ -235,9 +240,9 @@ __device__ void kivi_group(const KvCacheView& c, uint8_t* sec, int row0, RowK kr
     for (int j = 0; j < T::kNJ; ++j) {
       code[j] = uniform_encode(__half2float(krow(i)[lane + 32 * j]), sf[j], zf[j], B);
     }
-    store_k_row<D, B>(row_sm, code,
-                      reinterpret_cast<uint32_t*>(sec + c.layout.off_k_codes) +
-                          int64_t{row0 + i} * T::kRowWords);
+    store_k_row<D, B>(
+        row_sm, code,
+        reinterpret_cast<uint32_t*>(sec + c.layout.off_k_codes) + int64_t{row0 + i} * T::kRowWords);
   }
   // Values: per token, groups of G channels (slots j of G / 32 consecutive j).
   const int jg = G / 32;
@@ -274,8 +279,10 @@ __device__ void kivi_group(const KvCacheView& c, uint8_t* sec, int row0, RowK kr
     if (row % T::kC == T::kC - 1) {
 #pragma unroll
       for (int j = 0; j < T::kNJ; ++j) {
-        reinterpret_cast<uint32_t*>(sec + c.layout.off_v_codes)
-            [int64_t{lane + 32 * j} * c.layout.v_row_words + row / T::kC] = vw[j];
+        reinterpret_cast<uint32_t*>(
+            sec +
+            c.layout.off_v_codes)[int64_t{lane + 32 * j} * c.layout.v_row_words + row / T::kC] =
+            vw[j];
         vw[j] = 0;
       }
     }
@@ -292,8 +299,8 @@ __device__ void load_levels(const KvCacheView& c, bool kivi, float* kl, float* v
 
 template <int D, int B, bool kKivi>
 __global__ void __launch_bounds__(32)
-kv_append_kernel(KvCacheView c, const __half* __restrict__ k, const __half* __restrict__ v,
-                 int32_t* __restrict__ seq_len_out) {
+    kv_append_kernel(KvCacheView c, const __half* __restrict__ k, const __half* __restrict__ v,
+                     int32_t* __restrict__ seq_len_out) {
   using T = Tok<D, B>;
   __shared__ float kl[16], vl[16];
   __shared__ uint8_t row_sm[128];
@@ -403,12 +410,14 @@ kv_append_kernel(KvCacheView c, const __half* __restrict__ k, const __half* __re
     uint32_t* out = reinterpret_cast<uint32_t*>(sec + c.layout.off_k_out);
 #pragma unroll
     for (int j = 0; j < T::kNJ; ++j) {
-      if (kflag[j] && count + rank[j] < cap) out[count + rank[j]] = outlier_entry(row, lane + 32 * j, D, kb[j]);
+      if (kflag[j] && count + rank[j] < cap)
+        out[count + rank[j]] = outlier_entry(row, lane + 32 * j, D, kb[j]);
     }
     const int kept = min(total, cap - count);
     __syncwarp();
     if (lane == 0) {
-      if (row % c.layout.block_tokens == 0) begin_p[row / c.layout.block_tokens] = static_cast<uint16_t>(count);
+      if (row % c.layout.block_tokens == 0)
+        begin_p[row / c.layout.block_tokens] = static_cast<uint16_t>(count);
       *count_p = count + kept;
       if (total > kept) atomicAdd(c.k_overflow, static_cast<unsigned long long>(total - kept));
     }
@@ -417,9 +426,9 @@ kv_append_kernel(KvCacheView c, const __half* __restrict__ k, const __half* __re
 
 template <int D, int B, bool kKivi>
 __global__ void __launch_bounds__(kPrefillWarps * 32)
-kv_prefill_kernel(KvCacheView c, int64_t max_tokens, int64_t max_pages,
-                  const int32_t* __restrict__ lengths, const __half* __restrict__ k,
-                  const __half* __restrict__ v) {
+    kv_prefill_kernel(KvCacheView c, int64_t max_tokens, int64_t max_pages,
+                      const int32_t* __restrict__ lengths, const __half* __restrict__ k,
+                      const __half* __restrict__ v) {
   using T = Tok<D, B>;
   __shared__ float kl[16], vl[16];
   __shared__ uint8_t row_sm[kPrefillWarps][128];
@@ -482,15 +491,16 @@ kv_prefill_kernel(KvCacheView c, int64_t max_tokens, int64_t max_pages,
         int code[T::kNJ];
         nuq_values<D, B>(c, sec, row, xv, vb, vl, code);
 #pragma unroll
-        for (int j = 0; j < T::kNJ; ++j) vw[j] |= static_cast<uint32_t>(code[j]) << (B * (row % T::kC));
+        for (int j = 0; j < T::kNJ; ++j)
+          vw[j] |= static_cast<uint32_t>(code[j]) << (B * (row % T::kC));
         int rank[T::kNJ], total;
         flag_ranks(kflag, rank, &total);
         if (lane == 0) count_sm[row] = total;
       }
 #pragma unroll
       for (int j = 0; j < T::kNJ; ++j) {
-        reinterpret_cast<uint32_t*>(sec + c.layout.off_v_codes)
-            [int64_t{lane + 32 * j} * c.layout.v_row_words + wi] = vw[j];
+        reinterpret_cast<uint32_t*>(
+            sec + c.layout.off_v_codes)[int64_t{lane + 32 * j} * c.layout.v_row_words + wi] = vw[j];
       }
     }
     __syncthreads();
@@ -544,7 +554,8 @@ kv_prefill_kernel(KvCacheView c, int64_t max_tokens, int64_t max_pages,
       const int base = count_sm[row];
 #pragma unroll
       for (int j = 0; j < T::kNJ; ++j) {
-        if (kflag[j] && base + rank[j] < cap) out[base + rank[j]] = outlier_entry(row, lane + 32 * j, D, kb[j]);
+        if (kflag[j] && base + rank[j] < cap)
+          out[base + rank[j]] = outlier_entry(row, lane + 32 * j, D, kb[j]);
       }
     }
   }
@@ -613,8 +624,8 @@ cudaError_t launch_kv_prefill(const KvCacheView& cache, int batch, int64_t max_t
   AppendFn append;
   PrefillFn prefill;
   if (!dispatch(cache.layout, &append, &prefill)) return cudaErrorNotSupported;
-  prefill<<<dim3(static_cast<unsigned>(max_pages + 1), cache.n_kv_heads, batch),
-            kPrefillWarps * 32, 0, stream>>>(cache, max_tokens, max_pages, lengths, k, v);
+  prefill<<<dim3(static_cast<unsigned>(max_pages + 1), cache.n_kv_heads, batch), kPrefillWarps * 32,
+            0, stream>>>(cache, max_tokens, max_pages, lengths, k, v);
   return cudaGetLastError();
 }
 

@@ -22,20 +22,19 @@ namespace kvq::kernels {
 // a bad batch or null pointers, cudaErrorNotSupported for a bits/head_dim/method the kernels
 // were not built for; else the launch's error.
 cudaError_t launch_kv_append(const KvCacheView& cache, int batch,
-                             const __half* __restrict__ k,  // [batch][n_kv_heads][head_dim]
-                             const __half* __restrict__ v,  // [batch][n_kv_heads][head_dim]
+                             const __half* __restrict__ k,       // [batch][n_kv_heads][head_dim]
+                             const __half* __restrict__ v,       // [batch][n_kv_heads][head_dim]
                              int32_t* __restrict__ seq_len_out,  // [batch]
                              cudaStream_t stream);
 
 // Fills empty sequences b < batch with prompts of lengths[b] tokens (device array, each at most
 // max_tokens; pages for every quantized token mapped) and sets seq_len[b] = lengths[b].
 // max_pages: the most pages any sequence quantizes into (ceil(n_quant / page_size)).
-cudaError_t launch_kv_prefill(const KvCacheView& cache, int batch, int64_t max_tokens,
-                              int64_t max_pages,
-                              const int32_t* __restrict__ lengths,  // [batch]
-                              const __half* __restrict__ k,  // [batch][max_tokens][n_kv_heads][head_dim]
-                              const __half* __restrict__ v,
-                              cudaStream_t stream);
+cudaError_t launch_kv_prefill(
+    const KvCacheView& cache, int batch, int64_t max_tokens, int64_t max_pages,
+    const int32_t* __restrict__ lengths,  // [batch]
+    const __half* __restrict__ k,         // [batch][max_tokens][n_kv_heads][head_dim]
+    const __half* __restrict__ v, cudaStream_t stream);
 
 // Test and benchmark helper: fills the quantized pages of every sequence with valid random
 // content (codes, fp16 scales, about `outlier_fraction` key outliers per page and the value

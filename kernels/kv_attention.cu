@@ -25,7 +25,8 @@
 //      per token per lane; latency-bound instead (a chain of dependent loads per token).
 //   2: kv_attention_mma.cuh: 0.84 ms.
 //   3: v2 with splits that fill whole waves (kv_attention_splits: 128 blocks instead of 160 on
-//      132 SMs) and the launch shape cached per device. Predicted ~0.45 ms (measured 0.887 ms on an H200).
+//      132 SMs) and the launch shape cached per device. Predicted ~0.45 ms (measured 0.887 ms on an
+//      H200).
 //   4: kv_attention_mma.cuh v4: shorter dependent chains in the kernel body, same occupancy
 //      (pending measurement; bench/kernels_notes.md).
 #include "kv_attention.h"
@@ -50,7 +51,7 @@ constexpr int kSimpleWarps = 4;
 
 template <int D, int B, int NQ, bool kKivi>
 __global__ void __launch_bounds__(kSimpleWarps * 32)
-kv_attention_simple_kernel(KvAttentionParams p) {
+    kv_attention_simple_kernel(KvAttentionParams p) {
   constexpr int kC = quant::PackedLayout<B>::kCodesPerWord;
   constexpr uint32_t kMask = quant::PackedLayout<B>::kCodeMask;
   constexpr int kPairs = D / 64;
@@ -92,7 +93,8 @@ kv_attention_simple_kernel(KvAttentionParams p) {
     ks[i] = ko[i] = make_float2(0.0f, 0.0f);
     if (!kKivi) {
       const int g = c.layout.head_dim * sc.h + lane + 32 * i;
-      const float lo0 = c.k_lo[g], hi0 = c.k_hi[g], lo1 = c.k_lo[g + D / 2], hi1 = c.k_hi[g + D / 2];
+      const float lo0 = c.k_lo[g], hi0 = c.k_hi[g], lo1 = c.k_lo[g + D / 2],
+                  hi1 = c.k_hi[g + D / 2];
       ks[i] = make_float2((hi0 - lo0) / 2.0f, (hi1 - lo1) / 2.0f);
       ko[i] = make_float2((lo0 + hi0) / 2.0f, (lo1 + hi1) / 2.0f);
     }
@@ -104,7 +106,8 @@ kv_attention_simple_kernel(KvAttentionParams p) {
     const uint32_t* kw = reinterpret_cast<const uint32_t*>(sec + L.off_k_codes);
     const uint32_t* vwords = reinterpret_cast<const uint32_t*>(sec + L.off_v_codes);
     const uint32_t* k_out = reinterpret_cast<const uint32_t*>(sec + L.off_k_out);
-    const int k_count = (!kKivi && c.k_outliers) ? *reinterpret_cast<const int32_t*>(sec + L.off_header) : 0;
+    const int k_count =
+        (!kKivi && c.k_outliers) ? *reinterpret_cast<const int32_t*>(sec + L.off_header) : 0;
     int cursor = 0, win_base = -64;
     uint32_t win = 0;
     st.seek(c.n_sink + u0, sc.tq);
@@ -128,20 +131,25 @@ kv_attention_simple_kernel(KvAttentionParams p) {
 #pragma unroll
         for (int i = 0; i < kPairs; ++i) {
           const int g = lane + 32 * i;
-          const uint32_t w = kw[int64_t{row} * L.k_row_words + (2 * g) / kC] >> (B * ((2 * g) % kC));
+          const uint32_t w =
+              kw[int64_t{row} * L.k_row_words + (2 * g) / kC] >> (B * ((2 * g) % kC));
           const uint32_t c_lo = w & kMask, c_hi = (w >> B) & kMask;
-          const uint32_t v_lo = (vw[2 * i] >> shift_v) & kMask, v_hi = (vw[2 * i + 1] >> shift_v) & kMask;
+          const uint32_t v_lo = (vw[2 * i] >> shift_v) & kMask,
+                         v_hi = (vw[2 * i + 1] >> shift_v) & kMask;
           if (kKivi) {
-            const uint2 kp = reinterpret_cast<const uint2*>(sec + L.off_k_params)
-                [int64_t{row / L.group} * (D / 2) + g];
+            const uint2 kp = reinterpret_cast<const uint2*>(
+                sec + L.off_k_params)[int64_t{row / L.group} * (D / 2) + g];
             const float2 s = __half22float2(*reinterpret_cast<const __half2*>(&kp.x));
             const float2 zz = __half22float2(*reinterpret_cast<const __half2*>(&kp.y));
-            z[i] = make_float2(fmaf(static_cast<float>(c_lo), s.x, zz.x), fmaf(static_cast<float>(c_hi), s.y, zz.y));
+            z[i] = make_float2(fmaf(static_cast<float>(c_lo), s.x, zz.x),
+                               fmaf(static_cast<float>(c_hi), s.y, zz.y));
             const uint32_t* vp = reinterpret_cast<const uint32_t*>(sec + L.off_v_params) +
                                  int64_t{row} * (D / L.group);
             const uint32_t p0 = vp[g / L.group], p1 = vp[(g + D / 2) / L.group];
-            v[2 * i] = fmaf(static_cast<float>(v_lo), half_bits_float(p0 & 0xFFFFu), half_bits_float(p0 >> 16));
-            v[2 * i + 1] = fmaf(static_cast<float>(v_hi), half_bits_float(p1 & 0xFFFFu), half_bits_float(p1 >> 16));
+            v[2 * i] = fmaf(static_cast<float>(v_lo), half_bits_float(p0 & 0xFFFFu),
+                            half_bits_float(p0 >> 16));
+            v[2 * i + 1] = fmaf(static_cast<float>(v_hi), half_bits_float(p1 & 0xFFFFu),
+                                half_bits_float(p1 >> 16));
           } else {
             z[i] = make_float2(fmaf(kl[c_lo], ks[i].x, ko[i].x), fmaf(kl[c_hi], ks[i].y, ko[i].y));
             v[2 * i] = vs == 0.0f ? vo : fmaf(vl[v_lo], vs, vo);
@@ -162,7 +170,10 @@ kv_attention_simple_kernel(KvAttentionParams p) {
 #pragma unroll
             for (int i = 0; i < kPairs; ++i) {
               if (lane + 32 * i == g) {
-                if (ch < D / 2) z[i].x = x; else z[i].y = x;
+                if (ch < D / 2)
+                  z[i].x = x;
+                else
+                  z[i].y = x;
               }
             }
             ++cursor;
@@ -271,7 +282,8 @@ bool raise_smem_limit(const void* kernel, int device, int bytes) {
   static std::map<std::pair<int, const void*>, int> limit;
   int& have = limit[std::make_pair(device, kernel)];
   if (bytes <= have) return true;
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) {
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) !=
+      cudaSuccess) {
     return false;
   }
   have = bytes;
@@ -279,34 +291,45 @@ bool raise_smem_limit(const void* kernel, int device, int bytes) {
 }
 
 bool mma_shape(const KvLayout& l, int nq, KvMmaEntry* e, LaunchShape* shape) {
-  const bool ok = kv_mma_entry_b2(l, nq, e) || kv_mma_entry_b3(l, nq, e) || kv_mma_entry_b4(l, nq, e);
+  const bool ok =
+      kv_mma_entry_b2(l, nq, e) || kv_mma_entry_b3(l, nq, e) || kv_mma_entry_b4(l, nq, e);
   if (!ok) return false;
   const void* kernel = reinterpret_cast<const void*>(e->kernel);
   const int base = e->smem_base, per_warp = e->smem_per_warp;
-  return cached_shape(kernel, base, per_warp, [&](int device, LaunchShape* s) {
-    int max_smem = 0;
-    if (cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-      return false;
-    }
-    s->warps = std::min(kKvMmaWarps, (max_smem - base) / per_warp);
-    if (s->warps < 1) return false;
-    s->smem = static_cast<size_t>(base) + static_cast<size_t>(s->warps) * per_warp;
-    return raise_smem_limit(kernel, device, static_cast<int>(s->smem)) &&
-           cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->blocks_per_sm, e->kernel, s->warps * 32,
-                                                         s->smem) == cudaSuccess &&
-           s->blocks_per_sm > 0;
-  }, shape);
+  return cached_shape(
+      kernel, base, per_warp,
+      [&](int device, LaunchShape* s) {
+        int max_smem = 0;
+        if (cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
+                cudaSuccess ||
+            cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, device) !=
+                cudaSuccess) {
+          return false;
+        }
+        s->warps = std::min(kKvMmaWarps, (max_smem - base) / per_warp);
+        if (s->warps < 1) return false;
+        s->smem = static_cast<size_t>(base) + static_cast<size_t>(s->warps) * per_warp;
+        return raise_smem_limit(kernel, device, static_cast<int>(s->smem)) &&
+               cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                   &s->blocks_per_sm, e->kernel, s->warps * 32, s->smem) == cudaSuccess &&
+               s->blocks_per_sm > 0;
+      },
+      shape);
 }
 
 bool simple_shape(Kernel k, LaunchShape* shape) {
-  return cached_shape(reinterpret_cast<const void*>(k), 0, 0, [&](int device, LaunchShape* s) {
-    s->warps = kSimpleWarps;
-    s->smem = 0;
-    return cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess &&
-           cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->blocks_per_sm, k, kSimpleWarps * 32, 0) == cudaSuccess &&
-           s->blocks_per_sm > 0;
-  }, shape);
+  return cached_shape(
+      reinterpret_cast<const void*>(k), 0, 0,
+      [&](int device, LaunchShape* s) {
+        s->warps = kSimpleWarps;
+        s->smem = 0;
+        return cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, device) ==
+                   cudaSuccess &&
+               cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->blocks_per_sm, k,
+                                                             kSimpleWarps * 32, 0) == cudaSuccess &&
+               s->blocks_per_sm > 0;
+      },
+      shape);
 }
 
 }  // namespace
@@ -389,7 +412,8 @@ cudaError_t launch_kv_attention(const KvAttentionParams& p, KvAttentionKernel ve
   }
   const int nq = kv_query_tile(p.n_q_heads / c.n_kv_heads);
   if (version == KvAttentionKernel::kMma) {
-    if (const cudaError_t err = launch_kv_attention_mma(p, nq, stream); err != cudaSuccess) return err;
+    if (const cudaError_t err = launch_kv_attention_mma(p, nq, stream); err != cudaSuccess)
+      return err;
   } else {
     const Kernel k = simple_kernel(c.layout, nq);
     if (!k) return cudaErrorNotSupported;
@@ -399,11 +423,15 @@ cudaError_t launch_kv_attention(const KvAttentionParams& p, KvAttentionKernel ve
   }
   const dim3 grid(p.n_q_heads, p.batch);
   if (D == 64) {
-    if (p.q_bf16) kv_reduce_kernel<64, __nv_bfloat16><<<grid, 64, 0, stream>>>(p);
-    else kv_reduce_kernel<64, __half><<<grid, 64, 0, stream>>>(p);
+    if (p.q_bf16)
+      kv_reduce_kernel<64, __nv_bfloat16><<<grid, 64, 0, stream>>>(p);
+    else
+      kv_reduce_kernel<64, __half><<<grid, 64, 0, stream>>>(p);
   } else if (D == 128) {
-    if (p.q_bf16) kv_reduce_kernel<128, __nv_bfloat16><<<grid, 128, 0, stream>>>(p);
-    else kv_reduce_kernel<128, __half><<<grid, 128, 0, stream>>>(p);
+    if (p.q_bf16)
+      kv_reduce_kernel<128, __nv_bfloat16><<<grid, 128, 0, stream>>>(p);
+    else
+      kv_reduce_kernel<128, __half><<<grid, 128, 0, stream>>>(p);
   } else {
     return cudaErrorNotSupported;
   }

@@ -23,23 +23,22 @@ enum class KvAttentionKernel : int {
 struct KvAttentionParams {
   KvCacheView cache;
   int batch = 0;
-  int n_q_heads = 0;          // n_kv_heads * group, group <= kMaxQueryGroup
-  const void* q = nullptr;    // [batch][n_q_heads][head_dim] fp16 or bf16, pre-RoPE, at
-                              // position seq_len[b] - 1 (the newest token, already appended)
+  int n_q_heads = 0;        // n_kv_heads * group, group <= kMaxQueryGroup
+  const void* q = nullptr;  // [batch][n_q_heads][head_dim] fp16 or bf16, pre-RoPE, at
+                            // position seq_len[b] - 1 (the newest token, already appended)
   bool q_bf16 = false;
-  void* out = nullptr;        // [batch][n_q_heads][head_dim], q's dtype
+  void* out = nullptr;              // [batch][n_q_heads][head_dim], q's dtype
   const float* inv_freq = nullptr;  // [head_dim / 2] RoPE frequencies (Llama-3 scaling allowed)
   // Split-K: split s < n_splits takes pages [s, s + 1) * pages_per_split of the quantized
   // tokens; split n_splits takes the fp16 sink and recent tokens.
   int n_splits = 1;
   int pages_per_split = 1;
-  float* part_o = nullptr;    // [batch][n_q_heads][n_splits + 1][head_dim] workspace
-  float* part_ml = nullptr;   // [batch][n_q_heads][n_splits + 1][2] (max in log2 units, sum)
+  float* part_o = nullptr;   // [batch][n_q_heads][n_splits + 1][head_dim] workspace
+  float* part_ml = nullptr;  // [batch][n_q_heads][n_splits + 1][2] (max in log2 units, sum)
 };
 
 // Floats of part_o plus part_ml for a launch.
-inline size_t kv_attention_workspace_floats(int batch, int n_q_heads, int n_splits,
-                                            int head_dim) {
+inline size_t kv_attention_workspace_floats(int batch, int n_q_heads, int n_splits, int head_dim) {
   return static_cast<size_t>(batch) * n_q_heads * (n_splits + 1) * (head_dim + 2);
 }
 

@@ -26,13 +26,13 @@ struct SplitCoords {
 
 template <int D, int NQ>
 struct ScalarState {
-  static constexpr int kPairs = D / 64;   // pairs per lane
-  float2 q[NQ][kPairs];                   // (q_g, q_{g+D/2}), scaled
-  float2 ph[NQ][kPairs];                  // conj(Q) e^{i theta (t - tq)} for the next token
-  float2 step[kPairs];                    // e^{i theta}
+  static constexpr int kPairs = D / 64;  // pairs per lane
+  float2 q[NQ][kPairs];                  // (q_g, q_{g+D/2}), scaled
+  float2 ph[NQ][kPairs];                 // conj(Q) e^{i theta (t - tq)} for the next token
+  float2 step[kPairs];                   // e^{i theta}
   float theta[kPairs];
   float m[NQ], l[NQ];
-  float o[NQ][2 * kPairs];                // channel g_i at 2i, g_i + D/2 at 2i + 1
+  float o[NQ][2 * kPairs];  // channel g_i at 2i, g_i + D/2 at 2i + 1
 
   // Loads the group's queries (rows h * group + qi, qi < group; the rest zero).
   template <typename TQ>
@@ -127,8 +127,10 @@ __device__ void scalar_fp16_tokens(const KvAttentionParams& p, const SplitCoords
     if (t1 <= t0) continue;
     st.seek(t0, sc.tq);
     for (int64_t t = t0; t < t1; ++t) {
-      const __half* kr = seg == 0 ? c.sink_row(c.sink_k, sc.b, sc.h, t) : c.ring_row(c.ring_k, sc.b, sc.h, t);
-      const __half* vr = seg == 0 ? c.sink_row(c.sink_v, sc.b, sc.h, t) : c.ring_row(c.ring_v, sc.b, sc.h, t);
+      const __half* kr =
+          seg == 0 ? c.sink_row(c.sink_k, sc.b, sc.h, t) : c.ring_row(c.ring_k, sc.b, sc.h, t);
+      const __half* vr =
+          seg == 0 ? c.sink_row(c.sink_v, sc.b, sc.h, t) : c.ring_row(c.ring_v, sc.b, sc.h, t);
       float2 z[kPairs];
       float v[2 * kPairs];
 #pragma unroll

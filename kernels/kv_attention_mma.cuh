@@ -53,16 +53,16 @@ using namespace dev;
 template <int D, int B>
 struct Shape {
   static constexpr int kC = quant::PackedLayout<B>::kCodesPerWord;
-  static constexpr int kPW = kC / 2;                       // pairs per word
-  static constexpr int kBT = 8 * kC;                       // tokens per block
-  static constexpr int kSteps = kC / 2;                    // k16 steps of P.V per block
+  static constexpr int kPW = kC / 2;     // pairs per word
+  static constexpr int kBT = 8 * kC;     // tokens per block
+  static constexpr int kSteps = kC / 2;  // k16 steps of P.V per block
   static constexpr int kWK = (B == 3 && D == 64) ? 8 : (D + kC - 1) / kC;  // key row words
   static constexpr int kWL = B == 3 ? (D == 128 ? 3 : 2) : D / (8 * kPW);  // words per lane
   static constexpr int kEX = (B == 3 && D == 128) ? 1 : 0;  // one more pair, word 4 * kWL
-  static constexpr int kNP = kWL * kPW + kEX;              // key pairs per lane
-  static constexpr int kKT = kNP / 2;                      // k16 steps of q.k
-  static constexpr int kMT = D / 16;                       // m16 tiles of P.V
-  static constexpr int kQP = D / 64;                       // query pairs each lane rotates
+  static constexpr int kNP = kWL * kPW + kEX;               // key pairs per lane
+  static constexpr int kKT = kNP / 2;                       // k16 steps of q.k
+  static constexpr int kMT = D / 16;                        // m16 tiles of P.V
+  static constexpr int kQP = D / 64;                        // query pairs each lane rotates
   static constexpr int kLutEntries = 1 << (2 * B);
   static constexpr int kLutCopies = B == 4 ? 8 : 32;
   static constexpr uint32_t kFieldMask = (1u << (2 * B)) - 1u;
@@ -78,7 +78,9 @@ struct Shape {
 // Off for now: at 128 registers the NQ=1 instantiations spill heavily (ptxas, D=128 B=3: 704 B
 // stores, 1184 B loads; bench/kernels_notes.md v4), so every instantiation runs 8 warps per SM.
 constexpr bool kV4Wide = false;
-__host__ __device__ constexpr bool v4_wide(int nq, bool kivi) { return kV4Wide && nq == 1 && !kivi; }
+__host__ __device__ constexpr bool v4_wide(int nq, bool kivi) {
+  return kV4Wide && nq == 1 && !kivi;
+}
 __host__ __device__ constexpr int v4_stages(int nq, bool kivi) { return v4_wide(nq, kivi) ? 1 : 2; }
 
 template <int D, int B>
@@ -141,7 +143,9 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 
 __device__ __forceinline__ void copy16(uint8_t* dst, const uint8_t* src, int bytes, int lane) {
   for (int i = lane; i < bytes / 16; i += 32) cp_async16(dst + 16 * i, src + 16 * i);
@@ -175,7 +179,8 @@ __device__ const uint8_t* block_section(const KvCacheView& c, int b, int h, int6
   if (pi < cur->win_first || pi >= cur->win_first + 32) {
     __syncwarp();
     cur->win_first = static_cast<int>(pi);
-    pages_sm[lane] = pi + lane < c.pages_per_seq ? c.page_table[int64_t{b} * c.pages_per_seq + pi + lane] : 0;
+    pages_sm[lane] =
+        pi + lane < c.pages_per_seq ? c.page_table[int64_t{b} * c.pages_per_seq + pi + lane] : 0;
     __syncwarp();
   }
   return c.head_section(pages_sm[pi - cur->win_first], h);
@@ -191,21 +196,25 @@ __device__ void issue_block(const KvCacheView& c, const Plan& plan, int b, int h
   if (u < cur->u_end) {
     const uint8_t* sec = block_section<D, B, kKivi>(c, b, h, u, pages_sm, cur, lane);
     const int row0 = static_cast<int>(u % L.page_size);
-    copy16(stage + plan.st_k, sec + L.off_k_codes + int64_t{row0} * S::kWK * 4, S::kBT * S::kWK * 4, lane);
+    copy16(stage + plan.st_k, sec + L.off_k_codes + int64_t{row0} * S::kWK * 4, S::kBT * S::kWK * 4,
+           lane);
     for (int i = lane; i < 2 * D; i += 32) {
       cp_async16(stage + plan.st_v + 16 * i,
-                 sec + L.off_v_codes + (int64_t{i >> 1} * L.v_row_words + row0 / S::kC) * 4 + 16 * (i & 1));
+                 sec + L.off_v_codes + (int64_t{i >> 1} * L.v_row_words + row0 / S::kC) * 4 +
+                     16 * (i & 1));
     }
     if (kKivi) {
       const int ng = D / L.group;
-      copy16(stage + plan.st_vs, sec + L.off_v_params + int64_t{row0} * ng * 4, S::kBT * ng * 4, lane);
+      copy16(stage + plan.st_vs, sec + L.off_v_params + int64_t{row0} * ng * 4, S::kBT * ng * 4,
+             lane);
       copy16(stage + plan.st_kp, sec + L.off_k_params + int64_t{row0 / L.group} * (D / 2) * 8,
              (S::kBT >= L.group ? S::kBT / L.group : 1) * (D / 2) * 8, lane);
     } else {
       copy16(stage + plan.st_vs, sec + L.off_v_scales + int64_t{row0} * 4, S::kBT * 4, lane);
       copy16(stage + plan.st_vo, sec + L.off_v_out + int64_t{row0} * L.v_out_per_token * 4,
              S::kBT * L.v_out_per_token * 4, lane);
-      copy16(stage + plan.st_hdr, sec + L.off_header, (4 + 2 * L.blocks_per_page + 15) / 16 * 16, lane);
+      copy16(stage + plan.st_hdr, sec + L.off_header, (4 + 2 * L.blocks_per_page + 15) / 16 * 16,
+             lane);
     }
   }
   cp_async_commit();
@@ -234,15 +243,17 @@ __device__ void prefetch_block(const KvCacheView& c, int b, int h, int j, int* p
   const int row0 = static_cast<int>(u % L.page_size);
   prefetch_range(sec + L.off_k_codes + int64_t{row0} * S::kWK * 4, S::kBT * S::kWK * 4, lane);
   for (int i = lane; i < 2 * D; i += 32) {  // 32 bytes per channel: its first and last byte
-    prefetch_l2(sec + L.off_v_codes + (int64_t{i >> 1} * L.v_row_words + row0 / S::kC) * 4 + 31 * (i & 1));
+    prefetch_l2(sec + L.off_v_codes + (int64_t{i >> 1} * L.v_row_words + row0 / S::kC) * 4 +
+                31 * (i & 1));
   }
   prefetch_range(sec + L.off_v_scales + int64_t{row0} * 4, S::kBT * 4, lane);
-  prefetch_range(sec + L.off_v_out + int64_t{row0} * L.v_out_per_token * 4, S::kBT * L.v_out_per_token * 4, lane);
+  prefetch_range(sec + L.off_v_out + int64_t{row0} * L.v_out_per_token * 4,
+                 S::kBT * L.v_out_per_token * 4, lane);
 }
 
 template <int D, int B, int NQ, bool kKivi>
 __global__ void __launch_bounds__(256, v4_wide(NQ, kKivi) ? 2 : 1)
-kv_attention_mma_kernel(KvAttentionParams p) {
+    kv_attention_mma_kernel(KvAttentionParams p) {
   using S = Shape<D, B>;
   extern __shared__ __align__(16) uint8_t smem[];
   const KvCacheView& c = p.cache;
@@ -292,8 +303,10 @@ kv_attention_mma_kernel(KvAttentionParams p) {
   const int group = p.n_q_heads / c.n_kv_heads;
   if (split == p.n_splits) {
     ScalarState<D, NQ> st;
-    if (p.q_bf16) st.template init<__nv_bfloat16>(p, sc, group);
-    else st.template init<__half>(p, sc, group);
+    if (p.q_bf16)
+      st.template init<__nv_bfloat16>(p, sc, group);
+    else
+      st.template init<__half>(p, sc, group);
     scalar_fp16_tokens<D, NQ>(p, sc, st);
     st.write(p, sc, group);
     return;
@@ -317,12 +330,12 @@ kv_attention_mma_kernel(KvAttentionParams p) {
 
   uint8_t* wsm = smem + plan.warp0 + warp * plan.warp_bytes;
   uint32_t* a_sm = reinterpret_cast<uint32_t*>(wsm + plan.a_sm);  // [2][2][NQ][4][kNP] half2
-  float* delta = reinterpret_cast<float*>(wsm + plan.delta);     // [NQ][kBT]
-  float* xs = reinterpret_cast<float*>(wsm + plan.xs);           // [NQ][kBT]
-  float* corr = reinterpret_cast<float*>(wsm + plan.corr);       // [NQ][D]
-  float2* pb = reinterpret_cast<float2*>(wsm + plan.corr);       // [NQ][D/2], aliases corr
-  float* mrow = reinterpret_cast<float*>(wsm + plan.mrow);       // [NQ]
-  int* pages_sm = reinterpret_cast<int*>(wsm + plan.pages);      // [32]
+  float* delta = reinterpret_cast<float*>(wsm + plan.delta);      // [NQ][kBT]
+  float* xs = reinterpret_cast<float*>(wsm + plan.xs);            // [NQ][kBT]
+  float* corr = reinterpret_cast<float*>(wsm + plan.corr);        // [NQ][D]
+  float2* pb = reinterpret_cast<float2*>(wsm + plan.corr);        // [NQ][D/2], aliases corr
+  float* mrow = reinterpret_cast<float*>(wsm + plan.mrow);        // [NQ]
+  int* pages_sm = reinterpret_cast<int*>(wsm + plan.pages);       // [32]
   for (int i = lane; i < 2 * 2 * NQ * 4 * S::kNP; i += 32) a_sm[i] = 0u;
   for (int i = lane; i < NQ * S::kBT; i += 32) delta[i] = 0.0f;
   __syncwarp();
@@ -427,7 +440,8 @@ kv_attention_mma_kernel(KvAttentionParams p) {
       const uint32_t* ko_cur = reinterpret_cast<const uint32_t*>(
           block_section<D, B, kKivi>(c, b, h, u_blk, pages_sm, &cur, lane) + L.off_k_out);
       const int count = *reinterpret_cast<const int32_t*>(stage + plan.st_hdr);
-      const int rows_in_page = static_cast<int>(min(int64_t{L.page_size}, c.n_quant(sc.n) - pi * L.page_size));
+      const int rows_in_page =
+          static_cast<int>(min(int64_t{L.page_size}, c.n_quant(sc.n) - pi * L.page_size));
       const int bi = row0 / S::kBT;
       const int kend = (bi + 1) * S::kBT < rows_in_page
                            ? reinterpret_cast<const uint16_t*>(stage + plan.st_hdr + 4)[bi + 1]
@@ -461,14 +475,16 @@ kv_attention_mma_kernel(KvAttentionParams p) {
           uint32_t e = 0;
           if (k < kPre) {
 #pragma unroll
-            for (int kk = 0; kk < kPre; ++kk) if (kk == k) e = kpre[kk];
+            for (int kk = 0; kk < kPre; ++kk)
+              if (kk == k) e = kpre[kk];
           } else {
             e = ko_cur[idx];
           }
           const int pos = static_cast<int>(e >> 16);
           const int tau = pos / D - row0, ch = pos % D, g = ch % (D / 2), hi = ch / (D / 2);
           const int ci = 2 * g + hi;
-          const uint32_t code = (sk[tau * S::kWK + ci / S::kC] >> (B * (ci % S::kC))) & S::kCodeMask;
+          const uint32_t code =
+              (sk[tau * S::kWK + ci / S::kC] >> (B * (ci % S::kC))) & S::kCodeMask;
           const float dense = fmaf(lev[code], kso[ch], kso[D + ch]);
           const float dx = half_bits_float(e & 0xFFFFu) - dense;
           float sn, cs;
@@ -526,7 +542,8 @@ kv_attention_mma_kernel(KvAttentionParams p) {
         const uint2* src[2];
 #pragma unroll
         for (int hh = 0; hh < 2; ++hh) {
-          src[hh] = reinterpret_cast<const uint2*>(a_par + ((hh * NQ + (gq < NQ ? gq : 0)) * 4 + r) * S::kNP);
+          src[hh] = reinterpret_cast<const uint2*>(
+              a_par + ((hh * NQ + (gq < NQ ? gq : 0)) * 4 + r) * S::kNP);
           const int tok = S::kC * (2 * (gq >> 1) + hh) + 2 * s + (gq & 1);
           const uint32_t* kr = sk + tok * S::kWK;
 #pragma unroll
@@ -537,7 +554,8 @@ kv_attention_mma_kernel(KvAttentionParams p) {
 #pragma unroll
         for (int hh = 0; hh < 2; ++hh) {
 #pragma unroll
-          for (int a = 0; a < 2; ++a) ca[hh][a][0] = ca[hh][a][1] = ca[hh][a][2] = ca[hh][a][3] = 0.0f;
+          for (int a = 0; a < 2; ++a)
+            ca[hh][a][0] = ca[hh][a][1] = ca[hh][a][2] = ca[hh][a][3] = 0.0f;
         }
 #pragma unroll
         for (int kt = 0; kt < S::kKT; ++kt) {
@@ -551,14 +569,17 @@ kv_attention_mma_kernel(KvAttentionParams p) {
               const int m = 2 * kt + t;
               uint32_t field;
               if constexpr (S::kEX != 0) {
-                field = m < S::kWL * S::kPW ? (kwd[hh][m / S::kPW] >> (2 * B * (m % S::kPW))) & S::kFieldMask
-                                            : kwd[hh][S::kWL] & S::kFieldMask;
+                field = m < S::kWL * S::kPW
+                            ? (kwd[hh][m / S::kPW] >> (2 * B * (m % S::kPW))) & S::kFieldMask
+                            : kwd[hh][S::kWL] & S::kFieldMask;
               } else {
                 field = (kwd[hh][m / S::kPW] >> (2 * B * (m % S::kPW))) & S::kFieldMask;
               }
               const __half2 lv = bits_h2(lut_k[field * S::kLutCopies + (lane % S::kLutCopies)]);
-              const __half2 y = kKivi ? __hfma2(__high2half2(lv), kb2[m], __hfma2(__low2half2(lv), kb1[m], kbc[m]))
-                                      : __hfma2(__high2half2(lv), ka2[m], __hfma2(__low2half2(lv), ka1[m], kcc[m]));
+              const __half2 y =
+                  kKivi
+                      ? __hfma2(__high2half2(lv), kb2[m], __hfma2(__low2half2(lv), kb1[m], kbc[m]))
+                      : __hfma2(__high2half2(lv), ka2[m], __hfma2(__low2half2(lv), ka1[m], kcc[m]));
               bk[t] = h2_bits(y);
             }
             mma16816(ca[hh][kt & 1], af.x, 0u, af.y, 0u, bk[0], bk[1]);
@@ -588,7 +609,8 @@ kv_attention_mma_kernel(KvAttentionParams p) {
         }
         if (tau >= valid) x[hh][0] = -INFINITY;
         if (tau + 1 >= valid) x[hh][1] = -INFINITY;
-        if (!kKivi && gq < NQ) *reinterpret_cast<float2*>(xs + gq * S::kBT + tau) = make_float2(x[hh][0], x[hh][1]);
+        if (!kKivi && gq < NQ)
+          *reinterpret_cast<float2*>(xs + gq * S::kBT + tau) = make_float2(x[hh][0], x[hh][1]);
         mx = fmaxf(mx, fmaxf(x[hh][0], x[hh][1]));
       }
       mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 1));
@@ -641,10 +663,14 @@ kv_attention_mma_kernel(KvAttentionParams p) {
         // channels 16 mt + gq (+8), words 2r (hh 0) and 2r + 1 (hh 1).
         const uint2 vw0 = *reinterpret_cast<const uint2*>(sv + (16 * mt + gq) * 8 + 2 * r);
         const uint2 vw1 = *reinterpret_cast<const uint2*>(sv + (16 * mt + gq + 8) * 8 + 2 * r);
-        const uint32_t a0 = lut_v[((vw0.x >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
-        const uint32_t a1 = lut_v[((vw1.x >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
-        const uint32_t a2 = lut_v[((vw0.y >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
-        const uint32_t a3 = lut_v[((vw1.y >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
+        const uint32_t a0 =
+            lut_v[((vw0.x >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
+        const uint32_t a1 =
+            lut_v[((vw1.x >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
+        const uint32_t a2 =
+            lut_v[((vw0.y >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
+        const uint32_t a3 =
+            lut_v[((vw1.y >> sh) & S::kFieldMask) * S::kLutCopies + (lane % S::kLutCopies)];
         uint32_t b0 = bv[0][0], b1 = bv[0][1];
 #pragma unroll
         for (int g2 = 1; g2 < kNG; ++g2) {
@@ -669,7 +695,8 @@ kv_attention_mma_kernel(KvAttentionParams p) {
         const int tau = i / L.v_out_per_token, ch = static_cast<int>(e >> 16) % D;
         const uint32_t code = (sv[ch * 8 + tau / S::kC] >> (B * (tau % S::kC))) & S::kCodeMask;
         const float2 so = __half22float2(bits_h2(svs[tau]));
-        const float dx = half_bits_float(e & 0xFFFFu) - (so.x == 0.0f ? so.y : fmaf(lev[16 + code], so.x, so.y));
+        const float dx =
+            half_bits_float(e & 0xFFFFu) - (so.x == 0.0f ? so.y : fmaf(lev[16 + code], so.x, so.y));
 #pragma unroll
         for (int qi = 0; qi < NQ; ++qi) {
           const float xv = xs[qi * S::kBT + tau];
@@ -687,8 +714,8 @@ kv_attention_mma_kernel(KvAttentionParams p) {
       }
     }
     __syncwarp();
-    issue_block<D, B, kKivi>(c, plan, b, h, j + kStages, wsm + (j % kStages) * plan.stage_bytes, pages_sm,
-                             &cur, lane);
+    issue_block<D, B, kKivi>(c, plan, b, h, j + kStages, wsm + (j % kStages) * plan.stage_bytes,
+                             pages_sm, &cur, lane);
   }
   cp_async_wait<0>();
 
@@ -714,7 +741,8 @@ kv_attention_mma_kernel(KvAttentionParams p) {
       const int cg = kKivi ? ch / L.group : 0;
       float o = 0.0f;
 #pragma unroll
-      for (int g2 = 0; g2 < kNG; ++g2) if (g2 == cg) o = ofs_col[e & 1][g2];
+      for (int g2 = 0; g2 < kNG; ++g2)
+        if (g2 == cg) o = ofs_col[e & 1][g2];
       if (q2 < group) {
         const int64_t row = (int64_t{b} * p.n_q_heads + h * group + q2) * parts + split;
         p.part_o[row * D + ch] = acc[mt][e] + o;

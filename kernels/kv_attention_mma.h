@@ -18,7 +18,7 @@ int kv_query_tile(int group);
 
 struct KvMmaEntry {
   void (*kernel)(KvAttentionParams) = nullptr;
-  int smem_base = 0;      // dynamic shared memory of a block: base + warps * per_warp
+  int smem_base = 0;  // dynamic shared memory of a block: base + warps * per_warp
   int smem_per_warp = 0;
 };
 

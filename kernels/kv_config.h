@@ -17,12 +17,12 @@ struct KvCacheConfig {
   quant::KvCacheFormat format;  // codec kNuq (values per token and KV head) or kKivi
   int head_dim = 128;           // 64 or 128
   int n_kv_heads = 1;
-  int n_q_heads = 1;            // a multiple of n_kv_heads, at most kMaxQueryGroup per KV head
-  int page_size = 0;            // tokens per page; 0: kv_default_page_size(bits)
-  int k_outlier_capacity = 0;   // key outliers per page and KV head; 0: page_size * head_dim / 16
+  int n_q_heads = 1;           // a multiple of n_kv_heads, at most kMaxQueryGroup per KV head
+  int page_size = 0;           // tokens per page; 0: kv_default_page_size(bits)
+  int k_outlier_capacity = 0;  // key outliers per page and KV head; 0: page_size * head_dim / 16
   int max_batch = 1;
-  int64_t max_seq_len = 4096;   // tokens per sequence
-  int64_t n_pages = 0;          // page pool; 0: max_batch full-length sequences
+  int64_t max_seq_len = 4096;  // tokens per sequence
+  int64_t n_pages = 0;         // page pool; 0: max_batch full-length sequences
 
   KvMethod method() const {
     return format.codec == quant::KvCodec::kKivi ? KvMethod::kKivi : KvMethod::kNuq;

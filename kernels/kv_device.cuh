@@ -58,8 +58,8 @@ __device__ __forceinline__ float warp_min(float x) {
 }
 
 // The head section holding quantized token u of sequence b, and its row in the page.
-__device__ __forceinline__ uint8_t* quant_section(const KvCacheView& c, int64_t b, int h,
-                                                  int64_t u, int* row) {
+__device__ __forceinline__ uint8_t* quant_section(const KvCacheView& c, int64_t b, int h, int64_t u,
+                                                  int* row) {
   const int64_t page = c.page_table[b * c.pages_per_seq + u / c.layout.page_size];
   *row = static_cast<int>(u % c.layout.page_size);
   return c.head_section(page, h);
@@ -83,7 +83,9 @@ __device__ __forceinline__ float2 cmul(float2 a, float2 b) {
 template <typename T>
 __device__ __forceinline__ float to_float(T x);
 template <>
-__device__ __forceinline__ float to_float<__half>(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_float<__half>(__half x) {
+  return __half2float(x);
+}
 template <>
 __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) {
   return __bfloat162float(x);
@@ -91,7 +93,9 @@ __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) {
 template <typename T>
 __device__ __forceinline__ T from_float(float x);
 template <>
-__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+__device__ __forceinline__ __half from_float<__half>(float x) {
+  return __float2half_rn(x);
+}
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);

@@ -100,11 +100,12 @@ __global__ void kv_fill_kernel(KvCacheView c, int64_t max_pages, uint32_t k_out_
     const uint32_t hh = mix(base, 0x60000000u + i);
     const int ch = j * (D / per) + static_cast<int>(hh % (D / per));
     const float sign = (hh >> 31) ? -1.0f : 1.0f;
-    vo[i] = (static_cast<uint32_t>(r * D + ch) << 16) | rand_half(hh >> 3, 0.5f * sign, 2.0f * sign);
+    vo[i] =
+        (static_cast<uint32_t>(r * D + ch) << 16) | rand_half(hh >> 3, 0.5f * sign, 2.0f * sign);
   }
   const int64_t cells = int64_t{rows} * D;
-  const int count = static_cast<int>(min(int64_t{L.k_out_capacity},
-                                         (cells * k_out_per_million + 500000) / 1000000));
+  const int count = static_cast<int>(
+      min(int64_t{L.k_out_capacity}, (cells * k_out_per_million + 500000) / 1000000));
   uint32_t* ko = reinterpret_cast<uint32_t*>(sec + L.off_k_out);
   for (int i = threadIdx.x; i < count; i += blockDim.x) {
     const int64_t idx = int64_t{i} * cells / count;

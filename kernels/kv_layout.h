@@ -81,14 +81,14 @@ struct KvLayout {
   int bits = 3;
   int head_dim = 128;
   int page_size = 320;
-  int group = 1;             // G: 1 for KVQuant, the KIVI group size
-  int v_out_per_token = 0;   // 2k, k = outliers_per_side(head_dim, v fraction) (KVQuant)
-  int k_out_capacity = 0;    // per page and head (KVQuant)
+  int group = 1;            // G: 1 for KVQuant, the KIVI group size
+  int v_out_per_token = 0;  // 2k, k = outliers_per_side(head_dim, v fraction) (KVQuant)
+  int k_out_capacity = 0;   // per page and head (KVQuant)
   int codes_per_word = 10;
   int block_tokens = 80;
   int blocks_per_page = 4;
   int k_row_words = 13;
-  int v_row_words = 32;      // page_size / codes_per_word
+  int v_row_words = 32;  // page_size / codes_per_word
   int64_t off_header = 0, off_k_codes = 0, off_v_codes = 0, off_v_scales = 0, off_v_out = 0,
           off_k_out = 0, off_k_params = 0, off_v_params = 0;
   int64_t head_bytes = 0;
@@ -140,21 +140,21 @@ struct KvCacheView {
   int n_kv_heads = 1;
   int n_sink = 0;
   int n_recent = 0;
-  int flush = 1;                     // F: tokens quantized together (a multiple of layout.group)
-  int ring_size = 1;                 // n_recent + F
-  bool k_outliers = false;           // KVQuant keys: keep elements outside [lo, hi] in fp16
-  uint8_t* pool = nullptr;           // [n_pages][n_kv_heads] head sections
-  int64_t page_bytes = 0;            // n_kv_heads * head_bytes
-  int32_t* page_table = nullptr;     // [batch][pages_per_seq] physical page ids
+  int flush = 1;                  // F: tokens quantized together (a multiple of layout.group)
+  int ring_size = 1;              // n_recent + F
+  bool k_outliers = false;        // KVQuant keys: keep elements outside [lo, hi] in fp16
+  uint8_t* pool = nullptr;        // [n_pages][n_kv_heads] head sections
+  int64_t page_bytes = 0;         // n_kv_heads * head_bytes
+  int32_t* page_table = nullptr;  // [batch][pages_per_seq] physical page ids
   int pages_per_seq = 0;
-  int32_t* seq_len = nullptr;        // [batch] tokens held
-  __half* sink_k = nullptr;          // [batch][n_kv_heads][n_sink][head_dim]
+  int32_t* seq_len = nullptr;  // [batch] tokens held
+  __half* sink_k = nullptr;    // [batch][n_kv_heads][n_sink][head_dim]
   __half* sink_v = nullptr;
-  __half* ring_k = nullptr;          // [batch][n_kv_heads][ring_size][head_dim]
+  __half* ring_k = nullptr;  // [batch][n_kv_heads][ring_size][head_dim]
   __half* ring_v = nullptr;
-  const float* k_lo = nullptr;       // [n_kv_heads][head_dim] KVQuant key dense range
+  const float* k_lo = nullptr;  // [n_kv_heads][head_dim] KVQuant key dense range
   const float* k_hi = nullptr;
-  const float* k_levels = nullptr;   // [2^bits] KVQuant codebooks (per layer)
+  const float* k_levels = nullptr;  // [2^bits] KVQuant codebooks (per layer)
   const float* v_levels = nullptr;
   unsigned long long* k_overflow = nullptr;  // K outliers clamped for lack of page room
 

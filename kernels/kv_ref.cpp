@@ -29,8 +29,13 @@ struct Shape {
   int D, H, S, G, P, ring;
   const quant::KvCacheFormat& f;
   explicit Shape(const KvCacheConfig& c)
-      : D(c.head_dim), H(c.n_kv_heads), S(static_cast<int>(c.format.n_sink)), G(c.quant_group()),
-        P(c.page_size), ring(c.ring_size()), f(c.format) {}
+      : D(c.head_dim),
+        H(c.n_kv_heads),
+        S(static_cast<int>(c.format.n_sink)),
+        G(c.quant_group()),
+        P(c.page_size),
+        ring(c.ring_size()),
+        f(c.format) {}
   int64_t n_quant(int64_t n) const { return f.n_quantized(n); }
   bool is_fp16(int64_t t, int64_t nq) const { return t < S || t >= S + nq; }
 };
@@ -189,14 +194,17 @@ KvState kv_quantize_ref(const KvCacheConfig& config, const quant::KvTables* quan
   }
   const KvCacheConfig& c = st.config;
   const Shape s(c);
-  if (k.size() != v.size()) fail("kv_quantize_ref: {} key and {} value histories", k.size(), v.size());
+  if (k.size() != v.size())
+    fail("kv_quantize_ref: {} key and {} value histories", k.size(), v.size());
   st.batch = static_cast<int>(k.size());
   st.heads.resize(k.size() * c.n_kv_heads);
   for (size_t b = 0; b < k.size(); ++b) {
     const size_t row = size_t{static_cast<size_t>(s.H)} * s.D;
     if (k[b].size() % row != 0 || v[b].size() != k[b].size()) {
-      fail("kv_quantize_ref: sequence {}: expected [n][{}][{}] keys and values, found {} and {} "
-           "elements", b, s.H, s.D, k[b].size(), v[b].size());
+      fail(
+          "kv_quantize_ref: sequence {}: expected [n][{}][{}] keys and values, found {} and {} "
+          "elements",
+          b, s.H, s.D, k[b].size(), v[b].size());
     }
     const auto n = static_cast<int64_t>(k[b].size() / row);
     for (int h = 0; h < s.H; ++h) {
@@ -243,9 +251,10 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& im,
       size_head(s, config, n, &hs);
       for (int64_t t = 0; t < n; ++t) {
         if (!s.is_fp16(t, hs.n_quant)) continue;
-        const size_t src = t < s.S ? ((size_t{static_cast<size_t>(b)} * s.H + h) * s.S + t) * s.D
-                                   : ((size_t{static_cast<size_t>(b)} * s.H + h) * s.ring +
-                                      (t - s.S) % s.ring) * s.D;
+        const size_t src =
+            t < s.S
+                ? ((size_t{static_cast<size_t>(b)} * s.H + h) * s.S + t) * s.D
+                : ((size_t{static_cast<size_t>(b)} * s.H + h) * s.ring + (t - s.S) % s.ring) * s.D;
         const auto& kk = t < s.S ? im.sink_k : im.ring_k;
         const auto& vv = t < s.S ? im.sink_v : im.ring_v;
         std::copy_n(kk.begin() + src, s.D, hs.k16.begin() + t * s.D);
@@ -262,20 +271,22 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& im,
         const uint8_t* sec = im.pool.data() + page * page_bytes + h * L.head_bytes;
         const int rows = static_cast<int>(std::min<int64_t>(s.P, hs.n_quant - p0));
         for (int r = 0; r < rows; ++r) {
-          quant::unpack_rows_ref(reinterpret_cast<const uint32_t*>(sec + L.off_k_codes) +
-                                     int64_t{r} * L.k_row_words,
-                                 1, row_codes, config.bits(), codes.data());
+          quant::unpack_rows_ref(
+              reinterpret_cast<const uint32_t*>(sec + L.off_k_codes) + int64_t{r} * L.k_row_words,
+              1, row_codes, config.bits(), codes.data());
           for (int ch = 0; ch < s.D; ++ch) {
             hs.k_codes[(p0 + r) * s.D + ch] = codes[kv_k_code_index(ch, s.D)];
           }
           for (int i = s.D; i < row_codes; ++i) {
-            if (codes[i] != 0) problem(fmt::format("seq {} head {} u {}: padding code {} is {}", b, h, p0 + r, i, codes[i]));
+            if (codes[i] != 0)
+              problem(fmt::format("seq {} head {} u {}: padding code {} is {}", b, h, p0 + r, i,
+                                  codes[i]));
           }
         }
         for (int ch = 0; ch < s.D; ++ch) {
-          quant::unpack_rows_ref(reinterpret_cast<const uint32_t*>(sec + L.off_v_codes) +
-                                     int64_t{ch} * L.v_row_words,
-                                 1, s.P, config.bits(), codes.data());
+          quant::unpack_rows_ref(
+              reinterpret_cast<const uint32_t*>(sec + L.off_v_codes) + int64_t{ch} * L.v_row_words,
+              1, s.P, config.bits(), codes.data());
           for (int r = 0; r < rows; ++r) hs.v_codes[(p0 + r) * s.D + ch] = codes[r];
         }
         if (config.method() == KvMethod::kKivi) {
@@ -303,15 +314,16 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& im,
           hs.v_offset[p0 + r] = load<uint16_t>(sec + L.off_v_scales + 4 * r + 2);
           bool empty_seen = false;
           for (int j = 0; j < L.v_out_per_token; ++j) {
-            const auto e = load<uint32_t>(sec + L.off_v_out + 4 * (int64_t{r} * L.v_out_per_token + j));
+            const auto e =
+                load<uint32_t>(sec + L.off_v_out + 4 * (int64_t{r} * L.v_out_per_token + j));
             const uint32_t idx = e >> 16;
             if (idx == kOutlierEmpty) {
               empty_seen = true;
               continue;
             }
             if (empty_seen || static_cast<int>(idx / s.D) != r) {
-              problem(fmt::format("seq {} head {} u {}: value outlier slot {} holds index {}",
-                                  b, h, p0 + r, j, idx));
+              problem(fmt::format("seq {} head {} u {}: value outlier slot {} holds index {}", b, h,
+                                  p0 + r, j, idx));
             }
             hs.v_out.push_back({p0 + r, static_cast<int>(idx % s.D), static_cast<uint16_t>(e)});
           }
@@ -328,21 +340,26 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& im,
           const auto e = load<uint32_t>(sec + L.off_k_out + 4 * int64_t{i});
           const int64_t idx = e >> 16;
           if (idx <= prev || idx / s.D >= rows) {
-            problem(fmt::format("seq {} head {} page {}: key outlier {} has index {} (previous "
-                                "{}, {} rows)", b, h, pi, i, idx, prev, rows));
+            problem(
+                fmt::format("seq {} head {} page {}: key outlier {} has index {} (previous "
+                            "{}, {} rows)",
+                            b, h, pi, i, idx, prev, rows));
           }
           prev = idx;
-          hs.k_out.push_back({p0 + idx / s.D, static_cast<int>(idx % s.D),
-                              static_cast<uint16_t>(e)});
-          for (int bi = static_cast<int>(idx / s.D / L.block_tokens) + 1; bi <= L.blocks_per_page; ++bi) {
+          hs.k_out.push_back(
+              {p0 + idx / s.D, static_cast<int>(idx % s.D), static_cast<uint16_t>(e)});
+          for (int bi = static_cast<int>(idx / s.D / L.block_tokens) + 1; bi <= L.blocks_per_page;
+               ++bi) {
             ++before_block[bi];
           }
         }
         for (int bi = 0; bi * L.block_tokens < rows; ++bi) {
           const auto begin = load<uint16_t>(sec + L.off_header + 4 + 2 * bi);
           if (begin != before_block[bi]) {
-            problem(fmt::format("seq {} head {} page {}: block {} starts at key outlier {}, "
-                                "expected {}", b, h, pi, bi, begin, before_block[bi]));
+            problem(
+                fmt::format("seq {} head {} page {}: block {} starts at key outlier {}, "
+                            "expected {}",
+                            b, h, pi, bi, begin, before_block[bi]));
           }
         }
       }
@@ -378,8 +395,8 @@ std::string kv_compare(const KvState& want, const KvState& got, int max_lines) {
     const int64_t S = want.config.format.n_sink;
     for (size_t e = 0; e < a.k16.size(); ++e) {
       if (a.k16[e] != b.k16[e] || a.v16[e] != b.v16[e]) {
-        add(where(e / D, e % D) + fmt::format(": fp16 k/v {:04x}/{:04x} vs {:04x}/{:04x}",
-                                              a.k16[e], a.v16[e], b.k16[e], b.v16[e]));
+        add(where(e / D, e % D) + fmt::format(": fp16 k/v {:04x}/{:04x} vs {:04x}/{:04x}", a.k16[e],
+                                              a.v16[e], b.k16[e], b.v16[e]));
       }
     }
     for (size_t e = 0; e < a.k_codes.size(); ++e) {
@@ -408,9 +425,9 @@ std::string kv_compare(const KvState& want, const KvState& got, int max_lines) {
       size_t j = 0;
       while (j < lists->size() && j < other.size() && (*lists)[j] == other[j]) ++j;
       const auto show = [](const std::vector<KvOutlier>& l, size_t j) {
-        return j < l.size() ? fmt::format("(u {}, ch {}, {:04x})", l[j].token, l[j].channel,
-                                          l[j].value)
-                            : std::string("(end)");
+        return j < l.size()
+                   ? fmt::format("(u {}, ch {}, {:04x})", l[j].token, l[j].channel, l[j].value)
+                   : std::string("(end)");
       };
       add(fmt::format("seq {} head {}: {} outliers {} vs {}; first difference at {}: {} vs {}",
                       i / H, i % H, name, lists->size(), other.size(), j, show(*lists, j),
@@ -452,8 +469,10 @@ void kv_dequantize_ref(const KvState& st, const quant::KvTables* qz, int b, int 
       }
     }
   }
-  for (const KvOutlier& o : hs.k_out) (*k)[(s.S + o.token) * s.D + o.channel] = kv_half_float(o.value);
-  for (const KvOutlier& o : hs.v_out) (*v)[(s.S + o.token) * s.D + o.channel] = kv_half_float(o.value);
+  for (const KvOutlier& o : hs.k_out)
+    (*k)[(s.S + o.token) * s.D + o.channel] = kv_half_float(o.value);
+  for (const KvOutlier& o : hs.v_out)
+    (*v)[(s.S + o.token) * s.D + o.channel] = kv_half_float(o.value);
 }
 
 std::vector<double> kv_attention_ref(const KvState& st, const quant::KvTables* qz,

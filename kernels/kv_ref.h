@@ -15,7 +15,7 @@
 namespace kvq::kernels {
 
 struct KvOutlier {
-  int64_t token = 0;   // quantized index u = t - n_sink
+  int64_t token = 0;  // quantized index u = t - n_sink
   int channel = 0;
   uint16_t value = 0;  // fp16 bits
   bool operator==(const KvOutlier& o) const {
@@ -26,13 +26,13 @@ struct KvOutlier {
 // One (sequence, KV head). fp16 bits throughout; codes by channel (not packed).
 struct KvHeadState {
   int64_t n_tokens = 0;
-  int64_t n_quant = 0;                       // tokens [n_sink, n_sink + n_quant) are quantized
-  std::vector<uint16_t> k16, v16;            // [n_tokens][head_dim]; 0 for quantized tokens
-  std::vector<uint8_t> k_codes, v_codes;     // [n_quant][head_dim]
-  std::vector<uint16_t> v_scale, v_offset;   // [n_quant] (KVQuant)
-  std::vector<KvOutlier> k_out, v_out;       // sorted by (token, channel) (KVQuant)
-  std::vector<uint16_t> k_gscale, k_gzero;   // [n_quant / G][head_dim] (KIVI)
-  std::vector<uint16_t> v_gscale, v_gzero;   // [n_quant][head_dim / G] (KIVI)
+  int64_t n_quant = 0;                      // tokens [n_sink, n_sink + n_quant) are quantized
+  std::vector<uint16_t> k16, v16;           // [n_tokens][head_dim]; 0 for quantized tokens
+  std::vector<uint8_t> k_codes, v_codes;    // [n_quant][head_dim]
+  std::vector<uint16_t> v_scale, v_offset;  // [n_quant] (KVQuant)
+  std::vector<KvOutlier> k_out, v_out;      // sorted by (token, channel) (KVQuant)
+  std::vector<uint16_t> k_gscale, k_gzero;  // [n_quant / G][head_dim] (KIVI)
+  std::vector<uint16_t> v_gscale, v_gzero;  // [n_quant][head_dim / G] (KIVI)
 };
 
 struct KvState {
@@ -47,10 +47,10 @@ struct KvState {
 // The device cache copied to the host as it is laid out (KvCache::snapshot).
 struct KvImage {
   int batch = 0;
-  std::vector<uint8_t> pool;          // [n_pages * page_bytes]
-  std::vector<int32_t> page_table;    // [max_batch][pages_per_seq]
+  std::vector<uint8_t> pool;        // [n_pages * page_bytes]
+  std::vector<int32_t> page_table;  // [max_batch][pages_per_seq]
   int pages_per_seq = 0;
-  std::vector<int32_t> seq_len;       // [max_batch]
+  std::vector<int32_t> seq_len;  // [max_batch]
   std::vector<uint16_t> sink_k, sink_v, ring_k, ring_v;
   uint64_t k_overflow = 0;
 };

@@ -32,8 +32,10 @@ struct CalibrateFlags {
 };
 
 void run_calibrate(CalibrateFlags& f) {
-  if (f.options.n_samples < 1) fail("--samples: expected at least 1, found {}", f.options.n_samples);
-  if (f.options.seq_len < 0) fail("--seq-len: expected a positive number, found {}", f.options.seq_len);
+  if (f.options.n_samples < 1)
+    fail("--samples: expected at least 1, found {}", f.options.n_samples);
+  if (f.options.seq_len < 0)
+    fail("--seq-len: expected a positive number, found {}", f.options.seq_len);
   // Fail now rather than after the calibration if the output cannot be written.
   { artifact::AtomicOutput probe(f.out); }
   const model::LlamaModel m = f.model.load();
@@ -46,8 +48,10 @@ void run_calibrate(CalibrateFlags& f) {
   f.options.progress = !f.quiet;
   const calib::CalibResult r = calib::calibrate(m, tokens, f.options);
 
-  const artifact::DataFingerprint data = data_fingerprint(f.data, static_cast<int64_t>(tokens.size()), r.options);
-  const auto fingerprint = artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
+  const artifact::DataFingerprint data =
+      data_fingerprint(f.data, static_cast<int64_t>(tokens.size()), r.options);
+  const auto fingerprint =
+      artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
   calib::write_calib(f.out, r, fingerprint, data,
                      {f.model.resolved_device(), f.model.dtype, utc_now()});
 
@@ -62,19 +66,25 @@ void register_calibrate(CLI::App& app) {
   auto flags = std::make_shared<CalibrateFlags>();
   flags->model.device = "auto";
   CLI::App* cmd = app.add_subcommand(
-      "calibrate", "Fisher information and statistics of every layer's Keys and Values -> calib.h5");
+      "calibrate",
+      "Fisher information and statistics of every layer's Keys and Values -> calib.h5");
   flags->model.add_to(*cmd);
-  cmd->add_option("--data", flags->data, "Calibration text: a file (plain, WikiText, .jsonl) or a Brown corpus directory")
+  cmd->add_option("--data", flags->data,
+                  "Calibration text: a file (plain, WikiText, .jsonl) or a Brown corpus directory")
       ->required();
   cmd->add_option("--format", flags->format, "Data format: auto, plain, jsonl or brown");
   cmd->add_option("--jsonl-field", flags->jsonl_field, "jsonl: the field holding the text");
   cmd->add_option("--samples", flags->options.n_samples, "Calibration sequences");
-  cmd->add_option("--seq-len", flags->options.seq_len, "Tokens per sequence (0: min(2048, the model's context))");
+  cmd->add_option("--seq-len", flags->options.seq_len,
+                  "Tokens per sequence (0: min(2048, the model's context))");
   cmd->add_option("--seed", flags->options.seed, "Seed for drawing the sequences");
-  cmd->add_option("--out", flags->out, "Output calib.h5 (written to a temporary file, then renamed)");
+  cmd->add_option("--out", flags->out,
+                  "Output calib.h5 (written to a temporary file, then renamed)");
   cmd->add_option("--key-bins", flags->options.key_bins, "Histogram bins per channel");
-  cmd->add_option("--value-bins", flags->options.value_bins, "Histogram bins for per-token-normalized values");
-  cmd->add_option("--sample-tokens", flags->options.sample_tokens, "Tokens kept per layer as raw samples");
+  cmd->add_option("--value-bins", flags->options.value_bins,
+                  "Histogram bins for per-token-normalized values");
+  cmd->add_option("--sample-tokens", flags->options.sample_tokens,
+                  "Tokens kept per layer as raw samples");
   cmd->add_flag("--json", flags->json, "Print one JSON document instead of a table");
   cmd->add_flag("--quiet", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_calibrate(*flags); });

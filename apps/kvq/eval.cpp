@@ -53,7 +53,8 @@ std::vector<std::string> split_list(const std::string& s) {
 
 // The quantizers to evaluate, fp16 first (the baseline every delta refers to).
 std::vector<methods::Quantizer> quantizers(const EvalFlags& f, const model::LlamaModel& m) {
-  const auto fingerprint = artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
+  const auto fingerprint =
+      artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
   std::vector<methods::MethodSpec> specs;
   for (const std::string& s : split_list(f.methods)) specs.push_back(methods::parse_method(s));
   std::unique_ptr<artifact::CalibData> calib;
@@ -66,7 +67,8 @@ std::vector<methods::Quantizer> quantizers(const EvalFlags& f, const model::Llam
   for (const methods::MethodSpec& spec : specs) {
     if (spec.kind == methods::MethodKind::kFp16) continue;
     if (spec.needs_calib() && !calib) {
-      fail("--methods: {} needs calibration statistics: pass --calib calib.h5 (kvq calibrate)", spec.name());
+      fail("--methods: {} needs calibration statistics: pass --calib calib.h5 (kvq calibrate)",
+           spec.name());
     }
     methods::FitOptions options;
     options.model = &fingerprint;
@@ -83,16 +85,21 @@ std::vector<methods::Quantizer> quantizers(const EvalFlags& f, const model::Llam
 void run_eval(const EvalFlags& f) {
   if (f.max_tokens < 0) fail("--max-tokens: expected a positive number, found {}", f.max_tokens);
   const bool quantized = !f.methods.empty() || !f.quant.empty();
-  if (!f.calib.empty() && f.methods.empty()) fail("--calib: given without --methods to fit from it");
-  if ((!f.csv.empty() || !f.plot.empty()) && !quantized) fail("--csv/--plot: need --methods or --quant");
+  if (!f.calib.empty() && f.methods.empty())
+    fail("--calib: given without --methods to fit from it");
+  if ((!f.csv.empty() || !f.plot.empty()) && !quantized)
+    fail("--csv/--plot: need --methods or --quant");
   const model::LlamaModel m = f.model.load();
-  data::window_length(m.config().max_seq_len, f.seq_len, m.source());  // before the (slow) tokenization
+  data::window_length(m.config().max_seq_len, f.seq_len,
+                      m.source());  // before the (slow) tokenization
   // Methods are parsed and fitted before the data is read, so a bad one fails fast.
-  const std::vector<methods::Quantizer> qs = quantized ? quantizers(f, m) : std::vector<methods::Quantizer>{};
+  const std::vector<methods::Quantizer> qs =
+      quantized ? quantizers(f, m) : std::vector<methods::Quantizer>{};
   const auto tokenizer = f.model.tokenizer(m);
   const std::string text = data::load_text(f.data, data::parse_format(f.format), f.jsonl_field);
   std::vector<int32_t> tokens = tokenizer->encode(text, /*add_bos=*/true);
-  if (f.max_tokens > 0 && static_cast<int64_t>(tokens.size()) > f.max_tokens) tokens.resize(f.max_tokens);
+  if (f.max_tokens > 0 && static_cast<int64_t>(tokens.size()) > f.max_tokens)
+    tokens.resize(f.max_tokens);
 
   eval::PerplexityOptions options;
   options.seq_len = f.seq_len;
@@ -102,12 +109,12 @@ void run_eval(const EvalFlags& f) {
   if (!quantized) {
     const eval::PerplexityResult r = eval::perplexity(m, tokens, options);
     if (f.json) {
-      nlohmann::json j = {{"model", f.model.path},       {"data", f.data},
-                          {"dtype", f.model.dtype},      {"device", f.model.device},
-                          {"tokens", r.n_tokens},        {"seq_len", r.seq_len},
-                          {"windows", r.n_windows},      {"scored_tokens", r.n_scored},
-                          {"mean_loss", r.mean_loss},    {"ppl", r.ppl},
-                          {"seconds", r.seconds},        {"tokens_per_s", r.tokens_per_s}};
+      nlohmann::json j = {{"model", f.model.path},    {"data", f.data},
+                          {"dtype", f.model.dtype},   {"device", f.model.device},
+                          {"tokens", r.n_tokens},     {"seq_len", r.seq_len},
+                          {"windows", r.n_windows},   {"scored_tokens", r.n_scored},
+                          {"mean_loss", r.mean_loss}, {"ppl", r.ppl},
+                          {"seconds", r.seconds},     {"tokens_per_s", r.tokens_per_s}};
       fmt::print("{}\n", j.dump(2));
       return;
     }
@@ -125,11 +132,11 @@ void run_eval(const EvalFlags& f) {
     write_results_plot(f.plot, rows, qs, f.model.path, f.data, base.seq_len);
   }
   if (f.json) {
-    nlohmann::json j = {{"model", f.model.path},  {"data", f.data},
-                        {"dtype", f.model.dtype}, {"device", f.model.resolved_device()},
-                        {"tokens", base.n_tokens}, {"seq_len", base.seq_len},
+    nlohmann::json j = {{"model", f.model.path},     {"data", f.data},
+                        {"dtype", f.model.dtype},    {"device", f.model.resolved_device()},
+                        {"tokens", base.n_tokens},   {"seq_len", base.seq_len},
                         {"windows", base.n_windows}, {"scored_tokens", base.n_scored},
-                        {"calib", f.calib},       {"methods", eval::json_rows(rows)}};
+                        {"calib", f.calib},          {"methods", eval::json_rows(rows)}};
     fmt::print("{}\n", j.dump(2));
     return;
   }
@@ -142,22 +149,31 @@ void run_eval(const EvalFlags& f) {
 
 void register_eval(CLI::App& app) {
   auto flags = std::make_shared<EvalFlags>();
-  CLI::App* cmd = app.add_subcommand("eval", "Perplexity of a model on a text data set, with the KV cache quantized by any methods");
+  CLI::App* cmd = app.add_subcommand(
+      "eval",
+      "Perplexity of a model on a text data set, with the KV cache quantized by any methods");
   flags->model.add_to(*cmd);
-  cmd->add_option("--data", flags->data, "Text: a file (plain, WikiText, .jsonl) or a Brown corpus directory")
+  cmd->add_option("--data", flags->data,
+                  "Text: a file (plain, WikiText, .jsonl) or a Brown corpus directory")
       ->required();
   cmd->add_option("--format", flags->format, "Data format: auto, plain, jsonl or brown");
   cmd->add_option("--jsonl-field", flags->jsonl_field, "jsonl: the field holding the text");
-  cmd->add_option("--seq-len", flags->seq_len, "Window length L in tokens (0: the model's context)");
+  cmd->add_option("--seq-len", flags->seq_len,
+                  "Window length L in tokens (0: the model's context)");
   cmd->add_option("--max-tokens", flags->max_tokens, "Use only the first N tokens (0: all)");
-  cmd->add_option("--batch-size", flags->batch_size, "Windows per forward pass (0: about 8192 tokens)");
-  cmd->add_option("--methods", flags->methods,
-                  std::string("Comma-separated method strings, fp16 always included as the baseline:\n") +
-                      methods::method_forms());
-  cmd->add_option("--calib", flags->calib, "calib.h5 to fit the methods that need calibration from");
-  cmd->add_option("--quant", flags->quant, "Comma-separated quant.h5 files (kvq fit) to evaluate too");
+  cmd->add_option("--batch-size", flags->batch_size,
+                  "Windows per forward pass (0: about 8192 tokens)");
+  cmd->add_option(
+      "--methods", flags->methods,
+      std::string("Comma-separated method strings, fp16 always included as the baseline:\n") +
+          methods::method_forms());
+  cmd->add_option("--calib", flags->calib,
+                  "calib.h5 to fit the methods that need calibration from");
+  cmd->add_option("--quant", flags->quant,
+                  "Comma-separated quant.h5 files (kvq fit) to evaluate too");
   cmd->add_option("--csv", flags->csv, "Also write the results table as CSV to this file");
-  cmd->add_option("--plot", flags->plot, "Also write Δ perplexity against bits per element, with the Pareto front, as SVG")
+  cmd->add_option("--plot", flags->plot,
+                  "Also write Δ perplexity against bits per element, with the Pareto front, as SVG")
       ->check(CLI::Validator(
           [](const std::string& path) {
             const bool svg = path.size() > 4 && path.compare(path.size() - 4, 4, ".svg") == 0;

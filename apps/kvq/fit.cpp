@@ -48,9 +48,11 @@ void run_fit(const FitFlags& f) {
   options.model = model ? &*model : nullptr;
   const auto start = std::chrono::steady_clock::now();
   const methods::Quantizer q = methods::fit(spec, calib ? &*calib : nullptr, options);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   methods::write_quant(f.out, q, utc_now());
-  print_quant(methods::read_quant(f.out), f.json, f.context, seconds);  // validates what was written
+  print_quant(methods::read_quant(f.out), f.json, f.context,
+              seconds);  // validates what was written
 }
 
 }  // namespace
@@ -58,14 +60,18 @@ void run_fit(const FitFlags& f) {
 void register_fit(CLI::App& app) {
   auto flags = std::make_shared<FitFlags>();
   CLI::App* cmd = app.add_subcommand("fit", "Fit a quantization method from calib.h5 -> quant.h5");
-  cmd->add_option("--method", flags->method, std::string("Method: ") + methods::method_forms())->required();
+  cmd->add_option("--method", flags->method, std::string("Method: ") + methods::method_forms())
+      ->required();
   cmd->add_option("--calib", flags->calib, "calib.h5 from kvq calibrate (needed by nuq and skvq)");
-  cmd->add_option("--model", flags->model,
-                  "Model to fingerprint a calibration-free method for (checked against --calib if both)");
+  cmd->add_option(
+      "--model", flags->model,
+      "Model to fingerprint a calibration-free method for (checked against --calib if both)");
   cmd->add_option("--bits-budget", flags->bits_budget,
                   "nuq: per-layer bits in {2,3,4} for this average code bits per element (0: off)");
-  cmd->add_option("--out", flags->out, "Output quant.h5 (written to a temporary file, then renamed)");
-  cmd->add_option("--context", flags->context, "Tokens for the bits-per-element figure (0: the model's context)");
+  cmd->add_option("--out", flags->out,
+                  "Output quant.h5 (written to a temporary file, then renamed)");
+  cmd->add_option("--context", flags->context,
+                  "Tokens for the bits-per-element figure (0: the model's context)");
   cmd->add_flag("--json", flags->json, "Print one JSON document instead of a table");
   cmd->callback([flags] { run_fit(*flags); });
 }

@@ -30,7 +30,8 @@ void run_generate(const GenerateFlags& f) {
   const std::vector<int32_t> out = m.generate_greedy(prompt, f.n_new);
   const std::string text = tokenizer->decode(out);
   if (f.json) {
-    nlohmann::json j = {{"prompt", f.prompt}, {"prompt_ids", prompt}, {"new_ids", out}, {"text", text}};
+    nlohmann::json j = {
+        {"prompt", f.prompt}, {"prompt_ids", prompt}, {"new_ids", out}, {"text", text}};
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print("{}{}\n", f.prompt, text);

@@ -36,7 +36,8 @@ std::string top_channels(const calib::ChannelSummary& s) {
 double at_fraction(const std::vector<double>& fractions, const std::vector<double>& values,
                    double f, int64_t stride = 1, int64_t offset = 0) {
   for (size_t i = 0; i < fractions.size(); ++i) {
-    if (std::abs(fractions[i] - f) < 1e-12 && i * stride + offset < values.size()) return values[i * stride + offset];
+    if (std::abs(fractions[i] - f) < 1e-12 && i * stride + offset < values.size())
+      return values[i * stride + offset];
   }
   return std::nan("");
 }
@@ -44,8 +45,10 @@ double at_fraction(const std::vector<double>& fractions, const std::vector<doubl
 nlohmann::json channel_json(const calib::ChannelSummary& s) {
   nlohmann::json top = nlohmann::json::array();
   for (const auto& [c, v] : s.top) top.push_back({{"channel", c}, {"max_abs", v}});
-  return {{"max_abs", s.max_abs}, {"median_channel_max", s.median_channel_max},
-          {"top_channels", top}, {"fisher_mean", s.fisher_mean}};
+  return {{"max_abs", s.max_abs},
+          {"median_channel_max", s.median_channel_max},
+          {"top_channels", top},
+          {"fisher_mean", s.fisher_mean}};
 }
 
 void run_inspect(const InspectFlags& f) {
@@ -60,12 +63,16 @@ void run_inspect(const InspectFlags& f) {
     const methods::Quantizer q = methods::check_quant(file, problems);
     if (problems.empty()) print_quant(q, f.json, /*context=*/0, /*seconds=*/-1);
   } else {
-    fail("{}: schema \"{}\" is not a kvq artifact kvq inspect knows (kvq.calib/2, kvq.quant/2)", f.file, schema);
+    fail("{}: schema \"{}\" is not a kvq artifact kvq inspect knows (kvq.calib/2, kvq.quant/2)",
+         f.file, schema);
   }
   if (!problems.empty()) {
     if (f.json) {
-      fmt::print("{}\n", nlohmann::json{{"file", f.file}, {"schema", schema}, {"valid", false},
-                                        {"problems", problems.list()}}.dump(2));
+      fmt::print(
+          "{}\n",
+          nlohmann::json{
+              {"file", f.file}, {"schema", schema}, {"valid", false}, {"problems", problems.list()}}
+              .dump(2));
     } else {
       for (const std::string& p : problems.list()) fmt::print("problem: {}\n", p);
     }
@@ -86,50 +93,72 @@ void print_calib(const artifact::CalibData& d, bool json, const RunFigures* run)
                         {"key_post_rope", channel_json(calib::summarize_channels(l.key_post))},
                         {"value", channel_json(calib::summarize_channels(l.value))},
                         {"value_outlier_fraction", l.value_token.outlier_fraction.values},
-                        {"value_token_range_mean", at_fraction(d.fractions, l.value_token.vector_range.values, 0.0, 3, 1)},
-                        {"value_head_range_mean", at_fraction(d.fractions, l.value_head.vector_range.values, 0.0, 3, 1)},
+                        {"value_token_range_mean",
+                         at_fraction(d.fractions, l.value_token.vector_range.values, 0.0, 3, 1)},
+                        {"value_head_range_mean",
+                         at_fraction(d.fractions, l.value_head.vector_range.values, 0.0, 3, 1)},
                         {"samples", l.sample_positions.values.size()}});
     }
-    nlohmann::json j = {{"file", d.path},
-                        {"schema", fmt::format("{}/{}", artifact::kCalibSchema, artifact::kCalibVersion)},
-                        {"valid", true},
-                        {"model", {{"source", d.model.source}, {"n_layers", d.model.n_layers},
-                                   {"n_kv_heads", d.model.n_kv_heads}, {"head_dim", d.model.head_dim},
-                                   {"weights_checksum", d.model.weights_checksum}}},
-                        {"data", {{"source", d.data.source}, {"sha256", d.data.sha256},
-                                  {"n_tokens", d.data.n_tokens}, {"n_sequences", d.data.n_sequences},
-                                  {"seq_len", d.data.seq_len}, {"seed", d.data.seed}}},
-                        {"fractions", d.fractions},
-                        {"key_bins", d.key_bins},
-                        {"value_bins", d.value_bins},
-                        {"layers", layers}};
+    nlohmann::json j = {
+        {"file", d.path},
+        {"schema", fmt::format("{}/{}", artifact::kCalibSchema, artifact::kCalibVersion)},
+        {"valid", true},
+        {"model",
+         {{"source", d.model.source},
+          {"n_layers", d.model.n_layers},
+          {"n_kv_heads", d.model.n_kv_heads},
+          {"head_dim", d.model.head_dim},
+          {"weights_checksum", d.model.weights_checksum}}},
+        {"data",
+         {{"source", d.data.source},
+          {"sha256", d.data.sha256},
+          {"n_tokens", d.data.n_tokens},
+          {"n_sequences", d.data.n_sequences},
+          {"seq_len", d.data.seq_len},
+          {"seed", d.data.seed}}},
+        {"fractions", d.fractions},
+        {"key_bins", d.key_bins},
+        {"value_bins", d.value_bins},
+        {"layers", layers}};
     if (run) {
-      j["run"] = {{"seconds", run->seconds}, {"tokens_per_s", run->tokens_per_s},
-                  {"peak_rss_bytes", run->peak_rss_bytes}, {"peak_device_bytes", run->peak_device_bytes},
+      j["run"] = {{"seconds", run->seconds},
+                  {"tokens_per_s", run->tokens_per_s},
+                  {"peak_rss_bytes", run->peak_rss_bytes},
+                  {"peak_device_bytes", run->peak_device_bytes},
                   {"mean_loss", run->mean_loss}};
     }
     fmt::print("{}\n", j.dump(2));
     return;
   }
-  fmt::print("{}: {}/{}, model {} ({} layers, {} KV heads x {}, weights {}), data {} ({} x {} tokens, seed {})\n\n",
-             d.path, artifact::kCalibSchema, artifact::kCalibVersion, d.model.source, d.model.n_layers,
-             d.model.n_kv_heads, d.model.head_dim, d.model.weights_checksum, d.data.source,
-             d.data.n_sequences, d.data.seq_len, d.data.seed);
-  fmt::print("| layer | K max abs | K median channel max | K top channels | K post-RoPE max | V max abs | V median channel max | V outliers at 1% | V mean token range | Fisher K | Fisher V |\n");
+  fmt::print(
+      "{}: {}/{}, model {} ({} layers, {} KV heads x {}, weights {}), data {} ({} x {} tokens, "
+      "seed {})\n\n",
+      d.path, artifact::kCalibSchema, artifact::kCalibVersion, d.model.source, d.model.n_layers,
+      d.model.n_kv_heads, d.model.head_dim, d.model.weights_checksum, d.data.source,
+      d.data.n_sequences, d.data.seq_len, d.data.seed);
+  fmt::print(
+      "| layer | K max abs | K median channel max | K top channels | K post-RoPE max | V max abs | "
+      "V median channel max | V outliers at 1% | V mean token range | Fisher K | Fisher V |\n");
   fmt::print("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < d.layers.size(); ++i) {
     const artifact::CalibLayer& l = d.layers[i];
     const auto k = calib::summarize_channels(l.key), kp = calib::summarize_channels(l.key_post);
     const auto v = calib::summarize_channels(l.value);
-    fmt::print("| {} | {:.3f} | {:.3f} | {} | {:.3f} | {:.3f} | {:.3f} | {:.2f}% | {:.3f} | {:.3g} | {:.3g} |\n", i,
-               k.max_abs, k.median_channel_max, top_channels(k), kp.max_abs, v.max_abs,
-               v.median_channel_max, 100 * at_fraction(d.fractions, l.value_token.outlier_fraction.values, f1),
-               at_fraction(d.fractions, l.value_token.vector_range.values, 0.0, 3, 1), k.fisher_mean, v.fisher_mean);
+    fmt::print(
+        "| {} | {:.3f} | {:.3f} | {} | {:.3f} | {:.3f} | {:.3f} | {:.2f}% | {:.3f} | {:.3g} | "
+        "{:.3g} |\n",
+        i, k.max_abs, k.median_channel_max, top_channels(k), kp.max_abs, v.max_abs,
+        v.median_channel_max,
+        100 * at_fraction(d.fractions, l.value_token.outlier_fraction.values, f1),
+        at_fraction(d.fractions, l.value_token.vector_range.values, 0.0, 3, 1), k.fisher_mean,
+        v.fisher_mean);
   }
   if (run) {
-    fmt::print("\ncalibration: {:.1f} s, {} tok/s, mean loss {:.4f}, peak memory {}B (process)", run->seconds,
-               human_count(run->tokens_per_s), run->mean_loss, human_count(static_cast<double>(run->peak_rss_bytes)));
-    if (run->peak_device_bytes >= 0) fmt::print(", {}B (GPU)", human_count(static_cast<double>(run->peak_device_bytes)));
+    fmt::print("\ncalibration: {:.1f} s, {} tok/s, mean loss {:.4f}, peak memory {}B (process)",
+               run->seconds, human_count(run->tokens_per_s), run->mean_loss,
+               human_count(static_cast<double>(run->peak_rss_bytes)));
+    if (run->peak_device_bytes >= 0)
+      fmt::print(", {}B (GPU)", human_count(static_cast<double>(run->peak_device_bytes)));
     fmt::print("\n");
   }
 }
@@ -173,8 +202,7 @@ nlohmann::json tensor_json(const methods::MethodSpec& s, const methods::TensorPa
     case methods::MethodKind::kFp8:
       j["amax"] = p.amax > 0 ? nlohmann::json(p.amax) : nlohmann::json("dynamic");
       break;
-    default:
-      break;
+    default: break;
   }
   return j;
 }
@@ -184,55 +212,86 @@ nlohmann::json tensor_json(const methods::MethodSpec& s, const methods::TensorPa
 void print_quant(const methods::Quantizer& q, bool json, int64_t context, double seconds) {
   const methods::MethodSpec& s = q.spec();
   const methods::Provenance& prov = q.provenance;
-  if (context == 0) context = prov.has_model && prov.model.max_seq_len > 0 ? prov.model.max_seq_len : 4096;
+  if (context == 0)
+    context = prov.has_model && prov.model.max_seq_len > 0 ? prov.model.max_seq_len : 4096;
   const bool shaped = q.n_kv_heads() > 0 && q.n_layers() > 0;
   methods::BitsBreakdown bits;
-  if (shaped) bits = methods::cache_bits(q, q.n_layers(), q.n_kv_heads(), q.head_dim(), context, {}, {});
+  if (shaped)
+    bits = methods::cache_bits(q, q.n_layers(), q.n_kv_heads(), q.head_dim(), context, {}, {});
   const char* windows[] = {"none", "sliding", "residual"};
   if (json) {
     nlohmann::json layers = nlohmann::json::array();
     for (int64_t i = 0; i < q.n_layers(); ++i) {
-      layers.push_back({{"layer", i}, {"key", tensor_json(s, q.layers()[i].key, true)},
+      layers.push_back({{"layer", i},
+                        {"key", tensor_json(s, q.layers()[i].key, true)},
                         {"value", tensor_json(s, q.layers()[i].value, false)}});
     }
-    nlohmann::json j = {{"file", prov.path}, {"schema", fmt::format("{}/{}", methods::kQuantSchema, methods::kQuantVersion)},
-                        {"valid", true}, {"method", s.name()}, {"label", q.label()}, {"bits_budget", prov.bits_budget},
-                        {"n_layers", q.n_layers()}, {"n_kv_heads", q.n_kv_heads()}, {"head_dim", q.head_dim()},
-                        {"cache", {{"n_sink", s.n_sink}, {"window_kind", windows[static_cast<int>(s.window_kind())]},
-                                   {"window", s.window}, {"key_time_group", s.key_time_group()},
-                                   {"pre_rope", !s.post_rope}}},
-                        {"model", nullptr}, {"data", nullptr}, {"layers", layers}};
+    nlohmann::json j = {
+        {"file", prov.path},
+        {"schema", fmt::format("{}/{}", methods::kQuantSchema, methods::kQuantVersion)},
+        {"valid", true},
+        {"method", s.name()},
+        {"label", q.label()},
+        {"bits_budget", prov.bits_budget},
+        {"n_layers", q.n_layers()},
+        {"n_kv_heads", q.n_kv_heads()},
+        {"head_dim", q.head_dim()},
+        {"cache",
+         {{"n_sink", s.n_sink},
+          {"window_kind", windows[static_cast<int>(s.window_kind())]},
+          {"window", s.window},
+          {"key_time_group", s.key_time_group()},
+          {"pre_rope", !s.post_rope}}},
+        {"model", nullptr},
+        {"data", nullptr},
+        {"layers", layers}};
     if (prov.has_model) {
-      j["model"] = {{"source", prov.model.source}, {"n_layers", prov.model.n_layers}, {"n_kv_heads", prov.model.n_kv_heads},
-                    {"head_dim", prov.model.head_dim}, {"weights_checksum", prov.model.weights_checksum}};
+      j["model"] = {{"source", prov.model.source},
+                    {"n_layers", prov.model.n_layers},
+                    {"n_kv_heads", prov.model.n_kv_heads},
+                    {"head_dim", prov.model.head_dim},
+                    {"weights_checksum", prov.model.weights_checksum}};
     }
     if (prov.has_data) {
-      j["data"] = {{"source", prov.data.source}, {"sha256", prov.data.sha256}, {"n_sequences", prov.data.n_sequences},
-                   {"seq_len", prov.data.seq_len}, {"seed", prov.data.seed}};
+      j["data"] = {{"source", prov.data.source},
+                   {"sha256", prov.data.sha256},
+                   {"n_sequences", prov.data.n_sequences},
+                   {"seq_len", prov.data.seq_len},
+                   {"seed", prov.data.seed}};
     }
     if (shaped) {
-      j["bits_per_element"] = {{"context", context}, {"total", bits.total()}, {"codes", bits.codes},
-                               {"params", bits.params}, {"outliers", bits.outliers}, {"fp16", bits.fp16}};
+      j["bits_per_element"] = {{"context", context},        {"total", bits.total()},
+                               {"codes", bits.codes},       {"params", bits.params},
+                               {"outliers", bits.outliers}, {"fp16", bits.fp16}};
     }
     if (seconds >= 0) j["fit_seconds"] = seconds;
     fmt::print("{}\n", j.dump(2));
     return;
   }
-  fmt::print("{}: {}/{}, method {}", prov.path, methods::kQuantSchema, methods::kQuantVersion, q.label());
+  fmt::print("{}: {}/{}, method {}", prov.path, methods::kQuantSchema, methods::kQuantVersion,
+             q.label());
   if (prov.has_model) {
-    fmt::print(", model {} ({} layers, {} KV heads x {}, weights {})", prov.model.source, prov.model.n_layers,
-               prov.model.n_kv_heads, prov.model.head_dim, prov.model.weights_checksum);
+    fmt::print(", model {} ({} layers, {} KV heads x {}, weights {})", prov.model.source,
+               prov.model.n_layers, prov.model.n_kv_heads, prov.model.head_dim,
+               prov.model.weights_checksum);
   }
-  if (prov.has_data) fmt::print(", calibrated on {} ({} x {} tokens, seed {})", prov.data.source, prov.data.n_sequences, prov.data.seq_len, prov.data.seed);
-  fmt::print("\ncache: keys {}-RoPE, {} sink token(s) in fp16, window {} ({} tokens)", s.post_rope ? "post" : "pre",
-             s.n_sink, windows[static_cast<int>(s.window_kind())], s.window);
-  if (s.key_time_group() > 0) fmt::print(", key groups of {} tokens from t = 0", s.key_time_group());
+  if (prov.has_data)
+    fmt::print(", calibrated on {} ({} x {} tokens, seed {})", prov.data.source,
+               prov.data.n_sequences, prov.data.seq_len, prov.data.seed);
+  fmt::print("\ncache: keys {}-RoPE, {} sink token(s) in fp16, window {} ({} tokens)",
+             s.post_rope ? "post" : "pre", s.n_sink, windows[static_cast<int>(s.window_kind())],
+             s.window);
+  if (s.key_time_group() > 0)
+    fmt::print(", key groups of {} tokens from t = 0", s.key_time_group());
   fmt::print("\n");
   if (shaped) {
-    fmt::print("bits per element at {} tokens: {:.3f} (codes {:.3f}, scales {:.3f}, outliers {:.3f} nominal, fp16 tokens {:.3f})\n",
-               context, bits.total(), bits.codes, bits.params, bits.outliers, bits.fp16);
+    fmt::print(
+        "bits per element at {} tokens: {:.3f} (codes {:.3f}, scales {:.3f}, outliers {:.3f} "
+        "nominal, fp16 tokens {:.3f})\n",
+        context, bits.total(), bits.codes, bits.params, bits.outliers, bits.fp16);
   }
-  if (q.n_layers() == 0) fmt::print("the same quantization for every layer (no per-layer tables)\n");
+  if (q.n_layers() == 0)
+    fmt::print("the same quantization for every layer (no per-layer tables)\n");
   if (q.n_layers() > 0) fmt::print("\n");
   const auto& L = q.layers();
   for (int64_t i = 0; i < q.n_layers(); ++i) {
@@ -240,17 +299,23 @@ void print_quant(const methods::Quantizer& q, bool json, int64_t context, double
     switch (s.kind) {
       case methods::MethodKind::kNuq:
         if (i == 0) {
-          fmt::print("| layer | K bits | V bits | outliers | K levels (decode) | V levels (decode) | K median range | Fisher err K | Fisher err V |\n");
+          fmt::print(
+              "| layer | K bits | V bits | outliers | K levels (decode) | V levels (decode) | K "
+              "median range | Fisher err K | Fisher err V |\n");
           fmt::print("|---|---|---|---|---|---|---|---|---|\n");
         }
-        fmt::print("| {} | {} | {} | {:g}% | {} | {} | {:.3f} | {:.3g} | {:.3g} |\n", i, k.bits, v.bits,
-                   100 * k.outlier_fraction, levels_string(k.levels_decode), levels_string(v.levels_decode),
-                   median_range(k), k.fisher_error, v.fisher_error);
+        fmt::print("| {} | {} | {} | {:g}% | {} | {} | {:.3f} | {:.3g} | {:.3g} |\n", i, k.bits,
+                   v.bits, 100 * k.outlier_fraction, levels_string(k.levels_decode),
+                   levels_string(v.levels_decode), median_range(k), k.fisher_error, v.fisher_error);
         break;
       case methods::MethodKind::kSkvq:
-        if (i == 0) fmt::print("| layer | K bits | V bits | K clip | V clip | K channel order (first 8) |\n|---|---|---|---|---|---|\n");
-        fmt::print("| {} | {} | {} | {:.2f} | {:.2f} | {} |\n", i, k.bits, v.bits, k.clip, v.clip,
-                   fmt::join(k.perm.begin(), k.perm.begin() + std::min<size_t>(8, k.perm.size()), " "));
+        if (i == 0)
+          fmt::print(
+              "| layer | K bits | V bits | K clip | V clip | K channel order (first 8) "
+              "|\n|---|---|---|---|---|---|\n");
+        fmt::print(
+            "| {} | {} | {} | {:.2f} | {:.2f} | {} |\n", i, k.bits, v.bits, k.clip, v.clip,
+            fmt::join(k.perm.begin(), k.perm.begin() + std::min<size_t>(8, k.perm.size()), " "));
         break;
       case methods::MethodKind::kFp8:
         if (i == 0) fmt::print("| layer | K amax | V amax |\n|---|---|---|\n");
@@ -258,7 +323,10 @@ void print_quant(const methods::Quantizer& q, bool json, int64_t context, double
                    v.amax > 0 ? fmt::format("{:.4g}", v.amax) : "dynamic");
         break;
       default:
-        if (i == 0) fmt::print("| layer | K bits | V bits | K granularity | V granularity |\n|---|---|---|---|---|\n");
+        if (i == 0)
+          fmt::print(
+              "| layer | K bits | V bits | K granularity | V granularity "
+              "|\n|---|---|---|---|---|\n");
         fmt::print("| {} | {} | {} | {} | {} |\n", i, k.bits, v.bits, methods::granularity(s, true),
                    methods::granularity(s, false));
         break;
@@ -269,7 +337,8 @@ void print_quant(const methods::Quantizer& q, bool json, int64_t context, double
 
 void register_inspect(CLI::App& app) {
   auto flags = std::make_shared<InspectFlags>();
-  CLI::App* cmd = app.add_subcommand("inspect", "Validate a kvq artifact (calib.h5, quant.h5) and print what it holds");
+  CLI::App* cmd = app.add_subcommand(
+      "inspect", "Validate a kvq artifact (calib.h5, quant.h5) and print what it holds");
   cmd->add_option("file", flags->file, "The artifact")->required();
   cmd->add_flag("--json", flags->json, "Print one JSON document instead of a table");
   cmd->callback([flags] { run_inspect(*flags); });

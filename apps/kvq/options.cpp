@@ -15,7 +15,8 @@ void ModelFlags::add_to(CLI::App& cmd, bool with_device) {
   cmd.add_option("--model", path, "Model: a Hugging Face directory or a llama2.c .bin checkpoint")
       ->required();
   cmd.add_option("--dtype", dtype, "Compute dtype: fp32, bf16 or fp16");
-  if (with_device) cmd.add_option("--device", device, "Device: cpu, cuda, cuda:N or auto (cuda when present)");
+  if (with_device)
+    cmd.add_option("--device", device, "Device: cpu, cuda, cuda:N or auto (cuda when present)");
 }
 
 std::string ModelFlags::resolved_device() const {
@@ -49,7 +50,11 @@ artifact::DataFingerprint data_fingerprint(const std::string& path, int64_t n_to
                                            const calib::CalibOptions& options) {
   struct stat st {};
   const bool regular = stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-  return {path, regular ? sha256_file(path) : "", n_tokens, options.n_samples, options.seq_len,
+  return {path,
+          regular ? sha256_file(path) : "",
+          n_tokens,
+          options.n_samples,
+          options.seq_len,
           static_cast<int64_t>(options.seed)};
 }
 

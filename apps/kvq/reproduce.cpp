@@ -50,14 +50,28 @@ std::vector<std::string> method_list(const model::ModelConfig& c) {
   const int64_t channels = c.n_kv_heads * c.head_dim;
   const int64_t group = std::min<int64_t>(128, channels);
   const int64_t window = std::min<int64_t>(128, c.max_seq_len / 8);
-  return {"int4-token", "int3-token", "int2-token",
-          "nuq4", "nuq3", "nuq2", "nuq4-1%", "nuq3-1%", "nuq2-1%",
-          "nuq3-1%-vhead", "nuq2-1%-vhead", "nuq3-1%-qnorm", "nuq2-1%-qnorm",  // kvq's runtime format; Q-Norm
+  return {"int4-token",
+          "int3-token",
+          "int2-token",
+          "nuq4",
+          "nuq3",
+          "nuq2",
+          "nuq4-1%",
+          "nuq3-1%",
+          "nuq2-1%",
+          "nuq3-1%-vhead",
+          "nuq2-1%-vhead",
+          "nuq3-1%-qnorm",
+          "nuq2-1%-qnorm",  // kvq's runtime format; Q-Norm
           fmt::format("kivi4-g32-r{}", window / 32 * 32 > 0 ? window / 32 * 32 : 32),
           fmt::format("kivi2-g32-r{}", window / 32 * 32 > 0 ? window / 32 * 32 : 32),
           fmt::format("skvq-k2-v2-g{}-w{}", group, window),
           "fp8-e4m3",
-          "nuq4-post", "nuq3-post", "nuq3-1%-post", "nuq2-1%-post", "int3-token-post"};
+          "nuq4-post",
+          "nuq3-post",
+          "nuq3-1%-post",
+          "nuq2-1%-post",
+          "int3-token-post"};
 }
 
 std::vector<int32_t> encode(const model::Tokenizer& tok, const std::string& path) {
@@ -75,7 +89,8 @@ void run_reproduce(ReproduceFlags& f) {
   }
   const model::LlamaModel m = f.model.load();
   const auto tokenizer = f.model.tokenizer(m);
-  const auto fingerprint = artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
+  const auto fingerprint =
+      artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
 
   // 1. calibrate
   const std::vector<int32_t> train = encode(*tokenizer, f.train);
@@ -85,9 +100,11 @@ void run_reproduce(ReproduceFlags& f) {
   co.seed = f.seed;
   co.progress = !f.quiet;
   const calib::CalibResult cr = calib::calibrate(m, train, co);
-  const artifact::DataFingerprint data = data_fingerprint(f.train, static_cast<int64_t>(train.size()), cr.options);
+  const artifact::DataFingerprint data =
+      data_fingerprint(f.train, static_cast<int64_t>(train.size()), cr.options);
   const std::string calib_path = f.out_dir + "/calib.h5";
-  calib::write_calib(calib_path, cr, fingerprint, data, {f.model.resolved_device(), f.model.dtype, utc_now()});
+  calib::write_calib(calib_path, cr, fingerprint, data,
+                     {f.model.resolved_device(), f.model.dtype, utc_now()});
   const artifact::CalibData calib = artifact::read_calib(calib_path);
 
   // 2. fit: every method of the list, and per-layer bits under each budget
@@ -95,7 +112,8 @@ void run_reproduce(ReproduceFlags& f) {
   qs.push_back(methods::fit(methods::parse_method("fp16"), nullptr));
   methods::FitOptions fo;
   fo.model = &fingerprint;
-  for (const std::string& s : method_list(m.config())) qs.push_back(methods::fit(methods::parse_method(s), &calib, fo));
+  for (const std::string& s : method_list(m.config()))
+    qs.push_back(methods::fit(methods::parse_method(s), &calib, fo));
   for (double budget : f.budgets) {
     methods::FitOptions mixed = fo;
     mixed.bits_budget = budget;
@@ -104,7 +122,8 @@ void run_reproduce(ReproduceFlags& f) {
 
   // 3. eval on the test split
   std::vector<int32_t> test = encode(*tokenizer, f.test);
-  if (f.max_tokens > 0 && static_cast<int64_t>(test.size()) > f.max_tokens) test.resize(f.max_tokens);
+  if (f.max_tokens > 0 && static_cast<int64_t>(test.size()) > f.max_tokens)
+    test.resize(f.max_tokens);
   eval::PerplexityOptions eo;
   eo.seq_len = f.seq_len;
   eo.progress = !f.quiet;
@@ -112,25 +131,37 @@ void run_reproduce(ReproduceFlags& f) {
   const std::vector<eval::ResultRow> rows = evaluate_all(m, test, qs, eo, &base);
 
   const std::string header = fmt::format(
-      "kvq reproduce, {}: model {} ({}), calibration {} x {} tokens of {} (seed {}), evaluation on {} "
+      "kvq reproduce, {}: model {} ({}), calibration {} x {} tokens of {} (seed {}), evaluation on "
+      "{} "
       "({} tokens, {} windows of L = {}), device {}, dtype {}\n\n",
-      utc_now(), f.model.path, fingerprint.weights_checksum, cr.options.n_samples, cr.options.seq_len, f.train,
-      f.seed, f.test, base.n_tokens, base.n_windows, base.seq_len, f.model.resolved_device(), f.model.dtype);
+      utc_now(), f.model.path, fingerprint.weights_checksum, cr.options.n_samples,
+      cr.options.seq_len, f.train, f.seed, f.test, base.n_tokens, base.n_windows, base.seq_len,
+      f.model.resolved_device(), f.model.dtype);
   const std::string table = eval::markdown_table(rows);
   artifact::write_text_file_atomic(f.out_dir + "/table.md", header + table);
   artifact::write_text_file_atomic(f.out_dir + "/results.csv", eval::csv_table(rows));
-  nlohmann::json j = {{"model", f.model.path}, {"weights_checksum", fingerprint.weights_checksum},
-                      {"train", f.train}, {"test", f.test}, {"calib", calib_path},
-                      {"calib_sequences", cr.options.n_samples}, {"calib_seq_len", cr.options.seq_len},
-                      {"seed", f.seed}, {"tokens", base.n_tokens}, {"seq_len", base.seq_len},
-                      {"windows", base.n_windows}, {"device", f.model.resolved_device()},
-                      {"dtype", f.model.dtype}, {"date", utc_now()}, {"methods", eval::json_rows(rows)}};
+  nlohmann::json j = {{"model", f.model.path},
+                      {"weights_checksum", fingerprint.weights_checksum},
+                      {"train", f.train},
+                      {"test", f.test},
+                      {"calib", calib_path},
+                      {"calib_sequences", cr.options.n_samples},
+                      {"calib_seq_len", cr.options.seq_len},
+                      {"seed", f.seed},
+                      {"tokens", base.n_tokens},
+                      {"seq_len", base.seq_len},
+                      {"windows", base.n_windows},
+                      {"device", f.model.resolved_device()},
+                      {"dtype", f.model.dtype},
+                      {"date", utc_now()},
+                      {"methods", eval::json_rows(rows)}};
   artifact::write_text_file_atomic(f.out_dir + "/results.json", j.dump(2) + "\n");
   write_results_plot(f.out_dir + "/plot.svg", rows, qs, f.model.path, f.test, base.seq_len);
   if (f.json) {
     fmt::print("{}\n", j.dump(2));
   } else {
-    fmt::print("{}{}\nwritten: {}/calib.h5, table.md, results.csv, results.json, plot.svg\n", header, table, f.out_dir);
+    fmt::print("{}{}\nwritten: {}/calib.h5, table.md, results.csv, results.json, plot.svg\n",
+               header, table, f.out_dir);
   }
 }
 
@@ -141,19 +172,26 @@ void register_reproduce(CLI::App& app) {
   flags->model.path = "../shared/data/models/wt2-llama-1m";
   flags->model.device = "auto";
   CLI::App* cmd = app.add_subcommand(
-      "reproduce", "calibrate -> fit -> eval for the KVQuant paper's method list; table, CSV, JSON and plot");
-  cmd->add_option("--model", flags->model.path, "Model: a Hugging Face directory or a llama2.c .bin checkpoint");
+      "reproduce",
+      "calibrate -> fit -> eval for the KVQuant paper's method list; table, CSV, JSON and plot");
+  cmd->add_option("--model", flags->model.path,
+                  "Model: a Hugging Face directory or a llama2.c .bin checkpoint");
   cmd->add_option("--dtype", flags->model.dtype, "Compute dtype: fp32, bf16 or fp16");
-  cmd->add_option("--device", flags->model.device, "Device: cpu, cuda, cuda:N or auto (cuda when present)");
+  cmd->add_option("--device", flags->model.device,
+                  "Device: cpu, cuda, cuda:N or auto (cuda when present)");
   cmd->add_option("--train", flags->train, "Calibration text");
   cmd->add_option("--data", flags->test, "Evaluation text");
-  cmd->add_option("--out-dir", flags->out_dir, "Folder for calib.h5, table.md, results.csv, results.json, plot.svg");
+  cmd->add_option("--out-dir", flags->out_dir,
+                  "Folder for calib.h5, table.md, results.csv, results.json, plot.svg");
   cmd->add_option("--samples", flags->samples, "Calibration sequences");
-  cmd->add_option("--calib-seq-len", flags->calib_seq_len, "Calibration tokens per sequence (0: min(2048, context))");
+  cmd->add_option("--calib-seq-len", flags->calib_seq_len,
+                  "Calibration tokens per sequence (0: min(2048, context))");
   cmd->add_option("--seq-len", flags->seq_len, "Evaluation window L (0: the model's context)");
-  cmd->add_option("--max-tokens", flags->max_tokens, "Evaluate only the first N test tokens (0: all)");
+  cmd->add_option("--max-tokens", flags->max_tokens,
+                  "Evaluate only the first N test tokens (0: all)");
   cmd->add_option("--seed", flags->seed, "Seed for drawing the calibration sequences");
-  cmd->add_option("--bits-budget", flags->budgets, "Average code bits for kvq's per-layer mixed precision (nuq3-1% base)");
+  cmd->add_option("--bits-budget", flags->budgets,
+                  "Average code bits for kvq's per-layer mixed precision (nuq3-1% base)");
   cmd->add_flag("--json", flags->json, "Print one JSON document instead of a table");
   cmd->add_flag("--quiet", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_reproduce(*flags); });

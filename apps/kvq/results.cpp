@@ -13,9 +13,11 @@
 
 namespace kvq::app {
 
-std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m, const std::vector<int32_t>& tokens,
+std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m,
+                                          const std::vector<int32_t>& tokens,
                                           const std::vector<methods::Quantizer>& qs,
-                                          const eval::PerplexityOptions& options, eval::PerplexityResult* baseline) {
+                                          const eval::PerplexityOptions& options,
+                                          eval::PerplexityResult* baseline) {
   std::vector<eval::ResultRow> rows;
   eval::PerplexityResult base;
   for (const methods::Quantizer& q : qs) {
@@ -31,7 +33,8 @@ std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m, const std:
     row.seconds = r.ppl.seconds;
     const int64_t n = r.keys.elements + r.values.elements;
     if (n > 0 && r.keys.outliers + r.values.outliers > 0) {
-      row.note = fmt::format("outliers {:.2f}%", 100.0 * static_cast<double>(r.keys.outliers + r.values.outliers) / n);
+      row.note = fmt::format("outliers {:.2f}%",
+                             100.0 * static_cast<double>(r.keys.outliers + r.values.outliers) / n);
     }
     if (!q.provenance.path.empty()) row.note += (row.note.empty() ? "" : "; ") + q.provenance.path;
     rows.push_back(row);
@@ -58,7 +61,8 @@ void write_results_plot(const std::string& path, const std::vector<eval::ResultR
   for (size_t i = 1; i < rows.size(); ++i) {
     const methods::MethodSpec& spec = qs[i].spec();
     std::string family = methods::kind_name(spec.kind);
-    if (spec.kind == methods::MethodKind::kNuq) family += spec.outlier_percent > 0 ? " + outliers" : "";
+    if (spec.kind == methods::MethodKind::kNuq)
+      family += spec.outlier_percent > 0 ? " + outliers" : "";
     if (spec.post_rope) family += " (post-RoPE)";
     eval::Series& s = families[family];
     s.name = family;
@@ -67,7 +71,8 @@ void write_results_plot(const std::string& path, const std::vector<eval::ResultR
     s.point_labels.push_back(rows[i].method);
   }
   eval::PlotSpec spec;
-  spec.title = fmt::format("{} on {}, L = {}", base_name(model_path), base_name(data_path), seq_len);
+  spec.title =
+      fmt::format("{} on {}, L = {}", base_name(model_path), base_name(data_path), seq_len);
   spec.x_label = "bits per element (codes + scales + outliers + fp16 tokens)";
   spec.y_label = "Δ perplexity vs fp16 (%)";
   spec.x_unit = " bits";

@@ -14,9 +14,11 @@ namespace kvq::app {
 
 // Perplexity for each quantizer (the first is the baseline the deltas refer to), one row each
 // with bits per element and outlier share; *baseline gets the first's result.
-std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m, const std::vector<int32_t>& tokens,
+std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m,
+                                          const std::vector<int32_t>& tokens,
                                           const std::vector<methods::Quantizer>& qs,
-                                          const eval::PerplexityOptions& options, eval::PerplexityResult* baseline);
+                                          const eval::PerplexityOptions& options,
+                                          eval::PerplexityResult* baseline);
 // An SVG of Δ perplexity against bits per element: one series per method family (rows[0], the
 // fp16 baseline, is the dashed Δ = 0 line), the Pareto front, and the model and data by their
 // base names in the title.

@@ -39,7 +39,8 @@ methods::Quantizer make_quantizer(const methods::MethodSpec& spec) {
     for (int i = 0; i < n; ++i) p->levels_encode.push_back(-1.0f + 2.0f * i / (n - 1));
     p->levels_decode = p->levels_encode;
     p->perm.resize(static_cast<size_t>(channels));
-    for (int64_t c = 0; c < channels; ++c) p->perm[c] = (c * 7) % channels;  // 7 is odd: a permutation
+    for (int64_t c = 0; c < channels; ++c)
+      p->perm[c] = (c * 7) % channels;  // 7 is odd: a permutation
     p->clip = 0.9f;
   }
   l.key.lo.assign(static_cast<size_t>(channels), -1.0f);
@@ -62,9 +63,11 @@ std::vector<std::vector<bool>> eval_fp16(const methods::Quantizer& q) {
   hook.on_kv(/*layer=*/0, kq, vq);
   const model::KVView view = hook.view(/*layer=*/0, /*start=*/0, kMaxLen);
   std::vector<bool> unchanged(kMaxLen);
-  for (int64_t j = 0; j < kMaxLen; ++j) unchanged[j] = at::equal(kq[0][j], k[0][j]) && at::equal(vq[0][j], v[0][j]);
+  for (int64_t j = 0; j < kMaxLen; ++j)
+    unchanged[j] = at::equal(kq[0][j], k[0][j]) && at::equal(vq[0][j], v[0][j]);
   const bool has_view = view.key_quantized.defined();
-  at::Tensor mask = has_view ? view.key_quantized.contiguous() : at::ones({kMaxLen, kMaxLen}, at::kBool);
+  at::Tensor mask =
+      has_view ? view.key_quantized.contiguous() : at::ones({kMaxLen, kMaxLen}, at::kBool);
   const auto m = mask.accessor<bool, 2>();
   std::vector<std::vector<bool>> fp16(kMaxLen);
   for (int64_t i = 0; i < kMaxLen; ++i) {
@@ -82,7 +85,8 @@ std::vector<bool> view_fp16(const quant::KvCacheFormat& f, int64_t n) {
   view.n_recent = static_cast<int>(f.n_recent);
   view.flush = static_cast<int>(f.flush);
   std::vector<bool> fp16;
-  for (int64_t j = 0; j < n; ++j) fp16.push_back(j < view.n_sink || j >= view.n_sink + view.n_quant(n));
+  for (int64_t j = 0; j < n; ++j)
+    fp16.push_back(j < view.n_sink || j >= view.n_sink + view.n_quant(n));
   return fp16;
 }
 
@@ -126,9 +130,11 @@ void expect_same_windows(const std::string& method, bool cache_serves) {
   int64_t fp16_somewhere = 0;
   for (int64_t n = 1; n <= kMaxLen; ++n) {
     const std::vector<bool>& want = eval[n - 1];
-    ASSERT_EQ(show(view_fp16(f, n)), show(want)) << "cache of " << n << " tokens: the kernels' view vs eval";
+    ASSERT_EQ(show(view_fp16(f, n)), show(want))
+        << "cache of " << n << " tokens: the kernels' view vs eval";
     if (cache_serves) {
-      ASSERT_EQ(show(ref_fp16(f, q, n)), show(want)) << "cache of " << n << " tokens: the CPU reference vs eval";
+      ASSERT_EQ(show(ref_fp16(f, q, n)), show(want))
+          << "cache of " << n << " tokens: the CPU reference vs eval";
     }
     fp16_somewhere += f.fp16_tokens(n) < n;
   }

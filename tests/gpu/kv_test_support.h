@@ -22,8 +22,8 @@
 
 namespace kvq::kernels {
 
-using runtime::KvCache;
 using quant::rope_inv_freq;
+using runtime::KvCache;
 
 namespace test {
 
@@ -97,7 +97,7 @@ inline History random_history(const std::vector<int64_t>& lengths, int n_kv_head
 // Levels: 2^bits sorted distinct values in [-1, 1]; key ranges: per-channel quantiles of the
 // history at `tail` and 1 - tail (so about 2 * tail of the keys are outliers).
 inline quant::KvTables random_quantizer(const History& hist, int bits, int n_kv_heads, int head_dim,
-                                     double tail, uint32_t seed) {
+                                        double tail, uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
   quant::KvTables q;
@@ -131,8 +131,7 @@ inline quant::KvTables random_quantizer(const History& hist, int bits, int n_kv_
 // Uploads [batch][max_len][H][D] (zero-padded) for prefill, or one step [batch][H][D].
 inline std::vector<uint16_t> gather(const std::vector<std::vector<uint16_t>>& seqs,
                                     const std::vector<int64_t>& first,
-                                    const std::vector<int64_t>& count, int64_t width,
-                                    size_t row) {
+                                    const std::vector<int64_t>& count, int64_t width, size_t row) {
   std::vector<uint16_t> out(seqs.size() * width * row, 0);
   for (size_t b = 0; b < seqs.size(); ++b) {
     for (int64_t t = 0; t < count[b]; ++t) {
@@ -185,8 +184,8 @@ inline void build(KvCache* cache, const History& hist, int appends) {
     const std::vector<uint16_t> v = gather(hist.v, at, one, 1, row);
     ASSERT_EQ(cudaMemcpy(dk.data(), k.data(), dk.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
     ASSERT_EQ(cudaMemcpy(dv.data(), v.data(), dv.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
-    cache->append(reinterpret_cast<const __half*>(dk.data()), reinterpret_cast<const __half*>(dv.data()),
-                  nullptr);
+    cache->append(reinterpret_cast<const __half*>(dk.data()),
+                  reinterpret_cast<const __half*>(dv.data()), nullptr);
   }
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
@@ -194,7 +193,7 @@ inline void build(KvCache* cache, const History& hist, int appends) {
 struct ErrorStats {
   double worst_rel = 0.0;  // max over (sequence, query head) of |out - ref| / |ref|
   double max_abs = 0.0;
-  int64_t n_bad = 0;       // NaN, Inf or poison left
+  int64_t n_bad = 0;  // NaN, Inf or poison left
   std::string worst;
 };
 

@@ -25,13 +25,13 @@ struct Case {
   std::vector<int64_t> lengths;
   int appends;
   uint32_t seed;
-  int flush = 0;   // KIVI: tokens quantized together; 0: the group (with n_recent a sliding window)
+  int flush = 0;  // KIVI: tokens quantized together; 0: the group (with n_recent a sliding window)
 
   std::string str() const {
     std::ostringstream s;
     s << (method == KvMethod::kNuq ? "nuq" : "kivi") << bits << " head_dim " << head_dim
-      << " kv heads " << n_kv_heads << " sink " << n_sink << " recent " << n_recent
-      << " group " << group << " flush " << flush << " page " << page_size << " v_fraction " << v_fraction
+      << " kv heads " << n_kv_heads << " sink " << n_sink << " recent " << n_recent << " group "
+      << group << " flush " << flush << " page " << page_size << " v_fraction " << v_fraction
       << " k_capacity " << k_capacity << " lengths {";
     for (const auto n : lengths) s << n << ",";
     s << "} appends " << appends << " seed " << seed;
@@ -111,7 +111,8 @@ TEST(KvAppend, RandomFillIsWellFormed) {
   for (const Case& c : cases()) {
     SCOPED_TRACE(c.str());
     const History hist = test::random_history({1}, c.n_kv_heads, c.head_dim, c.seed);
-    const quant::KvTables q = test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, 0.01, c.seed);
+    const quant::KvTables q =
+        test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, 0.01, c.seed);
     KvCache cache(c.config(), c.method == KvMethod::kNuq ? &q : nullptr);
     test::poison(cache);
     cache.fill_random(c.lengths, 0.01, c.seed, nullptr);

@@ -40,9 +40,9 @@ struct Case {
 
   KvCacheConfig config() const {
     KvCacheConfig c;
-    c.format = method == KvMethod::kNuq
-                   ? test::nuq_format(bits, n_sink, n_recent, v_fraction)
-                   : test::kivi_format(bits, kivi_group, n_sink, n_recent, flush > 0 ? flush : kivi_group);
+    c.format = method == KvMethod::kNuq ? test::nuq_format(bits, n_sink, n_recent, v_fraction)
+                                        : test::kivi_format(bits, kivi_group, n_sink, n_recent,
+                                                            flush > 0 ? flush : kivi_group);
     c.head_dim = head_dim;
     c.n_kv_heads = n_kv_heads;
     c.n_q_heads = n_kv_heads * group;
@@ -92,13 +92,16 @@ Run attend(KvCache& cache, const std::vector<uint16_t>& q_bits, bool bf16,
   DeviceBuffer<uint16_t> dq(q_bits.size()), dout(q_bits.size());
   DeviceBuffer<float> df(inv_freq.size());
   EXPECT_EQ(cudaMemcpy(dq.data(), q_bits.data(), dq.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(df.data(), inv_freq.data(), df.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(df.data(), inv_freq.data(), df.bytes(), cudaMemcpyHostToDevice),
+            cudaSuccess);
   EXPECT_EQ(cudaMemset(dout.data(), 0xFF, dout.bytes()), cudaSuccess);
   cache.attend(dq.data(), bf16, dout.data(), df.data(), version, nullptr);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   run.out.resize(q_bits.size());
-  EXPECT_EQ(cudaMemcpy(run.out.data(), dout.data(), dout.bytes(), cudaMemcpyDeviceToHost), cudaSuccess);
-  run.stats = test::compare_out(run.out, bf16, ref, cache.config().n_q_heads, cache.config().head_dim);
+  EXPECT_EQ(cudaMemcpy(run.out.data(), dout.data(), dout.bytes(), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  run.stats =
+      test::compare_out(run.out, bf16, ref, cache.config().n_q_heads, cache.config().head_dim);
   return run;
 }
 
@@ -120,7 +123,8 @@ void check(KvCache& cache, const KvState& ref_state, const quant::KvTables* qp, 
                 name.c_str(), run.stats.worst_rel, run.stats.worst.c_str(), run.stats.max_abs,
                 static_cast<long long>(run.stats.n_bad));
     EXPECT_EQ(run.stats.n_bad, 0) << vname << " left NaN/Inf/poison; " << name;
-    EXPECT_LE(run.stats.worst_rel, bound(bf16)) << vname << " at " << run.stats.worst << "; " << name;
+    EXPECT_LE(run.stats.worst_rel, bound(bf16))
+        << vname << " at " << run.stats.worst << "; " << name;
   }
 }
 
@@ -129,7 +133,8 @@ TEST(KvAttention, MatchesReference) {
   for (const Case& c : cases()) {
     SCOPED_TRACE(c.str());
     const History hist = test::random_history(c.lengths, c.n_kv_heads, c.head_dim, c.seed);
-    const quant::KvTables q = test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, 0.005, c.seed + 1);
+    const quant::KvTables q =
+        test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, 0.005, c.seed + 1);
     const quant::KvTables* qp = c.method == KvMethod::kNuq ? &q : nullptr;
     KvCache cache(c.config(), qp);
     test::build(&cache, hist, c.appends);
@@ -154,7 +159,8 @@ TEST(KvAttention, LongRandomCaches) {
   for (const Case& c : long_cases) {
     SCOPED_TRACE(c.str());
     const History one = test::random_history({1}, c.n_kv_heads, c.head_dim, c.seed);
-    quant::KvTables q = test::random_quantizer(one, c.bits, c.n_kv_heads, c.head_dim, 0.01, c.seed + 1);
+    quant::KvTables q =
+        test::random_quantizer(one, c.bits, c.n_kv_heads, c.head_dim, 0.01, c.seed + 1);
     for (size_t i = 0; i < q.k_lo.size(); ++i) {
       q.k_lo[i] = -1.0f - 0.001f * (i % 7);
       q.k_hi[i] = 1.5f + 0.002f * (i % 5);

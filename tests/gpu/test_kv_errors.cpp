@@ -51,19 +51,25 @@ TEST(KvErrors, MethodsTheCacheCannotServeAreNamed) {
   const std::string forms = std::string(" (the CUDA cache holds ") + runtime::kCacheMethods + ")";
   EXPECT_EQ(check_error(config_of("nuq3-1%"), &q),
             "kv cache: method 'nuq3-1%': values normalized per token over all KV heads are not "
-            "served yet; fit the -vhead variant" + forms);
-  EXPECT_EQ(check_error(config_of("skvq-k2-v2-g128-w128"), &q),
-            "kv cache: method 'skvq-k2-v2-g128-w128': no CUDA kernels for this kind of method" + forms);
+            "served yet; fit the -vhead variant" +
+                forms);
+  EXPECT_EQ(
+      check_error(config_of("skvq-k2-v2-g128-w128"), &q),
+      "kv cache: method 'skvq-k2-v2-g128-w128': no CUDA kernels for this kind of method" + forms);
   EXPECT_EQ(check_error(config_of("int4"), &q),
             "kv cache: method 'int4-token': no CUDA kernels for this kind of method" + forms);
   EXPECT_EQ(check_error(config_of("nuq3-1%-vhead-qnorm"), &q),
             "kv cache: method 'nuq3-1%-vhead-qnorm': Q-Norm decode levels are not served" + forms);
-  EXPECT_EQ(check_error(config_of("nuq3-1%-vhead-post"), &q),
-            "kv cache: method 'nuq3-1%-vhead-post': keys quantized after RoPE (-post) are not served" + forms);
+  EXPECT_EQ(
+      check_error(config_of("nuq3-1%-vhead-post"), &q),
+      "kv cache: method 'nuq3-1%-vhead-post': keys quantized after RoPE (-post) are not served" +
+          forms);
   EXPECT_EQ(check_error(config_of("kivi2-g32-r0"), nullptr),
             "kv cache: method 'kivi2-g32-r0': the residual must be a positive multiple of the "
-            "group 32 (at most 65536), found 1" + forms);
-  EXPECT_EQ(check_error(config_of("kivi3"), nullptr), "kv cache: bits: expected 2 or 4 for KIVI, found 3");
+            "group 32 (at most 65536), found 1" +
+                forms);
+  EXPECT_EQ(check_error(config_of("kivi3"), nullptr),
+            "kv cache: bits: expected 2 or 4 for KIVI, found 3");
   EXPECT_EQ(check_error(config_of("kivi2-g16-r128"), nullptr),
             "kv cache: kivi group: expected 32, 64 or 128 tokens and channels, at most head_dim = "
             "128, found 16 and 16");
@@ -83,20 +89,24 @@ TEST(KvErrors, ConfigurationIsChecked) {
   EXPECT_EQ(check_error(c, &q), "kv cache: bits: expected 2, 3 or 4, found 5");
   c = nuq_config();
   c.n_q_heads = 3;
-  EXPECT_EQ(check_error(c, &q), "kv cache: n_q_heads: expected a multiple of n_kv_heads = 2 with "
-                                "at most 8 query heads per KV head, found 3");
+  EXPECT_EQ(check_error(c, &q),
+            "kv cache: n_q_heads: expected a multiple of n_kv_heads = 2 with "
+            "at most 8 query heads per KV head, found 3");
   c.n_q_heads = 18;
   EXPECT_NE(check_error(c, &q).find("at most 8 query heads"), std::string::npos);
   c = nuq_config();
   c.page_size = 100;
-  EXPECT_EQ(check_error(c, &q), "kv cache: page_size: expected a positive multiple of 80 tokens, found 100");
+  EXPECT_EQ(check_error(c, &q),
+            "kv cache: page_size: expected a positive multiple of 80 tokens, found 100");
   c.page_size = 560;
-  EXPECT_EQ(check_error(c, &q), "kv cache: page_size: expected page_size * head_dim < 65536 "
-                                "(outlier index), found 560 * 128");
+  EXPECT_EQ(check_error(c, &q),
+            "kv cache: page_size: expected page_size * head_dim < 65536 "
+            "(outlier index), found 560 * 128");
   c = nuq_config();
   c.format.outlier_fraction = 0.2;
-  EXPECT_NE(check_error(c, &q).find("kv cache: outlier fraction: expected at most 4 value outliers"),
-            std::string::npos);
+  EXPECT_NE(
+      check_error(c, &q).find("kv cache: outlier fraction: expected at most 4 value outliers"),
+      std::string::npos);
 }
 
 TEST(KvErrors, QuantizerShapeMustMatch) {
@@ -105,24 +115,28 @@ TEST(KvErrors, QuantizerShapeMustMatch) {
   quant::KvTables q = quantizer(4, 2, 128);  // 16 levels for a 3-bit cache
   EXPECT_EQ(check_error(c, &q), "kv cache: k_levels: expected 8 levels for 3 bits, found 16");
   q = quantizer(3, 1, 128);  // one KV head's ranges for two
-  EXPECT_EQ(check_error(c, &q), "kv cache: key ranges: expected [n_kv_heads = 2, head_dim = 128] "
-                                "= 256 values each, found 128 and 128");
+  EXPECT_EQ(check_error(c, &q),
+            "kv cache: key ranges: expected [n_kv_heads = 2, head_dim = 128] "
+            "= 256 values each, found 128 and 128");
   q = quantizer(3, 2, 128);
   q.v_levels[3] = q.v_levels[2];
-  EXPECT_NE(check_error(c, &q).find("kv cache: v_levels: expected strictly ascending levels, found "),
-            std::string::npos);
+  EXPECT_NE(
+      check_error(c, &q).find("kv cache: v_levels: expected strictly ascending levels, found "),
+      std::string::npos);
   EXPECT_NE(check_error(c, &q).find(" at index 3"), std::string::npos);
   q = quantizer(3, 2, 128);
   q.k_lo[130] = 2.0f;
-  EXPECT_EQ(check_error(c, &q), "kv cache: key ranges: channel 130: expected finite lo <= hi, "
-                                "found [2, 1]");
+  EXPECT_EQ(check_error(c, &q),
+            "kv cache: key ranges: channel 130: expected finite lo <= hi, "
+            "found [2, 1]");
 }
 
 // The launchers check their arguments before touching the GPU.
 TEST(KvErrors, LaunchersRejectBadArguments) {
   KvCacheView empty;
   EXPECT_EQ(launch_kv_append(empty, 1, nullptr, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
-  EXPECT_EQ(launch_kv_prefill(empty, 1, 1, 1, nullptr, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_kv_prefill(empty, 1, 1, 1, nullptr, nullptr, nullptr, nullptr),
+            cudaErrorInvalidValue);
   KvAttentionParams p;
   p.batch = 1;
   p.n_q_heads = 3;
@@ -135,7 +149,8 @@ TEST(KvErrors, LaunchersRejectBadArguments) {
 TEST(KvErrors, PoolAllocationFailureNamesTheBytes) {
   KVQ_REQUIRE_GPU();
   // memcheck reports the deliberately failing cudaMalloc as an API error.
-  if (test::sanitizer_run()) GTEST_SKIP() << "the failing allocation is skipped under compute-sanitizer";
+  if (test::sanitizer_run())
+    GTEST_SKIP() << "the failing allocation is skipped under compute-sanitizer";
   KvCacheConfig c = nuq_config();
   c.n_pages = int64_t{1} << 24;  // ~1.7 TB of pages
   const quant::KvTables q = quantizer(3, 2, 128);
@@ -156,8 +171,10 @@ TEST(KvErrors, FailuresLeaveTheCacheUnchanged) {
   KvCache cache(c, &q);
   test::poison(cache);
   test::DeviceBuffer<uint16_t> dk(hist.k[0].size()), dv(hist.v[0].size());
-  ASSERT_EQ(cudaMemcpy(dk.data(), hist.k[0].data(), dk.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(dv.data(), hist.v[0].data(), dv.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dk.data(), hist.k[0].data(), dk.bytes(), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dv.data(), hist.v[0].data(), dv.bytes(), cudaMemcpyHostToDevice),
+            cudaSuccess);
   const __half* k = reinterpret_cast<const __half*>(dk.data());
   const __half* v = reinterpret_cast<const __half*>(dv.data());
   // prefill takes [batch][max_tokens][heads][dim]; sequence 1 is empty.
@@ -175,11 +192,17 @@ TEST(KvErrors, FailuresLeaveTheCacheUnchanged) {
   EXPECT_EQ(error_of([&] { cache.append(k, v, nullptr); }),
             "kv cache append: out of pages: 2 sequences need 2 more pages of 80 tokens, 0 of 2 "
             "are free (raise n_pages)");
-  EXPECT_EQ(error_of([&] { cache.prefill({5, 5}, 160, k, v, nullptr); }),
+  EXPECT_EQ(error_of([&] {
+              cache.prefill({5, 5}, 160, k, v, nullptr);
+            }),
             "kv cache prefill: sequence 0 already holds 160 tokens (reset first)");
-  EXPECT_EQ(error_of([&] { cache.append(nullptr, v, nullptr); }), "kv cache append: null keys or values");
-  EXPECT_EQ(error_of([&] { cache.reset(3, nullptr); }), "kv cache reset: batch: expected 1..max_batch = 2, found 3");
-  EXPECT_EQ(error_of([&] { cache.attend(nullptr, false, nullptr, nullptr, KvAttentionKernel::kMma, nullptr); }),
+  EXPECT_EQ(error_of([&] { cache.append(nullptr, v, nullptr); }),
+            "kv cache append: null keys or values");
+  EXPECT_EQ(error_of([&] { cache.reset(3, nullptr); }),
+            "kv cache reset: batch: expected 1..max_batch = 2, found 3");
+  EXPECT_EQ(error_of([&] {
+              cache.attend(nullptr, false, nullptr, nullptr, KvAttentionKernel::kMma, nullptr);
+            }),
             "kv cache attend: null q, out or inv_freq");
   EXPECT_EQ(cache.length(0), 160);
   EXPECT_EQ(cache.length(1), 0);
@@ -190,7 +213,10 @@ TEST(KvErrors, FailuresLeaveTheCacheUnchanged) {
   // An empty sequence cannot be attended; a full one cannot grow.
   test::DeviceBuffer<uint16_t> dq(2 * 4 * 128), dout(2 * 4 * 128);
   test::DeviceBuffer<float> df(64);
-  EXPECT_EQ(error_of([&] { cache.attend(dq.data(), false, dout.data(), df.data(), KvAttentionKernel::kMma, nullptr); }),
+  EXPECT_EQ(error_of([&] {
+              cache.attend(dq.data(), false, dout.data(), df.data(), KvAttentionKernel::kMma,
+                           nullptr);
+            }),
             "kv cache attend: sequence 1 is empty (append its token first)");
   KvCacheConfig small = nuq_config();
   small.max_seq_len = 3;

@@ -30,7 +30,8 @@ struct RealCase {
 TEST(KvReal, Wt2Llama18mLayers) {
   KVQ_REQUIRE_GPU();
   KVQ_REQUIRE_DATA(kModel);
-  const model::SafetensorsFile file(::kvq::test::data_path(std::string(kModel) + "/reference.safetensors"));
+  const model::SafetensorsFile file(
+      ::kvq::test::data_path(std::string(kModel) + "/reference.safetensors"));
   const RealCase cases[] = {
       {KvMethod::kNuq, 3, 80, 1, 4, false},
       {KvMethod::kNuq, 4, 64, 0, 0, true},
@@ -53,8 +54,9 @@ TEST(KvReal, Wt2Llama18mLayers) {
     }
     for (const RealCase& rc : cases) {
       KvCacheConfig c;
-      c.format = rc.method == KvMethod::kNuq ? test::nuq_format(rc.bits, rc.n_sink, rc.n_recent, 0.01)
-                                             : test::kivi_format(rc.bits, 32, rc.n_sink, rc.n_recent, 32);
+      c.format = rc.method == KvMethod::kNuq
+                     ? test::nuq_format(rc.bits, rc.n_sink, rc.n_recent, 0.01)
+                     : test::kivi_format(rc.bits, 32, rc.n_sink, rc.n_recent, 32);
       c.head_dim = 128;
       c.n_kv_heads = 2;
       c.n_q_heads = 4;
@@ -62,7 +64,8 @@ TEST(KvReal, Wt2Llama18mLayers) {
       c.max_batch = 1;
       c.max_seq_len = 64;
       const std::string name = "layer " + std::to_string(layer) + " " +
-                               (rc.method == KvMethod::kNuq ? "nuq" : "kivi") + std::to_string(rc.bits);
+                               (rc.method == KvMethod::kNuq ? "nuq" : "kivi") +
+                               std::to_string(rc.bits);
       SCOPED_TRACE(name);
       const quant::KvTables q = test::random_quantizer(hist, rc.bits, 2, 128, 0.01, 100 + layer);
       const quant::KvTables* qp = rc.method == KvMethod::kNuq ? &q : nullptr;
@@ -80,21 +83,25 @@ TEST(KvReal, Wt2Llama18mLayers) {
         for (int ch = 0; ch < 128; ++ch) {
           const float x = kf[(63 - qh) * 256 + (qh / 2) * 128 + ch];
           q_bits[qh * 128 + ch] = rc.bf16 ? kv_bf16_bits(x) : kv_half_bits(x);
-          qf[qh * 128 + ch] = rc.bf16 ? kv_bf16_float(q_bits[qh * 128 + ch]) : kv_half_float(q_bits[qh * 128 + ch]);
+          qf[qh * 128 + ch] =
+              rc.bf16 ? kv_bf16_float(q_bits[qh * 128 + ch]) : kv_half_float(q_bits[qh * 128 + ch]);
         }
       }
       const std::vector<float> inv_freq = rope_inv_freq(10000.0, 128);
       const std::vector<double> ref = kv_attention_ref(want, qp, qf, inv_freq);
       DeviceBuffer<uint16_t> dq(q_bits.size()), dout(q_bits.size());
       DeviceBuffer<float> df(inv_freq.size());
-      ASSERT_EQ(cudaMemcpy(dq.data(), q_bits.data(), dq.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
-      ASSERT_EQ(cudaMemcpy(df.data(), inv_freq.data(), df.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(dq.data(), q_bits.data(), dq.bytes(), cudaMemcpyHostToDevice),
+                cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(df.data(), inv_freq.data(), df.bytes(), cudaMemcpyHostToDevice),
+                cudaSuccess);
       for (const auto version : {KvAttentionKernel::kSimple, KvAttentionKernel::kMma}) {
         ASSERT_EQ(cudaMemset(dout.data(), 0xFF, dout.bytes()), cudaSuccess);
         cache.attend(dq.data(), rc.bf16, dout.data(), df.data(), version, nullptr);
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         std::vector<uint16_t> out(q_bits.size());
-        ASSERT_EQ(cudaMemcpy(out.data(), dout.data(), dout.bytes(), cudaMemcpyDeviceToHost), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(out.data(), dout.data(), dout.bytes(), cudaMemcpyDeviceToHost),
+                  cudaSuccess);
         const test::ErrorStats s = test::compare_out(out, rc.bf16, ref, 4, 128);
         std::printf("[ kv real ] %s v%d: worst rel %.2e, max abs %.2e\n", name.c_str(),
                     static_cast<int>(version), s.worst_rel, s.max_abs);

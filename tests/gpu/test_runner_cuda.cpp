@@ -13,9 +13,9 @@
 namespace kvq {
 namespace {
 
-#define KVQ_REQUIRE_TORCH_CUDA()                                                          \
-  do {                                                                                    \
-    KVQ_REQUIRE_GPU();                                                                    \
+#define KVQ_REQUIRE_TORCH_CUDA()                                                               \
+  do {                                                                                         \
+    KVQ_REQUIRE_GPU();                                                                         \
     if (!at::hasCUDA()) GTEST_SKIP() << "no usable GPU: this LibTorch was built without CUDA"; \
   } while (0)
 
@@ -54,10 +54,11 @@ TEST_P(RunnerCuda, MatchesTransformersReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(SharedModels, RunnerCuda, ::testing::Values("wt2-llama-1m", "wt2-llama-18m"),
-                         [](const auto& info) {
+INSTANTIATE_TEST_SUITE_P(SharedModels, RunnerCuda,
+                         ::testing::Values("wt2-llama-1m", "wt2-llama-18m"), [](const auto& info) {
                            std::string name = info.param;
-                           for (char& ch : name) if (ch == '-') ch = '_';
+                           for (char& ch : name)
+                             if (ch == '-') ch = '_';
                            return name;
                          });
 

@@ -32,7 +32,8 @@ void check_gradients_match(const std::string& model_dir) {
       const double largest = want.abs().max().item<double>();
       ASSERT_GT(largest, 0.0) << "a vacuous reference: layers." << i << "." << name;
       const double err = (ours.to(at::kDouble) - want).abs().max().item<double>();
-      EXPECT_LT(err, is_grad ? 1e-3 * largest : 1e-4) << model_dir << " layers." << i << "." << name;
+      EXPECT_LT(err, is_grad ? 1e-3 * largest : 1e-4)
+          << model_dir << " layers." << i << "." << name;
     };
     check("k", g.k[i], false);
     check("v", g.v[i], false);

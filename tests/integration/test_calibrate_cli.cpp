@@ -16,22 +16,24 @@ namespace kvq {
 namespace {
 
 using test::data_path;
+using test::expect_one_line_error;
 using test::kModel18m;
 using test::kModel1m;
 using test::kTest;
 using test::kTrain;
-using test::expect_one_line_error;
 using test::quoted;
 using test::run_kvq;
 
-std::string calibrate_args(const std::string& model, const std::string& data, const std::string& out) {
+std::string calibrate_args(const std::string& model, const std::string& data,
+                           const std::string& out) {
   return "calibrate --model " + quoted(model) + " --data " + quoted(data) + " --out " + quoted(out);
 }
 
 // Every file in `dir` (the output and any temporary file a writer could leave).
 std::vector<std::string> files_in(const std::string& dir) {
   std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    names.push_back(e.path().filename().string());
   return names;
 }
 
@@ -46,7 +48,8 @@ void collect(const artifact::Group& g, std::map<std::string, std::string>& out) 
       }
     }();
     auto bytes = [](const auto& a) {
-      return std::string(reinterpret_cast<const char*>(a.values.data()), a.values.size() * sizeof(a.values[0]));
+      return std::string(reinterpret_cast<const char*>(a.values.data()),
+                         a.values.size() * sizeof(a.values[0]));
     };
     if (info.dtype == "group") {
       collect(g.open_group(name), out);
@@ -79,7 +82,8 @@ TEST(CliCalibrate, Llama1m16x512WritesAnArtifactInspectAccepts) {
   // A few key channels are much larger than the typical one (the reason for per-channel keys).
   double largest_ratio = 0;
   for (const auto& l : j["layers"]) {
-    largest_ratio = std::max(largest_ratio, l["key"]["max_abs"].get<double>() / l["key"]["median_channel_max"].get<double>());
+    largest_ratio = std::max(largest_ratio, l["key"]["max_abs"].get<double>() /
+                                                l["key"]["median_channel_max"].get<double>());
     EXPECT_GT(l["key"]["fisher_mean"].get<double>(), 0.0);
     EXPECT_GT(l["value"]["fisher_mean"].get<double>(), 0.0);
   }
@@ -149,27 +153,30 @@ class CalibrateBadInput : public ::testing::Test {
   void expect_nothing_written() const {
     EXPECT_TRUE(files_in(tmp.path()).size() <= 1) << "left behind in " << tmp.path();
     EXPECT_FALSE(std::filesystem::exists(out()));
-    for (const auto& name : files_in(tmp.path())) EXPECT_EQ(name.find("calib.h5"), std::string::npos) << name;
+    for (const auto& name : files_in(tmp.path()))
+      EXPECT_EQ(name.find("calib.h5"), std::string::npos) << name;
   }
   test::TempDir tmp;
 };
 
 TEST_F(CalibrateBadInput, UnwritableOutputPath) {
-  const auto r = run_kvq(calibrate_args(data_path(kModel1m), data_path(kTest), tmp.file("no/such/dir/calib.h5")) +
-                         " --quiet --samples 1 --seq-len 64");
+  const auto r = run_kvq(
+      calibrate_args(data_path(kModel1m), data_path(kTest), tmp.file("no/such/dir/calib.h5")) +
+      " --quiet --samples 1 --seq-len 64");
   expect_one_line_error(r, "calibrate", tmp.file("no/such/dir"));
   expect_nothing_written();
 }
 
 TEST_F(CalibrateBadInput, ZeroSamples) {
-  expect_one_line_error(run_kvq(run_args(data_path(kTest), "--samples 0")), "calibrate", "--samples: expected at least 1, found 0");
+  expect_one_line_error(run_kvq(run_args(data_path(kTest), "--samples 0")), "calibrate",
+                        "--samples: expected at least 1, found 0");
   expect_nothing_written();
 }
 
 TEST_F(CalibrateBadInput, DataShorterThanOneSequence) {
   test::write_file(tmp.file("short.txt"), "only a few words of text\n");
-  expect_one_line_error(run_kvq(run_args(tmp.file("short.txt"), "--samples 1 --seq-len 64")), "calibrate",
-                        "--data");
+  expect_one_line_error(run_kvq(run_args(tmp.file("short.txt"), "--samples 1 --seq-len 64")),
+                        "calibrate", "--data");
   EXPECT_FALSE(std::filesystem::exists(out()));
 }
 
@@ -187,17 +194,20 @@ TEST_F(CalibrateBadInput, NonFiniteActivationsOrGradients) {
   const std::string src = data_path(kModel1m);
   const std::string dir = tmp.file("broken-model");
   std::filesystem::create_directory(dir);
-  for (const char* f : {"config.json", "tokenizer.model"}) std::filesystem::copy(src + "/" + f, dir + "/" + f);
+  for (const char* f : {"config.json", "tokenizer.model"})
+    std::filesystem::copy(src + "/" + f, dir + "/" + f);
   std::string bytes = test::read_file(src + "/model.safetensors");
   {
     const model::SafetensorsFile file(src + "/model.safetensors");
     const model::TensorView& wk = file.get("model.layers.1.self_attn.k_proj.weight");
-    const size_t offset = bytes.find(std::string(reinterpret_cast<const char*>(wk.data), wk.n_bytes));
+    const size_t offset =
+        bytes.find(std::string(reinterpret_cast<const char*>(wk.data), wk.n_bytes));
     ASSERT_NE(offset, std::string::npos);
     std::fill(bytes.begin() + offset, bytes.begin() + offset + wk.n_bytes, '\x7f');
   }
   test::write_file(dir + "/model.safetensors", bytes);
-  const auto r = run_kvq(calibrate_args(dir, data_path(kTest), out()) + " --quiet --samples 1 --seq-len 64");
+  const auto r =
+      run_kvq(calibrate_args(dir, data_path(kTest), out()) + " --quiet --samples 1 --seq-len 64");
   expect_one_line_error(r, "calibrate", "not finite");
   expect_nothing_written();
 }
@@ -205,20 +215,23 @@ TEST_F(CalibrateBadInput, NonFiniteActivationsOrGradients) {
 TEST(CliInspect, RefusesWhatIsNotACalibArtifact) {
   test::TempDir tmp;
   test::write_file(tmp.file("text.h5"), "not hdf5 at all\n");
-  expect_one_line_error(run_kvq("inspect " + quoted(tmp.file("text.h5"))), "inspect", "not an HDF5 file");
+  expect_one_line_error(run_kvq("inspect " + quoted(tmp.file("text.h5"))), "inspect",
+                        "not an HDF5 file");
   {
     artifact::File f = artifact::File::create(tmp.file("newer.h5"));
     f.root().set_string_attr("schema", "kvq.calib/3");
     f.close();
   }
-  expect_one_line_error(run_kvq("inspect " + quoted(tmp.file("newer.h5"))), "inspect", "upgrade kvq");
+  expect_one_line_error(run_kvq("inspect " + quoted(tmp.file("newer.h5"))), "inspect",
+                        "upgrade kvq");
   {  // version 1 held value histograms per KV head only
     artifact::File f = artifact::File::create(tmp.file("older.h5"));
     f.root().set_string_attr("schema", "kvq.calib/1");
     f.close();
   }
-  expect_one_line_error(run_kvq("inspect " + quoted(tmp.file("older.h5"))), "inspect",
-                        "schema kvq.calib/1 is older than this kvq reads (kvq.calib/2); make it again with this kvq");
+  expect_one_line_error(
+      run_kvq("inspect " + quoted(tmp.file("older.h5"))), "inspect",
+      "schema kvq.calib/1 is older than this kvq reads (kvq.calib/2); make it again with this kvq");
 }
 
 }  // namespace

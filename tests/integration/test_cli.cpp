@@ -13,10 +13,10 @@ namespace kvq {
 namespace {
 
 using test::data_path;
+using test::expect_one_line_error;
 using test::kModel18m;
 using test::kModel1m;
 using test::kTest;
-using test::expect_one_line_error;
 using test::quoted;
 using test::run_kvq;
 
@@ -38,7 +38,8 @@ TEST(CliEval, Llama1mWholeTestSetMatchesReferencePerplexity) {
 
 TEST(CliEval, Llama2cCheckpointGivesTheSamePerplexity) {
   KVQ_REQUIRE_DATA(kModel1m + "/model.bin");
-  const std::string args = " --data " + quoted(data_path(kTest)) + " --max-tokens 51200 --json --quiet";
+  const std::string args =
+      " --data " + quoted(data_path(kTest)) + " --max-tokens 51200 --json --quiet";
   const auto hf = run_kvq("eval --model " + quoted(data_path(kModel1m)) + args);
   const auto l2c = run_kvq("eval --model " + quoted(data_path(kModel1m + "/model.bin")) + args);
   ASSERT_EQ(hf.exit_code, 0) << hf.err;
@@ -58,7 +59,8 @@ TEST(CliEval, Llama18mPrefixTableAndJson) {
   const auto table = run_kvq(base);
   ASSERT_EQ(table.exit_code, 0) << table.err;
   EXPECT_NE(table.out.find("| model | data | tokens | L | windows | mean loss | ppl | tok/s |"),
-            std::string::npos) << table.out;
+            std::string::npos)
+      << table.out;
   const auto r = run_kvq(base + " --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
@@ -72,7 +74,8 @@ TEST(CliGenerate, GreedyTextFromThePromptOfTheReference) {
   KVQ_REQUIRE_DATA(kModel1m);
   const std::string dir = data_path(kModel1m);
   const auto ref = nlohmann::json::parse(test::read_file(dir + "/reference.json"));
-  const auto r = run_kvq("generate --model " + quoted(dir) + " --prompt '' -n 64 --temperature 0 --json");
+  const auto r =
+      run_kvq("generate --model " + quoted(dir) + " --prompt '' -n 64 --temperature 0 --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["prompt_ids"], ref["greedy"]["bos"]["prompt_ids"]);
@@ -148,9 +151,12 @@ TEST_F(CliBadInput, UsageErrorsExitTwo) {
   EXPECT_EQ(run_kvq("eval --data " + data()).exit_code, 2);  // --model is required
   EXPECT_EQ(run_kvq("eval --model " + model() + " --data " + data() + " --bogus").exit_code, 2);
   EXPECT_EQ(run_kvq("").exit_code, 2);  // a subcommand is required
-  const auto png = run_kvq("eval --model " + model() + " --data " + data() + " --methods int4 --plot p.png");
+  const auto png =
+      run_kvq("eval --model " + model() + " --data " + data() + " --methods int4 --plot p.png");
   EXPECT_EQ(png.exit_code, 2);  // the plot is SVG only
-  EXPECT_NE(png.err.find("--plot: expected a file name ending in .svg, found p.png"), std::string::npos) << png.err;
+  EXPECT_NE(png.err.find("--plot: expected a file name ending in .svg, found p.png"),
+            std::string::npos)
+      << png.err;
   const auto help = run_kvq("eval --help");
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.out.find("--seq-len"), std::string::npos);

@@ -13,16 +13,17 @@ namespace kvq {
 namespace {
 
 using test::data_path;
+using test::expect_one_line_error;
 using test::kModel18m;
 using test::kModel1m;
 using test::kTest;
 using test::kTrain;
-using test::expect_one_line_error;
 using test::quoted;
 using test::run_kvq;
 
 std::string eval_args(const std::string& model, const std::string& extra) {
-  return "eval --model " + quoted(data_path(model)) + " --data " + quoted(data_path(kTest)) + " --quiet " + extra;
+  return "eval --model " + quoted(data_path(model)) + " --data " + quoted(data_path(kTest)) +
+         " --quiet " + extra;
 }
 
 const nlohmann::json* row(const nlohmann::json& j, const std::string& method) {
@@ -34,21 +35,23 @@ const nlohmann::json* row(const nlohmann::json& j, const std::string& method) {
 
 TEST(EvalMethods, Llama1mIntTokenMatchesTheTransformersReferences) {
   KVQ_REQUIRE_DATA(kModel1m);
-  const auto ref = nlohmann::json::parse(test::read_file(data_path(kModel1m + "/reference.json")))["eval"][
-      "wiki.test.tokens"];
+  const auto ref = nlohmann::json::parse(
+      test::read_file(data_path(kModel1m + "/reference.json")))["eval"]["wiki.test.tokens"];
   const auto r = run_kvq(eval_args(kModel1m, "--methods int4-token,int3-token,int2-token --json"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["tokens"], 397781);
-  const std::pair<const char*, const char*> cases[] = {{"fp16", "ppl"},
-                                                       {"int4-token", "ppl_kv_int4_token_pre_rope"},
-                                                       {"int3-token", "ppl_kv_int3_token_pre_rope"},
-                                                       {"int2-token", "ppl_kv_int2_token_pre_rope"}};
+  const std::pair<const char*, const char*> cases[] = {
+      {"fp16", "ppl"},
+      {"int4-token", "ppl_kv_int4_token_pre_rope"},
+      {"int3-token", "ppl_kv_int3_token_pre_rope"},
+      {"int2-token", "ppl_kv_int2_token_pre_rope"}};
   for (const auto& [method, key] : cases) {
     const nlohmann::json* got = row(j, method);
     ASSERT_NE(got, nullptr) << method;
     const double want = ref[key].get<double>();
-    EXPECT_NEAR((*got)["ppl"].get<double>() / want - 1.0, 0.0, 1e-3) << method << ": " << (*got)["ppl"] << " vs " << want;
+    EXPECT_NEAR((*got)["ppl"].get<double>() / want - 1.0, 0.0, 1e-3)
+        << method << ": " << (*got)["ppl"] << " vs " << want;
   }
   // 4-bit codes plus an fp16 scale and minimum per 32-element head vector: 4 + 32/32 bits.
   EXPECT_DOUBLE_EQ((*row(j, "int4-token"))["bits_per_element"].get<double>(), 5.0);
@@ -73,9 +76,12 @@ test::TempDir* EvalWithCalib::dir_ = nullptr;
 
 TEST_F(EvalWithCalib, ManyMethodsInOneRunWithCsvAndPlot) {
   const std::string csv = dir_->file("t.csv"), svg = dir_->file("t.svg");
-  const auto r = run_kvq(eval_args(kModel1m, "--max-tokens 20480 --calib " + quoted(calib()) +
-                                                 " --methods nuq4,nuq3-1%,nuq2-1%-sink,kivi2-g32-r128,skvq-k2-v2-g32-w64,fp8-e4m3,int3-token-post" +
-                                                 " --csv " + quoted(csv) + " --plot " + quoted(svg) + " --json"));
+  const auto r = run_kvq(eval_args(
+      kModel1m,
+      "--max-tokens 20480 --calib " + quoted(calib()) +
+          " --methods "
+          "nuq4,nuq3-1%,nuq2-1%-sink,kivi2-g32-r128,skvq-k2-v2-g32-w64,fp8-e4m3,int3-token-post" +
+          " --csv " + quoted(csv) + " --plot " + quoted(svg) + " --json"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j["methods"].size(), 8u);
@@ -94,7 +100,8 @@ TEST_F(EvalWithCalib, ManyMethodsInOneRunWithCsvAndPlot) {
   EXPECT_NE(test::read_file(csv).find("nuq2-1%-sink"), std::string::npos);
   const std::string plot = test::read_file(svg);
   EXPECT_EQ(plot.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u);
-  EXPECT_NE(plot.find("wt2-llama-1m on wiki.test.tokens, L = 512"), std::string::npos);  // base names only
+  EXPECT_NE(plot.find("wt2-llama-1m on wiki.test.tokens, L = 512"),
+            std::string::npos);  // base names only
   EXPECT_NE(plot.find("nuq2-1%-sink"), std::string::npos);
   EXPECT_NE(plot.find("Pareto front"), std::string::npos);
 }
@@ -109,8 +116,8 @@ TEST_F(EvalWithCalib, UnknownMethodString) {
 
 TEST_F(EvalWithCalib, CalibrationOfAnotherModel) {
   KVQ_REQUIRE_DATA(kModel18m);
-  expect_one_line_error(run_kvq(eval_args(kModel18m, "--methods nuq3 --calib " + quoted(calib()))), "eval",
-                        "made for a different model");
+  expect_one_line_error(run_kvq(eval_args(kModel18m, "--methods nuq3 --calib " + quoted(calib()))),
+                        "eval", "made for a different model");
 }
 
 // The quality bar at CI size: wt2-llama-18m, 4 x 1024 calibration tokens of
@@ -122,11 +129,13 @@ TEST(QualityBar, Llama18mNuqOrderingsOnAReducedBudget) {
   KVQ_REQUIRE_DATA(kModel18m);
   test::TempDir tmp;
   const std::string calib = tmp.file("calib.h5");
-  const auto c = run_kvq("calibrate --model " + quoted(data_path(kModel18m)) + " --data " + quoted(data_path(kTrain)) +
+  const auto c = run_kvq("calibrate --model " + quoted(data_path(kModel18m)) + " --data " +
+                         quoted(data_path(kTrain)) +
                          " --samples 4 --seq-len 1024 --seed 0 --quiet --out " + quoted(calib));
   ASSERT_EQ(c.exit_code, 0) << c.err;
-  const auto r = run_kvq(eval_args(kModel18m, "--max-tokens 16384 --json --calib " + quoted(calib) +
-                                                  " --methods int3-token,int4-token,nuq3,nuq3-1%,nuq3-1%-vhead,nuq4-1%"));
+  const auto r = run_kvq(eval_args(
+      kModel18m, "--max-tokens 16384 --json --calib " + quoted(calib) +
+                     " --methods int3-token,int4-token,nuq3,nuq3-1%,nuq3-1%-vhead,nuq4-1%"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   auto delta = [&](const char* m) {
@@ -146,15 +155,17 @@ TEST(Reproduce, Llama18mReducedBudgetWritesTheTableAndArtifacts) {
   KVQ_REQUIRE_DATA(kModel18m);
   test::TempDir tmp;
   const std::string dir = tmp.file("out");
-  const auto r = run_kvq("reproduce --model " + quoted(data_path(kModel18m)) + " --train " + quoted(data_path(kTrain)) +
-                         " --data " + quoted(data_path(kTest)) + " --samples 2 --calib-seq-len 256 --max-tokens 4096" +
-                         " --out-dir " + quoted(dir) + " --quiet --json");
+  const auto r = run_kvq("reproduce --model " + quoted(data_path(kModel18m)) + " --train " +
+                         quoted(data_path(kTrain)) + " --data " + quoted(data_path(kTest)) +
+                         " --samples 2 --calib-seq-len 256 --max-tokens 4096" + " --out-dir " +
+                         quoted(dir) + " --quiet --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["seq_len"], 1024);
   EXPECT_EQ(j["windows"], 4);
-  for (const char* m : {"fp16", "int4-token", "int2-token", "nuq4", "nuq3-1%", "nuq2-1%", "kivi2-g32-r128",
-                        "skvq-k2-v2-g128-w128", "fp8-e4m3", "nuq3-1%-post", "nuq3-1%-vhead", "nuq2-1%-qnorm"}) {
+  for (const char* m :
+       {"fp16", "int4-token", "int2-token", "nuq4", "nuq3-1%", "nuq2-1%", "kivi2-g32-r128",
+        "skvq-k2-v2-g128-w128", "fp8-e4m3", "nuq3-1%-post", "nuq3-1%-vhead", "nuq2-1%-qnorm"}) {
     EXPECT_NE(row(j, m), nullptr) << m;
   }
   for (const char* f : {"calib.h5", "table.md", "results.csv", "results.json", "plot.svg"}) {

@@ -26,7 +26,8 @@ const std::string kTrain = "wikitext-2/wiki.train.tokens";
 
 std::vector<std::string> files_in(const std::string& dir) {
   std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -36,8 +37,9 @@ class FitCli : public ::testing::Test {
   static void SetUpTestSuite() {
     if (!test::have_data(kModel)) return;
     calib_dir_ = std::make_unique<test::TempDir>();
-    const auto r = run_kvq("calibrate --model " + quoted(data_path(kModel)) + " --data " + quoted(data_path(kTrain)) +
-                           " --samples 4 --seq-len 256 --quiet --out " + quoted(calib()));
+    const auto r = run_kvq("calibrate --model " + quoted(data_path(kModel)) + " --data " +
+                           quoted(data_path(kTrain)) + " --samples 4 --seq-len 256 --quiet --out " +
+                           quoted(calib()));
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
   static void TearDownTestSuite() { calib_dir_.reset(); }
@@ -46,7 +48,8 @@ class FitCli : public ::testing::Test {
   static std::string calib() { return calib_dir_->file("calib.h5"); }
   std::string out() const { return tmp_.file("quant.h5"); }
   test::CommandResult fit(const std::string& method, const std::string& extra = "") const {
-    return run_kvq("fit --calib " + quoted(calib()) + " --method " + quoted(method) + " --out " + quoted(out()) + " " + extra);
+    return run_kvq("fit --calib " + quoted(calib()) + " --method " + quoted(method) + " --out " +
+                   quoted(out()) + " " + extra);
   }
   nlohmann::json fit_json(const std::string& method, const std::string& extra = "") const {
     const auto r = fit(method, "--json " + extra);
@@ -94,7 +97,8 @@ TEST_F(FitCli, Nuq3WithOutliers) {
   EXPECT_EQ(files_in(tmp_.path()), std::vector<std::string>{"quant.h5"});
   const auto table = fit("nuq3-1%");
   ASSERT_EQ(table.exit_code, 0) << table.err;
-  EXPECT_NE(table.out.find("| layer | K bits | V bits | outliers |"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("| layer | K bits | V bits | outliers |"), std::string::npos)
+      << table.out;
 }
 
 TEST_F(FitCli, KiviSkvqFp8AndCalibrationFree) {
@@ -116,7 +120,8 @@ TEST_F(FitCli, KiviSkvqFp8AndCalibrationFree) {
   const auto r = run_kvq("fit --method fp8-e5m2 --json --out " + quoted(out()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["n_layers"], 0);
-  const auto m = run_kvq("fit --method int4 --json --model " + quoted(data_path(kModel)) + " --out " + quoted(out()));
+  const auto m = run_kvq("fit --method int4 --json --model " + quoted(data_path(kModel)) +
+                         " --out " + quoted(out()));
   ASSERT_EQ(m.exit_code, 0) << m.err;
   const auto mj = nlohmann::json::parse(m.out);
   EXPECT_EQ(mj["n_layers"], 4);
@@ -146,12 +151,17 @@ TEST_F(FitCli, BadInputs) {
   expect_one_line_error(fit("foo"), "fit", "method 'foo': unknown method family 'foo'");
   expect_one_line_error(fit("nuq5"), "fit", "method 'nuq5': nuq bits: expected 2..4, found 5");
   expect_one_line_error(fit("int9"), "fit", "method 'int9': int bits: expected 1..8, found 9");
-  expect_one_line_error(fit("nuq3-3%"), "fit", "outlier fraction 0.03 is not among the calibrated fractions");
-  expect_one_line_error(fit("nuq3", "--bits-budget 5"), "fit", "--bits-budget: expected 2..4 average code bits per element, found 5");
-  expect_one_line_error(fit("kivi2", "--bits-budget 3"), "fit", "--bits-budget: only nuq methods take a budget");
-  expect_one_line_error(run_kvq("fit --method nuq3 --out " + quoted(out())), "fit", "method nuq3 needs --calib calib.h5");
-  expect_one_line_error(run_kvq("fit --method nuq3 --calib " + quoted(tmp_.file("none.h5")) + " --out " + quoted(out())), "fit",
-                        "none.h5");
+  expect_one_line_error(fit("nuq3-3%"), "fit",
+                        "outlier fraction 0.03 is not among the calibrated fractions");
+  expect_one_line_error(fit("nuq3", "--bits-budget 5"), "fit",
+                        "--bits-budget: expected 2..4 average code bits per element, found 5");
+  expect_one_line_error(fit("kivi2", "--bits-budget 3"), "fit",
+                        "--bits-budget: only nuq methods take a budget");
+  expect_one_line_error(run_kvq("fit --method nuq3 --out " + quoted(out())), "fit",
+                        "method nuq3 needs --calib calib.h5");
+  expect_one_line_error(run_kvq("fit --method nuq3 --calib " + quoted(tmp_.file("none.h5")) +
+                                " --out " + quoted(out())),
+                        "fit", "none.h5");
   expect_nothing_written();
   const auto unwritable = run_kvq("fit --method int4 --out " + quoted(tmp_.file("no/dir/q.h5")));
   expect_one_line_error(unwritable, "fit", tmp_.file("no/dir"));
@@ -173,13 +183,15 @@ TEST_F(FitCli, InspectListsEveryProblemOfACorruptedFile) {
     const artifact::File src = artifact::File::open(out());
     artifact::File dst = artifact::File::create(bad);
     const artifact::Group s = src.root(), d = dst.root();
-    for (const char* a : {"schema", "tool_version", "created", "method", "fingerprint", "model.source", "model.architecture",
-                          "model.rope_scaling", "model.weights_checksum", "data.source", "data.sha256"}) {
+    for (const char* a : {"schema", "tool_version", "created", "method", "fingerprint",
+                          "model.source", "model.architecture", "model.rope_scaling",
+                          "model.weights_checksum", "data.source", "data.sha256"}) {
       d.set_string_attr(a, s.string_attr(a));
     }
-    for (const char* a : {"n_layers", "n_kv_heads", "head_dim", "model.n_layers", "model.dim", "model.n_heads",
-                          "model.n_kv_heads", "model.head_dim", "model.vocab_size", "model.max_seq_len", "data.n_tokens",
-                          "data.n_sequences", "data.seq_len", "data.seed"}) {
+    for (const char* a :
+         {"n_layers", "n_kv_heads", "head_dim", "model.n_layers", "model.dim", "model.n_heads",
+          "model.n_kv_heads", "model.head_dim", "model.vocab_size", "model.max_seq_len",
+          "data.n_tokens", "data.n_sequences", "data.seq_len", "data.seed"}) {
       d.set_int_attr(a, s.int_attr(a));
     }
     d.set_double_attr("bits_budget", s.double_attr("bits_budget"));
@@ -204,8 +216,10 @@ TEST_F(FitCli, InspectListsEveryProblemOfACorruptedFile) {
   }
   const auto r = run_kvq("inspect " + quoted(bad));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.out.find("problem: " + bad + ":/layers/02/value/levels_decode: expected finite values, found nan at index 1"),
-            std::string::npos)
+  EXPECT_NE(
+      r.out.find("problem: " + bad +
+                 ":/layers/02/value/levels_decode: expected finite values, found nan at index 1"),
+      std::string::npos)
       << r.out;
   EXPECT_NE(r.err.find("1 problem(s) found"), std::string::npos) << r.err;
 }

@@ -1,5 +1,6 @@
 // Helpers for the GPU tests (tests/gpu): skip with a visible reason when no GPU is usable, check
-// CUDA calls, own device buffers (runtime::DeviceBuffer). Header-only; only tests that link CUDA::cudart include it.
+// CUDA calls, own device buffers (runtime::DeviceBuffer). Header-only; only tests that link
+// CUDA::cudart include it.
 #pragma once
 
 #include <cstddef>
@@ -14,18 +15,18 @@
 // Skips the current test unless a GPU is usable: a device is visible and a context can be made
 // on it. The reason names the failing call and CUDA's error, e.g. cudaErrorInsufficientDriver
 // on a machine with the toolkit but no driver. Use at the top of a TEST body or in SetUp().
-#define KVQ_REQUIRE_GPU()                                                                   \
-  do {                                                                                      \
-    const std::string kvq_no_gpu_ = ::kvq::test::gpu_unusable_reason();                    \
-    if (!kvq_no_gpu_.empty()) GTEST_SKIP() << "no usable GPU: " << kvq_no_gpu_;             \
+#define KVQ_REQUIRE_GPU()                                                       \
+  do {                                                                          \
+    const std::string kvq_no_gpu_ = ::kvq::test::gpu_unusable_reason();         \
+    if (!kvq_no_gpu_.empty()) GTEST_SKIP() << "no usable GPU: " << kvq_no_gpu_; \
   } while (0)
 
 // Fails the current test (and returns from it) when a CUDA call does not return cudaSuccess.
-#define KVQ_CUDA_CHECK(call)                                                                \
-  do {                                                                                      \
-    const cudaError_t kvq_err_ = (call);                                                    \
-    ASSERT_EQ(kvq_err_, cudaSuccess) << #call << ": " << cudaGetErrorName(kvq_err_) << ": " \
-                                     << cudaGetErrorString(kvq_err_);                       \
+#define KVQ_CUDA_CHECK(call)                                                                    \
+  do {                                                                                          \
+    const cudaError_t kvq_err_ = (call);                                                        \
+    ASSERT_EQ(kvq_err_, cudaSuccess)                                                            \
+        << #call << ": " << cudaGetErrorName(kvq_err_) << ": " << cudaGetErrorString(kvq_err_); \
   } while (0)
 
 namespace kvq::test {

@@ -54,8 +54,8 @@ CommandResult run_kvq(const std::string& args) {
   const char* bin = env ? env : KVQ_TEST_BIN;
   TempDir tmp;
   const std::string out_path = tmp.file("stdout"), err_path = tmp.file("stderr");
-  const std::string cmd = std::string("'") + bin + "' " + args + " >'" + out_path + "' 2>'" +
-                          err_path + "' </dev/null";
+  const std::string cmd =
+      std::string("'") + bin + "' " + args + " >'" + out_path + "' 2>'" + err_path + "' </dev/null";
   const int status = std::system(cmd.c_str());
   CommandResult result;
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -68,7 +68,8 @@ CommandResult run_kvq(const std::string& args) {
 
 namespace kvq::test {
 
-void expect_one_line_error(const CommandResult& r, const std::string& cmd, const std::string& needle) {
+void expect_one_line_error(const CommandResult& r, const std::string& cmd,
+                           const std::string& needle) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(r.out.empty()) << r.out;
   ASSERT_FALSE(r.err.empty());

@@ -63,13 +63,14 @@ inline std::string quoted(const std::string& s) { return "'" + s + "'"; }
 
 // Expects exit code 1, nothing on stdout, and one line on stderr starting "kvq <cmd>: error: "
 // and containing `needle`.
-void expect_one_line_error(const CommandResult& r, const std::string& cmd, const std::string& needle);
+void expect_one_line_error(const CommandResult& r, const std::string& cmd,
+                           const std::string& needle);
 
 }  // namespace kvq::test
 
-#define KVQ_REQUIRE_DATA(relative)                                                     \
-  do {                                                                                 \
-    if (!::kvq::test::have_data(relative))                                             \
-      GTEST_SKIP() << "shared data not found: " << ::kvq::test::data_path(relative)    \
-                   << " (set KVQ_DATA_DIR)";                                           \
+#define KVQ_REQUIRE_DATA(relative)                                                  \
+  do {                                                                              \
+    if (!::kvq::test::have_data(relative))                                          \
+      GTEST_SKIP() << "shared data not found: " << ::kvq::test::data_path(relative) \
+                   << " (set KVQ_DATA_DIR)";                                        \
   } while (0)

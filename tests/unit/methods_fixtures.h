@@ -11,7 +11,8 @@
 namespace kvq::test {
 
 // Every field of two quantizers' parameters for layers [0, n_layers), keys and values.
-inline void expect_same_params(const methods::Quantizer& a, const methods::Quantizer& b, int64_t n_layers, const std::string& label) {
+inline void expect_same_params(const methods::Quantizer& a, const methods::Quantizer& b,
+                               int64_t n_layers, const std::string& label) {
   for (int64_t i = 0; i < n_layers; ++i) {
     for (const bool key : {true, false}) {
       const methods::TensorParams& pa = key ? a.key_params(i) : a.value_params(i);

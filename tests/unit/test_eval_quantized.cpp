@@ -23,8 +23,9 @@ TEST(QuantizedMask, KiviQuantizesTheResidualOnceItIsFull) {
   const auto spec = methods::parse_method("kivi2-g2-r4");
   const auto m = eval::quantized_mask(spec.kv_format(), 0, 9, at::kCPU);
   // Keys j > i are masked by causality anyway; what matters is j <= i.
-  const std::vector<std::string> want = {"fffffffff", "fffffffff", "fffffffff", "qqqqfffff", "qqqqfffff",
-                                         "qqqqfffff", "qqqqfffff", "qqqqqqqqf", "qqqqqqqqf"};
+  const std::vector<std::string> want = {"fffffffff", "fffffffff", "fffffffff",
+                                         "qqqqfffff", "qqqqfffff", "qqqqfffff",
+                                         "qqqqfffff", "qqqqqqqqf", "qqqqqqqqf"};
   EXPECT_EQ(rows(m), want);
 }
 
@@ -40,8 +41,11 @@ TEST(QuantizedMask, SkvqSlidingWindowAndSinks) {
 }
 
 TEST(QuantizedMask, NoneForMethodsWithoutAWindow) {
-  EXPECT_FALSE(eval::quantized_mask(methods::parse_method("nuq3-1%-sink").kv_format(), 0, 4, at::kCPU).defined());
-  EXPECT_FALSE(eval::quantized_mask(methods::parse_method("int4").kv_format(), 0, 4, at::kCPU).defined());
+  EXPECT_FALSE(
+      eval::quantized_mask(methods::parse_method("nuq3-1%-sink").kv_format(), 0, 4, at::kCPU)
+          .defined());
+  EXPECT_FALSE(
+      eval::quantized_mask(methods::parse_method("int4").kv_format(), 0, 4, at::kCPU).defined());
 }
 
 }  // namespace

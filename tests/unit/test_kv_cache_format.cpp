@@ -51,7 +51,8 @@ TEST(KvCacheFormat, WindowMatchesATokenByTokenSimulation) {
           ASSERT_EQ(f.n_quantized(n), want[n - 1]);
           ASSERT_EQ(f.fp16_tokens(n), n - want[n - 1]);
           ASSERT_EQ(f.fp16_tail(n), std::max<int64_t>(0, n - sink) - want[n - 1]);
-          for (const int64_t t : {int64_t{0}, sink, sink + want[n - 1] - 1, sink + want[n - 1], n - 1}) {
+          for (const int64_t t :
+               {int64_t{0}, sink, sink + want[n - 1] - 1, sink + want[n - 1], n - 1}) {
             if (t < 0 || t >= n) continue;
             ASSERT_EQ(f.is_fp16(t, n), t < sink || t >= sink + want[n - 1]) << "token " << t;
           }
@@ -87,7 +88,8 @@ TEST(KvCacheFormat, EachMethodFamily) {
   EXPECT_DOUBLE_EQ(nuq.outlier_fraction, 0.01);
   EXPECT_TRUE(nuq.key_outliers());
   EXPECT_EQ(nuq.fp16_tokens(1000), 4);
-  EXPECT_EQ(methods::parse_method("nuq3-vhead").kv_format().value_vector, quant::ValueVector::kTokenHead);
+  EXPECT_EQ(methods::parse_method("nuq3-vhead").kv_format().value_vector,
+            quant::ValueVector::kTokenHead);
   EXPECT_FALSE(methods::parse_method("nuq3").kv_format().key_outliers());
   EXPECT_TRUE(methods::parse_method("nuq3-qnorm").kv_format().qnorm);
   EXPECT_FALSE(methods::parse_method("nuq3-post").kv_format().pre_rope);

@@ -12,7 +12,9 @@ namespace {
 
 using test::error_of;
 
-Quantizer free_quantizer(const std::string& method) { return Quantizer(parse_method(method), {}, 0, 0); }
+Quantizer free_quantizer(const std::string& method) {
+  return Quantizer(parse_method(method), {}, 0, 0);
+}
 
 // nuq with one layer per entry of `bits` (keys and values), nominal fraction f.
 Quantizer nuq(const std::string& method, const std::vector<int>& bits, int64_t h, int64_t d) {
@@ -23,7 +25,8 @@ Quantizer nuq(const std::string& method, const std::vector<int>& bits, int64_t h
     for (TensorParams* p : {&l.key, &l.value}) {
       p->bits = b;
       p->outlier_fraction = spec.outlier_fraction();
-      for (int j = 0; j < (1 << b); ++j) p->levels_encode.push_back(-1.0f + 2.0f * j / ((1 << b) - 1));
+      for (int j = 0; j < (1 << b); ++j)
+        p->levels_encode.push_back(-1.0f + 2.0f * j / ((1 << b) - 1));
       p->levels_decode = p->levels_encode;
     }
     l.key.lo.assign(h * d, -1.0f);
@@ -39,8 +42,10 @@ TEST(MethodsBits, UniformMethods) {
   // int3-g8: 3 + 32 / 8.
   EXPECT_DOUBLE_EQ(tensor_bits(free_quantizer("int3-g8"), false, 0, 2, 32, 100, 0).total(), 7.0);
   // int2-channel keys over 1000 tokens: 2 + 32 * ceil(1000 / 128) / 1000 = 2 + 32 * 8 / 1000.
-  EXPECT_DOUBLE_EQ(tensor_bits(free_quantizer("int2-channel"), true, 0, 2, 32, 1000, 0).total(), 2.256);
-  EXPECT_DOUBLE_EQ(tensor_bits(free_quantizer("int2-channel"), false, 0, 2, 32, 1000, 0).total(), 3.0);
+  EXPECT_DOUBLE_EQ(tensor_bits(free_quantizer("int2-channel"), true, 0, 2, 32, 1000, 0).total(),
+                   2.256);
+  EXPECT_DOUBLE_EQ(tensor_bits(free_quantizer("int2-channel"), false, 0, 2, 32, 1000, 0).total(),
+                   3.0);
   EXPECT_DOUBLE_EQ(tensor_bits(free_quantizer("fp8-e4m3"), true, 0, 2, 32, 10, 0).total(), 8.0);
   EXPECT_DOUBLE_EQ(tensor_bits(free_quantizer("fp16"), true, 0, 2, 32, 10, 0).total(), 16.0);
 }
@@ -72,9 +77,11 @@ TEST(MethodsBits, SkvqSinksAndWindow) {
   EXPECT_DOUBLE_EQ(b.codes, 2 * 0.867);
   EXPECT_DOUBLE_EQ(b.params, 32.0 * 867 / 64000);
   // A context inside the window is all fp16.
-  EXPECT_DOUBLE_EQ(tensor_bits(skvq("skvq-k2-v2-g128-w128", 64), true, 0, 2, 32, 100, 0).total(), 16.0);
+  EXPECT_DOUBLE_EQ(tensor_bits(skvq("skvq-k2-v2-g128-w128", 64), true, 0, 2, 32, 100, 0).total(),
+                   16.0);
   // Groups of 16 of the 64 channels: 4 groups per token.
-  EXPECT_DOUBLE_EQ(tensor_bits(skvq("skvq-k2-v2-g16-w0-s0", 64), false, 0, 2, 32, 10, 0).total(), 2 + 32.0 * 4 / 64);
+  EXPECT_DOUBLE_EQ(tensor_bits(skvq("skvq-k2-v2-g16-w0-s0", 64), false, 0, 2, 32, 10, 0).total(),
+                   2 + 32.0 * 4 / 64);
 }
 
 TEST(MethodsBits, NuqOutliersOfflineRangesAndSinks) {
@@ -92,7 +99,8 @@ TEST(MethodsBits, NuqOutliersOfflineRangesAndSinks) {
   const Quantizer h = nuq("nuq3-1%-vhead", {3}, 2, 32);
   EXPECT_DOUBLE_EQ(nominal_outlier_rate(h, false, 0, 2, 32), 0.0625);
   EXPECT_DOUBLE_EQ(tensor_bits(h, false, 0, 2, 32, 1000, 0.0625).total(), 6.0);
-  // One sink token of 10: 16 / 10 + 9 / 10 * (3 + 0.5) (one offset/scale pair per 64-element token).
+  // One sink token of 10: 16 / 10 + 9 / 10 * (3 + 0.5) (one offset/scale pair per 64-element
+  // token).
   const Quantizer s = nuq("nuq3-sink", {3}, 2, 32);
   EXPECT_DOUBLE_EQ(tensor_bits(s, false, 0, 2, 32, 10, 0).total(), 1.6 + 0.9 * 3.5);
 }
@@ -106,8 +114,10 @@ TEST(MethodsBits, CacheMeanOverLayersWithMixedBitsAndCounters) {
   QuantCounters k{1000, 10}, v{1000, 50};
   const BitsBreakdown b = cache_bits(o, 2, 1, 32, 64, k, v);
   EXPECT_DOUBLE_EQ(b.outliers, (32 * 0.01 + 32 * 0.05) / 2);
-  EXPECT_EQ(error_of([&] { cache_bits(o, 3, 1, 32, 64, k, v); }), "bits per element: the quantizer has 2 layers, found 3");
-  EXPECT_EQ(error_of([&] { tensor_bits(o, true, 0, 1, 32, 0, 0); }), "bits per element: context: expected >= 1 tokens, found 0");
+  EXPECT_EQ(error_of([&] { cache_bits(o, 3, 1, 32, 64, k, v); }),
+            "bits per element: the quantizer has 2 layers, found 3");
+  EXPECT_EQ(error_of([&] { tensor_bits(o, true, 0, 1, 32, 0, 0); }),
+            "bits per element: context: expected >= 1 tokens, found 0");
 }
 
 }  // namespace

@@ -46,7 +46,8 @@ LayerParams layer_for(const MethodSpec& spec, int64_t channels, int key_bits, in
   for (TensorParams* p : {&l.key, &l.value}) {
     p->outlier_fraction = spec.outlier_fraction();
     if (spec.kind == MethodKind::kNuq) {
-      for (int j = 0; j < (1 << p->bits); ++j) p->levels_encode.push_back(-0.9f + 1.7f * j / ((1 << p->bits) - 1));
+      for (int j = 0; j < (1 << p->bits); ++j)
+        p->levels_encode.push_back(-0.9f + 1.7f * j / ((1 << p->bits) - 1));
       for (float v : p->levels_encode) p->levels_decode.push_back(v * 1.05f);
       p->fisher_error = 0.125;
     }
@@ -68,10 +69,12 @@ LayerParams layer_for(const MethodSpec& spec, int64_t channels, int key_bits, in
 TEST(MethodsFile, RoundTripsEveryMethod) {
   TempDir tmp;
   const std::string path = tmp.file("quant.h5");
-  for (const std::string method : {"nuq3-1%", "nuq2-sink-vhead-qnorm-post", "skvq-k2-v3-g4-w16", "fp8-e4m3", "kivi2", "int4-g8", "fp16"}) {
+  for (const std::string method : {"nuq3-1%", "nuq2-sink-vhead-qnorm-post", "skvq-k2-v3-g4-w16",
+                                   "fp8-e4m3", "kivi2", "int4-g8", "fp16"}) {
     const MethodSpec spec = parse_method(method);
     std::vector<LayerParams> layers;
-    for (int i = 0; i < 3; ++i) layers.push_back(layer_for(spec, 8, spec.key_bits, spec.value_bits));
+    for (int i = 0; i < 3; ++i)
+      layers.push_back(layer_for(spec, 8, spec.key_bits, spec.value_bits));
     Quantizer q(spec, layers, 2, 4);
     q.provenance.has_model = q.provenance.has_data = true;
     q.provenance.model = fingerprint(3, 2, 4);
@@ -88,8 +91,10 @@ TEST(MethodsFile, RoundTripsEveryMethod) {
     test::expect_same_params(q, r, 3, method);
     r.require_model(fingerprint(3, 2, 4));
     EXPECT_EQ(error_of([&] { r.require_model(fingerprint(5, 2, 4)); }),
-              path + ": made for a different model than tiny: n_layers 3 in the artifact, 5 in the model (run kvq "
-                     "calibrate with this model)");
+              path +
+                  ": made for a different model than tiny: n_layers 3 in the artifact, 5 in the "
+                  "model (run kvq "
+                  "calibrate with this model)");
   }
   // Per-layer bits from a budget, and a layer-independent quantizer without any fingerprint.
   const MethodSpec nuq = parse_method("nuq3-1%");
@@ -109,7 +114,8 @@ TEST(MethodsFile, RoundTripsEveryMethod) {
   EXPECT_EQ(read_quant(path).n_layers(), 0);
   EXPECT_EQ(std::vector<std::string>{"quant.h5"}, [&] {
     std::vector<std::string> names;
-    for (const auto& e : std::filesystem::directory_iterator(tmp.path())) names.push_back(e.path().filename().string());
+    for (const auto& e : std::filesystem::directory_iterator(tmp.path()))
+      names.push_back(e.path().filename().string());
     return names;
   }());
 }
@@ -153,7 +159,8 @@ struct HandFile {
         continue;
       }
       if (levels_as_double) {
-        g.write<double>("levels_encode", std::vector<double>(levels.begin(), levels.end()), {static_cast<int64_t>(levels.size())});
+        g.write<double>("levels_encode", std::vector<double>(levels.begin(), levels.end()),
+                        {static_cast<int64_t>(levels.size())});
       } else {
         g.write<float>("levels_encode", levels, {static_cast<int64_t>(levels.size())});
       }
@@ -192,32 +199,47 @@ TEST_F(MethodsFileDefects, TheHandWrittenFileIsValid) {
 TEST_F(MethodsFileDefects, Schema) {
   HandFile h;
   h.schema = "kvq.quant/3";
-  EXPECT_EQ(read_error(h), path() + ":/: schema kvq.quant/3 is newer than this kvq reads (kvq.quant/2); upgrade kvq");
+  EXPECT_EQ(
+      read_error(h),
+      path() + ":/: schema kvq.quant/3 is newer than this kvq reads (kvq.quant/2); upgrade kvq");
   // Version 1 meant per-(token, head) values and Q-Norm by default under the same method names.
   h.schema = "kvq.quant/1";
-  EXPECT_EQ(read_error(h), path() + ":/: schema kvq.quant/1 is older than this kvq reads (kvq.quant/2); make it again with this kvq");
+  EXPECT_EQ(read_error(h), path() +
+                               ":/: schema kvq.quant/1 is older than this kvq reads (kvq.quant/2); "
+                               "make it again with this kvq");
   h.schema = "kvq.calib/1";
-  EXPECT_EQ(read_error(h), path() + ":/: expected a kvq.quant artifact, found kvq.calib (schema \"kvq.calib/1\")");
+  EXPECT_EQ(read_error(h),
+            path() + ":/: expected a kvq.quant artifact, found kvq.calib (schema \"kvq.calib/1\")");
   h = HandFile();
   h.method = "nuq5";
-  EXPECT_EQ(read_error(h), path() + ":/@method: method 'nuq5': nuq bits: expected 2..4, found 5 (valid: " +
-                               method_forms() + ")");
+  EXPECT_EQ(read_error(h),
+            path() + ":/@method: method 'nuq5': nuq bits: expected 2..4, found 5 (valid: " +
+                method_forms() + ")");
 }
 
 TEST_F(MethodsFileDefects, Levels) {
   HandFile h;
   h.levels[1] = std::nanf("");
-  EXPECT_EQ(read_error(h), path() + ":/layers/00/key/levels_encode: expected finite values, found nan at index 1 (and 1 more)");
+  EXPECT_EQ(read_error(h), path() +
+                               ":/layers/00/key/levels_encode: expected finite values, found nan "
+                               "at index 1 (and 1 more)");
   h.levels = {-0.9f, -0.2f, -0.5f, 0.8f};
-  EXPECT_EQ(read_error(h), path() + ":/layers/00/key/levels_encode: expected strictly ascending values, found -0.5 after "
-                                    "-0.2 at index 2 (and 1 more)");
+  EXPECT_EQ(
+      read_error(h),
+      path() +
+          ":/layers/00/key/levels_encode: expected strictly ascending values, found -0.5 after "
+          "-0.2 at index 2 (and 1 more)");
   h.levels = {-0.9f, -0.2f, 0.3f, 1.5f};
-  EXPECT_EQ(read_error(h), path() + ":/layers/00/key/levels_encode: expected levels in [-1, 1], found 1.5 at index 3 (and 1 more)");
+  EXPECT_EQ(read_error(h), path() +
+                               ":/layers/00/key/levels_encode: expected levels in [-1, 1], found "
+                               "1.5 at index 3 (and 1 more)");
   h.levels = {-0.9f, 0.0f, 0.8f};
-  EXPECT_EQ(read_error(h), path() + ":/layers/00/key/levels_encode: expected shape [4], found [3] (and 1 more)");
+  EXPECT_EQ(read_error(h),
+            path() + ":/layers/00/key/levels_encode: expected shape [4], found [3] (and 1 more)");
   h = HandFile();
   h.levels_as_double = true;
-  EXPECT_EQ(read_error(h), path() + ":/layers/00/key/levels_encode: expected float32, found float64 (and 1 more)");
+  EXPECT_EQ(read_error(h),
+            path() + ":/layers/00/key/levels_encode: expected float32, found float64 (and 1 more)");
 }
 
 TEST_F(MethodsFileDefects, RangesBitsGroupsAndPermutations) {
@@ -226,7 +248,8 @@ TEST_F(MethodsFileDefects, RangesBitsGroupsAndPermutations) {
   EXPECT_EQ(read_error(h), path() + ":/layers/00/key/lo: expected shape [2], found [3]");
   h = HandFile();
   h.lo = {2.0f, -2.0f};
-  EXPECT_EQ(read_error(h), path() + ":/layers/00/key/lo: expected lo <= hi, found 2 > 1 in channel 0");
+  EXPECT_EQ(read_error(h),
+            path() + ":/layers/00/key/lo: expected lo <= hi, found 2 > 1 in channel 0");
   h = HandFile();
   h.key_bits = 3;
   EXPECT_EQ(read_error(h), path() + ":/layers/00/key@bits: expected 2 (nuq2-1%), found 3");
@@ -236,7 +259,10 @@ TEST_F(MethodsFileDefects, RangesBitsGroupsAndPermutations) {
   h = HandFile();
   h.method = "skvq-k2-v2-g2-w4";
   h.perm = {1, 1};
-  EXPECT_EQ(read_error(h), path() + ":/layers/00/key/perm: expected a permutation of 0..1, found 1 at index 1 (and 1 more)");
+  EXPECT_EQ(
+      read_error(h),
+      path() +
+          ":/layers/00/key/perm: expected a permutation of 0..1, found 1 at index 1 (and 1 more)");
 }
 
 TEST_F(MethodsFileDefects, NotAnArtifact) {

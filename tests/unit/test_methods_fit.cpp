@@ -29,11 +29,13 @@ artifact::Array<T> array(std::vector<T> v, std::vector<int64_t> shape) {
 
 // Channel statistics of x [n, C] with fisher, as calib.h5 defines them (schemas/calib-2.md);
 // thresholds are exact order statistics.
-artifact::CalibChannels channel_data(const std::vector<float>& x, const std::vector<float>& f, int64_t n, int64_t C,
-                                int64_t bins, const std::vector<double>& fractions) {
+artifact::CalibChannels channel_data(const std::vector<float>& x, const std::vector<float>& f,
+                                     int64_t n, int64_t C, int64_t bins,
+                                     const std::vector<double>& fractions) {
   artifact::CalibChannels d;
   d.n_tokens = n;
-  std::vector<double> mn(C), mx(C), mean(C, 0), sd(C, 0), fm(C, 0), hc(C * bins, 0), hf(C * bins, 0);
+  std::vector<double> mn(C), mx(C), mean(C, 0), sd(C, 0), fm(C, 0), hc(C * bins, 0),
+      hf(C * bins, 0);
   std::vector<double> th(fractions.size() * 2 * C);
   for (int64_t c = 0; c < C; ++c) {
     std::vector<float> col(n);
@@ -43,7 +45,8 @@ artifact::CalibChannels channel_data(const std::vector<float>& x, const std::vec
     double width = (mx[c] - mn[c]) / static_cast<double>(bins);
     if (!(width > 0)) width = 1;
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t b = std::clamp<int64_t>(static_cast<int64_t>(std::floor((col[i] - mn[c]) / width)), 0, bins - 1);
+      const int64_t b = std::clamp<int64_t>(
+          static_cast<int64_t>(std::floor((col[i] - mn[c]) / width)), 0, bins - 1);
       hc[c * bins + b] += 1;
       hf[c * bins + b] += f[i * C + c];
       fm[c] += f[i * C + c] / n;
@@ -69,8 +72,8 @@ artifact::CalibChannels channel_data(const std::vector<float>& x, const std::vec
 }
 
 // A calibration of synthetic K/V: per channel scales with one outlier channel, Fisher = u^2.
-artifact::CalibData make_calib(int64_t n_layers, int64_t h, int64_t d, int64_t n, int64_t key_bins, int64_t value_bins,
-                            uint64_t seed) {
+artifact::CalibData make_calib(int64_t n_layers, int64_t h, int64_t d, int64_t n, int64_t key_bins,
+                               int64_t value_bins, uint64_t seed) {
   artifact::CalibData c;
   c.path = "synthetic.h5";
   c.model.source = "synthetic";
@@ -97,7 +100,8 @@ artifact::CalibData make_calib(int64_t n_layers, int64_t h, int64_t d, int64_t n
     std::vector<float> k(n * C), v(n * C), kf(n * C), vf(n * C);
     for (int64_t i = 0; i < n * C; ++i) {
       const int64_t ch = i % C;
-      k[i] = normal(rng) * (0.5f + 0.1f * static_cast<float>(ch % 7)) * (ch == 3 ? 6.0f : 1.0f) + 0.3f * (ch % 3);
+      k[i] = normal(rng) * (0.5f + 0.1f * static_cast<float>(ch % 7)) * (ch == 3 ? 6.0f : 1.0f) +
+             0.3f * (ch % 3);
       v[i] = normal(rng) * (1.0f + 0.2f * static_cast<float>(ch % 5));
       kf[i] = std::pow(normal(rng), 2.0f) * 1e-3f;
       vf[i] = std::pow(normal(rng), 2.0f) * 1e-3f;
@@ -108,7 +112,8 @@ artifact::CalibData make_calib(int64_t n_layers, int64_t h, int64_t d, int64_t n
     ld.value = channel_data(v, vf, n, C, key_bins, c.fractions);
     // Normalized values of vectors of `len` consecutive elements (kv_format.h).
     auto vectors = [&](int64_t len) {
-      std::vector<double> nc(nf * value_bins, 0), nfi(nf * value_bins, 0), out(nf, 0), vr(nf * 3, 0);
+      std::vector<double> nc(nf * value_bins, 0), nfi(nf * value_bins, 0), out(nf, 0),
+          vr(nf * 3, 0);
       const int64_t n_vec = n * C / len;
       for (int64_t fi = 0; fi < nf; ++fi) {
         double rmin = 1e300, rmax = 0, rsum = 0;
@@ -118,11 +123,13 @@ artifact::CalibData make_calib(int64_t n_layers, int64_t h, int64_t d, int64_t n
           std::vector<float> s(x, x + len);
           std::sort(s.begin(), s.end());
           const float lo = s[kk], hi = s[len - 1 - kk];
-          const float off = quant::round_to_fp16((lo + hi) / 2.0f), sc = quant::round_to_fp16((hi - lo) / 2.0f);
+          const float off = quant::round_to_fp16((lo + hi) / 2.0f),
+                      sc = quant::round_to_fp16((hi - lo) / 2.0f);
           for (int64_t j = 0; j < len; ++j) {
             if (x[j] < lo || x[j] > hi) continue;
             const float xn = sc > 0 ? (x[j] - off) / sc : 0.0f;
-            const int64_t b = std::clamp<int64_t>(static_cast<int64_t>(std::floor((xn + 1.0) * 0.5 * value_bins)), 0, value_bins - 1);
+            const int64_t b = std::clamp<int64_t>(
+                static_cast<int64_t>(std::floor((xn + 1.0) * 0.5 * value_bins)), 0, value_bins - 1);
             nc[fi * value_bins + b] += 1;
             nfi[fi * value_bins + b] += vf[vec * len + j];
           }
@@ -170,10 +177,12 @@ std::vector<double> brute_force_kmeans(std::vector<std::pair<double, double>> pt
       for (int c = 0; c < k; ++c) {
         const int end = c + 1 < k ? starts[c + 1] : n;
         double sw = 0, swx = 0;
-        for (int i = starts[c]; i < end; ++i) sw += pts[i].second, swx += pts[i].second * pts[i].first;
+        for (int i = starts[c]; i < end; ++i)
+          sw += pts[i].second, swx += pts[i].second * pts[i].first;
         const double m = swx / sw;
         cs.push_back(m);
-        for (int i = starts[c]; i < end; ++i) cost += pts[i].second * (pts[i].first - m) * (pts[i].first - m);
+        for (int i = starts[c]; i < end; ++i)
+          cost += pts[i].second * (pts[i].first - m) * (pts[i].first - m);
       }
       if (cost < best) best = cost, best_c = cs;
       return;
@@ -195,19 +204,25 @@ TEST(MethodsFit, KeyCodebookIsBruteForceWeightedKMeans) {
   const artifact::CalibChannels& kd = c.layers[0].key;
   std::vector<std::pair<double, double>> pts;  // (normalized bin centre, Fisher)
   for (int64_t ch = 0; ch < C; ++ch) {
-    const float lo = static_cast<float>(kd.thresholds.values[ch]), hi = static_cast<float>(kd.thresholds.values[C + ch]);
-    const double off = (lo + hi) / 2.0f, sc = (hi - lo) / 2.0f, w = (kd.max.values[ch] - kd.min.values[ch]) / 4;
+    const float lo = static_cast<float>(kd.thresholds.values[ch]),
+                hi = static_cast<float>(kd.thresholds.values[C + ch]);
+    const double off = (lo + hi) / 2.0f, sc = (hi - lo) / 2.0f,
+                 w = (kd.max.values[ch] - kd.min.values[ch]) / 4;
     for (int b = 0; b < 4; ++b) {
-      if (kd.hist_fisher.values[ch * 4 + b] > 0) pts.push_back({(kd.min.values[ch] + (b + 0.5) * w - off) / sc, kd.hist_fisher.values[ch * 4 + b]});
+      if (kd.hist_fisher.values[ch * 4 + b] > 0)
+        pts.push_back(
+            {(kd.min.values[ch] + (b + 0.5) * w - off) / sc, kd.hist_fisher.values[ch * 4 + b]});
     }
   }
   ASSERT_GT(pts.size(), 4u);
   const std::vector<double> expected = brute_force_kmeans(pts, 4);
   const std::vector<float>& levels = q.key_params(0).levels_encode;
   ASSERT_EQ(levels.size(), 4u);
-  for (int j = 0; j < 4; ++j) EXPECT_NEAR(levels[j], expected[j], 2.0 / 65536) << j;  // the pooling grid
+  for (int j = 0; j < 4; ++j)
+    EXPECT_NEAR(levels[j], expected[j], 2.0 / 65536) << j;  // the pooling grid
   EXPECT_EQ(q.key_params(0).levels_decode, levels);
-  EXPECT_EQ(q.key_params(0).lo[1], static_cast<float>(kd.min.values[1]));  // fraction 0: calibrated min/max
+  EXPECT_EQ(q.key_params(0).lo[1],
+            static_cast<float>(kd.min.values[1]));  // fraction 0: calibrated min/max
   EXPECT_EQ(q.key_params(0).hi[0], static_cast<float>(kd.max.values[0]));
 }
 
@@ -234,22 +249,26 @@ ValuePoints value_points(const artifact::CalibVectors& v, int bins) {
 TEST(MethodsFit, ValueCodebookIsBruteForceWeightedKMeansAndQNormCorrectsIt) {
   const artifact::CalibData c = make_calib(1, 2, 8, 6, /*key_bins=*/8, /*value_bins=*/16, 5);
   // Whole tokens (nuq) and tokens of one KV head (-vhead) have their own histograms and levels.
-  const ValuePoints token = value_points(c.layers[0].value_token, 16), head = value_points(c.layers[0].value_head, 16);
+  const ValuePoints token = value_points(c.layers[0].value_token, 16),
+                    head = value_points(c.layers[0].value_head, 16);
   ASSERT_GT(token.fisher.size(), 4u);
   ASSERT_GT(head.fisher.size(), 4u);
   const Quantizer plain = fit(parse_method("nuq2"), &c);
   const Quantizer per_head = fit(parse_method("nuq2-vhead"), &c);
   const Quantizer qn = fit(parse_method("nuq2-qnorm"), &c);
-  for (const auto& [q, points] : {std::pair{&plain, &token}, std::pair{&per_head, &head}, std::pair{&qn, &token}}) {
+  for (const auto& [q, points] :
+       {std::pair{&plain, &token}, std::pair{&per_head, &head}, std::pair{&qn, &token}}) {
     const std::vector<double> expected = brute_force_kmeans(points->fisher, 4);
-    for (int j = 0; j < 4; ++j) EXPECT_EQ(q->value_params(0).levels_encode[j], static_cast<float>(expected[j])) << j;
+    for (int j = 0; j < 4; ++j)
+      EXPECT_EQ(q->value_params(0).levels_encode[j], static_cast<float>(expected[j])) << j;
   }
   EXPECT_NE(per_head.value_params(0).levels_encode, plain.value_params(0).levels_encode);
   const std::vector<float>& enc = qn.value_params(0).levels_encode;
   std::vector<double> enc_d(enc.begin(), enc.end());
-  const quant::QNormResult r =
-      quant::qnorm_ref(enc_d.data(), 4, token.xs.data(), token.counts.data(), static_cast<int64_t>(token.xs.size()));
-  for (int j = 0; j < 4; ++j) EXPECT_EQ(qn.value_params(0).levels_decode[j], static_cast<float>(r.levels[j])) << j;
+  const quant::QNormResult r = quant::qnorm_ref(
+      enc_d.data(), 4, token.xs.data(), token.counts.data(), static_cast<int64_t>(token.xs.size()));
+  for (int j = 0; j < 4; ++j)
+    EXPECT_EQ(qn.value_params(0).levels_decode[j], static_cast<float>(r.levels[j])) << j;
   EXPECT_NE(qn.value_params(0).levels_decode, enc);
   EXPECT_EQ(plain.value_params(0).levels_decode, plain.value_params(0).levels_encode);
 }
@@ -260,7 +279,8 @@ TEST(MethodsFit, KeyRangesAreTheThresholdsAtTheFraction) {
   const artifact::CalibChannels& kd = c.layers[1].key;
   for (int64_t ch = 0; ch < 16; ++ch) {
     EXPECT_EQ(q.key_params(1).lo[ch], static_cast<float>(kd.thresholds.values[(2 * 2) * 16 + ch]));
-    EXPECT_EQ(q.key_params(1).hi[ch], static_cast<float>(kd.thresholds.values[(2 * 2 + 1) * 16 + ch]));
+    EXPECT_EQ(q.key_params(1).hi[ch],
+              static_cast<float>(kd.thresholds.values[(2 * 2 + 1) * 16 + ch]));
   }
   EXPECT_EQ(q.key_params(1).outlier_fraction, 0.05);
   EXPECT_GT(q.key_params(1).fisher_error, 0.0);
@@ -274,11 +294,13 @@ TEST(MethodsFit, DeterministicAndMessages) {
     const Quantizer a = fit(parse_method(m), &c), b = fit(parse_method(m), &c);
     test::expect_same_params(a, b, 2, m);
   }
-  EXPECT_EQ(error_of([] { fit(parse_method("nuq3"), nullptr); }), "method nuq3 needs --calib calib.h5");
+  EXPECT_EQ(error_of([] { fit(parse_method("nuq3"), nullptr); }),
+            "method nuq3 needs --calib calib.h5");
   EXPECT_EQ(error_of([] { fit(parse_method("skvq-k2-v2-g128-w128"), nullptr); }),
             "method skvq-k2-v2-g128-w128 needs --calib calib.h5");
   EXPECT_EQ(error_of([&] { fit(parse_method("nuq3-3%"), &c); }),
-            "synthetic.h5: method nuq3-3%: outlier fraction 0.03 is not among the calibrated fractions (0, 0.01, 0.05); "
+            "synthetic.h5: method nuq3-3%: outlier fraction 0.03 is not among the calibrated "
+            "fractions (0, 0.01, 0.05); "
             "use one of them");
   FitOptions budget;
   budget.bits_budget = 3;
@@ -300,12 +322,16 @@ TEST(MethodsFit, SkvqPermutationOrdersRangesAndClipIsTheBruteForceBest) {
     std::sort(sorted.begin(), sorted.end());
     for (int64_t i = 0; i < 16; ++i) ASSERT_EQ(sorted[i], i);  // a permutation
     for (int64_t i = 1; i < 16; ++i) {
-      EXPECT_LE(d.max.values[p.perm[i - 1]] - d.min.values[p.perm[i - 1]], d.max.values[p.perm[i]] - d.min.values[p.perm[i]]);
+      EXPECT_LE(d.max.values[p.perm[i - 1]] - d.min.values[p.perm[i - 1]],
+                d.max.values[p.perm[i]] - d.min.values[p.perm[i]]);
     }
     // The clip ratio minimising the Fisher-weighted error on the samples, through the reference.
     const artifact::CalibLayer& l = c.layers[0];
-    const at::Tensor x = at::tensor(key ? l.sample_key.values : l.sample_value.values).view({1, 64, 2, 8});
-    const at::Tensor f = at::tensor(key ? l.sample_key_fisher.values : l.sample_value_fisher.values).view({1, 64, 2, 8}).to(at::kDouble);
+    const at::Tensor x =
+        at::tensor(key ? l.sample_key.values : l.sample_value.values).view({1, 64, 2, 8});
+    const at::Tensor f = at::tensor(key ? l.sample_key_fisher.values : l.sample_value_fisher.values)
+                             .view({1, 64, 2, 8})
+                             .to(at::kDouble);
     float best = 0;
     double best_err = std::numeric_limits<double>::infinity();
     for (float r : FitOptions().clip_grid) {
@@ -372,7 +398,8 @@ TEST(MethodsFit, BitsBudgetIsTheBestAllocation) {
       EXPECT_NEAR(err, best, 1e-9 * best) << budget;
     }
   }
-  EXPECT_EQ(error_of([] { choose_bits({}, 1.5); }), "--bits-budget: expected 2..4 average code bits per element, found 1.5");
+  EXPECT_EQ(error_of([] { choose_bits({}, 1.5); }),
+            "--bits-budget: expected 2..4 average code bits per element, found 1.5");
   const artifact::CalibData c = make_calib(3, 2, 8, 200, 64, 512, 19);
   FitOptions options;
   options.bits_budget = 2.5;

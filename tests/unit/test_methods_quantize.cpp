@@ -30,9 +30,10 @@ using test::error_of;
 at::Tensor awkward_input(int64_t b, int64_t t, int64_t h, int64_t d, uint64_t seed) {
   at::manual_seed(seed);
   at::Tensor x = at::randn({b, t, h, d}, at::kFloat);
-  if (t > 3) x[0][3][h - 1].fill_(0.7f);                 // a constant (token, head) vector
-  if (t > 5) x[b - 1].narrow(0, 0, 5).select(2, 1).fill_(-1.25f);  // channel 1 constant over 5 tokens
-  x[0][0][0][0] = 9.5f;                                 // outliers
+  if (t > 3) x[0][3][h - 1].fill_(0.7f);  // a constant (token, head) vector
+  if (t > 5)
+    x[b - 1].narrow(0, 0, 5).select(2, 1).fill_(-1.25f);  // channel 1 constant over 5 tokens
+  x[0][0][0][0] = 9.5f;                                   // outliers
   x[b - 1][t - 1][0][d - 1] = -7.25f;
   if (d > 4) x[0][t / 2][0].narrow(0, 0, 4).fill_(0.5f);  // ties inside one vector
   return x;
@@ -93,12 +94,14 @@ void expect_same(const at::Tensor& a, const at::Tensor& b, const std::string& wh
   const at::Tensor diff = (fa != fb);
   if (diff.any().item<bool>()) {
     const int64_t i = diff.reshape({-1}).nonzero()[0].item<int64_t>();
-    FAIL() << what << ": " << diff.sum().item<int64_t>() << " of " << fa.numel() << " elements differ; first at flat "
-           << i << ": " << fa.reshape({-1})[i].item<float>() << " vs reference " << fb.reshape({-1})[i].item<float>();
+    FAIL() << what << ": " << diff.sum().item<int64_t>() << " of " << fa.numel()
+           << " elements differ; first at flat " << i << ": " << fa.reshape({-1})[i].item<float>()
+           << " vs reference " << fb.reshape({-1})[i].item<float>();
   }
 }
 
-void expect_torch_matches_reference(const Quantizer& q, const at::Tensor& x, const std::string& what) {
+void expect_torch_matches_reference(const Quantizer& q, const at::Tensor& x,
+                                    const std::string& what) {
   for (const bool key : {true, false}) {
     QuantCounters ct, cr;
     const at::Tensor t = key ? q.quantize_keys(0, x, &ct) : q.quantize_values(0, x, &ct);
@@ -110,18 +113,42 @@ void expect_torch_matches_reference(const Quantizer& q, const at::Tensor& x, con
   }
 }
 
-const std::vector<std::string> kMethods = {
-    "fp16", "fp8-e4m3", "fp8-e5m2", "int1", "int2", "int3-token", "int4", "int8", "int4-channel", "int3-g8",
-    "int3-g5", "int2-g64", "kivi2-g8-r16", "kivi4", "kivi2-g5-r10", "skvq-k2-v3-g8-w4", "skvq-k4-v2-g5-w4-s0",
-    "skvq-k3-v3-g128-w128", "nuq2", "nuq3-1%", "nuq4-5%", "nuq2-1%-vhead", "nuq3-qnorm", "nuq4-1%-vhead-qnorm", "nuq3-0.5%-sink-post"};
+const std::vector<std::string> kMethods = {"fp16",
+                                           "fp8-e4m3",
+                                           "fp8-e5m2",
+                                           "int1",
+                                           "int2",
+                                           "int3-token",
+                                           "int4",
+                                           "int8",
+                                           "int4-channel",
+                                           "int3-g8",
+                                           "int3-g5",
+                                           "int2-g64",
+                                           "kivi2-g8-r16",
+                                           "kivi4",
+                                           "kivi2-g5-r10",
+                                           "skvq-k2-v3-g8-w4",
+                                           "skvq-k4-v2-g5-w4-s0",
+                                           "skvq-k3-v3-g128-w128",
+                                           "nuq2",
+                                           "nuq3-1%",
+                                           "nuq4-5%",
+                                           "nuq2-1%-vhead",
+                                           "nuq3-qnorm",
+                                           "nuq4-1%-vhead-qnorm",
+                                           "nuq3-0.5%-sink-post"};
 
 TEST(MethodsQuantize, TorchEqualsReferenceOnRandomInputs) {
   for (const std::string& method : kMethods) {
-    for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 37, 3, 16}, {1, 1, 1, 8}, {1, 130, 2, 32}}) {
+    for (const auto& shape :
+         std::vector<std::vector<int64_t>>{{2, 37, 3, 16}, {1, 1, 1, 8}, {1, 130, 2, 32}}) {
       const Quantizer q = make_quantizer(method, shape[2], shape[3]);
       const at::Tensor x = awkward_input(shape[0], shape[1], shape[2], shape[3], 7);
-      expect_torch_matches_reference(q, x, method + " [" + std::to_string(shape[0]) + "," + std::to_string(shape[1]) + "," +
-                                               std::to_string(shape[2]) + "," + std::to_string(shape[3]) + "]");
+      expect_torch_matches_reference(q, x,
+                                     method + " [" + std::to_string(shape[0]) + "," +
+                                         std::to_string(shape[1]) + "," + std::to_string(shape[2]) +
+                                         "," + std::to_string(shape[3]) + "]");
     }
   }
 }
@@ -130,14 +157,17 @@ TEST(MethodsQuantize, TorchEqualsReferenceOnRandomInputs) {
 TEST(MethodsQuantize, CudaEqualsReference) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   for (const std::string& method : kMethods) {
-    for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 37, 3, 16}, {1, 1, 1, 8}, {3, 517, 2, 128}}) {
+    for (const auto& shape :
+         std::vector<std::vector<int64_t>>{{2, 37, 3, 16}, {1, 1, 1, 8}, {3, 517, 2, 128}}) {
       const Quantizer q = make_quantizer(method, shape[2], shape[3]);
       const at::Tensor x = awkward_input(shape[0], shape[1], shape[2], shape[3], 21);
       for (const bool key : {true, false}) {
         QuantCounters ct, cr;
-        const at::Tensor t = key ? q.quantize_keys(0, x.to(at::kCUDA), &ct) : q.quantize_values(0, x.to(at::kCUDA), &ct);
+        const at::Tensor t = key ? q.quantize_keys(0, x.to(at::kCUDA), &ct)
+                                 : q.quantize_values(0, x.to(at::kCUDA), &ct);
         ASSERT_TRUE(t.is_cuda()) << method;
-        const at::Tensor r = key ? q.quantize_keys_ref(0, x, &cr) : q.quantize_values_ref(0, x, &cr);
+        const at::Tensor r =
+            key ? q.quantize_keys_ref(0, x, &cr) : q.quantize_values_ref(0, x, &cr);
         expect_same(t.cpu(), r, method + (key ? " keys on cuda" : " values on cuda"));
         EXPECT_EQ(ct.outliers, cr.outliers) << method;
       }
@@ -196,14 +226,16 @@ TEST(MethodsQuantize, NuqWithoutQNormIsKvFormatsReference) {
     at::Tensor keys = at::empty_like(x), values = at::empty_like(x);
     const int64_t rows = x.numel() / C;
     for (int64_t c = 0; c < C; ++c) {
-      quant::nuq_fake_quant_channel_ref(x.data_ptr<float>() + c, rows, C, kp.lo[c], kp.hi[c], kp.outlier_fraction > 0,
-                                        kp.levels_encode.data(), static_cast<int>(kp.levels_encode.size()),
+      quant::nuq_fake_quant_channel_ref(x.data_ptr<float>() + c, rows, C, kp.lo[c], kp.hi[c],
+                                        kp.outlier_fraction > 0, kp.levels_encode.data(),
+                                        static_cast<int>(kp.levels_encode.size()),
                                         keys.data_ptr<float>() + c);
     }
     for (int64_t v = 0; v < rows * C / len; ++v) {
-      quant::nuq_fake_quant_vector_ref(x.data_ptr<float>() + v * len, len, 1, vp.levels_encode.data(),
-                                       static_cast<int>(vp.levels_encode.size()), vp.outlier_fraction,
-                                       values.data_ptr<float>() + v * len);
+      quant::nuq_fake_quant_vector_ref(x.data_ptr<float>() + v * len, len, 1,
+                                       vp.levels_encode.data(),
+                                       static_cast<int>(vp.levels_encode.size()),
+                                       vp.outlier_fraction, values.data_ptr<float>() + v * len);
     }
     expect_same(q.quantize_keys(0, x), keys, method + " keys");
     expect_same(q.quantize_values(0, x), values, method + " values");
@@ -213,7 +245,8 @@ TEST(MethodsQuantize, NuqWithoutQNormIsKvFormatsReference) {
 TEST(MethodsQuantize, OutliersAreRestoredExactly) {
   const int64_t h = 2, d = 16;
   at::manual_seed(5);
-  const at::Tensor x = at::randn({1, 40, h, d}) * 3;  // distinct values: 1 outlier per side per vector
+  const at::Tensor x =
+      at::randn({1, 40, h, d}) * 3;  // distinct values: 1 outlier per side per vector
   const Quantizer q = make_quantizer("nuq2-1%", h, d);
   // Values per token (32 elements) and, with -vhead, per token and head (16): k = 1 per side.
   for (const std::string method : {"nuq2-1%", "nuq2-1%-vhead"}) {
@@ -227,7 +260,8 @@ TEST(MethodsQuantize, OutliersAreRestoredExactly) {
     for (int64_t i = 0; i < flat.size(0); ++i) {
       for (const at::Tensor* idx : {&hi_idx, &lo_idx}) {
         const float original = flat[i][(*idx)[i].item<int64_t>()].item<float>();
-        EXPECT_EQ(out[i][(*idx)[i].item<int64_t>()].item<float>(), quant::round_to_fp16(original)) << method;
+        EXPECT_EQ(out[i][(*idx)[i].item<int64_t>()].item<float>(), quant::round_to_fp16(original))
+            << method;
       }
     }
   }
@@ -238,7 +272,8 @@ TEST(MethodsQuantize, OutliersAreRestoredExactly) {
   const at::Tensor outside = (x < lo) | (x > hi);
   EXPECT_EQ(ck.outliers, outside.sum().item<int64_t>());
   EXPECT_GT(ck.outliers, 0);
-  EXPECT_TRUE(at::equal(k.masked_select(outside), x.masked_select(outside).to(at::kHalf).to(at::kFloat)));
+  EXPECT_TRUE(
+      at::equal(k.masked_select(outside), x.masked_select(outside).to(at::kHalf).to(at::kFloat)));
 }
 
 TEST(MethodsQuantize, KiviGroupsKeysAlongTimeFromZeroAndValuesAlongChannels) {
@@ -246,8 +281,10 @@ TEST(MethodsQuantize, KiviGroupsKeysAlongTimeFromZeroAndValuesAlongChannels) {
   at::Tensor x = awkward_input(1, 70, 2, 16, 9);
   const at::Tensor k = q.quantize_keys(0, x);
   // Groups [0, 32), [32, 64), [64, 70): each quantizes alone.
-  for (const auto& [start, len] : std::vector<std::pair<int64_t, int64_t>>{{0, 32}, {32, 32}, {64, 6}, {0, 64}}) {
-    expect_same(k.narrow(1, start, len), q.quantize_keys(0, x.narrow(1, start, len).contiguous()), "time group");
+  for (const auto& [start, len] :
+       std::vector<std::pair<int64_t, int64_t>>{{0, 32}, {32, 32}, {64, 6}, {0, 64}}) {
+    expect_same(k.narrow(1, start, len), q.quantize_keys(0, x.narrow(1, start, len).contiguous()),
+                "time group");
   }
   // Per channel: a group of a channel has at most 4 distinct values (2 bits).
   const at::Tensor g = k.narrow(1, 0, 32).select(2, 1).select(2, 5);
@@ -257,7 +294,8 @@ TEST(MethodsQuantize, KiviGroupsKeysAlongTimeFromZeroAndValuesAlongChannels) {
   const at::Tensor ky = q.quantize_keys(0, y);
   expect_same(ky.narrow(1, 0, 32), k.narrow(1, 0, 32), "group 0 untouched");
   expect_same(ky.narrow(1, 64, 6), k.narrow(1, 64, 6), "group 2 untouched");
-  EXPECT_FALSE(at::equal(ky.narrow(1, 32, 32).select(2, 1).select(2, 5), k.narrow(1, 32, 32).select(2, 1).select(2, 5)));
+  EXPECT_FALSE(at::equal(ky.narrow(1, 32, 32).select(2, 1).select(2, 5),
+                         k.narrow(1, 32, 32).select(2, 1).select(2, 5)));
   // Values: groups of G = 8 channels within a head.
   const Quantizer q8 = make_quantizer("kivi2-g8-r16", 0, 0);
   const at::Tensor v = q8.quantize_values(0, x);
@@ -285,15 +323,18 @@ TEST(MethodsQuantize, SkvqPermutationIsUndone) {
 
 TEST(MethodsQuantize, DtypesStridesAndEmptyInputs) {
   const at::Tensor x = awkward_input(1, 21, 2, 16, 8);
-  for (const std::string method : {"int4", "nuq3-1%", "kivi2-g8-r16", "skvq-k2-v2-g8-w4", "fp8-e4m3"}) {
+  for (const std::string method :
+       {"int4", "nuq3-1%", "kivi2-g8-r16", "skvq-k2-v2-g8-w4", "fp8-e4m3"}) {
     const Quantizer q = make_quantizer(method, 2, 16);
     for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kDouble}) {
       const at::Tensor xd = x.to(dtype);
       const at::Tensor out = q.quantize_keys(0, xd);
       EXPECT_EQ(out.scalar_type(), dtype) << method;
-      expect_same(out, q.quantize_keys_ref(0, xd.to(at::kFloat)).to(dtype), method + " " + c10::toString(dtype));
+      expect_same(out, q.quantize_keys_ref(0, xd.to(at::kFloat)).to(dtype),
+                  method + " " + c10::toString(dtype));
     }
-    const at::Tensor strided = x.transpose(1, 2).contiguous().transpose(1, 2);  // [b, t, h, d] view, not contiguous
+    const at::Tensor strided =
+        x.transpose(1, 2).contiguous().transpose(1, 2);  // [b, t, h, d] view, not contiguous
     ASSERT_FALSE(strided.is_contiguous());
     expect_same(q.quantize_values(0, strided), q.quantize_values(0, x), method + " strided");
     const at::Tensor empty = at::empty({1, 0, 2, 16});
@@ -303,20 +344,34 @@ TEST(MethodsQuantize, DtypesStridesAndEmptyInputs) {
 
 TEST(MethodsQuantize, BadInputsExactMessages) {
   const Quantizer q = make_quantizer("nuq3-1%", 3, 16);
-  EXPECT_EQ(error_of([&] { q.quantize_keys(0, at::zeros({2, 3, 16})); }),
+  EXPECT_EQ(error_of([&] {
+              q.quantize_keys(0, at::zeros({2, 3, 16}));
+            }),
             "quantize_keys: expected [batch, n_tokens, n_kv_heads, head_dim], found [2, 3, 16]");
-  EXPECT_EQ(error_of([&] { q.quantize_keys(1, at::zeros({1, 2, 3, 16})); }), "quantize_keys: layer: expected 0..0, found 1");
-  EXPECT_EQ(error_of([&] { q.quantize_values(0, at::zeros({1, 2, 2, 16})); }),
+  EXPECT_EQ(error_of([&] {
+              q.quantize_keys(1, at::zeros({1, 2, 3, 16}));
+            }),
+            "quantize_keys: layer: expected 0..0, found 1");
+  EXPECT_EQ(error_of([&] {
+              q.quantize_values(0, at::zeros({1, 2, 2, 16}));
+            }),
             "quantize_values: expected [batch, n_tokens, 3, 16], found [1, 2, 2, 16]");
-  EXPECT_EQ(error_of([&] { q.quantize_values(0, at::zeros({1, 2, 3, 16}, at::kInt)); }),
+  EXPECT_EQ(error_of([&] {
+              q.quantize_values(0, at::zeros({1, 2, 3, 16}, at::kInt));
+            }),
             "quantize_values: expected a floating-point tensor, found Int");
   const Quantizer free = make_quantizer("int4", 0, 0);
-  EXPECT_EQ(error_of([&] { free.quantize_keys(-1, at::zeros({1, 2, 3, 16})); }), "quantize_keys: layer: expected >= 0, found -1");
-  EXPECT_EQ(error_of([&] { Quantizer(parse_method("nuq3"), {}, 2, 16); }),
-            "method nuq3 needs per-layer parameters fitted from calibration (kvq fit --calib calib.h5)");
+  EXPECT_EQ(error_of([&] {
+              free.quantize_keys(-1, at::zeros({1, 2, 3, 16}));
+            }),
+            "quantize_keys: layer: expected >= 0, found -1");
+  EXPECT_EQ(
+      error_of([&] { Quantizer(parse_method("nuq3"), {}, 2, 16); }),
+      "method nuq3 needs per-layer parameters fitted from calibration (kvq fit --calib calib.h5)");
   LayerParams bad;
   bad.key.bits = bad.value.bits = 9;
-  EXPECT_EQ(error_of([&] { Quantizer(parse_method("kivi2"), {bad}, 0, 0); }), "layer 0 key: bits: expected 1..8 for kivi2-g32-r128, found 9");
+  EXPECT_EQ(error_of([&] { Quantizer(parse_method("kivi2"), {bad}, 0, 0); }),
+            "layer 0 key: bits: expected 1..8 for kivi2-g32-r128, found 9");
 }
 
 // Every finite non-negative fp8 value, ascending, from the format's definition.
@@ -337,26 +392,32 @@ std::vector<double> fp8_table(Fp8Format f) {
 TEST(MethodsQuantize, Fp8RoundingMatchesATableOfEveryValue) {
   for (const Fp8Format f : {Fp8Format::kE4M3, Fp8Format::kE5M2}) {
     const std::vector<double> table = fp8_table(f);
-    EXPECT_EQ(table.size(), f == Fp8Format::kE4M3 ? 127u : 124u);  // e4m3fn: 0x00..0x7E; e5m2: 0x00..0x7B
+    EXPECT_EQ(table.size(),
+              f == Fp8Format::kE4M3 ? 127u : 124u);  // e4m3fn: 0x00..0x7E; e5m2: 0x00..0x7B
     for (double v : table) EXPECT_EQ(detail::fp8_round_ref(static_cast<float>(v), f), v);
     std::mt19937_64 rng(3);
     std::uniform_real_distribution<double> u(0.0, 1.0);
     std::vector<float> probes;
     for (size_t i = 0; i + 1 < table.size(); ++i) {
-      probes.push_back(static_cast<float>((table[i] + table[i + 1]) / 2));  // ties: to the even index
+      probes.push_back(
+          static_cast<float>((table[i] + table[i + 1]) / 2));  // ties: to the even index
       probes.push_back(static_cast<float>(table[i] + u(rng) * (table[i + 1] - table[i])));
     }
     for (float p : probes) {
-      const size_t hi = std::lower_bound(table.begin(), table.end(), static_cast<double>(p)) - table.begin();
+      const size_t hi =
+          std::lower_bound(table.begin(), table.end(), static_cast<double>(p)) - table.begin();
       const double below = p - table[hi - 1], above = table[hi] - p;
-      const double expected = below < above ? table[hi - 1] : above < below ? table[hi] : table[hi % 2 == 0 ? hi : hi - 1];
+      const double expected = below < above   ? table[hi - 1]
+                              : above < below ? table[hi]
+                                              : table[hi % 2 == 0 ? hi : hi - 1];
       EXPECT_EQ(detail::fp8_round_ref(p, f), expected) << p;
       EXPECT_EQ(detail::fp8_round_ref(-p, f), -expected) << p;
     }
     // The LibTorch path on the same probes (scale 1: amax = fp8 max).
     const at::Tensor x = at::tensor(probes);
     const at::Tensor y = detail::fp8_fake_quant(x, detail::fp8_max(f), f);
-    for (size_t i = 0; i < probes.size(); ++i) EXPECT_EQ(y[i].item<float>(), detail::fp8_round_ref(probes[i], f)) << probes[i];
+    for (size_t i = 0; i < probes.size(); ++i)
+      EXPECT_EQ(y[i].item<float>(), detail::fp8_round_ref(probes[i], f)) << probes[i];
   }
 }
 

@@ -24,7 +24,8 @@ TEST(MethodsFit, RealCalibrationOfLlama1m) {
   const model::SafetensorsFile ref(dir + "/reference.safetensors");
   const model::TensorView& ids = ref.get("input_ids");
   std::vector<int32_t> tokens(ids.numel());
-  for (int64_t i = 0; i < ids.numel(); ++i) tokens[i] = static_cast<int32_t>(reinterpret_cast<const int64_t*>(ids.data)[i]);
+  for (int64_t i = 0; i < ids.numel(); ++i)
+    tokens[i] = static_cast<int32_t>(reinterpret_cast<const int64_t*>(ids.data)[i]);
   calib::CalibOptions options;
   options.n_samples = 2;
   options.seq_len = 32;
@@ -35,10 +36,12 @@ TEST(MethodsFit, RealCalibrationOfLlama1m) {
   data.source = "reference.safetensors";
   data.n_sequences = 2;
   data.seq_len = 32;
-  calib::write_calib(tmp.file("calib.h5"), r, artifact::model_fingerprint(m.config(), m.weights().checksum, dir), data,
+  calib::write_calib(tmp.file("calib.h5"), r,
+                     artifact::model_fingerprint(m.config(), m.weights().checksum, dir), data,
                      {"cpu", "fp32", "now"});
   const artifact::CalibData c = artifact::read_calib(tmp.file("calib.h5"));
-  for (const std::string method : {"nuq3-1%", "nuq2-1%-post", "nuq4", "skvq-k2-v2-g16-w8", "skvq-k3-v2-g16-w8-post", "kivi2", "fp8-e4m3"}) {
+  for (const std::string method : {"nuq3-1%", "nuq2-1%-post", "nuq4", "skvq-k2-v2-g16-w8",
+                                   "skvq-k3-v2-g16-w8-post", "kivi2", "fp8-e4m3"}) {
     const Quantizer q = fit(parse_method(method), &c);
     write_quant(tmp.file("quant.h5"), q, "now");
     const Quantizer back = read_quant(tmp.file("quant.h5"));

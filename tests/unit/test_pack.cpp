@@ -52,9 +52,9 @@ TEST(Pack, PackedWords) {
     int bits;
     int64_t words;
   };
-  const Case cases[] = {{0, 2, 0},  {1, 2, 1},  {16, 2, 1}, {17, 2, 2}, {0, 3, 0},
-                        {1, 3, 1},  {10, 3, 1}, {11, 3, 2}, {97, 3, 10}, {0, 4, 0},
-                        {8, 4, 1},  {9, 4, 2},  {4097, 4, 513}, {4097, 2, 257}};
+  const Case cases[] = {{0, 2, 0}, {1, 2, 1},  {16, 2, 1},     {17, 2, 2},    {0, 3, 0},
+                        {1, 3, 1}, {10, 3, 1}, {11, 3, 2},     {97, 3, 10},   {0, 4, 0},
+                        {8, 4, 1}, {9, 4, 2},  {4097, 4, 513}, {4097, 2, 257}};
   for (const Case& c : cases) {
     EXPECT_EQ(packed_words(c.n_codes, c.bits), c.words)
         << "n_codes " << c.n_codes << " bits " << c.bits;
@@ -84,8 +84,8 @@ TEST(Pack, ExactLayout) {
     std::vector<uint32_t> words(c.words.size(), kPoisonWord);
     pack_codes_ref(c.codes.data(), n, c.bits, words.data());
     for (size_t w = 0; w < words.size(); ++w) {
-      EXPECT_EQ(words[w], c.words[w]) << "word " << w << std::hex << ": got 0x" << words[w]
-                                      << ", expected 0x" << c.words[w];
+      EXPECT_EQ(words[w], c.words[w])
+          << "word " << w << std::hex << ": got 0x" << words[w] << ", expected 0x" << c.words[w];
     }
     std::vector<uint8_t> codes(c.codes.size(), kPoisonCode);
     unpack_codes_ref(c.words.data(), n, c.bits, codes.data());

@@ -41,7 +41,9 @@ PlotSpec small_spec() {
 TEST(PlotSvg, ExactTextOfASmallChart) {
   // Ticks 1-2-5 on the symlog y axis (c = 0.1%), the front int2 -> nuq3 -> int4 under the
   // markers, each label beside its marker and clear of the front line.
-  EXPECT_EQ(render_svg(small_spec()), R"svg(<svg xmlns="http://www.w3.org/2000/svg" width="960" height="620" viewBox="0 0 960 620" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="11">
+  EXPECT_EQ(
+      render_svg(small_spec()),
+      R"svg(<svg xmlns="http://www.w3.org/2000/svg" width="960" height="620" viewBox="0 0 960 620" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="11">
 <title>m on t, L = 8</title>
 <rect width="960" height="620" fill="#fff"/>
 <text x="480.0" y="26.0" font-size="15" text-anchor="middle">m on t, L = 8</text>
@@ -155,7 +157,8 @@ TEST(ParetoFront, MatchesTheDefinitionOnRandomPointsWithTies) {
     // Few distinct values, so equal x, equal y and equal points are common.
     const int range = 1 + trial % 7;
     std::vector<double> x(n), y(n);
-    for (size_t i = 0; i < n; ++i) x[i] = double(rng() % range) / 4, y[i] = double(rng() % range) - 2;
+    for (size_t i = 0; i < n; ++i)
+      x[i] = double(rng() % range) / 4, y[i] = double(rng() % range) - 2;
     std::vector<size_t> want;
     for (size_t i = 0; i < n; ++i) {
       if (!dominated(x, y, i)) want.push_back(i);
@@ -205,7 +208,8 @@ TEST(PlotLabels, CrowdedChartLabelsOverlapNothingAndStayInTheFrame) {
   // Every label is in the file, drawn or in its marker's tooltip.
   const std::string svg = render_svg(spec);
   for (const Series& s : spec.series) {
-    for (const std::string& label : s.point_labels) EXPECT_NE(svg.find("<title>" + label + ": "), std::string::npos);
+    for (const std::string& label : s.point_labels)
+      EXPECT_NE(svg.find("<title>" + label + ": "), std::string::npos);
   }
 }
 
@@ -247,24 +251,39 @@ TEST(PlotErrors, OneLineMessagesNamingPathSeriesAndIndex) {
     spec.series = std::move(series);
     return spec;
   };
-  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({})); }), path + ": expected at least one series, found none");
-  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({{"int4", {}, {}, {}}})); }),
+  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({})); }),
+            path + ": expected at least one series, found none");
+  EXPECT_EQ(error_of([&] {
+              write_plot_svg(path, with({{"int4", {}, {}, {}}}));
+            }),
             path + ": series 'int4': expected at least one point, found none");
-  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({{"a", {1, 2}, {1}, {}}})); }),
+  EXPECT_EQ(error_of([&] {
+              write_plot_svg(path, with({{"a", {1, 2}, {1}, {}}}));
+            }),
             path + ": series 'a': expected as many y values as x values (2), found 1");
-  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({{"a", {1}, {1}, {"x", "y"}}})); }),
+  EXPECT_EQ(error_of([&] {
+              write_plot_svg(path, with({{"a", {1}, {1}, {"x", "y"}}}));
+            }),
             path + ": series 'a': expected no point labels or one per point (1), found 2");
-  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({{"a", {1}, {1}, {}}, {"int4", {1, 2, 3}, {5, 6, nan}, {}}})); }),
-            path + ": series 'int4' point 2: expected finite x and y, found x=3 y=nan");
-  EXPECT_EQ(error_of([&] { write_plot_svg(path, with({{"", {INFINITY}, {1}, {}}})); }),
+  EXPECT_EQ(
+      error_of([&] {
+        write_plot_svg(path, with({{"a", {1}, {1}, {}}, {"int4", {1, 2, 3}, {5, 6, nan}, {}}}));
+      }),
+      path + ": series 'int4' point 2: expected finite x and y, found x=3 y=nan");
+  EXPECT_EQ(error_of([&] {
+              write_plot_svg(path, with({{"", {INFINITY}, {1}, {}}}));
+            }),
             path + ": series #0 point 0: expected finite x and y, found x=inf y=1");
   PlotSpec ref = with({{"a", {1}, {1}, {}}});
   ref.y_reference = nan;
-  EXPECT_EQ(error_of([&] { write_plot_svg(path, ref); }), path + ": y_reference: expected a finite value, found nan");
+  EXPECT_EQ(error_of([&] { write_plot_svg(path, ref); }),
+            path + ": y_reference: expected a finite value, found nan");
   // Without a path the plot is named by its title.
   ref.title = "t";
-  EXPECT_EQ(error_of([&] { render_svg(ref); }), "plot 't': y_reference: expected a finite value, found nan");
-  EXPECT_EQ(error_of([&] { plot_layout(with({})); }), "plot: expected at least one series, found none");
+  EXPECT_EQ(error_of([&] { render_svg(ref); }),
+            "plot 't': y_reference: expected a finite value, found nan");
+  EXPECT_EQ(error_of([&] { plot_layout(with({})); }),
+            "plot: expected at least one series, found none");
 
   const std::string missing = dir.file("no/such/dir/p.svg");
   const std::string msg = error_of([&] { write_plot_svg(missing, small_spec()); });
@@ -274,7 +293,8 @@ TEST(PlotErrors, OneLineMessagesNamingPathSeriesAndIndex) {
   DIR* d = opendir(dir.path().c_str());
   ASSERT_NE(d, nullptr);
   int entries = 0;
-  while (dirent* e = readdir(d)) entries += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
+  while (dirent* e = readdir(d))
+    entries += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
   closedir(d);
   EXPECT_EQ(entries, 0);
 }

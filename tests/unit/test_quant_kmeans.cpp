@@ -66,7 +66,8 @@ double brute_assignments(const std::vector<double>& x, const std::vector<double>
     double cost = 0.0;
     for (int c = 0; c < k; ++c) {
       std::vector<int> members;
-      for (int i = 0; i < n; ++i) if (label[i] == c) members.push_back(i);
+      for (int i = 0; i < n; ++i)
+        if (label[i] == c) members.push_back(i);
       cost += cluster_cost(x, w, members);
     }
     best = std::min(best, cost);
@@ -114,8 +115,8 @@ TEST(KMeans, EqualsBruteForceOnSmallProblems) {
     const KMeansResult r = kmeans_1d_sorted(x.data(), w.data(), n, k);
     expect_strictly_ascending(r.centroids, k);
     const double brute = brute_contiguous(x, w, k);
-    ASSERT_TRUE(near(r.cost, brute)) << "trial " << trial << " n " << n << " k " << k
-                                     << " cost " << r.cost << " brute " << brute;
+    ASSERT_TRUE(near(r.cost, brute)) << "trial " << trial << " n " << n << " k " << k << " cost "
+                                     << r.cost << " brute " << brute;
     ASSERT_TRUE(near(nearest_cost(x, w, r.centroids), r.cost)) << "trial " << trial;
     if (n <= 7 && k <= 3) {
       ASSERT_TRUE(near(brute_assignments(x, w, k), brute)) << "trial " << trial;
@@ -154,8 +155,7 @@ TEST(KMeans, FewerDistinctPointsThanLevels) {
   EXPECT_EQ(kmeans_1d_sorted(&half, nullptr, 1, 4).centroids,
             (std::vector<double>{-0.5, -0.25, 0.0, 0.5}));
   EXPECT_EQ(kmeans_1d_sorted(&zero, nullptr, 1, 2).centroids, (std::vector<double>{0.0, 1.0}));
-  EXPECT_EQ(kmeans_1d_sorted(&minus3, nullptr, 1, 2).centroids,
-            (std::vector<double>{-3.0, 0.0}));
+  EXPECT_EQ(kmeans_1d_sorted(&minus3, nullptr, 1, 2).centroids, (std::vector<double>{-3.0, 0.0}));
   EXPECT_EQ(kmeans_1d_sorted(&three, nullptr, 1, 3).centroids,
             (std::vector<double>{0.0, 1.5, 3.0}));
   EXPECT_EQ(kmeans_1d_sorted(&three, nullptr, 1, 1).centroids, (std::vector<double>{3.0}));
@@ -222,10 +222,12 @@ TEST(KMeans, LargeProblemIsFastAndOptimal) {
   // A Lloyd fixed point: each centroid is the weighted mean of the points nearest to it.
   std::vector<double> sw(k, 0.0), swx(k, 0.0);
   for (int64_t i = 0; i < n; ++i) {
-    const int c = static_cast<int>(
-        std::min_element(r.centroids.begin(), r.centroids.end(),
-                         [&](double a, double b) { return std::fabs(x[i] - a) < std::fabs(x[i] - b); }) -
-        r.centroids.begin());
+    const int c =
+        static_cast<int>(std::min_element(r.centroids.begin(), r.centroids.end(),
+                                          [&](double a, double b) {
+                                            return std::fabs(x[i] - a) < std::fabs(x[i] - b);
+                                          }) -
+                         r.centroids.begin());
     sw[c] += w[i];
     swx[c] += w[i] * x[i];
   }
@@ -243,7 +245,8 @@ TEST(KMeans, LargeProblemIsFastAndOptimal) {
         b[c] += w[i] * x[i];
       }
     }
-    for (int c = 0; c < k; ++c) if (a[c] > 0) lloyd[c] = b[c] / a[c];
+    for (int c = 0; c < k; ++c)
+      if (a[c] > 0) lloyd[c] = b[c] / a[c];
   }
   EXPECT_LE(r.cost, nearest_cost(x, w, lloyd) * (1 + 1e-12));
 }

@@ -63,14 +63,27 @@ double fp16_reference(const std::vector<double>& t, double x) {
 TEST(KvFormat, RoundToFp16KnownValues) {
   // Ties: 65520 goes to even 2^16 = inf; 1 + 2^-11 stays, 1 + 3 * 2^-11 goes up; 2^-25 to 0.
   const std::pair<float, float> cases[] = {
-      {1.0f, 1.0f}, {65504.0f, 65504.0f}, {65519.0f, 65504.0f}, {65520.0f, kInf},
-      {-65520.0f, -kInf}, {1e6f, kInf}, {kInf, kInf}, {-kInf, -kInf},
-      {1.0f / 3.0f, 0.333251953125f} /* 0x3555 */, {1.0f + 0x1p-11f, 1.0f},
-      {1.0f + 3 * 0x1p-11f, 1.0f + 0x1p-9f}, {2049.0f, 2048.0f}, {2051.0f, 2052.0f},
-      {0x1p-14f, 0x1p-14f} /* smallest normal */, {1023 * 0x1p-24f, 1023 * 0x1p-24f},
+      {1.0f, 1.0f},
+      {65504.0f, 65504.0f},
+      {65519.0f, 65504.0f},
+      {65520.0f, kInf},
+      {-65520.0f, -kInf},
+      {1e6f, kInf},
+      {kInf, kInf},
+      {-kInf, -kInf},
+      {1.0f / 3.0f, 0.333251953125f} /* 0x3555 */,
+      {1.0f + 0x1p-11f, 1.0f},
+      {1.0f + 3 * 0x1p-11f, 1.0f + 0x1p-9f},
+      {2049.0f, 2048.0f},
+      {2051.0f, 2052.0f},
+      {0x1p-14f, 0x1p-14f} /* smallest normal */,
+      {1023 * 0x1p-24f, 1023 * 0x1p-24f},
       {1023.5f * 0x1p-24f, 0x1p-14f} /* subnormal rounds up into the normals */,
-      {0x1p-24f, 0x1p-24f} /* smallest subnormal */, {0x1p-25f, 0.0f}, {0x1.01p-25f, 0x1p-24f},
-      {3 * 0x1p-25f, 2 * 0x1p-24f} /* tie between 1 and 2 ulps: 2 */, {1e-10f, 0.0f}};
+      {0x1p-24f, 0x1p-24f} /* smallest subnormal */,
+      {0x1p-25f, 0.0f},
+      {0x1.01p-25f, 0x1p-24f},
+      {3 * 0x1p-25f, 2 * 0x1p-24f} /* tie between 1 and 2 ulps: 2 */,
+      {1e-10f, 0.0f}};
   for (const auto& [x, expected] : cases) EXPECT_EQ(round_to_fp16(x), expected) << x;
   const float neg_zero = round_to_fp16(-0.0f);
   EXPECT_EQ(neg_zero, 0.0f);
@@ -112,9 +125,9 @@ TEST(KvFormat, OutliersPerSide) {
     double fraction;
     int64_t k;
   };
-  const Case cases[] = {{1, 0.0, 0},      {128, 0.0, 0},     {128, 0.01, 1},  {100, 0.01, 1},
-                        {200, 0.01, 1},   {201, 0.01, 2},    {100, 0.14, 7},  {4096, 0.01, 21},
-                        {3, 0.5, 1},      {128, 0.05, 4},    {10, 0.1, 1},    {1000, 0.3, 150}};
+  const Case cases[] = {{1, 0.0, 0},    {128, 0.0, 0},  {128, 0.01, 1}, {100, 0.01, 1},
+                        {200, 0.01, 1}, {201, 0.01, 2}, {100, 0.14, 7}, {4096, 0.01, 21},
+                        {3, 0.5, 1},    {128, 0.05, 4}, {10, 0.1, 1},   {1000, 0.3, 150}};
   for (const Case& c : cases) {
     EXPECT_EQ(outliers_per_side(c.n, c.fraction), c.k) << "n " << c.n << " f " << c.fraction;
   }
@@ -216,9 +229,8 @@ TEST(KvFormat, NuqVectorOutliersAndErrorBound) {
       for (float& v : x) v = normal(rng);
       x[0] = 40.0f;  // a real outlier
       std::vector<float> out(x.size());
-      const int64_t count = nuq_fake_quant_vector_ref(x.data(), n, 1, kLevels.data(),
-                                                      static_cast<int>(kLevels.size()),
-                                                      fraction, out.data());
+      const int64_t count = nuq_fake_quant_vector_ref(
+          x.data(), n, 1, kLevels.data(), static_cast<int>(kLevels.size()), fraction, out.data());
       const int64_t k = outliers_per_side(n, fraction);
       EXPECT_EQ(count, 2 * k) << "n " << n << " f " << fraction;  // continuous: no ties
       const DenseRange r = dense_range_ref(x.data(), n, 1, fraction);
@@ -226,7 +238,8 @@ TEST(KvFormat, NuqVectorOutliersAndErrorBound) {
       const float offset16 = round_to_fp16(offset), scale16 = round_to_fp16(scale);
       // Half a gap of the fp16 scale, plus how far fp16 moved the range's ends.
       const double bound = kLargestGap / 2.0 * scale16 + std::fabs(offset - offset16) +
-                           std::fabs(scale - scale16) + 1e-5 * (std::fabs(r.lo) + std::fabs(r.hi)) + 1e-6;
+                           std::fabs(scale - scale16) + 1e-5 * (std::fabs(r.lo) + std::fabs(r.hi)) +
+                           1e-6;
       for (int64_t i = 0; i < n; ++i) {
         if (x[i] < r.lo || x[i] > r.hi) {
           EXPECT_EQ(out[i], round_to_fp16(x[i])) << "outlier " << i;
@@ -245,8 +258,8 @@ TEST(KvFormat, NuqVectorTiesConstantStrideAlias) {
   for (const auto& [last, expected] : {std::pair<float, int64_t>{9.0f, 0}, {1.0f, 1}}) {
     std::vector<float> x = {0, 0, 0, 1, 2, 3, 4, 5, 9, last};
     std::vector<float> out(x.size());
-    EXPECT_EQ(nuq_fake_quant_vector_ref(x.data(), 10, 1, kLevels.data(), n_levels, 0.2,
-                                        out.data()), expected);
+    EXPECT_EQ(nuq_fake_quant_vector_ref(x.data(), 10, 1, kLevels.data(), n_levels, 0.2, out.data()),
+              expected);
     EXPECT_EQ(out[8], 9.0f);
     EXPECT_EQ(out[0], 0.0f);  // lo sits on the lowest level exactly
   }
@@ -266,8 +279,8 @@ TEST(KvFormat, NuqVectorTiesConstantStrideAlias) {
   std::vector<float> dense_out(33);
   const int64_t a = nuq_fake_quant_vector_ref(dense.data(), 33, 1, kLevels.data(), n_levels, 0.1,
                                               dense_out.data());
-  const int64_t b = nuq_fake_quant_vector_ref(strided.data(), 33, 4, kLevels.data(), n_levels,
-                                              0.1, strided.data());
+  const int64_t b = nuq_fake_quant_vector_ref(strided.data(), 33, 4, kLevels.data(), n_levels, 0.1,
+                                              strided.data());
   EXPECT_EQ(a, b);
   for (size_t i = 0; i < strided.size(); ++i) {
     EXPECT_EQ(strided[i], i % 4 == 0 ? dense_out[i / 4] : before[i]) << i;
@@ -283,11 +296,10 @@ TEST(KvFormat, NuqVectorErrors) {
             "found 0.5");
   const float levels[] = {-1.0f, 1.0f};
   std::vector<float> wide = {-70000.0f, 70000.0f};
-  EXPECT_EQ(error_of([&] {
-              nuq_fake_quant_vector_ref(wide.data(), 2, 1, levels, 2, 0.0, out.data());
-            }),
-            "nuq_fake_quant_vector_ref: dense range [-70000, 70000]: expected an fp16 offset and "
-            "scale, found offset 0 scale inf");
+  EXPECT_EQ(
+      error_of([&] { nuq_fake_quant_vector_ref(wide.data(), 2, 1, levels, 2, 0.0, out.data()); }),
+      "nuq_fake_quant_vector_ref: dense range [-70000, 70000]: expected an fp16 offset and "
+      "scale, found offset 0 scale inf");
 }
 
 TEST(KvFormat, NuqChannel) {
@@ -300,8 +312,8 @@ TEST(KvFormat, NuqChannel) {
   for (float& v : x) v = u(rng);
   for (bool keep : {true, false}) {
     std::vector<float> out(x.size());
-    const int64_t count = nuq_fake_quant_channel_ref(x.data(), 500, 1, lo, hi, keep,
-                                                     kLevels.data(), n_levels, out.data());
+    const int64_t count = nuq_fake_quant_channel_ref(x.data(), 500, 1, lo, hi, keep, kLevels.data(),
+                                                     n_levels, out.data());
     int64_t expected_count = 0;
     for (size_t i = 0; i < x.size(); ++i) {
       const bool outside = x[i] < lo || x[i] > hi;
@@ -309,8 +321,9 @@ TEST(KvFormat, NuqChannel) {
         ++expected_count;
         EXPECT_EQ(out[i], round_to_fp16(x[i])) << i;
       } else if (outside) {  // clamped to the end levels by the coding
-        EXPECT_EQ(out[i], x[i] < lo ? kLevels.front() * scale + offset
-                                    : kLevels.back() * scale + offset) << i;
+        EXPECT_EQ(out[i],
+                  x[i] < lo ? kLevels.front() * scale + offset : kLevels.back() * scale + offset)
+            << i;
       } else {
         EXPECT_LE(std::fabs(out[i] - x[i]), kLargestGap / 2.0f * scale * (1 + 1e-6f)) << i;
       }
@@ -320,22 +333,24 @@ TEST(KvFormat, NuqChannel) {
   // lo == hi: the dense elements become the offset.
   std::vector<float> c = {1.0f, 1.0f, 3.0f};
   std::vector<float> c_out(3);
-  EXPECT_EQ(nuq_fake_quant_channel_ref(c.data(), 3, 1, 1.0f, 1.0f, true, kLevels.data(),
-                                       n_levels, c_out.data()), 1);
+  EXPECT_EQ(nuq_fake_quant_channel_ref(c.data(), 3, 1, 1.0f, 1.0f, true, kLevels.data(), n_levels,
+                                       c_out.data()),
+            1);
   EXPECT_EQ(c_out[0], 1.0f);
   EXPECT_EQ(c_out[2], 3.0f);
-  EXPECT_EQ(nuq_fake_quant_channel_ref(c.data(), 0, 1, 1.0f, 1.0f, true, kLevels.data(),
-                                       n_levels, c_out.data()), 0);
+  EXPECT_EQ(nuq_fake_quant_channel_ref(c.data(), 0, 1, 1.0f, 1.0f, true, kLevels.data(), n_levels,
+                                       c_out.data()),
+            0);
   EXPECT_EQ(error_of([&] {
-              nuq_fake_quant_channel_ref(c.data(), 3, 1, 2.0f, 1.0f, true, kLevels.data(),
-                                         n_levels, c_out.data());
+              nuq_fake_quant_channel_ref(c.data(), 3, 1, 2.0f, 1.0f, true, kLevels.data(), n_levels,
+                                         c_out.data());
             }),
             "nuq_fake_quant_channel_ref: channel range: expected finite lo <= hi, found [2, 1]");
   c[1] = kNaN;
   c_out = {7.0f, 7.0f, 7.0f};
   EXPECT_EQ(error_of([&] {
-              nuq_fake_quant_channel_ref(c.data(), 3, 1, 0.0f, 1.0f, true, kLevels.data(),
-                                         n_levels, c_out.data());
+              nuq_fake_quant_channel_ref(c.data(), 3, 1, 0.0f, 1.0f, true, kLevels.data(), n_levels,
+                                         c_out.data());
             }),
             "nuq_fake_quant_channel_ref: element 1 of 3: expected a finite value, found nan");
   EXPECT_EQ(c_out[0], 7.0f);  // nothing written before the error

@@ -20,7 +20,8 @@ using kvq::test::error_of;
 
 // transformers' _compute_default_rope_parameters and _compute_llama3_parameters, in fp32.
 at::Tensor hf_inv_freq(double theta, int64_t head_dim, const RopeScaling& s) {
-  const at::Tensor exponent = at::arange(0, head_dim, 2, at::kLong).to(at::kFloat) / static_cast<float>(head_dim);
+  const at::Tensor exponent =
+      at::arange(0, head_dim, 2, at::kLong).to(at::kFloat) / static_cast<float>(head_dim);
   at::Tensor inv_freq = 1.0 / at::pow(static_cast<float>(theta), exponent);
   if (s.kind == RopeScaling::Kind::None) return inv_freq;
   const double old_ctx = static_cast<double>(s.original_max_position_embeddings);
@@ -28,9 +29,11 @@ at::Tensor hf_inv_freq(double theta, int64_t head_dim, const RopeScaling& s) {
   const double high_freq_wavelen = old_ctx / s.high_freq_factor;
   const at::Tensor wavelen = 2 * M_PI / inv_freq;
   const at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq);
-  const at::Tensor smooth = (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+  const at::Tensor smooth =
+      (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
   const at::Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
-  const at::Tensor is_medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+  const at::Tensor is_medium =
+      (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
   return at::where(is_medium, smoothed, scaled);
 }
 
@@ -39,7 +42,8 @@ void expect_matches_hf(double theta, int64_t head_dim, const RopeScaling& s) {
   const at::Tensor want = hf_inv_freq(theta, head_dim, s).contiguous();
   ASSERT_EQ(static_cast<int64_t>(got.size()), want.numel());
   for (size_t i = 0; i < got.size(); ++i) {
-    EXPECT_FLOAT_EQ(got[i], want.data_ptr<float>()[i]) << "theta " << theta << " head_dim " << head_dim << " i " << i;
+    EXPECT_FLOAT_EQ(got[i], want.data_ptr<float>()[i])
+        << "theta " << theta << " head_dim " << head_dim << " i " << i;
   }
 }
 

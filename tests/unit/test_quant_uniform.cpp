@@ -114,9 +114,9 @@ TEST(Uniform, MatchesNaiveLoop) {
               const std::vector<float> expected = naive(x, s.n_rows, s.n_cols, cfg);
               for (size_t i = 0; i < x.size(); ++i) {
                 ASSERT_EQ(out[i], expected[i])
-                    << "shape " << s.n_rows << "x" << s.n_cols << " axis " << int(axis)
-                    << " group " << group << " mode " << int(mode) << " bits " << bits
-                    << " clip " << clip << " element " << i;
+                    << "shape " << s.n_rows << "x" << s.n_cols << " axis " << int(axis) << " group "
+                    << group << " mode " << int(mode) << " bits " << bits << " clip " << clip
+                    << " element " << i;
               }
               ++n_cases;
             }

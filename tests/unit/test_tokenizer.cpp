@@ -254,8 +254,9 @@ TEST(Tokenizer, BadFiles) {
   EXPECT_TRUE(starts_with(error, cut + ": truncated: the header needs 4 bytes")) << error;
   // A SentencePiece model read as tokenizer.bin: its bytes make no sense as lengths.
   EXPECT_EQ(error_of([&] { load_llama2c_tokenizer(model, 4096); }),
-            model + ": token 2 has length 1852795251, outside [0, 84545034] (max_token_length); "
-                    "not a llama2.c tokenizer.bin");
+            model +
+                ": token 2 has length 1852795251, outside [0, 84545034] (max_token_length); "
+                "not a llama2.c tokenizer.bin");
   error = error_of([&] { load_llama2c_tokenizer(bin, 4000); });
   EXPECT_TRUE(starts_with(error, bin + ": ")) << error;
   EXPECT_NE(error.find("tokenizer does not belong to this model"), std::string::npos) << error;
@@ -279,9 +280,9 @@ TEST(Tokenizer, OpenForModel) {
   EXPECT_EQ(open_tokenizer_for_model(bin_only.string(), 4096)->kind(), "llama2c");
   fs::remove(both / "tokenizer.bin");
   EXPECT_EQ(open_tokenizer_for_model((both / "model.bin").string(), 4096)->kind(), "sentencepiece");
-  EXPECT_EQ(error_of([&] { open_tokenizer_for_model(both.string(), 4000); }),
-            (both / "tokenizer.model").string() +
-                ": 4096 pieces, more than the model's vocab_size 4000");
+  EXPECT_EQ(
+      error_of([&] { open_tokenizer_for_model(both.string(), 4000); }),
+      (both / "tokenizer.model").string() + ": 4096 pieces, more than the model's vocab_size 4000");
   const std::string none_bin = (none / "model.bin").string();
   EXPECT_EQ(error_of([&] { open_tokenizer_for_model(none_bin, 4096); }),
             none_bin + ": no tokenizer found (tried " + (none / "tokenizer.bin").string() +

@@ -19,9 +19,11 @@ template <typename T>
 Array<T> get(const Group& g, const std::string& name, const std::vector<int64_t>& shape,
              Problems& problems) {
   try {
-    Array<T> a = shape == std::vector<int64_t>{kAnyLength} ? g.read<T>(name) : g.read<T>(name, shape);
+    Array<T> a =
+        shape == std::vector<int64_t>{kAnyLength} ? g.read<T>(name) : g.read<T>(name, shape);
     if (a.shape.size() != shape.size()) {
-      problems.add(g.where(name), fmt::format("expected {} dimension(s), found {}", shape.size(), a.shape.size()));
+      problems.add(g.where(name),
+                   fmt::format("expected {} dimension(s), found {}", shape.size(), a.shape.size()));
       return {};
     }
     if constexpr (std::is_floating_point_v<T>) check_finite(problems, g.where(name), a.values);
@@ -72,11 +74,14 @@ CalibChannels read_channels(const Group& g, int64_t channels, int64_t bins, int6
   return d;
 }
 
-CalibVectors read_vectors(const Group& g, int64_t vector_length, int64_t n_fractions, int64_t bins, Problems& problems) {
+CalibVectors read_vectors(const Group& g, int64_t vector_length, int64_t n_fractions, int64_t bins,
+                          Problems& problems) {
   CalibVectors d;
   try {
     const int64_t n = g.int_attr("vector_length");
-    if (n != vector_length) problems.add(g.where(), fmt::format("vector_length: expected {}, found {}", vector_length, n));
+    if (n != vector_length)
+      problems.add(g.where(),
+                   fmt::format("vector_length: expected {}, found {}", vector_length, n));
   } catch (const Error& e) {
     problems.add(g.where(), e.what());
   }
@@ -112,12 +117,14 @@ CalibData check_calib(const File& file, Problems& problems) {
   const Array<double> fractions = get<double>(root, "fractions", {kAnyLength}, problems);
   d.fractions = fractions.values;
   if (d.fractions.empty() || d.fractions[0] != 0.0) {
-    problems.add(root.where("fractions"), "expected ascending outlier fractions in [0, 1) starting at 0");
+    problems.add(root.where("fractions"),
+                 "expected ascending outlier fractions in [0, 1) starting at 0");
   }
   for (size_t i = 1; i < d.fractions.size(); ++i) {
     if (!(d.fractions[i] > d.fractions[i - 1] && d.fractions[i] < 1.0)) {
-      problems.add(root.where("fractions"), fmt::format("expected ascending values in [0, 1), found {} after {}",
-                                                        d.fractions[i], d.fractions[i - 1]));
+      problems.add(root.where("fractions"),
+                   fmt::format("expected ascending values in [0, 1), found {} after {}",
+                               d.fractions[i], d.fractions[i - 1]));
       break;
     }
   }
@@ -126,12 +133,14 @@ CalibData check_calib(const File& file, Problems& problems) {
   for (int64_t i = 0; i < d.model.n_layers; ++i) {
     const std::string name = calib_layer_group(i, d.model.n_layers);
     if (!root.exists(name)) {
-      problems.add(root.where(name), "missing group (the model has " + std::to_string(d.model.n_layers) + " layers)");
+      problems.add(root.where(name),
+                   "missing group (the model has " + std::to_string(d.model.n_layers) + " layers)");
       continue;
     }
     const Group layer = root.open_group(name);
     CalibLayer l;
-    for (auto [kind, into] : {std::pair{"key", &l.key}, std::pair{"key_post", &l.key_post}, std::pair{"value", &l.value}}) {
+    for (auto [kind, into] : {std::pair{"key", &l.key}, std::pair{"key_post", &l.key_post},
+                              std::pair{"value", &l.value}}) {
       if (!layer.exists(kind)) {
         problems.add(layer.where(kind), "missing group");
         continue;

@@ -16,7 +16,8 @@
 namespace kvq::artifact {
 
 inline constexpr const char* kCalibSchema = "kvq.calib";
-inline constexpr int64_t kCalibVersion = 2;  // 2: value histograms per token and per (token, KV head)
+inline constexpr int64_t kCalibVersion =
+    2;  // 2: value histograms per token and per (token, KV head)
 
 // The group of layer `layer` of `n_layers`: "layers/07" (three digits past 100 layers).
 std::string calib_layer_group(int64_t layer, int64_t n_layers);
@@ -38,9 +39,9 @@ struct CalibVectors {
 
 struct CalibLayer {
   CalibChannels key, key_post, value;
-  CalibVectors value_token;  // vectors of whole tokens (nuq values)
-  CalibVectors value_head;   // vectors of one token of one KV head (nuq -vhead)
-  Array<int64_t> sample_positions;                                           // [S]
+  CalibVectors value_token;         // vectors of whole tokens (nuq values)
+  CalibVectors value_head;          // vectors of one token of one KV head (nuq -vhead)
+  Array<int64_t> sample_positions;  // [S]
   Array<float> sample_key, sample_value, sample_key_fisher, sample_value_fisher;  // [S, C]
 };
 

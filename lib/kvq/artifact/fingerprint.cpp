@@ -29,9 +29,11 @@ void read_into(const Group& root, const std::string& name, T& out, Problems& pro
 
 }  // namespace
 
-int64_t require_schema(const Group& root, const std::string& kind, int64_t min_version, int64_t max_version) {
+int64_t require_schema(const Group& root, const std::string& kind, int64_t min_version,
+                       int64_t max_version) {
   if (!root.has_attr("schema")) {
-    fail("{}: no schema attribute: not a kvq artifact (expected {}/{})", root.where(), kind, max_version);
+    fail("{}: no schema attribute: not a kvq artifact (expected {}/{})", root.where(), kind,
+         max_version);
   }
   const std::string schema = root.string_attr("schema");
   const size_t slash = schema.rfind('/');
@@ -43,18 +45,20 @@ int64_t require_schema(const Group& root, const std::string& kind, int64_t min_v
   } catch (const std::exception&) {
     version = 0;
   }
-  if (version <= 0) fail("{}@schema: expected \"{}/<version>\", found \"{}\"", root.where(), kind, schema);
+  if (version <= 0)
+    fail("{}@schema: expected \"{}/<version>\", found \"{}\"", root.where(), kind, schema);
   const std::string found_kind = schema.substr(0, slash);
   if (found_kind != kind) {
-    fail("{}: expected a {} artifact, found {} (schema \"{}\")", root.where(), kind, found_kind, schema);
+    fail("{}: expected a {} artifact, found {} (schema \"{}\")", root.where(), kind, found_kind,
+         schema);
   }
   if (version > max_version) {
     fail("{}: schema {} is newer than this kvq reads ({}/{}); upgrade kvq", root.where(), schema,
          kind, max_version);
   }
   if (version < min_version) {
-    fail("{}: schema {} is older than this kvq reads ({}/{}); make it again with this kvq", root.where(), schema,
-         kind, min_version);
+    fail("{}: schema {} is older than this kvq reads ({}/{}); make it again with this kvq",
+         root.where(), schema, kind, min_version);
   }
   return version;
 }
@@ -81,9 +85,10 @@ quant::RopeScaling parse_rope_scaling(const ModelFingerprint& m, const std::stri
   quant::RopeScaling s;
   if (m.rope_scaling == "none") return s;
   long original = 0;
-  if (std::sscanf(m.rope_scaling.c_str(), "llama3(factor=%lf,low=%lf,high=%lf,original=%ld)", &s.factor,
-                  &s.low_freq_factor, &s.high_freq_factor, &original) != 4) {
-    fail("{}@model.rope_scaling: expected none or llama3(...), found \"{}\"", where, m.rope_scaling);
+  if (std::sscanf(m.rope_scaling.c_str(), "llama3(factor=%lf,low=%lf,high=%lf,original=%ld)",
+                  &s.factor, &s.low_freq_factor, &s.high_freq_factor, &original) != 4) {
+    fail("{}@model.rope_scaling: expected none or llama3(...), found \"{}\"", where,
+         m.rope_scaling);
   }
   s.kind = quant::RopeScaling::Kind::Llama3;
   s.original_max_position_embeddings = original;
@@ -127,10 +132,12 @@ ModelFingerprint read_model_fingerprint(const Group& root, Problems& problems) {
   read_into(root, "model.rope_theta", m.rope_theta, problems, &Group::double_attr);
   read_into(root, "model.rope_scaling", m.rope_scaling, problems, str);
   read_into(root, "model.weights_checksum", m.weights_checksum, problems, str);
-  for (const auto& [name, v] : {std::pair{"n_layers", m.n_layers}, std::pair{"n_kv_heads", m.n_kv_heads},
-                                std::pair{"head_dim", m.head_dim}}) {
+  for (const auto& [name, v] :
+       {std::pair{"n_layers", m.n_layers}, std::pair{"n_kv_heads", m.n_kv_heads},
+        std::pair{"head_dim", m.head_dim}}) {
     if (v <= 0 && root.has_attr(std::string("model.") + name)) {
-      problems.add(root.where(), fmt::format("model.{}: expected a positive size, found {}", name, v));
+      problems.add(root.where(),
+                   fmt::format("model.{}: expected a positive size, found {}", name, v));
     }
   }
   return m;
@@ -152,21 +159,28 @@ DataFingerprint read_data_fingerprint(const Group& root, Problems& problems) {
 void require_same_model(const std::string& artifact_path, const ModelFingerprint& a,
                         const ModelFingerprint& m) {
   auto differ = [&](const std::string& what, const std::string& ours, const std::string& theirs) {
-    fail("{}: made for a different model than {}: {} {} in the artifact, {} in the model (run "
-         "kvq calibrate with this model)", artifact_path, m.source, what, ours, theirs);
+    fail(
+        "{}: made for a different model than {}: {} {} in the artifact, {} in the model (run "
+        "kvq calibrate with this model)",
+        artifact_path, m.source, what, ours, theirs);
   };
   if (a.architecture != m.architecture) differ("architecture", a.architecture, m.architecture);
   const std::pair<const char*, std::pair<int64_t, int64_t>> sizes[] = {
-      {"n_layers", {a.n_layers, m.n_layers}},     {"dim", {a.dim, m.dim}},
-      {"n_heads", {a.n_heads, m.n_heads}},        {"n_kv_heads", {a.n_kv_heads, m.n_kv_heads}},
-      {"head_dim", {a.head_dim, m.head_dim}},     {"vocab_size", {a.vocab_size, m.vocab_size}},
+      {"n_layers", {a.n_layers, m.n_layers}},
+      {"dim", {a.dim, m.dim}},
+      {"n_heads", {a.n_heads, m.n_heads}},
+      {"n_kv_heads", {a.n_kv_heads, m.n_kv_heads}},
+      {"head_dim", {a.head_dim, m.head_dim}},
+      {"vocab_size", {a.vocab_size, m.vocab_size}},
       {"max_seq_len", {a.max_seq_len, m.max_seq_len}}};
   for (const auto& [name, v] : sizes) {
     if (v.first != v.second) differ(name, std::to_string(v.first), std::to_string(v.second));
   }
-  if (a.rope_theta != m.rope_theta) differ("rope_theta", fmt::format("{}", a.rope_theta), fmt::format("{}", m.rope_theta));
+  if (a.rope_theta != m.rope_theta)
+    differ("rope_theta", fmt::format("{}", a.rope_theta), fmt::format("{}", m.rope_theta));
   if (a.rope_scaling != m.rope_scaling) differ("rope_scaling", a.rope_scaling, m.rope_scaling);
-  if (a.weights_checksum != m.weights_checksum) differ("weights checksum", a.weights_checksum, m.weights_checksum);
+  if (a.weights_checksum != m.weights_checksum)
+    differ("weights checksum", a.weights_checksum, m.weights_checksum);
 }
 
 }  // namespace kvq::artifact

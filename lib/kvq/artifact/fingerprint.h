@@ -1,6 +1,7 @@
-// What an artifact is (its schema) and which model and which data it was made from (DESIGN.md section 4), stored as root
-// attributes "model.*" and "data.*" and checked before an artifact is used with a model.
-// Not here: computing the weights checksum (model/weights.h) or a file's sha256 (common/hash.h).
+// What an artifact is (its schema) and which model and which data it was made from (DESIGN.md
+// section 4), stored as root attributes "model.*" and "data.*" and checked before an artifact is
+// used with a model. Not here: computing the weights checksum (model/weights.h) or a file's sha256
+// (common/hash.h).
 #pragma once
 
 #include <cstdint>
@@ -16,7 +17,8 @@ namespace kvq::artifact {
 // Checks the root attribute "schema" is "<kind>/<version>" with this kind and a version this
 // build reads (min_version..max_version); a newer version gets a hint to upgrade kvq, an older
 // one to make the file again, another kind names what the file is. Returns the version.
-int64_t require_schema(const Group& root, const std::string& kind, int64_t min_version, int64_t max_version);
+int64_t require_schema(const Group& root, const std::string& kind, int64_t min_version,
+                       int64_t max_version);
 
 struct ModelFingerprint {
   std::string source;  // the path it was loaded from, for messages only (not compared)
@@ -31,14 +33,15 @@ struct ModelFingerprint {
 ModelFingerprint model_fingerprint(const model::ModelConfig& config, const std::string& checksum,
                                    const std::string& source);
 
-// The RoPE scaling a fingerprint records ("none" or "llama3(factor=..,low=..,high=..,original=..)"),
-// parsed back. Throws kvq::Error "<where>@model.rope_scaling: expected ..." if malformed.
+// The RoPE scaling a fingerprint records ("none" or
+// "llama3(factor=..,low=..,high=..,original=..)"), parsed back. Throws kvq::Error
+// "<where>@model.rope_scaling: expected ..." if malformed.
 quant::RopeScaling parse_rope_scaling(const ModelFingerprint& m, const std::string& where);
 
 struct DataFingerprint {
-  std::string source;  // path as given
-  std::string sha256;  // of the data file; "" for a directory (Brown) or in-memory data
-  int64_t n_tokens = 0;     // tokens of the whole encoded source
+  std::string source;    // path as given
+  std::string sha256;    // of the data file; "" for a directory (Brown) or in-memory data
+  int64_t n_tokens = 0;  // tokens of the whole encoded source
   int64_t n_sequences = 0;
   int64_t seq_len = 0;
   int64_t seed = 0;

@@ -16,8 +16,9 @@ using artifact::Group;
 
 template <typename T>
 void put(const Group& g, const std::string& name, const at::Tensor& t) {
-  const at::ScalarType st = std::is_same_v<T, double> ? at::kDouble
-                            : std::is_same_v<T, float> ? at::kFloat : at::kLong;
+  const at::ScalarType st = std::is_same_v<T, double>  ? at::kDouble
+                            : std::is_same_v<T, float> ? at::kFloat
+                                                       : at::kLong;
   const at::Tensor c = t.to(at::kCPU, st).contiguous();
   g.write<T>(name, c.data_ptr<T>(), std::vector<int64_t>(c.sizes().begin(), c.sizes().end()));
 }
@@ -56,7 +57,8 @@ void write_calib(const std::string& path, const CalibResult& r,
   {
     artifact::File file = artifact::File::create(out.temp_path());
     const Group root = file.root();
-    root.set_string_attr("schema", fmt::format("{}/{}", artifact::kCalibSchema, artifact::kCalibVersion));
+    root.set_string_attr("schema",
+                         fmt::format("{}/{}", artifact::kCalibSchema, artifact::kCalibVersion));
     root.set_string_attr("tool_version", KVQ_VERSION);
     root.set_string_attr("created", run.created);
     root.set_string_attr("device", run.device);
@@ -69,7 +71,8 @@ void write_calib(const std::string& path, const CalibResult& r,
     root.set_double_attr("tokens_per_s", r.tokens_per_s);
     root.set_int_attr("peak_rss_bytes", r.peak_rss_bytes);
     root.set_int_attr("peak_device_bytes", r.peak_device_bytes);
-    root.write<double>("fractions", r.options.fractions, {static_cast<int64_t>(r.options.fractions.size())});
+    root.write<double>("fractions", r.options.fractions,
+                       {static_cast<int64_t>(r.options.fractions.size())});
     const int64_t n_layers = static_cast<int64_t>(r.layers.size());
     for (int64_t i = 0; i < n_layers; ++i) {
       const LayerCalib& l = r.layers[i];
@@ -85,7 +88,9 @@ void write_calib(const std::string& path, const CalibResult& r,
       std::vector<int64_t> positions(l.sample.positions.begin(), l.sample.positions.begin() + s);
       samples.write<int64_t>("positions", positions, {s});
       const int64_t channels = model.n_kv_heads * model.head_dim;
-      auto rows = [&](const at::Tensor& t) { return s > 0 ? t.narrow(0, 0, s) : at::zeros({0, channels}); };
+      auto rows = [&](const at::Tensor& t) {
+        return s > 0 ? t.narrow(0, 0, s) : at::zeros({0, channels});
+      };
       put<float>(samples, "key", rows(l.sample.k));
       put<float>(samples, "value", rows(l.sample.v));
       put<float>(samples, "key_fisher", rows(l.sample.k_fisher));

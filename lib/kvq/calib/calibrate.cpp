@@ -24,7 +24,8 @@ int64_t peak_rss_bytes() {
 
 void reset_device_peak(const at::Device& device) {
 #ifdef KVQ_TORCH_CUDA
-  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+  if (device.is_cuda())
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
 #else
   (void)device;
 #endif
@@ -33,7 +34,8 @@ void reset_device_peak(const at::Device& device) {
 int64_t device_peak_bytes(const at::Device& device) {
 #ifdef KVQ_TORCH_CUDA
   if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    const auto stats =
+        c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
     return stats.reserved_bytes[0].peak;  // index 0: StatType::AGGREGATE
   }
 #else
@@ -87,23 +89,28 @@ CalibResult calibrate(const model::LlamaModel& model, const std::vector<int32_t>
   r.options = options;
   CalibOptions& o = r.options;
   if (o.n_samples < 1) fail("--samples: expected at least 1, found {}", o.n_samples);
-  o.seq_len = data::window_length(c.max_seq_len, o.seq_len != 0 ? o.seq_len : std::min<int64_t>(2048, c.max_seq_len),
-                                  model.source());
+  o.seq_len = data::window_length(
+      c.max_seq_len, o.seq_len != 0 ? o.seq_len : std::min<int64_t>(2048, c.max_seq_len),
+      model.source());
   if (o.key_bins < 2 || o.value_bins < 2) fail("histogram bins: expected at least 2");
-  if (std::find(o.fractions.begin(), o.fractions.end(), 0.0) == o.fractions.end()) o.fractions.push_back(0.0);
+  if (std::find(o.fractions.begin(), o.fractions.end(), 0.0) == o.fractions.end())
+    o.fractions.push_back(0.0);
   std::sort(o.fractions.begin(), o.fractions.end());
   o.fractions.erase(std::unique(o.fractions.begin(), o.fractions.end()), o.fractions.end());
-  r.sequences = data::sample_sequences(static_cast<int64_t>(tokens.size()), o.seq_len, o.n_samples, o.seed, "--data");
+  r.sequences = data::sample_sequences(static_cast<int64_t>(tokens.size()), o.seq_len, o.n_samples,
+                                       o.seed, "--data");
 
   const int64_t channels = c.n_kv_heads * c.head_dim;
-  const int64_t sample_cap = std::min<int64_t>(o.sample_tokens, std::max<int64_t>(1, (int64_t{1} << 20) / channels));
+  const int64_t sample_cap =
+      std::min<int64_t>(o.sample_tokens, std::max<int64_t>(1, (int64_t{1} << 20) / channels));
   const at::Device dev = model.device();
   for (int64_t i = 0; i < c.n_layers; ++i) {
-    r.layers.push_back(LayerCalib{ChannelStats(channels, o.key_bins, dev), ChannelStats(channels, o.key_bins, dev),
-                                  ChannelStats(channels, o.key_bins, dev),
-                                  VectorStats(o.fractions, channels, o.value_bins, dev),
-                                  VectorStats(o.fractions, c.head_dim, o.value_bins, dev),
-                                  TokenSample(sample_cap, o.seed + 0x9e3779b97f4a7c15ull * (i + 1))});
+    r.layers.push_back(
+        LayerCalib{ChannelStats(channels, o.key_bins, dev), ChannelStats(channels, o.key_bins, dev),
+                   ChannelStats(channels, o.key_bins, dev),
+                   VectorStats(o.fractions, channels, o.value_bins, dev),
+                   VectorStats(o.fractions, c.head_dim, o.value_bins, dev),
+                   TokenSample(sample_cap, o.seed + 0x9e3779b97f4a7c15ull * (i + 1))});
   }
   reset_device_peak(dev);
   const auto start = std::chrono::steady_clock::now();

@@ -18,7 +18,7 @@ namespace kvq::calib {
 
 struct CalibOptions {
   int64_t n_samples = 16;
-  int64_t seq_len = 0;   // 0: min(2048, the model's context), as the paper
+  int64_t seq_len = 0;  // 0: min(2048, the model's context), as the paper
   uint64_t seed = 0;
   int64_t key_bins = 1024;     // per-channel histogram bins (keys pre/post RoPE, values)
   int64_t value_bins = 16384;  // bins on [-1, 1] for per-token-normalized values
@@ -42,8 +42,8 @@ struct CalibResult {
   std::vector<LayerCalib> layers;
   double mean_loss = 0.0;  // over the sequences, each the mean over its t - 1 predictions
   double seconds = 0.0, tokens_per_s = 0.0;  // both passes; tokens = n_samples * seq_len
-  int64_t peak_rss_bytes = 0;      // process high-water mark (getrusage)
-  int64_t peak_device_bytes = -1;  // CUDA allocator high-water mark; -1 on the CPU
+  int64_t peak_rss_bytes = 0;                // process high-water mark (getrusage)
+  int64_t peak_device_bytes = -1;            // CUDA allocator high-water mark; -1 on the CPU
 };
 
 // Fisher sums (histograms and per-channel totals) are divided by n_samples: the Fisher

@@ -45,7 +45,8 @@ at::Tensor flat(const at::Tensor& x) {
 
 KVGradients kv_gradients(const model::LlamaModel& model, const at::Tensor& tokens) {
   if (tokens.dim() != 1 || tokens.size(0) < 2) {
-    fail("kv_gradients: expected tokens [t] with t >= 2, found shape [{}]", fmt::join(tokens.sizes(), ", "));
+    fail("kv_gradients: expected tokens [t] with t >= 2, found shape [{}]",
+         fmt::join(tokens.sizes(), ", "));
   }
   const int64_t n_layers = model.config().n_layers;
   GradCapture capture(n_layers);
@@ -69,10 +70,13 @@ KVGradients kv_gradients(const model::LlamaModel& model, const at::Tensor& token
     out.v.push_back(flat(v));
     out.k_grad.push_back(flat(k.grad()));
     out.v_grad.push_back(flat(v.grad()));
-    for (const auto& [name, g] : {std::pair{"Keys", &out.k_grad.back()}, std::pair{"Values", &out.v_grad.back()}}) {
+    for (const auto& [name, g] :
+         {std::pair{"Keys", &out.k_grad.back()}, std::pair{"Values", &out.v_grad.back()}}) {
       if (!g->isfinite().all().item<bool>()) {
-        fail("layer {}: gradient of the loss with respect to the {} is not finite (overflow in "
-             "{}? try --dtype fp32 or bf16)", i, name, c10::toString(model.dtype()));
+        fail(
+            "layer {}: gradient of the loss with respect to the {} is not finite (overflow in "
+            "{}? try --dtype fp32 or bf16)",
+            i, name, c10::toString(model.dtype()));
       }
     }
   }

@@ -13,7 +13,9 @@
 namespace kvq::calib {
 namespace {
 
-at::TensorOptions f64(at::Device device) { return at::TensorOptions().dtype(at::kDouble).device(device); }
+at::TensorOptions f64(at::Device device) {
+  return at::TensorOptions().dtype(at::kDouble).device(device);
+}
 
 // Adds bincount(index, weights) to `into` (flat view), weights optional.
 void add_bincount(at::Tensor& into, const at::Tensor& index, const at::Tensor& weights) {
@@ -56,7 +58,8 @@ void ChannelStats::accumulate(const at::Tensor& x, const at::Tensor& fisher_in) 
             "x [{}] fisher [{}]", fmt::join(x.sizes(), ", "), fmt::join(fisher_in.sizes(), ", "));
   const at::Tensor xd = x.to(at::kDouble);
   const at::Tensor fd = fisher_in.to(at::kDouble);
-  at::Tensor bin = ((xd - min) / width).floor().clamp(0, static_cast<double>(n_bins_ - 1)).to(at::kLong);
+  at::Tensor bin =
+      ((xd - min) / width).floor().clamp(0, static_cast<double>(n_bins_ - 1)).to(at::kLong);
   bin = bin + at::arange(n_channels_, bin.options()).mul(n_bins_);
   const at::Tensor flat = bin.reshape({-1});
   add_bincount(count, flat, at::Tensor());
@@ -145,8 +148,10 @@ void VectorStats::accumulate(const at::Tensor& x, const at::Tensor& fisher_in) {
     const at::Tensor scale = ((hi - lo) * 0.5f).to(at::kHalf).to(at::kFloat);
     const at::Tensor dense = (xv >= lo) & (xv <= hi);
     at::Tensor xn = at::where(scale > 0, (xv - offset) / scale, at::zeros_like(xv));
-    const at::Tensor bin = ((xn.to(at::kDouble) + 1.0) * (0.5 * n_bins_)).floor()
-                               .clamp(0, static_cast<double>(n_bins_ - 1)).to(at::kLong);
+    const at::Tensor bin = ((xn.to(at::kDouble) + 1.0) * (0.5 * n_bins_))
+                               .floor()
+                               .clamp(0, static_cast<double>(n_bins_ - 1))
+                               .to(at::kLong);
     const at::Tensor idx = bin.masked_select(dense);
     at::Tensor row_c = count[i], row_f = fisher[i];
     add_bincount(row_c, idx, at::Tensor());

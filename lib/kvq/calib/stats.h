@@ -37,9 +37,9 @@ class ChannelStats {
   int64_t n_bins() const { return n_bins_; }
   int64_t n_tokens() const { return n_tokens_; }
   // Bin b of channel c covers [min_c + b * width_c, min_c + (b + 1) * width_c).
-  at::Tensor min, max, width;            // [n_channels] fp64
-  at::Tensor count, fisher;              // [n_channels, n_bins] fp64
-  at::Tensor sum, sum_sq, fisher_sum;    // [n_channels] fp64
+  at::Tensor min, max, width;          // [n_channels] fp64
+  at::Tensor count, fisher;            // [n_channels, n_bins] fp64
+  at::Tensor sum, sum_sq, fisher_sum;  // [n_channels] fp64
 
   void finish_ranges();  // after pass 1: fixes width; a constant channel gets width 1
   void to_cpu();
@@ -56,7 +56,8 @@ at::Tensor channel_thresholds(const ChannelStats& s, double fraction);
 
 class VectorStats {
  public:
-  VectorStats(std::vector<double> fractions, int64_t vector_length, int64_t n_bins, at::Device device);
+  VectorStats(std::vector<double> fractions, int64_t vector_length, int64_t n_bins,
+              at::Device device);
 
   // x, fisher: [t, n_kv_heads * head_dim]; each vector of `vector_length` consecutive
   // elements (a whole token, or one token of one KV head) is normalized as kv_format.h defines
@@ -65,8 +66,8 @@ class VectorStats {
 
   const std::vector<double>& fractions() const { return fractions_; }
   int64_t n_bins() const { return n_bins_; }
-  at::Tensor count, fisher;   // [n_fractions, n_bins] fp64 over [-1, 1]
-  at::Tensor n_outliers;      // [n_fractions] fp64
+  at::Tensor count, fisher;                    // [n_fractions, n_bins] fp64 over [-1, 1]
+  at::Tensor n_outliers;                       // [n_fractions] fp64
   at::Tensor range_min, range_max, range_sum;  // [n_fractions] fp64: per-vector hi - lo
   int64_t n_vectors = 0;
   void to_cpu();

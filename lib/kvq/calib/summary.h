@@ -12,10 +12,10 @@
 namespace kvq::calib {
 
 struct ChannelSummary {
-  double max_abs = 0.0;             // largest |x| over all channels
-  double median_channel_max = 0.0;  // median over channels of each channel's max |x|
+  double max_abs = 0.0;                         // largest |x| over all channels
+  double median_channel_max = 0.0;              // median over channels of each channel's max |x|
   std::vector<std::pair<int64_t, double>> top;  // the largest channels (index, max |x|)
-  double fisher_mean = 0.0;         // mean Fisher information per element
+  double fisher_mean = 0.0;                     // mean Fisher information per element
 };
 
 ChannelSummary summarize_channels(const artifact::CalibChannels& d, int n_top = 3);

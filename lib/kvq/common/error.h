@@ -27,11 +27,10 @@ template <typename... Args>
 
 }  // namespace kvq
 
-#define KVQ_CHECK(cond, ...)                                                            \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      throw ::kvq::Error(::fmt::format("internal check failed at {}:{}: {} ({})",      \
-                                       __FILE__, __LINE__, #cond,                       \
-                                       ::fmt::format(__VA_ARGS__)));                   \
-    }                                                                                   \
+#define KVQ_CHECK(cond, ...)                                                                \
+  do {                                                                                      \
+    if (!(cond)) {                                                                          \
+      throw ::kvq::Error(::fmt::format("internal check failed at {}:{}: {} ({})", __FILE__, \
+                                       __LINE__, #cond, ::fmt::format(__VA_ARGS__)));       \
+    }                                                                                       \
   } while (0)

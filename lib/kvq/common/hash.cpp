@@ -68,7 +68,6 @@ inline uint64_t xxh_merge(uint64_t h, uint64_t lane) {
   return h * kP1 + kP4;
 }
 
-
 // Streams n bytes through a one-block buffer: completes a partly filled block first, hands whole
 // blocks to blocks(ptr, count) straight from the input, and keeps the tail for the next call.
 template <size_t N, typename Blocks>

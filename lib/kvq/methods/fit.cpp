@@ -24,9 +24,11 @@ float channel_amax(const artifact::CalibChannels& d) {
 
 }  // namespace
 
-std::vector<LayerErrors> nuq_error_estimates(const MethodSpec& base, const artifact::CalibData& calib,
+std::vector<LayerErrors> nuq_error_estimates(const MethodSpec& base,
+                                             const artifact::CalibData& calib,
                                              const FitOptions& options) {
-  if (base.kind != MethodKind::kNuq) fail("--bits-budget: expected a nuq method, found {}", base.name());
+  if (base.kind != MethodKind::kNuq)
+    fail("--bits-budget: expected a nuq method, found {}", base.name());
   const size_t fi = detail::fraction_index(calib, base);
   std::vector<LayerErrors> errors(calib.layers.size());
   for (size_t i = 0; i < calib.layers.size(); ++i) {
@@ -37,7 +39,8 @@ std::vector<LayerErrors> nuq_error_estimates(const MethodSpec& base, const artif
     const detail::Pooled pk = detail::pool_keys(calib, keys, lo, hi, options.key_grid_bins);
     const detail::Pooled pv = detail::pool_values(calib, l, base, fi);
     const std::string where =
-        calib.path + ":/" + artifact::calib_layer_group(static_cast<int64_t>(i), calib.model.n_layers);
+        calib.path + ":/" +
+        artifact::calib_layer_group(static_cast<int64_t>(i), calib.model.n_layers);
     for (int b = 2; b <= 4; ++b) {
       errors[i].key[b - 2] = detail::fit_levels(pk, b, base.qnorm, where + "/key").error;
       errors[i].value[b - 2] = detail::fit_levels(pv, b, base.qnorm, where + "/value").error;
@@ -52,7 +55,8 @@ std::vector<LayerBits> choose_bits(const std::vector<LayerErrors>& errors, doubl
   }
   // Items: layer 0 keys, layer 0 values, layer 1 keys, ...; each takes 0, 1 or 2 bits above 2.
   const size_t n = 2 * errors.size();
-  const int64_t budget = static_cast<int64_t>(std::floor(static_cast<double>(n) * (avg_bits - 2.0) + 1e-9));
+  const int64_t budget =
+      static_cast<int64_t>(std::floor(static_cast<double>(n) * (avg_bits - 2.0) + 1e-9));
   const double inf = std::numeric_limits<double>::infinity();
   // best[i][e]: least summed error of the first i items using exactly e extra bits.
   std::vector<std::vector<double>> best(n + 1, std::vector<double>(budget + 1, inf));
@@ -84,8 +88,8 @@ std::vector<LayerBits> choose_bits(const std::vector<LayerErrors>& errors, doubl
   return bits;
 }
 
-std::vector<LayerBits> fit_bits_budget(const MethodSpec& base, const artifact::CalibData& calib, double avg_bits,
-                                       const FitOptions& options) {
+std::vector<LayerBits> fit_bits_budget(const MethodSpec& base, const artifact::CalibData& calib,
+                                       double avg_bits, const FitOptions& options) {
   if (!(avg_bits >= 2.0 && avg_bits <= 4.0)) {
     fail("--bits-budget: expected 2..4 average code bits per element, found {}", avg_bits);
   }
@@ -115,7 +119,9 @@ Quantizer fit(const MethodSpec& spec, const artifact::CalibData* calib, const Fi
   prov.bits_budget = options.bits_budget;
 
   std::vector<LayerParams> layers(static_cast<size_t>(n_layers));
-  if (calib) KVQ_CHECK(static_cast<int64_t>(calib->layers.size()) == n_layers, "{} layers", calib->layers.size());
+  if (calib)
+    KVQ_CHECK(static_cast<int64_t>(calib->layers.size()) == n_layers, "{} layers",
+              calib->layers.size());
   for (LayerParams& l : layers) {
     l.key.bits = spec.key_bits;
     l.value.bits = spec.value_bits;
@@ -123,12 +129,15 @@ Quantizer fit(const MethodSpec& spec, const artifact::CalibData* calib, const Fi
   switch (spec.kind) {
     case MethodKind::kNuq: {
       std::vector<LayerBits> bits(layers.size(), LayerBits{spec.key_bits, spec.value_bits});
-      if (options.bits_budget != 0.0) bits = fit_bits_budget(spec, *calib, options.bits_budget, options);
-      for (int64_t i = 0; i < n_layers; ++i) layers[i] = detail::fit_nuq_layer(spec, *calib, i, bits[i], options);
+      if (options.bits_budget != 0.0)
+        bits = fit_bits_budget(spec, *calib, options.bits_budget, options);
+      for (int64_t i = 0; i < n_layers; ++i)
+        layers[i] = detail::fit_nuq_layer(spec, *calib, i, bits[i], options);
       break;
     }
     case MethodKind::kSkvq:
-      for (int64_t i = 0; i < n_layers; ++i) layers[i] = detail::fit_skvq_layer(spec, *calib, i, options);
+      for (int64_t i = 0; i < n_layers; ++i)
+        layers[i] = detail::fit_skvq_layer(spec, *calib, i, options);
       break;
     case MethodKind::kFp8:
       if (calib) {
@@ -141,8 +150,7 @@ Quantizer fit(const MethodSpec& spec, const artifact::CalibData* calib, const Fi
       break;
     case MethodKind::kFp16:
     case MethodKind::kInt:
-    case MethodKind::kKivi:
-      break;
+    case MethodKind::kKivi: break;
   }
   Quantizer q(spec, std::move(layers), n_kv_heads, head_dim);
   q.provenance = prov;

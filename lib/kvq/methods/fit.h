@@ -39,12 +39,14 @@ struct FitOptions {
   // per-layer tables). Ignored when calib is given.
   const artifact::ModelFingerprint* model = nullptr;
   int64_t key_grid_bins = 65536;  // nuq keys: pooling grid on [-1, 1]
-  std::vector<float> clip_grid = {1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f, 0.7f, 0.65f, 0.6f, 0.55f, 0.5f};  // skvq
+  std::vector<float> clip_grid = {1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f,
+                                  0.7f, 0.65f, 0.6f, 0.55f, 0.5f};  // skvq
 };
 
 // calib may be null for calibration-free methods; for nuq and skvq its absence is the error
 // "method nuq3 needs --calib calib.h5". Deterministic: the same inputs give the same tables.
-Quantizer fit(const MethodSpec& spec, const artifact::CalibData* calib, const FitOptions& options = {});
+Quantizer fit(const MethodSpec& spec, const artifact::CalibData* calib,
+              const FitOptions& options = {});
 
 struct LayerBits {
   int key = 0, value = 0;
@@ -55,13 +57,14 @@ struct LayerErrors {
   double key[3] = {0, 0, 0};
   double value[3] = {0, 0, 0};
 };
-std::vector<LayerErrors> nuq_error_estimates(const MethodSpec& base, const artifact::CalibData& calib,
+std::vector<LayerErrors> nuq_error_estimates(const MethodSpec& base,
+                                             const artifact::CalibData& calib,
                                              const FitOptions& options = {});
 
 // Per-layer bits for `base` (a nuq spec; its own bits are ignored) with the mean of all key and
 // value code bits <= avg_bits, minimising the summed error estimate. avg_bits in [2, 4].
-std::vector<LayerBits> fit_bits_budget(const MethodSpec& base, const artifact::CalibData& calib, double avg_bits,
-                                       const FitOptions& options = {});
+std::vector<LayerBits> fit_bits_budget(const MethodSpec& base, const artifact::CalibData& calib,
+                                       double avg_bits, const FitOptions& options = {});
 // The same choice from given error estimates (exposed for tests).
 std::vector<LayerBits> choose_bits(const std::vector<LayerErrors>& errors, double avg_bits);
 

@@ -22,12 +22,13 @@ struct Pooled {
 size_t fraction_index(const artifact::CalibData& calib, const MethodSpec& spec);
 
 // Keys of one layer normalized by per-channel [lo, hi] (float, as the runtime uses them).
-Pooled pool_keys(const artifact::CalibData& calib, const artifact::CalibChannels& keys, const std::vector<float>& lo,
-                 const std::vector<float>& hi, int64_t grid_bins);
+Pooled pool_keys(const artifact::CalibData& calib, const artifact::CalibChannels& keys,
+                 const std::vector<float>& lo, const std::vector<float>& hi, int64_t grid_bins);
 // Values of one layer from the normalized histograms of the method's value vectors (whole
 // tokens, or tokens of one KV head with -vhead) at fraction index fi; the error weight uses the
 // mean per-vector scale (vector_range mean / 2).
-Pooled pool_values(const artifact::CalibData& calib, const artifact::CalibLayer& layer, const MethodSpec& spec, size_t fi);
+Pooled pool_values(const artifact::CalibData& calib, const artifact::CalibLayer& layer,
+                   const MethodSpec& spec, size_t fi);
 
 struct Levels {
   std::vector<float> encode, decode;
@@ -37,11 +38,11 @@ struct Levels {
 Levels fit_levels(const Pooled& points, int bits, bool qnorm, const std::string& where);
 
 // The per-channel dense range of a layer's keys at fraction index fi, as floats.
-void key_range(const artifact::CalibData& calib, const artifact::CalibChannels& keys, size_t fi, std::vector<float>& lo,
-               std::vector<float>& hi);
+void key_range(const artifact::CalibData& calib, const artifact::CalibChannels& keys, size_t fi,
+               std::vector<float>& lo, std::vector<float>& hi);
 
-LayerParams fit_nuq_layer(const MethodSpec& spec, const artifact::CalibData& calib, int64_t layer, LayerBits bits,
-                          const FitOptions& options);
+LayerParams fit_nuq_layer(const MethodSpec& spec, const artifact::CalibData& calib, int64_t layer,
+                          LayerBits bits, const FitOptions& options);
 LayerParams fit_skvq_layer(const MethodSpec& spec, const artifact::CalibData& calib, int64_t layer,
                            const FitOptions& options);
 

@@ -28,7 +28,8 @@ at::Tensor nuq_codes(const at::Tensor& xn, const std::vector<float>& levels) {
 }
 
 // levels_decode[code(xn)] * scale + offset, offset where scale == 0.
-at::Tensor nuq_dense(const at::Tensor& x, const at::Tensor& offset, const at::Tensor& scale, const TensorParams& p) {
+at::Tensor nuq_dense(const at::Tensor& x, const at::Tensor& offset, const at::Tensor& scale,
+                     const TensorParams& p) {
   const at::Tensor zero_scale = scale == 0;
   at::Tensor xn = (x - offset) / scale;
   xn = at::where(zero_scale, at::zeros_like(xn), xn);
@@ -45,7 +46,8 @@ at::Tensor fp16_round(const at::Tensor& x) { return x.to(at::kHalf).to(at::kFloa
 
 at::Tensor nuq_keys(const at::Tensor& x, const TensorParams& p, QuantCounters* c) {
   const int64_t channels = x.size(1);
-  KVQ_CHECK(static_cast<int64_t>(p.lo.size()) == channels, "{} ranges for {} channels", p.lo.size(), channels);
+  KVQ_CHECK(static_cast<int64_t>(p.lo.size()) == channels, "{} ranges for {} channels", p.lo.size(),
+            channels);
   // Offset and scale in float exactly as nuq_fake_quant_channel_ref computes them.
   std::vector<float> offset(channels), scale(channels);
   for (int64_t i = 0; i < channels; ++i) {

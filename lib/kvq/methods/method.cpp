@@ -36,7 +36,8 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 bool all_digits(const std::string& s) {
-  return !s.empty() && s.size() <= 9 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  return !s.empty() && s.size() <= 9 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 // A decimal number without sign or exponent after `prefix` in `token`, or -1.
@@ -52,7 +53,8 @@ bool is_number_after(const std::string& token, const std::string& prefix) {
 }
 
 int check_bits(const std::string& text, const char* what, int64_t bits, int lo, int hi) {
-  if (bits < lo || bits > hi) bad(text, fmt::format("{} bits: expected {}..{}, found {}", what, lo, hi, bits));
+  if (bits < lo || bits > hi)
+    bad(text, fmt::format("{} bits: expected {}..{}, found {}", what, lo, hi, bits));
   return static_cast<int>(bits);
 }
 
@@ -97,12 +99,14 @@ MethodSpec parse_method(const std::string& text) {
   if (post != tokens.end()) {
     s.post_rope = true;
     tokens.erase(post);
-    if (std::find(tokens.begin() + 1, tokens.end(), "post") != tokens.end()) bad(text, "'post' given twice");
+    if (std::find(tokens.begin() + 1, tokens.end(), "post") != tokens.end())
+      bad(text, "'post' given twice");
   }
   const std::string family = tokens[0];
   std::set<std::string> seen;  // option kinds already given
   auto once = [&](const std::string& kind, const std::string& token) {
-    if (!seen.insert(kind).second) bad(text, fmt::format("'{}' repeats the {} option", token, kind));
+    if (!seen.insert(kind).second)
+      bad(text, fmt::format("'{}' repeats the {} option", token, kind));
   };
   auto unknown = [&](const std::string& token) {
     bad(text, fmt::format("unknown option '{}' for {}", token, family));
@@ -149,7 +153,8 @@ MethodSpec parse_method(const std::string& text) {
       if (percent_of(t) >= 0) {
         once("outlier", t);
         s.outlier_percent = percent_of(t);
-        if (!(s.outlier_percent < 100)) bad(text, fmt::format("outliers: expected 0 <= P < 100 percent, found {}", t));
+        if (!(s.outlier_percent < 100))
+          bad(text, fmt::format("outliers: expected 0 <= P < 100 percent, found {}", t));
       } else if (t == "sink" || is_number_after(t, "sink")) {
         once("sink", t);
         s.n_sink = t == "sink" ? 1 : number_after(t, "sink");
@@ -182,7 +187,8 @@ MethodSpec parse_method(const std::string& text) {
     }
     if (s.group < 1) bad(text, fmt::format("group: expected >= 1, found {}", s.group));
     if (s.window % s.group != 0) {
-      bad(text, fmt::format("residual: expected a multiple of the group size {}, found {}", s.group, s.window));
+      bad(text, fmt::format("residual: expected a multiple of the group size {}, found {}", s.group,
+                            s.window));
     }
   } else if (family == "skvq") {
     s.kind = MethodKind::kSkvq;
@@ -190,14 +196,18 @@ MethodSpec parse_method(const std::string& text) {
     int64_t k = -1, v = -1, g = -1, w = -1;
     for (size_t i = 1; i < tokens.size(); ++i) {
       const std::string& t = tokens[i];
-      int64_t* into = is_number_after(t, "k") ? &k : is_number_after(t, "v") ? &v
-                      : is_number_after(t, "g") ? &g : is_number_after(t, "w") ? &w
-                      : is_number_after(t, "s") ? &s.n_sink : nullptr;
+      int64_t* into = is_number_after(t, "k")   ? &k
+                      : is_number_after(t, "v") ? &v
+                      : is_number_after(t, "g") ? &g
+                      : is_number_after(t, "w") ? &w
+                      : is_number_after(t, "s") ? &s.n_sink
+                                                : nullptr;
       if (!into) unknown(t);
       once(t.substr(0, 1), t);
       *into = number_after(t, t.substr(0, 1));
     }
-    for (const auto& [name, value] : {std::pair{"k", k}, std::pair{"v", v}, std::pair{"g", g}, std::pair{"w", w}}) {
+    for (const auto& [name, value] :
+         {std::pair{"k", k}, std::pair{"v", v}, std::pair{"g", g}, std::pair{"w", w}}) {
       if (value < 0) bad(text, fmt::format("skvq needs -{}N", name));
     }
     s.key_bits = check_bits(text, "key", k, 1, 8);
@@ -214,17 +224,13 @@ MethodSpec parse_method(const std::string& text) {
 std::string MethodSpec::name() const {
   std::string n;
   switch (kind) {
-    case MethodKind::kFp16:
-      n = "fp16";
-      break;
-    case MethodKind::kFp8:
-      n = fp8 == Fp8Format::kE4M3 ? "fp8-e4m3" : "fp8-e5m2";
-      break;
+    case MethodKind::kFp16: n = "fp16"; break;
+    case MethodKind::kFp8: n = fp8 == Fp8Format::kE4M3 ? "fp8-e4m3" : "fp8-e5m2"; break;
     case MethodKind::kInt:
       n = fmt::format("int{}", key_bits);
       n += granularity == IntGranularity::kToken     ? "-token"
            : granularity == IntGranularity::kChannel ? "-channel"
-                                                      : fmt::format("-g{}", group);
+                                                     : fmt::format("-g{}", group);
       break;
     case MethodKind::kNuq:
       n = fmt::format("nuq{}", key_bits);
@@ -234,9 +240,7 @@ std::string MethodSpec::name() const {
       if (value_per_head) n += "-vhead";
       if (qnorm) n += "-qnorm";
       break;
-    case MethodKind::kKivi:
-      n = fmt::format("kivi{}-g{}-r{}", key_bits, group, window);
-      break;
+    case MethodKind::kKivi: n = fmt::format("kivi{}-g{}-r{}", key_bits, group, window); break;
     case MethodKind::kSkvq:
       n = fmt::format("skvq-k{}-v{}-g{}-w{}", key_bits, value_bits, group, window);
       if (n_sink != kSkvqDefaultSink) n += fmt::format("-s{}", n_sink);
@@ -302,8 +306,7 @@ bool MethodSpec::operator==(const MethodSpec& o) const {
   return kind == o.kind && key_bits == o.key_bits && value_bits == o.value_bits &&
          granularity == o.granularity && group == o.group && window == o.window &&
          n_sink == o.n_sink && outlier_percent == o.outlier_percent && qnorm == o.qnorm &&
-         value_per_head == o.value_per_head &&
-         fp8 == o.fp8 && post_rope == o.post_rope;
+         value_per_head == o.value_per_head && fp8 == o.fp8 && post_rope == o.post_rope;
 }
 
 }  // namespace kvq::methods

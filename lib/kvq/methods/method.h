@@ -43,13 +43,13 @@ inline constexpr int64_t kSkvqDefaultSink = 5;
 
 struct MethodSpec {
   MethodKind kind = MethodKind::kFp16;
-  int key_bits = 16, value_bits = 16;  // nominal code bits (fp8: 8, fp16: 16)
+  int key_bits = 16, value_bits = 16;                   // nominal code bits (fp8: 8, fp16: 16)
   IntGranularity granularity = IntGranularity::kToken;  // kInt only
   // kInt kGroup: channels per group; kKivi: G (key tokens per group, value channels per group);
   // kSkvq: channels per group (after the permutation, across KV heads); else 0.
   int64_t group = 0;
-  int64_t window = 0;  // kKivi: R; kSkvq: W; else 0
-  int64_t n_sink = 0;  // first tokens kept in fp16 (nuq -sink, skvq -s)
+  int64_t window = 0;            // kKivi: R; kSkvq: W; else 0
+  int64_t n_sink = 0;            // first tokens kept in fp16 (nuq -sink, skvq -s)
   double outlier_percent = 0.0;  // nuq: P of -P%
   bool qnorm = false;            // nuq: Q-Norm decode levels
   bool value_per_head = false;   // nuq: a value vector is one token of one KV head (-vhead)

@@ -16,7 +16,9 @@ namespace {
 using artifact::Group;
 using artifact::Problems;
 
-std::string layer_name(int64_t i, int64_t n_layers) { return fmt::format("layers/{:0{}d}", i, n_layers > 100 ? 3 : 2); }
+std::string layer_name(int64_t i, int64_t n_layers) {
+  return fmt::format("layers/{:0{}d}", i, n_layers > 100 ? 3 : 2);
+}
 
 void write_tensor(const Group& g, const MethodSpec& spec, const TensorParams& p, bool key) {
   g.set_int_attr("bits", p.bits);
@@ -41,22 +43,22 @@ void write_tensor(const Group& g, const MethodSpec& spec, const TensorParams& p,
     case MethodKind::kFp8:
       if (p.amax > 0) g.write<float>("amax", std::vector<float>{p.amax}, {});
       break;
-    default:
-      break;
+    default: break;
   }
 }
 
 // Reads a dataset (type and shape checked by the h5 layer), recording a problem on failure.
 template <typename T>
-bool get(const Group& g, const std::string& name, const std::vector<int64_t>& shape, std::vector<T>& out,
-         Problems& problems) {
+bool get(const Group& g, const std::string& name, const std::vector<int64_t>& shape,
+         std::vector<T>& out, Problems& problems) {
   try {
     out = g.read<T>(name, shape).values;
   } catch (const Error& e) {
     problems.add("", e.what());
     return false;
   }
-  if constexpr (std::is_floating_point_v<T>) return artifact::check_finite(problems, g.where(name), out);
+  if constexpr (std::is_floating_point_v<T>)
+    return artifact::check_finite(problems, g.where(name), out);
   return true;
 }
 
@@ -71,52 +73,61 @@ bool attr(const Group& g, const std::string& name, T& out, Problems& problems, R
   }
 }
 
-void check_ascending(const Group& g, const std::string& name, const std::vector<float>& v, bool in_unit,
-                     Problems& problems) {
+void check_ascending(const Group& g, const std::string& name, const std::vector<float>& v,
+                     bool in_unit, Problems& problems) {
   for (size_t i = 0; i < v.size(); ++i) {
     if (in_unit && std::fabs(v[i]) > 1.0f) {
-      problems.add(g.where(name), fmt::format("expected levels in [-1, 1], found {} at index {}", v[i], i));
+      problems.add(g.where(name),
+                   fmt::format("expected levels in [-1, 1], found {} at index {}", v[i], i));
       return;
     }
     if (i > 0 && !(v[i] > v[i - 1])) {
-      problems.add(g.where(name), fmt::format("expected strictly ascending values, found {} after {} at index {}",
-                                              v[i], v[i - 1], i));
+      problems.add(g.where(name),
+                   fmt::format("expected strictly ascending values, found {} after {} at index {}",
+                               v[i], v[i - 1], i));
       return;
     }
   }
 }
 
-TensorParams read_tensor(const Group& g, const MethodSpec& spec, bool key, bool mixed, int64_t channels,
-                         Problems& problems) {
+TensorParams read_tensor(const Group& g, const MethodSpec& spec, bool key, bool mixed,
+                         int64_t channels, Problems& problems) {
   TensorParams p;
   int64_t bits = 0;
   const size_t before = problems.size();
   if (attr(g, "bits", bits, problems, &Group::int_attr)) {
     const int nominal = key ? spec.key_bits : spec.value_bits;
     if (mixed && spec.kind == MethodKind::kNuq) {
-      if (bits < 2 || bits > 4) problems.add(g.where() + "@bits", fmt::format("expected 2..4 (nuq), found {}", bits));
+      if (bits < 2 || bits > 4)
+        problems.add(g.where() + "@bits", fmt::format("expected 2..4 (nuq), found {}", bits));
     } else if (bits != nominal) {
-      problems.add(g.where() + "@bits", fmt::format("expected {} ({}), found {}", nominal, spec.name(), bits));
+      problems.add(g.where() + "@bits",
+                   fmt::format("expected {} ({}), found {}", nominal, spec.name(), bits));
     }
   }
   p.bits = static_cast<int>(bits);
   double fraction = 0;
   if (attr(g, "outlier_fraction", fraction, problems, &Group::double_attr)) {
     if (std::fabs(fraction - spec.outlier_fraction()) > 1e-12) {
-      problems.add(g.where() + "@outlier_fraction", fmt::format("expected {} ({}), found {}",
-                                                                spec.outlier_fraction(), spec.name(), fraction));
+      problems.add(g.where() + "@outlier_fraction",
+                   fmt::format("expected {} ({}), found {}", spec.outlier_fraction(), spec.name(),
+                               fraction));
     }
     p.outlier_fraction = fraction;
   }
   std::string gran;
-  if (attr(g, "granularity", gran, problems, &Group::string_attr) && gran != granularity(spec, key)) {
-    problems.add(g.where() + "@granularity", fmt::format("expected \"{}\" ({}), found \"{}\"", granularity(spec, key),
-                                                         spec.name(), gran));
+  if (attr(g, "granularity", gran, problems, &Group::string_attr) &&
+      gran != granularity(spec, key)) {
+    problems.add(g.where() + "@granularity",
+                 fmt::format("expected \"{}\" ({}), found \"{}\"", granularity(spec, key),
+                             spec.name(), gran));
   }
   int64_t pre_rope = 0;
-  if (key && attr(g, "pre_rope", pre_rope, problems, &Group::int_attr) && pre_rope != (spec.post_rope ? 0 : 1)) {
-    problems.add(g.where() + "@pre_rope", fmt::format("expected {} ({}), found {}", spec.post_rope ? 0 : 1,
-                                                      spec.name(), pre_rope));
+  if (key && attr(g, "pre_rope", pre_rope, problems, &Group::int_attr) &&
+      pre_rope != (spec.post_rope ? 0 : 1)) {
+    problems.add(
+        g.where() + "@pre_rope",
+        fmt::format("expected {} ({}), found {}", spec.post_rope ? 0 : 1, spec.name(), pre_rope));
   }
   if (problems.size() != before) return p;  // the shapes below depend on bits
   const int64_t n_levels = int64_t{1} << bits;
@@ -128,15 +139,19 @@ TensorParams read_tensor(const Group& g, const MethodSpec& spec, bool key, bool 
       if (get(g, "levels_decode", {n_levels}, p.levels_decode, problems)) {
         check_ascending(g, "levels_decode", p.levels_decode, /*in_unit=*/false, problems);
       }
-      if (key && get(g, "lo", {channels}, p.lo, problems) && get(g, "hi", {channels}, p.hi, problems)) {
+      if (key && get(g, "lo", {channels}, p.lo, problems) &&
+          get(g, "hi", {channels}, p.hi, problems)) {
         for (int64_t c = 0; c < channels; ++c) {
           if (!(p.lo[c] <= p.hi[c])) {
-            problems.add(g.where("lo"), fmt::format("expected lo <= hi, found {} > {} in channel {}", p.lo[c], p.hi[c], c));
+            problems.add(
+                g.where("lo"),
+                fmt::format("expected lo <= hi, found {} > {} in channel {}", p.lo[c], p.hi[c], c));
             break;
           }
         }
       }
-      if (g.has_attr("fisher_error")) attr(g, "fisher_error", p.fisher_error, problems, &Group::double_attr);
+      if (g.has_attr("fisher_error"))
+        attr(g, "fisher_error", p.fisher_error, problems, &Group::double_attr);
       break;
     case MethodKind::kSkvq: {
       if (get(g, "perm", {channels}, p.perm, problems)) {
@@ -144,8 +159,9 @@ TensorParams read_tensor(const Group& g, const MethodSpec& spec, bool key, bool 
         for (int64_t i = 0; i < channels; ++i) {
           const int64_t c = p.perm[i];
           if (c < 0 || c >= channels || seen[c]) {
-            problems.add(g.where("perm"), fmt::format("expected a permutation of 0..{}, found {} at index {}",
-                                                      channels - 1, c, i));
+            problems.add(g.where("perm"),
+                         fmt::format("expected a permutation of 0..{}, found {} at index {}",
+                                     channels - 1, c, i));
             break;
           }
           seen[c] = true;
@@ -154,7 +170,8 @@ TensorParams read_tensor(const Group& g, const MethodSpec& spec, bool key, bool 
       std::vector<float> clip;
       if (get(g, "clip", {}, clip, problems)) {
         p.clip = clip[0];
-        if (!(p.clip > 0.0f && p.clip <= 1.0f)) problems.add(g.where("clip"), fmt::format("expected 0 < r <= 1, found {}", p.clip));
+        if (!(p.clip > 0.0f && p.clip <= 1.0f))
+          problems.add(g.where("clip"), fmt::format("expected 0 < r <= 1, found {}", p.clip));
       }
       break;
     }
@@ -163,12 +180,12 @@ TensorParams read_tensor(const Group& g, const MethodSpec& spec, bool key, bool 
         std::vector<float> amax;
         if (get(g, "amax", {}, amax, problems)) {
           p.amax = amax[0];
-          if (!(p.amax >= 0.0f)) problems.add(g.where("amax"), fmt::format("expected a value >= 0, found {}", p.amax));
+          if (!(p.amax >= 0.0f))
+            problems.add(g.where("amax"), fmt::format("expected a value >= 0, found {}", p.amax));
         }
       }
       break;
-    default:
-      break;
+    default: break;
   }
   return p;
 }
@@ -182,10 +199,12 @@ std::string granularity(const MethodSpec& s, bool key) {
     case MethodKind::kNuq: return key ? "channel" : "token";
     case MethodKind::kSkvq: return fmt::format("token/perm-group{}", s.group);
     case MethodKind::kKivi:
-      return key ? fmt::format("channel/time-group{}", s.group) : fmt::format("token/group{}", s.group);
+      return key ? fmt::format("channel/time-group{}", s.group)
+                 : fmt::format("token/group{}", s.group);
     case MethodKind::kInt:
       if (s.granularity == IntGranularity::kGroup) return fmt::format("token/group{}", s.group);
-      if (s.granularity == IntGranularity::kChannel && key) return fmt::format("channel/time-group{}", kIntChannelTokens);
+      if (s.granularity == IntGranularity::kChannel && key)
+        return fmt::format("channel/time-group{}", kIntChannelTokens);
       return "token";
   }
   return "?";
@@ -205,8 +224,11 @@ void write_quant(const std::string& path, const Quantizer& q, const std::string&
     root.set_int_attr("n_layers", q.n_layers());
     root.set_int_attr("n_kv_heads", q.n_kv_heads());
     root.set_int_attr("head_dim", q.head_dim());
-    root.set_string_attr("fingerprint", prov.has_data ? "calib" : prov.has_model ? "model" : "none");
-    if (prov.has_model) write_fingerprints(root, prov.model, prov.has_data ? prov.data : artifact::DataFingerprint{});
+    root.set_string_attr("fingerprint", prov.has_data    ? "calib"
+                                        : prov.has_model ? "model"
+                                                         : "none");
+    if (prov.has_model)
+      write_fingerprints(root, prov.model, prov.has_data ? prov.data : artifact::DataFingerprint{});
     for (int64_t i = 0; i < q.n_layers(); ++i) {
       const Group layer = root.create_group(layer_name(i, q.n_layers()));
       write_tensor(layer.create_group("key"), q.spec(), q.layers()[i].key, /*key=*/true);
@@ -247,29 +269,37 @@ Quantizer check_quant(const artifact::File& file, Problems& problems) {
         prov.data = artifact::read_data_fingerprint(root, problems);
       }
     } else if (fingerprint != "none") {
-      problems.add(root.where() + "@fingerprint", fmt::format("expected calib, model or none, found \"{}\"", fingerprint));
+      problems.add(root.where() + "@fingerprint",
+                   fmt::format("expected calib, model or none, found \"{}\"", fingerprint));
     }
   }
   if (!problems.empty()) return {};
   const bool mixed = prov.bits_budget != 0.0;
-  if (mixed && (spec.kind != MethodKind::kNuq || !(prov.bits_budget >= 2.0 && prov.bits_budget <= 4.0))) {
-    problems.add(root.where() + "@bits_budget", fmt::format("expected 0, or 2..4 for a nuq method, found {} ({})",
-                                                            prov.bits_budget, method));
+  if (mixed &&
+      (spec.kind != MethodKind::kNuq || !(prov.bits_budget >= 2.0 && prov.bits_budget <= 4.0))) {
+    problems.add(root.where() + "@bits_budget",
+                 fmt::format("expected 0, or 2..4 for a nuq method, found {} ({})",
+                             prov.bits_budget, method));
   }
   if (n_layers < 0 || n_kv_heads < 0 || head_dim < 0) {
-    problems.add(root.where(), fmt::format("expected sizes >= 0, found n_layers {} n_kv_heads {} head_dim {}",
-                                           n_layers, n_kv_heads, head_dim));
+    problems.add(root.where(),
+                 fmt::format("expected sizes >= 0, found n_layers {} n_kv_heads {} head_dim {}",
+                             n_layers, n_kv_heads, head_dim));
     return {};
   }
   if (prov.has_model && (n_layers != prov.model.n_layers || n_kv_heads != prov.model.n_kv_heads ||
                          head_dim != prov.model.head_dim)) {
-    problems.add(root.where(), fmt::format("expected the model's sizes {} layers, {} x {}, found {} layers, {} x {}",
-                                           prov.model.n_layers, prov.model.n_kv_heads, prov.model.head_dim, n_layers,
-                                           n_kv_heads, head_dim));
+    problems.add(
+        root.where(),
+        fmt::format("expected the model's sizes {} layers, {} x {}, found {} layers, {} x {}",
+                    prov.model.n_layers, prov.model.n_kv_heads, prov.model.head_dim, n_layers,
+                    n_kv_heads, head_dim));
   }
   if (spec.needs_calib() && (n_layers < 1 || n_kv_heads < 1 || head_dim < 1)) {
-    problems.add(root.where(), fmt::format("expected per-layer tables for {}, found n_layers {} n_kv_heads {} head_dim {}",
-                                           method, n_layers, n_kv_heads, head_dim));
+    problems.add(
+        root.where(),
+        fmt::format("expected per-layer tables for {}, found n_layers {} n_kv_heads {} head_dim {}",
+                    method, n_layers, n_kv_heads, head_dim));
   }
   if (!problems.empty()) return {};
   std::vector<LayerParams> layers(static_cast<size_t>(n_layers));
@@ -278,7 +308,8 @@ Quantizer check_quant(const artifact::File& file, Problems& problems) {
     for (const bool key : {true, false}) {
       const std::string path = name + (key ? "/key" : "/value");
       if (!root.exists(path)) {
-        problems.add(root.where(path), fmt::format("missing group (the file has {} layers)", n_layers));
+        problems.add(root.where(path),
+                     fmt::format("missing group (the file has {} layers)", n_layers));
         continue;
       }
       TensorParams& p = key ? layers[i].key : layers[i].value;

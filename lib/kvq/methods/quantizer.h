@@ -52,8 +52,8 @@ struct QuantCounters {
 
 // One layer's parameters for its keys or its values; which fields are used depends on the method.
 struct TensorParams {
-  int bits = 16;                  // code bits
-  double outlier_fraction = 0.0;  // nuq
+  int bits = 16;                     // code bits
+  double outlier_fraction = 0.0;     // nuq
   std::vector<float> levels_encode;  // nuq: [2^bits], strictly ascending in [-1, 1]
   std::vector<float> levels_decode;  // nuq: [2^bits], ascending; == levels_encode without Q-Norm
   std::vector<float> lo, hi;         // nuq keys: per-channel dense range [C]
@@ -72,7 +72,7 @@ struct Provenance {
   bool has_model = false, has_data = false;
   artifact::ModelFingerprint model;  // copied from calib.h5 or the model given
   artifact::DataFingerprint data;    // copied from calib.h5
-  double bits_budget = 0.0;          // > 0: per-layer bits chosen for this average (fit_bits_budget)
+  double bits_budget = 0.0;  // > 0: per-layer bits chosen for this average (fit_bits_budget)
   std::string path, created, tool_version;  // set by read_quant
 };
 
@@ -103,11 +103,15 @@ class Quantizer {
   std::string label() const;
 
   // k, v: [b, t, n_kv_heads, head_dim] -> the same shape, dtype and device (fp16: k itself).
-  at::Tensor quantize_keys(int64_t layer, const at::Tensor& k, QuantCounters* counters = nullptr) const;
-  at::Tensor quantize_values(int64_t layer, const at::Tensor& v, QuantCounters* counters = nullptr) const;
+  at::Tensor quantize_keys(int64_t layer, const at::Tensor& k,
+                           QuantCounters* counters = nullptr) const;
+  at::Tensor quantize_values(int64_t layer, const at::Tensor& v,
+                             QuantCounters* counters = nullptr) const;
   // CPU reference loops over lib/kvq/quant: the same results, fp32 on the CPU, slow.
-  at::Tensor quantize_keys_ref(int64_t layer, const at::Tensor& k, QuantCounters* counters = nullptr) const;
-  at::Tensor quantize_values_ref(int64_t layer, const at::Tensor& v, QuantCounters* counters = nullptr) const;
+  at::Tensor quantize_keys_ref(int64_t layer, const at::Tensor& k,
+                               QuantCounters* counters = nullptr) const;
+  at::Tensor quantize_values_ref(int64_t layer, const at::Tensor& v,
+                                 QuantCounters* counters = nullptr) const;
 
   // Throws "<artifact>: made for a different model than <model>: ..." when this quantizer records
   // a model fingerprint that differs from `model`; for a quantizer without one, checks only that
@@ -120,7 +124,8 @@ class Quantizer {
   const TensorParams& params(bool key, int64_t layer) const;
   void check_input(const char* fn, int64_t layer, const at::Tensor& x) const;
   at::Tensor quantize(bool key, int64_t layer, const at::Tensor& x, QuantCounters* counters) const;
-  at::Tensor quantize_ref(bool key, int64_t layer, const at::Tensor& x, QuantCounters* counters) const;
+  at::Tensor quantize_ref(bool key, int64_t layer, const at::Tensor& x,
+                          QuantCounters* counters) const;
 
   MethodSpec spec_;
   std::vector<LayerParams> layers_;

@@ -31,7 +31,8 @@ float nuq_element(float v, float offset, float scale, const TensorParams& p) {
 }
 
 // Keys: rows [n_rows, C]; channel c uses [lo_c, hi_c] as nuq_fake_quant_channel_ref does.
-int64_t nuq_keys_ref(const float* x, int64_t n_rows, int64_t channels, const TensorParams& p, float* out) {
+int64_t nuq_keys_ref(const float* x, int64_t n_rows, int64_t channels, const TensorParams& p,
+                     float* out) {
   const bool keep_outliers = p.outlier_fraction > 0;
   int64_t n_outliers = 0;
   for (int64_t c = 0; c < channels; ++c) {
@@ -40,7 +41,8 @@ int64_t nuq_keys_ref(const float* x, int64_t n_rows, int64_t channels, const Ten
     const float scale = (hi - lo) / 2.0f;
     for (int64_t r = 0; r < n_rows; ++r) {
       const float v = x[r * channels + c];
-      if (!std::isfinite(v)) fail("nuq keys reference: row {} channel {}: expected a finite value, found {}", r, c, v);
+      if (!std::isfinite(v))
+        fail("nuq keys reference: row {} channel {}: expected a finite value, found {}", r, c, v);
       if (keep_outliers && (v < lo || v > hi)) {
         out[r * channels + c] = quant::round_to_fp16(v);
         ++n_outliers;
@@ -75,7 +77,8 @@ int64_t nuq_values_ref(const float* x, int64_t n, int64_t d, const TensorParams&
 void fp8_ref(const float* x, int64_t n, float amax, Fp8Format format, float* out) {
   if (amax == 0.0f) {  // dynamic: max |x| of the tensor
     for (int64_t i = 0; i < n; ++i) {
-      if (!std::isfinite(x[i])) fail("fp8 reference: element {}: expected a finite value, found {}", i, x[i]);
+      if (!std::isfinite(x[i]))
+        fail("fp8 reference: element {}: expected a finite value, found {}", i, x[i]);
       amax = std::max(amax, std::fabs(x[i]));
     }
   }
@@ -83,54 +86,57 @@ void fp8_ref(const float* x, int64_t n, float amax, Fp8Format format, float* out
   for (int64_t i = 0; i < n; ++i) out[i] = fp8_fake_quant_ref(x[i], scale, format);
 }
 
-void skvq_ref(const float* x, int64_t n_rows, int64_t channels, const TensorParams& p, int64_t group, float* out) {
+void skvq_ref(const float* x, int64_t n_rows, int64_t channels, const TensorParams& p,
+              int64_t group, float* out) {
   std::vector<float> in(channels), q(channels);
   for (int64_t r = 0; r < n_rows; ++r) {
     for (int64_t i = 0; i < channels; ++i) in[i] = x[r * channels + p.perm[i]];
-    quant::uniform_fake_quant_ref(in.data(), 1, channels, uniform(p.bits, quant::GroupAxis::kRow, group, p.clip), q.data());
+    quant::uniform_fake_quant_ref(in.data(), 1, channels,
+                                  uniform(p.bits, quant::GroupAxis::kRow, group, p.clip), q.data());
     for (int64_t i = 0; i < channels; ++i) out[r * channels + p.perm[i]] = q[i];
   }
 }
 
 }  // namespace
 
-at::Tensor quantize_ref(const MethodSpec& spec, const TensorParams& p, bool key, const at::Tensor& x,
-                        QuantCounters* c) {
-  KVQ_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
-            "reference input must be contiguous float32 [b, t, h, d] on the CPU");
+at::Tensor quantize_ref(const MethodSpec& spec, const TensorParams& p, bool key,
+                        const at::Tensor& x, QuantCounters* c) {
+  KVQ_CHECK(
+      x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
+      "reference input must be contiguous float32 [b, t, h, d] on the CPU");
   const int64_t b = x.size(0), t = x.size(1), h = x.size(2), d = x.size(3), channels = h * d;
   at::Tensor result = at::empty_like(x);
   const float* in = x.data_ptr<float>();
   float* out = result.data_ptr<float>();
   int64_t n_outliers = 0;
   switch (spec.kind) {
-    case MethodKind::kFp16:
-      result.copy_(x);
-      break;
-    case MethodKind::kFp8:
-      fp8_ref(in, x.numel(), p.amax, spec.fp8, out);
-      break;
+    case MethodKind::kFp16: result.copy_(x); break;
+    case MethodKind::kFp8: fp8_ref(in, x.numel(), p.amax, spec.fp8, out); break;
     case MethodKind::kInt:
     case MethodKind::kKivi: {
       const bool time_groups = key && spec.key_time_group() > 0;
       if (time_groups) {  // per channel down each sequence's tokens
         for (int64_t i = 0; i < b; ++i) {
-          quant::uniform_fake_quant_ref(in + i * t * channels, t, channels,
-                                        uniform(p.bits, quant::GroupAxis::kColumn, spec.key_time_group()),
-                                        out + i * t * channels);
+          quant::uniform_fake_quant_ref(
+              in + i * t * channels, t, channels,
+              uniform(p.bits, quant::GroupAxis::kColumn, spec.key_time_group()),
+              out + i * t * channels);
         }
       } else {  // per (token, head) along head_dim
-        const int64_t group = spec.kind == MethodKind::kKivi || spec.granularity == IntGranularity::kGroup ? spec.group : d;
-        quant::uniform_fake_quant_ref(in, b * t * h, d, uniform(p.bits, quant::GroupAxis::kRow, group), out);
+        const int64_t group =
+            spec.kind == MethodKind::kKivi || spec.granularity == IntGranularity::kGroup
+                ? spec.group
+                : d;
+        quant::uniform_fake_quant_ref(in, b * t * h, d,
+                                      uniform(p.bits, quant::GroupAxis::kRow, group), out);
       }
       break;
     }
-    case MethodKind::kSkvq:
-      skvq_ref(in, b * t, channels, p, spec.group, out);
-      break;
+    case MethodKind::kSkvq: skvq_ref(in, b * t, channels, p, spec.group, out); break;
     case MethodKind::kNuq:
-      n_outliers = key ? nuq_keys_ref(in, b * t, channels, p, out) : (spec.value_per_head ? nuq_values_ref(in, b * t * h, d, p, out)
-                                                                     : nuq_values_ref(in, b * t, channels, p, out));
+      n_outliers = key ? nuq_keys_ref(in, b * t, channels, p, out)
+                       : (spec.value_per_head ? nuq_values_ref(in, b * t * h, d, p, out)
+                                              : nuq_values_ref(in, b * t, channels, p, out));
       break;
   }
   if (c) {

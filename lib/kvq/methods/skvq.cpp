@@ -29,11 +29,12 @@ std::vector<int64_t> range_order(const artifact::CalibChannels& d) {
 }
 
 // Samples x [S, C] (pre-RoPE keys) rotated at their positions, rotate-half layout per head.
-at::Tensor rope_samples(const at::Tensor& x, const std::vector<int64_t>& positions, const std::vector<float>& inv_freq) {
+at::Tensor rope_samples(const at::Tensor& x, const std::vector<int64_t>& positions,
+                        const std::vector<float>& inv_freq) {
   const int64_t s = x.size(0), half = static_cast<int64_t>(inv_freq.size()), d = 2 * half;
   const at::Tensor pos = at::tensor(at::ArrayRef<int64_t>(positions), at::kLong).to(at::kFloat);
   const at::Tensor freqs = at::outer(pos, at::tensor(at::ArrayRef<float>(inv_freq)));  // [S, d/2]
-  const at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);   // [S, 1, d]
+  const at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);                     // [S, 1, d]
   const at::Tensor h = x.view({s, -1, d});
   const at::Tensor rotated = at::cat({-h.narrow(-1, half, half), h.narrow(-1, 0, half)}, -1);
   return (h * emb.cos() + rotated * emb.sin()).reshape({s, -1});
@@ -54,7 +55,8 @@ at::Tensor as_tensor(const artifact::Array<float>& a) {
 // The grid's clip ratio with the least Fisher-weighted squared error (the first among equals).
 float best_clip(const at::Tensor& x, const at::Tensor& fisher, TensorParams p, int64_t group,
                 const std::vector<float>& grid) {
-  const at::Tensor w = fisher.sum().item<double>() > 0 ? fisher.to(at::kDouble) : at::ones_like(fisher, at::kDouble);
+  const at::Tensor w =
+      fisher.sum().item<double>() > 0 ? fisher.to(at::kDouble) : at::ones_like(fisher, at::kDouble);
   float best = 1.0f;
   double best_error = 0.0;
   for (size_t i = 0; i < grid.size(); ++i) {
@@ -73,7 +75,8 @@ float best_clip(const at::Tensor& x, const at::Tensor& fisher, TensorParams p, i
 
 at::Tensor skvq_tokens(const at::Tensor& x, const TensorParams& p, int64_t group) {
   const int64_t rows = x.size(0), channels = x.size(1);
-  KVQ_CHECK(static_cast<int64_t>(p.perm.size()) == channels, "perm of {} for {} channels", p.perm.size(), channels);
+  KVQ_CHECK(static_cast<int64_t>(p.perm.size()) == channels, "perm of {} for {} channels",
+            p.perm.size(), channels);
   std::vector<int64_t> inverse(p.perm.size());
   for (size_t i = 0; i < p.perm.size(); ++i) inverse[p.perm[i]] = static_cast<int64_t>(i);
   const at::Tensor perm = at::tensor(at::ArrayRef<int64_t>(p.perm), at::kLong).to(x.device());
@@ -86,9 +89,11 @@ at::Tensor skvq_tokens(const at::Tensor& x, const TensorParams& p, int64_t group
 LayerParams fit_skvq_layer(const MethodSpec& spec, const artifact::CalibData& calib, int64_t layer,
                            const FitOptions& options) {
   const artifact::CalibLayer& l = calib.layers.at(static_cast<size_t>(layer));
-  const std::string where = fmt::format("{}:/{}/samples", calib.path, artifact::calib_layer_group(layer, calib.model.n_layers));
+  const std::string where = fmt::format("{}:/{}/samples", calib.path,
+                                        artifact::calib_layer_group(layer, calib.model.n_layers));
   if (l.sample_positions.values.empty()) {
-    fail("{}: no token samples: SKVQ's clipping search needs them (kvq calibrate --sample-tokens)", where);
+    fail("{}: no token samples: SKVQ's clipping search needs them (kvq calibrate --sample-tokens)",
+         where);
   }
   if (options.clip_grid.empty()) fail("skvq: clip grid: expected at least one ratio, found none");
   for (float r : options.clip_grid) {
@@ -103,12 +108,13 @@ LayerParams fit_skvq_layer(const MethodSpec& spec, const artifact::CalibData& ca
   if (spec.post_rope) {
     const artifact::ModelFingerprint& m = calib.model;
     k = rope_samples(k, l.sample_positions.values,
-                     quant::rope_inv_freq(m.rope_theta, m.head_dim, artifact::parse_rope_scaling(m, calib.path)));
+                     quant::rope_inv_freq(m.rope_theta, m.head_dim,
+                                          artifact::parse_rope_scaling(m, calib.path)));
     k_fisher = pair_mean(k_fisher, calib.model.head_dim);
   }
   p.key.clip = best_clip(k, k_fisher, p.key, spec.group, options.clip_grid);
-  p.value.clip = best_clip(as_tensor(l.sample_value), as_tensor(l.sample_value_fisher), p.value, spec.group,
-                           options.clip_grid);
+  p.value.clip = best_clip(as_tensor(l.sample_value), as_tensor(l.sample_value_fisher), p.value,
+                           spec.group, options.clip_grid);
   return p;
 }
 

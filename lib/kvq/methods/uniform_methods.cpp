@@ -57,7 +57,8 @@ float fp8_round_ref(float v, Fp8Format format) {
   if (v == 0.0f || !std::isfinite(v)) return v;
   int e = 0;
   std::frexp(v, &e);  // v = m 2^e, 0.5 <= |m| < 1: the binade's exponent is e - 1
-  const int exponent = std::max(e - 1, fp8_min_exponent(format));  // subnormals share the lowest step
+  const int exponent =
+      std::max(e - 1, fp8_min_exponent(format));  // subnormals share the lowest step
   const float step = std::ldexp(1.0f, exponent - fp8_mantissa_bits(format));
   return std::nearbyint(v / step) * step;
 }
@@ -77,7 +78,8 @@ at::Tensor fp8_fake_quant(const at::Tensor& x, float amax, Fp8Format format) {
   // the subnormal step.
   const at::Tensor biased = at::bitwise_and(at::bitwise_right_shift(v.view(at::kInt), 23), 255);
   const at::Tensor exponent = at::clamp_min(biased - 127, fp8_min_exponent(format));
-  const at::Tensor step = at::bitwise_left_shift(exponent - fp8_mantissa_bits(format) + 127, 23).view(at::kFloat);
+  const at::Tensor step =
+      at::bitwise_left_shift(exponent - fp8_mantissa_bits(format) + 127, 23).view(at::kFloat);
   at::Tensor out = (v / step).round() * step * scale;
   return at::where(scale == 0, at::zeros_like(out), out);
 }

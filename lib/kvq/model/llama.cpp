@@ -18,7 +18,9 @@ LlamaModel LlamaModel::load(const std::string& path, const LoadOptions& options)
     try {
       at::linear(at::ones({1, 1}, at::kHalf), at::ones({1, 1}, at::kHalf));
     } catch (const std::exception&) {
-      fail("--dtype fp16: this LibTorch cannot run fp16 on the CPU; use bf16, fp32 or --device cuda");
+      fail(
+          "--dtype fp16: this LibTorch cannot run fp16 on the CPU; use bf16, fp32 or --device "
+          "cuda");
     }
   }
   Checkpoint ckpt = open_checkpoint(path);
@@ -32,7 +34,8 @@ LlamaModel::LlamaModel(ModelConfig config, Weights weights, std::string source)
   at::Tensor positions = at::arange(config_.max_seq_len, at::kFloat);
   const std::vector<float> inv_freq =
       quant::rope_inv_freq(config_.rope_theta, config_.head_dim, config_.rope_scaling);
-  at::Tensor freqs = at::outer(positions, at::tensor(at::ArrayRef<float>(inv_freq)));  // [max_seq, head_dim / 2]
+  at::Tensor freqs =
+      at::outer(positions, at::tensor(at::ArrayRef<float>(inv_freq)));  // [max_seq, head_dim / 2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);
   rope_cos_ = emb.cos().to(device());
   rope_sin_ = emb.sin().to(device());
@@ -94,7 +97,8 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* 
       }
       view = hook->view(i, start, t);
       if ((view.key_quantized.defined() || view.value_quantized.defined()) && cache) {
-        fail("KV hook at layer {}: per-query full-precision windows need a forward without a cache", i);
+        fail("KV hook at layer {}: per-query full-precision windows need a forward without a cache",
+             i);
       }
     }
     q = apply_rope(q.transpose(1, 2), start);  // [b, n_heads, t, d]
@@ -113,7 +117,9 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* 
     const int64_t n_keys = k.size(2);
     const at::Tensor qg = q.reshape({b, c.n_kv_heads, group * t, c.head_dim});
     auto scores_of = [&](const at::Tensor& keys) {
-      return at::matmul(qg, keys.transpose(-1, -2)).mul(scale).view({b, c.n_kv_heads, group, t, n_keys});
+      return at::matmul(qg, keys.transpose(-1, -2))
+          .mul(scale)
+          .view({b, c.n_kv_heads, group, t, n_keys});
     };
     at::Tensor scores = scores_of(k);
     if (view.key_quantized.defined()) {
@@ -122,7 +128,8 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* 
       scores = at::where(view.key_quantized, scores, scores_of(k_full));
     }
     if (mask.defined()) scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
-    at::Tensor probs = at::softmax(scores, -1, accumulate_type(q.scalar_type())).to(q.scalar_type());
+    at::Tensor probs =
+        at::softmax(scores, -1, accumulate_type(q.scalar_type())).to(q.scalar_type());
     auto weighted = [&](const at::Tensor& p, const at::Tensor& values) {
       return at::matmul(p.view({b, c.n_kv_heads, group * t, n_keys}), values);
     };
@@ -184,8 +191,10 @@ at::Device parse_device(const std::string& name, const std::string& where) {
   if (name == "cpu") return at::kCPU;
   if (name.rfind("cuda", 0) == 0) {
     if (!at::hasCUDA()) {
-      fail("{}: '{}' asked for, but this kvq was built against a LibTorch without CUDA or no GPU "
-           "is visible", where, name);
+      fail(
+          "{}: '{}' asked for, but this kvq was built against a LibTorch without CUDA or no GPU "
+          "is visible",
+          where, name);
     }
     try {
       return at::Device(name);

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
-#include <c10/core/GradMode.h>       // c10::NoGradGuard (at::NoGradGuard is gone in LibTorch 2)
+#include <c10/core/GradMode.h>  // c10::NoGradGuard (at::NoGradGuard is gone in LibTorch 2)
 #include <c10/core/InferenceMode.h>
 
 #include "kvq/model/io/config.h"
@@ -33,7 +33,7 @@ struct LayerWeights {
 };
 
 struct Weights {
-  at::Tensor embed;    // [vocab, dim]
+  at::Tensor embed;  // [vocab, dim]
   std::vector<LayerWeights> layers;
   at::Tensor norm;     // [dim]
   at::Tensor lm_head;  // [vocab, dim]; the same tensor as embed when tied
@@ -96,8 +96,10 @@ class LlamaModel {
 
   // tokens: [batch, seq] int64 on any device. Positions start at cache->length (0 without a
   // cache). Returns logits [batch, seq, vocab] in fp32 (fp64 for an fp64 model). With a cache,
-  // appends this step's keys and values to it. Throws kvq::Error if the positions would pass the model's context.
-  at::Tensor forward(const at::Tensor& tokens, KVHook* hook = nullptr, KVCache* cache = nullptr) const;
+  // appends this step's keys and values to it. Throws kvq::Error if the positions would pass the
+  // model's context.
+  at::Tensor forward(const at::Tensor& tokens, KVHook* hook = nullptr,
+                     KVCache* cache = nullptr) const;
 
   // Greedy decoding: `n_new` tokens after `prompt` (which must not be empty), stopping early at
   // EOS only if stop_at_eos.
@@ -120,13 +122,15 @@ class LlamaModel {
 
 // Where norms, softmax, logits and the loss are computed: fp32, or fp64 for an fp64 model (which
 // the finite-difference tests use).
-inline at::ScalarType accumulate_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+inline at::ScalarType accumulate_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
 
 // Mean next-token cross-entropy of logits [b, t, v] against tokens [b, t] over positions
 // 0..t-2 predicting 1..t-1 (fp32 scalar, fp64 for fp64 logits); differentiable.
 at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& tokens);
 
 at::ScalarType parse_dtype(const std::string& name, const std::string& where);  // fp32|bf16|fp16
-at::Device parse_device(const std::string& name, const std::string& where);      // cpu|cuda[:N]
+at::Device parse_device(const std::string& name, const std::string& where);     // cpu|cuda[:N]
 
 }  // namespace kvq::model

@@ -51,8 +51,8 @@ std::string weights_checksum(const Weights& w) {
   Checksum64 sum;
   add_to_checksum(sum, w.embed);
   for (const LayerWeights& l : w.layers) {
-    for (const at::Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate,
-                                &l.w_up, &l.w_down}) {
+    for (const at::Tensor* t :
+         {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
       add_to_checksum(sum, *t);
     }
   }

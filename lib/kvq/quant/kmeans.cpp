@@ -66,8 +66,8 @@ std::vector<double> fill_levels(std::vector<double> levels, int k) {
     const double b = levels[widest + 1];
     const double mid = a / 2.0 + b / 2.0;  // no overflow for huge |a|, |b|
     if (!(a < mid && mid < b)) {
-      fail("kmeans: cannot place {} strictly ascending levels: no double between {} and {}", k,
-           a, b);
+      fail("kmeans: cannot place {} strictly ascending levels: no double between {} and {}", k, a,
+           b);
     }
     levels.insert(levels.begin() + static_cast<std::ptrdiff_t>(widest) + 1, mid);
   }

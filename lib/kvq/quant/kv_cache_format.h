@@ -16,12 +16,12 @@ namespace kvq::quant {
 
 // How cached elements are coded (DESIGN.md section 3).
 enum class KvCodec {
-  kNone,     // fp16: the model's own K/V
-  kFp8,      // per-tensor scale
-  kInt,      // uniform min-max per token / channel / group
-  kNuq,      // KVQuant: non-uniform levels, offline key ranges, dense-and-sparse outliers
-  kKivi,     // keys per channel over groups of tokens, values per token over groups of channels
-  kSkvq,     // permuted channel groups with a clip ratio
+  kNone,  // fp16: the model's own K/V
+  kFp8,   // per-tensor scale
+  kInt,   // uniform min-max per token / channel / group
+  kNuq,   // KVQuant: non-uniform levels, offline key ranges, dense-and-sparse outliers
+  kKivi,  // keys per channel over groups of tokens, values per token over groups of channels
+  kSkvq,  // permuted channel groups with a clip ratio
 };
 
 // What one value scale/offset pair covers (nuq).
@@ -40,13 +40,13 @@ enum class ValueVector {
 // is full, is n_recent = 0, flush = R (so the tail holds (n - n_sink) mod R tokens); KVQuant
 // quantizes every token as it arrives (n_recent = 0, flush = 1).
 struct KvCacheFormat {
-  std::string method;            // canonical method string, for messages only (never parsed)
+  std::string method;  // canonical method string, for messages only (never parsed)
   KvCodec codec = KvCodec::kNone;
   int key_bits = 16, value_bits = 16;
-  bool pre_rope = true;          // keys are quantized before RoPE
+  bool pre_rope = true;  // keys are quantized before RoPE
   int64_t n_sink = 0;
   int64_t n_recent = 0;
-  int64_t flush = 1;             // >= 1
+  int64_t flush = 1;  // >= 1
   // Keys per channel over groups of this many tokens, counted from the first token (KIVI's G,
   // intB-channel's 128); 0: keys are not grouped along time.
   int64_t key_time_group = 0;

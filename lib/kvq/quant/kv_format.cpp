@@ -198,8 +198,10 @@ int64_t nuq_fake_quant_vector_ref(const float* x, int64_t n, int64_t stride, con
   const float offset = round_to_fp16((range.lo + range.hi) / 2.0f);
   const float scale = round_to_fp16((range.hi - range.lo) / 2.0f);
   if (!std::isfinite(offset) || !std::isfinite(scale)) {
-    fail("nuq_fake_quant_vector_ref: dense range [{}, {}]: expected an fp16 offset and scale, "
-         "found offset {} scale {}", range.lo, range.hi, offset, scale);
+    fail(
+        "nuq_fake_quant_vector_ref: dense range [{}, {}]: expected an fp16 offset and scale, "
+        "found offset {} scale {}",
+        range.lo, range.hi, offset, scale);
   }
   int64_t n_outliers = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -221,20 +223,22 @@ int64_t nuq_fake_quant_channel_ref(const float* x, int64_t n, int64_t stride, fl
   if (n < 0) fail("nuq_fake_quant_channel_ref: expected n >= 0 values, found {}", n);
   check_stride("nuq_fake_quant_channel_ref", stride);
   if (!std::isfinite(lo) || !std::isfinite(hi) || !(lo <= hi)) {
-    fail("nuq_fake_quant_channel_ref: channel range: expected finite lo <= hi, found [{}, {}]",
-         lo, hi);
+    fail("nuq_fake_quant_channel_ref: channel range: expected finite lo <= hi, found [{}, {}]", lo,
+         hi);
   }
   const float offset = (lo + hi) / 2.0f;
   const float scale = (hi - lo) / 2.0f;
   if (!std::isfinite(offset) || !std::isfinite(scale)) {
-    fail("nuq_fake_quant_channel_ref: channel range [{}, {}]: expected a finite offset and "
-         "scale, found offset {} scale {}", lo, hi, offset, scale);
+    fail(
+        "nuq_fake_quant_channel_ref: channel range [{}, {}]: expected a finite offset and "
+        "scale, found offset {} scale {}",
+        lo, hi, offset, scale);
   }
   // A separate pass, so that a bad element throws before anything (possibly x itself) is written.
   for (int64_t i = 0; i < n; ++i) {
     if (!std::isfinite(x[i * stride])) {
-      fail("nuq_fake_quant_channel_ref: element {} of {}: expected a finite value, found {}", i,
-           n, x[i * stride]);
+      fail("nuq_fake_quant_channel_ref: element {} of {}: expected a finite value, found {}", i, n,
+           x[i * stride]);
     }
   }
   int64_t n_outliers = 0;

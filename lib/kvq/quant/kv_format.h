@@ -57,7 +57,9 @@ struct UniformParams {
 };
 UniformParams uniform_params_ref(const float* x, int64_t n, int64_t stride, int bits);
 int uniform_encode(float x, UniformParams p, int bits);  // 0..2^bits-1
-inline float uniform_decode(int code, UniformParams p) { return static_cast<float>(code) * p.scale + p.zero; }
+inline float uniform_decode(int code, UniformParams p) {
+  return static_cast<float>(code) * p.scale + p.zero;
+}
 
 // Nearest of n_levels ascending levels (ties to the lower index); NaN codes as 0. The levels
 // are trusted here (binary search); the vector functions below check them once.

@@ -66,8 +66,8 @@ void unpack_rows(const uint32_t* words, int64_t n_rows, int64_t n_cols, uint8_t*
   }
 }
 
-void dispatch_pack(const uint8_t* codes, int64_t n_rows, int64_t n_cols, int bits,
-                   bool named_rows, uint32_t* words) {
+void dispatch_pack(const uint8_t* codes, int64_t n_rows, int64_t n_cols, int bits, bool named_rows,
+                   uint32_t* words) {
   switch (bits) {
     case 2: return pack_rows<2>(codes, n_rows, n_cols, named_rows, words);
     case 3: return pack_rows<3>(codes, n_rows, n_cols, named_rows, words);

@@ -69,8 +69,7 @@ QNormResult qnorm_ref(const double* levels, int n_levels, const double* x, const
   std::vector<int> codes(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) codes[i] = nearest_level(x[i], levels, n_levels);
   const Moments original = moments(count, n, total, [x](int64_t i) { return x[i]; });
-  const Moments coded =
-      moments(count, n, total, [&](int64_t i) { return levels[codes[i]]; });
+  const Moments coded = moments(count, n, total, [&](int64_t i) { return levels[codes[i]]; });
 
   QNormResult result;
   result.scale = coded.stddev > 0.0 ? original.stddev / coded.stddev : 1.0;

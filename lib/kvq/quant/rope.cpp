@@ -11,7 +11,8 @@ namespace kvq::quant {
 
 std::vector<float> rope_inv_freq(double theta, int64_t head_dim, const RopeScaling& scaling) {
   if (!(theta > 0.0) || head_dim < 2 || head_dim % 2 != 0) {
-    fail("rope: expected theta > 0 and an even head_dim, found theta {} head_dim {}", theta, head_dim);
+    fail("rope: expected theta > 0 and an even head_dim, found theta {} head_dim {}", theta,
+         head_dim);
   }
   const double base = static_cast<float>(theta);
   std::vector<float> inv_freq(static_cast<size_t>(head_dim / 2));

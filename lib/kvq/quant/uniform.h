@@ -28,11 +28,11 @@ enum class UniformMode { kAsymmetric, kSymmetric };
 enum class GroupAxis { kRow, kColumn };
 
 struct UniformConfig {
-  int bits = 4;                                 // 1..8 (2..8 symmetric)
+  int bits = 4;  // 1..8 (2..8 symmetric)
   UniformMode mode = UniformMode::kAsymmetric;
   GroupAxis axis = GroupAxis::kRow;
-  int64_t group = 128;                          // elements per group, >= 1
-  float clip = 1.0f;                            // clip ratio r in (0, 1]
+  int64_t group = 128;  // elements per group, >= 1
+  float clip = 1.0f;    // clip ratio r in (0, 1]
 };
 
 // Throws kvq::Error naming the field for bits, group or clip out of range.

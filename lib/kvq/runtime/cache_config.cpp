@@ -21,8 +21,9 @@ void check_format(const quant::KvCacheFormat& f, int head_dim) {
   const bool nuq = f.codec == quant::KvCodec::kNuq, kivi = f.codec == quant::KvCodec::kKivi;
   if (!nuq && !kivi) refuse("no CUDA kernels for this kind of method");
   if (nuq && f.value_vector != quant::ValueVector::kTokenHead) {
-    refuse("values normalized per token over all KV heads are not served yet; fit the -vhead "
-           "variant");
+    refuse(
+        "values normalized per token over all KV heads are not served yet; fit the -vhead "
+        "variant");
   }
   if (nuq && f.qnorm) refuse("Q-Norm decode levels are not served");
   if (!f.pre_rope) refuse("keys quantized after RoPE (-post) are not served");
@@ -40,12 +41,16 @@ void check_format(const quant::KvCacheFormat& f, int head_dim) {
   if (kivi) {
     const int64_t g = f.key_time_group;
     if ((g != 32 && g != 64 && g != 128) || g > head_dim || f.channel_group != g) {
-      fail("kv cache: kivi group: expected 32, 64 or 128 tokens and channels, at most head_dim = "
-           "{}, found {} and {}", head_dim, g, f.channel_group);
+      fail(
+          "kv cache: kivi group: expected 32, 64 or 128 tokens and channels, at most head_dim = "
+          "{}, found {} and {}",
+          head_dim, g, f.channel_group);
     }
     if (f.flush < g || f.flush % g != 0 || f.flush > (1 << 16)) {
-      refuse(fmt::format("the residual must be a positive multiple of the group {} (at most "
-                         "65536), found {}", g, f.flush));
+      refuse(
+          fmt::format("the residual must be a positive multiple of the group {} (at most "
+                      "65536), found {}",
+                      g, f.flush));
     }
   } else if (f.flush != 1) {
     refuse(fmt::format("KVQuant tokens are quantized one at a time, found flush {}", f.flush));
@@ -57,9 +62,12 @@ void check_tables(const KvCacheConfig& c, const quant::KvTables* t) {
   quant::check_levels("kv cache: k_levels", t->k_levels, c.bits(), /*in_unit=*/false);
   quant::check_levels("kv cache: v_levels", t->v_levels, c.bits(), /*in_unit=*/false);
   const int64_t n_ch = int64_t{c.n_kv_heads} * c.head_dim;
-  if (static_cast<int64_t>(t->k_lo.size()) != n_ch || static_cast<int64_t>(t->k_hi.size()) != n_ch) {
-    fail("kv cache: key ranges: expected [n_kv_heads = {}, head_dim = {}] = {} values each, "
-         "found {} and {}", c.n_kv_heads, c.head_dim, n_ch, t->k_lo.size(), t->k_hi.size());
+  if (static_cast<int64_t>(t->k_lo.size()) != n_ch ||
+      static_cast<int64_t>(t->k_hi.size()) != n_ch) {
+    fail(
+        "kv cache: key ranges: expected [n_kv_heads = {}, head_dim = {}] = {} values each, "
+        "found {} and {}",
+        c.n_kv_heads, c.head_dim, n_ch, t->k_lo.size(), t->k_hi.size());
   }
   quant::check_key_ranges("kv cache: key ranges", t->k_lo, t->k_hi, n_ch);
 }
@@ -75,8 +83,10 @@ kernels::KvLayout check_kv_config(KvCacheConfig* c, const quant::KvTables* table
   if (c->n_kv_heads < 1) fail("kv cache: n_kv_heads: expected >= 1, found {}", c->n_kv_heads);
   if (c->n_q_heads < 1 || c->n_q_heads % c->n_kv_heads != 0 ||
       c->n_q_heads / c->n_kv_heads > kernels::kMaxQueryGroup) {
-    fail("kv cache: n_q_heads: expected a multiple of n_kv_heads = {} with at most {} query "
-         "heads per KV head, found {}", c->n_kv_heads, kernels::kMaxQueryGroup, c->n_q_heads);
+    fail(
+        "kv cache: n_q_heads: expected a multiple of n_kv_heads = {} with at most {} query "
+        "heads per KV head, found {}",
+        c->n_kv_heads, kernels::kMaxQueryGroup, c->n_q_heads);
   }
   if (c->page_size == 0) c->page_size = kernels::kv_default_page_size(c->bits());
   const int block = kernels::kv_block_tokens(c->bits());
@@ -86,8 +96,10 @@ kernels::KvLayout check_kv_config(KvCacheConfig* c, const quant::KvTables* table
          nuq ? "" : " and of the KIVI group", c->page_size);
   }
   if (int64_t{c->page_size} * c->head_dim >= 65536) {
-    fail("kv cache: page_size: expected page_size * head_dim < 65536 (outlier index), found "
-         "{} * {}", c->page_size, c->head_dim);
+    fail(
+        "kv cache: page_size: expected page_size * head_dim < 65536 (outlier index), found "
+        "{} * {}",
+        c->page_size, c->head_dim);
   }
   if (c->max_batch < 1) fail("kv cache: max_batch: expected >= 1, found {}", c->max_batch);
   if (c->max_seq_len < 1 || c->max_seq_len > (int64_t{1} << 31) - 1) {
@@ -95,11 +107,14 @@ kernels::KvLayout check_kv_config(KvCacheConfig* c, const quant::KvTables* table
   }
   if (nuq) {
     const double f = c->format.outlier_fraction;
-    if (!(f >= 0.0 && f < 1.0)) fail("kv cache: outlier fraction: expected 0 <= f < 1, found {}", f);
+    if (!(f >= 0.0 && f < 1.0))
+      fail("kv cache: outlier fraction: expected 0 <= f < 1, found {}", f);
     const int v_out = c->v_outliers_per_token();
     if (v_out > 8) {
-      fail("kv cache: outlier fraction: expected at most 4 value outliers per side of {} values, "
-           "found {} (fraction {})", c->head_dim, v_out / 2, f);
+      fail(
+          "kv cache: outlier fraction: expected at most 4 value outliers per side of {} values, "
+          "found {} (fraction {})",
+          c->head_dim, v_out / 2, f);
     }
     if (c->k_outlier_capacity == 0 && c->format.key_outliers()) {
       c->k_outlier_capacity = c->page_size * c->head_dim / 16;

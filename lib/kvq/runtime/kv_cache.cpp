@@ -31,7 +31,8 @@ DeviceBuffer<T> allocate(size_t n, const std::string& what) {
 
 template <typename T>
 void upload(const DeviceBuffer<T>& dst, const std::vector<T>& src, const char* what) {
-  const cudaError_t err = cudaMemcpy(dst.data(), src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice);
+  const cudaError_t err =
+      cudaMemcpy(dst.data(), src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice);
   if (err != cudaSuccess) {
     (void)cudaGetLastError();
     fail("kv cache: upload {}: {}: {}", what, cudaGetErrorName(err), cudaGetErrorString(err));
@@ -48,14 +49,14 @@ void check_cuda(cudaError_t err, const std::string& what) {
 }  // namespace
 
 struct KvCache::Buffers {
-  DeviceBuffer<uint8_t> pool;                       // [n_pages][n_kv_heads] head sections
-  DeviceBuffer<int32_t> table;                      // [max_batch][pages_per_seq]
-  DeviceBuffer<int32_t> seq_len, seq_len_alt;       // [max_batch], swapped by append()
-  DeviceBuffer<int32_t> lengths;                    // [max_batch] prefill lengths
+  DeviceBuffer<uint8_t> pool;                  // [n_pages][n_kv_heads] head sections
+  DeviceBuffer<int32_t> table;                 // [max_batch][pages_per_seq]
+  DeviceBuffer<int32_t> seq_len, seq_len_alt;  // [max_batch], swapped by append()
+  DeviceBuffer<int32_t> lengths;               // [max_batch] prefill lengths
   DeviceBuffer<__half> sink_k, sink_v, ring_k, ring_v;
   DeviceBuffer<float> k_lo, k_hi, k_levels, v_levels;
   DeviceBuffer<unsigned long long> overflow;
-  DeviceBuffer<float> work;                         // attention split workspace
+  DeviceBuffer<float> work;  // attention split workspace
 };
 
 KvCache::KvCache(const KvCacheConfig& config, const quant::KvTables* tables)
@@ -74,8 +75,9 @@ KvCache::KvCache(const KvCacheConfig& config, const quant::KvTables* tables)
   const size_t batch = static_cast<size_t>(c.max_batch);
   const size_t row = static_cast<size_t>(c.n_kv_heads) * c.head_dim;  // halves per token
   Buffers& b = *buf_;
-  b.pool = allocate<uint8_t>(static_cast<size_t>(c.n_pages) * view_.page_bytes,
-                             fmt::format("the page pool ({} pages of {} bytes)", c.n_pages, view_.page_bytes));
+  b.pool = allocate<uint8_t>(
+      static_cast<size_t>(c.n_pages) * view_.page_bytes,
+      fmt::format("the page pool ({} pages of {} bytes)", c.n_pages, view_.page_bytes));
   b.table = allocate<int32_t>(batch * view_.pages_per_seq, "the page table");
   b.seq_len = allocate<int32_t>(batch, "the sequence lengths");
   b.seq_len_alt = allocate<int32_t>(batch, "the sequence lengths");
@@ -124,9 +126,11 @@ KvCache::~KvCache() = default;
 
 void KvCache::cuda_fail(const char* op, cudaError_t err) const {
   (void)cudaGetLastError();
-  fail("kv cache {} (batch {}, n_kv_heads {}, n_q_heads {}, head_dim {}, bits {}, page_size {}): "
-       "{}: {}", op, batch_, config_.n_kv_heads, config_.n_q_heads, config_.head_dim,
-       config_.bits(), config_.page_size, cudaGetErrorName(err), cudaGetErrorString(err));
+  fail(
+      "kv cache {} (batch {}, n_kv_heads {}, n_q_heads {}, head_dim {}, bits {}, page_size {}): "
+      "{}: {}",
+      op, batch_, config_.n_kv_heads, config_.n_q_heads, config_.head_dim, config_.bits(),
+      config_.page_size, cudaGetErrorName(err), cudaGetErrorString(err));
 }
 
 int64_t KvCache::pages_needed(int64_t n) const {
@@ -140,9 +144,10 @@ void KvCache::map_pages(const std::vector<int64_t>& new_lengths, const char* op,
     need += std::max<int64_t>(0, pages_needed(new_lengths[b]) - held_[b]);
   }
   if (need > static_cast<int64_t>(free_.size())) {
-    fail("kv cache {}: out of pages: {} sequences need {} more pages of {} tokens, {} of {} are "
-         "free (raise n_pages)", op, new_lengths.size(), need, config_.page_size, free_.size(),
-         config_.n_pages);
+    fail(
+        "kv cache {}: out of pages: {} sequences need {} more pages of {} tokens, {} of {} are "
+        "free (raise n_pages)",
+        op, new_lengths.size(), need, config_.page_size, free_.size(), config_.n_pages);
   }
   for (size_t b = 0; b < new_lengths.size(); ++b) {
     const int64_t first = held_[b], want = pages_needed(new_lengths[b]);
@@ -154,9 +159,9 @@ void KvCache::map_pages(const std::vector<int64_t>& new_lengths, const char* op,
     }
     held_[b] = want;
     // Ordered before the launch that reads it; pageable memory is staged before this returns.
-    const cudaError_t err = cudaMemcpyAsync(view_.page_table + b * view_.pages_per_seq + first,
-                                            row + first, (want - first) * 4,
-                                            cudaMemcpyHostToDevice, stream);
+    const cudaError_t err =
+        cudaMemcpyAsync(view_.page_table + b * view_.pages_per_seq + first, row + first,
+                        (want - first) * 4, cudaMemcpyHostToDevice, stream);
     if (err != cudaSuccess) cuda_fail(op, err);
   }
 }
@@ -166,7 +171,8 @@ void KvCache::reset(int batch, cudaStream_t stream) {
     fail("kv cache reset: batch: expected 1..max_batch = {}, found {}", config_.max_batch, batch);
   }
   for (int b = 0; b < config_.max_batch; ++b) {
-    for (int64_t i = held_[b] - 1; i >= 0; --i) free_.push_back(table_[b * view_.pages_per_seq + i]);
+    for (int64_t i = held_[b] - 1; i >= 0; --i)
+      free_.push_back(table_[b * view_.pages_per_seq + i]);
     held_[b] = 0;
     lengths_[b] = 0;
   }
@@ -192,8 +198,10 @@ void KvCache::prefill(const std::vector<int64_t>& lengths, int64_t max_tokens, c
       fail("kv cache prefill: sequence {} already holds {} tokens (reset first)", b, lengths_[b]);
     }
     if (lengths[b] < 0 || lengths[b] > max_tokens || lengths[b] > config_.max_seq_len) {
-      fail("kv cache prefill: sequence {}: expected 0..min(max_tokens = {}, max_seq_len = {}) "
-           "tokens, found {}", b, max_tokens, config_.max_seq_len, lengths[b]);
+      fail(
+          "kv cache prefill: sequence {}: expected 0..min(max_tokens = {}, max_seq_len = {}) "
+          "tokens, found {}",
+          b, max_tokens, config_.max_seq_len, lengths[b]);
     }
     longest = std::max(longest, lengths[b]);
   }
@@ -204,10 +212,11 @@ void KvCache::prefill(const std::vector<int64_t>& lengths, int64_t max_tokens, c
                                     cudaMemcpyHostToDevice, stream);
   if (err == cudaSuccess) {
     err = kernels::launch_kv_prefill(view_, batch, max_tokens, pages_needed(longest),
-                            buf_->lengths.data(), k, v, stream);
+                                     buf_->lengths.data(), k, v, stream);
   }
   if (err != cudaSuccess) cuda_fail("prefill", err);
-  if (const cudaError_t e2 = cudaStreamSynchronize(stream); e2 != cudaSuccess) cuda_fail("prefill", e2);
+  if (const cudaError_t e2 = cudaStreamSynchronize(stream); e2 != cudaSuccess)
+    cuda_fail("prefill", e2);
   std::copy(lengths.begin(), lengths.end(), lengths_.begin());
   batch_ = batch;
 }
@@ -249,7 +258,8 @@ void KvCache::fill_random(const std::vector<int64_t>& lengths, double k_outlier_
   cudaError_t err = cudaMemcpyAsync(view_.seq_len, len32.data(), len32.size() * 4,
                                     cudaMemcpyHostToDevice, stream);
   if (err == cudaSuccess) {
-    err = kernels::launch_kv_fill_random(view_, batch_, pages_needed(longest), k_outlier_fraction, seed, stream);
+    err = kernels::launch_kv_fill_random(view_, batch_, pages_needed(longest), k_outlier_fraction,
+                                         seed, stream);
   }
   if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
   if (err != cudaSuccess) cuda_fail("fill", err);
@@ -273,20 +283,22 @@ KvAttentionParams KvCache::attention_params(const void* q, bool q_bf16, void* ou
   p.q_bf16 = q_bf16;
   p.out = out;
   p.inv_freq = inv_freq;
-  kernels::kv_attention_splits(view_.layout, batch_, config_.n_kv_heads, config_.q_per_kv(), max_quant,
-                      version, &p.n_splits, &p.pages_per_split);
-  const size_t floats = kernels::kv_attention_workspace_floats(batch_, config_.n_q_heads, p.n_splits,
-                                                      config_.head_dim);
+  kernels::kv_attention_splits(view_.layout, batch_, config_.n_kv_heads, config_.q_per_kv(),
+                               max_quant, version, &p.n_splits, &p.pages_per_split);
+  const size_t floats = kernels::kv_attention_workspace_floats(batch_, config_.n_q_heads,
+                                                               p.n_splits, config_.head_dim);
   if (buf_->work.size() < floats) buf_->work = allocate<float>(floats, "the attention workspace");
   p.part_o = buf_->work.data();
-  p.part_ml = p.part_o + static_cast<size_t>(batch_) * config_.n_q_heads * (p.n_splits + 1) * config_.head_dim;
+  p.part_ml = p.part_o +
+              static_cast<size_t>(batch_) * config_.n_q_heads * (p.n_splits + 1) * config_.head_dim;
   return p;
 }
 
 void KvCache::attend(const void* q, bool q_bf16, void* out, const float* inv_freq,
                      KvAttentionKernel version, cudaStream_t stream) {
   const KvAttentionParams p = attention_params(q, q_bf16, out, inv_freq, version);
-  if (const cudaError_t err = kernels::launch_kv_attention(p, version, stream); err != cudaSuccess) {
+  if (const cudaError_t err = kernels::launch_kv_attention(p, version, stream);
+      err != cudaSuccess) {
     cuda_fail("attend", err);
   }
 }
@@ -310,7 +322,8 @@ int64_t KvCache::attention_bytes(double k_outlier_fraction) const {
 
 uint64_t KvCache::k_overflow() const {
   unsigned long long n = 0;
-  check_cuda(cudaMemcpy(&n, view_.k_overflow, 8, cudaMemcpyDeviceToHost), "read the overflow counter");
+  check_cuda(cudaMemcpy(&n, view_.k_overflow, 8, cudaMemcpyDeviceToHost),
+             "read the overflow counter");
   return n;
 }
 
@@ -328,8 +341,9 @@ KvImage KvCache::snapshot() const {
   get(&im.pool, buf_->pool, "copy the pool");
   get(&im.page_table, buf_->table, "copy the page table");
   im.seq_len.resize(buf_->seq_len.bytes() / sizeof(im.seq_len[0]));  // the current buffer
-  check_cuda(cudaMemcpy(im.seq_len.data(), view_.seq_len, buf_->seq_len.bytes(), cudaMemcpyDeviceToHost),
-             "copy the lengths");
+  check_cuda(
+      cudaMemcpy(im.seq_len.data(), view_.seq_len, buf_->seq_len.bytes(), cudaMemcpyDeviceToHost),
+      "copy the lengths");
   get(&im.ring_k, buf_->ring_k, "copy the window");
   get(&im.ring_v, buf_->ring_v, "copy the window");
   if (config_.format.n_sink > 0) {

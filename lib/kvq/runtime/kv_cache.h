@@ -1,9 +1,9 @@
 // KvCache: the compressed KV cache of one layer on the GPU, and the C++ face of the kernels
-// (kernels/kv_append.h, kernels/kv_attention.h). It owns the device memory (page pool, page tables, fp16 sinks
-// and recent window, the quantizer), allocates pages on the host as sequences grow, checks every
-// shape before anything is queued and turns CUDA errors into kvq::Error naming the shapes.
-// A failed call leaves the cache as it was (nothing is queued before the checks pass).
-// Not thread-safe; work goes on the stream passed, inputs are device pointers.
+// (kernels/kv_append.h, kernels/kv_attention.h). It owns the device memory (page pool, page tables,
+// fp16 sinks and recent window, the quantizer), allocates pages on the host as sequences grow,
+// checks every shape before anything is queued and turns CUDA errors into kvq::Error naming the
+// shapes. A failed call leaves the cache as it was (nothing is queued before the checks pass). Not
+// thread-safe; work goes on the stream passed, inputs are device pointers.
 #pragma once
 
 #include <cstdint>
@@ -58,8 +58,8 @@ class KvCache {
   void append(const __half* k, const __half* v, cudaStream_t stream);
 
   // Sequences of the given lengths with random (valid) content; for benchmarks and long tests.
-  void fill_random(const std::vector<int64_t>& lengths, double k_outlier_fraction,
-                   uint32_t seed, cudaStream_t stream);
+  void fill_random(const std::vector<int64_t>& lengths, double k_outlier_fraction, uint32_t seed,
+                   cudaStream_t stream);
 
   // Attention of every sequence's newest token: q, out [batch][n_q_heads][head_dim] fp16 (or
   // bf16), inv_freq [head_dim / 2] fp32, all device memory.
@@ -67,8 +67,8 @@ class KvCache {
               KvAttentionKernel version, cudaStream_t stream);
 
   // The launch parameters attend() would use (workspace allocated), for timing the kernels.
-  KvAttentionParams attention_params(const void* q, bool q_bf16, void* out,
-                                     const float* inv_freq, KvAttentionKernel version);
+  KvAttentionParams attention_params(const void* q, bool q_bf16, void* out, const float* inv_freq,
+                                     KvAttentionKernel version);
 
   // Bytes an attention pass reads from the cache: codes, scales, value-outlier slots, key
   // outliers at the given fraction of key elements, fp16 tokens.
@@ -88,8 +88,8 @@ class KvCache {
   std::unique_ptr<Buffers> buf_;
   int batch_ = 0;
   std::vector<int64_t> lengths_;
-  std::vector<int32_t> table_;     // host mirror of the page table
-  std::vector<int64_t> held_;      // pages mapped per sequence
+  std::vector<int32_t> table_;  // host mirror of the page table
+  std::vector<int64_t> held_;   // pages mapped per sequence
   std::vector<int32_t> free_;
   int32_t* seq_len_next_ = nullptr;  // the other lengths buffer: append writes it, then swaps
 };

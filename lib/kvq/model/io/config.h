@@ -20,9 +20,9 @@ struct ModelConfig {
   int64_t n_heads = 0;
   int64_t n_kv_heads = 0;
   int64_t head_dim = 0;
-  int64_t ffn_dim = 0;                 // intermediate_size
+  int64_t ffn_dim = 0;  // intermediate_size
   int64_t vocab_size = 0;
-  int64_t max_seq_len = 0;             // max_position_embeddings
+  int64_t max_seq_len = 0;  // max_position_embeddings
   double rope_theta = 10000.0;
   double norm_eps = 1e-5;
   RopeScaling rope_scaling;

@@ -95,9 +95,10 @@ class Llama2cTokenizer final : public Tokenizer {
     // `what` names the field for the message: "the header", "score of token 7", ...
     auto take = [&](void* dst, size_t n, const auto& what) {
       if (bytes.size() - pos < n)
-        fail("{}: truncated: {} needs {} bytes at offset {}, file has {} bytes (expected {} "
-             "tokens, the model's vocab_size)",
-             path_, what(), n, pos, bytes.size(), vocab_size);
+        fail(
+            "{}: truncated: {} needs {} bytes at offset {}, file has {} bytes (expected {} "
+            "tokens, the model's vocab_size)",
+            path_, what(), n, pos, bytes.size(), vocab_size);
       std::memcpy(dst, bytes.data() + pos, n);
       pos += n;
     };
@@ -111,18 +112,20 @@ class Llama2cTokenizer final : public Tokenizer {
       take(&len, 4, [i] { return fmt::format("length of token {}", i); });
       // run.c sizes its buffers by max_token_length; a longer piece means this is no tokenizer.bin.
       if (len < 0 || len > max_token_length)
-        fail("{}: token {} has length {}, outside [0, {}] (max_token_length); not a llama2.c "
-             "tokenizer.bin",
-             path_, i, len, max_token_length);
+        fail(
+            "{}: token {} has length {}, outside [0, {}] (max_token_length); not a llama2.c "
+            "tokenizer.bin",
+            path_, i, len, max_token_length);
       vocab_[i].resize(static_cast<size_t>(len));
       take(vocab_[i].data(), static_cast<size_t>(len),
            [i] { return fmt::format("text of token {}", i); });
     }
     // Extra bytes mean the file holds more tokens than the model: a mismatched tokenizer.
     if (pos != bytes.size())
-      fail("{}: {} bytes left after {} tokens (the model's vocab_size); tokenizer does not "
-           "belong to this model",
-           path_, bytes.size() - pos, vocab_size);
+      fail(
+          "{}: {} bytes left after {} tokens (the model's vocab_size); tokenizer does not "
+          "belong to this model",
+          path_, bytes.size() - pos, vocab_size);
   }
 
   void index() {
@@ -297,9 +300,8 @@ std::vector<int32_t> Llama2cTokenizer::encode(std::string_view text, bool add_bo
   // between such spaces merge alone, in the same order: small heaps, far fewer cache misses.
   size_t begin = 0;
   for (size_t j = 1; j <= initial.size(); ++j) {
-    if (j < initial.size() &&
-        (initial[j] != space_id_ || vocab_[initial[j - 1]].empty() ||
-         vocab_[initial[j - 1]].back() == ' '))
+    if (j < initial.size() && (initial[j] != space_id_ || vocab_[initial[j - 1]].empty() ||
+                               vocab_[initial[j - 1]].back() == ' '))
       continue;
     merge_pairs(initial.data() + begin, static_cast<int32_t>(j - begin), state, out);
     begin = j;
@@ -332,9 +334,9 @@ std::unique_ptr<Tokenizer> open_tokenizer_for_model(const std::string& model_pat
   const fs::path sp_path = dir / "tokenizer.model", bin_path = dir / "tokenizer.bin";
   const fs::path first = prefer_bin ? bin_path : sp_path;
   const fs::path second = prefer_bin ? sp_path : bin_path;
-  const fs::path* chosen = fs::is_regular_file(first) ? &first
+  const fs::path* chosen = fs::is_regular_file(first)    ? &first
                            : fs::is_regular_file(second) ? &second
-                                                          : nullptr;
+                                                         : nullptr;
   if (!chosen)
     fail("{}: no tokenizer found (tried {} and {})", model_path, first.string(), second.string());
   if (*chosen == bin_path) return load_llama2c_tokenizer(bin_path.string(), vocab_size);

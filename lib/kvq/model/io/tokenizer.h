@@ -35,6 +35,7 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int32
 // tokenizer.bin; for a llama2.c .bin checkpoint, tokenizer.bin beside it, else tokenizer.model.
 // `vocab_size` is the model's (tokenizer.bin needs it; a tokenizer.model with more pieces is an
 // error). Throws kvq::Error naming the paths tried when neither exists.
-std::unique_ptr<Tokenizer> open_tokenizer_for_model(const std::string& model_path, int32_t vocab_size);
+std::unique_ptr<Tokenizer> open_tokenizer_for_model(const std::string& model_path,
+                                                    int32_t vocab_size);
 
 }  // namespace kvq::model
