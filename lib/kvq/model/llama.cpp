@@ -55,6 +55,47 @@ at::Tensor LlamaModel::apply_rope(const at::Tensor& x, int64_t start_pos) const 
   return x * cos + rotated * sin;
 }
 
+at::Tensor LlamaModel::apply_rope_at(const at::Tensor& x, const at::Tensor& positions) const {
+  const int64_t half = config_.head_dim / 2;
+  const at::Tensor pos = positions.to(rope_cos_.device(), at::kLong);
+  // [b, t, d] -> [b, 1, t, d], broadcast over the heads.
+  at::Tensor cos =
+      rope_cos_.index_select(0, pos.reshape({-1})).view({pos.size(0), 1, pos.size(1), -1});
+  at::Tensor sin =
+      rope_sin_.index_select(0, pos.reshape({-1})).view({pos.size(0), 1, pos.size(1), -1});
+  cos = cos.to(x.device(), x.scalar_type());
+  sin = sin.to(x.device(), x.scalar_type());
+  at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+at::Tensor LlamaModel::forward_with(const at::Tensor& tokens, const AttentionFn& attend) const {
+  const ModelConfig& c = config_;
+  if (tokens.dim() != 2 || tokens.size(1) == 0) {
+    fail("forward: tokens must be a non-empty [batch, seq], found {}",
+         fmt::join(tokens.sizes(), "x"));
+  }
+  const int64_t b = tokens.size(0), t = tokens.size(1);
+  at::Tensor x = weights_.embed.index_select(0, tokens.to(device(), at::kLong).reshape({-1}))
+                     .view({b, t, c.dim});
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const LayerWeights& l = weights_.layers[i];
+    at::Tensor h = rms_norm(x, l.attn_norm);
+    const at::Tensor q = at::linear(h, l.wq).view({b, t, c.n_heads, c.head_dim});
+    const at::Tensor k = at::linear(h, l.wk).view({b, t, c.n_kv_heads, c.head_dim});
+    const at::Tensor v = at::linear(h, l.wv).view({b, t, c.n_kv_heads, c.head_dim});
+    const at::Tensor attn = attend(i, q, k, v);
+    if (attn.dim() != 3 || attn.size(0) != b || attn.size(1) != t || attn.size(2) != c.q_dim()) {
+      fail("attention at layer {}: returned {}, expected [{}, {}, {}]", i,
+           fmt::join(attn.sizes(), "x"), b, t, c.q_dim());
+    }
+    x = x + at::linear(attn.to(x.scalar_type()), l.wo);
+    h = rms_norm(x, l.ffn_norm);
+    x = x + at::linear(at::silu(at::linear(h, l.w_gate)) * at::linear(h, l.w_up), l.w_down);
+  }
+  return at::linear(rms_norm(x, weights_.norm), weights_.lm_head).to(accumulate_type(dtype()));
+}
+
 at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* cache) const {
   const ModelConfig& c = config_;
   if (tokens.dim() != 2) fail("forward: tokens must be [batch, seq], found {} dims", tokens.dim());

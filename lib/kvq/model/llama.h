@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -109,10 +110,22 @@ class LlamaModel {
   // RoPE as the attention applies it: x [b, h, t, head_dim] at positions start_pos.., in x's
   // dtype. Also rotates gradients: RoPE is orthogonal, so dL/dk_post = R dL/dk_pre.
   at::Tensor apply_rope(const at::Tensor& x, int64_t start_pos) const;
+  // The same at per-row positions: x [b, h, t, head_dim], positions [b, t] int64 (any device).
+  at::Tensor apply_rope_at(const at::Tensor& x, const at::Tensor& positions) const;
 
- private:
+  // The decoder with attention supplied by the caller (the runtime's KV caches): for each layer
+  // in order, attend(layer, q, k, v) receives this step's pre-RoPE queries [b, t, n_heads,
+  // head_dim] and Keys, Values [b, t, n_kv_heads, head_dim] in the compute dtype and returns the
+  // attention output [b, t, n_heads * head_dim] (before the output projection). Positions and
+  // caching are the callback's. Returns logits [b, t, vocab] as forward() does.
+  using AttentionFn = std::function<at::Tensor(int64_t layer, const at::Tensor& q,
+                                               const at::Tensor& k, const at::Tensor& v)>;
+  at::Tensor forward_with(const at::Tensor& tokens, const AttentionFn& attend) const;
+
+  // RMSNorm as every layer applies it (fp32 accumulation, then the input's dtype).
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) const;
 
+ private:
   ModelConfig config_;
   Weights weights_;
   std::string source_;

@@ -138,10 +138,10 @@ int64_t KvCache::pages_needed(int64_t n) const {
 }
 
 void KvCache::map_pages(const std::vector<int64_t>& new_lengths, const char* op,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, int first_slot) {
   int64_t need = 0;
-  for (size_t b = 0; b < new_lengths.size(); ++b) {
-    need += std::max<int64_t>(0, pages_needed(new_lengths[b]) - held_[b]);
+  for (size_t i = 0; i < new_lengths.size(); ++i) {
+    need += std::max<int64_t>(0, pages_needed(new_lengths[i]) - held_[first_slot + i]);
   }
   if (need > static_cast<int64_t>(free_.size())) {
     fail(
@@ -149,8 +149,9 @@ void KvCache::map_pages(const std::vector<int64_t>& new_lengths, const char* op,
         "free (raise n_pages)",
         op, new_lengths.size(), need, config_.page_size, free_.size(), config_.n_pages);
   }
-  for (size_t b = 0; b < new_lengths.size(); ++b) {
-    const int64_t first = held_[b], want = pages_needed(new_lengths[b]);
+  for (size_t i = 0; i < new_lengths.size(); ++i) {
+    const size_t b = first_slot + i;
+    const int64_t first = held_[b], want = pages_needed(new_lengths[i]);
     if (want <= first) continue;
     int32_t* row = &table_[b * view_.pages_per_seq];
     for (int64_t i = first; i < want; ++i) {
@@ -219,6 +220,77 @@ void KvCache::prefill(const std::vector<int64_t>& lengths, int64_t max_tokens, c
     cuda_fail("prefill", e2);
   std::copy(lengths.begin(), lengths.end(), lengths_.begin());
   batch_ = batch;
+}
+
+KvCacheView KvCache::slot_view(int b) const {
+  KvCacheView v = view_;
+  const int64_t row = int64_t{config_.n_kv_heads} * config_.head_dim;
+  v.page_table += int64_t{b} * view_.pages_per_seq;
+  v.seq_len += b;
+  if (v.sink_k) {
+    v.sink_k += b * row * view_.n_sink;
+    v.sink_v += b * row * view_.n_sink;
+  }
+  v.ring_k += b * row * view_.ring_size;
+  v.ring_v += b * row * view_.ring_size;
+  return v;
+}
+
+void KvCache::add(int64_t n, const __half* k, const __half* v, cudaStream_t stream) {
+  const int b = batch_;
+  if (b >= config_.max_batch) {
+    fail("kv cache add: all {} sequence slots are in use", config_.max_batch);
+  }
+  if (n < 0 || n > config_.max_seq_len) {
+    fail("kv cache add: expected 0..max_seq_len = {} tokens, found {}", config_.max_seq_len, n);
+  }
+  if (n > 0 && (!k || !v)) fail("kv cache add: null keys or values");
+  map_pages({n}, "add", stream, b);
+  const int32_t len32 = static_cast<int32_t>(n);
+  cudaError_t err =
+      cudaMemcpyAsync(buf_->lengths.data(), &len32, 4, cudaMemcpyHostToDevice, stream);
+  if (err == cudaSuccess) {
+    err = kernels::launch_kv_prefill(slot_view(b), 1, n, pages_needed(n), buf_->lengths.data(), k,
+                                     v, stream);
+  }
+  if (err == cudaSuccess) err = cudaStreamSynchronize(stream);  // len32 lives on this stack
+  if (err != cudaSuccess) cuda_fail("add", err);
+  lengths_[b] = n;
+  batch_ = b + 1;
+}
+
+void KvCache::remove(int b, cudaStream_t stream) {
+  if (b < 0 || b >= batch_) fail("kv cache remove: no sequence {} (batch {})", b, batch_);
+  const int last = batch_ - 1;
+  const int64_t pps = view_.pages_per_seq;
+  for (int64_t i = held_[b] - 1; i >= 0; --i) free_.push_back(table_[b * pps + i]);
+  if (b != last) {
+    std::copy(table_.begin() + last * pps, table_.begin() + last * pps + held_[last],
+              table_.begin() + b * pps);
+    held_[b] = held_[last];
+    lengths_[b] = lengths_[last];
+    const KvCacheView to = slot_view(b), from = slot_view(last);
+    const size_t row = static_cast<size_t>(config_.n_kv_heads) * config_.head_dim * 2;
+    auto copy = [&](void* dst, const void* src, size_t bytes) {
+      if (bytes == 0) return;
+      if (const cudaError_t err =
+              cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream);
+          err != cudaSuccess) {
+        cuda_fail("remove", err);
+      }
+    };
+    copy(to.page_table, from.page_table, held_[b] * 4);
+    copy(to.seq_len, from.seq_len, 4);
+    if (view_.n_sink > 0) {
+      copy(to.sink_k, from.sink_k, row * view_.n_sink);
+      copy(to.sink_v, from.sink_v, row * view_.n_sink);
+    }
+    copy(to.ring_k, from.ring_k, row * view_.ring_size);
+    copy(to.ring_v, from.ring_v, row * view_.ring_size);
+  }
+  held_[last] = 0;
+  lengths_[last] = 0;
+  batch_ = last;
 }
 
 void KvCache::append(const __half* k, const __half* v, cudaStream_t stream) {

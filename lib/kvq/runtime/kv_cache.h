@@ -54,6 +54,14 @@ class KvCache {
   void prefill(const std::vector<int64_t>& lengths, int64_t max_tokens, const __half* k,
                const __half* v, cudaStream_t stream);
 
+  // Starts a sequence in slot batch() (< max_batch) holding n tokens, n in 0..max_seq_len, of
+  // k, v [n][n_kv_heads][head_dim] fp16 (device); the other sequences are untouched. Throws if
+  // the pool runs out of pages.
+  void add(int64_t n, const __half* k, const __half* v, cudaStream_t stream);
+  // Ends sequence b: its pages go back to the pool and the last sequence moves into slot b (its
+  // pages, sinks, window and length), so that sequences stay in slots 0..batch()-1.
+  void remove(int b, cudaStream_t stream);
+
   // One decode step: token length(b) of every sequence, k, v [batch][n_kv_heads][head_dim].
   void append(const __half* k, const __half* v, cudaStream_t stream);
 
@@ -80,7 +88,10 @@ class KvCache {
  private:
   struct Buffers;
   int64_t pages_needed(int64_t n) const;
-  void map_pages(const std::vector<int64_t>& new_lengths, const char* op, cudaStream_t stream);
+  // Maps the pages sequences first, first + 1, ... need to hold new_lengths tokens.
+  void map_pages(const std::vector<int64_t>& new_lengths, const char* op, cudaStream_t stream,
+                 int first = 0);
+  KvCacheView slot_view(int b) const;  // the view shifted so that sequence b is sequence 0
   [[noreturn]] void cuda_fail(const char* op, cudaError_t err) const;
 
   KvCacheConfig config_;

@@ -1,0 +1,219 @@
+// TorchKvStore and the attention over a cache as kvq eval defines it (torch_store.h).
+#include "kvq/runtime/torch_store.h"
+
+#include <cmath>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "kvq/common/error.h"
+#include "kvq/methods/bits.h"
+
+namespace kvq::runtime {
+
+void check_runtime_method(const methods::Quantizer& q, int64_t n_layers) {
+  const methods::MethodSpec& spec = q.spec();
+  const std::string name = q.label();
+  if (spec.post_rope) {
+    fail(
+        "runtime: method '{}': keys quantized after RoPE (-post) are not served (a cached key "
+        "would be quantized at each query's position); fit the pre-RoPE method",
+        name);
+  }
+  for (int64_t l = 0; l < std::max<int64_t>(n_layers, 1); ++l) {
+    const quant::KvCacheFormat f = q.kv_format(l);
+    if (f.key_time_group > 0 && f.flush % f.key_time_group != 0) {
+      fail(
+          "runtime: method '{}': keys are quantized in groups of {} tokens but tokens leave full "
+          "precision {} at a time, so a group would need tokens not generated yet",
+          name, f.key_time_group, f.flush);
+    }
+    if (spec.kind == methods::MethodKind::kFp8 &&
+        (q.key_params(l).amax <= 0 || q.value_params(l).amax <= 0)) {
+      fail(
+          "runtime: method '{}': fp8 without a calibrated scale takes it from all tokens at once; "
+          "fit it from calib.h5 (kvq fit)",
+          name);
+    }
+  }
+}
+
+at::Tensor cached_attention(const model::LlamaModel& m, const quant::KvCacheFormat& format,
+                            const at::Tensor& q, int64_t start, const at::Tensor& k,
+                            const at::Tensor& v, const at::Tensor& k_full,
+                            const at::Tensor& v_full) {
+  const model::ModelConfig& c = m.config();
+  const int64_t t = q.size(1), n = start + t, d = c.head_dim, kvh = c.n_kv_heads;
+  const int64_t group = c.n_heads / kvh;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const at::Tensor qg = m.apply_rope(q.transpose(1, 2), start).reshape({1, kvh, group * t, d});
+  auto scores_of = [&](const at::Tensor& keys) {
+    return at::matmul(qg, keys.unsqueeze(0).transpose(-1, -2))
+        .mul(scale)
+        .view({1, kvh, group, t, n});
+  };
+  at::Tensor scores = scores_of(k);
+  at::Tensor quantized;  // [t, n]: query i sees token j quantized
+  if (k_full.defined()) {
+    std::vector<int64_t> bound(t);
+    for (int64_t i = 0; i < t; ++i) bound[i] = format.n_sink + format.n_quantized(start + i + 1);
+    const auto opt = at::TensorOptions().dtype(at::kLong);
+    const at::Tensor j = at::arange(n, opt).unsqueeze(0);
+    const at::Tensor b = at::tensor(bound, opt).unsqueeze(1);
+    quantized = ((j >= format.n_sink) & (j < b)).to(q.device());
+    scores = at::where(quantized, scores, scores_of(k_full));
+  }
+  if (t > 1) {
+    const at::Tensor causal =
+        at::ones({t, n}, at::TensorOptions().dtype(at::kBool).device(q.device())).triu(start + 1);
+    scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
+  }
+  const at::Tensor probs =
+      at::softmax(scores, -1, model::accumulate_type(q.scalar_type())).to(q.scalar_type());
+  auto weighted = [&](const at::Tensor& p, const at::Tensor& values) {
+    return at::matmul(p.view({1, kvh, group * t, n}), values.unsqueeze(0));
+  };
+  at::Tensor attn;
+  if (v_full.defined()) {
+    const at::Tensor zero = at::zeros({}, probs.options());
+    attn = weighted(at::where(quantized, probs, zero), v) +
+           weighted(at::where(quantized, zero, probs), v_full);
+  } else {
+    attn = weighted(probs, v);
+  }
+  return attn.view({1, c.n_heads, t, d}).transpose(1, 2).reshape({1, t, c.q_dim()});
+}
+
+TorchKvStore::TorchKvStore(const model::LlamaModel& m, const methods::Quantizer& q,
+                           const StoreOptions& options)
+    : m_(m), q_(q), max_batch_(options.max_batch), max_seq_len_(options.max_seq_len) {
+  const model::ModelConfig& c = m.config();
+  if (max_batch_ < 1) fail("runtime: max batch: expected >= 1, found {}", max_batch_);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    formats_.push_back(q.kv_format(l));
+    window_ = window_ || (formats_.back().quantizes() &&
+                          (formats_.back().n_recent > 0 || formats_.back().flush > 1));
+  }
+  const double token_bytes = static_cast<double>(c.n_layers) * c.n_kv_heads * c.head_dim *
+                             static_cast<double>(at::elementSize(m.dtype())) * (window_ ? 5 : 2);
+  const int64_t full = (max_seq_len_ + kPageSize - 1) / kPageSize;
+  n_pages_ = options.kv_mem_bytes > 0
+                 ? static_cast<int64_t>(static_cast<double>(options.kv_mem_bytes) /
+                                        (token_bytes * kPageSize))
+                 : int64_t{max_batch_} * full;
+}
+
+std::string TorchKvStore::name() const {
+  return fmt::format("LibTorch on {} ({}), the quantizer's dequantized values",
+                     m_.device().str(), c10::toString(m_.dtype()));
+}
+
+int64_t TorchKvStore::bound(int64_t layer, int64_t n) const {
+  const quant::KvCacheFormat& f = formats_[layer];
+  return f.quantizes() ? f.n_sink + f.n_quantized(n) : 0;
+}
+
+void TorchKvStore::add(int64_t capacity) {
+  if (size_ >= max_batch_) fail("runtime: all {} sequence slots are in use", max_batch_);
+  if (capacity < 1 || capacity > max_seq_len_) {
+    fail("runtime: a sequence of {} tokens: expected 1..{} (the model's context)", capacity,
+         max_seq_len_);
+  }
+  const model::ModelConfig& c = m_.config();
+  const auto opt = at::TensorOptions().dtype(m_.dtype()).device(m_.device());
+  Slot s;
+  s.capacity = capacity;
+  s.n.assign(c.n_layers, 0);
+  auto make = [&] { return at::zeros({c.n_kv_heads, capacity, c.head_dim}, opt); };
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    s.k.push_back(make());
+    s.v.push_back(make());
+    if (window_) {
+      s.k_full.push_back(make());
+      s.v_full.push_back(make());
+      s.k_pre.push_back(make());
+    }
+  }
+  slots_.push_back(std::move(s));
+  ++size_;
+}
+
+void TorchKvStore::remove(int slot) {
+  if (slot < 0 || slot >= size_) fail("runtime: no sequence in slot {}", slot);
+  if (slot != size_ - 1) std::swap(slots_[slot], slots_.back());
+  slots_.pop_back();
+  --size_;
+}
+
+void TorchKvStore::append(int64_t layer, Slot& s, const at::Tensor& k, const at::Tensor& v) {
+  const int64_t t = k.size(0), n0 = s.n[layer], n1 = n0 + t;
+  if (n1 > s.capacity) {
+    fail("runtime: sequence full: {} tokens reserved, {} needed", s.capacity, n1);
+  }
+  const at::Tensor k_pre = k.transpose(0, 1);  // [heads, t, d]
+  const at::Tensor v_h = v.transpose(0, 1);
+  const at::Tensor k_rot = m_.apply_rope(k_pre.unsqueeze(0), n0).squeeze(0);
+  s.k[layer].narrow(1, n0, t).copy_(k_rot);
+  s.v[layer].narrow(1, n0, t).copy_(v_h);
+  if (window_) {
+    s.k_full[layer].narrow(1, n0, t).copy_(k_rot);
+    s.v_full[layer].narrow(1, n0, t).copy_(v_h);
+    s.k_pre[layer].narrow(1, n0, t).copy_(k_pre);
+  }
+  // Tokens [a, e) leave full precision now: quantized from their pre-RoPE originals, as kvq
+  // eval's hook quantizes them, then rotated at their positions.
+  const int64_t a = bound(layer, n0), e = bound(layer, n1);
+  if (e > a) {
+    const at::Tensor src_k = window_ ? s.k_pre[layer].narrow(1, a, e - a)
+                                     : k_pre.narrow(1, a - n0, e - a);
+    const at::Tensor src_v = window_ ? s.v_full[layer].narrow(1, a, e - a)
+                                     : v_h.narrow(1, a - n0, e - a);
+    const at::Tensor kq = q_.quantize_keys(layer, src_k.transpose(0, 1).unsqueeze(0), &keys_);
+    const at::Tensor vq = q_.quantize_values(layer, src_v.transpose(0, 1).unsqueeze(0), &values_);
+    s.k[layer].narrow(1, a, e - a).copy_(m_.apply_rope(kq.transpose(1, 2), a).squeeze(0));
+    s.v[layer].narrow(1, a, e - a).copy_(vq.squeeze(0).transpose(0, 1));
+  }
+  s.n[layer] = n1;
+}
+
+at::Tensor TorchKvStore::prefill(int64_t layer, int slot, const at::Tensor& q, const at::Tensor& k,
+                                 const at::Tensor& v) {
+  if (slot < 0 || slot >= size_) fail("runtime: no sequence in slot {}", slot);
+  Slot& s = slots_[slot];
+  const int64_t n0 = s.n[layer], n1 = n0 + k.size(1);
+  append(layer, s, k[0], v[0]);
+  auto upto = [&](const std::vector<at::Tensor>& x) {
+    return window_ ? x[layer].narrow(1, 0, n1) : at::Tensor();
+  };
+  return cached_attention(m_, formats_[layer], q, n0, s.k[layer].narrow(1, 0, n1),
+                          s.v[layer].narrow(1, 0, n1), upto(s.k_full), upto(s.v_full));
+}
+
+at::Tensor TorchKvStore::decode(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                                const at::Tensor& v) {
+  if (q.size(0) != size_) {
+    fail("runtime decode: {} tokens for {} running sequences", q.size(0), size_);
+  }
+  std::vector<at::Tensor> out;
+  out.reserve(size_);
+  for (int i = 0; i < size_; ++i) {
+    out.push_back(prefill(layer, i, q.narrow(0, i, 1), k.narrow(0, i, 1), v.narrow(0, i, 1)));
+  }
+  return at::cat(out, 0);
+}
+
+CacheCost TorchKvStore::cost() const {
+  const model::ModelConfig& c = m_.config();
+  const methods::BitsBreakdown b =
+      methods::cache_bits(q_, c.n_layers, c.n_kv_heads, c.head_dim, max_seq_len_, keys_, values_);
+  CacheCost r;
+  r.bits_per_element = b.total();
+  r.bytes_per_token = b.total() / 8.0 * 2.0 * c.n_layers * c.n_kv_heads * c.head_dim;
+  r.detail = fmt::format(
+      "codes {:.3f} + scales {:.3f} + outliers {:.3f} + fp16 tokens {:.3f} bits per element at "
+      "{} tokens (the format; this store holds the dequantized tensors)",
+      b.codes, b.params, b.outliers, b.fp16, max_seq_len_);
+  return r;
+}
+
+}  // namespace kvq::runtime

@@ -1,0 +1,83 @@
+// TorchKvStore (kv_store.h): the runtime's cache through LibTorch on any device. Each token's
+// Key and Value are quantized by the method's quantizer (methods::Quantizer, the one kvq eval
+// uses) when the cache format says they leave full precision, and held as the compressed cache
+// would dequantize them, keys rotated once at their positions. With the fp16 method it is a
+// plain cache of the model's own K/V (--kv fp16). It serves every method whose cache is causal
+// (check_runtime_method), and prefill in chunks. Not here: compressed storage (cuda_store.h).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "kvq/methods/quantizer.h"
+#include "kvq/model/llama.h"
+#include "kvq/runtime/kv_store.h"
+
+namespace kvq::runtime {
+
+// Throws kvq::Error naming the method unless a runtime cache can hold it token by token as
+// kvq eval defines it: keys quantized after RoPE, key groups along time that a flush does not
+// complete (intB-channel) and fp8 with a per-call scale (no calibrated amax) depend on tokens
+// the cache has not seen yet.
+void check_runtime_method(const methods::Quantizer& q, int64_t n_layers);
+
+// Attention of queries q [1, t, n_heads, head_dim] (pre-RoPE, positions start..start+t-1) over
+// a cache of n = start + t tokens: k, v [n_kv_heads, n, head_dim], keys post-RoPE, as the cache
+// holds them; k_full, v_full the full-precision versions (undefined unless the format has an
+// fp16 window), which a query sees for the tokens its cache length still holds in fp16. The
+// model's own attention arithmetic (llama.cpp forward). Returns [1, t, n_heads * head_dim].
+at::Tensor cached_attention(const model::LlamaModel& m, const quant::KvCacheFormat& format,
+                            const at::Tensor& q, int64_t start, const at::Tensor& k,
+                            const at::Tensor& v, const at::Tensor& k_full,
+                            const at::Tensor& v_full);
+
+class TorchKvStore : public KvStore {
+ public:
+  // `q` and `m` must outlive the store; q was checked against the model (require_model) and by
+  // check_runtime_method.
+  TorchKvStore(const model::LlamaModel& m, const methods::Quantizer& q,
+               const StoreOptions& options);
+
+  void add(int64_t capacity) override;
+  void remove(int slot) override;
+  int64_t length(int slot) const override { return slots_.at(slot).n.back(); }
+  at::Tensor prefill(int64_t layer, int slot, const at::Tensor& q, const at::Tensor& k,
+                     const at::Tensor& v) override;
+  at::Tensor decode(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                    const at::Tensor& v) override;
+  bool chunked_prefill() const override { return true; }
+  int64_t page_size() const override { return kPageSize; }
+  int64_t n_pages() const override { return n_pages_; }
+  int max_batch() const override { return max_batch_; }
+  CacheCost cost() const override;
+  std::string name() const override;
+
+  // Elements quantized so far (outlier counts for the bits figure).
+  const methods::QuantCounters& key_counters() const { return keys_; }
+  const methods::QuantCounters& value_counters() const { return values_; }
+
+ private:
+  static constexpr int64_t kPageSize = 256;
+  struct Slot {
+    int64_t capacity = 0;
+    std::vector<int64_t> n;  // tokens per layer
+    // Per layer, [n_kv_heads, capacity, head_dim] in the model's dtype: keys post-RoPE and
+    // values as the cache holds them; with an fp16 window also the full-precision versions and
+    // the pre-RoPE keys the window's tokens are quantized from when they leave it.
+    std::vector<at::Tensor> k, v, k_full, v_full, k_pre;
+  };
+  // Appends k, v [t, n_kv_heads, head_dim] to the slot's layer and quantizes what leaves fp16.
+  void append(int64_t layer, Slot& s, const at::Tensor& k, const at::Tensor& v);
+  int64_t bound(int64_t layer, int64_t n) const;  // n_sink + n_quantized(n): quantized below
+
+  const model::LlamaModel& m_;
+  const methods::Quantizer& q_;
+  std::vector<quant::KvCacheFormat> formats_;  // per layer
+  bool window_ = false;
+  int max_batch_ = 0;
+  int64_t max_seq_len_ = 0, n_pages_ = 0;
+  std::vector<Slot> slots_;
+  methods::QuantCounters keys_, values_;
+};
+
+}  // namespace kvq::runtime

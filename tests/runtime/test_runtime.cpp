@@ -1,0 +1,271 @@
+// The runtime (lib/kvq/runtime: engine, stores, generator) on the CPU with the real small
+// models: greedy generation against the transformers references, batching that changes
+// nothing, a quant.h5 served as kvq eval defines its cache, and every refusal leaving the engine
+// usable. GPU twins: tests/gpu/test_runtime_cuda.cpp.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "kvq/methods/fit.h"
+#include "kvq/methods/quant_file.h"
+#include "kvq/model/io/tokenizer.h"
+#include "kvq/model/llama.h"
+#include "kvq/runtime/engine.h"
+#include "kvq/runtime/generator.h"
+#include "support/test_support.h"
+
+namespace kvq {
+namespace {
+
+using test::data_path;
+using test::kModel18m;
+using test::kModel1m;
+using test::kTest;
+using test::kTrain;
+using test::quoted;
+using test::run_kvq;
+
+std::vector<int32_t> ids_of(const nlohmann::json& j) { return j.get<std::vector<int32_t>>(); }
+
+// Greedy tokens of each prompt through one generator (all submitted at once).
+std::vector<std::vector<int32_t>> generate_all(runtime::Engine& engine,
+                                               const std::vector<std::vector<int32_t>>& prompts,
+                                               int64_t n_new) {
+  runtime::Generator gen(engine, nullptr);
+  std::vector<int64_t> ids;
+  for (const auto& p : prompts) {
+    runtime::Request r;
+    r.prompt = p;
+    r.max_new_tokens = n_new;
+    r.stop_at_eos = false;
+    ids.push_back(gen.submit(r));
+  }
+  for (int guard = 0; !gen.done() && guard < 100000; ++guard) gen.step();
+  EXPECT_TRUE(gen.done());
+  std::vector<std::vector<int32_t>> out;
+  for (int64_t id : ids) out.push_back(gen.completion(id).tokens);
+  EXPECT_EQ(engine.free_pages(), engine.total_pages());  // every page back
+  return out;
+}
+
+// quant.h5 files fitted once for the suite from a small calibration of wt2-llama-1m.
+class Runtime1m : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!test::have_data(kModel1m)) return;
+    dir_ = new test::TempDir;
+    const auto r = run_kvq("calibrate --model " + quoted(data_path(kModel1m)) + " --data " +
+                           quoted(data_path(kTrain)) + " --samples 2 --seq-len 256 --quiet --out " +
+                           quoted(dir_->file("calib.h5")));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (const char* method : {"nuq3-1%", "kivi2-g32-r128", "skvq-k2-v2-g32-w64"}) {
+      const auto f = run_kvq(std::string("fit --method ") + quoted(method) + " --calib " +
+                             quoted(dir_->file("calib.h5")) + " --model " +
+                             quoted(data_path(kModel1m)) + " --out " +
+                             quoted(dir_->file(std::string(method) + ".h5")));
+      ASSERT_EQ(f.exit_code, 0) << f.err;
+    }
+    model_ = new model::LlamaModel(model::LlamaModel::load(data_path(kModel1m)));
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete dir_;
+  }
+  void SetUp() override { KVQ_REQUIRE_DATA(kModel1m); }
+  static std::string quant(const std::string& method) { return dir_->file(method + ".h5"); }
+  static test::TempDir* dir_;
+  static model::LlamaModel* model_;
+};
+test::TempDir* Runtime1m::dir_ = nullptr;
+model::LlamaModel* Runtime1m::model_ = nullptr;
+
+TEST_F(Runtime1m, Fp16CacheGivesTheReferenceGreedyTokens) {
+  const auto ref = nlohmann::json::parse(test::read_file(data_path(kModel1m) + "/reference.json"));
+  const methods::Quantizer fp16 = methods::fit(methods::parse_method("fp16"), nullptr);
+  runtime::Engine engine(*model_, fp16, {});
+  const auto out = generate_all(engine,
+                                {ids_of(ref["greedy"]["bos"]["prompt_ids"]),
+                                 ids_of(ref["greedy"]["prompt16"]["prompt_ids"])},
+                                64);
+  EXPECT_EQ(out[0], ids_of(ref["greedy"]["bos"]["new_ids"]));
+  EXPECT_EQ(out[1], ids_of(ref["greedy"]["prompt16"]["new_ids"]));
+}
+
+// 8 prompts of different lengths in one batch (joining as slots free up, pool and slots
+// smaller than the load) give each prompt the tokens it gets alone.
+TEST_F(Runtime1m, BatchedGreedyEqualsAlone) {
+  const auto ref = nlohmann::json::parse(test::read_file(data_path(kModel1m) + "/reference.json"));
+  const std::vector<int32_t> text = ids_of(ref["greedy"]["prompt16"]["prompt_ids"]);
+  std::vector<std::vector<int32_t>> prompts;
+  for (size_t n : {1, 3, 16, 7, 12, 2, 9, 5}) {
+    prompts.emplace_back(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  for (const std::string method : {"nuq3-1%", "kivi2-g32-r128", "skvq-k2-v2-g32-w64"}) {
+    SCOPED_TRACE(method);
+    const methods::Quantizer q = methods::read_quant(quant(method));
+    runtime::EngineOptions batched;
+    batched.max_batch = 5;  // fewer slots than prompts: three wait, then join
+    batched.prefill_chunk = 4;
+    runtime::Engine many(*model_, q, batched);
+    const auto together = generate_all(many, prompts, 150);  // KIVI's residual flushes
+    runtime::EngineOptions single;
+    single.max_batch = 1;
+    runtime::Engine one(*model_, q, single);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_EQ(together[i], generate_all(one, {prompts[i]}, 150)[0]) << "prompt " << i;
+    }
+  }
+}
+
+TEST_F(Runtime1m, RefusalsLeaveTheEngineUsable) {
+  const methods::Quantizer q = methods::read_quant(quant("nuq3-1%"));
+  runtime::EngineOptions o;
+  o.max_batch = 2;
+  runtime::Engine engine(*model_, q, o);
+  runtime::Generator gen(engine, nullptr);
+  runtime::Request empty;
+  empty.max_new_tokens = 4;
+  EXPECT_NE(test::error_of([&] { gen.submit(empty); }).find("prompt: no tokens"), std::string::npos);
+  runtime::Request too_long;
+  too_long.prompt.assign(500, 5);
+  too_long.max_new_tokens = 20;
+  EXPECT_NE(test::error_of([&] { gen.submit(too_long); })
+                .find("500 tokens + 20 new tokens exceed the model's context of 512"),
+            std::string::npos);
+  runtime::Request bad_token{{1, 99999}, 4, {}, {}, true};
+  EXPECT_NE(test::error_of([&] { gen.submit(bad_token); }).find("outside the vocabulary"),
+            std::string::npos);
+  runtime::Request hot{{1, 5}, 4, {}, {}, true};
+  hot.sampling.top_p = 0;
+  EXPECT_NE(test::error_of([&] { gen.submit(hot); }).find("top_p"), std::string::npos);
+  EXPECT_TRUE(gen.done());
+  runtime::Request ok{{1, 299, 13}, 8, {}, {}, false};
+  const int64_t id = gen.submit(ok);
+  while (!gen.done()) gen.step();
+  EXPECT_EQ(gen.completion(id).tokens.size(), 8u);
+  EXPECT_EQ(engine.free_pages(), engine.total_pages());
+}
+
+// Requests that need more pages than are free wait (and say why); larger than the pool: refused.
+TEST_F(Runtime1m, OutOfPagesWaitsOrIsRefused) {
+  const methods::Quantizer q = methods::read_quant(quant("nuq3-1%"));
+  runtime::EngineOptions o;
+  o.max_batch = 4;
+  // The CPU store holds 2 x 4 layers x 2 heads x 32 x 4 bytes = 2 KiB per token: 2 pages.
+  o.kv_mem_gib = 2.0 * 256 * 2048 / double(1 << 30);
+  runtime::Engine engine(*model_, q, o);
+  ASSERT_EQ(engine.total_pages(), 2);
+  runtime::Generator gen(engine, nullptr);
+  runtime::Request big{std::vector<int32_t>(300, 7), 200, {}, {}, false};  // 499 tokens: 2 pages
+  runtime::Request small{{1, 2, 3}, 10, {}, {}, false};
+  const int64_t a = gen.submit(big), b = gen.submit(small);
+  gen.step();
+  EXPECT_EQ(gen.running(), 1);
+  EXPECT_EQ(gen.waiting(), 1);
+  EXPECT_NE(gen.waiting_reason().find("needs 1 cache pages, 0 of 2 are free"), std::string::npos)
+      << gen.waiting_reason();
+  for (int guard = 0; !gen.done() && guard < 1000; ++guard) gen.step();
+  EXPECT_EQ(gen.completion(a).tokens.size(), 200u);
+  EXPECT_EQ(gen.completion(b).tokens.size(), 10u);
+  o.kv_mem_gib = 1.0 * 256 * 2048 / double(1 << 30);
+  runtime::Engine tiny(*model_, q, o);
+  runtime::Generator g2(tiny, nullptr);
+  EXPECT_NE(test::error_of([&] { g2.submit(big); }).find("the whole pool holds 1"),
+            std::string::npos);
+}
+
+TEST_F(Runtime1m, SamplingIsSeededAndStopsAtStopStrings) {
+  const methods::Quantizer q = methods::read_quant(quant("nuq3-1%"));
+  runtime::Engine engine(*model_, q, {});
+  const auto tok = model::open_tokenizer_for_model(data_path(kModel1m), 4096);
+  auto run = [&](runtime::Request r) {
+    runtime::Generator gen(engine, tok.get());
+    const int64_t id = gen.submit(std::move(r));
+    std::string streamed;
+    while (!gen.done()) {
+      for (const auto& e : gen.step()) streamed += e.text;
+    }
+    EXPECT_EQ(streamed, gen.completion(id).text);
+    return gen.completion(id);
+  };
+  runtime::Request r{tok->encode("The game", true), 40, {}, {}, false};
+  r.sampling = {0.9, 40, 0.95, 7};
+  const auto a = run(r), b = run(r);
+  EXPECT_EQ(a.tokens, b.tokens);  // same seed, same tokens
+  r.sampling.seed = 8;
+  EXPECT_NE(run(r).tokens, a.tokens);
+  // Greedy text cut before the first stop string found in it.
+  runtime::Request g{tok->encode("The game", true), 40, {}, {}, false};
+  const auto full = run(g);
+  const std::string stop = full.text.substr(10, 3);
+  g.stop = {stop};
+  const auto cut = run(g);
+  EXPECT_EQ(cut.finish_reason, "stop");
+  EXPECT_EQ(cut.text, full.text.substr(0, full.text.find(stop)));
+}
+
+TEST_F(Runtime1m, RefusesAnArtifactOfAnotherModel) {
+  KVQ_REQUIRE_DATA(kModel18m);
+  const auto r = run_kvq("generate --model " + quoted(data_path(kModel18m)) + " --quant " +
+                         quoted(quant("nuq3-1%")) + " --prompt hi -n 4");
+  test::expect_one_line_error(r, "generate", "made for a different model");
+}
+
+TEST_F(Runtime1m, CliGeneratesStreamsAndReports) {
+  const auto ref = nlohmann::json::parse(test::read_file(data_path(kModel1m) + "/reference.json"));
+  const auto j = run_kvq("generate --model " + quoted(data_path(kModel1m)) +
+                         " --kv fp16 --prompt '' -n 64 --ignore-eos --json");
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  const auto doc = nlohmann::json::parse(j.out);
+  EXPECT_EQ(doc["new_ids"], ref["greedy"]["bos"]["new_ids"]);
+  EXPECT_GT(doc["stats"]["decode_tokens_per_s"].get<double>(), 0);
+  const auto s = run_kvq("generate --model " + quoted(data_path(kModel1m)) + " --quant " +
+                         quoted(quant("nuq3-1%")) + " --prompt 'The game' -n 16");
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_EQ(s.out.rfind("The game", 0), 0u) << s.out;
+  EXPECT_NE(s.err.find("bits per element"), std::string::npos) << s.err;
+  EXPECT_NE(s.err.find("decode"), std::string::npos) << s.err;
+  test::write_file(dir_->file("p.jsonl"), "{\"prompt\": \"The\"}\n\n{\"prompt\": \"A long\"}\n");
+  const auto b = run_kvq("generate --model " + quoted(data_path(kModel1m)) + " --quant " +
+                         quoted(quant("kivi2-g32-r128")) + " --prompts " +
+                         quoted(dir_->file("p.jsonl")) + " -n 8 --json");
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_EQ(nlohmann::json::parse(b.out)["completions"].size(), 2u);
+}
+
+TEST_F(Runtime1m, CliBadInput) {
+  const std::string m = " --model " + quoted(data_path(kModel1m));
+  test::write_file(dir_->file("bad.jsonl"), "{\"prompt\": \"ok\"}\n{\"text\": 3}\n");
+  test::expect_one_line_error(run_kvq("generate" + m + " --prompts " +
+                                      quoted(dir_->file("bad.jsonl")) + " -n 2"),
+                              "generate", "bad.jsonl:2: expected an object with a string");
+  test::write_file(dir_->file("worse.jsonl"), "{\"prompt\": \n");
+  test::expect_one_line_error(run_kvq("generate" + m + " --prompts " +
+                                      quoted(dir_->file("worse.jsonl")) + " -n 2"),
+                              "generate", "worse.jsonl:1: not a JSON object");
+  test::write_file(dir_->file("empty.txt"), "");
+  test::expect_one_line_error(
+      run_kvq("generate" + m + " --prompt-file " + quoted(dir_->file("empty.txt")) + " -n 2"),
+      "generate", "empty.txt: no text");
+  test::expect_one_line_error(run_kvq("generate" + m + " --prompt hi -n 600"), "generate",
+                              "max tokens: expected 1..512 (the model's context), found 600");
+  std::string words;
+  for (int i = 0; i < 600; ++i) words += " the";
+  test::write_file(dir_->file("long.txt"), words);
+  test::expect_one_line_error(
+      run_kvq("generate" + m + " --prompt-file " + quoted(dir_->file("long.txt")) + " -n 8"),
+      "generate", "tokens + 8 new tokens exceed the model's context of 512");
+  test::expect_one_line_error(run_kvq("generate" + m + " --prompt hi --kv-mem 0.000001"),
+                              "generate", "--kv-mem");
+  test::expect_one_line_error(run_kvq("generate" + m + " --prompt hi --kv int4"), "generate",
+                              "--kv: expected fp16");
+  test::expect_one_line_error(run_kvq("generate" + m + " --prompt hi --temperature -1"),
+                              "generate", "temperature");
+  test::expect_one_line_error(run_kvq("generate" + m + " -n 2"), "generate",
+                              "exactly one of --prompt");
+  test::expect_one_line_error(
+      run_kvq("generate" + m + " --prompt hi --quant " + quoted(dir_->file("nope.h5"))),
+      "generate", "nope.h5");
+}
+
+}  // namespace
+}  // namespace kvq
