@@ -5,7 +5,8 @@
 // head (-vhead). And on random tokens built to be awkward (ties at the dense range's ends, every
 // outlier in one head, no outliers), values per token over all heads equal
 // quant::nuq_fake_quant_vector_ref over the whole token, with one scale/offset in every head and
-// the token's outliers spread over the heads' slots. CPU only (no GPU needed).
+// the token's outliers spread over the heads' slots; kv_parse_image reports images that break
+// that. CPU only (no GPU needed).
 #include <cstdint>
 #include <cmath>
 #include <cstring>
@@ -220,6 +221,55 @@ TEST(KvRefValues, PerTokenOverAllHeadsMatchesVectorRef) {
       }
     }
   }
+}
+
+// A device image whose heads disagree on a token's scale, or hold more than the token's 2k
+// outliers between them, is reported (kv_parse_image), one line per problem.
+TEST(KvRefValues, ParseReportsHeadsThatDisagree) {
+  quant::KvTables tables;
+  for (int i = 0; i < 8; ++i) tables.k_levels.push_back(-1.0f + 2.0f * i / 7);
+  tables.v_levels = tables.k_levels;
+  tables.k_lo.assign(2 * 64, -1.0f);
+  tables.k_hi.assign(2 * 64, 1.0f);
+  quant::KvCacheFormat f;
+  f.method = "nuq3-1%";
+  f.codec = quant::KvCodec::kNuq;
+  f.key_bits = f.value_bits = 3;
+  f.value_vector = quant::ValueVector::kToken;
+  f.outlier_fraction = 0.01;
+  const KvCacheConfig c = config_for(f, /*n_kv_heads=*/2, /*head_dim=*/64, /*n=*/80, tables);
+  const KvLayout L = c.layout();
+  ASSERT_EQ(L.v_out_per_token, 2);  // k = ceil(0.01 * 128 / 2) = 1
+  KvImage im;
+  im.batch = 1;
+  im.pool.assign(static_cast<size_t>(2 * L.head_bytes), 0);
+  im.page_table = {0};
+  im.pages_per_seq = 1;
+  im.seq_len = {3};
+  im.ring_k.assign(static_cast<size_t>(2 * c.ring_size() * 64), 0);
+  im.ring_v = im.ring_k;
+  auto put = [&](int h, int64_t off, uint32_t x) {
+    std::memcpy(im.pool.data() + h * L.head_bytes + off, &x, 4);
+  };
+  for (int h = 0; h < 2; ++h) {
+    for (int r = 0; r < 3; ++r) {
+      put(h, L.off_v_scales + 4 * r, 0x3C00u);  // scale 1, offset 0
+      for (int j = 0; j < L.v_out_per_token; ++j)
+        put(h, L.off_v_out + 4 * (r * L.v_out_per_token + j), kOutlierEmpty << 16);
+    }
+  }
+  std::vector<std::string> problems;
+  kv_parse_image(c, im, &problems);
+  EXPECT_TRUE(problems.empty()) << problems.front();
+  put(1, L.off_v_scales + 4 * 1, 0x3800u);                     // head 1, token 1: scale 0.5
+  put(0, L.off_v_out + 4 * (2 * 2 + 0), (2u * 64 + 1) << 16);  // token 2: channels 1, 2 of
+  put(0, L.off_v_out + 4 * (2 * 2 + 1), (2u * 64 + 2) << 16);  // head 0 and 5 of head 1
+  put(1, L.off_v_out + 4 * (2 * 2 + 0), (2u * 64 + 5) << 16);
+  problems.clear();
+  kv_parse_image(c, im, &problems);
+  EXPECT_EQ(problems, (std::vector<std::string>{
+                          "seq 0 head 1 u 1: value scale/offset 3800/0000, head 0 holds 3c00/0000",
+                          "seq 0 u 2: 3 value outliers over all heads, expected at most 2"}));
 }
 
 }  // namespace
