@@ -9,6 +9,11 @@
 //   Key rows are packed through a per-warp shared row of codes (pair-interleaved order); value
 //   codes go into channel rows: the decode step ORs one bit field into a word (the first token
 //   of a word writes it whole, clearing the rest), prefill builds whole words in registers.
+//   Values per token over all KV heads (kv_layout.h): the warp of each head finds the token's
+//   dense range over every head's values (from the input, or from the heads' ring rows when
+//   the token leaves a recent window), so every head stores the same fp16 scale/offset, and
+//   writes the outliers among its own channels. Correct first: each of the n_kv_heads warps
+//   repeats the selection (k + 1 rounds over n_kv_heads * head_dim values read from global).
 //
 // Grid
 //   append:  (batch, n_kv_heads) blocks of one warp: write the new token to the sink or ring,
@@ -115,6 +120,33 @@ __device__ float select_kth(const float (&x)[NJ], int k, bool largest) {
   return result;
 }
 
+// The (k+1)-th smallest (largest) of the n values at(0), ..., at(n - 1) (lane l reads l,
+// l + 32, ...): each round finds the next distinct value beyond the previous one and how often
+// it occurs, until k + 1 are counted, so ties count as often as they occur (dense_range_ref).
+// At most k + 1 rounds of two warp reductions; nothing is marked, so n is unbounded. For values
+// per token over all KV heads, read from global memory (the token's other heads).
+template <typename At>
+__device__ float select_kth_token(At at, int n, int k, bool largest) {
+  float prev = 0.0f, m = 0.0f;
+  int counted = 0;
+  for (int r = 0; r <= k; ++r) {
+    m = largest ? -INFINITY : INFINITY;
+    for (int i = lane_id(); i < n; i += 32) {
+      const float x = at(i);
+      if (r == 0 || (largest ? x < prev : x > prev)) m = largest ? fmaxf(m, x) : fminf(m, x);
+    }
+    m = largest ? warp_max(m) : warp_min(m);
+    int same = 0;
+    for (int i = lane_id(); i < n; i += 32) same += at(i) == m;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) same += __shfl_xor_sync(kFullMask, same, o);
+    counted += same;
+    if (counted >= k + 1) break;
+    prev = m;
+  }
+  return m;
+}
+
 // Rank of flag (j) among the warp's flagged channels in channel order; *total = their count.
 template <int NJ>
 __device__ void flag_ranks(const bool (&flag)[NJ], int (&rank)[NJ], int* total) {
@@ -166,16 +198,26 @@ __device__ void nuq_keys(const KvCacheView& c, uint8_t* sec, int row,
       reinterpret_cast<uint32_t*>(sec + c.layout.off_k_codes) + int64_t{row} * T::kRowWords);
 }
 
-// KVQuant values of one token: scale/offset and outlier slots written, codes returned.
-template <int D, int B>
+// KVQuant values of one token of head section `sec`: scale/offset and the head's outlier
+// slots written, codes returned. x: the head's values (channel lane + 32 j); token_v(i): value
+// i = head * D + channel of the token over all KV heads, read only for values per token over
+// all heads (c.v_token), where the dense range covers the whole token and every head computes
+// the same one.
+template <int D, int B, typename TokenV>
 __device__ void nuq_values(const KvCacheView& c, uint8_t* sec, int row,
                            const float (&x)[Tok<D, B>::kNJ], const uint16_t (&bits)[Tok<D, B>::kNJ],
-                           const float* vl, int (&code)[Tok<D, B>::kNJ]) {
+                           const float* vl, TokenV token_v, int (&code)[Tok<D, B>::kNJ]) {
   using T = Tok<D, B>;
   const int lane = lane_id();
-  const int per_token = c.layout.v_out_per_token;
-  const float lo = select_kth(x, per_token / 2, false);
-  const float hi = select_kth(x, per_token / 2, true);
+  const int per_token = c.layout.v_out_per_token;  // 2k of the value vector
+  float lo, hi;
+  if (c.v_token) {
+    lo = select_kth_token(token_v, c.n_kv_heads * D, per_token / 2, false);
+    hi = select_kth_token(token_v, c.n_kv_heads * D, per_token / 2, true);
+  } else {
+    lo = select_kth(x, per_token / 2, false);
+    hi = select_kth(x, per_token / 2, true);
+  }
   const __half offset16 = __float2half_rn(__fdiv_rn(__fadd_rn(lo, hi), 2.0f));
   const __half scale16 = __float2half_rn(__fdiv_rn(__fsub_rn(hi, lo), 2.0f));
   const float offset = __half2float(offset16), scale = __half2float(scale16);
@@ -194,7 +236,7 @@ __device__ void nuq_values(const KvCacheView& c, uint8_t* sec, int row,
     if (flag[j] && rank[j] < per_token)
       slots[rank[j]] = outlier_entry(row, lane + 32 * j, D, bits[j]);
   }
-  if (lane >= total && lane < per_token) slots[lane] = kOutlierEmpty << 16;
+  for (int i = total + lane; i < per_token; i += 32) slots[i] = kOutlierEmpty << 16;
   if (lane == 0) {
     reinterpret_cast<uint32_t*>(sec + c.layout.off_v_scales)[row] =
         uint32_t{__half_as_ushort(scale16)} | (uint32_t{__half_as_ushort(offset16)} << 16);
@@ -356,6 +398,13 @@ __global__ void __launch_bounds__(32)
     // token itself when n_recent = 0; else it sits in another ring slot than the new token
     // (ring_size = n_recent + 1 > n - t), read before the new token is written.
     const int64_t t = c.n_sink + u0;
+    // The token's values of KV head hh: the input or its ring rows (values per token over all
+    // heads read every head's).
+    const __half* v_all = v + int64_t{b} * c.n_kv_heads * D;
+    auto token_v = [&](int i) {
+      const int hh = i / D;
+      return __half2float(t == n ? v_all[i] : c.ring_row(c.ring_v, b, hh, t)[i % D]);
+    };
     uint16_t kb[T::kNJ], vb[T::kNJ];
     if (t == n) {
 #pragma unroll
@@ -397,7 +446,7 @@ __global__ void __launch_bounds__(32)
     bool kflag[T::kNJ];
     nuq_keys<D, B>(c, sec, row, xk, k_lo, k_hi, kl, row_sm, kflag);
     int code[T::kNJ];
-    nuq_values<D, B>(c, sec, row, xv, vb, vl, code);
+    nuq_values<D, B>(c, sec, row, xv, vb, vl, token_v, code);
 #pragma unroll
     for (int j = 0; j < T::kNJ; ++j) {
       vwords[int64_t{lane + 32 * j} * c.layout.v_row_words] =
@@ -488,8 +537,10 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
         }
         bool kflag[T::kNJ];
         nuq_keys<D, B>(c, sec, row, xk, k_lo, k_hi, kl, row_sm[warp], kflag);
+        const __half* v_all = v + (b * max_tokens + t_base + row) * H * D;
         int code[T::kNJ];
-        nuq_values<D, B>(c, sec, row, xv, vb, vl, code);
+        nuq_values<D, B>(
+            c, sec, row, xv, vb, vl, [&](int i) { return __half2float(v_all[i]); }, code);
 #pragma unroll
         for (int j = 0; j < T::kNJ; ++j)
           vw[j] |= static_cast<uint32_t>(code[j]) << (B * (row % T::kC));

@@ -346,6 +346,24 @@ cudaError_t launch_kv_attention_mma(const KvAttentionParams& p, int nq, cudaStre
   return cudaGetLastError();
 }
 
+int kv_attention_max_v_outliers(const KvLayout& layout, int group, int smem_bytes) {
+  if (layout.method != KvMethod::kNuq) return 0;  // KIVI has no value outliers
+  const int nq = kv_query_tile(group);
+  int best = -1;
+  // The plan grows with the slots (two stages of 8*C*slots*4 bytes per warp), so the first
+  // count that does not fit ends the search.
+  for (int slots = 0;; slots += 2) {
+    const KvLayout l = kv_make_layout(layout.method, layout.bits, layout.head_dim, layout.page_size,
+                                      layout.group, slots, layout.k_out_capacity);
+    KvMmaEntry e;
+    if (!(kv_mma_entry_b2(l, nq, &e) || kv_mma_entry_b3(l, nq, &e) || kv_mma_entry_b4(l, nq, &e)) ||
+        e.smem_base + e.smem_per_warp > smem_bytes) {
+      return best;
+    }
+    best = slots;
+  }
+}
+
 int kv_query_tile(int group) { return group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : 8; }
 
 void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int group,

@@ -14,7 +14,7 @@
 namespace kvq::kernels {
 
 struct KvCacheConfig {
-  quant::KvCacheFormat format;  // codec kNuq (values per token and KV head) or kKivi
+  quant::KvCacheFormat format;  // codec kNuq or kKivi
   int head_dim = 128;           // 64 or 128
   int n_kv_heads = 1;
   int n_q_heads = 1;           // a multiple of n_kv_heads, at most kMaxQueryGroup per KV head
@@ -35,10 +35,18 @@ struct KvCacheConfig {
   // The fp16 ring of recent tokens: the sliding window plus the tokens quantized together.
   int ring_size() const { return static_cast<int>(format.n_recent + format.flush); }
   int q_per_kv() const { return n_q_heads / n_kv_heads; }
-  // Value outlier slots per token: 2 * outliers_per_side(head_dim, fraction) (KVQuant).
+  // Whether a value scale/offset covers a token over all KV heads (KVQuant's kToken).
+  bool v_token() const {
+    return method() == KvMethod::kNuq && format.value_vector == quant::ValueVector::kToken;
+  }
+  // Elements of one value vector: n_kv_heads * head_dim (kToken) or head_dim (kTokenHead).
+  int64_t v_vector_size() const { return v_token() ? int64_t{n_kv_heads} * head_dim : head_dim; }
+  // Value outlier slots per token and head section: 2 * outliers_per_side(v_vector_size(),
+  // fraction), the whole vector's count (kv_layout.h); 0 for KIVI.
   int v_outliers_per_token() const {
     return method() == KvMethod::kNuq
-               ? static_cast<int>(2 * quant::outliers_per_side(head_dim, format.outlier_fraction))
+               ? static_cast<int>(
+                     2 * quant::outliers_per_side(v_vector_size(), format.outlier_fraction))
                : 0;
   }
   // The page layout of a checked configuration.

@@ -1,8 +1,9 @@
 // launch_kv_fill_random (kv_append.h): a cache of any length with valid random content, for the
 // benchmark (a million-token prefill is not what a decode step should be timed after) and for
 // attention tests on long contexts. Decode attention reads the same bytes whatever they hold, so
-// only the amount of each part matters: codes, scales, every value-outlier slot, and key
-// outliers spread evenly at the requested fraction.
+// only the amount of each part matters: codes, scales, every value-outlier slot (for values per
+// token over all KV heads, the token's 2k outliers spread over its heads), and key outliers
+// spread evenly at the requested fraction.
 //
 // Grid: (max_pages + 1, n_kv_heads, batch) blocks of 256 threads; block x < max_pages fills
 // page x of the sequence, block x = max_pages the sink and ring rows.
@@ -88,17 +89,27 @@ __global__ void kv_fill_kernel(KvCacheView c, int64_t max_pages, uint32_t k_out_
     }
     return;
   }
+  // Values per token over all KV heads: the same scale/offset in every head (drawn without
+  // the head), and the token's 2k outliers dealt round-robin to the heads (outlier i to head
+  // i mod n_kv_heads), so that the heads' slots hold 2k in all.
+  const uint32_t scale_base = c.v_token ? mix(mix(seed, b), mix(0xFFFFFFFFu, blockIdx.x)) : base;
   uint32_t* vs = reinterpret_cast<uint32_t*>(sec + L.off_v_scales);
   for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-    const uint32_t hh = mix(base, 0x50000000u + r);
+    const uint32_t hh = mix(scale_base, 0x50000000u + r);
     vs[r] = half_pair(rand_half(hh, 0.02f, 0.1f), rand_half(hh >> 7, -0.05f, 0.05f));
   }
   const int per = L.v_out_per_token;
+  const int spread = c.v_token ? c.n_kv_heads : 1, mine = c.v_token ? h : 0;
+  const int used_slots = (per - mine + spread - 1) / spread;  // <= head_dim since 2k < H * D
   uint32_t* vo = reinterpret_cast<uint32_t*>(sec + L.off_v_out);
   for (int i = threadIdx.x; i < rows * per; i += blockDim.x) {
     const int r = i / per, j = i % per;
+    if (j >= used_slots) {
+      vo[i] = kOutlierEmpty << 16;
+      continue;
+    }
     const uint32_t hh = mix(base, 0x60000000u + i);
-    const int ch = j * (D / per) + static_cast<int>(hh % (D / per));
+    const int ch = j * (D / used_slots) + static_cast<int>(hh % (D / used_slots));
     const float sign = (hh >> 31) ? -1.0f : 1.0f;
     vo[i] =
         (static_cast<uint32_t>(r * D + ch) << 16) | rand_half(hh >> 3, 0.5f * sign, 2.0f * sign);

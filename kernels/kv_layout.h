@@ -27,6 +27,14 @@
 //                 row form): token pairs (2s, 2s+1) of a word are adjacent bit fields
 //     v_scales    [page_size] half2 (scale, offset), fp16 as kv_format.h rounds them
 //     v_out       [page_size][v_out_per_token] uint32 outlier slots, channel order, then empty
+//     Values per token and KV head (-vhead, quant::ValueVector::kTokenHead): each head section
+//     has its own scale/offset and v_out_per_token = 2k slots, k = outliers_per_side(head_dim).
+//     Values per token over all KV heads (kToken, KVQuant's default): one scale/offset and one
+//     dense range per token over its n_kv_heads * head_dim values; every head section stores
+//     the same (scale, offset) (replicated, so that attention reads its own section only), and
+//     v_out_per_token = 2k with k = outliers_per_side(n_kv_heads * head_dim): a head's slots
+//     hold the token's outliers that fall in its channels (at most 2k: at most k lie on each
+//     side), then empty ones.
 //     k_out       [k_out_capacity] uint32 outliers sorted by (row, channel)
 //     outlier entry: bits 16..31 = row * head_dim + channel (0xFFFF: empty slot), bits 0..15 =
 //     the fp16 value (round_to_fp16 of the element)
@@ -82,7 +90,7 @@ struct KvLayout {
   int head_dim = 128;
   int page_size = 320;
   int group = 1;            // G: 1 for KVQuant, the KIVI group size
-  int v_out_per_token = 0;  // 2k, k = outliers_per_side(head_dim, v fraction) (KVQuant)
+  int v_out_per_token = 0;  // 2k slots per token and head (KVQuant; see the file comment)
   int k_out_capacity = 0;   // per page and head (KVQuant)
   int codes_per_word = 10;
   int block_tokens = 80;
@@ -143,6 +151,7 @@ struct KvCacheView {
   int flush = 1;                  // F: tokens quantized together (a multiple of layout.group)
   int ring_size = 1;              // n_recent + F
   bool k_outliers = false;        // KVQuant keys: keep elements outside [lo, hi] in fp16
+  bool v_token = false;           // KVQuant values per token over all KV heads (kToken)
   uint8_t* pool = nullptr;        // [n_pages][n_kv_heads] head sections
   int64_t page_bytes = 0;         // n_kv_heads * head_bytes
   int32_t* page_table = nullptr;  // [batch][pages_per_seq] physical page ids

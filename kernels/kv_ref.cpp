@@ -47,7 +47,11 @@ void quantize_nuq_head(const Shape& s, const KvCacheConfig& c, const quant::KvTa
   const int n_levels = 1 << c.bits();
   const float* kl = qz.k_levels.data();
   const float* vl = qz.v_levels.data();
-  std::vector<float> xv(D), want(D);
+  // A value vector is the whole token (kToken: n_kv_heads * head_dim values, head h's channels
+  // at h * D) or head h's part of it (kTokenHead); the token's values are [n_kv_heads][D].
+  const int64_t nv = c.v_vector_size();
+  const int64_t at = c.v_token() ? int64_t{h} * D : 0;  // head h's channel 0 in the vector
+  std::vector<float> xt(static_cast<size_t>(s.H) * D), want(static_cast<size_t>(nv));
   int64_t page_count = 0;
   for (int64_t u = 0; u < hs->n_quant; ++u) {
     const int64_t t = s.S + u;
@@ -71,23 +75,24 @@ void quantize_nuq_head(const Shape& s, const KvCacheConfig& c, const quant::KvTa
       quant::nuq_fake_quant_channel_ref(&x, 1, 1, lo, hi, keep, kl, n_levels, &ref);
       KVQ_CHECK(same_bits(got, ref), "key u={} ch={}: {} vs kv_format {}", u, ch, got, ref);
     }
-    for (int ch = 0; ch < D; ++ch) xv[ch] = kv_half_float(v[(t * s.H + h) * D + ch]);
-    const quant::DenseRange r = quant::dense_range_ref(xv.data(), D, 1, c.format.outlier_fraction);
+    for (int64_t i = 0; i < s.H * D; ++i) xt[i] = kv_half_float(v[t * s.H * D + i]);
+    const float* xv = c.v_token() ? xt.data() : xt.data() + int64_t{h} * D;
+    const quant::DenseRange r = quant::dense_range_ref(xv, nv, 1, c.format.outlier_fraction);
     const float offset = quant::round_to_fp16((r.lo + r.hi) / 2.0f);
     const float scale = quant::round_to_fp16((r.hi - r.lo) / 2.0f);
     hs->v_scale[u] = kv_half_bits(scale);
     hs->v_offset[u] = kv_half_bits(offset);
-    quant::nuq_fake_quant_vector_ref(xv.data(), D, 1, vl, n_levels, c.format.outlier_fraction,
+    quant::nuq_fake_quant_vector_ref(xv, nv, 1, vl, n_levels, c.format.outlier_fraction,
                                      want.data());
     for (int ch = 0; ch < D; ++ch) {
-      const float x = xv[ch];
+      const float x = xv[at + ch];
       const int code = scale == 0.0f ? 0 : quant::nuq_encode((x - offset) / scale, vl, n_levels);
       const bool outlier = x < r.lo || x > r.hi;
       if (outlier) hs->v_out.push_back({u, ch, kv_half_bits(x)});
       hs->v_codes[u * D + ch] = static_cast<uint8_t>(code);
       const float got = outlier ? x : (scale == 0.0f ? offset : vl[code] * scale + offset);
-      KVQ_CHECK(same_bits(got, want[ch]), "value u={} ch={}: {} vs kv_format {}", u, ch, got,
-                want[ch]);
+      KVQ_CHECK(same_bits(got, want[at + ch]), "value u={} ch={}: {} vs kv_format {}", u, ch, got,
+                want[at + ch]);
     }
   }
 }
@@ -151,6 +156,31 @@ void size_head(const Shape& s, const KvCacheConfig& c, int64_t n, KvHeadState* h
     hs->k_gzero.assign(nq / s.G * s.D, 0);
     hs->v_gscale.assign(nq * (s.D / s.G), 0);
     hs->v_gzero.assign(nq * (s.D / s.G), 0);
+  }
+}
+
+// Values per token over all KV heads (kv_layout.h): every head of a token holds the same
+// scale/offset, and the heads hold at most 2k outliers of the token in all.
+template <typename Problem>
+void check_token_values(const KvState& st, int b, const Problem& problem) {
+  const KvHeadState& first = st.head(b, 0);
+  std::vector<int> outliers(static_cast<size_t>(first.n_quant), 0);
+  for (int h = 0; h < st.config.n_kv_heads; ++h) {
+    const KvHeadState& hs = st.head(b, h);
+    for (int64_t u = 0; u < hs.n_quant; ++u) {
+      if (hs.v_scale[u] != first.v_scale[u] || hs.v_offset[u] != first.v_offset[u]) {
+        problem(fmt::format(
+            "seq {} head {} u {}: value scale/offset {:04x}/{:04x}, head 0 holds {:04x}/{:04x}", b,
+            h, u, hs.v_scale[u], hs.v_offset[u], first.v_scale[u], first.v_offset[u]));
+      }
+    }
+    for (const KvOutlier& o : hs.v_out) ++outliers[o.token];
+  }
+  for (int64_t u = 0; u < first.n_quant; ++u) {
+    if (outliers[u] > st.layout.v_out_per_token) {
+      problem(fmt::format("seq {} u {}: {} value outliers over all heads, expected at most {}", b,
+                          u, outliers[u], st.layout.v_out_per_token));
+    }
   }
 }
 
@@ -364,6 +394,7 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& im,
         }
       }
     }
+    if (config.v_token()) check_token_values(st, b, problem);
   }
   return st;
 }

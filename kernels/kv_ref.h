@@ -56,6 +56,8 @@ struct KvImage {
 };
 
 // Quantizes whole histories the way the cache does, whatever mix of prefill and appends built it.
+// Values go through nuq_fake_quant_vector_ref per token over all KV heads (kToken) or per token
+// and head (kTokenHead), each element checked against it bit for bit.
 // k[b], v[b]: [n_b][n_kv_heads][head_dim] fp16 bits of sequence b. `config` must have passed
 // runtime::check_kv_config (page_size etc. filled in); quantizer (the layer's tables) is null
 // for KIVI.
@@ -64,8 +66,9 @@ KvState kv_quantize_ref(const KvCacheConfig& config, const quant::KvTables* quan
                         const std::vector<std::vector<uint16_t>>& v);
 
 // Reads a device image back into element form. Inconsistencies of the format (an outlier entry
-// in the wrong slot, a block index that disagrees with the outliers, a page id out of range) are
-// appended to *problems, one line each.
+// in the wrong slot, a block index that disagrees with the outliers, a page id out of range; for
+// values per token over all KV heads, heads that disagree on a token's scale/offset or more than
+// 2k outliers in a token) are appended to *problems, one line each.
 KvState kv_parse_image(const KvCacheConfig& config, const KvImage& image,
                        std::vector<std::string>* problems);
 

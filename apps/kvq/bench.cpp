@@ -18,7 +18,7 @@ void register_bench(CLI::App& app) {
       ->delimiter(',');
   cmd->add_option("--batches", flags->batches, "Batch sizes (comma-separated)")->delimiter(',');
   cmd->add_option("--methods", flags->methods,
-                  "Method strings the CUDA cache serves: nuqB[-P%][-sink[N]]-vhead, kiviB-gG-rR")
+                  "Method strings the CUDA cache serves: nuqB[-P%][-sink[N]][-vhead], kiviB-gG-rR")
       ->delimiter(',');
   cmd->add_option("--shapes", flags->shapes,
                   "mha (32 heads) and/or gqa (32 query, 8 KV heads), head_dim 128")

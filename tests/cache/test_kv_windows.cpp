@@ -150,6 +150,7 @@ TEST(KvWindows, SinksAgreeWithEval) {
   expect_same_windows("nuq3-1%-sink4-vhead", /*cache_serves=*/true);
   expect_same_windows("nuq2-sink-vhead", /*cache_serves=*/true);
   expect_same_windows("nuq4-1%-vhead", /*cache_serves=*/true);
+  expect_same_windows("nuq3-1%-sink4", /*cache_serves=*/true);  // values per token, all heads
 }
 
 // SKVQ has no CUDA kernels (the cache refuses it by name); its sliding window is still one

@@ -30,17 +30,25 @@ namespace test {
 using ::kvq::test::DeviceBuffer;
 
 // Cache formats by hand, including ones no method string makes (a KVQuant recent window, KIVI
-// with a sliding window): the cache's window arithmetic is general, and tested so.
-inline quant::KvCacheFormat nuq_format(int bits, int n_sink, int n_recent, double fraction) {
+// with a sliding window): the cache's window arithmetic is general, and tested so. KVQuant
+// values per token over all KV heads (kToken, the default of kvq fit) or per token and head
+// (kTokenHead, -vhead).
+inline quant::KvCacheFormat nuq_format(int bits, int n_sink, int n_recent, double fraction,
+                                       quant::ValueVector values) {
   quant::KvCacheFormat f;
-  f.method = "nuq" + std::to_string(bits) + " (test)";
+  f.method = "nuq" + std::to_string(bits) +
+             (values == quant::ValueVector::kTokenHead ? "-vhead" : "") + " (test)";
   f.codec = quant::KvCodec::kNuq;
   f.key_bits = f.value_bits = bits;
   f.n_sink = n_sink;
   f.n_recent = n_recent;
-  f.value_vector = quant::ValueVector::kTokenHead;
+  f.value_vector = values;
   f.outlier_fraction = fraction;
   return f;
+}
+
+inline const char* values_name(quant::ValueVector values) {
+  return values == quant::ValueVector::kToken ? "values per token" : "values per token and head";
 }
 
 // KIVI's residual of R tokens is n_recent = 0, flush = R; flush = group with n_recent = W is a

@@ -1,8 +1,8 @@
 // kernels/kv_append.cu (prefill + decode appends) against the CPU reference kv_quantize_ref:
 // every quantized element, scale, outlier and fp16 token of the cache, read back from the
 // device image, for KVQuant (bits 2/3/4, head_dim 64/128, sinks, recent windows, outlier page
-// overflow) and KIVI, with ragged batches across page and block boundaries. Every buffer is
-// poisoned first. Skips without a GPU.
+// overflow, values per token over all KV heads or per token and head) and KIVI, with ragged batches
+// across page and block boundaries. Every buffer is poisoned first. Skips without a GPU.
 #include <sstream>
 #include <string>
 #include <vector>
@@ -26,6 +26,7 @@ struct Case {
   int appends;
   uint32_t seed;
   int flush = 0;  // KIVI: tokens quantized together; 0: the group (with n_recent a sliding window)
+  quant::ValueVector values = quant::ValueVector::kTokenHead;  // KVQuant
 
   std::string str() const {
     std::ostringstream s;
@@ -35,13 +36,14 @@ struct Case {
       << " k_capacity " << k_capacity << " lengths {";
     for (const auto n : lengths) s << n << ",";
     s << "} appends " << appends << " seed " << seed;
+    if (method == KvMethod::kNuq) s << " " << test::values_name(values);
     return s.str();
   }
 
   KvCacheConfig config() const {
     KvCacheConfig c;
     c.format = method == KvMethod::kNuq
-                   ? test::nuq_format(bits, n_sink, n_recent, v_fraction)
+                   ? test::nuq_format(bits, n_sink, n_recent, v_fraction, values)
                    : test::kivi_format(bits, group, n_sink, n_recent, flush > 0 ? flush : group);
     c.head_dim = head_dim;
     c.n_kv_heads = n_kv_heads;
@@ -57,9 +59,12 @@ struct Case {
 
 std::vector<Case> cases() {
   const KvMethod N = KvMethod::kNuq, K = KvMethod::kKivi;
+  const quant::ValueVector T = quant::ValueVector::kToken;  // values over all KV heads
   std::vector<Case> all = {
       {N, 3, 128, 2, 0, 0, 1, 320, 0.01, 0, 0.005, {1, 17, 97, 403}, 1, 11},
       {K, 2, 128, 2, 0, 0, 32, 256, 0, 0, 0, {31, 40, 97}, 9, 12},
+      // wt2-llama-18m's shape, nuq3-1%: k = 2 of 256 values, 4 slots per head.
+      {N, 3, 128, 2, 0, 0, 1, 320, 0.01, 0, 0.005, {1, 17, 97, 403}, 9, 61, 0, T},
   };
   if (test::sanitizer_run()) return all;
   all[0].lengths = {1, 17, 97, 4097};
@@ -77,6 +82,14 @@ std::vector<Case> cases() {
       // KIVI's residual (what kiviB-gG-rR means): R tokens in fp16, all quantized at once.
       {K, 2, 128, 2, 0, 0, 32, 256, 0, 0, 0, {300, 150, 141}, 140, 22, 128},
       {K, 4, 64, 1, 3, 0, 32, 64, 0, 0, 0, {200, 64}, 64, 23, 64},
+      // Values per token over all KV heads: the token leaving a recent window is read from
+      // every head's ring row; 8 x 128 values at 5% is k = 26, 52 slots (more than a warp).
+      {N, 2, 64, 4, 4, 8, 1, 256, 0.02, 0, 0.01, {40, 300, 1000}, 40, 62, 0, T},
+      {N, 4, 128, 1, 1, 3, 1, 64, 0.01, 0, 0.005, {200, 700}, 70, 63, 0, T},
+      {N, 3, 64, 3, 2, 0, 1, 80, 0.05, 0, 0.01, {161, 9}, 9, 64, 0, T},
+      {N, 2, 128, 8, 0, 2, 1, 128, 0.05, 0, 0.01, {129, 300}, 5, 65, 0, T},
+      {N, 4, 64, 2, 0, 0, 1, 512, 0.0, 0, 0.01, {1025, 3}, 3, 66, 0, T},
+      {N, 3, 128, 4, 1, 0, 1, 160, 0.01, 4, 0.05, {700, 333}, 30, 67, 0, T},  // key overflow
   };
   all.insert(all.end(), more.begin(), more.end());
   return all;

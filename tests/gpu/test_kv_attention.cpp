@@ -1,5 +1,6 @@
 // kernels/kv_attention*.cu (v1 simple, v2 tensor cores) against the CPU reference
-// kv_attention_ref on fresh seeded inputs: KVQuant bits 2/3/4 and KIVI, head_dim 64/128, query
+// kv_attention_ref on fresh seeded inputs: KVQuant bits 2/3/4 (values per token over all KV
+// heads or per token and head) and KIVI, head_dim 64/128, query
 // groups 1..8 (GQA), fp16 and bf16 queries, sinks and recent windows, ragged batches (1, 17, 97,
 // 4097 tokens ...) through prefill and appends, and long random caches over many pages and
 // splits. Outputs are poisoned first; NaN/Inf/poison left count as failures. Skips without a GPU.
@@ -27,6 +28,7 @@ struct Case {
   bool bf16;
   uint32_t seed;
   int flush = 0;  // KIVI: tokens quantized together; 0: kivi_group (n_recent a sliding window)
+  quant::ValueVector values = quant::ValueVector::kTokenHead;  // KVQuant
 
   std::string str() const {
     std::ostringstream s;
@@ -35,14 +37,16 @@ struct Case {
       << n_recent << " kivi_group " << kivi_group << " page " << page_size << " lengths {";
     for (const auto n : lengths) s << n << ",";
     s << "} appends " << appends << (bf16 ? " bf16" : " fp16") << " seed " << seed;
+    if (method == KvMethod::kNuq) s << " " << test::values_name(values);
     return s.str();
   }
 
   KvCacheConfig config() const {
     KvCacheConfig c;
-    c.format = method == KvMethod::kNuq ? test::nuq_format(bits, n_sink, n_recent, v_fraction)
-                                        : test::kivi_format(bits, kivi_group, n_sink, n_recent,
-                                                            flush > 0 ? flush : kivi_group);
+    c.format =
+        method == KvMethod::kNuq
+            ? test::nuq_format(bits, n_sink, n_recent, v_fraction, values)
+            : test::kivi_format(bits, kivi_group, n_sink, n_recent, flush > 0 ? flush : kivi_group);
     c.head_dim = head_dim;
     c.n_kv_heads = n_kv_heads;
     c.n_q_heads = n_kv_heads * group;
@@ -56,10 +60,12 @@ struct Case {
 
 std::vector<Case> cases() {
   const KvMethod N = KvMethod::kNuq, K = KvMethod::kKivi;
+  const quant::ValueVector T = quant::ValueVector::kToken;  // values over all KV heads
   std::vector<Case> all = {
       {N, 3, 128, 2, 1, 0, 0, 32, 320, 0.01, {1, 17, 97, 200}, 1, false, 31},
       {N, 2, 64, 1, 4, 1, 3, 32, 128, 0.02, {150, 40}, 4, true, 32},
       {K, 2, 128, 1, 2, 0, 8, 32, 256, 0, {300, 45}, 3, false, 33},
+      {N, 3, 128, 2, 2, 0, 0, 32, 320, 0.01, {1, 17, 97, 200}, 3, false, 71, 0, T},
   };
   if (test::sanitizer_run()) return all;
   all[0].lengths = {1, 17, 97, 4097};
@@ -75,6 +81,13 @@ std::vector<Case> cases() {
       {K, 2, 128, 1, 1, 0, 128, 128, 256, 0, {1200, 300}, 2, false, 41},
       {K, 4, 128, 1, 8, 0, 0, 64, 128, 0, {640, 129}, 2, false, 42},
       {K, 2, 128, 2, 4, 0, 0, 32, 256, 0, {700, 200, 131}, 130, false, 43, 128},  // residual
+      // Values per token over all KV heads (8 x 128 values at 5%: 52 slots per head).
+      {N, 2, 64, 4, 2, 1, 3, 32, 128, 0.02, {150, 40}, 4, true, 72, 0, T},
+      {N, 4, 128, 1, 8, 4, 0, 32, 256, 0.01, {999, 256}, 2, false, 73, 0, T},
+      {N, 2, 128, 8, 1, 0, 0, 32, 256, 0.05, {600, 129}, 2, false, 74, 0, T},
+      {N, 3, 64, 2, 4, 2, 0, 32, 160, 0.0, {700, 65}, 3, true, 75, 0, T},
+      {N, 4, 64, 4, 2, 0, 2, 32, 64, 0.01, {500, 33}, 3, false, 76, 0, T},
+      {N, 2, 128, 2, 4, 0, 0, 32, 256, 0.0, {300, 2}, 2, false, 77, 0, T},
   };
   all.insert(all.end(), more.begin(), more.end());
   return all;
@@ -149,12 +162,15 @@ TEST(KvAttention, LongRandomCaches) {
   KVQ_REQUIRE_GPU();
   if (test::sanitizer_run()) GTEST_SKIP() << "long caches are skipped under compute-sanitizer";
   const KvMethod N = KvMethod::kNuq, K = KvMethod::kKivi;
+  using QV = quant::ValueVector;
   const std::vector<Case> long_cases = {
       {N, 3, 128, 2, 1, 0, 0, 32, 320, 0.01, {40000, 7000}, 0, false, 51},
       {N, 2, 128, 1, 4, 1, 7, 32, 256, 0.01, {30001}, 0, true, 52},
       {N, 4, 64, 2, 2, 0, 5, 32, 512, 0.02, {20000, 3}, 0, false, 53},
       {K, 2, 128, 2, 4, 0, 128, 32, 256, 0, {33333}, 0, false, 54},
       {K, 2, 128, 2, 4, 0, 0, 32, 256, 0, {33333}, 0, false, 55, 128},
+      {N, 3, 128, 4, 2, 0, 0, 32, 320, 0.01, {40000, 5000}, 0, false, 56, 0, QV::kToken},
+      {N, 2, 64, 8, 1, 0, 3, 32, 256, 0.05, {20001}, 0, true, 57, 0, QV::kToken},
   };
   for (const Case& c : long_cases) {
     SCOPED_TRACE(c.str());

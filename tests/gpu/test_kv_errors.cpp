@@ -49,10 +49,7 @@ std::string check_error(KvCacheConfig c, const quant::KvTables* q) {
 TEST(KvErrors, MethodsTheCacheCannotServeAreNamed) {
   const quant::KvTables q = quantizer(3, 2, 128);
   const std::string forms = std::string(" (the CUDA cache holds ") + runtime::kCacheMethods + ")";
-  EXPECT_EQ(check_error(config_of("nuq3-1%"), &q),
-            "kv cache: method 'nuq3-1%': values normalized per token over all KV heads are not "
-            "served yet; fit the -vhead variant" +
-                forms);
+  EXPECT_EQ(check_error(config_of("nuq3-1%"), &q), "<no error>");
   EXPECT_EQ(
       check_error(config_of("skvq-k2-v2-g128-w128"), &q),
       "kv cache: method 'skvq-k2-v2-g128-w128': no CUDA kernels for this kind of method" + forms);
@@ -102,11 +99,32 @@ TEST(KvErrors, ConfigurationIsChecked) {
   EXPECT_EQ(check_error(c, &q),
             "kv cache: page_size: expected page_size * head_dim < 65536 "
             "(outlier index), found 560 * 128");
-  c = nuq_config();
-  c.format.outlier_fraction = 0.2;
-  EXPECT_NE(
-      check_error(c, &q).find("kv cache: outlier fraction: expected at most 4 value outliers"),
-      std::string::npos);
+}
+
+// Value outlier slots: 2k of the value vector per token and head section, as many as the
+// tensor-core attention's shared memory holds on the smallest device (sm_80, 163 KB per block).
+TEST(KvErrors, ValueOutlierSlotsFitTheAttentionKernel) {
+  // wt2-llama-18m, nuq3-1% (values per token over 2 x 128): k = ceil(1.28) = 2, 4 slots.
+  KvCacheConfig c = config_of("nuq3-1%");
+  EXPECT_EQ(c.v_outliers_per_token(), 4);
+  EXPECT_EQ(config_of("nuq3-1%-vhead").v_outliers_per_token(), 2);  // 2 x ceil(0.64)
+  const quant::KvTables q3 = quantizer(3, 2, 128);
+  EXPECT_EQ(check_error(c, &q3), "<no error>");
+  // LLaMA-7B's shape (32 KV heads x 128): nuq3-1% is k = ceil(20.48) = 21, 42 slots.
+  c.n_kv_heads = c.n_q_heads = 32;
+  EXPECT_EQ(c.v_outliers_per_token(), 42);
+  const quant::KvTables q3_7b = quantizer(3, 32, 128);
+  EXPECT_EQ(check_error(c, &q3_7b), "<no error>");
+  // 10% of 4096 values is 410 slots; two stages of 128 tokens x 410 x 4 bytes per warp do not
+  // fit (the kernel takes 138 at 2 bits, head_dim 128, one query head per KV head).
+  c = config_of("nuq2-10%");
+  c.n_kv_heads = c.n_q_heads = 32;
+  EXPECT_EQ(kv_attention_max_v_outliers(c.layout(), 1, kKvMinBlockSharedMemory), 138);
+  const quant::KvTables q2_7b = quantizer(2, 32, 128);
+  EXPECT_EQ(check_error(c, &q2_7b),
+            "kv cache: method 'nuq2-10%': 410 value outlier slots per token (2 x 205 of 4096 "
+            "values), at most 138 fit the attention kernel's shared memory (2 bits, head_dim "
+            "128, n_q_heads / n_kv_heads = 1, 163 KB per block); use a smaller outlier fraction");
 }
 
 TEST(KvErrors, QuantizerShapeMustMatch) {

@@ -1,7 +1,8 @@
 // The compressed KV cache on real keys and values: wt2-llama-18m's pre-RoPE K and V of every
 // layer (reference.safetensors, layers.{i}.k/v [64 tokens, 2 KV heads x 128]), appended and
-// attended on the GPU and compared with the CPU reference, for KVQuant 3 and 4 bits with
-// outliers and KIVI-2, 4 query heads on 2 KV heads (its GQA shape), RoPE theta 10000.
+// attended on the GPU and compared with the CPU reference, for KVQuant 2, 3 and 4 bits with
+// outliers (values per token and head, and per token over both KV heads as kvq fit's nuq3-1%)
+// and KIVI-2, 4 query heads on 2 KV heads (its GQA shape), RoPE theta 10000.
 // Queries are the model's own keys of the last tokens (realistic magnitudes and directions).
 // Skips without a GPU or without the model (set KVQ_DATA_DIR).
 #include <cstdio>
@@ -25,6 +26,7 @@ struct RealCase {
   KvMethod method;
   int bits, page_size, n_sink, n_recent;
   bool bf16;
+  quant::ValueVector values = quant::ValueVector::kTokenHead;  // KVQuant
 };
 
 TEST(KvReal, Wt2Llama18mLayers) {
@@ -35,6 +37,8 @@ TEST(KvReal, Wt2Llama18mLayers) {
   const RealCase cases[] = {
       {KvMethod::kNuq, 3, 80, 1, 4, false},
       {KvMethod::kNuq, 4, 64, 0, 0, true},
+      {KvMethod::kNuq, 3, 320, 0, 0, false, quant::ValueVector::kToken},  // nuq3-1%, kvq fit's
+      {KvMethod::kNuq, 2, 256, 1, 4, true, quant::ValueVector::kToken},
       {KvMethod::kKivi, 2, 256, 0, 0, false},
   };
   const int n_layers = test::sanitizer_run() ? 1 : 6;
@@ -55,7 +59,7 @@ TEST(KvReal, Wt2Llama18mLayers) {
     for (const RealCase& rc : cases) {
       KvCacheConfig c;
       c.format = rc.method == KvMethod::kNuq
-                     ? test::nuq_format(rc.bits, rc.n_sink, rc.n_recent, 0.01)
+                     ? test::nuq_format(rc.bits, rc.n_sink, rc.n_recent, 0.01, rc.values)
                      : test::kivi_format(rc.bits, 32, rc.n_sink, rc.n_recent, 32);
       c.head_dim = 128;
       c.n_kv_heads = 2;
@@ -63,9 +67,11 @@ TEST(KvReal, Wt2Llama18mLayers) {
       c.page_size = rc.page_size;
       c.max_batch = 1;
       c.max_seq_len = 64;
-      const std::string name = "layer " + std::to_string(layer) + " " +
-                               (rc.method == KvMethod::kNuq ? "nuq" : "kivi") +
-                               std::to_string(rc.bits);
+      const std::string name =
+          "layer " + std::to_string(layer) + " " + (rc.method == KvMethod::kNuq ? "nuq" : "kivi") +
+          std::to_string(rc.bits) +
+          (rc.method == KvMethod::kNuq ? std::string(" ") + test::values_name(rc.values)
+                                       : std::string());
       SCOPED_TRACE(name);
       const quant::KvTables q = test::random_quantizer(hist, rc.bits, 2, 128, 0.01, 100 + layer);
       const quant::KvTables* qp = rc.method == KvMethod::kNuq ? &q : nullptr;

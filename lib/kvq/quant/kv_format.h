@@ -5,8 +5,8 @@
 // Conventions
 //   - A "vector" is what one scale/offset pair covers: for KVQuant values one token over all KV
 //     heads (n_kv_heads * head_dim elements, as the paper), or one token of one KV head
-//     (head_dim elements: method -vhead, the CUDA cache's format); for keys one channel of one
-//     KV head over tokens.
+//     (head_dim elements: method -vhead); the CUDA cache holds both; for keys one channel of
+//     one KV head over tokens.
 //   - Uniform asymmetric min-max (the int-token reference of ../shared/data/README.md):
 //       scale = (max - min) / (2^B - 1), q = clamp(nearbyint((x - min) / scale), 0, 2^B - 1),
 //       x' = q * scale + min; scale == 0 (constant vector) gives x' = min.

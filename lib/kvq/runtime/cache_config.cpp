@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "kv_attention.h"
 #include "kvq/common/error.h"
 #include "kvq/quant/kv_format.h"
 
@@ -20,11 +21,6 @@ void check_format(const quant::KvCacheFormat& f, int head_dim) {
   };
   const bool nuq = f.codec == quant::KvCodec::kNuq, kivi = f.codec == quant::KvCodec::kKivi;
   if (!nuq && !kivi) refuse("no CUDA kernels for this kind of method");
-  if (nuq && f.value_vector != quant::ValueVector::kTokenHead) {
-    refuse(
-        "values normalized per token over all KV heads are not served yet; fit the -vhead "
-        "variant");
-  }
   if (nuq && f.qnorm) refuse("Q-Norm decode levels are not served");
   if (!f.pre_rope) refuse("keys quantized after RoPE (-post) are not served");
   if (f.key_bits != f.value_bits) {
@@ -109,12 +105,18 @@ kernels::KvLayout check_kv_config(KvCacheConfig* c, const quant::KvTables* table
     const double f = c->format.outlier_fraction;
     if (!(f >= 0.0 && f < 1.0))
       fail("kv cache: outlier fraction: expected 0 <= f < 1, found {}", f);
+    // The tensor-core attention stages every value outlier slot of its blocks in shared
+    // memory: the slot count must fit the smallest device the kernels are built for.
     const int v_out = c->v_outliers_per_token();
-    if (v_out > 8) {
+    const int v_max = kernels::kv_attention_max_v_outliers(c->layout(), c->q_per_kv(),
+                                                           kernels::kKvMinBlockSharedMemory);
+    if (v_out > v_max) {
       fail(
-          "kv cache: outlier fraction: expected at most 4 value outliers per side of {} values, "
-          "found {} (fraction {})",
-          c->head_dim, v_out / 2, f);
+          "kv cache: method '{}': {} value outlier slots per token (2 x {} of {} values), at "
+          "most {} fit the attention kernel's shared memory ({} bits, head_dim {}, n_q_heads / "
+          "n_kv_heads = {}, {} KB per block); use a smaller outlier fraction",
+          c->format.method, v_out, v_out / 2, c->v_vector_size(), v_max, c->bits(), c->head_dim,
+          c->q_per_kv(), kernels::kKvMinBlockSharedMemory / 1024);
     }
     if (c->k_outlier_capacity == 0 && c->format.key_outliers()) {
       c->k_outlier_capacity = c->page_size * c->head_dim / 16;

@@ -13,7 +13,7 @@ namespace kvq::runtime {
 
 // The method forms the cache holds, for messages and --help.
 inline constexpr const char* kCacheMethods =
-    "nuqB[-P%][-sink[N]]-vhead (B 2..4) and kiviB[-gG][-rR] (B 2 or 4, G 32/64/128, R a positive "
+    "nuqB[-P%][-sink[N]][-vhead] (B 2..4) and kiviB[-gG][-rR] (B 2 or 4, G 32/64/128, R a positive "
     "multiple of G)";
 
 // Checks `config` (and `tables`, which KVQuant needs and KIVI ignores), fills the defaults

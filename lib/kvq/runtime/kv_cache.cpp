@@ -70,6 +70,7 @@ KvCache::KvCache(const KvCacheConfig& config, const quant::KvTables* tables)
   view_.flush = static_cast<int>(c.format.flush);
   view_.ring_size = c.ring_size();
   view_.k_outliers = c.format.key_outliers();
+  view_.v_token = c.v_token();
   view_.page_bytes = layout.head_bytes * c.n_kv_heads;
   view_.pages_per_seq = static_cast<int>((c.max_seq_len + c.page_size - 1) / c.page_size);
   const size_t batch = static_cast<size_t>(c.max_batch);
