@@ -9,13 +9,14 @@
 #   cp ../shared/data/wikitext-2/wiki.{train,test}.tokens .device-data/wikitext-2/
 # and carry .device-data (it is in .gitignore).
 # Usage: scripts/device.sh [STEP ...], steps (default: all of them, in this order):
-#   test (the gpu-labelled tests), eval, reproduce, calibrate (7B-shaped bench), kernels (kvq bench
-#   kernels), sanitize (compute-sanitizer memcheck + racecheck on the kernel tests); `build` only builds.
+#   test (the gpu-labelled tests), eval, runtime (kvq eval --runtime and kvq generate through the
+#   compressed cache), reproduce, calibrate (7B-shaped bench), kernels (kvq bench kernels), sanitize
+#   (compute-sanitizer memcheck + racecheck on the kernel tests); `build` only builds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
-steps=" ${*:-test eval reproduce calibrate kernels sanitize} "
+steps=" ${*:-test eval runtime reproduce calibrate kernels sanitize} "
 want() { [[ "$steps" == *" $1 "* ]]; }
 data_dir=$PWD/.device-data
 [ -d "$data_dir" ] || data_dir=$PWD/../shared/data
@@ -51,6 +52,34 @@ if want eval; then
     --data "$data_dir/wikitext-2/wiki.test.tokens" --device cuda --json --quiet \
     >"$OUT/eval-18m-cuda.json" 2>"$OUT/eval-18m-cuda.err" || status=1
   cat "$OUT/eval-18m-cuda.json" "$OUT/eval-18m-cuda.err"
+fi
+if want runtime; then
+  # wt2-llama-18m: calibrate 16 x 1024 of wiki.train on the GPU, fit the methods the compressed
+  # cache serves, then perplexity, KL and top-1 through the runtime on all of wiki.test beside
+  # the fake-quantized figures of the same run, and one generation per method.
+  log "runtime (wt2-llama-18m, cuda, fp16)"
+  rt=$PWD/build-gpu/runtime-18m
+  mkdir -p "$rt"
+  m18="$data_dir/models/wt2-llama-18m"
+  build-gpu/bin/kvq calibrate --model "$m18" --data "$data_dir/wikitext-2/wiki.train.tokens" \
+    --device cuda --quiet --out "$rt/calib.h5" >"$OUT/runtime-calib.log" 2>&1 || status=1
+  quants=()
+  for method in nuq4-1% nuq3-1% nuq2-1% nuq3-1%-vhead kivi4-g32-r128 kivi2-g32-r128; do
+    build-gpu/bin/kvq fit --method "$method" --calib "$rt/calib.h5" --model "$m18" \
+      --out "$rt/$method.h5" >>"$OUT/runtime-calib.log" 2>&1 || status=1
+    quants+=("$rt/$method.h5")
+  done
+  list=$(IFS=,; echo "${quants[*]}")
+  build-gpu/bin/kvq eval --model "$m18" --data "$data_dir/wikitext-2/wiki.test.tokens" \
+    --device cuda --dtype fp16 --quant "$list" --runtime --quiet \
+    >"$OUT/runtime-eval-18m.md" 2>"$OUT/runtime-eval-18m.err" || status=1
+  cat "$OUT/runtime-eval-18m.md"; tail -3 "$OUT/runtime-eval-18m.err"
+  for q in "$rt/fp16" "$rt/nuq3-1%.h5"; do
+    kv=(--quant "$q"); [ "$q" = "$rt/fp16" ] && kv=(--kv fp16)
+    build-gpu/bin/kvq generate --model "$m18" --device cuda --dtype fp16 "${kv[@]}" \
+      --prompt "The tower is" -n 200 --ignore-eos >>"$OUT/runtime-generate.log" 2>&1 || status=1
+  done
+  tail -12 "$OUT/runtime-generate.log"
 fi
 if want reproduce; then
   # The paper's table on wt2-llama-18m: calibrate 16 x 1024 of wiki.train, fit, eval wiki.test.

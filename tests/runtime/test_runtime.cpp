@@ -58,10 +58,10 @@ class Runtime1m : public ::testing::Test {
                            quoted(dir_->file("calib.h5")));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     for (const char* method : {"nuq3-1%", "kivi2-g32-r128", "skvq-k2-v2-g32-w64"}) {
-      const auto f = run_kvq(std::string("fit --method ") + quoted(method) + " --calib " +
-                             quoted(dir_->file("calib.h5")) + " --model " +
-                             quoted(data_path(kModel1m)) + " --out " +
-                             quoted(dir_->file(std::string(method) + ".h5")));
+      const auto f =
+          run_kvq(std::string("fit --method ") + quoted(method) + " --calib " +
+                  quoted(dir_->file("calib.h5")) + " --model " + quoted(data_path(kModel1m)) +
+                  " --out " + quoted(dir_->file(std::string(method) + ".h5")));
       ASSERT_EQ(f.exit_code, 0) << f.err;
     }
     model_ = new model::LlamaModel(model::LlamaModel::load(data_path(kModel1m)));
@@ -82,10 +82,10 @@ TEST_F(Runtime1m, Fp16CacheGivesTheReferenceGreedyTokens) {
   const auto ref = nlohmann::json::parse(test::read_file(data_path(kModel1m) + "/reference.json"));
   const methods::Quantizer fp16 = methods::fit(methods::parse_method("fp16"), nullptr);
   runtime::Engine engine(*model_, fp16, {});
-  const auto out = generate_all(engine,
-                                {ids_of(ref["greedy"]["bos"]["prompt_ids"]),
-                                 ids_of(ref["greedy"]["prompt16"]["prompt_ids"])},
-                                64);
+  const auto out = generate_all(
+      engine,
+      {ids_of(ref["greedy"]["bos"]["prompt_ids"]), ids_of(ref["greedy"]["prompt16"]["prompt_ids"])},
+      64);
   EXPECT_EQ(out[0], ids_of(ref["greedy"]["bos"]["new_ids"]));
   EXPECT_EQ(out[1], ids_of(ref["greedy"]["prompt16"]["new_ids"]));
 }
@@ -124,12 +124,14 @@ TEST_F(Runtime1m, RefusalsLeaveTheEngineUsable) {
   runtime::Generator gen(engine, nullptr);
   runtime::Request empty;
   empty.max_new_tokens = 4;
-  EXPECT_NE(test::error_of([&] { gen.submit(empty); }).find("prompt: no tokens"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { gen.submit(empty); }).find("prompt: no tokens"),
+            std::string::npos);
   runtime::Request too_long;
   too_long.prompt.assign(500, 5);
   too_long.max_new_tokens = 20;
-  EXPECT_NE(test::error_of([&] { gen.submit(too_long); })
-                .find("500 tokens + 20 new tokens exceed the model's context of 512"),
+  EXPECT_NE(test::error_of([&] {
+              gen.submit(too_long);
+            }).find("500 tokens + 20 new tokens exceed the model's context of 512"),
             std::string::npos);
   runtime::Request bad_token{{1, 99999}, 4, {}, {}, true};
   EXPECT_NE(test::error_of([&] { gen.submit(bad_token); }).find("outside the vocabulary"),
@@ -235,13 +237,13 @@ TEST_F(Runtime1m, CliGeneratesStreamsAndReports) {
 TEST_F(Runtime1m, CliBadInput) {
   const std::string m = " --model " + quoted(data_path(kModel1m));
   test::write_file(dir_->file("bad.jsonl"), "{\"prompt\": \"ok\"}\n{\"text\": 3}\n");
-  test::expect_one_line_error(run_kvq("generate" + m + " --prompts " +
-                                      quoted(dir_->file("bad.jsonl")) + " -n 2"),
-                              "generate", "bad.jsonl:2: expected an object with a string");
+  test::expect_one_line_error(
+      run_kvq("generate" + m + " --prompts " + quoted(dir_->file("bad.jsonl")) + " -n 2"),
+      "generate", "bad.jsonl:2: expected an object with a string");
   test::write_file(dir_->file("worse.jsonl"), "{\"prompt\": \n");
-  test::expect_one_line_error(run_kvq("generate" + m + " --prompts " +
-                                      quoted(dir_->file("worse.jsonl")) + " -n 2"),
-                              "generate", "worse.jsonl:1: not a JSON object");
+  test::expect_one_line_error(
+      run_kvq("generate" + m + " --prompts " + quoted(dir_->file("worse.jsonl")) + " -n 2"),
+      "generate", "worse.jsonl:1: not a JSON object");
   test::write_file(dir_->file("empty.txt"), "");
   test::expect_one_line_error(
       run_kvq("generate" + m + " --prompt-file " + quoted(dir_->file("empty.txt")) + " -n 2"),
@@ -258,13 +260,13 @@ TEST_F(Runtime1m, CliBadInput) {
                               "generate", "--kv-mem");
   test::expect_one_line_error(run_kvq("generate" + m + " --prompt hi --kv int4"), "generate",
                               "--kv: expected fp16");
-  test::expect_one_line_error(run_kvq("generate" + m + " --prompt hi --temperature -1"),
-                              "generate", "temperature");
+  test::expect_one_line_error(run_kvq("generate" + m + " --prompt hi --temperature -1"), "generate",
+                              "temperature");
   test::expect_one_line_error(run_kvq("generate" + m + " -n 2"), "generate",
                               "exactly one of --prompt");
   test::expect_one_line_error(
-      run_kvq("generate" + m + " --prompt hi --quant " + quoted(dir_->file("nope.h5"))),
-      "generate", "nope.h5");
+      run_kvq("generate" + m + " --prompt hi --quant " + quoted(dir_->file("nope.h5"))), "generate",
+      "nope.h5");
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ftw.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,8 +32,15 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
+  // nftw rather than std::filesystem::remove_all, which crashes in test binaries linked with
+  // the GPU machine's LibTorch 2.11 (seen in tests/gpu/test_runtime_cuda.cpp).
+  nftw(
+      path_.c_str(),
+      [](const char* p, const struct stat*, int, struct FTW*) {
+        (void)::remove(p);  // best effort, as remove_all with an error_code was
+        return 0;
+      },
+      16, FTW_DEPTH | FTW_PHYS);
 }
 
 void write_file(const std::string& path, const std::string& bytes) {

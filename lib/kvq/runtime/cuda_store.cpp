@@ -55,7 +55,8 @@ CudaKvStore::CudaKvStore(const model::LlamaModel& m, const methods::Quantizer& q
                            static_cast<double>(cc.format.n_sink + cc.ring_size());
   }
   const double fixed = fp16_bytes_per_seq_ * max_batch_;
-  n_pages_ = static_cast<int64_t>((static_cast<double>(options.kv_mem_bytes) - fixed) / page_bytes_);
+  n_pages_ =
+      static_cast<int64_t>((static_cast<double>(options.kv_mem_bytes) - fixed) / page_bytes_);
   if (n_pages_ < 1) {
     fail(
         "--kv-mem: {:.3f} GiB holds no page: the {} sequences' fp16 tokens take {:.3f} GiB and a "
@@ -65,11 +66,10 @@ CudaKvStore::CudaKvStore(const model::LlamaModel& m, const methods::Quantizer& q
   }
   for (int64_t l = 0; l < c.n_layers; ++l) {
     configs[l].n_pages = n_pages_;
-    layers_.push_back(std::make_unique<KvCache>(
-        configs[l], tables[l].k_levels.empty() ? nullptr : &tables[l]));
+    layers_.push_back(
+        std::make_unique<KvCache>(configs[l], tables[l].k_levels.empty() ? nullptr : &tables[l]));
   }
-  const std::vector<float> inv =
-      quant::rope_inv_freq(c.rope_theta, c.head_dim, c.rope_scaling);
+  const std::vector<float> inv = quant::rope_inv_freq(c.rope_theta, c.head_dim, c.rope_scaling);
   inv_freq_ = at::tensor(at::ArrayRef<float>(inv)).to(m.device());
 }
 

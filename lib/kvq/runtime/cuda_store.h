@@ -23,8 +23,7 @@ class CudaKvStore : public KvStore {
  public:
   // Throws kvq::Error naming the problem: a model on the CPU or in fp32, a method or shape the
   // cache refuses (check_kv_config), a kv_mem too small for one page per layer.
-  CudaKvStore(const model::LlamaModel& m, const methods::Quantizer& q,
-              const StoreOptions& options);
+  CudaKvStore(const model::LlamaModel& m, const methods::Quantizer& q, const StoreOptions& options);
   ~CudaKvStore() override;
 
   void add(int64_t capacity) override;

@@ -21,7 +21,8 @@ std::pair<int64_t, int64_t> device_memory(const at::Device& device) {
   if (device.is_cuda()) {
     int current = 0;
     size_t free = 0, total = 0;
-    if (cudaGetDevice(&current) == cudaSuccess && cudaSetDevice(device.index() < 0 ? 0 : device.index()) == cudaSuccess &&
+    if (cudaGetDevice(&current) == cudaSuccess &&
+        cudaSetDevice(device.index() < 0 ? 0 : device.index()) == cudaSuccess &&
         cudaMemGetInfo(&free, &total) == cudaSuccess) {
       cudaSetDevice(current);
       return {static_cast<int64_t>(total - free), static_cast<int64_t>(total)};
@@ -72,8 +73,9 @@ Engine::Engine(const model::LlamaModel& m, const methods::Quantizer& q,
 #endif
   if (!store_) {
     if (compressed && m.device().is_cuda()) {
-      fail("runtime: this kvq was built without the CUDA kernels; run the compressed cache on the "
-           "CPU (--device cpu)");
+      fail(
+          "runtime: this kvq was built without the CUDA kernels; run the compressed cache on the "
+          "CPU (--device cpu)");
     }
     store_ = std::make_unique<TorchKvStore>(m, q, so);
   }
@@ -166,10 +168,10 @@ at::Tensor Engine::prefill(int64_t id, const std::vector<int32_t>& tokens) {
     const size_t e = std::min(tokens.size(), i + static_cast<size_t>(chunk));
     const std::vector<int64_t> ids(tokens.begin() + i, tokens.begin() + e);
     const at::Tensor input = at::tensor(ids, at::kLong).view({1, -1});
-    logits.push_back(m_.forward_with(input, [&](int64_t layer, const at::Tensor& q,
-                                                const at::Tensor& k, const at::Tensor& v) {
-                          return store_->prefill(layer, slot, q, k, v);
-                        })[0]);
+    logits.push_back(m_.forward_with(
+        input, [&](int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+          return store_->prefill(layer, slot, q, k, v);
+        })[0]);
   }
   return logits.size() == 1 ? logits[0] : at::cat(logits, 0);
 }
@@ -201,8 +203,8 @@ at::Tensor Engine::decode(const std::vector<int64_t>& ids, const std::vector<int
   // Back from slot order to the caller's.
   std::vector<int64_t> slot_of_row(n);
   for (int s = 0; s < n; ++s) slot_of_row[row_of_slot[s]] = s;
-  return logits.select(1, 0).index_select(
-      0, at::tensor(slot_of_row, at::kLong).to(logits.device()));
+  return logits.select(1, 0).index_select(0,
+                                          at::tensor(slot_of_row, at::kLong).to(logits.device()));
 }
 
 }  // namespace kvq::runtime

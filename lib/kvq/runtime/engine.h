@@ -23,10 +23,10 @@
 namespace kvq::runtime {
 
 struct EngineOptions {
-  int max_batch = 8;             // sequences at once
-  double kv_mem_gib = 0;         // the cache's memory; 0: GPU: 90% of the free memory after
-                                 // the model, CPU: max_batch sequences of the model's context
-  int64_t prefill_chunk = 512;   // tokens per prefill forward where the store takes chunks
+  int max_batch = 8;            // sequences at once
+  double kv_mem_gib = 0;        // the cache's memory; 0: GPU: 90% of the free memory after
+                                // the model, CPU: max_batch sequences of the model's context
+  int64_t prefill_chunk = 512;  // tokens per prefill forward where the store takes chunks
 };
 
 class Engine {
@@ -72,9 +72,9 @@ class Engine {
   const methods::Quantizer& q_;
   EngineOptions options_;
   std::unique_ptr<KvStore> store_;
-  std::vector<int64_t> ids_;                  // by slot
-  std::map<int64_t, int64_t> reserved_;       // pages by id
-  std::map<int64_t, int64_t> capacity_;       // tokens by id
+  std::vector<int64_t> ids_;             // by slot
+  std::map<int64_t, int64_t> reserved_;  // pages by id
+  std::map<int64_t, int64_t> capacity_;  // tokens by id
   int64_t free_pages_ = 0;
   int64_t next_id_ = 0;
 };

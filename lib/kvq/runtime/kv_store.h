@@ -22,18 +22,18 @@ namespace kvq::runtime {
 
 // What the cache costs per token of context, all layers, keys and values.
 struct CacheCost {
-  double bytes_per_token = 0;   // the cache format's bytes per quantized token (codes, scales,
-                                // outliers at their expected rate), all layers
-  double bits_per_element = 0;  // the same per cached element
+  double bytes_per_token = 0;     // the cache format's bytes per quantized token (codes, scales,
+                                  // outliers at their expected rate), all layers
+  double bits_per_element = 0;    // the same per cached element
   double fp16_bytes_per_seq = 0;  // fp16 sinks and recent windows held per sequence
   std::string detail;             // one line: what the figure is made of
 };
 
 // How large a store to make. The page pool takes kv_mem_bytes after the per-sequence buffers.
 struct StoreOptions {
-  int max_batch = 8;           // sequences at once
-  int64_t max_seq_len = 0;     // tokens per sequence (the model's context)
-  int64_t kv_mem_bytes = 0;    // the whole cache: pages plus per-sequence buffers
+  int max_batch = 8;         // sequences at once
+  int64_t max_seq_len = 0;   // tokens per sequence (the model's context)
+  int64_t kv_mem_bytes = 0;  // the whole cache: pages plus per-sequence buffers
 };
 
 class KvStore {

@@ -104,8 +104,8 @@ TorchKvStore::TorchKvStore(const model::LlamaModel& m, const methods::Quantizer&
 }
 
 std::string TorchKvStore::name() const {
-  return fmt::format("LibTorch on {} ({}), the quantizer's dequantized values",
-                     m_.device().str(), c10::toString(m_.dtype()));
+  return fmt::format("LibTorch on {} ({}), the quantizer's dequantized values", m_.device().str(),
+                     c10::toString(m_.dtype()));
 }
 
 int64_t TorchKvStore::bound(int64_t layer, int64_t n) const {
@@ -164,10 +164,10 @@ void TorchKvStore::append(int64_t layer, Slot& s, const at::Tensor& k, const at:
   // eval's hook quantizes them, then rotated at their positions.
   const int64_t a = bound(layer, n0), e = bound(layer, n1);
   if (e > a) {
-    const at::Tensor src_k = window_ ? s.k_pre[layer].narrow(1, a, e - a)
-                                     : k_pre.narrow(1, a - n0, e - a);
-    const at::Tensor src_v = window_ ? s.v_full[layer].narrow(1, a, e - a)
-                                     : v_h.narrow(1, a - n0, e - a);
+    const at::Tensor src_k =
+        window_ ? s.k_pre[layer].narrow(1, a, e - a) : k_pre.narrow(1, a - n0, e - a);
+    const at::Tensor src_v =
+        window_ ? s.v_full[layer].narrow(1, a, e - a) : v_h.narrow(1, a - n0, e - a);
     const at::Tensor kq = q_.quantize_keys(layer, src_k.transpose(0, 1).unsqueeze(0), &keys_);
     const at::Tensor vq = q_.quantize_values(layer, src_v.transpose(0, 1).unsqueeze(0), &values_);
     s.k[layer].narrow(1, a, e - a).copy_(m_.apply_rope(kq.transpose(1, 2), a).squeeze(0));
