@@ -1,5 +1,6 @@
-// The methods table shared by kvq eval and kvq reproduce: one perplexity run per quantizer, rows
-// with bits per element, and the plot of Δ perplexity against bits.
+// The methods table shared by kvq eval and kvq reproduce: all quantizers over the same windows
+// (eval/quantized.h), rows with bits per element and agreement with fp16, and the plot of
+// Δ perplexity against bits.
 #include "results.h"
 
 #include <map>
@@ -18,16 +19,19 @@ std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m,
                                           const std::vector<methods::Quantizer>& qs,
                                           const eval::PerplexityOptions& options,
                                           eval::PerplexityResult* baseline) {
+  KVQ_CHECK(!qs.empty(), "evaluate_all: no quantizers");
+  const std::vector<eval::MethodResult> results = eval::evaluate_methods(m, tokens, qs, options);
   std::vector<eval::ResultRow> rows;
-  eval::PerplexityResult base;
-  for (const methods::Quantizer& q : qs) {
-    const eval::MethodResult r = eval::evaluate_method(m, tokens, q, options);
-    if (rows.empty()) base = r.ppl;
+  const eval::PerplexityResult base = results.front().ppl;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const eval::MethodResult& r = results[i];
     eval::ResultRow row;
     row.method = r.method;
     row.bits_per_element = r.bits_per_element;
     row.ppl = r.ppl.ppl;
     row.delta_pct = 100.0 * (r.ppl.ppl / base.ppl - 1.0);
+    row.kl = r.agreement.mean_kl();
+    row.top1 = 100.0 * r.agreement.top1_rate();
     row.mean_loss = r.ppl.mean_loss;
     row.n_tokens = r.ppl.n_scored;
     row.seconds = r.ppl.seconds;
@@ -36,7 +40,8 @@ std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m,
       row.note = fmt::format("outliers {:.2f}%",
                              100.0 * static_cast<double>(r.keys.outliers + r.values.outliers) / n);
     }
-    if (!q.provenance.path.empty()) row.note += (row.note.empty() ? "" : "; ") + q.provenance.path;
+    const std::string& source = qs[i].provenance.path;
+    if (!source.empty()) row.note += (row.note.empty() ? "" : "; ") + source;
     rows.push_back(row);
   }
   if (baseline) *baseline = base;

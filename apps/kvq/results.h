@@ -13,7 +13,8 @@
 namespace kvq::app {
 
 // Perplexity for each quantizer (the first is the baseline the deltas refer to), one row each
-// with bits per element and outlier share; *baseline gets the first's result.
+// with bits per element, KL divergence and top-1 agreement against fp16, and outlier share;
+// *baseline gets the first's result. qs must not be empty.
 std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m,
                                           const std::vector<int32_t>& tokens,
                                           const std::vector<methods::Quantizer>& qs,

@@ -57,6 +57,42 @@ TEST(EvalMethods, Llama1mIntTokenMatchesTheTransformersReferences) {
   EXPECT_DOUBLE_EQ((*row(j, "int4-token"))["bits_per_element"].get<double>(), 5.0);
 }
 
+// Agreement with fp16 on a 16-window prefix: fp16 against itself is exact, int2-token moves the
+// next-token distributions visibly but keeps most argmaxes; every output format carries both.
+TEST(EvalMethods, Llama1mKlAndTop1AgainstFp16) {
+  KVQ_REQUIRE_DATA(kModel1m);
+  test::TempDir tmp;
+  const std::string csv = tmp.file("t.csv");
+  const auto r = run_kvq(
+      eval_args(kModel1m, "--max-tokens 8192 --methods int2-token --json --csv " + quoted(csv)));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  const nlohmann::json* fp16 = row(j, "fp16");
+  const nlohmann::json* int2 = row(j, "int2-token");
+  ASSERT_NE(fp16, nullptr);
+  ASSERT_NE(int2, nullptr);
+  EXPECT_EQ((*fp16)["kl"].get<double>(), 0.0);
+  EXPECT_EQ((*fp16)["top1_pct"].get<double>(), 100.0);
+  EXPECT_GT((*int2)["kl"].get<double>(), 1e-3);
+  EXPECT_LT((*int2)["kl"].get<double>(), 1.0);
+  EXPECT_LT((*int2)["top1_pct"].get<double>(), 100.0);
+  EXPECT_GT((*int2)["top1_pct"].get<double>(), 50.0);
+  EXPECT_EQ(
+      test::read_file(csv).rfind(
+          "method,bits_per_element,ppl,delta_pct,kl,top1_pct,mean_loss,n_tokens,seconds,note\n"
+          "fp16,16,",
+          0),
+      0u);
+  const auto md = run_kvq(eval_args(kModel1m, "--max-tokens 1024 --methods int2-token"));
+  ASSERT_EQ(md.exit_code, 0) << md.err;
+  EXPECT_NE(md.out.find("| Δ vs fp16 |"), std::string::npos) << md.out;
+  EXPECT_NE(md.out.find("| top-1 % |"), std::string::npos) << md.out;
+  const size_t at = md.out.find("\n| fp16 ");
+  ASSERT_NE(at, std::string::npos) << md.out;
+  const std::string fp16_line = md.out.substr(at + 1, md.out.find('\n', at + 1) - at - 1);
+  EXPECT_NE(fp16_line.find(" 0 |  100.00 |"), std::string::npos) << fp16_line;
+}
+
 class EvalWithCalib : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -173,6 +209,9 @@ TEST(Reproduce, Llama18mReducedBudgetWritesTheTableAndArtifacts) {
   }
   EXPECT_EQ(run_kvq("inspect " + quoted(dir + "/calib.h5")).exit_code, 0);
   EXPECT_NE(test::read_file(dir + "/table.md").find("(mixed, 3.00 bits)"), std::string::npos);
+  EXPECT_EQ((*row(j, "fp16"))["kl"].get<double>(), 0.0);
+  EXPECT_GT((*row(j, "int2-token"))["kl"].get<double>(), 0.0);
+  EXPECT_LT((*row(j, "int2-token"))["top1_pct"].get<double>(), 100.0);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kvq/data/text.h"
 #include "kvq/model/llama.h"
 
 namespace kvq::eval {
@@ -30,6 +31,14 @@ struct PerplexityResult {
   double seconds = 0;
   double tokens_per_s = 0;
 };
+
+// Windows per forward: options.batch_size, or as many as make about 8192 tokens (at least 1).
+int64_t windows_per_batch(const PerplexityOptions& options, int64_t seq_len);
+
+// windows[first, first + n) of `tokens` as a [n, seq_len] int64 batch on `device`.
+at::Tensor window_batch(const std::vector<int32_t>& tokens,
+                        const std::vector<data::Window>& windows, size_t first, int64_t n,
+                        int64_t seq_len, at::Device device);
 
 // Throws kvq::Error if seq_len exceeds the model's context or the stream is shorter than one
 // window, or if the loss is not finite.

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "kvq/eval/divergence.h"
 #include "kvq/eval/perplexity.h"
 #include "kvq/methods/quantizer.h"
 #include "kvq/model/llama.h"
@@ -43,15 +44,26 @@ class QuantizedKV : public model::KVHook {
 };
 
 struct MethodResult {
-  std::string method;  // the quantizer's label
-  PerplexityResult ppl;
+  std::string method;        // the quantizer's label
+  PerplexityResult ppl;      // seconds and tokens_per_s: this method's forwards and scoring alone
+  TokenAgreement agreement;  // against the model's own cache on the same windows
   double bits_per_element = 16.0;  // at the window length, outliers as counted
   methods::QuantCounters keys, values;
 };
 
-// Perplexity of `tokens` with the cache quantized by `q` (fp16: the model's own K/V). The caller
-// checks that q was made for this model (Quantizer::require_model).
-MethodResult evaluate_method(const model::LlamaModel& model, const std::vector<int32_t>& tokens,
-                             const methods::Quantizer& q, const PerplexityOptions& options);
+// Perplexity of `tokens` with the cache quantized by each of `qs` (fp16: the model's own K/V),
+// and each one's KL divergence and top-1 agreement against the model's own cache. Window-major:
+// for each batch of windows the model runs once with its own K/V (the reference) and once per
+// quantizer that is not fp16, so fp16 rows cost no forward of their own and have KL 0, top-1
+// 100%. The reference logits of one batch ([windows, L, vocab] fp32) are held while the
+// quantizers run on it. An fp16 row's seconds are the reference's (its forward and scoring); the
+// perplexity is exp of the fp64 mean (eval/divergence.h), not of perplexity()'s fp32 mean, so the
+// two agree to about 1e-7. One progress bar for the whole run. Results in the order of qs. Throws
+// kvq::Error as perplexity() does; a non-finite loss names the windows and the method. The caller
+// checks that every quantizer was made for this model (Quantizer::require_model).
+std::vector<MethodResult> evaluate_methods(const model::LlamaModel& model,
+                                           const std::vector<int32_t>& tokens,
+                                           const std::vector<methods::Quantizer>& qs,
+                                           const PerplexityOptions& options);
 
 }  // namespace kvq::eval

@@ -60,14 +60,15 @@ nlohmann::json json_number(double v) {
 }  // namespace
 
 std::string markdown_table(const std::vector<ResultRow>& rows) {
-  constexpr size_t kColumns = 5;
+  constexpr size_t kColumns = 7;
   // Numbers right-aligned so decimal points line up; text left-aligned.
-  const bool right_aligned[kColumns] = {false, true, true, true, false};
+  const bool right_aligned[kColumns] = {false, true, true, true, true, true, false};
   std::vector<std::vector<std::string>> cells;
-  cells.push_back({"method", "bits/elem", "ppl", "Δ vs fp16", "note"});
+  cells.push_back({"method", "bits/elem", "ppl", "Δ vs fp16", "KL", "top-1 %", "note"});
   for (const ResultRow& r : rows) {
     cells.push_back({markdown_cell(r.method), fmt::format("{:.2f}", r.bits_per_element),
                      fmt::format("{:.4f}", r.ppl), format_delta(r.delta_pct),
+                     fmt::format("{:.4g}", r.kl), fmt::format("{:.2f}", r.top1),
                      markdown_cell(r.note)});
   }
   size_t width[kColumns] = {};
@@ -99,12 +100,14 @@ std::string markdown_table(const std::vector<ResultRow>& rows) {
 }
 
 std::string csv_table(const std::vector<ResultRow>& rows) {
-  std::string out = "method,bits_per_element,ppl,delta_pct,mean_loss,n_tokens,seconds,note\n";
+  std::string out =
+      "method,bits_per_element,ppl,delta_pct,kl,top1_pct,mean_loss,n_tokens,seconds,note\n";
   for (const ResultRow& r : rows) {
-    out += fmt::format("{},{},{},{},{},{},{},{}\n", csv_field(r.method),
+    out += fmt::format("{},{},{},{},{},{},{},{},{},{}\n", csv_field(r.method),
                        full_precision(r.bits_per_element), full_precision(r.ppl),
-                       full_precision(r.delta_pct), full_precision(r.mean_loss), r.n_tokens,
-                       full_precision(r.seconds), csv_field(r.note));
+                       full_precision(r.delta_pct), full_precision(r.kl), full_precision(r.top1),
+                       full_precision(r.mean_loss), r.n_tokens, full_precision(r.seconds),
+                       csv_field(r.note));
   }
   return out;
 }
@@ -116,6 +119,8 @@ nlohmann::json json_rows(const std::vector<ResultRow>& rows) {
                    {"bits_per_element", json_number(r.bits_per_element)},
                    {"ppl", json_number(r.ppl)},
                    {"delta_pct", json_number(r.delta_pct)},
+                   {"kl", json_number(r.kl)},
+                   {"top1_pct", json_number(r.top1)},
                    {"mean_loss", json_number(r.mean_loss)},
                    {"n_tokens", r.n_tokens},
                    {"seconds", json_number(r.seconds)},
