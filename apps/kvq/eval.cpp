@@ -21,6 +21,7 @@
 #include "kvq/model/llama.h"
 #include "options.h"
 #include "results.h"
+#include "runtime_eval.h"
 
 namespace kvq::app {
 namespace {
@@ -40,6 +41,10 @@ struct EvalFlags {
   std::string plot;
   bool json = false;
   bool quiet = false;
+  bool runtime = false;
+  int64_t runtime_prefill = 256;
+  int runtime_batch = 0;
+  double kv_mem = 0;
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -89,6 +94,7 @@ void run_eval(const EvalFlags& f) {
     fail("--calib: given without --methods to fit from it");
   if ((!f.csv.empty() || !f.plot.empty()) && !quantized)
     fail("--csv/--plot: need --methods or --quant");
+  if (f.runtime && f.quant.empty()) fail("--runtime: needs --quant (the quant.h5 files to serve)");
   const model::LlamaModel m = f.model.load();
   data::window_length(m.config().max_seq_len, f.seq_len,
                       m.source());  // before the (slow) tokenization
@@ -126,10 +132,27 @@ void run_eval(const EvalFlags& f) {
   }
 
   eval::PerplexityResult base;
-  const std::vector<eval::ResultRow> rows = evaluate_all(m, tokens, qs, options, &base);
+  std::vector<eval::ResultRow> rows = evaluate_all(m, tokens, qs, options, &base);
+  if (f.runtime) {
+    // Each quant.h5 once more, through the runtime, beside its fake-quantized row.
+    RuntimeEvalOptions ro;
+    ro.seq_len = f.seq_len;
+    ro.prefill = f.runtime_prefill;
+    ro.max_batch = f.runtime_batch;
+    ro.kv_mem_gib = f.kv_mem;
+    ro.progress = !f.quiet;
+    const size_t n_fake = rows.size();
+    for (size_t i = 0; i < n_fake; ++i) {
+      if (qs[i].provenance.path.empty()) continue;
+      const RuntimeEvalResult r = runtime_perplexity(m, tokens, qs[i], ro);
+      rows.push_back(runtime_row(r, rows[i], base));
+    }
+  }
   if (!f.csv.empty()) artifact::write_text_file_atomic(f.csv, eval::csv_table(rows));
   if (!f.plot.empty()) {
-    write_results_plot(f.plot, rows, qs, f.model.path, f.data, base.seq_len);
+    // The fake-quantized rows, one per quantizer (runtime rows repeat their methods).
+    const std::vector<eval::ResultRow> fake(rows.begin(), rows.begin() + qs.size());
+    write_results_plot(f.plot, fake, qs, f.model.path, f.data, base.seq_len);
   }
   if (f.json) {
     nlohmann::json j = {{"model", f.model.path},     {"data", f.data},
@@ -180,6 +203,14 @@ void register_eval(CLI::App& app) {
             return svg ? std::string() : "expected a file name ending in .svg, found " + path;
           },
           "FILE.svg"));
+  cmd->add_flag("--runtime", flags->runtime,
+                "Also run each --quant through the runtime (its cache and kernels): prefill, then "
+                "decode token by token");
+  cmd->add_option("--runtime-prefill", flags->runtime_prefill,
+                  "--runtime: tokens of each window prefilled before decoding the rest");
+  cmd->add_option("--runtime-batch", flags->runtime_batch,
+                  "--runtime: windows decoded together (0: 64 on a GPU, 8 on the CPU)");
+  cmd->add_option("--kv-mem", flags->kv_mem, "--runtime: GiB for the KV cache (0: default)");
   cmd->add_flag("--json", flags->json, "Print one JSON document instead of a table");
   cmd->add_flag("--quiet", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_eval(*flags); });

@@ -41,15 +41,14 @@ class RuntimeCuda : public ::testing::Test {
     if (!test::have_data(kModel18m) || !at::hasCUDA()) return;
     dir_ = new test::TempDir;
     const auto r = run_kvq("calibrate --model " + quoted(data_path(kModel18m)) + " --data " +
-                           quoted(data_path(kTrain)) +
-                           " --samples 4 --device cuda --quiet --out " +
+                           quoted(data_path(kTrain)) + " --samples 4 --device cuda --quiet --out " +
                            quoted(dir_->file("calib.h5")));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     for (const char* method : {"nuq3-1%", "nuq2-1%-vhead", "kivi2-g32-r128"}) {
-      const auto f = run_kvq(std::string("fit --method ") + quoted(method) + " --calib " +
-                             quoted(dir_->file("calib.h5")) + " --model " +
-                             quoted(data_path(kModel18m)) + " --out " +
-                             quoted(dir_->file(std::string(method) + ".h5")));
+      const auto f =
+          run_kvq(std::string("fit --method ") + quoted(method) + " --calib " +
+                  quoted(dir_->file("calib.h5")) + " --model " + quoted(data_path(kModel18m)) +
+                  " --out " + quoted(dir_->file(std::string(method) + ".h5")));
       ASSERT_EQ(f.exit_code, 0) << f.err;
     }
   }
@@ -124,13 +123,12 @@ TEST_F(RuntimeCuda, BatchedGreedyEqualsAlone) {
 
 TEST_F(RuntimeCuda, MemoryRefusals) {
   const std::string m = " --model " + quoted(data_path(kModel18m)) + " --device cuda --dtype fp16";
-  test::expect_one_line_error(
-      run_kvq("generate" + m + " --quant " + quoted(quant("nuq3-1%")) + " --prompt hi --kv-mem 100000"),
-      "generate", "--kv-mem: 100000.00 GiB asked for, but the GPU has");
-  test::expect_one_line_error(
-      run_kvq("generate" + m + " --quant " + quoted(quant("nuq3-1%")) +
-              " --prompt hi --kv-mem 0.0000001"),
-      "generate", "--kv-mem");
+  test::expect_one_line_error(run_kvq("generate" + m + " --quant " + quoted(quant("nuq3-1%")) +
+                                      " --prompt hi --kv-mem 100000"),
+                              "generate", "--kv-mem: 100000.00 GiB asked for, but the GPU has");
+  test::expect_one_line_error(run_kvq("generate" + m + " --quant " + quoted(quant("nuq3-1%")) +
+                                      " --prompt hi --kv-mem 0.0000001"),
+                              "generate", "--kv-mem");
   test::expect_one_line_error(
       run_kvq("generate --model " + quoted(data_path(kModel18m)) + " --device cuda --quant " +
               quoted(quant("nuq3-1%")) + " --prompt hi"),

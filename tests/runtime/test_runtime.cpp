@@ -271,3 +271,46 @@ TEST_F(Runtime1m, CliBadInput) {
 
 }  // namespace
 }  // namespace kvq
+
+namespace kvq {
+namespace {
+
+// kvq eval --runtime on a prefix of wiki.test with wt2-llama-18m and nuq3-1% (values per token
+// over all KV heads, the format kvq fit writes): the runtime's perplexity (prefill 256 tokens,
+// then 767 decode steps per window) is within 0.1% of the fake-quantized figure of the same run.
+// The calibration is 4 x 1024 here for CI's time; the README's figures use 16 x 1024.
+TEST(RuntimeEval, Llama18mNuq3MatchesTheFakeQuantizedPerplexity) {
+  KVQ_REQUIRE_DATA(test::kModel18m);
+  test::TempDir tmp;
+  const std::string model = quoted(data_path(test::kModel18m));
+  const auto c = run_kvq("calibrate --model " + model + " --data " + quoted(data_path(kTrain)) +
+                         " --samples 4 --quiet --out " + quoted(tmp.file("calib.h5")));
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  const auto f = run_kvq("fit --method nuq3-1% --calib " + quoted(tmp.file("calib.h5")) +
+                         " --out " + quoted(tmp.file("nuq3.h5")));
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  const auto r = run_kvq("eval --model " + model + " --data " + quoted(data_path(kTest)) +
+                         " --max-tokens 2048 --quant " + quoted(tmp.file("nuq3.h5")) +
+                         " --runtime --quiet --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto rows = nlohmann::json::parse(r.out)["methods"];
+  ASSERT_EQ(rows.size(), 3u) << r.out;  // fp16, nuq3-1% fake-quantized, nuq3-1% (runtime)
+  EXPECT_EQ(rows[2]["method"], "nuq3-1% (runtime)");
+  const double fake = rows[1]["ppl"], runtime = rows[2]["ppl"], fp16 = rows[0]["ppl"];
+  EXPECT_LT(std::abs(runtime / fake - 1.0), 1e-3) << "runtime " << runtime << " fake " << fake;
+  std::printf("fp16 %.4f, nuq3-1%% fake-quantized %.4f, runtime %.4f (%+.4f%%)\n", fp16, fake,
+              runtime, 100.0 * (runtime / fake - 1.0));
+  EXPECT_EQ(rows[2]["n_tokens"], rows[1]["n_tokens"]);
+  for (int i : {1, 2}) {
+    EXPECT_GT(rows[i]["kl"].get<double>(), 0.0);
+    EXPECT_LT(rows[i]["kl"].get<double>(), 0.05);
+    EXPECT_GT(rows[i]["top1_pct"].get<double>(), 90.0);
+    EXPECT_LT(rows[i]["top1_pct"].get<double>(), 100.0);
+  }
+  test::expect_one_line_error(
+      run_kvq("eval --model " + model + " --data " + quoted(data_path(kTest)) + " --runtime"),
+      "eval", "--runtime: needs --quant");
+}
+
+}  // namespace
+}  // namespace kvq

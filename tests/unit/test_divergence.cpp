@@ -16,7 +16,8 @@ namespace kvq::eval {
 namespace {
 
 // The definition, one position at a time in double: log-softmax by max-shifted sums.
-TokenAgreement score_ref(const at::Tensor& logits, const at::Tensor& ref, const at::Tensor& tokens) {
+TokenAgreement score_ref(const at::Tensor& logits, const at::Tensor& ref,
+                         const at::Tensor& tokens) {
   const at::Tensor x = logits.to(at::kDouble).contiguous(), r = ref.to(at::kDouble).contiguous();
   const at::Tensor tok = tokens.to(at::kLong).contiguous();
   const int64_t b = x.size(0), t = x.size(1), v = x.size(2);
@@ -60,7 +61,7 @@ struct Case {
 };
 
 TEST(ScoreNextTokens, MatchesThePlainDoubleLoop) {
-  const Case cases[] = {{1, 2, 5, 0.1, at::kFloat},   {2, 17, 97, 0.01, at::kFloat},
+  const Case cases[] = {{1, 2, 5, 0.1, at::kFloat},    {2, 17, 97, 0.01, at::kFloat},
                         {3, 33, 257, 1.0, at::kFloat}, {1, 9, 4097, 0.3, at::kFloat},
                         {2, 5, 31, 2.0, at::kDouble},  {4, 70, 1000, 0.05, at::kDouble}};
   at::manual_seed(0);
@@ -109,8 +110,8 @@ TEST(ScoreNextTokens, BatchesAddUpToTheWhole) {
   const TokenAgreement whole = score_next_tokens(logits, ref, tokens);
   TokenAgreement parts;
   for (int64_t i = 0; i < 4; i += 2) {
-    parts.add(score_next_tokens(logits.narrow(0, i, 2), ref.narrow(0, i, 2),
-                                tokens.narrow(0, i, 2)));
+    parts.add(
+        score_next_tokens(logits.narrow(0, i, 2), ref.narrow(0, i, 2), tokens.narrow(0, i, 2)));
   }
   EXPECT_EQ(parts.n, whole.n);
   EXPECT_EQ(parts.top1, whole.top1);
@@ -129,21 +130,29 @@ TEST(ScoreNextTokens, OneTokenWindowsScoreNothing) {
 TEST(ScoreNextTokens, ShapeMismatchesNameBothShapes) {
   const at::Tensor x = at::randn({2, 5, 7});
   const at::Tensor tokens = at::zeros({2, 5}, at::kLong);
-  EXPECT_EQ(test::error_of([&] { score_next_tokens(x, at::randn({2, 5, 8}), tokens); }),
+  EXPECT_EQ(test::error_of([&] {
+              score_next_tokens(x, at::randn({2, 5, 8}), tokens);
+            }),
             "score_next_tokens: expected logits and ref_logits of one shape [b, t, vocab], found "
             "[2, 5, 7] and [2, 5, 8]");
   EXPECT_EQ(test::error_of([&] { score_next_tokens(x.flatten(0, 1), x.flatten(0, 1), tokens); }),
             "score_next_tokens: expected logits and ref_logits of one shape [b, t, vocab], found "
             "[10, 7] and [10, 7]");
-  EXPECT_EQ(test::error_of([&] { score_next_tokens(x, x, at::zeros({2, 4}, at::kLong)); }),
+  EXPECT_EQ(test::error_of([&] {
+              score_next_tokens(x, x, at::zeros({2, 4}, at::kLong));
+            }),
             "score_next_tokens: expected tokens [b, t] of logits [2, 5, 7], found [2, 4]");
 }
 
 TEST(ScoreNextTokens, TokensOutsideTheVocabulary) {
   const at::Tensor x = at::randn({1, 3, 7});
-  EXPECT_EQ(test::error_of([&] { score_next_tokens(x, x, at::full({1, 3}, 7, at::kLong)); }),
+  EXPECT_EQ(test::error_of([&] {
+              score_next_tokens(x, x, at::full({1, 3}, 7, at::kLong));
+            }),
             "score_next_tokens: expected tokens in [0, 7), found 7..7");
-  EXPECT_EQ(test::error_of([&] { score_next_tokens(x, x, at::full({1, 3}, -1, at::kLong)); }),
+  EXPECT_EQ(test::error_of([&] {
+              score_next_tokens(x, x, at::full({1, 3}, -1, at::kLong));
+            }),
             "score_next_tokens: expected tokens in [0, 7), found -1..-1");
 }
 
@@ -152,8 +161,9 @@ TEST(ScoreNextTokens, NonFiniteLogitsAreAnError) {
   at::Tensor bad = ref.clone();
   bad[0][2][3] = std::numeric_limits<float>::quiet_NaN();
   const at::Tensor tokens = at::zeros({1, 4}, at::kLong);
-  EXPECT_EQ(test::error_of([&] { score_next_tokens(bad, ref, tokens); }).rfind("loss is not finite", 0),
-            0u);
+  EXPECT_EQ(
+      test::error_of([&] { score_next_tokens(bad, ref, tokens); }).rfind("loss is not finite", 0),
+      0u);
 }
 
 }  // namespace

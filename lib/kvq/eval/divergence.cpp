@@ -127,9 +127,10 @@ double TokenAgreement::top1_rate() const { return static_cast<double>(top1) / n;
 TokenAgreement score_next_tokens(const at::Tensor& logits, const at::Tensor& ref_logits,
                                  const at::Tensor& tokens) {
   if (logits.dim() != 3 || !logits.sizes().equals(ref_logits.sizes())) {
-    fail("score_next_tokens: expected logits and ref_logits of one shape [b, t, vocab], found {} "
-         "and {}",
-         shape(logits), shape(ref_logits));
+    fail(
+        "score_next_tokens: expected logits and ref_logits of one shape [b, t, vocab], found {} "
+        "and {}",
+        shape(logits), shape(ref_logits));
   }
   if (tokens.dim() != 2 || tokens.size(0) != logits.size(0) || tokens.size(1) != logits.size(1)) {
     fail("score_next_tokens: expected tokens [b, t] of logits {}, found {}", shape(logits),
