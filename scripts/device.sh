@@ -112,7 +112,7 @@ if want sanitize; then
   san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   for t in build-gpu/tests/gpu_test_*; do
     [ -f "$t" ] && [ -x "$t" ] || continue  # ctest leaves *.cmake files beside the binaries
-    case "$t" in *runner*) continue ;; esac  # LibTorch's own allocator runs are not ours to sanitize
+    case "$t" in *runner* | *runtime*) continue ;; esac  # LibTorch's allocator runs are not ours to sanitize
     for tool in memcheck racecheck; do
       # KVQ_SANITIZER: the kv tests run their small cases only (test_kv_*.cpp).
       KVQ_SANITIZER=1 "$san" --tool "$tool" --error-exitcode 9 "$t" >>"$OUT/sanitizer.log" 2>&1 \

@@ -21,7 +21,8 @@ RuntimeEvalResult runtime_perplexity(const model::LlamaModel& m, const std::vect
   const std::vector<data::Window> windows =
       data::eval_windows(static_cast<int64_t>(tokens.size()), L, "--data");
   const int64_t n_win = static_cast<int64_t>(windows.size());
-  if (options.prefill < 1) fail("--runtime-prefill: expected >= 1 token, found {}", options.prefill);
+  if (options.prefill < 1)
+    fail("--runtime-prefill: expected >= 1 token, found {}", options.prefill);
   const int64_t P = std::min(options.prefill, L - 1);
   const int batch = static_cast<int>(std::min<int64_t>(
       n_win, options.max_batch > 0 ? options.max_batch : (m.device().is_cuda() ? 64 : 8)));

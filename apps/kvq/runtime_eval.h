@@ -25,8 +25,8 @@ struct RuntimeEvalOptions {
 };
 
 struct RuntimeEvalResult {
-  std::string method;  // the quantizer's label
-  std::string store;   // what held the cache
+  std::string method;          // the quantizer's label
+  std::string store;           // what held the cache
   eval::TokenAgreement agree;  // against the fp16 model's logits (forward, no cache)
   int64_t seq_len = 0, n_windows = 0, prefill = 0;
   double bytes_per_token = 0, bits_per_element = 0;
