@@ -119,8 +119,15 @@ void run_generate(const GenerateFlags& f) {
     std::fflush(stdout);
   }
   const auto t0 = std::chrono::steady_clock::now();
+  bool told_wait = false;
   while (!gen.done()) {
-    for (const runtime::Event& e : gen.step()) {
+    const std::vector<runtime::Event> events = gen.step();
+    if (!told_wait && gen.waiting() > 0) {  // once: the queue is visible, not every step of it
+      fmt::print(stderr, "generate: prompts waiting: {} (running: {}): {}\n", gen.waiting(),
+                 gen.running(), gen.waiting_reason());
+      told_wait = true;
+    }
+    for (const runtime::Event& e : events) {
       if (stream && !e.text.empty()) {
         fmt::print("{}", e.text);
         std::fflush(stdout);

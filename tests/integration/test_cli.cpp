@@ -162,9 +162,11 @@ TEST_F(CliBadInput, UsageErrorsExitTwo) {
   EXPECT_NE(help.out.find("--seq-len"), std::string::npos);
 }
 
-TEST_F(CliBadInput, GenerateRejectsSamplingItDoesNotImplement) {
-  expect_one_line_error(run_kvq("generate --model " + model() + " --prompt hi --temperature 0.7"),
-                        "generate", "--temperature: only 0");
+TEST_F(CliBadInput, GenerateRejectsSamplingOutOfRange) {
+  expect_one_line_error(run_kvq("generate --model " + model() + " --prompt hi --top-p 1.5"),
+                        "generate", "top_p: expected 0 < p <= 1, found 1.5");
+  expect_one_line_error(run_kvq("generate --model " + model() + " --prompt hi --top-k -2"),
+                        "generate", "top_k: expected >= 0");
 }
 
 }  // namespace

@@ -229,9 +229,12 @@ TEST_F(Runtime1m, CliGeneratesStreamsAndReports) {
   test::write_file(dir_->file("p.jsonl"), "{\"prompt\": \"The\"}\n\n{\"prompt\": \"A long\"}\n");
   const auto b = run_kvq("generate --model " + quoted(data_path(kModel1m)) + " --quant " +
                          quoted(quant("kivi2-g32-r128")) + " --prompts " +
-                         quoted(dir_->file("p.jsonl")) + " -n 8 --json");
+                         quoted(dir_->file("p.jsonl")) + " -n 8 --json --max-batch 1");
   ASSERT_EQ(b.exit_code, 0) << b.err;
   EXPECT_EQ(nlohmann::json::parse(b.out)["completions"].size(), 2u);
+  EXPECT_NE(b.err.find("prompts waiting: 1 (running: 1): all 1 sequence slots are running"),
+            std::string::npos)
+      << b.err;
 }
 
 TEST_F(Runtime1m, CliBadInput) {
