@@ -10,6 +10,7 @@
 
 #include "command.h"
 #include "kvq/common/error.h"
+#include "kvq/common/memory.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
 #include "kvq/model/io/tokenizer.h"

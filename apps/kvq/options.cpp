@@ -1,6 +1,5 @@
 #include "options.h"
 
-#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <ctime>
@@ -57,12 +56,6 @@ artifact::DataFingerprint data_fingerprint(const std::string& path, int64_t n_to
           options.n_samples,
           options.seq_len,
           static_cast<int64_t>(options.seed)};
-}
-
-int64_t peak_rss_bytes() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
 }
 
 }  // namespace kvq::app

@@ -37,9 +37,6 @@ std::string utc_now();
 artifact::DataFingerprint data_fingerprint(const std::string& path, int64_t n_tokens,
                                            const calib::CalibOptions& options);
 
-// The process's peak resident memory (getrusage), bytes.
-int64_t peak_rss_bytes();
-
 // True if stderr is a terminal or progress was not switched off with --quiet.
 bool show_progress(bool quiet);
 

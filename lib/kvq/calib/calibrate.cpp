@@ -1,12 +1,11 @@
 #include "kvq/calib/calibrate.h"
 
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <chrono>
 
 #include "kvq/calib/fisher.h"
 #include "kvq/common/error.h"
+#include "kvq/common/memory.h"
 #include "kvq/common/progress.h"
 
 #ifdef KVQ_TORCH_CUDA
@@ -15,12 +14,6 @@
 
 namespace kvq::calib {
 namespace {
-
-int64_t peak_rss_bytes() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
-}
 
 void reset_device_peak(const at::Device& device) {
 #ifdef KVQ_TORCH_CUDA
