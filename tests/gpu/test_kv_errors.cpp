@@ -217,7 +217,7 @@ TEST(KvErrors, FailuresLeaveTheCacheUnchanged) {
   EXPECT_EQ(error_of([&] { cache.append(nullptr, v, nullptr); }),
             "kv cache append: null keys or values");
   EXPECT_EQ(error_of([&] { cache.reset(3, nullptr); }),
-            "kv cache reset: batch: expected 1..max_batch = 2, found 3");
+            "kv cache reset: batch: expected 0..max_batch = 2, found 3");
   EXPECT_EQ(error_of([&] {
               cache.attend(nullptr, false, nullptr, nullptr, KvAttentionKernel::kMma, nullptr);
             }),

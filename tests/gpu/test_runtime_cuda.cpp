@@ -121,6 +121,42 @@ TEST_F(RuntimeCuda, BatchedGreedyEqualsAlone) {
   }
 }
 
+// The compressed store filled with random content (kvq bench e2e) across page boundaries: a
+// prefilled sequence decoding beside filled ones gets the logits it gets alone (to fp16
+// rounding: the batch changes the kernels' split), also after a filled sequence leaves.
+TEST_F(RuntimeCuda, FillRandomDecodesBesideAPrefilledSequence) {
+  model::LoadOptions gpu;
+  gpu.device = at::Device("cuda");
+  gpu.dtype = at::kHalf;
+  const model::LlamaModel m = model::LlamaModel::load(data_path(kModel18m), gpu);
+  const std::vector<int32_t> prompt = {1, 299, 13, 40, 7};
+  for (const std::string method : {"nuq3-1%", "kivi2-g32-r128"}) {
+    SCOPED_TRACE(method);
+    const methods::Quantizer q = methods::read_quant(quant(method));
+    runtime::EngineOptions o;
+    o.kv_mem_gib = 1;
+    runtime::Engine alone(m, q, o);
+    const int64_t a0 = alone.open(64);
+    alone.prefill(a0, prompt);
+    const at::Tensor want = alone.decode({a0}, {11});
+    const at::Tensor want2 = alone.decode({a0}, {12});
+
+    runtime::Engine engine(m, q, o);
+    const int64_t f1 = engine.open(1000), f2 = engine.open(1000);
+    engine.fill_random(f1, 700);
+    engine.fill_random(f2, 333);
+    const int64_t a = engine.open(64);
+    engine.prefill(a, prompt);
+    const at::Tensor got = engine.decode({f1, f2, a}, {3, 4, 11});
+    EXPECT_TRUE(got.isfinite().all().item<bool>());
+    EXPECT_TRUE(at::allclose(got[2].to(at::kFloat), want[0].to(at::kFloat), 2e-2, 2e-2));
+    engine.close(f1);
+    const at::Tensor got2 = engine.decode({a, f2}, {12, 5});
+    EXPECT_TRUE(at::allclose(got2[0].to(at::kFloat), want2[0].to(at::kFloat), 2e-2, 2e-2));
+    EXPECT_EQ(engine.length(f2), 335);
+  }
+}
+
 TEST_F(RuntimeCuda, MemoryRefusals) {
   const std::string m = " --model " + quoted(data_path(kModel18m)) + " --device cuda --dtype fp16";
   test::expect_one_line_error(run_kvq("generate" + m + " --quant " + quoted(quant("nuq3-1%")) +

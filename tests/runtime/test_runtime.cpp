@@ -175,6 +175,39 @@ TEST_F(Runtime1m, OutOfPagesWaitsOrIsRefused) {
             std::string::npos);
 }
 
+// A sequence filled with random content (kvq bench e2e) decodes beside a prefilled one without
+// touching it: the prefilled sequence's logits are those it gets alone (to rounding).
+TEST_F(Runtime1m, FillRandomDecodesBesideAPrefilledSequence) {
+  const methods::Quantizer q = methods::read_quant(quant("nuq3-1%"));
+  const std::vector<int32_t> prompt = {1, 299, 13, 40, 7};
+  runtime::Engine alone(*model_, q, {});
+  const int64_t a0 = alone.open(64);
+  alone.prefill(a0, prompt);
+  const at::Tensor want = alone.decode({a0}, {11});
+
+  runtime::Engine engine(*model_, q, {});
+  const int64_t filled = engine.open(300);
+  engine.fill_random(filled, 290);
+  EXPECT_EQ(engine.length(filled), 290);
+  const int64_t a = engine.open(64);
+  engine.prefill(a, prompt);
+  const at::Tensor got = engine.decode({filled, a}, {3, 11});
+  EXPECT_TRUE(got.isfinite().all().item<bool>());
+  EXPECT_TRUE(at::allclose(got[1], want[0], 1e-4, 1e-4));  // batch 2 vs 1: gemm rounding
+  EXPECT_EQ(engine.length(filled), 291);
+  EXPECT_NE(test::error_of([&] { engine.fill_random(filled, 5); }).find("already holds 291"),
+            std::string::npos);
+  const int64_t b = engine.open(100);
+  EXPECT_NE(test::error_of([&] { engine.fill_random(b, 101); }).find("expected 1..100 tokens"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([&] { engine.fill_random(b + 1, 5); }).find("no open sequence"),
+            std::string::npos);
+  engine.close(filled);
+  engine.close(a);
+  engine.close(b);
+  EXPECT_EQ(engine.free_pages(), engine.total_pages());
+}
+
 TEST_F(Runtime1m, SamplingIsSeededAndStopsAtStopStrings) {
   const methods::Quantizer q = methods::read_quant(quant("nuq3-1%"));
   runtime::Engine engine(*model_, q, {});

@@ -151,6 +151,24 @@ at::Tensor CudaKvStore::decode(int64_t layer, const at::Tensor& q, const at::Ten
   return out.view({n, 1, c.q_dim()});
 }
 
+void CudaKvStore::fill_random(int slot, int64_t n) {
+  if (slot < 0 || slot >= size_ || slot != layers_[0]->batch()) {
+    fail("runtime: fill: slot {} does not hold a new sequence ({} of {} slots filled)", slot,
+         layers_[0]->batch(), size_);
+  }
+  size_t done = 0;
+  try {
+    for (; done < layers_.size(); ++done) {
+      const quant::KvCacheFormat& f = formats_[done];
+      layers_[done]->add_random(n, f.key_outliers() ? f.outlier_fraction : 0.0,
+                                static_cast<uint32_t>(1000 * slot + done), nullptr);
+    }
+  } catch (...) {
+    for (size_t l = 0; l < done; ++l) layers_[l]->remove(slot, nullptr);
+    throw;
+  }
+}
+
 CacheCost CudaKvStore::cost() const {
   const model::ModelConfig& c = m_.config();
   CacheCost r;

@@ -33,6 +33,7 @@ class CudaKvStore : public KvStore {
                      const at::Tensor& v) override;
   at::Tensor decode(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                     const at::Tensor& v) override;
+  void fill_random(int slot, int64_t n) override;
   bool chunked_prefill() const override { return false; }
   int64_t page_size() const override { return page_size_; }
   int64_t n_pages() const override { return n_pages_; }

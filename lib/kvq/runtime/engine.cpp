@@ -8,6 +8,9 @@
 #include "kvq/artifact/fingerprint.h"
 #include "kvq/common/error.h"
 #include "kvq/runtime/torch_store.h"
+#ifdef KVQ_TORCH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 #ifdef KVQ_HAVE_CUDA_CACHE
 #include <cuda_runtime_api.h>
 
@@ -35,6 +38,26 @@ std::pair<int64_t, int64_t> device_memory(const at::Device& device) {
   return {-1, -1};
 }
 
+std::string device_name(const at::Device& device) {
+#ifdef KVQ_HAVE_CUDA_CACHE
+  cudaDeviceProp prop{};
+  if (device.is_cuda() &&
+      cudaGetDeviceProperties(&prop, device.index() < 0 ? 0 : device.index()) == cudaSuccess) {
+    return fmt::format("{} ({} SMs)", prop.name, prop.multiProcessorCount);
+  }
+  (void)cudaGetLastError();
+#endif
+  return device.str();
+}
+
+void release_cached_memory(const at::Device& device) {
+#ifdef KVQ_TORCH_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#else
+  (void)device;
+#endif
+}
+
 Engine::Engine(const model::LlamaModel& m, const methods::Quantizer& q,
                const EngineOptions& options)
     : m_(m), q_(q), options_(options) {
@@ -56,6 +79,7 @@ Engine::Engine(const model::LlamaModel& m, const methods::Quantizer& q,
   so.kv_mem_bytes = static_cast<int64_t>(options.kv_mem_gib * double(int64_t{1} << 30));
   const bool compressed = q.spec().kind != methods::MethodKind::kFp16;
   if (m.device().is_cuda()) {
+    release_cached_memory(m.device());
     const auto [used, total] = device_memory(m.device());
     if (total > 0) {
       const int64_t free = total - used;
@@ -174,6 +198,19 @@ at::Tensor Engine::prefill(int64_t id, const std::vector<int32_t>& tokens) {
         })[0]);
   }
   return logits.size() == 1 ? logits[0] : at::cat(logits, 0);
+}
+
+void Engine::fill_random(int64_t id, int64_t n) {
+  const int slot = slot_of(id);
+  if (store_->length(slot) != 0) {
+    fail("runtime: fill: sequence {} already holds {} tokens", id, store_->length(slot));
+  }
+  if (n < 1 || n > capacity_.at(id)) {
+    fail("runtime: fill: expected 1..{} tokens (what sequence {} was opened for), found {}",
+         capacity_.at(id), id, n);
+  }
+  c10::InferenceMode inference;
+  store_->fill_random(slot, n);
 }
 
 at::Tensor Engine::decode(const std::vector<int64_t>& ids, const std::vector<int32_t>& tokens) {

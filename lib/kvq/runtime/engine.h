@@ -61,6 +61,9 @@ class Engine {
   // model's device. The first prefill of a sequence may be followed by more only when
   // store().chunked_prefill().
   at::Tensor prefill(int64_t id, const std::vector<int32_t>& tokens);
+  // Puts n random tokens into an open, empty sequence without running the model (kvq bench e2e:
+  // decode at long contexts without their prefill); it then decodes like a prefilled one.
+  void fill_random(int64_t id, int64_t n);
   // One token for every open sequence (ids: each open sequence once, any order; each already
   // prefilled). Returns logits [ids.size(), vocab] in the order of ids.
   at::Tensor decode(const std::vector<int64_t>& ids, const std::vector<int32_t>& tokens);
@@ -78,6 +81,13 @@ class Engine {
   int64_t free_pages_ = 0;
   int64_t next_id_ = 0;
 };
+
+// "NVIDIA H200 (132 SMs)" for a GPU (what CUDA reports), "cpu" on the CPU.
+std::string device_name(const at::Device& device);
+
+// Hands the blocks LibTorch's caching allocator holds unused back to the device (so that the
+// compressed cache, which allocates with CUDA directly, can take them); no-op on the CPU.
+void release_cached_memory(const at::Device& device);
 
 // Bytes of device memory in use (the whole device, all processes) and its total; {-1, -1} on
 // the CPU or without CUDA.

@@ -169,8 +169,8 @@ void KvCache::map_pages(const std::vector<int64_t>& new_lengths, const char* op,
 }
 
 void KvCache::reset(int batch, cudaStream_t stream) {
-  if (batch < 1 || batch > config_.max_batch) {
-    fail("kv cache reset: batch: expected 1..max_batch = {}, found {}", config_.max_batch, batch);
+  if (batch < 0 || batch > config_.max_batch) {
+    fail("kv cache reset: batch: expected 0..max_batch = {}, found {}", config_.max_batch, batch);
   }
   for (int b = 0; b < config_.max_batch; ++b) {
     for (int64_t i = held_[b] - 1; i >= 0; --i)
@@ -317,26 +317,32 @@ void KvCache::append(const __half* k, const __half* v, cudaStream_t stream) {
 
 void KvCache::fill_random(const std::vector<int64_t>& lengths, double k_outlier_fraction,
                           uint32_t seed, cudaStream_t stream) {
-  reset(static_cast<int>(lengths.size()), stream);
-  int64_t longest = 0;
+  reset(0, stream);
   for (size_t b = 0; b < lengths.size(); ++b) {
-    if (lengths[b] < 1 || lengths[b] > config_.max_seq_len) {
-      fail("kv cache fill: sequence {}: expected 1..max_seq_len = {} tokens, found {}", b,
-           config_.max_seq_len, lengths[b]);
-    }
-    longest = std::max(longest, lengths[b]);
+    add_random(lengths[b], k_outlier_fraction, seed + static_cast<uint32_t>(b), stream);
   }
-  map_pages(lengths, "fill", stream);
-  std::vector<int32_t> len32(lengths.begin(), lengths.end());
-  cudaError_t err = cudaMemcpyAsync(view_.seq_len, len32.data(), len32.size() * 4,
-                                    cudaMemcpyHostToDevice, stream);
+}
+
+void KvCache::add_random(int64_t n, double k_outlier_fraction, uint32_t seed, cudaStream_t stream) {
+  const int b = batch_;
+  if (b >= config_.max_batch) {
+    fail("kv cache fill: all {} sequence slots are in use", config_.max_batch);
+  }
+  if (n < 1 || n > config_.max_seq_len) {
+    fail("kv cache fill: expected 1..max_seq_len = {} tokens, found {}", config_.max_seq_len, n);
+  }
+  map_pages({n}, "fill", stream, b);
+  const int32_t len32 = static_cast<int32_t>(n);
+  const KvCacheView view = slot_view(b);
+  cudaError_t err = cudaMemcpyAsync(view.seq_len, &len32, 4, cudaMemcpyHostToDevice, stream);
   if (err == cudaSuccess) {
-    err = kernels::launch_kv_fill_random(view_, batch_, pages_needed(longest), k_outlier_fraction,
-                                         seed, stream);
+    err =
+        kernels::launch_kv_fill_random(view, 1, pages_needed(n), k_outlier_fraction, seed, stream);
   }
-  if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
+  if (err == cudaSuccess) err = cudaStreamSynchronize(stream);  // len32 lives on this stack
   if (err != cudaSuccess) cuda_fail("fill", err);
-  std::copy(lengths.begin(), lengths.end(), lengths_.begin());
+  lengths_[b] = n;
+  batch_ = b + 1;
 }
 
 KvAttentionParams KvCache::attention_params(const void* q, bool q_bf16, void* out,

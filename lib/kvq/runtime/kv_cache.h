@@ -45,7 +45,7 @@ class KvCache {
   int64_t length(int b) const { return lengths_.at(b); }
   int64_t free_pages() const { return static_cast<int64_t>(free_.size()); }
 
-  // Starts `batch` empty sequences (returning every page). batch in 1..max_batch.
+  // Starts `batch` empty sequences (returning every page). batch in 0..max_batch.
   void reset(int batch, cudaStream_t stream);
 
   // Fills empty sequences with prompts: lengths[b] tokens of k, v [batch][max_tokens]
@@ -65,9 +65,14 @@ class KvCache {
   // One decode step: token length(b) of every sequence, k, v [batch][n_kv_heads][head_dim].
   void append(const __half* k, const __half* v, cudaStream_t stream);
 
-  // Sequences of the given lengths with random (valid) content; for benchmarks and long tests.
+  // Sequences of the given lengths with random (valid) content, replacing all; for benchmarks
+  // and long tests (decode reads the same bytes whatever they hold).
   void fill_random(const std::vector<int64_t>& lengths, double k_outlier_fraction, uint32_t seed,
                    cudaStream_t stream);
+  // Starts a sequence in slot batch() holding n (1..max_seq_len) tokens of random content, key
+  // outliers at the given fraction; the other sequences are untouched. Throws if the pool runs
+  // out of pages.
+  void add_random(int64_t n, double k_outlier_fraction, uint32_t seed, cudaStream_t stream);
 
   // Attention of every sequence's newest token: q, out [batch][n_q_heads][head_dim] fp16 (or
   // bf16), inv_freq [head_dim / 2] fp32, all device memory.

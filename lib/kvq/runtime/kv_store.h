@@ -58,6 +58,10 @@ class KvStore {
   // n_kv_heads, head_dim]. Returns [size, 1, n_heads * head_dim].
   virtual at::Tensor decode(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v) = 0;
+  // Puts n tokens of random content into the sequence in `slot`, which holds none yet, without
+  // running the model: for benchmarks at long contexts (attention reads the same bytes whatever
+  // they hold). The sequence then decodes like a prefilled one.
+  virtual void fill_random(int slot, int64_t n) = 0;
   // Whether prefill may continue a sequence that already holds tokens (chunked prefill).
   virtual bool chunked_prefill() const = 0;
   // The pool: n_pages() pages of page_size() tokens; a sequence of n tokens takes

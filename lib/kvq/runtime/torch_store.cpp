@@ -202,6 +202,21 @@ at::Tensor TorchKvStore::decode(int64_t layer, const at::Tensor& q, const at::Te
   return at::cat(out, 0);
 }
 
+void TorchKvStore::fill_random(int slot, int64_t n) {
+  if (slot < 0 || slot >= size_) fail("runtime: no sequence in slot {}", slot);
+  Slot& s = slots_[slot];
+  if (s.n.back() != 0) fail("runtime: fill: the sequence in slot {} is not empty", slot);
+  if (n < 1 || n > s.capacity) {
+    fail("runtime: fill: expected 1..{} tokens (the sequence's capacity), found {}", s.capacity, n);
+  }
+  for (size_t l = 0; l < s.n.size(); ++l) {
+    for (auto* x : {&s.k, &s.v, &s.k_full, &s.v_full, &s.k_pre}) {
+      if (!x->empty()) (*x)[l].narrow(1, 0, n).uniform_(-1.0, 1.0);
+    }
+    s.n[l] = n;
+  }
+}
+
 CacheCost TorchKvStore::cost() const {
   const model::ModelConfig& c = m_.config();
   const methods::BitsBreakdown b =
