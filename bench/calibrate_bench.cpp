@@ -24,6 +24,7 @@
 #include "kvq/common/error.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/method.h"
+#include "llama_shapes.h"
 
 #ifdef KVQ_TORCH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -32,37 +33,6 @@
 namespace {
 
 using kvq::model::ModelConfig;
-
-ModelConfig preset(const std::string& name) {
-  ModelConfig c;
-  if (name == "7b") {  // LLaMA-7B / Llama-2-7B shapes
-    c.dim = 4096, c.n_layers = 32, c.n_heads = 32, c.n_kv_heads = 32, c.head_dim = 128;
-    c.ffn_dim = 11008, c.vocab_size = 32000, c.max_seq_len = 4096;
-  } else if (name == "tiny") {  // a CPU smoke test of this program
-    c.dim = 256, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 64;
-    c.ffn_dim = 512, c.vocab_size = 4096, c.max_seq_len = 512;
-  } else {
-    kvq::fail("--preset: expected 7b or tiny, found {}", name);
-  }
-  return c;
-}
-
-kvq::model::LlamaModel random_model(const ModelConfig& c, at::ScalarType dtype, at::Device device) {
-  const auto opt = at::TensorOptions().dtype(dtype).device(device);
-  auto normal = [&](std::vector<int64_t> shape) { return at::randn(shape, opt).mul_(0.02); };
-  kvq::model::Weights w;
-  w.embed = normal({c.vocab_size, c.dim});
-  for (int64_t i = 0; i < c.n_layers; ++i) {
-    w.layers.push_back(
-        {at::ones({c.dim}, opt), normal({c.q_dim(), c.dim}), normal({c.kv_dim(), c.dim}),
-         normal({c.kv_dim(), c.dim}), normal({c.dim, c.q_dim()}), at::ones({c.dim}, opt),
-         normal({c.ffn_dim, c.dim}), normal({c.ffn_dim, c.dim}), normal({c.dim, c.ffn_dim})});
-  }
-  w.norm = at::ones({c.dim}, opt);
-  w.lm_head = normal({c.vocab_size, c.dim});
-  w.checksum = "random";  // skips hashing 7B parameters
-  return kvq::model::LlamaModel(c, std::move(w), "random");
-}
 
 void synchronize(const at::Device& d) {
   if (d.is_cuda()) at::ones({1}, at::TensorOptions().device(d)).sum().item<float>();
@@ -102,12 +72,11 @@ int main(int argc, char** argv) {
   app.add_option("--calib-out", calib_out, "Where --fit-method writes the calib.h5");
   CLI11_PARSE(app, argc, argv);
   try {
-    ModelConfig c = preset(preset_name);
+    ModelConfig c = kvq::bench::llama_preset(preset_name, "--preset");
     if (layers > 0) c.n_layers = layers;
     const at::Device device = kvq::model::parse_device(device_name, "--device");
     const at::ScalarType dtype = kvq::model::parse_dtype(dtype_name, "--dtype");
-    at::manual_seed(0);
-    const kvq::model::LlamaModel m = random_model(c, dtype, device);
+    const kvq::model::LlamaModel m = kvq::bench::random_llama(c, dtype, device);
     std::mt19937 rng(0);
     std::vector<int32_t> tokens(samples * seq_len + 1);
     for (auto& t : tokens) t = static_cast<int32_t>(rng() % c.vocab_size);

@@ -10,13 +10,14 @@
 # and carry .device-data (it is in .gitignore).
 # Usage: scripts/device.sh [STEP ...], steps (default: all of them, in this order):
 #   test (the gpu-labelled tests), eval, runtime (kvq eval --runtime and kvq generate through the
-#   compressed cache), reproduce, calibrate (7B-shaped bench), kernels (kvq bench kernels), sanitize
-#   (compute-sanitizer memcheck + racecheck on the kernel tests); `build` only builds.
+#   compressed cache), reproduce, calibrate (7B-shaped bench), kernels (kvq bench kernels), e2e (kvq
+#   bench e2e: 7B-shaped decode through the runtime), sanitize (compute-sanitizer memcheck +
+#   racecheck on the kernel tests); `build` only builds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
-steps=" ${*:-test eval runtime reproduce calibrate kernels sanitize} "
+steps=" ${*:-test eval runtime reproduce calibrate kernels e2e sanitize} "
 want() { [[ "$steps" == *" $1 "* ]]; }
 data_dir=$PWD/.device-data
 [ -d "$data_dir" ] || data_dir=$PWD/../shared/data
@@ -105,6 +106,14 @@ if want kernels; then
   build-gpu/bin/kvq bench kernels --json-file "$OUT/bench-kernels.json" \
     >"$OUT/bench-kernels.md" 2>"$OUT/bench-kernels.err" || { status=1; tail -5 "$OUT/bench-kernels.err"; }
   cat "$OUT/bench-kernels.md"
+fi
+if want e2e; then
+  # Whole decode steps of a random-weight LLaMA-7B-shaped model through the runtime: fp16 cache
+  # vs nuq4/3/2-1% at batch 1 and 8, 4K..1M tokens, and each cache's largest context.
+  log "bench e2e (7B shapes)"
+  build-gpu/bin/kvq bench e2e --json-file "$OUT/bench-e2e.json" \
+    >"$OUT/bench-e2e.md" 2>"$OUT/bench-e2e.err" || { status=1; tail -5 "$OUT/bench-e2e.err"; }
+  cat "$OUT/bench-e2e.md"
 fi
 # Sanitizers last: they are the slowest step and the benchmarks above matter more if time runs out.
 if want sanitize; then

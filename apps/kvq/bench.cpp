@@ -1,7 +1,9 @@
-// kvq bench: the command line of the GPU benchmarks; the work is in bench/ (kernels_bench.h).
+// kvq bench: the command line of the GPU benchmarks; the work is in bench/ (kernels_bench.h,
+// e2e_bench.h).
 #include <memory>
 
 #include "command.h"
+#include "e2e_bench.h"
 #include "kernels_bench.h"
 #include "kvq/common/error.h"
 
@@ -34,6 +36,35 @@ void register_bench(CLI::App& app) {
     fail("kernels: built without CUDA (kvq_kernels needs nvcc at configure time)");
 #endif
   });
+
+  auto e2e = std::make_shared<bench::E2eBenchOptions>();
+  cmd = bench->add_subcommand(
+      "e2e",
+      "Decode tokens/s and the largest context per cache, LLaMA-7B shapes with random weights");
+  cmd->add_option("--preset", e2e->preset, "Model shape: 7b, or tiny (a CPU smoke test)");
+  cmd->add_option("--device", e2e->device, "cuda[:N] or cpu");
+  cmd->add_option("--dtype", e2e->dtype, "bf16, fp16 or fp32 (the CPU)");
+  cmd->add_option("--contexts", e2e->contexts, "Context lengths in tokens (comma-separated)")
+      ->delimiter(',');
+  cmd->add_option("--batches", e2e->batches, "Batch sizes (comma-separated)")->delimiter(',');
+  cmd->add_option("--methods", e2e->methods,
+                  "Compressed caches beside fp16 (method strings, comma-separated)")
+      ->delimiter(',');
+  cmd->add_option("--warmup", e2e->warmup, "Untimed decode steps per cell");
+  cmd->add_option("--steps", e2e->steps, "Timed decode steps per cell");
+  cmd->add_flag("--max-context,!--no-max-context", e2e->max_context,
+                "Search each cache's largest context at batch 1");
+  cmd->add_option("--model-context", e2e->model_context,
+                  "The model's context in tokens (0: 2^21 for 7b, 4096 for tiny)");
+  cmd->add_option("--reserve", e2e->reserve_gib,
+                  "GiB of device memory the largest-context search leaves outside the cache");
+  cmd->add_option("--kv-mem", e2e->kv_mem_gib,
+                  "GiB for the cache (0: the runtime's default; the CPU's largest-context "
+                  "search needs it)");
+  cmd->add_option("--calib-tokens", e2e->calib_tokens, "Random tokens the methods are fitted on");
+  cmd->add_flag("--json", e2e->json, "Print one JSON document instead of the tables");
+  cmd->add_option("--json-file", e2e->json_file, "Also write the JSON document to this file");
+  cmd->callback([e2e] { bench::run_e2e_bench(*e2e); });
 }
 
 }  // namespace kvq::app

@@ -55,7 +55,10 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;  // --help and --version exit 0; usage errors 2
   } catch (const std::exception& e) {
     std::string cmd = "kvq";
-    for (const CLI::App* sub : app.get_subcommands()) cmd += " " + sub->get_name();
+    for (const CLI::App* level = &app; !level->get_subcommands().empty();) {  // "kvq bench e2e"
+      level = level->get_subcommands().front();
+      cmd += " " + level->get_name();
+    }
     // LibTorch's errors carry a backtrace after the first line; the rule is one line.
     const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
     std::string what = torch_error ? torch_error->what_without_backtrace() : e.what();
