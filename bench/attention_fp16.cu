@@ -12,6 +12,8 @@
 // Versions
 //   1: the above. H100, 32 heads, head_dim 128, batch 1: 0.81 ms at 128K (2645 GB/s, 88% of
 //      the copy), 6.08 ms at 1M (94%); bench/kernels_notes.md.
+//   1.1: the token loop's bound made warp-uniform (it was per lane: wrong output whenever a
+//      split held 1 mod 8 tokens, e.g. MHA batch 1 at 128K).
 #include "attention_fp16.h"
 
 #include <algorithm>
@@ -63,7 +65,12 @@ __global__ void __launch_bounds__(128) fp16_flash_kernel(Fp16AttentionParams p) 
 #pragma unroll
     for (int c = 0; c < 8; ++c) o[qi][c] = 0.0f;
   }
-  for (int64_t t = t0 + slot; t < t1; t += kTpw * kUnroll) {
+  // The bound is the warp's, not the lane's: the score reduction below shuffles across the
+  // whole warp, so every lane must run every iteration (a lane-dependent bound let the slot-0
+  // lanes run one more iteration than the slot-1 lanes when a split's length was 1 mod 8, and
+  // their full-mask shuffles then read lanes that had left the loop).
+  for (int64_t base = t0; base < t1; base += kTpw * kUnroll) {
+    const int64_t t = base + slot;
     uint4 kk[kUnroll], vv[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
