@@ -63,9 +63,9 @@ TEST(Fp16Flash, MatchesFp64AtAwkwardLengthsAndSplits) {
   };
   std::mt19937 rng(20261204);
   for (const FlashCase& c : cases) {
-    SCOPED_TRACE(::testing::Message() << "batch " << c.batch << ", " << c.n_q << "/" << c.n_kv
-                                      << " heads x " << c.head_dim << ", " << c.tokens
-                                      << " tokens, splits " << c.splits);
+    SCOPED_TRACE(::testing::Message()
+                 << "batch " << c.batch << ", " << c.n_q << "/" << c.n_kv << " heads x "
+                 << c.head_dim << ", " << c.tokens << " tokens, splits " << c.splits);
     const int D = c.head_dim;
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
     // Queries of norm ~ 4 sqrt(D / 3): scores spread over tens of units, attention peaked.

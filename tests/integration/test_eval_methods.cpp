@@ -98,9 +98,10 @@ class EvalWithCalib : public ::testing::Test {
   static void SetUpTestSuite() {
     if (!test::have_data(kModel1m)) return;
     dir_ = new test::TempDir;
-    const auto r = run_kvq("calibrate --model " + quoted(data_path(kModel1m)) + " --data " +
-                           quoted(data_path(kTrain)) + " --samples 4 --seq-len 512 --quiet --out " +
-                           quoted(dir_->file("calib.h5")));
+    const auto r =
+        run_kvq("calibrate --model " + quoted(data_path(kModel1m)) + " --data " +
+                quoted(data_path(test::kValid)) + " --samples 4 --seq-len 512 --quiet --out " +
+                quoted(dir_->file("calib.h5")));
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
   static void TearDownTestSuite() { delete dir_; }

@@ -22,7 +22,6 @@ using test::quoted;
 using test::run_kvq;
 
 const std::string kModel = "models/wt2-llama-1m";
-const std::string kTrain = "wikitext-2/wiki.train.tokens";
 
 std::vector<std::string> files_in(const std::string& dir) {
   std::vector<std::string> names;
@@ -38,8 +37,8 @@ class FitCli : public ::testing::Test {
     if (!test::have_data(kModel)) return;
     calib_dir_ = std::make_unique<test::TempDir>();
     const auto r = run_kvq("calibrate --model " + quoted(data_path(kModel)) + " --data " +
-                           quoted(data_path(kTrain)) + " --samples 4 --seq-len 256 --quiet --out " +
-                           quoted(calib()));
+                           quoted(data_path(test::kValid)) +
+                           " --samples 4 --seq-len 256 --quiet --out " + quoted(calib()));
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
   static void TearDownTestSuite() { calib_dir_.reset(); }

@@ -21,9 +21,9 @@ TEST(BenchE2e, TinyModelOnTheCpu) {
   const std::string json = tmp.file("e2e.json");
   // The CPU store holds 2 layers x 2 KV heads x 64 x 4 bytes x 2 = 2 KiB per token: 1 MiB is
   // 512 tokens, two pages.
-  const auto r = run_kvq(kTiny + " --contexts 100,300 --batches 1,2 --methods nuq3-1%,int4-token" +
-                         " --kv-mem " + std::to_string(1.0 / 1024) + " --json-file " +
-                         quoted(json));
+  const auto r =
+      run_kvq(kTiny + " --contexts 100,300 --batches 1,2 --methods nuq3-1%,int4-token" +
+              " --kv-mem " + std::to_string(1.0 / 1024) + " --json-file " + quoted(json));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("RANDOM fp32 weights"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("| method | largest context (batch 1) |"), std::string::npos) << r.out;

@@ -53,9 +53,10 @@ class Runtime1m : public ::testing::Test {
   static void SetUpTestSuite() {
     if (!test::have_data(kModel1m)) return;
     dir_ = new test::TempDir;
-    const auto r = run_kvq("calibrate --model " + quoted(data_path(kModel1m)) + " --data " +
-                           quoted(data_path(kTrain)) + " --samples 2 --seq-len 256 --quiet --out " +
-                           quoted(dir_->file("calib.h5")));
+    const auto r =
+        run_kvq("calibrate --model " + quoted(data_path(kModel1m)) + " --data " +
+                quoted(data_path(test::kValid)) + " --samples 2 --seq-len 256 --quiet --out " +
+                quoted(dir_->file("calib.h5")));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     for (const char* method : {"nuq3-1%", "kivi2-g32-r128", "skvq-k2-v2-g32-w64"}) {
       const auto f =
