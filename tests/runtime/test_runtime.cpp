@@ -232,11 +232,39 @@ TEST_F(Runtime1m, SamplingIsSeededAndStopsAtStopStrings) {
   // Greedy text cut before the first stop string found in it.
   runtime::Request g{tok->encode("The game", true), 40, {}, {}, false};
   const auto full = run(g);
+  // The text decoded token by token is the whole decoding less the prompt's.
+  std::vector<int32_t> all = g.prompt;
+  all.insert(all.end(), full.tokens.begin(), full.tokens.end());
+  EXPECT_EQ(full.text, tok->decode(all).substr(tok->decode(g.prompt).size()));
   const std::string stop = full.text.substr(10, 3);
   g.stop = {stop};
   const auto cut = run(g);
   EXPECT_EQ(cut.finish_reason, "stop");
   EXPECT_EQ(cut.text, full.text.substr(0, full.text.find(stop)));
+}
+
+// Text decoded token by token (generator.cpp) equals the whole decoding less the prompt's, also
+// for near-random tokens at a high temperature: byte-fallback pieces that split characters,
+// invalid UTF-8, leading spaces; and the stream adds up to it.
+TEST_F(Runtime1m, IncrementalTextEqualsTheWholeDecoding) {
+  const methods::Quantizer fp16 = methods::fit(methods::parse_method("fp16"), nullptr);
+  runtime::Engine engine(*model_, fp16, {});
+  const auto tok = model::open_tokenizer_for_model(data_path(kModel1m), 4096);
+  for (const uint64_t seed : {1, 2, 3}) {
+    runtime::Request r{tok->encode("Caf\xC3\xA9 \xE6\x97\xA5 the", true), 300, {}, {}, false};
+    r.sampling = {4.0, 0, 1.0, seed};
+    runtime::Generator gen(engine, tok.get());
+    const int64_t id = gen.submit(r);
+    std::string streamed;
+    while (!gen.done()) {
+      for (const auto& e : gen.step()) streamed += e.text;
+    }
+    const runtime::Completion& c = gen.completion(id);
+    std::vector<int32_t> all = r.prompt;
+    all.insert(all.end(), c.tokens.begin(), c.tokens.end());
+    EXPECT_EQ(c.text, tok->decode(all).substr(tok->decode(r.prompt).size())) << "seed " << seed;
+    EXPECT_EQ(streamed, c.text);
+  }
 }
 
 TEST_F(Runtime1m, RefusesAnArtifactOfAnotherModel) {

@@ -8,6 +8,10 @@
 namespace kvq::runtime {
 namespace {
 
+// Tokens decoded again before new ones, so that a piece's leading space and merged bytes come
+// out as in the whole text (SentencePiece drops the space of a text's first piece).
+constexpr size_t kDecodeContext = 6;
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -76,25 +80,52 @@ std::string Generator::waiting_reason() const {
                      engine_.free_pages(), engine_.total_pages());
 }
 
+void Generator::extend_text(Active& a, bool flush) const {
+  if (!tok_ || a.read >= a.ids.size()) return;
+  const auto first = a.ids.begin() + static_cast<std::ptrdiff_t>(a.prefix);
+  const std::string before =
+      tok_->decode({first, a.ids.begin() + static_cast<std::ptrdiff_t>(a.read)});
+  const std::string after = tok_->decode({first, a.ids.end()});
+  if (after.compare(0, before.size(), before) != 0) {
+    // The tokenizer's decoding of the context changed with the new tokens: decode everything
+    // once (the prompt's text is the whole decoding's prefix, or the tokens are decoded alone).
+    const std::vector<int32_t> generated(
+        a.ids.begin() + static_cast<std::ptrdiff_t>(a.c.prompt_tokens), a.ids.end());
+    const std::string prompt_text = tok_->decode(
+        {a.ids.begin(), a.ids.begin() + static_cast<std::ptrdiff_t>(a.c.prompt_tokens)});
+    const std::string full = tok_->decode(a.ids);
+    a.c.text = full.compare(0, prompt_text.size(), prompt_text) == 0
+                   ? full.substr(prompt_text.size())
+                   : tok_->decode(generated);
+  } else {
+    // A byte-fallback character split over tokens decodes to U+FFFD until its last byte.
+    static const std::string kReplacement = "\xEF\xBF\xBD";
+    const bool incomplete =
+        after.size() >= before.size() + kReplacement.size() &&
+        after.compare(after.size() - kReplacement.size(), kReplacement.size(), kReplacement) == 0;
+    if (incomplete && !flush) return;
+    a.c.text.append(after, before.size(), std::string::npos);
+  }
+  a.prefix = a.read;
+  a.read = a.ids.size();
+}
+
 bool Generator::accept(Active& a, int32_t token, Event* e) {
   e->request = a.request;
   ++stats_.generated_tokens;
+  const size_t old_size = a.c.text.size();
   if (a.r.stop_at_eos && token == engine_.model().config().eos_id) {
     a.c.finish_reason = "eos";
   } else {
     e->token = token;
     a.c.tokens.push_back(token);
-    if (tok_) {
-      // Decoded after the prompt, so that the first piece keeps its leading space.
-      std::vector<int32_t> all = a.r.prompt;
-      all.insert(all.end(), a.c.tokens.begin(), a.c.tokens.end());
-      const std::string full = tok_->decode(all);
-      a.c.text = full.compare(0, a.prompt_text.size(), a.prompt_text) == 0
-                     ? full.substr(a.prompt_text.size())
-                     : tok_->decode(a.c.tokens);
-    }
+    a.ids.push_back(token);
+    extend_text(a, /*flush=*/static_cast<int64_t>(a.c.tokens.size()) >= a.r.max_new_tokens);
+    // A stop string not in the old text ends in the new part.
     size_t cut = std::string::npos;
-    for (const std::string& s : a.r.stop) cut = std::min(cut, a.c.text.find(s));
+    for (const std::string& s : a.r.stop) {
+      cut = std::min(cut, a.c.text.find(s, old_size >= s.size() ? old_size - s.size() + 1 : 0));
+    }
     if (cut != std::string::npos) {
       a.c.text.resize(cut);
       a.c.finish_reason = "stop";
@@ -103,11 +134,12 @@ bool Generator::accept(Active& a, int32_t token, Event* e) {
     }
   }
   const bool finished = !a.c.finish_reason.empty();
+  if (a.c.finish_reason == "eos") extend_text(a, /*flush=*/true);  // bytes held for a character
   const std::string& text = a.c.text;
   const size_t safe = finished ? text.size() : text.size() - held_back(text, a.r.stop);
-  if (safe > a.shown.size() && text.compare(0, a.shown.size(), a.shown) == 0) {
-    e->text = text.substr(a.shown.size(), safe - a.shown.size());
-    a.shown = text.substr(0, safe);
+  if (safe > a.shown) {
+    e->text = text.substr(a.shown, safe - a.shown);
+    a.shown = safe;
   }
   e->finished = finished;
   e->finish_reason = a.c.finish_reason;
@@ -151,7 +183,11 @@ std::vector<Event> Generator::step() {
     Active a(waiting_.front().first, seq, std::move(waiting_.front().second));
     waiting_.pop_front();
     a.c.prompt_tokens = static_cast<int64_t>(a.r.prompt.size());
-    if (tok_) a.prompt_text = tok_->decode(a.r.prompt);
+    if (tok_) {
+      a.ids = a.r.prompt;
+      a.read = a.ids.size();
+      a.prefix = a.read > kDecodeContext ? a.read - kDecodeContext : 0;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     at::Tensor logits;
     try {

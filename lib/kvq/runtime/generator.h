@@ -79,10 +79,15 @@ class Generator {
     Sampler sampler;
     int32_t pending = -1;  // sampled, not yet in the cache
     Completion c;
-    std::string prompt_text;  // the decoded prompt
-    std::string shown;        // text already emitted
+    // Incremental detokenization: ids is the prompt and the tokens so far; ids[prefix, read)
+    // were decoded already and are decoded again as context for the tokens after them.
+    std::vector<int32_t> ids;
+    size_t prefix = 0, read = 0;
+    size_t shown = 0;  // bytes of c.text emitted
   };
   int64_t capacity(const Request& r) const;
+  // Appends to a.c.text what the tokens after ids[read) add to the decoded text.
+  void extend_text(Active& a, bool flush) const;
   // Takes a sampled token; fills the event; true when the request finished.
   bool accept(Active& a, int32_t token, Event* e);
 
