@@ -42,11 +42,7 @@ RuntimeEvalResult runtime_perplexity(const model::LlamaModel& m, const std::vect
   Progress progress("runtime " + r.method, n_win * L, "tok", !options.progress);
   for (int64_t w = 0; w < n_win; w += batch) {
     const int64_t n = std::min<int64_t>(batch, n_win - w);
-    at::Tensor input = at::empty({n, L}, at::kLong);
-    for (int64_t j = 0; j < n; ++j) {
-      const int32_t* src = tokens.data() + windows[w + j].start;
-      std::copy(src, src + L, input.data_ptr<int64_t>() + j * L);
-    }
+    const at::Tensor input = eval::window_batch(tokens, windows, w, n, L, at::kCPU);
     const at::Tensor ref = m.forward(input.to(m.device()));  // [n, L, vocab]
     // The runtime's logits at every position but the last (which predicts past the window).
     at::Tensor out = ref.clone();
