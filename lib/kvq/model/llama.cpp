@@ -96,6 +96,43 @@ at::Tensor LlamaModel::forward_with(const at::Tensor& tokens, const AttentionFn&
   return at::linear(rms_norm(x, weights_.norm), weights_.lm_head).to(accumulate_type(dtype()));
 }
 
+at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const KVView& view, const at::Tensor& k_full,
+                                 const at::Tensor& v_full) const {
+  const ModelConfig& c = config_;
+  const int64_t b = q.size(0), t = q.size(2), n = k.size(2);
+  const int64_t group = c.n_heads / c.n_kv_heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  // GQA: query head j reads KV head j / group; grouping the queries avoids copying K and V.
+  const at::Tensor qg = q.reshape({b, c.n_kv_heads, group * t, c.head_dim});
+  auto scores_of = [&](const at::Tensor& keys) {
+    return at::matmul(qg, keys.transpose(-1, -2)).mul(scale).view({b, c.n_kv_heads, group, t, n});
+  };
+  at::Tensor scores = scores_of(k);
+  // Queries see the keys still in their full-precision window unquantized.
+  if (view.key_quantized.defined())
+    scores = at::where(view.key_quantized, scores, scores_of(k_full));
+  if (t > 1) {  // causal: query i sees keys 0 .. n - t + i
+    const at::Tensor hidden =
+        at::ones({t, n}, at::TensorOptions().dtype(at::kBool).device(q.device())).triu(n - t + 1);
+    scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
+  }
+  const at::Tensor probs =
+      at::softmax(scores, -1, accumulate_type(q.scalar_type())).to(q.scalar_type());
+  auto weighted = [&](const at::Tensor& p, const at::Tensor& values) {
+    return at::matmul(p.view({b, c.n_kv_heads, group * t, n}), values);
+  };
+  at::Tensor attn;
+  if (view.value_quantized.defined()) {
+    const at::Tensor zero = at::zeros({}, probs.options());
+    attn = weighted(at::where(view.value_quantized, probs, zero), v) +
+           weighted(at::where(view.value_quantized, zero, probs), v_full);
+  } else {
+    attn = weighted(probs, v);
+  }
+  return attn.view({b, c.n_heads, t, c.head_dim}).transpose(1, 2).reshape({b, t, c.q_dim()});
+}
+
 at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* cache) const {
   const ModelConfig& c = config_;
   if (tokens.dim() != 2) fail("forward: tokens must be [batch, seq], found {} dims", tokens.dim());
@@ -110,17 +147,8 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* 
     cache->k.resize(c.n_layers);
     cache->v.resize(c.n_layers);
   }
-  const int64_t group = c.n_heads / c.n_kv_heads;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
-
   at::Tensor x = weights_.embed.index_select(0, tokens.to(device(), at::kLong).reshape({-1}))
                      .view({b, t, c.dim});
-  // Causal mask over [t, start + t]: query i sees keys 0..start+i.
-  at::Tensor mask;
-  if (t > 1) {
-    mask = at::ones({t, start + t}, at::TensorOptions().dtype(at::kBool).device(device()))
-               .triu(start + 1);
-  }
   for (int64_t i = 0; i < c.n_layers; ++i) {
     const LayerWeights& l = weights_.layers[i];
     at::Tensor h = rms_norm(x, l.attn_norm);
@@ -154,35 +182,10 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, KVHook* hook, KVCache* 
       cache->k[i] = k;
       cache->v[i] = v;
     }
-    // GQA: query head j reads KV head j / group; grouping the queries avoids copying K and V.
-    const int64_t n_keys = k.size(2);
-    const at::Tensor qg = q.reshape({b, c.n_kv_heads, group * t, c.head_dim});
-    auto scores_of = [&](const at::Tensor& keys) {
-      return at::matmul(qg, keys.transpose(-1, -2))
-          .mul(scale)
-          .view({b, c.n_kv_heads, group, t, n_keys});
-    };
-    at::Tensor scores = scores_of(k);
-    if (view.key_quantized.defined()) {
-      // Queries see the keys still in their full-precision window unquantized.
-      const at::Tensor k_full = apply_rope(k_in.transpose(1, 2), start);
-      scores = at::where(view.key_quantized, scores, scores_of(k_full));
-    }
-    if (mask.defined()) scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
-    at::Tensor probs =
-        at::softmax(scores, -1, accumulate_type(q.scalar_type())).to(q.scalar_type());
-    auto weighted = [&](const at::Tensor& p, const at::Tensor& values) {
-      return at::matmul(p.view({b, c.n_kv_heads, group * t, n_keys}), values);
-    };
-    at::Tensor attn;
-    if (view.value_quantized.defined()) {
-      const at::Tensor zero = at::zeros({}, probs.options());
-      attn = weighted(at::where(view.value_quantized, probs, zero), v) +
-             weighted(at::where(view.value_quantized, zero, probs), v_in.transpose(1, 2));
-    } else {
-      attn = weighted(probs, v);
-    }
-    attn = attn.view({b, c.n_heads, t, c.head_dim}).transpose(1, 2).reshape({b, t, c.q_dim()});
+    const at::Tensor attn = attention(
+        q, k, v, view,
+        view.key_quantized.defined() ? apply_rope(k_in.transpose(1, 2), start) : at::Tensor(),
+        view.value_quantized.defined() ? v_in.transpose(1, 2) : at::Tensor());
     x = x + at::linear(attn, l.wo);
     h = rms_norm(x, l.ffn_norm);
     x = x + at::linear(at::silu(at::linear(h, l.w_gate)) * at::linear(h, l.w_up), l.w_down);

@@ -122,6 +122,16 @@ class LlamaModel {
                                                const at::Tensor& k, const at::Tensor& v)>;
   at::Tensor forward_with(const at::Tensor& tokens, const AttentionFn& attend) const;
 
+  // Attention as every layer computes it (forward() and the runtime's stores): queries q
+  // [b, n_heads, t, head_dim] and keys k [b, n_kv_heads, n, head_dim] rotated, values v
+  // [b, n_kv_heads, n, head_dim]; query i is at position n - t + i and sees tokens 0 ..
+  // n - t + i. Where view.key_quantized (view.value_quantized) is defined, [t, n] bool, query i
+  // sees token j's key (value) from k (v) where it is true and from k_full (v_full) where it
+  // is false. Returns [b, t, n_heads * head_dim] in q's dtype.
+  at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       const KVView& view = {}, const at::Tensor& k_full = {},
+                       const at::Tensor& v_full = {}) const;
+
   // RMSNorm as every layer applies it (fp32 accumulation, then the input's dtype).
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) const;
 

@@ -1,9 +1,6 @@
 // TorchKvStore and the attention over a cache as kvq eval defines it (torch_store.h).
 #include "kvq/runtime/torch_store.h"
 
-#include <cmath>
-#include <limits>
-
 #include <fmt/format.h>
 
 #include "kvq/common/error.h"
@@ -42,46 +39,22 @@ at::Tensor cached_attention(const model::LlamaModel& m, const quant::KvCacheForm
                             const at::Tensor& q, int64_t start, const at::Tensor& k,
                             const at::Tensor& v, const at::Tensor& k_full,
                             const at::Tensor& v_full) {
-  const model::ModelConfig& c = m.config();
-  const int64_t t = q.size(1), n = start + t, d = c.head_dim, kvh = c.n_kv_heads;
-  const int64_t group = c.n_heads / kvh;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  const at::Tensor qg = m.apply_rope(q.transpose(1, 2), start).reshape({1, kvh, group * t, d});
-  auto scores_of = [&](const at::Tensor& keys) {
-    return at::matmul(qg, keys.unsqueeze(0).transpose(-1, -2))
-        .mul(scale)
-        .view({1, kvh, group, t, n});
-  };
-  at::Tensor scores = scores_of(k);
-  at::Tensor quantized;  // [t, n]: query i sees token j quantized
-  if (k_full.defined()) {
+  const int64_t t = q.size(1), n = start + t;
+  model::KVView view;
+  if (k_full.defined() || v_full.defined()) {
+    // Query i sees token j quantized from the sink up to what its cache length has quantized.
     std::vector<int64_t> bound(t);
     for (int64_t i = 0; i < t; ++i) bound[i] = format.n_sink + format.n_quantized(start + i + 1);
     const auto opt = at::TensorOptions().dtype(at::kLong);
     const at::Tensor j = at::arange(n, opt).unsqueeze(0);
     const at::Tensor b = at::tensor(bound, opt).unsqueeze(1);
-    quantized = ((j >= format.n_sink) & (j < b)).to(q.device());
-    scores = at::where(quantized, scores, scores_of(k_full));
+    const at::Tensor quantized = ((j >= format.n_sink) & (j < b)).to(q.device());
+    if (k_full.defined()) view.key_quantized = quantized;
+    if (v_full.defined()) view.value_quantized = quantized;
   }
-  if (t > 1) {
-    const at::Tensor causal =
-        at::ones({t, n}, at::TensorOptions().dtype(at::kBool).device(q.device())).triu(start + 1);
-    scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
-  }
-  const at::Tensor probs =
-      at::softmax(scores, -1, model::accumulate_type(q.scalar_type())).to(q.scalar_type());
-  auto weighted = [&](const at::Tensor& p, const at::Tensor& values) {
-    return at::matmul(p.view({1, kvh, group * t, n}), values.unsqueeze(0));
-  };
-  at::Tensor attn;
-  if (v_full.defined()) {
-    const at::Tensor zero = at::zeros({}, probs.options());
-    attn = weighted(at::where(quantized, probs, zero), v) +
-           weighted(at::where(quantized, zero, probs), v_full);
-  } else {
-    attn = weighted(probs, v);
-  }
-  return attn.view({1, c.n_heads, t, d}).transpose(1, 2).reshape({1, t, c.q_dim()});
+  auto batch_of_one = [](const at::Tensor& x) { return x.defined() ? x.unsqueeze(0) : x; };
+  return m.attention(m.apply_rope(q.transpose(1, 2), start), k.unsqueeze(0), v.unsqueeze(0), view,
+                     batch_of_one(k_full), batch_of_one(v_full));
 }
 
 TorchKvStore::TorchKvStore(const model::LlamaModel& m, const methods::Quantizer& q,

@@ -25,7 +25,7 @@ void check_runtime_method(const methods::Quantizer& q, int64_t n_layers);
 // a cache of n = start + t tokens: k, v [n_kv_heads, n, head_dim], keys post-RoPE, as the cache
 // holds them; k_full, v_full the full-precision versions (undefined unless the format has an
 // fp16 window), which a query sees for the tokens its cache length still holds in fp16. The
-// model's own attention arithmetic (llama.cpp forward). Returns [1, t, n_heads * head_dim].
+// model's own attention (LlamaModel::attention). Returns [1, t, n_heads * head_dim].
 at::Tensor cached_attention(const model::LlamaModel& m, const quant::KvCacheFormat& format,
                             const at::Tensor& q, int64_t start, const at::Tensor& k,
                             const at::Tensor& v, const at::Tensor& k_full,
