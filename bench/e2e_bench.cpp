@@ -48,21 +48,21 @@ struct Cell {
   std::string method;
   int batch = 0;
   int64_t context = 0;
-  double ms = 0;           // per decode step; 0: not measured (note says why)
-  double tok_s = 0;        // batch tokens per second
-  double x_fp16 = 0;       // tok_s / the fp16 cache's tok_s of the same cell; 0: no baseline
-  double gpu_gib = -1;     // device memory in use during the steps (all of the device)
+  double ms = 0;        // per decode step; 0: not measured (note says why)
+  double tok_s = 0;     // batch tokens per second
+  double x_fp16 = 0;    // tok_s / the fp16 cache's tok_s of the same cell; 0: no baseline
+  double gpu_gib = -1;  // device memory in use during the steps (all of the device)
   std::string note;
 };
 
 struct MaxContext {
   std::string method;
-  int64_t tokens = 0;      // the longest sequence decoded; 0: none (note says why)
+  int64_t tokens = 0;        // the longest sequence decoded; 0: none (note says why)
   bool model_bound = false;  // the model's context, not memory, set the limit
   double pool_gib = 0;
   double bytes_per_token = 0;
   double ms = 0, tok_s = 0;
-  double x_fp16 = 0;       // tokens / the fp16 cache's tokens
+  double x_fp16 = 0;  // tokens / the fp16 cache's tokens
   std::string note;
 };
 
@@ -357,16 +357,16 @@ void run_e2e_bench(const E2eBenchOptions& f) {
                num(x.ms, 2), num(x.tok_s, 1), num(x.x_fp16, 2), num(x.gpu_gib, 1), x.note);
   }
   if (maxes.empty()) return;
-  fmt::print("\n| method | largest context (batch 1) | x fp16 | cache GiB | bytes/token | "
-             "ms/step there | tok/s there | note |\n");
+  fmt::print(
+      "\n| method | largest context (batch 1) | x fp16 | cache GiB | bytes/token | "
+      "ms/step there | tok/s there | note |\n");
   fmt::print("|---|---:|---:|---:|---:|---:|---:|---|\n");
   for (const MaxContext& x : maxes) {
     std::string note = x.note;
     if (x.model_bound) note = "the model's context, not memory, is the limit";
     fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} |\n", x.method,
-               x.tokens > 0 ? std::to_string(x.tokens) : "-", num(x.x_fp16, 2),
-               num(x.pool_gib, 2), num(x.bytes_per_token, 0), num(x.ms, 2), num(x.tok_s, 1),
-               note);
+               x.tokens > 0 ? std::to_string(x.tokens) : "-", num(x.x_fp16, 2), num(x.pool_gib, 2),
+               num(x.bytes_per_token, 0), num(x.ms, 2), num(x.tok_s, 1), note);
   }
 }
 

@@ -20,15 +20,15 @@ struct E2eBenchOptions {
   // Compressed caches, fitted from a calibration of the random model on random tokens; the fp16
   // cache is always measured first, as the baseline.
   std::vector<std::string> methods = {"nuq4-1%", "nuq3-1%", "nuq2-1%"};
-  int warmup = 2;               // untimed decode steps per cell
-  int steps = 8;                // timed decode steps per cell
-  bool max_context = true;      // also search each cache's largest context at batch 1
-  int64_t model_context = 0;    // the model's context (RoPE table); 0: 2^21 (7b), 4096 (tiny)
-  double reserve_gib = 2.0;     // device memory left outside the cache for a decode step
-  double kv_mem_gib = 0;        // the cache's memory; 0: the runtime's default (GPU: 90% free)
-  int64_t calib_tokens = 512;   // random tokens the methods are fitted on
-  bool json = false;            // print one JSON document instead of the tables
-  std::string json_file;        // also write the JSON document here
+  int warmup = 2;              // untimed decode steps per cell
+  int steps = 8;               // timed decode steps per cell
+  bool max_context = true;     // also search each cache's largest context at batch 1
+  int64_t model_context = 0;   // the model's context (RoPE table); 0: 2^21 (7b), 4096 (tiny)
+  double reserve_gib = 2.0;    // device memory left outside the cache for a decode step
+  double kv_mem_gib = 0;       // the cache's memory; 0: the runtime's default (GPU: 90% free)
+  int64_t calib_tokens = 512;  // random tokens the methods are fitted on
+  bool json = false;           // print one JSON document instead of the tables
+  std::string json_file;       // also write the JSON document here
 };
 
 // Runs the benchmark and prints the tables (or JSON) to stdout, progress to stderr. Throws

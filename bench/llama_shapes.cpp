@@ -22,8 +22,8 @@ model::ModelConfig llama_preset(const std::string& name, const std::string& flag
   return c;
 }
 
-model::LlamaModel random_llama(const model::ModelConfig& c, at::ScalarType dtype,
-                               at::Device device, uint64_t seed) {
+model::LlamaModel random_llama(const model::ModelConfig& c, at::ScalarType dtype, at::Device device,
+                               uint64_t seed) {
   at::manual_seed(seed);
   const auto opt = at::TensorOptions().dtype(dtype).device(device);
   auto normal = [&](std::vector<int64_t> shape) { return at::randn(shape, opt).mul_(0.02); };

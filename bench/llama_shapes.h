@@ -15,7 +15,7 @@ namespace kvq::bench {
 model::ModelConfig llama_preset(const std::string& name, const std::string& flag);
 
 // The model with seeded random weights (at::manual_seed(seed) first), source "random".
-model::LlamaModel random_llama(const model::ModelConfig& c, at::ScalarType dtype,
-                               at::Device device, uint64_t seed = 0);
+model::LlamaModel random_llama(const model::ModelConfig& c, at::ScalarType dtype, at::Device device,
+                               uint64_t seed = 0);
 
 }  // namespace kvq::bench
