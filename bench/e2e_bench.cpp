@@ -253,14 +253,15 @@ std::string num(double x, int precision) {
 
 void run_e2e_bench(const E2eBenchOptions& f) {
   if (f.contexts.empty() || f.batches.empty()) fail("--contexts and --batches: give at least one");
+  constexpr int64_t kMaxTokens = int64_t{1} << 26;  // also --model-context's bound
   for (int64_t t : f.contexts) {
-    if (t < 1) fail("--contexts: expected token counts >= 1, found {}", t);
+    if (t < 1 || t > kMaxTokens) fail("--contexts: expected 1..2^26 tokens, found {}", t);
   }
   for (int b : f.batches) {
     if (b < 1 || b > 4096) fail("--batches: expected 1..4096 sequences, found {}", b);
   }
-  if (f.warmup < 0 || f.steps < 1 || f.steps > 100000) {
-    fail("--warmup >= 0 and --steps 1..100000: found {} and {}", f.warmup, f.steps);
+  if (f.warmup < 0 || f.warmup > 100000 || f.steps < 1 || f.steps > 100000) {
+    fail("--warmup 0..100000 and --steps 1..100000: found {} and {}", f.warmup, f.steps);
   }
   if (!(f.reserve_gib >= 0) || !(f.kv_mem_gib >= 0)) {
     fail("--reserve and --kv-mem: expected sizes in GiB >= 0");
@@ -269,7 +270,7 @@ void run_e2e_bench(const E2eBenchOptions& f) {
   for (const std::string& name : f.methods) methods::parse_method(name);  // fail before loading
   model::ModelConfig c = llama_preset(f.preset, "--preset");
   c.max_seq_len = f.model_context > 0 ? f.model_context : (f.preset == "7b" ? 2097152 : 4096);
-  if (c.max_seq_len > (int64_t{1} << 26)) {
+  if (c.max_seq_len > kMaxTokens) {
     fail("--model-context: expected at most 2^26 tokens, found {}", c.max_seq_len);
   }
   const at::Device device = model::parse_device(f.device, "--device");

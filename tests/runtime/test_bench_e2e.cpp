@@ -65,6 +65,9 @@ TEST(BenchE2e, BadFlags) {
   test::expect_one_line_error(run_kvq(cpu + " --batches 1,0"), "bench e2e", "--batches");
   test::expect_one_line_error(run_kvq(cpu + " --methods nuq3,nuq9"), "bench e2e", "'nuq9'");
   test::expect_one_line_error(run_kvq(cpu + " --steps 0"), "bench e2e", "--steps");
+  test::expect_one_line_error(run_kvq(cpu + " --contexts 9223372036854775807"), "bench e2e",
+                              "--contexts: expected 1..2^26 tokens");
+  test::expect_one_line_error(run_kvq(cpu + " --warmup 2147483647"), "bench e2e", "--warmup");
   test::expect_one_line_error(run_kvq("bench e2e --preset tiny --device tpu"), "bench e2e",
                               "--device");
   test::expect_one_line_error(run_kvq(cpu + " --json-file /nonexistent/dir/x.json"), "bench e2e",
