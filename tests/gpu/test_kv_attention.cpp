@@ -1,10 +1,11 @@
-// kernels/kv_attention*.cu (v1 simple, v2 tensor cores) against the CPU reference
-// kv_attention_ref on fresh seeded inputs: KVQuant bits 2/3/4 (values per token over all KV
+// kernels/kv_attention*.cu (v1 simple, v2 tensor cores) and kv_dequantize.cu against the CPU
+// references kv_attention_ref and kv_dequantize_ref on fresh seeded inputs: KVQuant bits 2/3/4 (values per token over all KV
 // heads or per token and head) and KIVI, head_dim 64/128, query
 // groups 1..8 (GQA), fp16 and bf16 queries, sinks and recent windows, ragged batches (1, 17, 97,
 // 4097 tokens ...) through prefill and appends, and long random caches over many pages and
 // splits. Outputs are poisoned first; NaN/Inf/poison left count as failures. Skips without a GPU.
 #include <cstdio>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -121,9 +122,42 @@ Run attend(KvCache& cache, const std::vector<uint16_t>& q_bits, bool bf16,
 // fp16 output rounding is 2^-11, bf16 2^-8; the kernels add fp16 dequantization and queries.
 double bound(bool bf16) { return bf16 ? 2.5e-2 : 1e-2; }
 
+// kernels/kv_dequantize.cu (the benchmark's fp64 check reads the cache through it) against
+// kv_dequantize_ref, bit for bit, for every (sequence, KV head).
+void check_dequantize(const KvCache& cache, const KvState& ref_state, const quant::KvTables* qp,
+                      const std::string& name) {
+  const KvCacheConfig& cfg = cache.config();
+  std::vector<float> want_k, want_v;
+  for (int b = 0; b < cache.batch(); ++b) {
+    for (int h = 0; h < cfg.n_kv_heads; ++h) {
+      kv_dequantize_ref(ref_state, qp, b, h, &want_k, &want_v);
+      DeviceBuffer<float> dk(want_k.size()), dv(want_v.size());
+      cache.dequantize(b, h, dk.data(), dv.data(), nullptr);
+      std::vector<float> got_k(want_k.size()), got_v(want_v.size());
+      ASSERT_EQ(cudaMemcpy(got_k.data(), dk.data(), dk.bytes(), cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(got_v.data(), dv.data(), dv.bytes(), cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      int64_t bad = 0;
+      for (size_t i = 0; i < want_k.size(); ++i) {
+        const bool k_ok = std::memcmp(&got_k[i], &want_k[i], 4) == 0;
+        const bool v_ok = std::memcmp(&got_v[i], &want_v[i], 4) == 0;
+        if ((!k_ok || !v_ok) && bad++ == 0) {
+          ADD_FAILURE() << "dequantize: seq " << b << " head " << h << " token "
+                        << i / cfg.head_dim << " channel " << i % cfg.head_dim << ": k "
+                        << got_k[i] << " want " << want_k[i] << ", v " << got_v[i] << " want "
+                        << want_v[i] << "; " << name;
+        }
+      }
+      EXPECT_EQ(bad, 0) << "elements differ, seq " << b << " head " << h << "; " << name;
+    }
+  }
+}
+
 void check(KvCache& cache, const KvState& ref_state, const quant::KvTables* qp, bool bf16,
            uint32_t seed, const std::string& name) {
   const KvCacheConfig& cfg = cache.config();
+  check_dequantize(cache, ref_state, qp, name);
   std::vector<uint16_t> q_bits;
   const std::vector<float> q = test::random_queries(
       static_cast<size_t>(cache.batch()) * cfg.n_q_heads * cfg.head_dim, seed, bf16, &q_bits);
@@ -171,6 +205,14 @@ TEST(KvAttention, LongRandomCaches) {
       {K, 2, 128, 2, 4, 0, 0, 32, 256, 0, {33333}, 0, false, 55, 128},
       {N, 3, 128, 4, 2, 0, 0, 32, 320, 0.01, {40000, 5000}, 0, false, 56, 0, QV::kToken},
       {N, 2, 64, 8, 1, 0, 3, 32, 256, 0.05, {20001}, 0, true, 57, 0, QV::kToken},
+      // Awkward lengths: one token, a page and one token either side, a prime-ish 100003, and
+      // 128K (the benchmark's headline length), per-token values as kvq fit writes them.
+      {N, 3, 128, 2, 2, 0, 0, 32, 320, 0.01, {1, 319, 320, 321, 100003}, 0, false, 58, 0,
+       QV::kToken},
+      {N, 3, 128, 1, 4, 0, 0, 32, 320, 0.01, {131072}, 0, false, 59, 0, QV::kToken},
+      {N, 2, 128, 1, 1, 0, 0, 32, 256, 0.01, {255, 257, 131072}, 0, true, 60, 0, QV::kToken},
+      {N, 4, 128, 1, 1, 0, 0, 32, 256, 0.01, {1, 256, 131071}, 0, false, 61, 0, QV::kToken},
+      {K, 2, 128, 1, 4, 0, 128, 32, 256, 0, {1, 255, 257, 131072}, 0, false, 62},
   };
   for (const Case& c : long_cases) {
     SCOPED_TRACE(c.str());

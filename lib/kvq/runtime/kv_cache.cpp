@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "kv_append.h"
+#include "kv_dequantize.h"
 #include "kvq/common/error.h"
 #include "kvq/runtime/device_buffer.h"
 #include "kvq/runtime/cache_config.h"
@@ -379,6 +380,17 @@ void KvCache::attend(const void* q, bool q_bf16, void* out, const float* inv_fre
   if (const cudaError_t err = kernels::launch_kv_attention(p, version, stream);
       err != cudaSuccess) {
     cuda_fail("attend", err);
+  }
+}
+
+void KvCache::dequantize(int b, int h, float* k, float* v, cudaStream_t stream) const {
+  if (b < 0 || b >= batch_ || h < 0 || h >= config_.n_kv_heads) {
+    fail("kv cache: dequantize: sequence {} head {} outside the {} sequences of {} KV heads", b, h,
+         batch_, config_.n_kv_heads);
+  }
+  if (const cudaError_t err = kernels::launch_kv_dequantize(view_, b, h, lengths_[b], k, v, stream);
+      err != cudaSuccess) {
+    cuda_fail("dequantize", err);
   }
 }
 

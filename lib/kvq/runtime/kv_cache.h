@@ -83,6 +83,10 @@ class KvCache {
   KvAttentionParams attention_params(const void* q, bool q_bf16, void* out, const float* inv_freq,
                                      KvAttentionKernel version);
 
+  // Sequence b's KV head h as fp32 rows: k (pre-RoPE), v [length(b)][head_dim] (device), every
+  // token dequantized as kv_dequantize_ref does (kernels/kv_dequantize.h).
+  void dequantize(int b, int h, float* k, float* v, cudaStream_t stream) const;
+
   // Bytes an attention pass reads from the cache: codes, scales, value-outlier slots, key
   // outliers at the given fraction of key elements, fp16 tokens.
   int64_t attention_bytes(double k_outlier_fraction) const;
