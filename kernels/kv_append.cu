@@ -11,9 +11,10 @@
 //   of a word writes it whole, clearing the rest), prefill builds whole words in registers.
 //   Values per token over all KV heads (kv_layout.h): the warp of each head finds the token's
 //   dense range over every head's values (from the input, or from the heads' ring rows when
-//   the token leaves a recent window), so every head stores the same fp16 scale/offset, and
-//   writes the outliers among its own channels. Correct first: each of the n_kv_heads warps
-//   repeats the selection (k + 1 rounds over n_kv_heads * head_dim values read from global).
+//   the token leaves a recent window), counts the outliers of the heads before it, and writes
+//   its own outliers after theirs in the row of the page's token section (head 0 writes the
+//   scale/offset). Correct first: each of the n_kv_heads warps repeats the selection (k + 1
+//   rounds over n_kv_heads * head_dim values read from global).
 //
 // Grid
 //   append:  (batch, n_kv_heads) blocks of one warp: write the new token to the sink or ring,
@@ -198,25 +199,38 @@ __device__ void nuq_keys(const KvCacheView& c, uint8_t* sec, int row,
       reinterpret_cast<uint32_t*>(sec + c.layout.off_k_codes) + int64_t{row} * T::kRowWords);
 }
 
-// KVQuant values of one token of head section `sec`: scale/offset and the head's outlier
-// slots written, codes returned. x: the head's values (channel lane + 32 j); token_v(i): value
-// i = head * D + channel of the token over all KV heads, read only for values per token over
-// all heads (c.v_token), where the dense range covers the whole token and every head computes
-// the same one.
+// KVQuant values of one token of KV head h in a page (head section `sec`): codes returned, the
+// head's outliers written to the row's entries in the token section and indexed in the head's
+// v_index, the scale/offset written (by head 0 alone for values per token over all heads). x: the
+// head's values (channel lane + 32 j); token_v(i): value i = head * D + channel of the token over
+// all KV heads, read only for values per token over all heads (c.v_token), where the dense range
+// covers the whole token, every head computes the same one, and head h's entries start after the
+// outliers of heads 0 .. h-1 (counted from token_v).
 template <int D, int B, typename TokenV>
-__device__ void nuq_values(const KvCacheView& c, uint8_t* sec, int row,
+__device__ void nuq_values(const KvCacheView& c, int64_t page, int h, uint8_t* sec, int row,
                            const float (&x)[Tok<D, B>::kNJ], const uint16_t (&bits)[Tok<D, B>::kNJ],
                            const float* vl, TokenV token_v, int (&code)[Tok<D, B>::kNJ]) {
   using T = Tok<D, B>;
+  const KvLayout& L = c.layout;
   const int lane = lane_id();
-  const int per_token = c.layout.v_out_per_token;  // 2k of the value vector
+  const int slots = kv_v_head_slots(L);  // 2k of the value vector
   float lo, hi;
+  int begin;
   if (c.v_token) {
-    lo = select_kth_token(token_v, c.n_kv_heads * D, per_token / 2, false);
-    hi = select_kth_token(token_v, c.n_kv_heads * D, per_token / 2, true);
+    lo = select_kth_token(token_v, c.n_kv_heads * D, slots / 2, false);
+    hi = select_kth_token(token_v, c.n_kv_heads * D, slots / 2, true);
+    int before = 0;
+    for (int i = lane; i < h * D; i += 32) {
+      const float y = token_v(i);
+      before += (y < lo || y > hi) ? 1 : 0;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) before += __shfl_xor_sync(kFullMask, before, o);
+    begin = before;
   } else {
-    lo = select_kth(x, per_token / 2, false);
-    hi = select_kth(x, per_token / 2, true);
+    lo = select_kth(x, slots / 2, false);
+    hi = select_kth(x, slots / 2, true);
+    begin = h * slots;
   }
   const __half offset16 = __float2half_rn(__fdiv_rn(__fadd_rn(lo, hi), 2.0f));
   const __half scale16 = __float2half_rn(__fdiv_rn(__fsub_rn(hi, lo), 2.0f));
@@ -229,17 +243,24 @@ __device__ void nuq_values(const KvCacheView& c, uint8_t* sec, int row,
   }
   int rank[T::kNJ], total;
   flag_ranks(flag, rank, &total);
-  uint32_t* slots =
-      reinterpret_cast<uint32_t*>(sec + c.layout.off_v_out) + int64_t{row} * per_token;
+  // At most k values lie strictly beyond each side of the token's dense range, so the row
+  // holds them all; the bound only guards the layout.
+  const int room = c.v_token ? L.v_out_per_row - begin : slots;
+  uint8_t* tok = c.token_section(page);
+  uint32_t* entries =
+      reinterpret_cast<uint32_t*>(tok + L.off_v_out) + int64_t{row} * L.v_out_per_row + begin;
 #pragma unroll
   for (int j = 0; j < T::kNJ; ++j) {
-    if (flag[j] && rank[j] < per_token)
-      slots[rank[j]] = outlier_entry(row, lane + 32 * j, D, bits[j]);
+    if (flag[j] && rank[j] < room) entries[rank[j]] = outlier_entry(row, lane + 32 * j, D, bits[j]);
   }
-  for (int i = total + lane; i < per_token; i += 32) slots[i] = kOutlierEmpty << 16;
   if (lane == 0) {
-    reinterpret_cast<uint32_t*>(sec + c.layout.off_v_scales)[row] =
-        uint32_t{__half_as_ushort(scale16)} | (uint32_t{__half_as_ushort(offset16)} << 16);
+    reinterpret_cast<uint32_t*>(sec + L.off_v_index)[row] =
+        static_cast<uint32_t>(begin) | (static_cast<uint32_t>(min(total, room)) << 16);
+    if (!c.v_token || h == 0) {
+      reinterpret_cast<uint32_t*>(tok +
+                                  L.off_v_scales)[int64_t{c.v_token ? 0 : h} * L.page_size + row] =
+          uint32_t{__half_as_ushort(scale16)} | (uint32_t{__half_as_ushort(offset16)} << 16);
+    }
   }
 }
 
@@ -393,7 +414,8 @@ __global__ void __launch_bounds__(32)
     }
   } else {
     int row;
-    uint8_t* sec = quant_section(c, b, h, u0, &row);
+    const int64_t page = quant_page(c, b, u0, &row);
+    uint8_t* sec = c.head_section(page, h);
     // Token t leaves the window (G = 1, so n >= n_sink and t = n - n_recent). It is the new
     // token itself when n_recent = 0; else it sits in another ring slot than the new token
     // (ring_size = n_recent + 1 > n - t), read before the new token is written.
@@ -446,7 +468,7 @@ __global__ void __launch_bounds__(32)
     bool kflag[T::kNJ];
     nuq_keys<D, B>(c, sec, row, xk, k_lo, k_hi, kl, row_sm, kflag);
     int code[T::kNJ];
-    nuq_values<D, B>(c, sec, row, xv, vb, vl, token_v, code);
+    nuq_values<D, B>(c, page, h, sec, row, xv, vb, vl, token_v, code);
 #pragma unroll
     for (int j = 0; j < T::kNJ; ++j) {
       vwords[int64_t{lane + 32 * j} * c.layout.v_row_words] =
@@ -510,7 +532,8 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   for (int i = threadIdx.x; i < kPrefillWarps * 128; i += blockDim.x) (&row_sm[0][0])[i] = 0;
   __syncthreads();
   int row_any;
-  uint8_t* sec = quant_section(c, b, h, p0, &row_any);
+  const int64_t page = quant_page(c, b, p0, &row_any);
+  uint8_t* sec = c.head_section(page, h);
   const int64_t t_base = c.n_sink + p0;
   if constexpr (kKivi) {
     const int G = c.layout.group;
@@ -540,7 +563,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
         const __half* v_all = v + (b * max_tokens + t_base + row) * H * D;
         int code[T::kNJ];
         nuq_values<D, B>(
-            c, sec, row, xv, vb, vl, [&](int i) { return __half2float(v_all[i]); }, code);
+            c, page, h, sec, row, xv, vb, vl, [&](int i) { return __half2float(v_all[i]); }, code);
 #pragma unroll
         for (int j = 0; j < T::kNJ; ++j)
           vw[j] |= static_cast<uint32_t>(code[j]) << (B * (row % T::kC));

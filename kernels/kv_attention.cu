@@ -101,7 +101,9 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
   }
   for (int64_t u0 = u_begin; u0 < u_end; u0 += L.page_size) {
     int unused;
-    const uint8_t* sec = quant_section(c, sc.b, sc.h, u0, &unused);
+    const int64_t page = quant_page(c, sc.b, u0, &unused);
+    const uint8_t* sec = c.head_section(page, sc.h);
+    const uint32_t* v_scales = kv_v_scales(c, page, sc.h);
     const int rows = static_cast<int>(min(int64_t{L.page_size}, u_end - u0));
     const uint32_t* kw = reinterpret_cast<const uint32_t*>(sec + L.off_k_codes);
     const uint32_t* vwords = reinterpret_cast<const uint32_t*>(sec + L.off_v_codes);
@@ -124,7 +126,7 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
         const int shift_v = B * (row % kC);
         float vs = 0.0f, vo = 0.0f;
         if (!kKivi) {
-          const uint32_t so = reinterpret_cast<const uint32_t*>(sec + L.off_v_scales)[row];
+          const uint32_t so = v_scales[row];
           vs = half_bits_float(so & 0xFFFFu);
           vo = half_bits_float(so >> 16);
         }
@@ -178,11 +180,10 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
             }
             ++cursor;
           }
-          const uint32_t* slots = reinterpret_cast<const uint32_t*>(sec + L.off_v_out) +
-                                  int64_t{row} * L.v_out_per_token;
-          for (int j = 0; j < L.v_out_per_token; ++j) {
+          int n_out;
+          const uint32_t* slots = kv_v_outliers(c, page, sc.h, row, &n_out);
+          for (int j = 0; j < n_out; ++j) {
             const uint32_t e = slots[j];
-            if ((e >> 16) == kOutlierEmpty) break;
             const int ch = static_cast<int>(e >> 16) % D, g = ch % (D / 2);
             const float x = half_bits_float(e & 0xFFFFu);
 #pragma unroll
@@ -344,24 +345,6 @@ cudaError_t launch_kv_attention_mma(const KvAttentionParams& p, int nq, cudaStre
   const dim3 grid((p.n_splits + 1 + s.warps - 1) / s.warps, p.cache.n_kv_heads, p.batch);
   e.kernel<<<grid, s.warps * 32, s.smem, stream>>>(p);
   return cudaGetLastError();
-}
-
-int kv_attention_max_v_outliers(const KvLayout& layout, int group, int smem_bytes) {
-  if (layout.method != KvMethod::kNuq) return 0;  // KIVI has no value outliers
-  const int nq = kv_query_tile(group);
-  int best = -1;
-  // The plan grows with the slots (two stages of 8*C*slots*4 bytes per warp), so the first
-  // count that does not fit ends the search.
-  for (int slots = 0;; slots += 2) {
-    const KvLayout l = kv_make_layout(layout.method, layout.bits, layout.head_dim, layout.page_size,
-                                      layout.group, slots, layout.k_out_capacity);
-    KvMmaEntry e;
-    if (!(kv_mma_entry_b2(l, nq, &e) || kv_mma_entry_b3(l, nq, &e) || kv_mma_entry_b4(l, nq, &e)) ||
-        e.smem_base + e.smem_per_warp > smem_bytes) {
-      return best;
-    }
-    best = slots;
-  }
 }
 
 int kv_query_tile(int group) { return group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : 8; }

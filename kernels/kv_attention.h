@@ -50,19 +50,6 @@ void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int 
                          int64_t max_quant, KvAttentionKernel version, int* n_splits,
                          int* pages_per_split);
 
-// Dynamic shared memory a block can opt into on the smallest device the kernels are built for
-// (sm_80, A100: 163 KB; sm_90 has 227 KB).
-inline constexpr int kKvMinBlockSharedMemory = 163 * 1024;
-
-// The most value outlier slots per token (KvLayout::v_out_per_token, even) with which the
-// tensor-core kernel (kMma) runs for `layout`'s method, bits, head_dim and page size and `group`
-// query heads per KV head, given smem_bytes of dynamic shared memory per block: each of a warp's
-// two stages holds the value outlier slots of its 8*C tokens (8*C*slots*4 bytes), and a block
-// needs room for at least one warp (more slots, fewer warps per block: slower, still correct).
-// 0 for KIVI (no value outliers); -1 when no kernel was built for the layout. Host only; needs
-// no GPU.
-int kv_attention_max_v_outliers(const KvLayout& layout, int group, int smem_bytes);
-
 // Queues the attention and the reduction. Returns cudaErrorInvalidValue for bad shapes or null
 // pointers, cudaErrorNotSupported for a layout the kernels were not built for; else the launch's.
 cudaError_t launch_kv_attention(const KvAttentionParams& params, KvAttentionKernel version,

@@ -23,8 +23,10 @@
 //   Value outliers: p * (x - dense) per (query, channel) in shared memory, folded into O per block.
 //
 // Shared memory (Plan): block-wide lookup tables and fp32 levels/scales; per warp 2 stages of
-//   key rows [8C][WK], value words [D][8], value scales or KIVI params, value outlier slots, the
-//   page header (KIVI: key params), then query staging, outlier scratch and a page-id window.
+//   key rows [8C][WK], value words [D][8], value scales (from the page's token section) or KIVI
+//   params, the head's value-outlier index words, the page header (KIVI: key params), then query
+//   staging, outlier scratch and a page-id window. The value-outlier entries themselves (about
+//   1% of a token's values, in the token section) are read from L2 by the lane of their token.
 //
 // Versions: this is v2 of kv_attention.cu. H100, nuq3-1%, 32 heads, 128K tokens, batch 1:
 //   0.838 ms = 602 GB/s on the compressed bytes, 20% of the copy (fp16 flash-decoding 0.81 ms).
@@ -92,7 +94,7 @@ __host__ __device__ __forceinline__ int pair_of(int r, int m) {
 // Byte offsets of the dynamic shared memory, the same on host and device.
 struct Plan {
   int lut_k = 0, lut_v = 0, lev = 0, kso = 0, warp0 = 0, warp_bytes = 0;
-  int st_k = 0, st_v = 0, st_vs = 0, st_vo = 0, st_hdr = 0, st_kp = 0, stage_bytes = 0, stages = 0;
+  int st_k = 0, st_v = 0, st_vs = 0, st_vi = 0, st_hdr = 0, st_kp = 0, stage_bytes = 0, stages = 0;
   int a_sm = 0, delta = 0, xs = 0, corr = 0, mrow = 0, pages = 0;
 };
 
@@ -121,7 +123,7 @@ __host__ __device__ inline Plan make_plan(const KvLayout& l, int nq) {
     p.st_kp = take(&st, (S::kBT >= l.group ? S::kBT / l.group : 1) * (D / 2) * 8);
   } else {
     p.st_vs = take(&st, S::kBT * 4);
-    p.st_vo = take(&st, S::kBT * l.v_out_per_token * 4);
+    p.st_vi = take(&st, S::kBT * 4);
     p.st_hdr = take(&st, 4 + 2 * l.blocks_per_page);
   }
   p.stage_bytes = st;
@@ -186,6 +188,18 @@ __device__ const uint8_t* block_section(const KvCacheView& c, int b, int h, int6
   return c.head_section(pages_sm[pi - cur->win_first], h);
 }
 
+// The token section of the page whose head section h is sec, and there the head's value scales.
+__device__ __forceinline__ const uint8_t* token_section_of(const KvCacheView& c, const uint8_t* sec,
+                                                           int h) {
+  return sec + int64_t{c.n_kv_heads - h} * c.layout.head_bytes;
+}
+template <int D, int B>
+__device__ __forceinline__ const uint8_t* v_scales_at(const KvCacheView& c, const uint8_t* sec,
+                                                      int h) {
+  return token_section_of(c, sec, h) + c.layout.off_v_scales +
+         int64_t{c.layout.v_vectors > 1 ? h : 0} * c.layout.page_size * 4;
+}
+
 // Queues the copies of block j (nothing past the split's end) and commits them as one group.
 template <int D, int B, bool kKivi>
 __device__ void issue_block(const KvCacheView& c, const Plan& plan, int b, int h, int j,
@@ -210,9 +224,9 @@ __device__ void issue_block(const KvCacheView& c, const Plan& plan, int b, int h
       copy16(stage + plan.st_kp, sec + L.off_k_params + int64_t{row0 / L.group} * (D / 2) * 8,
              (S::kBT >= L.group ? S::kBT / L.group : 1) * (D / 2) * 8, lane);
     } else {
-      copy16(stage + plan.st_vs, sec + L.off_v_scales + int64_t{row0} * 4, S::kBT * 4, lane);
-      copy16(stage + plan.st_vo, sec + L.off_v_out + int64_t{row0} * L.v_out_per_token * 4,
-             S::kBT * L.v_out_per_token * 4, lane);
+      copy16(stage + plan.st_vs, v_scales_at<D, B>(c, sec, h) + int64_t{row0} * 4, S::kBT * 4,
+             lane);
+      copy16(stage + plan.st_vi, sec + L.off_v_index + int64_t{row0} * 4, S::kBT * 4, lane);
       copy16(stage + plan.st_hdr, sec + L.off_header, (4 + 2 * L.blocks_per_page + 15) / 16 * 16,
              lane);
     }
@@ -246,9 +260,8 @@ __device__ void prefetch_block(const KvCacheView& c, int b, int h, int j, int* p
     prefetch_l2(sec + L.off_v_codes + (int64_t{i >> 1} * L.v_row_words + row0 / S::kC) * 4 +
                 31 * (i & 1));
   }
-  prefetch_range(sec + L.off_v_scales + int64_t{row0} * 4, S::kBT * 4, lane);
-  prefetch_range(sec + L.off_v_out + int64_t{row0} * L.v_out_per_token * 4,
-                 S::kBT * L.v_out_per_token * 4, lane);
+  prefetch_range(v_scales_at<D, B>(c, sec, h) + int64_t{row0} * 4, S::kBT * 4, lane);
+  prefetch_range(sec + L.off_v_index + int64_t{row0} * 4, S::kBT * 4, lane);
 }
 
 template <int D, int B, int NQ, bool kKivi>
@@ -684,23 +697,33 @@ __global__ void __launch_bounds__(256, v4_wide(NQ, kKivi) ? 2 : 1)
     }
 
     // Value outliers: p * (x - dense) into corr[query][channel], then into the accumulators.
-    if (!kKivi && L.v_out_per_token > 0) {
+    if (!kKivi && L.v_out_per_row > 0) {
       if (r == 0 && gq < NQ) mrow[gq] = m_run;
       for (int i = lane; i < NQ * D; i += 32) corr[i] = 0.0f;
       __syncwarp();
-      const uint32_t* svo = reinterpret_cast<const uint32_t*>(stage + plan.st_vo);
-      for (int i = lane; i < valid * L.v_out_per_token; i += 32) {
-        const uint32_t e = svo[i];
-        if ((e >> 16) == kOutlierEmpty) continue;
-        const int tau = i / L.v_out_per_token, ch = static_cast<int>(e >> 16) % D;
-        const uint32_t code = (sv[ch * 8 + tau / S::kC] >> (B * (tau % S::kC))) & S::kCodeMask;
+      // The head's entries of each row (v_index staged), read from the token section (L2).
+      const uint32_t* svi = reinterpret_cast<const uint32_t*>(stage + plan.st_vi);
+      const uint32_t* tok_out = reinterpret_cast<const uint32_t*>(
+          token_section_of(c, block_section<D, B, kKivi>(c, b, h, u_blk, pages_sm, &cur, lane), h) +
+          L.off_v_out);
+      for (int tau = lane; tau < valid; tau += 32) {
+        const uint32_t index = svi[tau];
+        const uint32_t* row_out =
+            tok_out + int64_t{row0 + tau} * L.v_out_per_row + (index & 0xFFFFu);
+        const int n_out = static_cast<int>(index >> 16);
+        if (n_out == 0) continue;
         const float2 so = __half22float2(bits_h2(svs[tau]));
-        const float dx =
-            half_bits_float(e & 0xFFFFu) - (so.x == 0.0f ? so.y : fmaf(lev[16 + code], so.x, so.y));
+        for (int i = 0; i < n_out; ++i) {
+          const uint32_t e = row_out[i];
+          const int ch = static_cast<int>(e >> 16) % D;
+          const uint32_t code = (sv[ch * 8 + tau / S::kC] >> (B * (tau % S::kC))) & S::kCodeMask;
+          const float dx = half_bits_float(e & 0xFFFFu) -
+                           (so.x == 0.0f ? so.y : fmaf(lev[16 + code], so.x, so.y));
 #pragma unroll
-        for (int qi = 0; qi < NQ; ++qi) {
-          const float xv = xs[qi * S::kBT + tau];
-          if (xv != -INFINITY) atomicAdd(&corr[qi * D + ch], exp2f(xv - mrow[qi]) * dx);
+          for (int qi = 0; qi < NQ; ++qi) {
+            const float xv = xs[qi * S::kBT + tau];
+            if (xv != -INFINITY) atomicAdd(&corr[qi * D + ch], exp2f(xv - mrow[qi]) * dx);
+          }
         }
       }
       __syncwarp();

@@ -41,22 +41,35 @@ struct KvCacheConfig {
   }
   // Elements of one value vector: n_kv_heads * head_dim (kToken) or head_dim (kTokenHead).
   int64_t v_vector_size() const { return v_token() ? int64_t{n_kv_heads} * head_dim : head_dim; }
-  // Value outlier slots per token and head section: 2 * outliers_per_side(v_vector_size(),
-  // fraction), the whole vector's count (kv_layout.h); 0 for KIVI.
-  int v_outliers_per_token() const {
-    return method() == KvMethod::kNuq
-               ? static_cast<int>(
-                     2 * quant::outliers_per_side(v_vector_size(), format.outlier_fraction))
-               : 0;
+  // Value outlier entries per token (the token section's row, kv_layout.h): 2 *
+  // outliers_per_side(v_vector_size(), fraction) per value vector, times n_kv_heads vectors
+  // for kTokenHead; 0 for KIVI.
+  int v_outliers_per_row() const {
+    if (method() != KvMethod::kNuq) return 0;
+    const int64_t per_vector =
+        2 * quant::outliers_per_side(v_vector_size(), format.outlier_fraction);
+    return static_cast<int>(per_vector * (v_token() ? 1 : n_kv_heads));
   }
   // The page layout of a checked configuration.
   KvLayout layout() const {
-    return kv_make_layout(method(), bits(), head_dim, page_size, quant_group(),
-                          v_outliers_per_token(), k_outlier_capacity);
+    return kv_make_layout(method(), bits(), head_dim, page_size, quant_group(), n_kv_heads,
+                          method() == KvMethod::kNuq ? (v_token() ? 1 : n_kv_heads) : 0,
+                          v_outliers_per_row(), k_outlier_capacity);
   }
 };
 
 // 256 tokens for B = 2, 4 and 320 for B = 3 (multiples of the 8 * codes-per-word block).
 inline int kv_default_page_size(int bits) { return bits == 3 ? 320 : 256; }
+
+// Key outliers a page holds per KV head by default: twice the calibrated rate (KVQuant's
+// per-channel thresholds leave outlier_fraction of the calibration's elements outside) plus 64,
+// at most every element. A page that gets more keeps the first ones in (row, channel) order and
+// counts the rest (KvCache::k_overflow, reported by kvq generate and eval --runtime).
+inline int64_t kv_default_k_outlier_capacity(int page_size, int head_dim, double outlier_fraction) {
+  const int64_t cells = int64_t{page_size} * head_dim;
+  const auto room =
+      static_cast<int64_t>(2.0 * outlier_fraction * static_cast<double>(cells) + 0.999999) + 64;
+  return room < cells ? room : cells;
+}
 
 }  // namespace kvq::kernels

@@ -41,21 +41,21 @@ __global__ void kv_dequantize_kernel(KvCacheView c, int b, int h, int64_t n, flo
   const int64_t u = t - c.n_sink;
   const int64_t page = quant_page(c, b, u, &row);
   const uint8_t* sec = c.head_section(page, h);
-  const uint32_t kc = code_at(
-      reinterpret_cast<const uint32_t*>(sec + L.off_k_codes) + int64_t{row} * L.k_row_words,
-      kv_k_code_index(ch, D), L.bits);
-  const uint32_t vc = code_at(
-      reinterpret_cast<const uint32_t*>(sec + L.off_v_codes) + int64_t{ch} * L.v_row_words, row,
-      L.bits);
+  const uint32_t kc =
+      code_at(reinterpret_cast<const uint32_t*>(sec + L.off_k_codes) + int64_t{row} * L.k_row_words,
+              kv_k_code_index(ch, D), L.bits);
+  const uint32_t vc =
+      code_at(reinterpret_cast<const uint32_t*>(sec + L.off_v_codes) + int64_t{ch} * L.v_row_words,
+              row, L.bits);
   float kx, vx;
   if (L.method == KvMethod::kKivi) {
-    const uint8_t* kp = sec + L.off_k_params + (int64_t{row / L.group} * (D / 2) + ch % (D / 2)) * 8;
+    const uint8_t* kp =
+        sec + L.off_k_params + (int64_t{row / L.group} * (D / 2) + ch % (D / 2)) * 8;
     const int hi = ch < D / 2 ? 0 : 2;  // the pair's half2: scale at +0/+2, zero at +4/+6
     const float ks = half_bits_float(*reinterpret_cast<const uint16_t*>(kp + hi));
     const float kz = half_bits_float(*reinterpret_cast<const uint16_t*>(kp + 4 + hi));
-    const uint32_t vp =
-        reinterpret_cast<const uint32_t*>(sec + L.off_v_params)[int64_t{row} * (D / L.group) +
-                                                                 ch / L.group];
+    const uint32_t vp = reinterpret_cast<const uint32_t*>(
+        sec + L.off_v_params)[int64_t{row} * (D / L.group) + ch / L.group];
     kx = __fadd_rn(__fmul_rn(static_cast<float>(kc), ks), kz);
     vx = __fadd_rn(__fmul_rn(static_cast<float>(vc), half_bits_float(vp & 0xFFFFu)),
                    half_bits_float(vp >> 16));

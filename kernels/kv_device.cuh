@@ -58,7 +58,8 @@ __device__ __forceinline__ float warp_min(float x) {
 }
 
 // The physical page holding quantized token u of sequence b, and its row in the page.
-__device__ __forceinline__ int64_t quant_page(const KvCacheView& c, int64_t b, int64_t u, int* row) {
+__device__ __forceinline__ int64_t quant_page(const KvCacheView& c, int64_t b, int64_t u,
+                                              int* row) {
   *row = static_cast<int>(u % c.layout.page_size);
   return c.page_table[b * c.pages_per_seq + u / c.layout.page_size];
 }
@@ -70,19 +71,17 @@ __device__ __forceinline__ uint8_t* quant_section(const KvCacheView& c, int64_t 
 
 // KVQuant value scales of head h in a page: [page_size] (fp16 scale | fp16 offset << 16).
 __device__ __forceinline__ const uint32_t* kv_v_scales(const KvCacheView& c, int64_t page, int h) {
-  return reinterpret_cast<const uint32_t*>(c.head_section(page, h) + c.layout.off_v_scales);
+  return reinterpret_cast<const uint32_t*>(c.token_section(page) + c.layout.off_v_scales) +
+         int64_t{c.layout.v_vectors > 1 ? h : 0} * c.layout.page_size;
 }
 // KVQuant value outliers of head h in a page row: *count entries (kv_layout.h's entry form).
 __device__ __forceinline__ const uint32_t* kv_v_outliers(const KvCacheView& c, int64_t page, int h,
                                                          int row, int* count) {
-  const int per = c.layout.v_out_per_token;
-  const uint32_t* slots = reinterpret_cast<const uint32_t*>(c.head_section(page, h) +
-                                                            c.layout.off_v_out) +
-                          int64_t{row} * per;
-  int n = 0;
-  while (n < per && (slots[n] >> 16) != kOutlierEmpty) ++n;
-  *count = n;
-  return slots;
+  const uint32_t index =
+      reinterpret_cast<const uint32_t*>(c.head_section(page, h) + c.layout.off_v_index)[row];
+  *count = static_cast<int>(index >> 16);
+  return reinterpret_cast<const uint32_t*>(c.token_section(page) + c.layout.off_v_out) +
+         int64_t{row} * c.layout.v_out_per_row + (index & 0xFFFFu);
 }
 
 // e^{i * delta * inv_freq} with the angle formed and reduced in double, so that positions in

@@ -1,9 +1,9 @@
 // launch_kv_fill_random (kv_append.h): a cache of any length with valid random content, for the
 // benchmark (a million-token prefill is not what a decode step should be timed after) and for
 // attention tests on long contexts. Decode attention reads the same bytes whatever they hold, so
-// only the amount of each part matters: codes, scales, every value-outlier slot (for values per
-// token over all KV heads, the token's 2k outliers spread over its heads), and key outliers
-// spread evenly at the requested fraction.
+// only the amount of each part matters: codes, scales, a token's whole value-outlier budget (for
+// values per token over all KV heads, the token's 2k outliers spread over its heads), and key
+// outliers spread evenly at the requested fraction.
 //
 // Grid: (max_pages + 1, n_kv_heads, batch) blocks of 256 threads; block x < max_pages fills
 // page x of the sequence, block x = max_pages the sink and ring rows.
@@ -89,29 +89,43 @@ __global__ void kv_fill_kernel(KvCacheView c, int64_t max_pages, uint32_t k_out_
     }
     return;
   }
-  // Values per token over all KV heads: the same scale/offset in every head (drawn without
-  // the head), and the token's 2k outliers dealt round-robin to the heads (outlier i to head
-  // i mod n_kv_heads), so that the heads' slots hold 2k in all.
-  const uint32_t scale_base = c.v_token ? mix(mix(seed, b), mix(0xFFFFFFFFu, blockIdx.x)) : base;
-  uint32_t* vs = reinterpret_cast<uint32_t*>(sec + L.off_v_scales);
-  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-    const uint32_t hh = mix(scale_base, 0x50000000u + r);
-    vs[r] = half_pair(rand_half(hh, 0.02f, 0.1f), rand_half(hh >> 7, -0.05f, 0.05f));
+  // Values: scales per value vector (head 0's block writes the token's for values over all KV
+  // heads), and the row's outlier entries filled: values per token over all heads deal the
+  // token's 2k outliers round-robin (outlier i to head i mod n_kv_heads), so head h holds
+  // ceil((2k - h) / n_kv_heads) after those of the heads before it; per head, 2k each at h * 2k.
+  int64_t page;
+  {
+    int unused;
+    page = dev::quant_page(c, b, p0, &unused);
   }
-  const int per = L.v_out_per_token;
-  const int spread = c.v_token ? c.n_kv_heads : 1, mine = c.v_token ? h : 0;
-  const int used_slots = (per - mine + spread - 1) / spread;  // <= head_dim since 2k < H * D
-  uint32_t* vo = reinterpret_cast<uint32_t*>(sec + L.off_v_out);
-  for (int i = threadIdx.x; i < rows * per; i += blockDim.x) {
-    const int r = i / per, j = i % per;
-    if (j >= used_slots) {
-      vo[i] = kOutlierEmpty << 16;
-      continue;
+  uint8_t* tok = c.token_section(page);
+  if (!c.v_token || h == 0) {
+    uint32_t* vs = reinterpret_cast<uint32_t*>(tok + L.off_v_scales) +
+                   int64_t{c.v_token ? 0 : h} * L.page_size;
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+      const uint32_t hh = mix(base, 0x50000000u + r);
+      vs[r] = half_pair(rand_half(hh, 0.02f, 0.1f), rand_half(hh >> 7, -0.05f, 0.05f));
     }
+  }
+  const int slots = kv_v_head_slots(L);
+  int used_slots = slots, v_begin = h * slots;
+  if (c.v_token) {
+    const int H = c.n_kv_heads;
+    v_begin = 0;
+    for (int hh = 0; hh < h; ++hh) v_begin += (slots - hh + H - 1) / H;
+    used_slots = (slots - h + H - 1) / H;  // <= head_dim since 2k < H * D
+  }
+  uint32_t* vi = reinterpret_cast<uint32_t*>(sec + L.off_v_index);
+  uint32_t* vo = reinterpret_cast<uint32_t*>(tok + L.off_v_out);
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    vi[r] = static_cast<uint32_t>(v_begin) | (static_cast<uint32_t>(used_slots) << 16);
+  }
+  for (int i = threadIdx.x; i < rows * used_slots; i += blockDim.x) {
+    const int r = i / used_slots, j = i % used_slots;
     const uint32_t hh = mix(base, 0x60000000u + i);
     const int ch = j * (D / used_slots) + static_cast<int>(hh % (D / used_slots));
     const float sign = (hh >> 31) ? -1.0f : 1.0f;
-    vo[i] =
+    vo[int64_t{r} * L.v_out_per_row + v_begin + j] =
         (static_cast<uint32_t>(r * D + ch) << 16) | rand_half(hh >> 3, 0.5f * sign, 2.0f * sign);
   }
   const int64_t cells = int64_t{rows} * D;

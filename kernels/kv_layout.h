@@ -14,9 +14,10 @@
 // Keys are stored before RoPE everywhere (the attention kernels rotate them in registers).
 //
 // Quantized token u = t - n_sink lives in page u / page_size of its sequence, row u % page_size.
-// A physical page holds page_size tokens of every KV head: [n_kv_heads] sections of head_bytes.
-// One head section, every part 16-byte aligned, B = bits, C = codes per uint32 (16, 10, 8):
-//   KVQuant (nuq):
+// A physical page holds page_size tokens of every KV head: [n_kv_heads] head sections of
+// head_bytes, then (KVQuant) one token section of token_bytes shared by the heads. Every part is
+// 16-byte aligned; B = bits, C = codes per uint32 (16, 10, 8).
+//   KVQuant (nuq), head section:
 //     header      int32 k_count; uint16 k_begin[blocks_per_page]   K outliers in the page, and
 //                                                                  the first one of each block
 //     k_codes     [page_size][k_row_words] uint32   one row per token, pack.h row form over the
@@ -25,20 +26,21 @@
 //                 B=3, head_dim=64 (so that every lane of the MMA kernel owns whole words)
 //     v_codes     [head_dim][page_size / C] uint32  one row per channel along tokens (pack.h
 //                 row form): token pairs (2s, 2s+1) of a word are adjacent bit fields
-//     v_scales    [page_size] half2 (scale, offset), fp16 as kv_format.h rounds them
-//     v_out       [page_size][v_out_per_token] uint32 outlier slots, channel order, then empty
-//     Values per token and KV head (-vhead, quant::ValueVector::kTokenHead): each head section
-//     has its own scale/offset and v_out_per_token = 2k slots, k = outliers_per_side(head_dim).
-//     Values per token over all KV heads (kToken, KVQuant's default): one scale/offset and one
-//     dense range per token over its n_kv_heads * head_dim values; every head section stores
-//     the same (scale, offset) (replicated, so that attention reads its own section only), and
-//     v_out_per_token = 2k with k = outliers_per_side(n_kv_heads * head_dim): a head's slots
-//     hold the token's outliers that fall in its channels (at most 2k: at most k lie on each
-//     side), then empty ones.
+//     v_index     [page_size] uint32   the head's value outliers in the row's entries of the
+//                 token section: first entry (bits 0..15), count (bits 16..31)
 //     k_out       [k_out_capacity] uint32 outliers sorted by (row, channel)
-//     outlier entry: bits 16..31 = row * head_dim + channel (0xFFFF: empty slot), bits 0..15 =
-//     the fp16 value (round_to_fp16 of the element)
-//   KIVI:
+//   KVQuant, token section:
+//     v_scales    [v_vectors][page_size] half2 (scale, offset), fp16 as kv_format.h rounds them;
+//                 v_vectors = 1 for values per token over all KV heads (kToken, KVQuant's
+//                 default: one dense range per token over its n_kv_heads * head_dim values),
+//                 n_kv_heads for values per token and head (-vhead, kTokenHead)
+//     v_out       [page_size][v_out_per_row] uint32 the row's value outliers by head, then by
+//                 channel; v_out_per_row = v_vectors * 2k, k = outliers_per_side(vector size),
+//                 so a row holds a token's whole outlier budget once, not once per head. kToken:
+//                 head h's entries start after those of heads < h; kTokenHead: at h * 2k.
+//     outlier entry: bits 16..31 = row * head_dim + channel (channel within the head), bits
+//     0..15 = the fp16 value (round_to_fp16 of the element)
+//   KIVI, head section (no token section):
 //     k_codes     as above (codes of the uniform quantizer)
 //     k_params    [page_size / G][head_dim / 2] {half2 scale, half2 zero}, each half2 over the
 //                 pair (g, g + head_dim/2): the per-channel group quantizer of G tokens
@@ -83,37 +85,47 @@ KVQ_HD int kv_k_code_index(int ch, int head_dim) {
 }
 KVQ_HD int64_t kv_align16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
 
-// Sizes and byte offsets of one head section of a page (see the file comment).
+// Sizes and byte offsets of a page: one head section (offsets from its start) and the token
+// section (offsets from its start, after the n_kv_heads head sections). See the file comment.
 struct KvLayout {
   KvMethod method = KvMethod::kNuq;
   int bits = 3;
   int head_dim = 128;
   int page_size = 320;
-  int group = 1;            // G: 1 for KVQuant, the KIVI group size
-  int v_out_per_token = 0;  // 2k slots per token and head (KVQuant; see the file comment)
-  int k_out_capacity = 0;   // per page and head (KVQuant)
+  int group = 1;           // G: 1 for KVQuant, the KIVI group size
+  int n_kv_heads = 1;      // head sections per page
+  int v_vectors = 0;       // KVQuant value scale/offset pairs per token: 1 or n_kv_heads
+  int v_out_per_row = 0;   // value outlier entries per token (KVQuant; see the file comment)
+  int k_out_capacity = 0;  // per page and head (KVQuant)
   int codes_per_word = 10;
   int block_tokens = 80;
   int blocks_per_page = 4;
   int k_row_words = 13;
   int v_row_words = 32;  // page_size / codes_per_word
-  int64_t off_header = 0, off_k_codes = 0, off_v_codes = 0, off_v_scales = 0, off_v_out = 0,
-          off_k_out = 0, off_k_params = 0, off_v_params = 0;
+  int64_t off_header = 0, off_k_codes = 0, off_v_codes = 0, off_v_index = 0, off_k_out = 0,
+          off_k_params = 0, off_v_params = 0;
   int64_t head_bytes = 0;
+  int64_t off_v_scales = 0, off_v_out = 0;  // in the token section
+  int64_t token_bytes = 0;
+  int64_t page_bytes = 0;  // n_kv_heads * head_bytes + token_bytes
 };
 
-// Fills the derived fields from method, bits, head_dim, page_size, group, v_out_per_token and
-// k_out_capacity.
+// Fills the derived fields from method, bits, head_dim, page_size, group, n_kv_heads, v_vectors,
+// v_out_per_row and k_out_capacity (the last three KVQuant only).
 inline KvLayout kv_make_layout(KvMethod method, int bits, int head_dim, int page_size, int group,
-                               int v_out_per_token, int k_out_capacity) {
+                               int n_kv_heads, int v_vectors, int v_out_per_row,
+                               int k_out_capacity) {
   KvLayout l;
+  const bool nuq = method == KvMethod::kNuq;
   l.method = method;
   l.bits = bits;
   l.head_dim = head_dim;
   l.page_size = page_size;
-  l.group = method == KvMethod::kNuq ? 1 : group;
-  l.v_out_per_token = method == KvMethod::kNuq ? v_out_per_token : 0;
-  l.k_out_capacity = method == KvMethod::kNuq ? k_out_capacity : 0;
+  l.group = nuq ? 1 : group;
+  l.n_kv_heads = n_kv_heads;
+  l.v_vectors = nuq ? v_vectors : 0;
+  l.v_out_per_row = nuq ? v_out_per_row : 0;
+  l.k_out_capacity = nuq ? k_out_capacity : 0;
   l.codes_per_word = kv_codes_per_word(bits);
   l.block_tokens = kv_block_tokens(bits);
   l.blocks_per_page = page_size / l.block_tokens;
@@ -125,21 +137,32 @@ inline KvLayout kv_make_layout(KvMethod method, int bits, int head_dim, int page
     at += kv_align16(bytes);
     return off;
   };
-  if (method == KvMethod::kNuq) {
+  if (nuq) {
     l.off_header = take(4 + 2 * int64_t{l.blocks_per_page});
     l.off_k_codes = take(int64_t{page_size} * l.k_row_words * 4);
     l.off_v_codes = take(int64_t{head_dim} * l.v_row_words * 4);
-    l.off_v_scales = take(int64_t{page_size} * 4);
-    l.off_v_out = take(int64_t{page_size} * l.v_out_per_token * 4);
+    l.off_v_index = take(int64_t{page_size} * 4);
     l.off_k_out = take(int64_t{l.k_out_capacity} * 4);
+    l.head_bytes = at;
+    at = 0;
+    l.off_v_scales = take(int64_t{l.v_vectors} * page_size * 4);
+    l.off_v_out = take(int64_t{page_size} * l.v_out_per_row * 4);
+    l.token_bytes = at;
   } else {
     l.off_k_codes = take(int64_t{page_size} * l.k_row_words * 4);
     l.off_k_params = take(int64_t{page_size / l.group} * (head_dim / 2) * 8);
     l.off_v_codes = take(int64_t{head_dim} * l.v_row_words * 4);
     l.off_v_params = take(int64_t{page_size} * (head_dim / l.group) * 4);
+    l.head_bytes = at;
   }
-  l.head_bytes = at;
+  l.page_bytes = int64_t{n_kv_heads} * l.head_bytes + l.token_bytes;
   return l;
+}
+
+// KVQuant: where head h's value outliers start in a row's entries and how many it may hold, for
+// the token section's fixed form (kTokenHead: h * 2k, 2k each); kToken heads share the row.
+KVQ_HD int kv_v_head_slots(const KvLayout& l) {
+  return l.v_vectors > 1 ? l.v_out_per_row / l.v_vectors : l.v_out_per_row;
 }
 
 // Everything a kernel needs to find a sequence's tokens. Device pointers; sizes are per layer.
@@ -152,8 +175,7 @@ struct KvCacheView {
   int ring_size = 1;              // n_recent + F
   bool k_outliers = false;        // KVQuant keys: keep elements outside [lo, hi] in fp16
   bool v_token = false;           // KVQuant values per token over all KV heads (kToken)
-  uint8_t* pool = nullptr;        // [n_pages][n_kv_heads] head sections
-  int64_t page_bytes = 0;         // n_kv_heads * head_bytes
+  uint8_t* pool = nullptr;        // [n_pages] pages of layout.page_bytes
   int32_t* page_table = nullptr;  // [batch][pages_per_seq] physical page ids
   int pages_per_seq = 0;
   int32_t* seq_len = nullptr;  // [batch] tokens held
@@ -172,7 +194,10 @@ struct KvCacheView {
     return q > 0 ? q / flush * flush : 0;
   }
   KVQ_HD uint8_t* head_section(int64_t page, int head) const {
-    return pool + page * page_bytes + int64_t{head} * layout.head_bytes;
+    return pool + page * layout.page_bytes + int64_t{head} * layout.head_bytes;
+  }
+  KVQ_HD uint8_t* token_section(int64_t page) const {
+    return pool + page * layout.page_bytes + int64_t{n_kv_heads} * layout.head_bytes;
   }
   KVQ_HD int64_t ring_slot(int64_t t) const { return (t - n_sink) % ring_size; }
   KVQ_HD __half* sink_row(__half* base, int64_t b, int h, int64_t t) const {

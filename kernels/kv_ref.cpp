@@ -159,31 +159,6 @@ void size_head(const Shape& s, const KvCacheConfig& c, int64_t n, KvHeadState* h
   }
 }
 
-// Values per token over all KV heads (kv_layout.h): every head of a token holds the same
-// scale/offset, and the heads hold at most 2k outliers of the token in all.
-template <typename Problem>
-void check_token_values(const KvState& st, int b, const Problem& problem) {
-  const KvHeadState& first = st.head(b, 0);
-  std::vector<int> outliers(static_cast<size_t>(first.n_quant), 0);
-  for (int h = 0; h < st.config.n_kv_heads; ++h) {
-    const KvHeadState& hs = st.head(b, h);
-    for (int64_t u = 0; u < hs.n_quant; ++u) {
-      if (hs.v_scale[u] != first.v_scale[u] || hs.v_offset[u] != first.v_offset[u]) {
-        problem(fmt::format(
-            "seq {} head {} u {}: value scale/offset {:04x}/{:04x}, head 0 holds {:04x}/{:04x}", b,
-            h, u, hs.v_scale[u], hs.v_offset[u], first.v_scale[u], first.v_offset[u]));
-      }
-    }
-    for (const KvOutlier& o : hs.v_out) ++outliers[o.token];
-  }
-  for (int64_t u = 0; u < first.n_quant; ++u) {
-    if (outliers[u] > st.layout.v_out_per_token) {
-      problem(fmt::format("seq {} u {}: {} value outliers over all heads, expected at most {}", b,
-                          u, outliers[u], st.layout.v_out_per_token));
-    }
-  }
-}
-
 }  // namespace
 
 uint16_t kv_half_bits(float x) {
@@ -264,7 +239,7 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& im,
   st.layout = config.layout();
   const KvLayout& L = st.layout;
   const Shape s(config);
-  const int64_t page_bytes = L.head_bytes * s.H;
+  const int64_t page_bytes = L.page_bytes;
   const int64_t n_pages = page_bytes ? static_cast<int64_t>(im.pool.size()) / page_bytes : 0;
   const int row_codes = kv_k_row_codes(config.bits(), s.D);
   st.batch = im.batch;
@@ -274,8 +249,10 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& im,
     if (problems->size() < 20) problems->push_back(p);
   };
   std::vector<uint8_t> codes(std::max(row_codes, s.P));
+  std::vector<int> v_next;  // values per token over all heads: where head h's entries must start
   for (int b = 0; b < im.batch; ++b) {
     const int64_t n = im.seq_len[b];
+    v_next.assign(static_cast<size_t>(std::max<int64_t>(0, n)), 0);
     for (int h = 0; h < s.H; ++h) {
       KvHeadState& hs = st.heads[b * s.H + h];
       size_head(s, config, n, &hs);
@@ -339,22 +316,36 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& im,
           }
           continue;
         }
+        const uint8_t* tok = im.pool.data() + page * page_bytes + s.H * L.head_bytes;
+        const int slots = kv_v_head_slots(L);
         for (int r = 0; r < rows; ++r) {
-          hs.v_scale[p0 + r] = load<uint16_t>(sec + L.off_v_scales + 4 * r);
-          hs.v_offset[p0 + r] = load<uint16_t>(sec + L.off_v_scales + 4 * r + 2);
-          bool empty_seen = false;
-          for (int j = 0; j < L.v_out_per_token; ++j) {
+          const uint8_t* vs = tok + L.off_v_scales + 4 * ((L.v_vectors > 1 ? h : 0) * s.P + r);
+          hs.v_scale[p0 + r] = load<uint16_t>(vs);
+          hs.v_offset[p0 + r] = load<uint16_t>(vs + 2);
+          const auto index = load<uint32_t>(sec + L.off_v_index + 4 * r);
+          const int begin = static_cast<int>(index & 0xFFFFu),
+                    count = static_cast<int>(index >> 16);
+          const int want = config.v_token() ? v_next[p0 + r] : h * slots;
+          const int room = config.v_token() ? L.v_out_per_row - want : slots;
+          if (begin != want || count > room) {
+            problem(fmt::format(
+                "seq {} head {} u {}: value outliers at {} count {}, expected at {} count <= {}", b,
+                h, p0 + r, begin, count, want, room));
+            continue;
+          }
+          if (config.v_token()) v_next[p0 + r] += count;
+          int prev = -1;
+          for (int j = 0; j < count; ++j) {
             const auto e =
-                load<uint32_t>(sec + L.off_v_out + 4 * (int64_t{r} * L.v_out_per_token + j));
+                load<uint32_t>(tok + L.off_v_out + 4 * (int64_t{r} * L.v_out_per_row + begin + j));
             const uint32_t idx = e >> 16;
-            if (idx == kOutlierEmpty) {
-              empty_seen = true;
-              continue;
+            if (static_cast<int>(idx / s.D) != r || static_cast<int>(idx % s.D) <= prev) {
+              problem(fmt::format(
+                  "seq {} head {} u {}: value outlier {} holds index {} (row {}, previous channel "
+                  "{})",
+                  b, h, p0 + r, j, idx, r, prev));
             }
-            if (empty_seen || static_cast<int>(idx / s.D) != r) {
-              problem(fmt::format("seq {} head {} u {}: value outlier slot {} holds index {}", b, h,
-                                  p0 + r, j, idx));
-            }
+            prev = static_cast<int>(idx % s.D);
             hs.v_out.push_back({p0 + r, static_cast<int>(idx % s.D), static_cast<uint16_t>(e)});
           }
         }
@@ -394,7 +385,6 @@ KvState kv_parse_image(const KvCacheConfig& config, const KvImage& im,
         }
       }
     }
-    if (config.v_token()) check_token_values(st, b, problem);
   }
   return st;
 }

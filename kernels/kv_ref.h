@@ -66,9 +66,9 @@ KvState kv_quantize_ref(const KvCacheConfig& config, const quant::KvTables* quan
                         const std::vector<std::vector<uint16_t>>& v);
 
 // Reads a device image back into element form. Inconsistencies of the format (an outlier entry
-// in the wrong slot, a block index that disagrees with the outliers, a page id out of range; for
-// values per token over all KV heads, heads that disagree on a token's scale/offset or more than
-// 2k outliers in a token) are appended to *problems, one line each.
+// of another row or out of channel order, a block index that disagrees with the outliers, a page
+// id out of range, a head's value outliers not where the row's index says or past the row's room)
+// are appended to *problems, one line each.
 KvState kv_parse_image(const KvCacheConfig& config, const KvImage& image,
                        std::vector<std::string>* problems);
 

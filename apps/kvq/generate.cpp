@@ -155,6 +155,7 @@ void run_generate(const GenerateFlags& f) {
                           {"max_running", s.max_running},
                           {"cache_bytes_per_token", cost.bytes_per_token},
                           {"cache_bits_per_element", cost.bits_per_element},
+                          {"key_outliers_dropped", cost.key_outliers_dropped},
                           {"cache_pages", engine.total_pages()},
                           {"peak_rss_bytes", peak_rss_bytes()},
                           {"device_bytes_in_use", dev_used}};
@@ -178,10 +179,14 @@ void run_generate(const GenerateFlags& f) {
       stderr,
       "generate: {} prompt tokens at {:.1f} tok/s (prefill), {} tokens generated, decode "
       "{:.1f} tok/s at up to {} sequences; cache {:.1f} B/token ({:.3f} bits/element); "
-      "peak RSS {:.1f} MiB{}\n",
+      "peak RSS {:.1f} MiB{}{}\n",
       s.prompt_tokens, prefill_tps, s.generated_tokens, decode_tps, s.max_running,
       cost.bytes_per_token, cost.bits_per_element, peak_rss_bytes() / 1048576.0,
-      dev_used >= 0 ? fmt::format(", GPU memory in use {:.2f} GiB", dev_used / 1073741824.0) : "");
+      dev_used >= 0 ? fmt::format(", GPU memory in use {:.2f} GiB", dev_used / 1073741824.0) : "",
+      cost.key_outliers_dropped > 0
+          ? fmt::format("; {} key outliers found their page full and were clamped",
+                        cost.key_outliers_dropped)
+          : "");
 }
 
 }  // namespace

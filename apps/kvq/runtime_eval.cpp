@@ -72,6 +72,12 @@ RuntimeEvalResult runtime_perplexity(const model::LlamaModel& m, const std::vect
   const runtime::CacheCost cost = engine.store().cost();
   r.bytes_per_token = cost.bytes_per_token;
   r.bits_per_element = cost.bits_per_element;
+  if (cost.key_outliers_dropped > 0) {
+    fmt::print(stderr,
+               "eval --runtime: {}: {} key outliers found their page full and were clamped to the "
+               "dense range (the pages hold twice the calibrated rate)\n",
+               r.method, cost.key_outliers_dropped);
+  }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }

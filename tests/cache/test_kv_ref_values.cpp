@@ -184,7 +184,7 @@ TEST(KvRefValues, PerTokenOverAllHeadsMatchesVectorRef) {
     const KvCacheConfig c = config_for(f, rc.n_kv_heads, rc.head_dim, kN, tables);
     const int64_t n = int64_t{rc.n_kv_heads} * rc.head_dim;
     const int64_t k = quant::outliers_per_side(n, rc.fraction);
-    ASSERT_EQ(c.v_outliers_per_token(), 2 * k);
+    ASSERT_EQ(c.v_outliers_per_row(), 2 * k);
     std::vector<std::vector<uint16_t>> keys(1), values(1);
     for (int64_t t = 0; t < kN; ++t) {
       const std::vector<uint16_t> x = make_token(rc.content, rc.n_kv_heads, rc.head_dim, k, &rng);
@@ -223,9 +223,10 @@ TEST(KvRefValues, PerTokenOverAllHeadsMatchesVectorRef) {
   }
 }
 
-// A device image whose heads disagree on a token's scale, or hold more than the token's 2k
-// outliers between them, is reported (kv_parse_image), one line per problem.
-TEST(KvRefValues, ParseReportsHeadsThatDisagree) {
+// A device image whose value outliers are not where the rows' indexes say (values per token over
+// all KV heads: head h's entries start after those of heads 0 .. h-1, all within the row's 2k),
+// or are out of channel order, is reported (kv_parse_image), one line per problem.
+TEST(KvRefValues, ParseReportsMisplacedValueOutliers) {
   quant::KvTables tables;
   for (int i = 0; i < 8; ++i) tables.k_levels.push_back(-1.0f + 2.0f * i / 7);
   tables.v_levels = tables.k_levels;
@@ -239,37 +240,44 @@ TEST(KvRefValues, ParseReportsHeadsThatDisagree) {
   f.outlier_fraction = 0.01;
   const KvCacheConfig c = config_for(f, /*n_kv_heads=*/2, /*head_dim=*/64, /*n=*/80, tables);
   const KvLayout L = c.layout();
-  ASSERT_EQ(L.v_out_per_token, 2);  // k = ceil(0.01 * 128 / 2) = 1
+  ASSERT_EQ(L.v_out_per_row, 2);  // k = ceil(0.01 * 128 / 2) = 1, once per token
+  ASSERT_EQ(L.v_vectors, 1);
   KvImage im;
   im.batch = 1;
-  im.pool.assign(static_cast<size_t>(2 * L.head_bytes), 0);
+  im.pool.assign(static_cast<size_t>(L.page_bytes), 0);
   im.page_table = {0};
   im.pages_per_seq = 1;
   im.seq_len = {3};
   im.ring_k.assign(static_cast<size_t>(2 * c.ring_size() * 64), 0);
   im.ring_v = im.ring_k;
-  auto put = [&](int h, int64_t off, uint32_t x) {
+  auto put = [&](int h, int64_t off, uint32_t x) {  // head section h; h = 2: the token section
     std::memcpy(im.pool.data() + h * L.head_bytes + off, &x, 4);
   };
-  for (int h = 0; h < 2; ++h) {
-    for (int r = 0; r < 3; ++r) {
-      put(h, L.off_v_scales + 4 * r, 0x3C00u);  // scale 1, offset 0
-      for (int j = 0; j < L.v_out_per_token; ++j)
-        put(h, L.off_v_out + 4 * (r * L.v_out_per_token + j), kOutlierEmpty << 16);
-    }
-  }
+  auto index = [&](int h, int r, uint32_t begin, uint32_t count) {
+    put(h, L.off_v_index + 4 * r, begin | (count << 16));
+  };
+  auto entry = [&](int r, int j, uint32_t ch) {
+    put(2, L.off_v_out + 4 * (r * L.v_out_per_row + j), (r * 64u + ch) << 16);
+  };
+  for (int r = 0; r < 3; ++r) put(2, L.off_v_scales + 4 * r, 0x3C00u);  // scale 1, offset 0
   std::vector<std::string> problems;
-  kv_parse_image(c, im, &problems);
+  kv_parse_image(c, im, &problems);  // no outliers anywhere
   EXPECT_TRUE(problems.empty()) << problems.front();
-  put(1, L.off_v_scales + 4 * 1, 0x3800u);                     // head 1, token 1: scale 0.5
-  put(0, L.off_v_out + 4 * (2 * 2 + 0), (2u * 64 + 1) << 16);  // token 2: channels 1, 2 of
-  put(0, L.off_v_out + 4 * (2 * 2 + 1), (2u * 64 + 2) << 16);  // head 0 and 5 of head 1
-  put(1, L.off_v_out + 4 * (2 * 2 + 0), (2u * 64 + 5) << 16);
+  index(0, 1, 0, 1);  // token 1: channel 1 of head 0, then channel 2 of head 1 at 0 (wrong)
+  entry(1, 0, 1);
+  index(1, 1, 0, 1);
+  index(0, 2, 0, 3);  // token 2: three in head 0, two fit
+  index(0, 0, 0, 2);  // token 0: channels 5, 3 of head 0 (out of order), head 1 after them
+  entry(0, 0, 5);
+  entry(0, 1, 3);
+  index(1, 0, 2, 0);
   problems.clear();
   kv_parse_image(c, im, &problems);
-  EXPECT_EQ(problems, (std::vector<std::string>{
-                          "seq 0 head 1 u 1: value scale/offset 3800/0000, head 0 holds 3c00/0000",
-                          "seq 0 u 2: 3 value outliers over all heads, expected at most 2"}));
+  EXPECT_EQ(problems,
+            (std::vector<std::string>{
+                "seq 0 head 0 u 0: value outlier 1 holds index 3 (row 0, previous channel 5)",
+                "seq 0 head 0 u 2: value outliers at 0 count 3, expected at 0 count <= 2",
+                "seq 0 head 1 u 1: value outliers at 0 count 1, expected at 1 count <= 1"}));
 }
 
 }  // namespace

@@ -154,7 +154,8 @@ inline void poison(const KvCache& cache) {
   const KvCacheView& v = cache.view();
   const KvCacheConfig& c = cache.config();
   const size_t row = static_cast<size_t>(c.n_kv_heads) * c.head_dim * 2;
-  ASSERT_EQ(cudaMemset(v.pool, 0xFF, static_cast<size_t>(c.n_pages) * v.page_bytes), cudaSuccess);
+  ASSERT_EQ(cudaMemset(v.pool, 0xFF, static_cast<size_t>(c.n_pages) * v.layout.page_bytes),
+            cudaSuccess);
   ASSERT_EQ(cudaMemset(v.ring_k, 0xFF, c.max_batch * row * c.ring_size()), cudaSuccess);
   ASSERT_EQ(cudaMemset(v.ring_v, 0xFF, c.max_batch * row * c.ring_size()), cudaSuccess);
   if (c.format.n_sink > 0) {

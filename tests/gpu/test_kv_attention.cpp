@@ -1,6 +1,6 @@
 // kernels/kv_attention*.cu (v1 simple, v2 tensor cores) and kv_dequantize.cu against the CPU
-// references kv_attention_ref and kv_dequantize_ref on fresh seeded inputs: KVQuant bits 2/3/4 (values per token over all KV
-// heads or per token and head) and KIVI, head_dim 64/128, query
+// references kv_attention_ref and kv_dequantize_ref on fresh seeded inputs: KVQuant bits 2/3/4
+// (values per token over all KV heads or per token and head) and KIVI, head_dim 64/128, query
 // groups 1..8 (GQA), fp16 and bf16 queries, sinks and recent windows, ragged batches (1, 17, 97,
 // 4097 tokens ...) through prefill and appends, and long random caches over many pages and
 // splits. Outputs are poisoned first; NaN/Inf/poison left count as failures. Skips without a GPU.
@@ -143,10 +143,9 @@ void check_dequantize(const KvCache& cache, const KvState& ref_state, const quan
         const bool k_ok = std::memcmp(&got_k[i], &want_k[i], 4) == 0;
         const bool v_ok = std::memcmp(&got_v[i], &want_v[i], 4) == 0;
         if ((!k_ok || !v_ok) && bad++ == 0) {
-          ADD_FAILURE() << "dequantize: seq " << b << " head " << h << " token "
-                        << i / cfg.head_dim << " channel " << i % cfg.head_dim << ": k "
-                        << got_k[i] << " want " << want_k[i] << ", v " << got_v[i] << " want "
-                        << want_v[i] << "; " << name;
+          ADD_FAILURE() << "dequantize: seq " << b << " head " << h << " token " << i / cfg.head_dim
+                        << " channel " << i % cfg.head_dim << ": k " << got_k[i] << " want "
+                        << want_k[i] << ", v " << got_v[i] << " want " << want_v[i] << "; " << name;
         }
       }
       EXPECT_EQ(bad, 0) << "elements differ, seq " << b << " head " << h << "; " << name;
@@ -207,7 +206,21 @@ TEST(KvAttention, LongRandomCaches) {
       {N, 2, 64, 8, 1, 0, 3, 32, 256, 0.05, {20001}, 0, true, 57, 0, QV::kToken},
       // Awkward lengths: one token, a page and one token either side, a prime-ish 100003, and
       // 128K (the benchmark's headline length), per-token values as kvq fit writes them.
-      {N, 3, 128, 2, 2, 0, 0, 32, 320, 0.01, {1, 319, 320, 321, 100003}, 0, false, 58, 0,
+      {N,
+       3,
+       128,
+       2,
+       2,
+       0,
+       0,
+       32,
+       320,
+       0.01,
+       {1, 319, 320, 321, 100003},
+       0,
+       false,
+       58,
+       0,
        QV::kToken},
       {N, 3, 128, 1, 4, 0, 0, 32, 320, 0.01, {131072}, 0, false, 59, 0, QV::kToken},
       {N, 2, 128, 1, 1, 0, 0, 32, 256, 0.01, {255, 257, 131072}, 0, true, 60, 0, QV::kToken},

@@ -101,30 +101,32 @@ TEST(KvErrors, ConfigurationIsChecked) {
             "(outlier index), found 560 * 128");
 }
 
-// Value outlier slots: 2k of the value vector per token and head section, as many as the
-// tensor-core attention's shared memory holds on the smallest device (sm_80, 163 KB per block).
-TEST(KvErrors, ValueOutlierSlotsFitTheAttentionKernel) {
-  // wt2-llama-18m, nuq3-1% (values per token over 2 x 128): k = ceil(1.28) = 2, 4 slots.
+// Value outlier entries per token: 2k of each value vector, once per token in the page's token
+// section (kv_layout.h), indexed by 16-bit fields.
+TEST(KvErrors, ValueOutliersPerTokenAreIndexable) {
+  // wt2-llama-18m, nuq3-1% (values per token over 2 x 128): k = ceil(1.28) = 2, 4 entries.
   KvCacheConfig c = config_of("nuq3-1%");
-  EXPECT_EQ(c.v_outliers_per_token(), 4);
-  EXPECT_EQ(config_of("nuq3-1%-vhead").v_outliers_per_token(), 2);  // 2 x ceil(0.64)
+  EXPECT_EQ(c.v_outliers_per_row(), 4);
+  EXPECT_EQ(config_of("nuq3-1%-vhead").v_outliers_per_row(), 4);  // 2 heads x 2 x ceil(0.64)
   const quant::KvTables q3 = quantizer(3, 2, 128);
   EXPECT_EQ(check_error(c, &q3), "<no error>");
-  // LLaMA-7B's shape (32 KV heads x 128): nuq3-1% is k = ceil(20.48) = 21, 42 slots.
+  // LLaMA-7B's shape (32 KV heads x 128): nuq3-1% is k = ceil(20.48) = 21, 42 entries per
+  // token in all, not 42 per head.
   c.n_kv_heads = c.n_q_heads = 32;
-  EXPECT_EQ(c.v_outliers_per_token(), 42);
+  EXPECT_EQ(c.v_outliers_per_row(), 42);
+  EXPECT_EQ(c.layout().v_out_per_row, 42);
   const quant::KvTables q3_7b = quantizer(3, 32, 128);
   EXPECT_EQ(check_error(c, &q3_7b), "<no error>");
-  // 10% of 4096 values is 410 slots; two stages of 128 tokens x 410 x 4 bytes per warp do not
-  // fit (the kernel takes 138 at 2 bits, head_dim 128, one query head per KV head).
-  c = config_of("nuq2-10%");
+  c = config_of("nuq2-10%");  // 410 of 4096 values: fine
   c.n_kv_heads = c.n_q_heads = 32;
-  EXPECT_EQ(kv_attention_max_v_outliers(c.layout(), 1, kKvMinBlockSharedMemory), 138);
   const quant::KvTables q2_7b = quantizer(2, 32, 128);
-  EXPECT_EQ(check_error(c, &q2_7b),
-            "kv cache: method 'nuq2-10%': 410 value outlier slots per token (2 x 205 of 4096 "
-            "values), at most 138 fit the attention kernel's shared memory (2 bits, head_dim "
-            "128, n_q_heads / n_kv_heads = 1, 163 KB per block); use a smaller outlier fraction");
+  EXPECT_EQ(check_error(c, &q2_7b), "<no error>");
+  c = config_of("nuq2-90%-vhead");  // 600 heads x 2 x 58 = 69600 entries per token
+  c.n_kv_heads = c.n_q_heads = 600;
+  const quant::KvTables q2_600 = quantizer(2, 600, 128);
+  EXPECT_EQ(check_error(c, &q2_600),
+            "kv cache: method 'nuq2-90%-vhead': 69600 value outliers per token (128 values), at "
+            "most 65535; use a smaller outlier fraction");
 }
 
 TEST(KvErrors, QuantizerShapeMustMatch) {

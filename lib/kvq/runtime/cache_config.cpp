@@ -2,6 +2,7 @@
 // problem.
 #include "kvq/runtime/cache_config.h"
 
+#include <algorithm>
 #include <string>
 
 #include "kv_attention.h"
@@ -105,21 +106,17 @@ kernels::KvLayout check_kv_config(KvCacheConfig* c, const quant::KvTables* table
     const double f = c->format.outlier_fraction;
     if (!(f >= 0.0 && f < 1.0))
       fail("kv cache: outlier fraction: expected 0 <= f < 1, found {}", f);
-    // The tensor-core attention stages every value outlier slot of its blocks in shared
-    // memory: the slot count must fit the smallest device the kernels are built for.
-    const int v_out = c->v_outliers_per_token();
-    const int v_max = kernels::kv_attention_max_v_outliers(c->layout(), c->q_per_kv(),
-                                                           kernels::kKvMinBlockSharedMemory);
-    if (v_out > v_max) {
+    // A row's entries are indexed by 16-bit fields (kv_layout.h, v_index).
+    if (c->v_outliers_per_row() > 65535) {
       fail(
-          "kv cache: method '{}': {} value outlier slots per token (2 x {} of {} values), at "
-          "most {} fit the attention kernel's shared memory ({} bits, head_dim {}, n_q_heads / "
-          "n_kv_heads = {}, {} KB per block); use a smaller outlier fraction",
-          c->format.method, v_out, v_out / 2, c->v_vector_size(), v_max, c->bits(), c->head_dim,
-          c->q_per_kv(), kernels::kKvMinBlockSharedMemory / 1024);
+          "kv cache: method '{}': {} value outliers per token ({} values), at most 65535; use a "
+          "smaller outlier fraction",
+          c->format.method, c->v_outliers_per_row(), c->v_vector_size());
     }
     if (c->k_outlier_capacity == 0 && c->format.key_outliers()) {
-      c->k_outlier_capacity = c->page_size * c->head_dim / 16;
+      c->k_outlier_capacity = static_cast<int>(
+          std::min<int64_t>(65535, kernels::kv_default_k_outlier_capacity(
+                                       c->page_size, c->head_dim, c->format.outlier_fraction)));
     }
     if (c->k_outlier_capacity < 0 || c->k_outlier_capacity > 65535) {
       fail("kv cache: k_outlier_capacity: expected 0 .. 65535, found {}", c->k_outlier_capacity);

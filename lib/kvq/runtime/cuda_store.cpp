@@ -50,7 +50,7 @@ CudaKvStore::CudaKvStore(const model::LlamaModel& m, const methods::Quantizer& q
            page_size_, cc.page_size);
     }
     const KvLayout layout = cc.layout();
-    page_bytes_ += static_cast<double>(layout.head_bytes) * cc.n_kv_heads;
+    page_bytes_ += static_cast<double>(layout.page_bytes);
     fp16_bytes_per_seq_ += 2.0 * 2.0 * cc.n_kv_heads * cc.head_dim *
                            static_cast<double>(cc.format.n_sink + cc.ring_size());
   }
@@ -175,8 +175,9 @@ CacheCost CudaKvStore::cost() const {
   r.bytes_per_token = page_bytes_ / static_cast<double>(page_size_);
   r.bits_per_element = r.bytes_per_token * 8.0 / (2.0 * c.n_layers * c.n_kv_heads * c.head_dim);
   r.fp16_bytes_per_seq = fp16_bytes_per_seq_;
+  for (const auto& layer : layers_) r.key_outliers_dropped += layer->k_overflow();
   r.detail = fmt::format(
-      "pages: codes, scales, value-outlier slots and key-outlier room as allocated ({} B per "
+      "pages: codes, scales, value-outlier entries and key-outlier room as allocated ({} B per "
       "page of {} tokens, all layers); fp16 sinks and window {:.0f} B per sequence",
       page_bytes_, page_size_, fp16_bytes_per_seq_);
   return r;

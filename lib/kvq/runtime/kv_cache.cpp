@@ -72,14 +72,13 @@ KvCache::KvCache(const KvCacheConfig& config, const quant::KvTables* tables)
   view_.ring_size = c.ring_size();
   view_.k_outliers = c.format.key_outliers();
   view_.v_token = c.v_token();
-  view_.page_bytes = layout.head_bytes * c.n_kv_heads;
   view_.pages_per_seq = static_cast<int>((c.max_seq_len + c.page_size - 1) / c.page_size);
   const size_t batch = static_cast<size_t>(c.max_batch);
   const size_t row = static_cast<size_t>(c.n_kv_heads) * c.head_dim;  // halves per token
   Buffers& b = *buf_;
   b.pool = allocate<uint8_t>(
-      static_cast<size_t>(c.n_pages) * view_.page_bytes,
-      fmt::format("the page pool ({} pages of {} bytes)", c.n_pages, view_.page_bytes));
+      static_cast<size_t>(c.n_pages) * view_.layout.page_bytes,
+      fmt::format("the page pool ({} pages of {} bytes)", c.n_pages, view_.layout.page_bytes));
   b.table = allocate<int32_t>(batch * view_.pages_per_seq, "the page table");
   b.seq_len = allocate<int32_t>(batch, "the sequence lengths");
   b.seq_len_alt = allocate<int32_t>(batch, "the sequence lengths");
@@ -397,16 +396,22 @@ void KvCache::dequantize(int b, int h, float* k, float* v, cudaStream_t stream) 
 int64_t KvCache::attention_bytes(double k_outlier_fraction) const {
   const KvLayout& L = view_.layout;
   const int D = L.head_dim;
+  // Per quantized token and KV head: codes, and KVQuant's v_index word and key outliers, or
+  // KIVI's parameters; per token (KVQuant's token section): the value scales and the row of value
+  // outlier entries (a head reads its own, the heads together read the row).
   double per_token = L.k_row_words * 4.0 + D * 4.0 / L.codes_per_word;
+  double per_row = 0.0;
   if (L.method == KvMethod::kNuq) {
-    per_token += 4.0 + L.v_out_per_token * 4.0 + k_outlier_fraction * D * 4.0;
+    per_token += 4.0 + k_outlier_fraction * D * 4.0;
+    per_row = L.v_vectors * 4.0 + L.v_out_per_row * 4.0;
   } else {
     per_token += (D / L.group) * 4.0 + (D / 2) * 8.0 / L.group;
   }
   double bytes = 0.0;
   for (int b = 0; b < batch_; ++b) {
     const int64_t nq = view_.n_quant(lengths_[b]);
-    bytes += config_.n_kv_heads * (nq * per_token + (lengths_[b] - nq) * D * 4.0);
+    bytes += nq * (config_.n_kv_heads * per_token + per_row) +
+             config_.n_kv_heads * (lengths_[b] - nq) * D * 4.0;
   }
   return static_cast<int64_t>(bytes);
 }

@@ -26,7 +26,10 @@ struct CacheCost {
                                   // outliers at their expected rate), all layers
   double bits_per_element = 0;    // the same per cached element
   double fp16_bytes_per_seq = 0;  // fp16 sinks and recent windows held per sequence
-  std::string detail;             // one line: what the figure is made of
+  // Key outliers that found their page's room full since the store was made, all layers (kept
+  // in the dense range instead; the CUDA pages hold twice the calibrated rate, kv_config.h).
+  uint64_t key_outliers_dropped = 0;
+  std::string detail;  // one line: what the figure is made of
 };
 
 // How large a store to make. The page pool takes kv_mem_bytes after the per-sequence buffers.
