@@ -52,7 +52,8 @@ namespace {
 using namespace dev;
 
 constexpr int kPrefillWarps = 8;
-constexpr int kMaxPageRows = 1024;  // page_size * head_dim < 65536 and head_dim >= 64
+constexpr uint32_t kNoStats = 0xFFFFFFFFu;  // v_stats[0] of no range: a NaN, never a range end
+constexpr int kMaxPageRows = 1024;          // page_size * head_dim < 65536 and head_dim >= 64
 
 template <int D, int B>
 struct Tok {
@@ -209,14 +210,23 @@ __device__ void nuq_keys(const KvCacheView& c, uint8_t* sec, int row,
 template <int D, int B, typename TokenV>
 __device__ void nuq_values(const KvCacheView& c, int64_t page, int h, uint8_t* sec, int row,
                            const float (&x)[Tok<D, B>::kNJ], const uint16_t (&bits)[Tok<D, B>::kNJ],
-                           const float* vl, TokenV token_v, int (&code)[Tok<D, B>::kNJ]) {
+                           const float* vl, TokenV token_v, int (&code)[Tok<D, B>::kNJ],
+                           const uint32_t* stats = nullptr) {
   using T = Tok<D, B>;
   const KvLayout& L = c.layout;
   const int lane = lane_id();
   const int slots = kv_v_head_slots(L);  // 2k of the value vector
   float lo, hi;
   int begin;
-  if (c.v_token) {
+  if (c.v_token && stats != nullptr && stats[0] != kNoStats) {  // kv_value_stats_kernel's
+    lo = __uint_as_float(stats[0]);
+    hi = __uint_as_float(stats[1]);
+    int before = 0;
+    for (int i = lane; i < h; i += 32) before += static_cast<int>(stats[2 + i]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) before += __shfl_xor_sync(kFullMask, before, o);
+    begin = before;
+  } else if (c.v_token) {
     lo = select_kth_token(token_v, c.n_kv_heads * D, slots / 2, false);
     hi = select_kth_token(token_v, c.n_kv_heads * D, slots / 2, true);
     int before = 0;
@@ -262,6 +272,132 @@ __device__ void nuq_values(const KvCacheView& c, int64_t page, int h, uint8_t* s
           uint32_t{__half_as_ushort(scale16)} | (uint32_t{__half_as_ushort(offset16)} << 16);
     }
   }
+}
+
+// Values per token over all KV heads, decode step: for every sequence whose step quantizes a
+// token, the token's dense range (the (k+1)-th smallest and largest of its n_kv_heads * head_dim
+// values, ties counted as they occur and NaN left out, as select_kth_token finds them) and how
+// many of its values each head has outside it, into c.v_stats; kNoStats in stats[0] where the
+// append kernel must select by itself (no token quantized, or a token too large for the block).
+// One block of kStatsThreads per sequence: keys in registers (the order-preserving uint32 of
+// each float), a radix select of 8-bit digits (four passes of two shared histograms), then one
+// counting pass. A few microseconds, instead of each head's warp repeating k + 1 rounds.
+constexpr int kStatsThreads = 1024;
+constexpr int kStatsPerThread = 8;  // values of a token: at most 8192 on this path
+
+__device__ __forceinline__ uint32_t ordered_key(float x) {
+  const uint32_t u = __float_as_uint(x);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float key_float(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k);
+}
+
+__global__ void __launch_bounds__(kStatsThreads)
+    kv_value_stats_kernel(KvCacheView c, const __half* __restrict__ v) {
+  const int b = blockIdx.x, tid = threadIdx.x;
+  const int D = c.layout.head_dim, H = c.n_kv_heads, n_vals = H * D;
+  uint32_t* out = c.v_stats + int64_t{b} * (2 + H);
+  const int64_t n = c.seq_len[b];
+  const int64_t u0 = c.n_quant(n);
+  if (c.n_quant(n + 1) == u0 || n_vals > kStatsThreads * kStatsPerThread) {
+    if (tid == 0) out[0] = kNoStats;
+    return;
+  }
+  const int64_t t = c.n_sink + u0;  // the token that leaves the window (kv_append_kernel)
+  __shared__ int hist[2][256];
+  __shared__ uint32_t prefix[2];
+  __shared__ int want[2], n_valid, counts[128];  // heads: n_vals / head_dim <= 8192 / 64
+  uint32_t key[kStatsPerThread];
+  bool valid[kStatsPerThread];
+  int mine = 0;
+#pragma unroll
+  for (int j = 0; j < kStatsPerThread; ++j) {
+    const int i = tid + kStatsThreads * j;
+    valid[j] = false;
+    key[j] = 0;
+    if (i < n_vals) {
+      const float x = __half2float(t == n ? v[int64_t{b} * n_vals + i]
+                                          : c.ring_row(c.ring_v, b, i / D, t)[i % D]);
+      valid[j] = !isnan(x);
+      key[j] = ordered_key(x == 0.0f ? 0.0f : x);  // -0 and +0 are one value, as compared
+      mine += valid[j] ? 1 : 0;
+    }
+  }
+  if (tid == 0) n_valid = 0;
+  for (int i = tid; i < 128; i += kStatsThreads) counts[i] = 0;
+  __syncthreads();
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mine += __shfl_xor_sync(kFullMask, mine, o);
+  if ((tid & 31) == 0) atomicAdd(&n_valid, mine);
+  __syncthreads();
+  const int k = kv_v_head_slots(c.layout) / 2;
+  if (n_valid < 2 * (k + 1)) {  // fewer values than the range needs: the warps' own path
+    if (tid == 0) out[0] = kNoStats;
+    return;
+  }
+  if (tid == 0) {
+    want[0] = k + 1;        // rank (1-based, ascending) of the lower end
+    want[1] = n_valid - k;  // and of the upper end
+    prefix[0] = prefix[1] = 0;
+  }
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = tid; i < 512; i += kStatsThreads) (&hist[0][0])[i] = 0;
+    __syncthreads();
+    const uint32_t hi_mask = shift == 24 ? 0u : ~((1u << (shift + 8)) - 1u);
+#pragma unroll
+    for (int j = 0; j < kStatsPerThread; ++j) {
+      if (!valid[j]) continue;
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        if ((key[j] & hi_mask) == (prefix[s] & hi_mask))
+          atomicAdd(&hist[s][(key[j] >> shift) & 255u], 1);
+      }
+    }
+    __syncthreads();
+    if (tid < 64) {  // warp s finds the digit of end s: 8 bins per lane, a warp scan
+      const int s = tid >> 5, lane = tid & 31;
+      int local[8], sum = 0;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sum += (local[i] = hist[s][8 * lane + i]);
+      int incl = sum;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(kFullMask, incl, o);
+        if (lane >= o) incl += y;
+      }
+      const int before = incl - sum, w = want[s];
+      if (before < w && incl >= w) {  // this lane's bins hold the rank: the first that reaches it
+        int acc = before, bin = 8 * lane + 7;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          if (acc + local[i] >= w) {
+            bin = 8 * lane + i;
+            break;
+          }
+          acc += local[i];
+        }
+        want[s] = w - acc;
+        prefix[s] |= static_cast<uint32_t>(bin) << shift;
+      }
+    }
+    __syncthreads();
+  }
+  const float lo = key_float(prefix[0]), hi = key_float(prefix[1]);
+  // Each head's values outside [lo, hi] (NaN is neither below nor above).
+#pragma unroll
+  for (int j = 0; j < kStatsPerThread; ++j) {
+    const int i = tid + kStatsThreads * j;
+    if (i >= n_vals || !valid[j]) continue;
+    const float x = key_float(key[j]);
+    if (x < lo || x > hi) atomicAdd(&counts[i / D], 1);
+  }
+  __syncthreads();
+  if (tid == 0) {
+    out[0] = __float_as_uint(lo);
+    out[1] = __float_as_uint(hi);
+  }
+  for (int h = tid; h < H; h += kStatsThreads) out[2 + h] = static_cast<uint32_t>(counts[h]);
 }
 
 // KIVI: quantizes G tokens (group rows row0 .. row0 + G - 1 of the page) read through row(i).
@@ -468,7 +604,8 @@ __global__ void __launch_bounds__(32)
     bool kflag[T::kNJ];
     nuq_keys<D, B>(c, sec, row, xk, k_lo, k_hi, kl, row_sm, kflag);
     int code[T::kNJ];
-    nuq_values<D, B>(c, page, h, sec, row, xv, vb, vl, token_v, code);
+    nuq_values<D, B>(c, page, h, sec, row, xv, vb, vl, token_v, code,
+                     c.v_stats ? c.v_stats + int64_t{b} * (2 + c.n_kv_heads) : nullptr);
 #pragma unroll
     for (int j = 0; j < T::kNJ; ++j) {
       vwords[int64_t{lane + 32 * j} * c.layout.v_row_words] =
@@ -682,6 +819,10 @@ cudaError_t launch_kv_append(const KvCacheView& cache, int batch, const __half* 
   AppendFn append;
   PrefillFn prefill;
   if (!dispatch(cache.layout, &append, &prefill)) return cudaErrorNotSupported;
+  if (cache.v_token && cache.v_stats) {
+    kv_value_stats_kernel<<<batch, kStatsThreads, 0, stream>>>(cache, v);
+    if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  }
   append<<<dim3(batch, cache.n_kv_heads), 32, 0, stream>>>(cache, k, v, seq_len_out);
   return cudaGetLastError();
 }

@@ -50,14 +50,15 @@ void check_cuda(cudaError_t err, const std::string& what) {
 }  // namespace
 
 struct KvCache::Buffers {
-  DeviceBuffer<uint8_t> pool;                  // [n_pages][n_kv_heads] head sections
+  DeviceBuffer<uint8_t> pool;                  // [n_pages] pages (kv_layout.h)
   DeviceBuffer<int32_t> table;                 // [max_batch][pages_per_seq]
   DeviceBuffer<int32_t> seq_len, seq_len_alt;  // [max_batch], swapped by append()
   DeviceBuffer<int32_t> lengths;               // [max_batch] prefill lengths
   DeviceBuffer<__half> sink_k, sink_v, ring_k, ring_v;
   DeviceBuffer<float> k_lo, k_hi, k_levels, v_levels;
   DeviceBuffer<unsigned long long> overflow;
-  DeviceBuffer<float> work;  // attention split workspace
+  DeviceBuffer<uint32_t> v_stats;  // [max_batch][2 + n_kv_heads] (values per token over all heads)
+  DeviceBuffer<float> work;        // attention split workspace
 };
 
 KvCache::KvCache(const KvCacheConfig& config, const quant::KvTables* tables)
@@ -90,6 +91,9 @@ KvCache::KvCache(const KvCacheConfig& config, const quant::KvTables* tables)
     b.sink_v = allocate<__half>(batch * row * c.format.n_sink, "the sink tokens");
   }
   b.overflow = allocate<unsigned long long>(1, "the overflow counter");
+  if (c.v_token()) {
+    b.v_stats = allocate<uint32_t>(batch * (2 + c.n_kv_heads), "the value range scratch");
+  }
   view_.pool = b.pool.data();
   view_.page_table = b.table.data();
   view_.seq_len = b.seq_len.data();
@@ -99,6 +103,7 @@ KvCache::KvCache(const KvCacheConfig& config, const quant::KvTables* tables)
   view_.sink_k = b.sink_k.data();
   view_.sink_v = b.sink_v.data();
   view_.k_overflow = b.overflow.data();
+  view_.v_stats = b.v_stats.data();
   if (c.method() == KvMethod::kNuq) {
     b.k_lo = allocate<float>(tables->k_lo.size(), "the key ranges");
     b.k_hi = allocate<float>(tables->k_hi.size(), "the key ranges");
