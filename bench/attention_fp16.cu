@@ -1,4 +1,4 @@
-// fp16 decode-attention baselines (attention_fp16.h) for `kvq bench kernels`.
+// fp16 decode-attention baselines and helper kernels (attention_fp16.h) for `kvq bench kernels`.
 //
 // Layout
 //   q, out   [batch][n_q_heads][head_dim] fp16;  k, v [batch][n_kv_heads][n_tokens][head_dim] fp16
@@ -9,6 +9,9 @@
 //   tokens per step; four steps are loaded before any is used. Each token group keeps its own
 //   online softmax; the groups merge by shuffles at the end. Reduction: (n_q_heads, batch)
 //   blocks of head_dim threads.
+// Grid (read roofline)
+//   read_bytes_blocks() blocks of 256 threads (the device full once), grid-stride over 16-byte
+//   words, 4 loads in flight per thread; one xor per block to sink.
 // Versions
 //   1: the above. H100, 32 heads, head_dim 128, batch 1: 0.81 ms at 128K (2645 GB/s, 88% of
 //      the copy), 6.08 ms at 1M (94%); bench/kernels_notes.md.
@@ -197,6 +200,39 @@ __global__ void fill_half_kernel(__half* x, int64_t n, uint32_t seed) {
   }
 }
 
+constexpr int kReadThreads = 256;
+
+// Grid-stride over 16-byte words, four loads in flight per thread before any is used; streaming
+// loads (read once, evict first) so that the flush-then-read timing stays a DRAM read.
+__global__ void __launch_bounds__(kReadThreads)
+    read_bytes_kernel(const uint4* __restrict__ x, int64_t n16, const uint8_t* __restrict__ tail,
+                      int tail_bytes, uint32_t* __restrict__ sink) {
+  constexpr int kUnroll = 4;
+  const int64_t stride = int64_t{gridDim.x} * kReadThreads;
+  int64_t i = int64_t{blockIdx.x} * kReadThreads + threadIdx.x;
+  uint32_t acc = 0;
+  for (; i + (kUnroll - 1) * stride < n16; i += kUnroll * stride) {
+    uint4 r[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) r[u] = __ldcs(x + i + u * stride);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) acc ^= r[u].x ^ r[u].y ^ r[u].z ^ r[u].w;
+  }
+  for (; i < n16; i += stride) {
+    const uint4 r = __ldcs(x + i);
+    acc ^= r.x ^ r.y ^ r.z ^ r.w;
+  }
+  if (blockIdx.x == 0 && static_cast<int>(threadIdx.x) < tail_bytes) acc ^= tail[threadIdx.x];
+  __shared__ uint32_t red[kReadThreads / 32];
+  for (int off = 16; off > 0; off >>= 1) acc ^= __shfl_xor_sync(kFull, acc, off);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kReadThreads / 32; ++w) acc ^= red[w];
+    sink[blockIdx.x] = acc;
+  }
+}
+
 __global__ void sleep_kernel(int microseconds) {
   for (int i = 0; i < microseconds; ++i) __nanosleep(1000);
 }
@@ -271,6 +307,31 @@ cudaError_t launch_fill_random_half(__half* x, int64_t n, uint32_t seed, cudaStr
   if (n == 0) return cudaSuccess;
   const int64_t blocks = std::min<int64_t>((n + 255) / 256, 65536);
   fill_half_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(x, n, seed);
+  return cudaGetLastError();
+}
+
+int read_bytes_blocks() {
+  int device = 0, sms = 0, per_sm = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, read_bytes_kernel, kReadThreads, 0) !=
+          cudaSuccess) {
+    (void)cudaGetLastError();
+    return 1024;
+  }
+  return std::max(1, sms * per_sm);
+}
+
+cudaError_t launch_read_bytes(const void* x, int64_t n_bytes, int blocks, uint32_t* sink,
+                              cudaStream_t stream) {
+  if (n_bytes < 0 || (n_bytes > 0 && !x) || blocks < 1 || !sink ||
+      reinterpret_cast<uintptr_t>(x) % 16 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  const auto* bytes = static_cast<const uint8_t*>(x);
+  read_bytes_kernel<<<blocks, kReadThreads, 0, stream>>>(reinterpret_cast<const uint4*>(x),
+                                                         n_bytes / 16, bytes + n_bytes / 16 * 16,
+                                                         static_cast<int>(n_bytes % 16), sink);
   return cudaGetLastError();
 }
 

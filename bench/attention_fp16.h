@@ -1,8 +1,9 @@
 // fp16 decode attention over a plain fp16 cache: the baselines `kvq bench kernels` times the
 // compressed cache against in the same run. A flash-decoding kernel of our own, and cuBLAS
 // (strided-batched GEMM for q.K^T, a softmax kernel, strided-batched GEMM for P.V). Keys are
-// taken as already rotated (what an fp16 cache holds), so no RoPE here. Not here: correctness
-// tests beyond the benchmark's cross-check of the two (they must agree).
+// taken as already rotated (what an fp16 cache holds), so no RoPE here. Also the benchmark's
+// helper kernels: the read roofline, random fill, a GPU sleep. Not here: the fp64 check of their
+// outputs (attention_fp64.h; tests/gpu/test_fp16_flash.cpp tests the flash kernel).
 #pragma once
 
 #include <cstdint>
@@ -41,6 +42,14 @@ cudaError_t launch_fp16_cublas_attention(const Fp16AttentionParams& p, cublasHan
 
 // Fills n halves with uniform values in [-1, 1) (deterministic in seed).
 cudaError_t launch_fill_random_half(__half* x, int64_t n, uint32_t seed, cudaStream_t stream);
+
+// The read roofline: reads n_bytes at x (16-byte aligned) once, 16-byte loads (the last
+// n_bytes % 16 bytewise) over `blocks` blocks, and writes one word per block to sink[blocks]
+// (a reduction of what it read, so that no load is dropped). blocks: read_bytes_blocks().
+cudaError_t launch_read_bytes(const void* x, int64_t n_bytes, int blocks, uint32_t* sink,
+                              cudaStream_t stream);
+// Blocks that fill the current device once with the read kernel (SMs x resident blocks).
+int read_bytes_blocks();
 
 // Spins the GPU for about `microseconds` so that the host can queue timed work behind it.
 cudaError_t launch_gpu_sleep(int microseconds, cudaStream_t stream);

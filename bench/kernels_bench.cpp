@@ -2,18 +2,39 @@
 // against fp16 attention over an fp16 cache, all measured in the same run on LLaMA-7B shapes
 // (32 heads, head_dim 128) and a GQA shape (8 KV heads): time (warmup, median of repeats, L2
 // flushed before each), bytes read and bits per element, bandwidth against a measured
-// device-to-device copy, speedups; and the cost of appending one token at 32K. The fp16
-// baselines: our cuBLAS and flash-decoding kernels (attention_fp16.h), and LibTorch's
-// scaled_dot_product_attention (SDPA) over the same buffers (needs a CUDA LibTorch 2.x).
-// Methods are method strings (methods::parse_method); the cache refuses by name those it cannot
-// serve, and the row says why. The compressed caches are filled with valid random content
-// (KvCache::fill_random): decode reads the same bytes whatever they hold.
-// Not here: end-to-end decoding (kvq generate), the command line (apps/kvq/bench.cpp).
+// device-to-device copy and against a read roofline, speedups; and the cost of appending one
+// token at 32K. One row per kernel per shape. The fp16 baselines: our cuBLAS and flash-decoding
+// kernels (attention_fp16.h), and LibTorch's scaled_dot_product_attention (SDPA) over the same
+// buffers (needs a CUDA LibTorch 2.x); the compressed cache: every --versions kernel (v1 simple,
+// v2 mma) of every method. Methods are method strings (methods::parse_method); the cache refuses
+// by name those it cannot serve, and the row says why.
+//
+// Inputs. fp16 caches hold uniform random keys and values in [-1, 1); compressed caches valid
+// random codes, scales and outliers (KvCache::fill_random: decode reads the same bytes whatever
+// they hold). The queries are one seeded N(0, 1) draw per shape and batch, the same for every
+// kernel over a cache, scaled per cache by kScoreStd / (RMS of its keys) so that the scores have
+// a standard deviation of ~4 over the tokens: peaked attention (~8 heavy tokens at 4K, ~70 at
+// 1M), outputs far from zero, every score mattering. Unscaled queries gave near-uniform
+// attention, outputs near zero, and relative errors that meant little.
+//
+// Check. Every timed output is compared with fp64 attention over the same cache on the GPU
+// (attention_fp64.h): the fp16 cache as stored, without RoPE, as the fp16 baselines define it;
+// a compressed cache through KvCache::dequantize, with RoPE and GQA as kv_attention_ref. The
+// output buffer is poisoned (NaN) before each kernel. Relative L2 over the tensor and the worst
+// row (sequence, query head); past kOutputBound (kernels_report.h, with the reasoning) the row is
+// WRONG: no time, no figure derived from it, counted, and the command exits 1 at the end.
+//
+// Roofline. For each cache, a kernel reading exactly the bytes its decode step reads (16-byte
+// loads over one buffer, the grid filling the GPU; launch_read_bytes), timed like the others;
+// % roofline = roofline ms / kernel ms.
+// Not here: end-to-end decoding (kvq generate), the command line (apps/kvq/bench.cpp), the
+// table and JSON (kernels_report.h).
 #include "kernels_bench.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +47,8 @@
 #include <torch/version.h>
 
 #include "attention_fp16.h"
+#include "attention_fp64.h"
+#include "kernels_report.h"
 #include "kvq/common/error.h"
 #include "kvq/methods/method.h"
 #include "kvq/quant/rope.h"
@@ -123,20 +146,6 @@ size_t free_memory() {
   return free;
 }
 
-// Relative L2 error of x against ref, n halves each on the device.
-double rel_l2(const __half* x, const __half* ref, size_t n) {
-  std::vector<__half> a(n), b(n);
-  check(cudaMemcpy(a.data(), x, n * 2, cudaMemcpyDeviceToHost), "read");
-  check(cudaMemcpy(b.data(), ref, n * 2, cudaMemcpyDeviceToHost), "read");
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double y = __half2float(b[i]), d = __half2float(a[i]) - y;
-    num += d * d;
-    den += y * y;
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
 // Why LibTorch's SDPA cannot run here; empty when it can.
 std::string sdpa_unavailable() {
 #if TORCH_VERSION_MAJOR < 2
@@ -191,17 +200,6 @@ struct Shape {
   int n_q, n_kv, head_dim;
 };
 
-struct Row {
-  std::string shape, method;
-  int batch = 0;
-  int64_t context = 0;
-  double ms = -1, bytes = 0, bits = 0, gbs = 0, pct_copy = 0, x_cublas = 0, x_flash = 0, x_sdpa = 0,
-         append_ms = -1;
-  std::string note;
-  Row(std::string s, std::string m, int b, int64_t t)
-      : shape(std::move(s)), method(std::move(m)), batch(b), context(t) {}
-};
-
 // Levels and key ranges of the right shapes (decode reads the same bytes whatever they hold).
 quant::KvTables bench_tables(int bits, int n_kv, int head_dim) {
   quant::KvTables t;
@@ -215,25 +213,158 @@ quant::KvTables bench_tables(int bits, int n_kv, int head_dim) {
   return t;
 }
 
+// n fp16 values from the device as floats (after the stream's work).
+std::vector<float> read_half(const __half* x, size_t n, cudaStream_t stream) {
+  check(cudaStreamSynchronize(stream), "output");
+  std::vector<__half> h(n);
+  check(cudaMemcpy(h.data(), x, n * 2, cudaMemcpyDeviceToHost), "read output");
+  std::vector<float> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = __half2float(h[i]);
+  return out;
+}
+
+float as_float(float x) { return x; }
+float as_float(__half x) { return __half2float(x); }
+
+// Root mean square of the first rows of one (sequence, KV head)'s keys, fp32 or fp16 on the
+// device: what the queries are scaled by (set_queries).
+template <typename T>
+double key_rms(const T* k, int64_t n_tokens, int head_dim) {
+  const size_t n = static_cast<size_t>(std::min<int64_t>(n_tokens, 4096)) * head_dim;
+  std::vector<T> h(n);
+  check(cudaMemcpy(h.data(), k, n * sizeof(T), cudaMemcpyDeviceToHost), "read keys");
+  double sum = 0.0;
+  for (const T& x : h) {
+    const double y = as_float(x);
+    sum += y * y;
+  }
+  return std::sqrt(sum / static_cast<double>(n));
+}
+
+// The queries of every kernel over one cache: the shape's seeded N(0, 1) direction `unit`
+// [batch][n_q_heads][head_dim] times kScoreStd / key_rms, as fp16. Each score is then a sum of
+// head_dim products of that scale, with a standard deviation of ~kScoreStd over the tokens.
+void set_queries(const std::vector<float>& unit, double key_rms, __half* q, cudaStream_t stream) {
+  const double scale = key_rms > 0 && std::isfinite(key_rms) ? kScoreStd / key_rms : kScoreStd;
+  std::vector<__half> h(unit.size());
+  for (size_t i = 0; i < unit.size(); ++i)
+    h[i] = __float2half_rn(static_cast<float>(unit[i] * scale));
+  check(cudaStreamSynchronize(stream), "queries");
+  check(cudaMemcpy(q, h.data(), h.size() * 2, cudaMemcpyHostToDevice), "upload queries");
+}
+
+// The fp64 reference of one shape, batch and context (attention_fp64.h), one (sequence, KV head)
+// at a time so that the fp32 rows of a compressed cache take 2 x context x head_dim floats
+// whatever the batch and heads; the buffers serve every cache of the cell.
+class Reference {
+ public:
+  Reference(int batch, const Shape& sh, int64_t n_tokens)
+      : batch_(batch),
+        sh_(sh),
+        n_(n_tokens),
+        scores_(static_cast<size_t>(sh.n_q / sh.n_kv) * n_tokens, "fp64 scores"),
+        part_(static_cast<size_t>(sh.n_q / sh.n_kv) * fp64_attention_chunks(n_tokens) *
+                  (sh.head_dim + 2),
+              "fp64 partial sums"),
+        out_(static_cast<size_t>(batch) * sh.n_q * sh.head_dim, "fp64 output") {}
+
+  // Over an fp16 cache, k and v [batch][n_kv][n_tokens][head_dim], no RoPE (the baselines').
+  std::vector<double> fp16(const __half* q, const __half* k, const __half* v, cudaStream_t stream) {
+    for (int b = 0; b < batch_; ++b) {
+      for (int h = 0; h < sh_.n_kv; ++h) {
+        Fp64AttentionParams p = params(q, b, h);
+        const size_t off = (static_cast<size_t>(b) * sh_.n_kv + h) * n_ * sh_.head_dim;
+        p.k16 = k + off;
+        p.v16 = v + off;
+        check(launch_fp64_attention(p, stream), "fp64 reference");
+      }
+    }
+    return result(stream);
+  }
+
+  // Over a compressed cache's dequantized rows (KvCache::dequantize), RoPE as kv_attention_ref.
+  std::vector<double> compressed(const KvCache& cache, const __half* q, const float* inv_freq,
+                                 cudaStream_t stream) {
+    for (int b = 0; b < batch_; ++b) {
+      KVQ_CHECK(cache.length(b) == n_, "sequence {} holds {} tokens, not {}", b, cache.length(b),
+                n_);
+      for (int h = 0; h < sh_.n_kv; ++h) {
+        cache.dequantize(b, h, k32().data(), v32().data(), stream);
+        Fp64AttentionParams p = params(q, b, h);
+        p.k32 = k32_.data();
+        p.v32 = v32_.data();
+        p.inv_freq = inv_freq;
+        check(launch_fp64_attention(p, stream), "fp64 reference");
+      }
+    }
+    return result(stream);
+  }
+
+  // fp32 rows [n_tokens][head_dim] for KvCache::dequantize (allocated on first use).
+  Buf<float>& k32() {
+    if (!k32_.data()) k32_ = Buf<float>(static_cast<size_t>(n_) * sh_.head_dim, "fp32 keys");
+    return k32_;
+  }
+  Buf<float>& v32() {
+    if (!v32_.data()) v32_ = Buf<float>(static_cast<size_t>(n_) * sh_.head_dim, "fp32 values");
+    return v32_;
+  }
+
+ private:
+  Fp64AttentionParams params(const __half* q, int b, int h) {
+    const int group = sh_.n_q / sh_.n_kv;
+    const size_t row = (static_cast<size_t>(b) * sh_.n_q + static_cast<size_t>(h) * group);
+    Fp64AttentionParams p;
+    p.head_dim = sh_.head_dim;
+    p.group = group;  // query head qh reads KV head qh / group
+    p.n_tokens = n_;
+    p.q = q + row * sh_.head_dim;
+    p.scores = scores_.data();
+    p.part = part_.data();
+    p.out = out_.data() + row * sh_.head_dim;
+    return p;
+  }
+  std::vector<double> result(cudaStream_t stream) {
+    check(cudaStreamSynchronize(stream), "fp64 reference");
+    std::vector<double> out(out_.size());
+    check(cudaMemcpy(out.data(), out_.data(), out_.bytes(), cudaMemcpyDeviceToHost), "read");
+    return out;
+  }
+
+  int batch_;
+  Shape sh_;
+  int64_t n_;
+  Buf<double> scores_, part_, out_;
+  Buf<float> k32_, v32_;
+};
+
+const char* version_name(int v) { return v == 1 ? "v1 simple" : "v2 mma"; }
+
 }  // namespace
 
 void run_kernels_bench(const KernelsBenchOptions& f) {
+  check_kernels_bench_options(f);
   std::vector<methods::MethodSpec> specs;
   for (const auto& m : f.methods) specs.push_back(methods::parse_method(m));
   std::vector<Shape> shapes;
   for (const auto& s : f.shapes) {
-    if (s == "mha")
-      shapes.push_back({"mha", 32, 32, 128});
-    else if (s == "gqa")
-      shapes.push_back({"gqa", 32, 8, 128});
-    else
-      fail("--shapes: '{}': expected mha (32 heads) or gqa (32 query, 8 KV heads)", s);
+    if (s == "mha") shapes.push_back({"mha", 32, 32, 128});
+    if (s == "gqa") shapes.push_back({"gqa", 32, 8, 128});
   }
-  if (f.repeats < 1 || f.warmup < 0) fail("--repeats, --warmup: expected >= 1 and >= 0");
   Gpu gpu;
+  const cudaStream_t stream = gpu.stream();
   const double copy = copy_gbs(gpu);
   std::fprintf(stderr, "bench kernels: %s, copy %.0f GB/s\n", gpu.prop().name, copy);
-  std::vector<Row> rows;
+  const int read_blocks = read_bytes_blocks();
+  Buf<uint32_t> sink(static_cast<size_t>(read_blocks));
+  // The read roofline of n bytes at x, timed as the kernels are.
+  const auto roofline_ms = [&](const void* x, double bytes) {
+    return gpu.time_ms(f.warmup, f.repeats, [&] {
+      check(launch_read_bytes(x, static_cast<int64_t>(bytes), read_blocks, sink.data(), stream),
+            "read roofline");
+    });
+  };
+  std::vector<KernelRow> rows;
   for (const Shape& sh : shapes) {
     const int D = sh.head_dim;
     const std::vector<float> inv_host = quant::rope_inv_freq(10000.0, D);
@@ -241,25 +372,58 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
     check(cudaMemcpy(inv_freq.data(), inv_host.data(), inv_host.size() * 4, cudaMemcpyHostToDevice),
           "upload");
     for (const int batch : f.batches) {
-      Buf<__half> q(static_cast<size_t>(batch) * sh.n_q * D), out(q.size()), out2(q.size());
-      check(launch_fill_random_half(q.data(), static_cast<int64_t>(q.size()), 7, gpu.stream()),
-            "fill q");
+      const size_t n_out = static_cast<size_t>(batch) * sh.n_q * D;
+      Buf<__half> q(n_out), out(n_out);
+      std::vector<float> unit(n_out);
+      {
+        std::mt19937 rng(7u + static_cast<uint32_t>(batch));
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        for (float& x : unit) x = normal(rng);
+      }
+      // Poisons out (fp16 NaN), times fn, compares out with want: a kernel that leaves an
+      // element unwritten is WRONG too.
+      const auto time_and_check = [&](KernelRow* r, const std::vector<double>& want, auto&& fn) {
+        check(cudaMemsetAsync(out.data(), 0xFF, out.bytes(), stream), "poison");
+        r->ms = gpu.time_ms(f.warmup, f.repeats, fn);
+        set_check(r, compare_output(read_half(out.data(), n_out, stream), want, D), kOutputBound);
+      };
       for (const int64_t T : f.contexts) {
         std::fprintf(stderr, "bench kernels: %s batch %d context %lld\n", sh.name.c_str(), batch,
                      static_cast<long long>(T));
+        Reference ref(batch, sh, T);
         const double elems = 2.0 * batch * sh.n_kv * static_cast<double>(T) * D;  // K and V
-        Row cub(sh.name, "fp16 cuBLAS", batch, T), fla(sh.name, "fp16 flash", batch, T),
-            sdpa(sh.name, "fp16 SDPA", batch, T);
+        const auto row = [&](const std::string& method, const std::string& kernel) {
+          KernelRow r;
+          r.shape = sh.name;
+          r.batch = batch;
+          r.context = T;
+          r.method = method;
+          r.kernel = kernel;
+          r.n_q_heads = sh.n_q;
+          return r;
+        };
+        KernelRow cub = row("fp16", "cuBLAS"), fla = row("fp16", "flash"),
+                  sdpa = row("fp16", "SDPA");
         const size_t fp16_bytes = static_cast<size_t>(elems) * 2;
         const size_t score_bytes = static_cast<size_t>(batch) * sh.n_q * T * 6;
         if (fp16_bytes + score_bytes + (size_t{4} << 30) < free_memory()) {
-          Buf<__half> k(static_cast<size_t>(elems / 2)), v(k.size());
+          // K then V in one allocation, so that the roofline reads the very bytes.
+          Buf<__half> kv(static_cast<size_t>(elems));
+          __half* const k = kv.data();
+          __half* const v = kv.data() + kv.size() / 2;
           Buf<float> scores(static_cast<size_t>(batch) * sh.n_q * T);
           Buf<__half> probs(scores.size());
-          check(launch_fill_random_half(k.data(), static_cast<int64_t>(k.size()), 1, gpu.stream()),
-                "fill");
-          check(launch_fill_random_half(v.data(), static_cast<int64_t>(v.size()), 2, gpu.stream()),
-                "fill");
+          check(launch_fill_random_half(k, static_cast<int64_t>(kv.size() / 2), 1, stream), "fill");
+          check(launch_fill_random_half(v, static_cast<int64_t>(kv.size() / 2), 2, stream), "fill");
+          check(cudaStreamSynchronize(stream), "fill");
+          set_queries(unit, key_rms(k, T, D), q.data(), stream);
+          const std::vector<double> want = ref.fp16(q.data(), k, v, stream);
+          const double roof = roofline_ms(kv.data(), static_cast<double>(fp16_bytes));
+          for (KernelRow* r : {&cub, &fla, &sdpa}) {
+            r->bytes = static_cast<double>(fp16_bytes);
+            r->bits = 16;
+            r->roofline_ms = roof;
+          }
           Fp16AttentionParams p;
           p.batch = batch;
           p.n_kv_heads = sh.n_kv;
@@ -267,54 +431,42 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
           p.head_dim = D;
           p.n_tokens = T;
           p.q = q.data();
-          p.k = k.data();
-          p.v = v.data();
+          p.k = k;
+          p.v = v;
+          p.out = out.data();
           p.scores = scores.data();
           p.probs = probs.data();
           p.n_splits = fp16_flash_splits(batch, sh.n_kv, T);
           Buf<float> part(static_cast<size_t>(batch) * sh.n_q * p.n_splits * (D + 2));
           p.part = part.data();
-          p.out = out.data();
-          cub.ms = gpu.time_ms(f.warmup, f.repeats, [&] {
-            check(launch_fp16_cublas_attention(p, gpu.cublas(), gpu.stream()), "cuBLAS attention");
+          time_and_check(&cub, want, [&] {
+            check(launch_fp16_cublas_attention(p, gpu.cublas(), stream), "cuBLAS attention");
           });
-          p.out = out2.data();
-          fla.ms = gpu.time_ms(f.warmup, f.repeats, [&] {
-            check(launch_fp16_flash_decode(p, gpu.stream()), "flash attention");
-          });
-          const double rel = rel_l2(out2.data(), out.data(), q.size());
-          // Past ~16K tokens the cuBLAS path's fp16 probabilities (~1/T on these near-uniform
-          // scores) are subnormal and partly flushed, so only shorter contexts cross-check.
-          if (T <= 16384 && !(rel < 2e-2))
-            fla.note = fmt::format("differs from cuBLAS by {:.1e}", rel);
+          time_and_check(&fla, want,
+                         [&] { check(launch_fp16_flash_decode(p, stream), "flash attention"); });
           sdpa.note = sdpa_unavailable();
 #ifdef KVQ_BENCH_SDPA
           if (sdpa.note.empty()) {
             // LibTorch on our stream: its kernels, and its allocator's blocks for the output.
             const c10::cuda::CUDAStreamGuard on_stream(c10::cuda::getStreamFromExternal(
-                gpu.stream(), static_cast<c10::DeviceIndex>(gpu.device())));
+                stream, static_cast<c10::DeviceIndex>(gpu.device())));
             try {
               at::Tensor o;
               sdpa.ms =
                   gpu.time_ms(f.warmup, f.repeats, [&] { o = sdpa_attention(p, gpu.device()); });
               o = o.contiguous();
-              const double rel_sdpa =
-                  rel_l2(static_cast<const __half*>(o.data_ptr()), out2.data(), q.size());
-              if (!(rel_sdpa < 2e-2))
-                sdpa.note = fmt::format("differs from flash by {:.1e}", rel_sdpa);
+              set_check(
+                  &sdpa,
+                  compare_output(read_half(static_cast<const __half*>(o.data_ptr()), n_out, stream),
+                                 want, D),
+                  kOutputBound);
             } catch (const c10::Error& e) {
+              sdpa.ms = -1;
               sdpa.note = fmt::format("SDPA failed: {}", e.what_without_backtrace());
             }
             c10::cuda::CUDACachingAllocator::emptyCache();  // free_memory() then counts its blocks
           }
 #endif
-          for (Row* r : {&cub, &fla, &sdpa}) {
-            if (r->ms <= 0) continue;
-            r->bytes = static_cast<double>(fp16_bytes);
-            r->bits = 16;
-            r->gbs = r->bytes / (r->ms * 1e-3) / 1e9;
-            r->pct_copy = 100.0 * r->gbs / copy;
-          }
         } else {
           cub.note = fla.note = sdpa.note = "fp16 cache does not fit";
         }
@@ -322,7 +474,8 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
         rows.push_back(fla);
         rows.push_back(sdpa);
         for (const methods::MethodSpec& m : specs) {
-          Row r(sh.name, m.name(), batch, T);
+          KernelRow base = row(m.name(), "-");
+          std::vector<KernelRow> cache_rows;
           try {
             KvCacheConfig c;
             c.format = m.kv_format();
@@ -334,89 +487,92 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
             const quant::KvTables tables = bench_tables(m.key_bits, sh.n_kv, D);
             KvCache cache(c, &tables);
             const double k_fraction = c.format.key_outliers() ? c.format.outlier_fraction : 0.0;
-            cache.fill_random(std::vector<int64_t>(batch, T), k_fraction, 11, gpu.stream());
-            const KvAttentionParams p = cache.attention_params(
-                q.data(), false, out.data(), inv_freq.data(), KvAttentionKernel::kMma);
-            r.ms = gpu.time_ms(f.warmup, f.repeats, [&] {
-              check(kernels::launch_kv_attention(p, KvAttentionKernel::kMma, gpu.stream()),
-                    "attention");
-            });
-            r.bytes = static_cast<double>(cache.attention_bytes(k_fraction));
-            r.bits = 8.0 * r.bytes / elems;
-            const double best = r.ms;
-            r.gbs = r.bytes / (best * 1e-3) / 1e9;
-            r.pct_copy = 100.0 * r.gbs / copy;
-            if (cub.ms > 0) r.x_cublas = cub.ms / best;
-            if (fla.ms > 0) r.x_flash = fla.ms / best;
-            if (sdpa.ms > 0) r.x_sdpa = sdpa.ms / best;
-            if (T == 32768) {
+            cache.fill_random(std::vector<int64_t>(batch, T), k_fraction, 11, stream);
+            cache.dequantize(0, 0, ref.k32().data(), ref.v32().data(), stream);
+            check(cudaStreamSynchronize(stream), "dequantize");
+            set_queries(unit, key_rms(ref.k32().data(), T, D), q.data(), stream);
+            const std::vector<double> want =
+                ref.compressed(cache, q.data(), inv_freq.data(), stream);
+            base.bytes = static_cast<double>(cache.attention_bytes(k_fraction));
+            base.bits = 8.0 * base.bytes / elems;
+            if (base.bytes + static_cast<double>(size_t{1} << 30) < free_memory()) {
+              Buf<uint8_t> bytes(static_cast<size_t>(base.bytes) + 16, "the read roofline");
+              base.roofline_ms = roofline_ms(bytes.data(), base.bytes);
+            } else {
+              base.note = "no room for the read roofline's buffer";
+            }
+            for (const int version : f.versions) {
+              KernelRow r = base;
+              r.kernel = version_name(version);
+              try {
+                const auto kernel = static_cast<KvAttentionKernel>(version);
+                const KvAttentionParams p =
+                    cache.attention_params(q.data(), false, out.data(), inv_freq.data(), kernel);
+                time_and_check(&r, want, [&] {
+                  check(kernels::launch_kv_attention(p, kernel, stream), "attention");
+                });
+              } catch (const Error& e) {
+                r.ms = -1;
+                r.note = e.what();
+              }
+              cache_rows.push_back(r);
+            }
+            if (T == 32768) {  // the cost of one decode step's append, on every row of the cache
               Buf<__half> kn(static_cast<size_t>(batch) * sh.n_kv * D), vn(kn.size());
-              check(launch_fill_random_half(kn.data(), static_cast<int64_t>(kn.size()), 3,
-                                            gpu.stream()),
+              check(launch_fill_random_half(kn.data(), static_cast<int64_t>(kn.size()), 3, stream),
                     "fill");
-              check(launch_fill_random_half(vn.data(), static_cast<int64_t>(vn.size()), 4,
-                                            gpu.stream()),
+              check(launch_fill_random_half(vn.data(), static_cast<int64_t>(vn.size()), 4, stream),
                     "fill");
-              r.append_ms = gpu.time_ms(2, std::min(f.repeats, 40),
-                                        [&] { cache.append(kn.data(), vn.data(), gpu.stream()); });
+              const double append_ms = gpu.time_ms(
+                  2, std::min(f.repeats, 40), [&] { cache.append(kn.data(), vn.data(), stream); });
+              for (KernelRow& r : cache_rows) r.append_ms = append_ms;
             }
           } catch (const Error& e) {
-            r.note = e.what();
+            base.note = e.what();
+            cache_rows.push_back(base);
           }
-          rows.push_back(r);
+          rows.insert(rows.end(), cache_rows.begin(), cache_rows.end());
         }
       }
     }
   }
+  derive_figures(&rows, copy);
   nlohmann::json j;
-  {
-    j["device"] = gpu.prop().name;
-    j["sms"] = gpu.prop().multiProcessorCount;
-    j["copy_gbs"] = copy;
-    j["warmup"] = f.warmup;
-    j["repeats"] = f.repeats;
-    for (const Row& r : rows) {
-      nlohmann::json x = {{"shape", r.shape},
-                          {"batch", r.batch},
-                          {"context", r.context},
-                          {"method", r.method},
-                          {"ms", r.ms},
-                          {"bytes", r.bytes},
-                          {"bits_per_element", r.bits},
-                          {"gbs", r.gbs},
-                          {"pct_copy", r.pct_copy},
-                          {"speedup_cublas", r.x_cublas},
-                          {"speedup_flash", r.x_flash},
-                          {"speedup_sdpa", r.x_sdpa},
-                          {"append_ms", r.append_ms},
-                          {"note", r.note}};
-      j["results"].push_back(x);
-    }
-  }
+  j["device"] = gpu.prop().name;
+  j["sms"] = gpu.prop().multiProcessorCount;
+  j["copy_gbs"] = copy;
+  j["warmup"] = f.warmup;
+  j["repeats"] = f.repeats;
+  j["score_std"] = kScoreStd;
+  j["bound"] = {{"rel_l2", kOutputBound.rel_l2}, {"worst_row_rel", kOutputBound.worst_row_rel}};
+  j["checked"] = count_checked(rows);
+  j["wrong"] = count_wrong(rows);
+  j["results"] = kernels_json(rows);
   if (!f.json_file.empty()) {
-    std::FILE* out = std::fopen(f.json_file.c_str(), "w");
-    if (!out) fail("--json-file: cannot write {}", f.json_file);
-    std::fputs(j.dump(2).c_str(), out);
-    std::fclose(out);
+    std::FILE* file = std::fopen(f.json_file.c_str(), "w");
+    if (!file) fail("--json-file: cannot write {}", f.json_file);
+    std::fputs(j.dump(2).c_str(), file);
+    std::fclose(file);
   }
   if (f.json) {
     fmt::print("{}\n", j.dump(2));
-    return;
+  } else {
+    fmt::print("device: {} ({} SMs), device-to-device copy {:.0f} GB/s (read + write)\n",
+               gpu.prop().name, gpu.prop().multiProcessorCount, copy);
+    fmt::print(
+        "check: each output against fp64 attention over the same cache (fp16: as stored; "
+        "compressed: dequantized, RoPE), queries scaled to score std {:.0f}; WRONG (no time): "
+        "NaN/Inf, rel L2 > {:.0e} or worst row > {:.0e}\n",
+        kScoreStd, kOutputBound.rel_l2, kOutputBound.worst_row_rel);
+    fmt::print(
+        "roofline: a 16-byte-load read of the bytes the cache's decode step reads; % roofline = "
+        "roofline ms / kernel ms\n\n");
+    fmt::print("{}\n{}\n", kernels_table(rows), check_summary(rows));
   }
-  fmt::print("device: {} ({} SMs), device-to-device copy {:.0f} GB/s (read + write)\n\n",
-             gpu.prop().name, gpu.prop().multiProcessorCount, copy);
-  fmt::print(
-      "| shape | batch | context | method | ms | bits/elem | MB read | GB/s | % copy | x cuBLAS | "
-      "x flash | x SDPA | append ms | note |\n");
-  fmt::print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-  auto num = [](double x, int precision) {
-    return x > 0 ? fmt::format("{:.{}f}", x, precision) : std::string("-");
-  };
-  for (const Row& r : rows) {
-    fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", r.shape,
-               r.batch, r.context, r.method, num(r.ms, 4), num(r.bits, 2), num(r.bytes / 1e6, 1),
-               num(r.gbs, 0), num(r.pct_copy, 0), num(r.x_cublas, 2), num(r.x_flash, 2),
-               num(r.x_sdpa, 2), num(r.append_ms, 4), r.note);
+  std::fflush(stdout);
+  if (count_wrong(rows) > 0) {
+    fail("{} of {} timed outputs WRONG against fp64 (the rows marked WRONG)", count_wrong(rows),
+         count_checked(rows));
   }
 }
 

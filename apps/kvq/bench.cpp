@@ -1,11 +1,14 @@
 // kvq bench: the command line of the GPU benchmarks; the work is in bench/ (kernels_bench.h,
 // e2e_bench.h).
 #include <memory>
+#include <string>
 
 #include "command.h"
 #include "e2e_bench.h"
 #include "kernels_bench.h"
+#include "kernels_report.h"
 #include "kvq/common/error.h"
+#include "kvq/methods/method.h"
 
 namespace kvq::app {
 
@@ -15,7 +18,9 @@ void register_bench(CLI::App& app) {
       app.add_subcommand("bench", "GPU benchmarks against fp16 baselines measured in the same run");
   bench->require_subcommand(1);
   CLI::App* cmd = bench->add_subcommand(
-      "kernels", "Decode attention from the compressed KV cache vs fp16 attention (one layer)");
+      "kernels",
+      "Decode attention from the compressed KV cache vs fp16 attention (one layer), every "
+      "output checked against fp64; exits 1 if any is wrong");
   cmd->add_option("--contexts", flags->contexts, "Context lengths in tokens (comma-separated)")
       ->delimiter(',');
   cmd->add_option("--batches", flags->batches, "Batch sizes (comma-separated)")->delimiter(',');
@@ -25,11 +30,17 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--shapes", flags->shapes,
                   "mha (32 heads) and/or gqa (32 query, 8 KV heads), head_dim 128")
       ->delimiter(',');
+  cmd->add_option("--versions", flags->versions,
+                  "Compressed-cache kernels to time: 1 (simple), 2 (mma, tensor cores)")
+      ->delimiter(',');
   cmd->add_option("--warmup", flags->warmup, "Untimed runs first");
   cmd->add_option("--repeats", flags->repeats, "Timed runs (the median is reported)");
   cmd->add_flag("--json", flags->json, "Print one JSON document instead of a table");
   cmd->add_option("--json-file", flags->json_file, "Also write the JSON document to this file");
   cmd->callback([flags] {
+    // Bad flags are errors before any GPU work, with or without one.
+    bench::check_kernels_bench_options(*flags);
+    for (const std::string& m : flags->methods) methods::parse_method(m);
 #if KVQ_HAVE_KERNELS
     bench::run_kernels_bench(*flags);
 #else
