@@ -13,8 +13,10 @@
 //   dense range over every head's values (from the input, or from the heads' ring rows when
 //   the token leaves a recent window), counts the outliers of the heads before it, and writes
 //   its own outliers after theirs in the row of the page's token section (head 0 writes the
-//   scale/offset). Correct first: each of the n_kv_heads warps repeats the selection (k + 1
-//   rounds over n_kv_heads * head_dim values read from global).
+//   scale/offset). In a decode step the range and the per-head counts come from
+//   kv_value_stats_kernel (one radix select per sequence, below); prefill, and tokens that
+//   kernel leaves out, repeat the selection in each head's warp (k + 1 rounds over
+//   n_kv_heads * head_dim values read from global).
 //
 // Grid
 //   append:  (batch, n_kv_heads) blocks of one warp: write the new token to the sink or ring,
