@@ -6,8 +6,8 @@
 // token at 32K. One row per kernel per shape. The fp16 baselines: our cuBLAS and flash-decoding
 // kernels (attention_fp16.h), and LibTorch's scaled_dot_product_attention (SDPA) over the same
 // buffers (needs a CUDA LibTorch 2.x); the compressed cache: every --versions kernel (v1 simple,
-// v2 mma) of every method. Methods are method strings (methods::parse_method); the cache refuses
-// by name those it cannot serve, and the row says why.
+// v2 mma, v3 two-phase: KVQuant only) of every method. Methods are method strings
+// (methods::parse_method); the cache refuses by name those it cannot serve, and the row says why.
 //
 // Inputs. fp16 caches hold uniform random keys and values in [-1, 1); compressed caches valid
 // random codes, scales and outliers (KvCache::fill_random: decode reads the same bytes whatever
@@ -338,7 +338,9 @@ class Reference {
   Buf<float> k32_, v32_;
 };
 
-const char* version_name(int v) { return v == 1 ? "v1 simple" : "v2 mma"; }
+const char* version_name(int v) {
+  return v == 1 ? "v1 simple" : v == 2 ? "v2 mma" : "v3 two-phase";
+}
 
 }  // namespace
 

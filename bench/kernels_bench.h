@@ -16,7 +16,8 @@ struct KernelsBenchOptions {
   std::vector<std::string> methods = {"nuq4-1%-vhead", "nuq3-1%-vhead", "nuq2-1%-vhead",
                                       "kivi2-g32-r128"};
   std::vector<std::string> shapes = {"mha", "gqa"};  // mha: 32 heads; gqa: 32 query, 8 KV
-  std::vector<int> versions = {1, 2};  // compressed-cache kernels: 1 simple, 2 mma (tensor cores)
+  // Compressed-cache kernels: 1 simple, 2 mma (tensor cores), 3 two-phase (KVQuant only).
+  std::vector<int> versions = {1, 2, 3};
   int warmup = 3;
   int repeats = 20;
   bool json = false;      // print one JSON document instead of the table

@@ -41,9 +41,11 @@ void check_kernels_bench_options(const KernelsBenchOptions& f) {
       fail("--shapes: '{}': expected mha (32 heads) or gqa (32 query, 8 KV heads)", s);
     }
   }
-  if (f.versions.empty()) fail("--versions: give at least one of 1 (simple) and 2 (mma)");
+  if (f.versions.empty())
+    fail("--versions: give at least one of 1 (simple), 2 (mma), 3 (two-phase)");
   for (const int v : f.versions) {
-    if (v != 1 && v != 2) fail("--versions: expected 1 (simple) or 2 (mma), found {}", v);
+    if (v < 1 || v > 3)
+      fail("--versions: expected 1 (simple), 2 (mma) or 3 (two-phase), found {}", v);
   }
   if (f.warmup < 0 || f.warmup > 100000 || f.repeats < 1 || f.repeats > 100000) {
     fail("--warmup 0..100000 and --repeats 1..100000: found {} and {}", f.warmup, f.repeats);

@@ -1,7 +1,7 @@
 // Decode attention over the compressed KV cache: the simple kernel (v1), the split reduction, and
-// the dispatch for both versions (kv_attention.h). The tensor-core kernel (v2) is in
-// kv_attention_mma.cuh. CPU twin: kv_attention_ref (kv_ref.cpp); tests:
-// tests/gpu/test_kv_attention.cpp.
+// the dispatch for every version (kv_attention.h). The tensor-core kernels are in
+// kv_attention_mma.cuh (v2) and kv_attention_v3.cuh (v3, KVQuant pages). CPU twin: kv_attention_ref
+// (kv_ref.cpp); tests: tests/gpu/test_kv_attention.cpp.
 //
 // Layout
 //   q, out     [batch][n_q_heads][head_dim]                       fp16 or bf16
@@ -28,7 +28,10 @@
 //      132 SMs) and the launch shape cached per device. Predicted ~0.45 ms (measured 0.887 ms on an
 //      H200).
 //   4: kv_attention_mma.cuh v4: shorter dependent chains in the kernel body, same occupancy
-//      (pending measurement; bench/kernels_notes.md).
+//      (H200: 0.92 ms; the v2 that is built today).
+//   v3 (KvAttentionKernel::kTwoPhase, kv_attention_v3.cuh): q.K of a block into shared memory,
+//      then P.V, at 16 warps per SM: 0.690 ms on an H200 (SDPA on fp16 0.489 ms), faster than
+//      v2 at every benchmarked shape; KVQuant only (KIVI stays on v2).
 #include "kv_attention.h"
 
 #include <algorithm>
@@ -291,9 +294,13 @@ bool raise_smem_limit(const void* kernel, int device, int bytes) {
   return true;
 }
 
-bool mma_shape(const KvLayout& l, int nq, KvMmaEntry* e, LaunchShape* shape) {
+// The tensor-core kernels' launch shape: v2 (kMma) or v3 (kTwoPhase).
+bool mma_shape(const KvLayout& l, int nq, KvAttentionKernel version, KvMmaEntry* e,
+               LaunchShape* shape) {
   const bool ok =
-      kv_mma_entry_b2(l, nq, e) || kv_mma_entry_b3(l, nq, e) || kv_mma_entry_b4(l, nq, e);
+      version == KvAttentionKernel::kTwoPhase
+          ? kv_v3_entry_b2(l, nq, e) || kv_v3_entry_b3(l, nq, e) || kv_v3_entry_b4(l, nq, e)
+          : kv_mma_entry_b2(l, nq, e) || kv_mma_entry_b3(l, nq, e) || kv_mma_entry_b4(l, nq, e);
   if (!ok) return false;
   const void* kernel = reinterpret_cast<const void*>(e->kernel);
   const int base = e->smem_base, per_warp = e->smem_per_warp;
@@ -333,18 +340,26 @@ bool simple_shape(Kernel k, LaunchShape* shape) {
       shape);
 }
 
-}  // namespace
-
-cudaError_t launch_kv_attention_mma(const KvAttentionParams& p, int nq, cudaStream_t stream) {
+cudaError_t launch_tensor_core(const KvAttentionParams& p, int nq, KvAttentionKernel version,
+                               cudaStream_t stream) {
   KvMmaEntry e;
   LaunchShape s;
-  if (!mma_shape(p.cache.layout, nq, &e, &s)) {
+  if (!mma_shape(p.cache.layout, nq, version, &e, &s)) {
     (void)cudaGetLastError();
     return cudaErrorNotSupported;
   }
   const dim3 grid((p.n_splits + 1 + s.warps - 1) / s.warps, p.cache.n_kv_heads, p.batch);
   e.kernel<<<grid, s.warps * 32, s.smem, stream>>>(p);
   return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_kv_attention_mma(const KvAttentionParams& p, int nq, cudaStream_t stream) {
+  return launch_tensor_core(p, nq, KvAttentionKernel::kMma, stream);
+}
+cudaError_t launch_kv_attention_v3(const KvAttentionParams& p, int nq, cudaStream_t stream) {
+  return launch_tensor_core(p, nq, KvAttentionKernel::kTwoPhase, stream);
 }
 
 int kv_query_tile(int group) { return group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : 8; }
@@ -357,9 +372,9 @@ void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int 
   *pages_per_split = static_cast<int>(std::max<int64_t>(1, pages));
   LaunchShape s;
   bool ok = false;
-  if (version == KvAttentionKernel::kMma) {
+  if (version != KvAttentionKernel::kSimple) {
     KvMmaEntry e;
-    ok = mma_shape(layout, kv_query_tile(group), &e, &s);
+    ok = mma_shape(layout, kv_query_tile(group), version, &e, &s);
   } else if (const Kernel k = simple_kernel(layout, kv_query_tile(group))) {
     ok = simple_shape(k, &s);
   }
@@ -412,15 +427,19 @@ cudaError_t launch_kv_attention(const KvAttentionParams& p, KvAttentionKernel ve
     return cudaErrorInvalidValue;
   }
   const int nq = kv_query_tile(p.n_q_heads / c.n_kv_heads);
-  if (version == KvAttentionKernel::kMma) {
-    if (const cudaError_t err = launch_kv_attention_mma(p, nq, stream); err != cudaSuccess)
-      return err;
-  } else {
+  if (version == KvAttentionKernel::kMma || version == KvAttentionKernel::kTwoPhase) {
+    const cudaError_t err = version == KvAttentionKernel::kMma
+                                ? launch_kv_attention_mma(p, nq, stream)
+                                : launch_kv_attention_v3(p, nq, stream);
+    if (err != cudaSuccess) return err;
+  } else if (version == KvAttentionKernel::kSimple) {
     const Kernel k = simple_kernel(c.layout, nq);
     if (!k) return cudaErrorNotSupported;
     const dim3 grid((p.n_splits + 1 + kSimpleWarps - 1) / kSimpleWarps, c.n_kv_heads, p.batch);
     k<<<grid, kSimpleWarps * 32, 0, stream>>>(p);
     if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  } else {
+    return cudaErrorInvalidValue;
   }
   const dim3 grid(p.n_q_heads, p.batch);
   if (D == 64) {

@@ -16,9 +16,15 @@
 namespace kvq::kernels {
 
 enum class KvAttentionKernel : int {
-  kSimple = 1,  // v1: one warp per split, lanes over channel pairs, fp32 math
-  kMma = 2,     // v2: tensor-core m16n8k16 over 8*C-token blocks staged by cp.async
+  kSimple = 1,    // v1: one warp per split, lanes over channel pairs, fp32 math
+  kMma = 2,       // v2: tensor-core m16n8k16 over 8*C-token blocks staged by cp.async
+  kTwoPhase = 3,  // v3 (KVQuant only): v2's arithmetic, q.K then P.V per block, 2x the warps
 };
+
+// The fastest version for a layout: v3 for KVQuant, v2 for KIVI.
+inline KvAttentionKernel kv_attention_best(const KvLayout& layout) {
+  return layout.method == KvMethod::kNuq ? KvAttentionKernel::kTwoPhase : KvAttentionKernel::kMma;
+}
 
 struct KvAttentionParams {
   KvCacheView cache;

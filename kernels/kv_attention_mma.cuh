@@ -33,7 +33,9 @@
 //   Predicted ~0.2 ms; latency-bound at 8 warps per SM (246 registers, 20 KB shared memory per
 //   warp) and two waves of blocks from the split heuristic. Next steps with predictions:
 //   bench/kernels_notes.md.
-// v4 (pending measurement): shorter chains at the same occupancy. q.K runs both tiles (hh)
+// v4 (this file today; H200 2026-12-04: 0.92 ms, and v3, kv_attention_v3.cuh, is faster for
+// KVQuant at every benchmarked shape): shorter chains at the same occupancy. q.K runs both tiles
+// (hh)
 //   interleaved with two accumulators each (four independent mma chains of kKT/2), the query's
 //   A fragments go through two buffers by step parity (one __syncwarp per step instead of two),
 //   value words are read from the stage per step instead of held across the block, and the key

@@ -27,7 +27,13 @@ bool kv_mma_entry_b2(const KvLayout& layout, int nq, KvMmaEntry* entry);
 bool kv_mma_entry_b3(const KvLayout& layout, int nq, KvMmaEntry* entry);
 bool kv_mma_entry_b4(const KvLayout& layout, int nq, KvMmaEntry* entry);
 
+// v3 (kv_attention_v3.cuh, KVQuant layouts only), the same way.
+bool kv_v3_entry_b2(const KvLayout& layout, int nq, KvMmaEntry* entry);
+bool kv_v3_entry_b3(const KvLayout& layout, int nq, KvMmaEntry* entry);
+bool kv_v3_entry_b4(const KvLayout& layout, int nq, KvMmaEntry* entry);
+
 // The attention kernel alone (the caller queues the reduction).
 cudaError_t launch_kv_attention_mma(const KvAttentionParams& params, int nq, cudaStream_t stream);
+cudaError_t launch_kv_attention_v3(const KvAttentionParams& params, int nq, cudaStream_t stream);
 
 }  // namespace kvq::kernels

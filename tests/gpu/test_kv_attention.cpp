@@ -162,8 +162,12 @@ void check(KvCache& cache, const KvState& ref_state, const quant::KvTables* qp, 
       static_cast<size_t>(cache.batch()) * cfg.n_q_heads * cfg.head_dim, seed, bf16, &q_bits);
   const std::vector<float> inv_freq = rope_inv_freq(10000.0, cfg.head_dim);
   const std::vector<double> ref = kv_attention_ref(ref_state, qp, q, inv_freq);
-  for (const auto version : {KvAttentionKernel::kSimple, KvAttentionKernel::kMma}) {
-    const char* vname = version == KvAttentionKernel::kSimple ? "v1" : "v2";
+  for (const auto version :
+       {KvAttentionKernel::kSimple, KvAttentionKernel::kMma, KvAttentionKernel::kTwoPhase}) {
+    if (version == KvAttentionKernel::kTwoPhase && cfg.method() != KvMethod::kNuq) continue;
+    const char* vname = version == KvAttentionKernel::kSimple ? "v1"
+                        : version == KvAttentionKernel::kMma  ? "v2"
+                                                              : "v3";
     const Run run = attend(cache, q_bits, bf16, inv_freq, ref, version);
     std::printf("[ kv attention ] %s %s: worst rel %.2e (%s), max abs %.2e, bad %lld\n", vname,
                 name.c_str(), run.stats.worst_rel, run.stats.worst.c_str(), run.stats.max_abs,

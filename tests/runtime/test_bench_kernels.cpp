@@ -154,9 +154,9 @@ TEST(BenchKernelsCheck, Options) {
   EXPECT_EQ(test::error_of([&] { check_kernels_bench_options(f); }),
             "--batches: expected 1..4096 sequences, found 5000");
   f = {};
-  f.versions = {2, 3};
+  f.versions = {2, 4};
   EXPECT_EQ(test::error_of([&] { check_kernels_bench_options(f); }),
-            "--versions: expected 1 (simple) or 2 (mma), found 3");
+            "--versions: expected 1 (simple), 2 (mma) or 3 (two-phase), found 4");
   f = {};
   f.shapes = {};
   EXPECT_EQ(test::error_of([&] { check_kernels_bench_options(f); }),
@@ -172,7 +172,7 @@ TEST(BenchKernelsCheck, Flags) {
   test::expect_one_line_error(test::run_kvq(cmd + " --batches 1,0"), cmd,
                               "--batches: expected 1..4096 sequences, found 0");
   test::expect_one_line_error(test::run_kvq(cmd + " --shapes mha,mqa"), cmd, "--shapes: 'mqa'");
-  test::expect_one_line_error(test::run_kvq(cmd + " --versions 1,3"), cmd, "--versions");
+  test::expect_one_line_error(test::run_kvq(cmd + " --versions 1,4"), cmd, "--versions");
   test::expect_one_line_error(test::run_kvq(cmd + " --methods nuq3-1%-vhead,nuq9"), cmd, "'nuq9'");
   test::expect_one_line_error(test::run_kvq(cmd + " --repeats 0"), cmd, "--repeats");
   test::expect_one_line_error(test::run_kvq(cmd + " --json-file /nonexistent/dir/x.json"), cmd,

@@ -147,7 +147,8 @@ at::Tensor CudaKvStore::decode(int64_t layer, const at::Tensor& q, const at::Ten
   const at::Tensor qc = q.reshape({n, c.n_heads, c.head_dim}).contiguous();
   at::Tensor out = at::empty_like(qc);
   cache.attend(qc.data_ptr(), qc.scalar_type() == at::kBFloat16, out.data_ptr(),
-               inv_freq_.data_ptr<float>(), kernels::KvAttentionKernel::kMma, nullptr);
+               inv_freq_.data_ptr<float>(), kernels::kv_attention_best(cache.config().layout()),
+               nullptr);
   return out.view({n, 1, c.q_dim()});
 }
 

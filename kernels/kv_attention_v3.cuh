@@ -1,0 +1,608 @@
+// Decode attention v3 (KVQuant pages): v2's tensor-core arithmetic in two phases per block of
+// 8*C tokens, built for occupancy. Included by kv_attention_v3_b{2,3,4}.cu, one bit width each;
+// the fp16 sink/recent split and the reduction are shared with v1 and v2.
+//
+// Why (bench/kernels_notes.md, ncu of v2 at 128K): v2 fuses q.K, the online softmax and P.V per
+// 16-token step, so the key constants (3 half2 per key pair), the query fragments, the value
+// words and the output accumulators are all live at once (241 registers), and it stages every
+// block through shared memory by cp.async (20 KB per warp): 8 warps per SM, 0.41 eligible per
+// scheduler, issue slots 30% busy. v3 keeps v2's arithmetic and changes the schedule:
+//   phase 1  q.K of the block's tokens, 8 per MMA (column n = token n of the group, so the RoPE
+//            offset of lane (gq, r)'s key column is gq in every group and the key constants
+//            come from one block-wide table, reloaded per block), over key rows that cp.async
+//            copied into shared memory while the block before ran its phase 2; scores to
+//            shared memory [query][token], then the key outliers added to them;
+//   phase 2  one maximum per block and query (no per-step softmax), the probabilities written
+//            back over the scores, P.V over C/2 steps of 16 tokens as in v2 with value words
+//            and scales read by plain loads, the value outliers (p * (x - dense) from the
+//            stored probabilities) folded in at the block's end.
+// The output accumulators wait in shared memory during phase 1, where the key constants hold
+// their registers: 128 registers and ~9 KB of shared memory per warp (NQ = 1, B = 3), two
+// blocks of 8 warps per SM for NQ <= 2 (ptxas spills ~170 bytes for NQ = 1, D = 128).
+// Lane = 4 * gq + r throughout (m16n8k16 fragment coordinates). Pair slots, the query's phase
+// fragments and the value/probability fragments are v2's (kv_attention_mma.cuh).
+//
+// Measured (H200, 2026-12-04, bench/kernels_notes.md): nuq3-1%, 32 heads, 128K tokens, batch 1
+// 0.690 ms (v2 0.924, SDPA on fp16 0.489); faster than v2 at every benchmarked shape. An L2
+// prefetch of the next block made it slower (the prefetched lines were evicted before use:
+// DRAM read 1.23 GB for 0.49 GB of cache) and was removed.
+#pragma once
+
+#include <cstdint>
+
+#include "kv_attention_mma.cuh"
+
+namespace kvq::kernels::v3 {
+
+using namespace dev;
+using mma::bits_h2;
+using mma::block_section;
+using mma::Cursor;
+using mma::h2_bits;
+using mma::mma16816;
+using mma::pack_h2;
+using mma::pair_of;
+using mma::Shape;
+using mma::token_section_of;
+using mma::v_scales_at;
+
+constexpr int kWarps = 8;
+
+// Block-wide shared memory at compile-time offsets (the lookups fold them into the load).
+template <int D, int B>
+struct Smem {
+  using S = Shape<D, B>;
+  static constexpr int kLutBytes = S::kLutEntries * S::kLutCopies * 4;
+  static constexpr int kLutV = 0;                           // [entry][copy] half2 level pairs
+  static constexpr int kLutK = kLutBytes;                   // the same for the key levels
+  static constexpr int kLev = 2 * kLutBytes;                // [16] key, [16] value levels
+  static constexpr int kKso = kLev + 128;                   // [D] key scale, [D] key offset
+  static constexpr int kKc = kKso + 2 * D * 4;              // [kNP][3][32 lanes] key constants
+  static constexpr int kWarp0 = kKc + S::kNP * 3 * 32 * 4;  // then the warps' areas
+  // log2 of a LUT entry's bytes over its copies: an entry's first copy is field << kShift.
+  static constexpr int kShift = S::kLutCopies == 32 ? 7 : 5;
+  static constexpr uint32_t kFieldMask = S::kFieldMask << kShift;
+};
+
+// One warp's shared memory: query phase fragments by group parity, the block's scores (then
+// probabilities), the value-outlier corrections (aliased by the query's phases at the block's
+// start for the key outliers), a window of page ids, the accumulators during phase 1 and the
+// block's key rows.
+template <int D, int B, int NQ>
+struct WarpSmem {
+  using S = Shape<D, B>;
+  static constexpr int kA = 0;                              // [2][NQ][4][kNP] half2
+  static constexpr int kSc = kA + 2 * NQ * 4 * S::kNP * 4;  // [NQ][kBT] float
+  static constexpr int kCorr = kSc + NQ * S::kBT * 4;       // [NQ][D] float
+  static constexpr int kPages = kCorr + NQ * D * 4;         // [32] int
+  static constexpr int kAcc = kPages + 32 * 4;              // [4 kMT][32 lanes] float
+  static constexpr int kKeys = kAcc + 4 * S::kMT * 32 * 4;  // [kBT][kWK] key rows
+  static constexpr int kBytes = kKeys + S::kBT * S::kWK * 4;
+  static_assert(kSc % 16 == 0 && kCorr % 16 == 0, "16-byte aligned parts");
+};
+
+// The field of 2B bits at bit sh of w (one LUT entry: two codes) as its byte offset in a LUT,
+// with the lane's copy already in the low bits. sh is a constant once the loops are unrolled,
+// so this is a shift and a LOP3.
+template <int D, int B>
+__device__ __forceinline__ uint32_t lut_offset(uint32_t w, int sh, uint32_t lane_copy) {
+  constexpr int k = Smem<D, B>::kShift;
+  const uint32_t x = sh >= k ? (w >> (sh - k)) : (w << (k - sh));
+  return (x & Smem<D, B>::kFieldMask) | lane_copy;
+}
+template <int kOff>
+__device__ __forceinline__ uint32_t lds(const uint8_t* smem, uint32_t off) {
+  return *reinterpret_cast<const uint32_t*>(smem + kOff + off);
+}
+// A shared-memory load the compiler must repeat where it stands (the key constants are reread
+// each block instead of being held through phase 2).
+__device__ __forceinline__ uint32_t lds_volatile(const uint32_t* p) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n"
+               : "=r"(v)
+               : "r"(static_cast<unsigned>(__cvta_generic_to_shared(p))));
+  return v;
+}
+
+template <int D, int B, int NQ>
+__global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
+    kv_attention_v3_kernel(KvAttentionParams p) {
+  using S = Shape<D, B>;
+  using SM = Smem<D, B>;
+  using WS = WarpSmem<D, B, NQ>;
+  constexpr int kGroups = S::kBT / 8;  // MMA token groups per block (even: 8, 10 or 16)
+  static_assert(kGroups % 2 == 0, "groups run in pairs (two buffers)");
+  extern __shared__ __align__(16) uint8_t smem[];
+  const KvCacheView& c = p.cache;
+  const KvLayout& L = c.layout;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int gq = lane >> 2, r = lane & 3;
+  const int b = blockIdx.z, h = blockIdx.y;
+
+  uint32_t* lut_k = reinterpret_cast<uint32_t*>(smem + SM::kLutK);
+  uint32_t* lut_v = reinterpret_cast<uint32_t*>(smem + SM::kLutV);
+  float* lev = reinterpret_cast<float*>(smem + SM::kLev);
+  float* kso = reinterpret_cast<float*>(smem + SM::kKso);
+  uint32_t* kc = reinterpret_cast<uint32_t*>(smem + SM::kKc);
+  for (int i = threadIdx.x; i < S::kLutEntries * S::kLutCopies; i += blockDim.x) {
+    const int e = i / S::kLutCopies;
+    const int lo = e & S::kCodeMask, hi = e >> B;
+    lut_k[i] = pack_h2(c.k_levels[lo], c.k_levels[hi]);
+    lut_v[i] = pack_h2(c.v_levels[lo], c.v_levels[hi]);
+  }
+  if (threadIdx.x < 16) {
+    const bool in = threadIdx.x < (1u << B);
+    lev[threadIdx.x] = in ? c.k_levels[threadIdx.x] : 0.0f;
+    lev[16 + threadIdx.x] = in ? c.v_levels[threadIdx.x] : 0.0f;
+  }
+  for (int i = threadIdx.x; i < D; i += blockDim.x) {
+    const float lo = c.k_lo[h * D + i], hi = c.k_hi[h * D + i];
+    kso[i] = (hi - lo) / 2.0f;
+    kso[D + i] = (lo + hi) / 2.0f;
+  }
+  __syncthreads();
+  // Key constants of lane (gq, r), pair slot m: Y = e^{i theta gq} (s o L + o) as
+  // L.lo * kc0 + L.hi * kc1 + kc2 (v2's ka1, ka2, kcc with the RoPE offset gq).
+  for (int i = threadIdx.x; i < S::kNP * 32; i += blockDim.x) {
+    const int l = i & 31, m = i >> 5;
+    const int g = pair_of<D, B>(l & 3, m);
+    float2 e = make_float2(0.0f, 0.0f), s = e, o = e;
+    if (g < D / 2) {
+      e = rope_phase(static_cast<double>(l >> 2), p.inv_freq[g]);
+      s = make_float2(kso[g], kso[g + D / 2]);
+      o = make_float2(kso[D + g], kso[D + g + D / 2]);
+    }
+    kc[(3 * m + 0) * 32 + l] = pack_h2(s.x * e.x, s.x * e.y);
+    kc[(3 * m + 1) * 32 + l] = pack_h2(-s.y * e.y, s.y * e.x);
+    kc[(3 * m + 2) * 32 + l] = pack_h2(o.x * e.x - o.y * e.y, o.x * e.y + o.y * e.x);
+  }
+  __syncthreads();
+
+  const int split = blockIdx.x * kWarps + warp;
+  if (split > p.n_splits) return;
+  SplitCoords sco;
+  sco.b = b;
+  sco.h = h;
+  sco.split = split;
+  sco.n = c.seq_len[b];
+  sco.tq = sco.n - 1;
+  const int group = p.n_q_heads / c.n_kv_heads;
+  if (split == p.n_splits) {
+    ScalarState<D, NQ> st;
+    if (p.q_bf16)
+      st.template init<__nv_bfloat16>(p, sco, group);
+    else
+      st.template init<__half>(p, sco, group);
+    scalar_fp16_tokens<D, NQ>(p, sco, st);
+    st.write(p, sco, group);
+    return;
+  }
+  const int parts = p.n_splits + 1;
+  Cursor cur;
+  cur.u_begin = int64_t{split} * p.pages_per_split * L.page_size;
+  cur.u_end = min(c.n_quant(sco.n), cur.u_begin + int64_t{p.pages_per_split} * L.page_size);
+  cur.win_first = -1000000;
+  if (cur.u_begin >= cur.u_end) {  // nothing here: an empty part
+    for (int qi = 0; qi < group; ++qi) {
+      const int64_t row = (int64_t{b} * p.n_q_heads + h * group + qi) * parts + split;
+      for (int ch = lane; ch < D; ch += 32) p.part_o[row * D + ch] = 0.0f;
+      if (lane == 0) {
+        p.part_ml[2 * row] = -INFINITY;
+        p.part_ml[2 * row + 1] = 0.0f;
+      }
+    }
+    return;
+  }
+
+  uint8_t* wsm = smem + SM::kWarp0 + warp * WS::kBytes;
+  uint32_t* a_sm = reinterpret_cast<uint32_t*>(wsm + WS::kA);
+  float* sc = reinterpret_cast<float*>(wsm + WS::kSc);
+  float* corr = reinterpret_cast<float*>(wsm + WS::kCorr);
+  float2* pb = reinterpret_cast<float2*>(wsm + WS::kCorr);  // aliases corr (phase 1 only)
+  int* pages_sm = reinterpret_cast<int*>(wsm + WS::kPages);
+  float* acc_sm = reinterpret_cast<float*>(wsm + WS::kAcc);  // acc while phase 1 runs
+  // The block's key rows, copied by cp.async while the block before runs its phase 2.
+  uint8_t* keys_sm = wsm + WS::kKeys;
+  for (int i = lane; i < 2 * NQ * 4 * S::kNP; i += 32) a_sm[i] = 0u;
+
+  // Query side: lane owns pairs g = lane + 32 i of every query, phase at the split's start;
+  // a_slot: where pair g sits among the A fragments (v2's mapping).
+  const float qscale = kLog2e / sqrtf(static_cast<float>(D));
+  float2 qs[NQ][S::kQP], w8[S::kQP];
+  int a_slot[S::kQP];
+#pragma unroll
+  for (int i = 0; i < S::kQP; ++i) {
+    const int g = lane + 32 * i;
+    const float th = p.inv_freq[g];
+    w8[i] = rope_phase(8.0, th);
+    const float2 e0 = rope_phase(static_cast<double>(c.n_sink + cur.u_begin - sco.tq), th);
+    const int span = S::kWL * S::kPW;
+    const int rg = g < 4 * span ? g / span : g - 4 * span;
+    const int mg = g < 4 * span ? g % span : S::kNP - 1;
+    a_slot[i] = rg * S::kNP + mg;
+#pragma unroll
+    for (int qi = 0; qi < NQ; ++qi) {
+      float2 qv = make_float2(0.0f, 0.0f);
+      if (qi < group) {
+        const int64_t base = (int64_t{b} * p.n_q_heads + h * group + qi) * D;
+        if (p.q_bf16) {
+          const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(p.q) + base;
+          qv = make_float2(__bfloat162float(q[g]), __bfloat162float(q[g + D / 2]));
+        } else {
+          const __half* q = static_cast<const __half*>(p.q) + base;
+          qv = make_float2(__half2float(q[g]), __half2float(q[g + D / 2]));
+        }
+      }
+      qs[qi][i] = cmul(make_float2(qv.x * qscale, -qv.y * qscale), e0);
+    }
+  }
+
+  float acc[S::kMT][4];
+#pragma unroll
+  for (int mt = 0; mt < S::kMT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+  float m_run = -INFINITY, l_run = 0.0f, ofs = 0.0f;
+  const uint32_t lane_copy = static_cast<uint32_t>(lane % S::kLutCopies) * 4u;
+  const int n_blocks = static_cast<int>((cur.u_end - cur.u_begin + S::kBT - 1) / S::kBT);
+  const bool k_out = c.k_outliers;
+  const int qrow = gq < NQ ? gq : 0;  // the query whose scores lane (gq, r) reads
+  auto copy_keys = [&](const uint8_t* section, int64_t u) {
+    mma::copy16(keys_sm,
+                section + L.off_k_codes + int64_t{static_cast<int>(u % L.page_size)} * S::kWK * 4,
+                S::kBT * S::kWK * 4, lane);
+    mma::cp_async_commit();
+  };
+  copy_keys(block_section<D, B, false>(c, b, h, cur.u_begin, pages_sm, &cur, lane), cur.u_begin);
+
+  for (int j = 0; j < n_blocks; ++j) {
+    const int64_t u_blk = cur.u_begin + int64_t{j} * S::kBT;
+    const int64_t pi = u_blk / L.page_size;
+    const int row0 = static_cast<int>(u_blk % L.page_size);
+    const int valid = static_cast<int>(min(int64_t{S::kBT}, cur.u_end - u_blk));
+    const uint8_t* sec = block_section<D, B, false>(c, b, h, u_blk, pages_sm, &cur, lane);
+    const uint8_t* tsec = token_section_of(c, sec, h);
+    const int64_t u_next = u_blk + S::kBT;
+    const uint8_t* nsec =  // the next block's head section, if any
+        u_next < cur.u_end ? block_section<D, B, false>(c, b, h, u_next, pages_sm, &cur, lane)
+                           : nullptr;
+    mma::cp_async_wait<0>();
+    __syncwarp();
+    const uint32_t* krows = reinterpret_cast<const uint32_t*>(keys_sm);
+    const uint32_t* vwords = reinterpret_cast<const uint32_t*>(sec + L.off_v_codes) + row0 / S::kC;
+    const uint32_t* vscales =
+        reinterpret_cast<const uint32_t*>(v_scales_at<D, B>(c, sec, h)) + row0;
+
+    // ---- Phase 1: scores of the block's tokens into sc[query][token]. The accumulators wait
+    // in shared memory meanwhile (the key constants take their registers).
+#pragma unroll
+    for (int mt = 0; mt < S::kMT; ++mt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_sm[(4 * mt + e) * 32 + lane] = acc[mt][e];
+    }
+    if (k_out) {  // the query's phases at the block's start, for the key outliers
+#pragma unroll
+      for (int qi = 0; qi < NQ; ++qi) {
+#pragma unroll
+        for (int i = 0; i < S::kQP; ++i) pb[qi * (D / 2) + lane + 32 * i] = qs[qi][i];
+      }
+    }
+    {
+      __half2 ka1[S::kNP], ka2[S::kNP], kcc[S::kNP];
+#pragma unroll
+      for (int m = 0; m < S::kNP; ++m) {
+        ka1[m] = bits_h2(lds_volatile(kc + (3 * m + 0) * 32 + lane));
+        ka2[m] = bits_h2(lds_volatile(kc + (3 * m + 1) * 32 + lane));
+        kcc[m] = bits_h2(lds_volatile(kc + (3 * m + 2) * 32 + lane));
+      }
+      constexpr int kW = S::kWL + S::kEX;  // key words of a lane's pair slots in a row
+      // One group: the query's phases for its first token into the A fragments (buffer par),
+      // the lane's key words of token gq, 2 * kKT key pairs looked up and rotated, kKT MMAs.
+      auto run_group = [&](int gi, auto par_tag) {
+        constexpr int par = decltype(par_tag)::value;
+        uint32_t* a_par = a_sm + par * (NQ * 4 * S::kNP);
+#pragma unroll
+        for (int qi = 0; qi < NQ; ++qi) {
+#pragma unroll
+          for (int i = 0; i < S::kQP; ++i) {
+            if (lane + 32 * i < D / 2)
+              a_par[qi * 4 * S::kNP + a_slot[i]] = pack_h2(qs[qi][i].x, -qs[qi][i].y);
+            qs[qi][i] = cmul(qs[qi][i], w8[i]);
+          }
+        }
+        __syncwarp();
+        uint32_t kw[kW];
+        {
+          const uint32_t* kr = krows + (8 * gi + gq) * S::kWK;
+#pragma unroll
+          for (int i = 0; i < S::kWL; ++i) kw[i] = kr[r * S::kWL + i];
+          if constexpr (S::kEX != 0) kw[S::kWL] = kr[4 * S::kWL] >> (2 * B * r);
+        }
+        const uint2* src = reinterpret_cast<const uint2*>(a_par + (qrow * 4 + r) * S::kNP);
+        float ca[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+        for (int kt = 0; kt < S::kKT; ++kt) {
+          uint2 af = make_uint2(0u, 0u);
+          if (gq < NQ) af = src[kt];
+          uint32_t bk[2];
+#pragma unroll
+          for (int t = 0; t < 2; ++t) {
+            const int m = 2 * kt + t;
+            const uint32_t off =
+                m < S::kWL * S::kPW
+                    ? lut_offset<D, B>(kw[m / S::kPW], 2 * B * (m % S::kPW), lane_copy)
+                    : lut_offset<D, B>(kw[kW - 1], 0, lane_copy);
+            const __half2 lv = bits_h2(lds<SM::kLutK>(smem, off));
+            bk[t] = h2_bits(
+                __hfma2(__high2half2(lv), ka2[m], __hfma2(__low2half2(lv), ka1[m], kcc[m])));
+          }
+          mma16816(ca[kt & 1], af.x, 0u, af.y, 0u, bk[0], bk[1]);
+        }
+        const int tau = 8 * gi + 2 * r;
+        float s0 = ca[0][0] + ca[1][0], s1 = ca[0][1] + ca[1][1];
+        if (tau >= valid) s0 = -INFINITY;
+        if (tau + 1 >= valid) s1 = -INFINITY;
+        if (gq < NQ) *reinterpret_cast<float2*>(sc + gq * S::kBT + tau) = make_float2(s0, s1);
+      };
+#pragma unroll 1
+      for (int gi = 0; gi < kGroups; gi += 2) {
+        run_group(gi, std::integral_constant<int, 0>());
+        run_group(gi + 1, std::integral_constant<int, 1>());
+      }
+    }
+
+    __syncwarp();
+
+    // Key outliers of the block: score deltas p_g(t) * (x - dense), added to sc. A lane's
+    // first kKo entries are loaded together (one round trip), any further ones one by one.
+    if (k_out) {
+      constexpr int kKo = 4;
+      const uint8_t* hdr = sec + L.off_header;
+      const int rows_in_page =
+          static_cast<int>(min(int64_t{L.page_size}, c.n_quant(sco.n) - pi * L.page_size));
+      const int bi = row0 / S::kBT;
+      const uint16_t* kbegin = reinterpret_cast<const uint16_t*>(hdr + 4);
+      const int k_count = *reinterpret_cast<const int32_t*>(hdr);
+      const int kbeg = bi == 0 ? 0 : min(static_cast<int>(kbegin[bi]), k_count);
+      const int kend = (bi + 1) * S::kBT < rows_in_page
+                           ? min(static_cast<int>(kbegin[bi + 1]), k_count)
+                           : k_count;
+      const uint32_t* ko = reinterpret_cast<const uint32_t*>(sec + L.off_k_out);
+      uint32_t ke[kKo];
+#pragma unroll
+      for (int k = 0; k < kKo; ++k) {
+        const int idx = kbeg + lane + 32 * k;
+        ke[k] = idx < kend ? ko[idx] : 0u;
+      }
+      for (int idx = kbeg + lane, k = 0; idx < kend; idx += 32, ++k) {
+        uint32_t e = 0;
+#pragma unroll
+        for (int kk = 0; kk < kKo; ++kk)
+          if (kk == k) e = ke[kk];
+        if (k >= kKo) e = ko[idx];
+        const int pos = static_cast<int>(e >> 16);
+        const int tau = pos / D - row0, ch = pos % D, g = ch % (D / 2), hi = ch / (D / 2);
+        if (tau < 0 || tau >= valid) continue;
+        const int ci = 2 * g + hi;
+        const uint32_t code =
+            (krows[tau * S::kWK + ci / S::kC] >> (B * (ci % S::kC))) & S::kCodeMask;
+        const float dense = fmaf(lev[code], kso[ch], kso[D + ch]);
+        const float dx = half_bits_float(e & 0xFFFFu) - dense;
+        // e^{i theta_g tau}, the angle reduced to [-pi, pi] first (|theta tau| < 2^9): the fast
+        // sincos is then accurate to ~1e-6.
+        constexpr float kTwoPi = 6.28318530717958647692f;
+        float a = p.inv_freq[g] * static_cast<float>(tau);
+        a = fmaf(-kTwoPi, rintf(a * (1.0f / kTwoPi)), a);
+        float sn, cs;
+        __sincosf(a, &sn, &cs);
+#pragma unroll
+        for (int qi = 0; qi < NQ; ++qi) {
+          const float2 ph = cmul(pb[qi * (D / 2) + g], make_float2(cs, sn));
+          atomicAdd(&sc[qi * S::kBT + tau], dx * (hi ? -ph.y : ph.x));
+        }
+      }
+      __syncwarp();
+    }
+
+    // The key rows are used; the next block's are copied while this one finishes.
+    __syncwarp();
+    if (nsec != nullptr) copy_keys(nsec, u_next);
+
+    // ---- Phase 2: the block's maximum per query, probabilities, P.V.
+    // Lane (gq, r) uses query gq's scores of tokens C * 2r + [0, 2C): words 2r and 2r + 1.
+    float x[2 * S::kC];
+    {
+      const float4* s4 = reinterpret_cast<const float4*>(sc + qrow * S::kBT + S::kC * 2 * r);
+#pragma unroll
+      for (int i = 0; i < S::kC / 2; ++i) {
+        const float4 v = s4[i];
+        x[4 * i] = v.x;
+        x[4 * i + 1] = v.y;
+        x[4 * i + 2] = v.z;
+        x[4 * i + 3] = v.w;
+      }
+    }
+    __syncwarp();  // every lane has its scores before any writes its probabilities back
+    for (int i = lane; i < NQ * D; i += 32) corr[i] = 0.0f;  // pb's last reader was above
+    float mx = x[0];
+#pragma unroll
+    for (int i = 1; i < 2 * S::kC; ++i) mx = fmaxf(mx, x[i]);
+    mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 2));
+    const float m_new = fmaxf(m_run, mx);
+    const float alpha = m_new == m_run ? 1.0f : exp2f(m_run - m_new);
+    l_run *= alpha;
+    ofs *= alpha;
+    m_run = m_new;
+    const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+    // B fragments of every step: p * the token's value scale; the offsets are summed aside. p
+    // is 0 past the end (score -inf), where the scales of rows not yet written are not numbers.
+    uint32_t bv[S::kSteps][2];
+#pragma unroll
+    for (int s = 0; s < S::kSteps; ++s) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int tau = S::kC * (2 * r + hh) + 2 * s;
+        const uint2 e = *reinterpret_cast<const uint2*>(vscales + tau);
+        const float2 so0 = __half22float2(bits_h2(e.x)), so1 = __half22float2(bits_h2(e.y));
+        float& p0 = x[S::kC * hh + 2 * s];
+        float& p1 = x[S::kC * hh + 2 * s + 1];
+        p0 = exp2f(p0 - m_use);
+        p1 = exp2f(p1 - m_use);
+        l_run += p0 + p1;
+        bv[s][hh] = pack_h2(p0 == 0.0f ? 0.0f : p0 * so0.x, p1 == 0.0f ? 0.0f : p1 * so1.x);
+        ofs += (p0 == 0.0f ? 0.0f : p0 * so0.y) + (p1 == 0.0f ? 0.0f : p1 * so1.y);
+      }
+    }
+    // The probabilities back into sc for the value outliers (p * (x - dense) per entry).
+    if (gq < NQ) {
+      float4* s4 = reinterpret_cast<float4*>(sc + gq * S::kBT + S::kC * 2 * r);
+#pragma unroll
+      for (int i = 0; i < S::kC / 2; ++i)
+        s4[i] = make_float4(x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]);
+    }
+    // The value-outlier index of tokens lane + 32 k and their first entries, asked for now so
+    // that P.V covers the two round trips.
+    constexpr int kTk = (S::kBT + 31) / 32;
+    const bool v_out = L.v_out_per_row > 0;
+    const uint32_t* tok_out = reinterpret_cast<const uint32_t*>(tsec + L.off_v_out);
+    uint32_t vix[kTk], ve0[kTk];
+#pragma unroll
+    for (int k = 0; k < kTk; ++k) {
+      const int tau = lane + 32 * k;
+      vix[k] = v_out && tau < valid
+                   ? reinterpret_cast<const uint32_t*>(sec + L.off_v_index)[row0 + tau]
+                   : 0u;
+    }
+#pragma unroll
+    for (int k = 0; k < kTk; ++k) {
+      const int tau = lane + 32 * k;
+      ve0[k] = (vix[k] >> 16) != 0
+                   ? tok_out[int64_t{row0 + tau} * L.v_out_per_row + (vix[k] & 0xFFFFu)]
+                   : 0u;
+    }
+    // This lane's value words (channels 16 mt + gq (+8), words 2r, 2r + 1), and the accumulators
+    // back, rescaled to the new maximum (query 2r's factor is lane 8r's, 2r + 1's lane 8r + 4's).
+    uint2 vw[S::kMT][2];
+#pragma unroll
+    for (int mt = 0; mt < S::kMT; ++mt) {
+      vw[mt][0] = *reinterpret_cast<const uint2*>(vwords + (16 * mt + gq) * L.v_row_words + 2 * r);
+      vw[mt][1] =
+          *reinterpret_cast<const uint2*>(vwords + (16 * mt + gq + 8) * L.v_row_words + 2 * r);
+    }
+
+    {
+      const float a0 = __shfl_sync(kFullMask, alpha, 8 * r);
+      const float a1 = __shfl_sync(kFullMask, alpha, 8 * r + 4);
+#pragma unroll
+      for (int mt = 0; mt < S::kMT; ++mt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          acc[mt][e] = acc_sm[(4 * mt + e) * 32 + lane] * (e & 1 ? a1 : a0);
+      }
+    }
+#pragma unroll
+    for (int s = 0; s < S::kSteps; ++s) {
+#pragma unroll
+      for (int mt = 0; mt < S::kMT; ++mt) {
+        uint32_t a[4];
+        const uint32_t w4[4] = {vw[mt][0].x, vw[mt][1].x, vw[mt][0].y, vw[mt][1].y};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const uint32_t off = lut_offset<D, B>(w4[k], 2 * B * s, lane_copy);
+          a[k] = lds<SM::kLutV>(smem, off);
+        }
+        mma16816(acc[mt], a[0], a[1], a[2], a[3], bv[s][0], bv[s][1]);
+      }
+    }
+
+    // Value outliers: p * (x - dense) into corr[query][channel], then into the accumulators.
+    if (v_out) {
+      __syncwarp();  // the probabilities in sc, corr zeroed
+#pragma unroll
+      for (int k = 0; k < kTk; ++k) {
+        const int tau = lane + 32 * k;
+        const int n_out = static_cast<int>(vix[k] >> 16);
+        if (n_out == 0) continue;
+        const uint32_t* row_out =
+            tok_out + int64_t{row0 + tau} * L.v_out_per_row + (vix[k] & 0xFFFFu);
+        const float2 so = __half22float2(bits_h2(vscales[tau]));
+        for (int i = 0; i < n_out; ++i) {
+          const uint32_t e = i == 0 ? ve0[k] : row_out[i];
+          const int ch = static_cast<int>(e >> 16) % D;
+          const uint32_t code =
+              (vwords[ch * L.v_row_words + tau / S::kC] >> (B * (tau % S::kC))) & S::kCodeMask;
+          const float dx = half_bits_float(e & 0xFFFFu) -
+                           (so.x == 0.0f ? so.y : fmaf(lev[16 + code], so.x, so.y));
+#pragma unroll
+          for (int qi = 0; qi < NQ; ++qi) {
+            const float pq = sc[qi * S::kBT + tau];
+            if (pq != 0.0f) atomicAdd(&corr[qi * D + ch], pq * dx);
+          }
+        }
+      }
+      __syncwarp();
+#pragma unroll
+      for (int mt = 0; mt < S::kMT; ++mt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int q2 = 2 * r + (e & 1), ch = 16 * mt + gq + 8 * (e >> 1);
+          if (q2 < NQ) acc[mt][e] += corr[q2 * D + ch];
+        }
+      }
+    }
+    __syncwarp();  // sc, pb and corr are rewritten by the next block
+  }
+
+  // Sums over the four lanes of each query row, then the part: O^T[ch][q2] + offsets.
+  l_run += __shfl_xor_sync(kFullMask, l_run, 1);
+  l_run += __shfl_xor_sync(kFullMask, l_run, 2);
+  ofs += __shfl_xor_sync(kFullMask, ofs, 1);
+  ofs += __shfl_xor_sync(kFullMask, ofs, 2);
+  const float ofs_col[2] = {__shfl_sync(kFullMask, ofs, 8 * r),
+                            __shfl_sync(kFullMask, ofs, 8 * r + 4)};
+#pragma unroll
+  for (int mt = 0; mt < S::kMT; ++mt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int q2 = 2 * r + (e & 1), ch = 16 * mt + gq + 8 * (e >> 1);
+      if (q2 < group) {
+        const int64_t row = (int64_t{b} * p.n_q_heads + h * group + q2) * parts + split;
+        p.part_o[row * D + ch] = acc[mt][e] + ofs_col[e & 1];
+      }
+    }
+  }
+  if (r == 0 && gq < group) {
+    const int64_t row = (int64_t{b} * p.n_q_heads + h * group + gq) * parts + split;
+    p.part_ml[2 * row] = m_run;
+    p.part_ml[2 * row + 1] = l_run;
+  }
+}
+
+// The instantiation for a KVQuant layout and query tile of this bit width.
+template <int D, int B>
+bool pick(int nq, KvMmaEntry* e) {
+  switch (nq) {
+    case 1: e->kernel = kv_attention_v3_kernel<D, B, 1>; break;
+    case 2: e->kernel = kv_attention_v3_kernel<D, B, 2>; break;
+    case 4: e->kernel = kv_attention_v3_kernel<D, B, 4>; break;
+    case 8: e->kernel = kv_attention_v3_kernel<D, B, 8>; break;
+    default: return false;
+  }
+  e->smem_base = Smem<D, B>::kWarp0;
+  switch (nq) {
+    case 1: e->smem_per_warp = WarpSmem<D, B, 1>::kBytes; break;
+    case 2: e->smem_per_warp = WarpSmem<D, B, 2>::kBytes; break;
+    case 4: e->smem_per_warp = WarpSmem<D, B, 4>::kBytes; break;
+    default: e->smem_per_warp = WarpSmem<D, B, 8>::kBytes; break;
+  }
+  return true;
+}
+
+template <int B>
+bool entry(const KvLayout& l, int nq, KvMmaEntry* e) {
+  if (l.bits != B || l.method != KvMethod::kNuq) return false;
+  if (l.head_dim == 64) return pick<64, B>(nq, e);
+  if (l.head_dim == 128) return pick<128, B>(nq, e);
+  return false;
+}
+
+}  // namespace kvq::kernels::v3
