@@ -13,8 +13,8 @@ struct KernelsBenchOptions {
   std::vector<int64_t> contexts = {4096, 32768, 131072, 524288, 1048576};
   std::vector<int> batches = {1, 8};
   // Method strings the CUDA cache serves (runtime/cache_config.h); others get a row saying why not.
-  std::vector<std::string> methods = {"nuq4-1%-vhead", "nuq3-1%-vhead", "nuq2-1%-vhead",
-                                      "kivi2-g32-r128"};
+  // KVQuant with values per token over all KV heads: what `kvq fit` writes by default.
+  std::vector<std::string> methods = {"nuq4-1%", "nuq3-1%", "nuq2-1%", "kivi2-g32-r128"};
   std::vector<std::string> shapes = {"mha", "gqa"};  // mha: 32 heads; gqa: 32 query, 8 KV
   // Compressed-cache kernels: 1 simple, 2 mma (tensor cores), 3 two-phase (KVQuant only).
   std::vector<int> versions = {1, 2, 3};
