@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -102,9 +103,11 @@ std::vector<Method> fit_methods(const model::LlamaModel& m, const E2eBenchOption
   fmt::print(stderr, "bench e2e: calibrating on {} random tokens, fitting {} methods\n", seq_len,
              specs.size());
   const calib::CalibResult r = calib::calibrate(m, tokens, o);
-  char dir_template[] = "/tmp/kvq-bench-e2e.XXXXXX";
-  const char* tmp_dir = mkdtemp(dir_template);
-  if (!tmp_dir) fail("bench e2e: cannot create a temporary directory in /tmp");
+  // Under $TMPDIR (temp_directory_path reads it), /tmp if unset.
+  const std::string base = std::filesystem::temp_directory_path().string();
+  std::string dir_template = base + "/kvq-bench-e2e.XXXXXX";
+  const char* tmp_dir = mkdtemp(dir_template.data());
+  if (!tmp_dir) fail("bench e2e: cannot create a temporary directory in {}", base);
   const std::string path = std::string(tmp_dir) + "/calib.h5";
   try {
     calib::write_calib(path, r, artifact::model_fingerprint(c, m.weights().checksum, m.source()),
