@@ -12,7 +12,9 @@
 #   test (the gpu-labelled tests), eval, runtime (kvq eval --runtime and kvq generate through the
 #   compressed cache), reproduce, calibrate (7B-shaped bench), kernels (kvq bench kernels), e2e (kvq
 #   bench e2e: 7B-shaped decode through the runtime), sanitize (compute-sanitizer memcheck +
-#   racecheck on the kernel tests); `build` only builds.
+#   racecheck on the kernel tests); `build` only builds. Not in the default list: profile (Nsight
+#   Compute of the decode kernels v2 and v3, nuq3-1%, MHA, batch 1, 128K tokens: the summary
+#   sections and bench/ncu_summary.py's opcode mix and stall lines, ncu-v*.txt / ncu-v*-summary.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -114,6 +116,27 @@ if want e2e; then
   build-gpu/bin/kvq bench e2e --json-file "$OUT/bench-e2e.json" \
     >"$OUT/bench-e2e.md" 2>"$OUT/bench-e2e.err" || { status=1; tail -5 "$OUT/bench-e2e.err"; }
   cat "$OUT/bench-e2e.md"
+fi
+if want profile; then
+  log "profile (ncu, decode kernels v2 and v3, nuq3-1% MHA batch 1 128K)"
+  ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  run_bench=(build-gpu/bin/kvq bench kernels --contexts 131072 --batches 1 --methods nuq3-1%
+             --shapes mha --warmup 1 --repeats 1)
+  for v in 2 3; do
+    k=$([ "$v" = 2 ] && echo kv_attention_mma || echo kv_attention_v3)
+    # --launch-skip 1: the first launch is the warm-up's.
+    "$ncu" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
+      --section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats \
+      --section WarpStateStats --section MemoryWorkloadAnalysis --section InstructionStats \
+      "${run_bench[@]}" --versions "$v" >"$OUT/ncu-v$v.txt" 2>&1 || status=1
+    "$ncu" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
+      --section SourceCounters --section WarpStateStats --import-source yes -f -o "$OUT/ncu-v$v" \
+      "${run_bench[@]}" --versions "$v" >>"$OUT/ncu-v$v.txt" 2>&1 || status=1
+    "$ncu" -i "$OUT/ncu-v$v.ncu-rep" --page source --csv --print-source sass >"$OUT/ncu-v$v-sass.csv" \
+      && python3 bench/ncu_summary.py "$OUT/ncu-v$v-sass.csv" >"$OUT/ncu-v$v-summary.md" || status=1
+    gzip -f "$OUT/ncu-v$v-sass.csv"; rm -f "$OUT/ncu-v$v.ncu-rep"
+    head -40 "$OUT/ncu-v$v-summary.md"
+  done
 fi
 # Sanitizers last: they are the slowest step and the benchmarks above matter more if time runs out.
 if want sanitize; then
