@@ -5,9 +5,10 @@
 // device-to-device copy and against a read roofline, speedups; and the cost of appending one
 // token at 32K. One row per kernel per shape. The fp16 baselines: our cuBLAS and flash-decoding
 // kernels (attention_fp16.h), and LibTorch's scaled_dot_product_attention (SDPA) over the same
-// buffers (needs a CUDA LibTorch 2.x); the compressed cache: every --versions kernel (v1 simple,
-// v2 mma, v3 two-phase: KVQuant only) of every method. Methods are method strings
-// (methods::parse_method); the cache refuses by name those it cannot serve, and the row says why.
+// buffers (needs a CUDA LibTorch 2.x); the compressed cache: every --versions kernel that serves
+// the method (v1 simple: all; v2 mma: KIVI; v3 two-phase: KVQuant) of every method. Methods are
+// method strings (methods::parse_method); the cache refuses by name those it cannot serve, and the
+// row says why.
 //
 // Inputs. fp16 caches hold uniform random keys and values in [-1, 1); compressed caches valid
 // random codes, scales and outliers (KvCache::fill_random: decode reads the same bytes whatever
@@ -504,6 +505,11 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
               base.note = "no room for the read roofline's buffer";
             }
             for (const int version : f.versions) {
+              // v2 serves KIVI pages, v3 KVQuant pages, v1 both: no row for the other pairs.
+              if (!kernels::kv_attention_serves(cache.config().layout(),
+                                                static_cast<KvAttentionKernel>(version))) {
+                continue;
+              }
               KernelRow r = base;
               r.kernel = version_name(version);
               try {

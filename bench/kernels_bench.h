@@ -16,7 +16,8 @@ struct KernelsBenchOptions {
   // KVQuant with values per token over all KV heads: what `kvq fit` writes by default.
   std::vector<std::string> methods = {"nuq4-1%", "nuq3-1%", "nuq2-1%", "kivi2-g32-r128"};
   std::vector<std::string> shapes = {"mha", "gqa"};  // mha: 32 heads; gqa: 32 query, 8 KV
-  // Compressed-cache kernels: 1 simple, 2 mma (tensor cores), 3 two-phase (KVQuant only).
+  // Compressed-cache kernels: 1 simple (all methods), 2 mma (tensor cores, KIVI), 3 two-phase
+  // (tensor cores, KVQuant); a version that does not serve a method gets no row.
   std::vector<int> versions = {1, 2, 3};
   int warmup = 3;
   int repeats = 20;

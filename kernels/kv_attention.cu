@@ -1,7 +1,7 @@
 // Decode attention over the compressed KV cache: the simple kernel (v1), the split reduction, and
 // the dispatch for every version (kv_attention.h). The tensor-core kernels are in
-// kv_attention_mma.cuh (v2) and kv_attention_v3.cuh (v3, KVQuant pages). CPU twin: kv_attention_ref
-// (kv_ref.cpp); tests: tests/gpu/test_kv_attention.cpp.
+// kv_attention_mma.cuh (v2, KIVI pages) and kv_attention_v3.cuh (v3, KVQuant pages). CPU twin:
+// kv_attention_ref (kv_ref.cpp); tests: tests/gpu/test_kv_attention.cpp.
 //
 // Layout
 //   q, out     [batch][n_q_heads][head_dim]                       fp16 or bf16
@@ -31,7 +31,8 @@
 //      (H200: 0.92 ms; the v2 that is built today).
 //   v3 (KvAttentionKernel::kTwoPhase, kv_attention_v3.cuh): q.K of a block into shared memory,
 //      then P.V, at 16 warps per SM: 0.690 ms on an H200 (SDPA on fp16 0.489 ms), faster than
-//      v2 at every benchmarked shape; KVQuant only (KIVI stays on v2).
+//      v2 at every benchmarked shape. It serves KVQuant pages, and v2's KVQuant path was removed;
+//      v2 serves KIVI (kv_attention_serves).
 #include "kv_attention.h"
 
 #include <algorithm>
@@ -300,7 +301,7 @@ bool mma_shape(const KvLayout& l, int nq, KvAttentionKernel version, KvMmaEntry*
   const bool ok =
       version == KvAttentionKernel::kTwoPhase
           ? kv_v3_entry_b2(l, nq, e) || kv_v3_entry_b3(l, nq, e) || kv_v3_entry_b4(l, nq, e)
-          : kv_mma_entry_b2(l, nq, e) || kv_mma_entry_b3(l, nq, e) || kv_mma_entry_b4(l, nq, e);
+          : kv_mma_entry_b2(l, nq, e) || kv_mma_entry_b4(l, nq, e);
   if (!ok) return false;
   const void* kernel = reinterpret_cast<const void*>(e->kernel);
   const int base = e->smem_base, per_warp = e->smem_per_warp;

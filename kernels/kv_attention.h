@@ -16,10 +16,21 @@
 namespace kvq::kernels {
 
 enum class KvAttentionKernel : int {
-  kSimple = 1,    // v1: one warp per split, lanes over channel pairs, fp32 math
-  kMma = 2,       // v2: tensor-core m16n8k16 over 8*C-token blocks staged by cp.async
-  kTwoPhase = 3,  // v3 (KVQuant only): v2's arithmetic, q.K then P.V per block, 2x the warps
+  kSimple = 1,    // v1 (every layout, the reference): one warp per split, lanes over channel
+                  // pairs, fp32 math
+  kMma = 2,       // v2 (KIVI): tensor-core m16n8k16 over 8*C-token blocks staged by cp.async
+  kTwoPhase = 3,  // v3 (KVQuant): v2's arithmetic, q.K then P.V per block, 2x the warps
 };
+
+// Whether a version serves a layout (others return cudaErrorNotSupported).
+inline bool kv_attention_serves(const KvLayout& layout, KvAttentionKernel version) {
+  switch (version) {
+    case KvAttentionKernel::kSimple: return true;
+    case KvAttentionKernel::kMma: return layout.method == KvMethod::kKivi;
+    case KvAttentionKernel::kTwoPhase: return layout.method == KvMethod::kNuq;
+  }
+  return false;
+}
 
 // The fastest version for a layout: v3 for KVQuant, v2 for KIVI.
 inline KvAttentionKernel kv_attention_best(const KvLayout& layout) {

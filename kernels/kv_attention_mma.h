@@ -1,6 +1,6 @@
-// Internal to the kernels library: the entry points of the tensor-core decode attention (v2,
-// kv_attention_mma.cuh, instantiated per bit width in kv_attention_mma_b{2,3,4}.cu) that
-// kv_attention.cu dispatches to.
+// Internal to the kernels library: the entry points of the tensor-core decode attention that
+// kv_attention.cu dispatches to: v2 (kv_attention_mma.cuh, KIVI, instantiated per bit width in
+// kv_attention_mma_b{2,4}.cu) and v3 (kv_attention_v3.cuh, KVQuant, kv_attention_v3_b{2,3,4}.cu).
 #pragma once
 
 #include <cstddef>
@@ -24,7 +24,6 @@ struct KvMmaEntry {
 
 // The instantiation for a layout and query tile; false if none was built.
 bool kv_mma_entry_b2(const KvLayout& layout, int nq, KvMmaEntry* entry);
-bool kv_mma_entry_b3(const KvLayout& layout, int nq, KvMmaEntry* entry);
 bool kv_mma_entry_b4(const KvLayout& layout, int nq, KvMmaEntry* entry);
 
 // v3 (kv_attention_v3.cuh, KVQuant layouts only), the same way.

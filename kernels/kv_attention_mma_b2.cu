@@ -1,5 +1,5 @@
-// The 2-bit instantiations of the tensor-core decode attention (kv_attention_mma.cuh), in a
-// file of their own so that the three bit widths compile in parallel.
+// The 2-bit instantiations of decode attention v2 (kv_attention_mma.cuh, KIVI pages), in a
+// file of their own so that the bit widths compile in parallel.
 #include "kv_attention_mma.cuh"
 
 namespace kvq::kernels {

@@ -30,21 +30,22 @@
 
 #include <cstdint>
 
-#include "kv_attention_mma.cuh"
+#include "kv_attention_mma.h"
+#include "kv_attention_tc.cuh"
 
 namespace kvq::kernels::v3 {
 
 using namespace dev;
-using mma::bits_h2;
-using mma::block_section;
-using mma::Cursor;
-using mma::h2_bits;
-using mma::mma16816;
-using mma::pack_h2;
-using mma::pair_of;
-using mma::Shape;
-using mma::token_section_of;
-using mma::v_scales_at;
+using tc::bits_h2;
+using tc::block_section;
+using tc::Cursor;
+using tc::h2_bits;
+using tc::mma16816;
+using tc::pack_h2;
+using tc::pair_of;
+using tc::Shape;
+using tc::token_section_of;
+using tc::v_scales_at;
 
 constexpr int kWarps = 8;
 
@@ -246,25 +247,24 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
   const bool k_out = c.k_outliers;
   const int qrow = gq < NQ ? gq : 0;  // the query whose scores lane (gq, r) reads
   auto copy_keys = [&](const uint8_t* section, int64_t u) {
-    mma::copy16(keys_sm,
-                section + L.off_k_codes + int64_t{static_cast<int>(u % L.page_size)} * S::kWK * 4,
-                S::kBT * S::kWK * 4, lane);
-    mma::cp_async_commit();
+    tc::copy16(keys_sm,
+               section + L.off_k_codes + int64_t{static_cast<int>(u % L.page_size)} * S::kWK * 4,
+               S::kBT * S::kWK * 4, lane);
+    tc::cp_async_commit();
   };
-  copy_keys(block_section<D, B, false>(c, b, h, cur.u_begin, pages_sm, &cur, lane), cur.u_begin);
+  copy_keys(block_section(c, b, h, cur.u_begin, pages_sm, &cur, lane), cur.u_begin);
 
   for (int j = 0; j < n_blocks; ++j) {
     const int64_t u_blk = cur.u_begin + int64_t{j} * S::kBT;
     const int64_t pi = u_blk / L.page_size;
     const int row0 = static_cast<int>(u_blk % L.page_size);
     const int valid = static_cast<int>(min(int64_t{S::kBT}, cur.u_end - u_blk));
-    const uint8_t* sec = block_section<D, B, false>(c, b, h, u_blk, pages_sm, &cur, lane);
+    const uint8_t* sec = block_section(c, b, h, u_blk, pages_sm, &cur, lane);
     const uint8_t* tsec = token_section_of(c, sec, h);
     const int64_t u_next = u_blk + S::kBT;
     const uint8_t* nsec =  // the next block's head section, if any
-        u_next < cur.u_end ? block_section<D, B, false>(c, b, h, u_next, pages_sm, &cur, lane)
-                           : nullptr;
-    mma::cp_async_wait<0>();
+        u_next < cur.u_end ? block_section(c, b, h, u_next, pages_sm, &cur, lane) : nullptr;
+    tc::cp_async_wait<0>();
     __syncwarp();
     const uint32_t* krows = reinterpret_cast<const uint32_t*>(keys_sm);
     const uint32_t* vwords = reinterpret_cast<const uint32_t*>(sec + L.off_v_codes) + row0 / S::kC;

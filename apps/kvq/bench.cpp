@@ -30,10 +30,9 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--shapes", flags->shapes,
                   "mha (32 heads) and/or gqa (32 query, 8 KV heads), head_dim 128")
       ->delimiter(',');
-  cmd->add_option(
-         "--versions", flags->versions,
-         "Compressed-cache kernels to time: 1 (simple), 2 (mma, tensor cores), 3 (two-phase, "
-         "KVQuant)")
+  cmd->add_option("--versions", flags->versions,
+                  "Compressed-cache kernels to time: 1 (simple), 2 (mma, tensor cores: KIVI), 3 "
+                  "(two-phase, tensor cores: KVQuant)")
       ->delimiter(',');
   cmd->add_option("--warmup", flags->warmup, "Untimed runs first");
   cmd->add_option("--repeats", flags->repeats, "Timed runs (the median is reported)");

@@ -164,7 +164,7 @@ void check(KvCache& cache, const KvState& ref_state, const quant::KvTables* qp, 
   const std::vector<double> ref = kv_attention_ref(ref_state, qp, q, inv_freq);
   for (const auto version :
        {KvAttentionKernel::kSimple, KvAttentionKernel::kMma, KvAttentionKernel::kTwoPhase}) {
-    if (version == KvAttentionKernel::kTwoPhase && cfg.method() != KvMethod::kNuq) continue;
+    if (!kv_attention_serves(cfg.layout(), version)) continue;
     const char* vname = version == KvAttentionKernel::kSimple ? "v1"
                         : version == KvAttentionKernel::kMma  ? "v2"
                                                               : "v3";

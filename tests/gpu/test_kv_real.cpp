@@ -103,7 +103,7 @@ TEST(KvReal, Wt2Llama18mLayers) {
                 cudaSuccess);
       for (const auto version :
            {KvAttentionKernel::kSimple, KvAttentionKernel::kMma, KvAttentionKernel::kTwoPhase}) {
-        if (version == KvAttentionKernel::kTwoPhase && qp == nullptr) continue;  // KIVI: no v3
+        if (!kv_attention_serves(cache.config().layout(), version)) continue;
         ASSERT_EQ(cudaMemset(dout.data(), 0xFF, dout.bytes()), cudaSuccess);
         cache.attend(dq.data(), rc.bf16, dout.data(), df.data(), version, nullptr);
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
