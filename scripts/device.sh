@@ -13,8 +13,9 @@
 #   compressed cache), reproduce, calibrate (7B-shaped bench), kernels (kvq bench kernels), e2e (kvq
 #   bench e2e: 7B-shaped decode through the runtime), sanitize (compute-sanitizer memcheck +
 #   racecheck on the kernel tests); `build` only builds. Not in the default list: profile (Nsight
-#   Compute of the decode kernels v2 and v3, nuq3-1%, MHA, batch 1, 128K tokens: the summary
-#   sections and bench/ncu_summary.py's opcode mix and stall lines, ncu-v*.txt / ncu-v*-summary.md).
+#   Compute of the decode kernels at MHA, batch 1, 128K tokens, v3 on nuq3-1% and v2 on
+#   kivi2-g32-r128: the summary sections and bench/ncu_summary.py's opcode mix and stall lines,
+#   ncu-v*.txt / ncu-v*-summary.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -118,12 +119,13 @@ if want e2e; then
   cat "$OUT/bench-e2e.md"
 fi
 if want profile; then
-  log "profile (ncu, decode kernels v2 and v3, nuq3-1% MHA batch 1 128K)"
+  log "profile (ncu, MHA batch 1 128K: v3 on nuq3-1%, v2 on kivi2-g32-r128)"
   ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-  run_bench=(build-gpu/bin/kvq bench kernels --contexts 131072 --batches 1 --methods nuq3-1%
-             --shapes mha --warmup 1 --repeats 1)
   for v in 2 3; do
     k=$([ "$v" = 2 ] && echo kv_attention_mma || echo kv_attention_v3)
+    m=$([ "$v" = 2 ] && echo kivi2-g32-r128 || echo nuq3-1%)
+    run_bench=(build-gpu/bin/kvq bench kernels --contexts 131072 --batches 1 --methods "$m"
+               --shapes mha --warmup 1 --repeats 1)
     # --launch-skip 1: the first launch is the warm-up's.
     "$ncu" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
       --section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats \
