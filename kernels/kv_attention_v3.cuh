@@ -49,7 +49,8 @@ using tc::v_scales_at;
 
 constexpr int kWarps = 8;
 
-// Block-wide shared memory at compile-time offsets (the lookups fold them into the load).
+// Block-wide shared memory at compile-time offsets (they fold into the loads' immediates; the
+// dynamic window's base still costs each lookup an add: bench/kernels_notes.md).
 template <int D, int B>
 struct Smem {
   using S = Shape<D, B>;
