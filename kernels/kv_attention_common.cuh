@@ -145,4 +145,33 @@ __device__ void scalar_fp16_tokens(const KvAttentionParams& p, const SplitCoords
   }
 }
 
+// The split of the fp16 tokens (split n_splits of a launch) on the scalar path, queries as the
+// launch gives them.
+template <int D, int NQ>
+__device__ __forceinline__ void fp16_split(const KvAttentionParams& p, const SplitCoords& sc,
+                                           int group) {
+  ScalarState<D, NQ> st;
+  if (p.q_bf16)
+    st.template init<__nv_bfloat16>(p, sc, group);
+  else
+    st.template init<__half>(p, sc, group);
+  scalar_fp16_tokens<D, NQ>(p, sc, st);
+  st.write(p, sc, group);
+}
+
+// The part of a split without quantized tokens (parts = n_splits + 1): no mass (max -inf, sum
+// 0, zero output).
+template <int D>
+__device__ __forceinline__ void write_empty_part(const KvAttentionParams& p, int b, int h,
+                                                 int group, int parts, int split, int lane) {
+  for (int qi = 0; qi < group; ++qi) {
+    const int64_t row = (int64_t{b} * p.n_q_heads + h * group + qi) * parts + split;
+    for (int ch = lane; ch < D; ch += 32) p.part_o[row * D + ch] = 0.0f;
+    if (lane == 0) {
+      p.part_ml[2 * row] = -INFINITY;
+      p.part_ml[2 * row + 1] = 0.0f;
+    }
+  }
+}
+
 }  // namespace kvq::kernels::dev

@@ -159,13 +159,7 @@ __global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionPar
   sc.tq = sc.n - 1;
   const int group = p.n_q_heads / c.n_kv_heads;
   if (split == p.n_splits) {
-    ScalarState<D, NQ> st;
-    if (p.q_bf16)
-      st.template init<__nv_bfloat16>(p, sc, group);
-    else
-      st.template init<__half>(p, sc, group);
-    scalar_fp16_tokens<D, NQ>(p, sc, st);
-    st.write(p, sc, group);
+    fp16_split<D, NQ>(p, sc, group);
     return;
   }
   const int parts = p.n_splits + 1;
@@ -174,14 +168,7 @@ __global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionPar
   cur.u_end = min(c.n_quant(sc.n), cur.u_begin + int64_t{p.pages_per_split} * L.page_size);
   cur.win_first = -1000000;
   if (cur.u_begin >= cur.u_end) {  // nothing here: an empty part
-    for (int qi = 0; qi < group; ++qi) {
-      const int64_t row = (int64_t{b} * p.n_q_heads + h * group + qi) * parts + split;
-      for (int ch = lane; ch < D; ch += 32) p.part_o[row * D + ch] = 0.0f;
-      if (lane == 0) {
-        p.part_ml[2 * row] = -INFINITY;
-        p.part_ml[2 * row + 1] = 0.0f;
-      }
-    }
+    write_empty_part<D>(p, b, h, group, parts, split, lane);
     return;
   }
 
