@@ -19,13 +19,12 @@
 
 #include "kv_ref.h"
 #include "kvq/artifact/calib_file.h"
-#include "kvq/calib/calib_writer.h"
-#include "kvq/calib/calibrate.h"
 #include "kvq/methods/fit.h"
 #include "kvq/model/io/safetensors.h"
 #include "kvq/model/llama.h"
 #include "kvq/quant/kv_format.h"
 #include "kvq/runtime/cache_config.h"
+#include "support/reference_calib.h"
 #include "support/test_support.h"
 
 namespace kvq::kernels {
@@ -53,24 +52,9 @@ TEST(KvRefValues, MatchesEvalOnWt2Llama18m) {
   const std::string dir = ::kvq::test::data_path(kModel);
   const model::LlamaModel m = model::LlamaModel::load(dir);
   const model::SafetensorsFile ref(dir + "/reference.safetensors");
-  const model::TensorView& ids = ref.get("input_ids");
-  std::vector<int32_t> tokens(ids.numel());
-  for (int64_t i = 0; i < ids.numel(); ++i)
-    tokens[i] = static_cast<int32_t>(reinterpret_cast<const int64_t*>(ids.data)[i]);
-  calib::CalibOptions options;
-  options.n_samples = 2;
-  options.seq_len = 32;
-  options.progress = false;
-  const calib::CalibResult r = calib::calibrate(m, tokens, options);
   ::kvq::test::TempDir tmp;
-  artifact::DataFingerprint data;
-  data.source = "reference.safetensors";
-  data.n_sequences = 2;
-  data.seq_len = 32;
-  calib::write_calib(tmp.file("calib.h5"), r,
-                     artifact::model_fingerprint(m.config(), m.weights().checksum, dir), data,
-                     {"cpu", "fp32", "now"});
-  const artifact::CalibData calib = artifact::read_calib(tmp.file("calib.h5"));
+  const artifact::CalibData calib = ::kvq::test::reference_calib(
+      m, dir, ::kvq::test::reference_input_ids(ref), tmp.file("calib.h5"));
   for (const std::string method : {"nuq3-1%", "nuq3-1%-vhead", "nuq2-1%", "nuq4"}) {
     const methods::Quantizer qz = methods::fit(methods::parse_method(method), &calib);
     for (int layer = 0; layer < m.config().n_layers; ++layer) {

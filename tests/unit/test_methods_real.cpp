@@ -8,10 +8,10 @@
 #include <gtest/gtest.h>
 
 #include "kvq/artifact/calib_file.h"
-#include "kvq/calib/calib_writer.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
 #include "kvq/model/io/safetensors.h"
+#include "support/reference_calib.h"
 #include "support/test_support.h"
 
 namespace kvq::methods {
@@ -22,24 +22,9 @@ TEST(MethodsFit, RealCalibrationOfLlama1m) {
   const std::string dir = test::data_path("models/wt2-llama-1m");
   const model::LlamaModel m = model::LlamaModel::load(dir);
   const model::SafetensorsFile ref(dir + "/reference.safetensors");
-  const model::TensorView& ids = ref.get("input_ids");
-  std::vector<int32_t> tokens(ids.numel());
-  for (int64_t i = 0; i < ids.numel(); ++i)
-    tokens[i] = static_cast<int32_t>(reinterpret_cast<const int64_t*>(ids.data)[i]);
-  calib::CalibOptions options;
-  options.n_samples = 2;
-  options.seq_len = 32;
-  options.progress = false;
-  const calib::CalibResult r = calib::calibrate(m, tokens, options);
   test::TempDir tmp;
-  artifact::DataFingerprint data;
-  data.source = "reference.safetensors";
-  data.n_sequences = 2;
-  data.seq_len = 32;
-  calib::write_calib(tmp.file("calib.h5"), r,
-                     artifact::model_fingerprint(m.config(), m.weights().checksum, dir), data,
-                     {"cpu", "fp32", "now"});
-  const artifact::CalibData c = artifact::read_calib(tmp.file("calib.h5"));
+  const artifact::CalibData c =
+      test::reference_calib(m, dir, test::reference_input_ids(ref), tmp.file("calib.h5"));
   for (const std::string method : {"nuq3-1%", "nuq2-1%-post", "nuq4", "skvq-k2-v2-g16-w8",
                                    "skvq-k3-v2-g16-w8-post", "kivi2", "fp8-e4m3"}) {
     const Quantizer q = fit(parse_method(method), &c);
