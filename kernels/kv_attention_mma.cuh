@@ -201,7 +201,6 @@ __global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionPar
   }
 
   // Query side: lane owns pairs g = lane + 32 i of every query; phase at the first block's start.
-  const float qscale = kLog2e / sqrtf(static_cast<float>(D));
   float2 qs[NQ][S::kQP], w_step[S::kQP], w_half[S::kQP], w_block[S::kQP];
   int a_slot[S::kQP];
 #pragma unroll
@@ -212,25 +211,8 @@ __global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionPar
     w_half[i] = rope_phase(static_cast<double>(S::kC), th);
     w_block[i] = rope_phase(static_cast<double>(7 * S::kC + 2), th);
     const float2 e0 = rope_phase(static_cast<double>(c.n_sink + cur.u_begin - sc.tq), th);
-    const int span = S::kWL * S::kPW;
-    const int rg = g < 4 * span ? g / span : g - 4 * span;
-    const int mg = g < 4 * span ? g % span : S::kNP - 1;
-    a_slot[i] = rg * S::kNP + mg;
-#pragma unroll
-    for (int qi = 0; qi < NQ; ++qi) {
-      float2 qv = make_float2(0.0f, 0.0f);
-      if (qi < group) {
-        const int64_t base = (int64_t{b} * p.n_q_heads + h * group + qi) * D;
-        if (p.q_bf16) {
-          const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(p.q) + base;
-          qv = make_float2(__bfloat162float(q[g]), __bfloat162float(q[g + D / 2]));
-        } else {
-          const __half* q = static_cast<const __half*>(p.q) + base;
-          qv = make_float2(__half2float(q[g]), __half2float(q[g + D / 2]));
-        }
-      }
-      qs[qi][i] = cmul(make_float2(qv.x * qscale, -qv.y * qscale), e0);
-    }
+    a_slot[i] = a_slot_of<D, B>(g);
+    query_phases<D, NQ>(p, b, h, group, g, e0, i, qs);
   }
 
   float acc[S::kMT][4];

@@ -105,4 +105,38 @@ __device__ __forceinline__ const uint8_t* v_scales_at(const KvCacheView& c, cons
          int64_t{c.layout.v_vectors > 1 ? h : 0} * c.layout.page_size * 4;
 }
 
+// Where RoPE pair g (< D/2) sits among the query's A fragments ([4 lanes r][kNP pair slots]):
+// the slot pair_of gives it.
+template <int D, int B>
+__device__ __forceinline__ int a_slot_of(int g) {
+  using S = Shape<D, B>;
+  const int span = S::kWL * S::kPW;
+  const int rg = g < 4 * span ? g / span : g - 4 * span;
+  const int mg = g < 4 * span ? g % span : S::kNP - 1;
+  return rg * S::kNP + mg;
+}
+
+// The query side's phase of pair g for the group's queries (rows h * group + qi, zero past the
+// group): conj(Q_g) * log2(e) / sqrt(D) * e0, into qs[qi][i].
+template <int D, int NQ, int QP>
+__device__ __forceinline__ void query_phases(const KvAttentionParams& p, int b, int h, int group,
+                                             int g, float2 e0, int i, float2 (&qs)[NQ][QP]) {
+  const float qscale = kLog2e / sqrtf(static_cast<float>(D));
+#pragma unroll
+  for (int qi = 0; qi < NQ; ++qi) {
+    float2 qv = make_float2(0.0f, 0.0f);
+    if (qi < group) {
+      const int64_t base = (int64_t{b} * p.n_q_heads + h * group + qi) * D;
+      if (p.q_bf16) {
+        const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(p.q) + base;
+        qv = make_float2(__bfloat162float(q[g]), __bfloat162float(q[g + D / 2]));
+      } else {
+        const __half* q = static_cast<const __half*>(p.q) + base;
+        qv = make_float2(__half2float(q[g]), __half2float(q[g + D / 2]));
+      }
+    }
+    qs[qi][i] = cmul(make_float2(qv.x * qscale, -qv.y * qscale), e0);
+  }
+}
+
 }  // namespace kvq::kernels::tc

@@ -36,6 +36,7 @@
 namespace kvq::kernels::v3 {
 
 using namespace dev;
+using tc::a_slot_of;
 using tc::bits_h2;
 using tc::block_section;
 using tc::Cursor;
@@ -43,6 +44,7 @@ using tc::h2_bits;
 using tc::mma16816;
 using tc::pack_h2;
 using tc::pair_of;
+using tc::query_phases;
 using tc::Shape;
 using tc::token_section_of;
 using tc::v_scales_at;
@@ -196,7 +198,6 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
 
   // Query side: lane owns pairs g = lane + 32 i of every query, phase at the split's start;
   // a_slot: where pair g sits among the A fragments (v2's mapping).
-  const float qscale = kLog2e / sqrtf(static_cast<float>(D));
   float2 qs[NQ][S::kQP], w8[S::kQP];
   int a_slot[S::kQP];
 #pragma unroll
@@ -205,25 +206,8 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
     const float th = p.inv_freq[g];
     w8[i] = rope_phase(8.0, th);
     const float2 e0 = rope_phase(static_cast<double>(c.n_sink + cur.u_begin - sco.tq), th);
-    const int span = S::kWL * S::kPW;
-    const int rg = g < 4 * span ? g / span : g - 4 * span;
-    const int mg = g < 4 * span ? g % span : S::kNP - 1;
-    a_slot[i] = rg * S::kNP + mg;
-#pragma unroll
-    for (int qi = 0; qi < NQ; ++qi) {
-      float2 qv = make_float2(0.0f, 0.0f);
-      if (qi < group) {
-        const int64_t base = (int64_t{b} * p.n_q_heads + h * group + qi) * D;
-        if (p.q_bf16) {
-          const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(p.q) + base;
-          qv = make_float2(__bfloat162float(q[g]), __bfloat162float(q[g + D / 2]));
-        } else {
-          const __half* q = static_cast<const __half*>(p.q) + base;
-          qv = make_float2(__half2float(q[g]), __half2float(q[g + D / 2]));
-        }
-      }
-      qs[qi][i] = cmul(make_float2(qv.x * qscale, -qv.y * qscale), e0);
-    }
+    a_slot[i] = a_slot_of<D, B>(g);
+    query_phases<D, NQ>(p, b, h, group, g, e0, i, qs);
   }
 
   float acc[S::kMT][4];
