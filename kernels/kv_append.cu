@@ -369,6 +369,7 @@ __global__ void __launch_bounds__(kStatsThreads)
         if (lane >= o) incl += y;
       }
       const int before = incl - sum, w = want[s];
+      __syncwarp();                   // every lane has read want[s] before one of them rewrites it
       if (before < w && incl >= w) {  // this lane's bins hold the rank: the first that reaches it
         int acc = before, bin = 8 * lane + 7;
 #pragma unroll
