@@ -16,6 +16,10 @@
 #   Compute of the decode kernels at MHA, batch 1, 128K tokens, v3 on nuq3-1% and v2 on
 #   kivi2-g32-r128: the summary sections and bench/ncu_summary.py's opcode mix and stall lines,
 #   ncu-v*.txt / ncu-v*-summary.md).
+# Environment, to fit a run into one device call: KVQ_TARGETS (build only these targets, e.g.
+# "kvq gpu_test_kv_attention"), KVQ_GPU_TESTS (a ctest -R regex for the test step),
+# KVQ_BENCH_ARGS (extra flags for kvq bench kernels, e.g. "--contexts 32768 --versions 3"),
+# KVQ_PROFILE_VERSIONS (the kernel versions the profile step runs, default "2 3").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -40,14 +44,17 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_p
   -DCMAKE_CUDA_ARCHITECTURES=90 -DKVQ_DATA_DIR="$data_dir" >"$OUT/configure.log" 2>&1 \
   || { log "configure FAILED"; tail -30 "$OUT/configure.log"; exit 1; }
 log "build"
-cmake --build build-gpu -j"$(nproc)" -- -k >"$OUT/build.log" 2>&1 \
+targets=()
+for t in ${KVQ_TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build build-gpu -j"$(nproc)" "${targets[@]}" -- -k >"$OUT/build.log" 2>&1 \
   || { log "build FAILED"; grep -m20 -E 'error|Error' "$OUT/build.log"; exit 1; }
 [ "$steps" = " build " ] && exit 0
 
 status=0
 if want test; then
   log "gpu tests"
-  ctest --test-dir build-gpu -L gpu --output-on-failure >"$OUT/gpu-tests.log" 2>&1 || status=1
+  ctest --test-dir build-gpu -L gpu ${KVQ_GPU_TESTS:+-R "$KVQ_GPU_TESTS"} --output-on-failure \
+    >"$OUT/gpu-tests.log" 2>&1 || status=1
   tail -15 "$OUT/gpu-tests.log"
 fi
 if want eval; then
@@ -106,7 +113,8 @@ if want kernels; then
   # Decode attention from the compressed cache vs fp16 attention, one layer, same run
   # (bench/kernels_bench.cpp; bench/kernels_notes.md reads these numbers).
   log "bench kernels"
-  build-gpu/bin/kvq bench kernels --json-file "$OUT/bench-kernels.json" \
+  # shellcheck disable=SC2086  # KVQ_BENCH_ARGS is a list of flags
+  build-gpu/bin/kvq bench kernels ${KVQ_BENCH_ARGS:-} --json-file "$OUT/bench-kernels.json" \
     >"$OUT/bench-kernels.md" 2>"$OUT/bench-kernels.err" || { status=1; tail -5 "$OUT/bench-kernels.err"; }
   cat "$OUT/bench-kernels.md"
 fi
@@ -121,7 +129,7 @@ fi
 if want profile; then
   log "profile (ncu, MHA batch 1 128K: v3 on nuq3-1%, v2 on kivi2-g32-r128)"
   ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-  for v in 2 3; do
+  for v in ${KVQ_PROFILE_VERSIONS:-2 3}; do
     k=$([ "$v" = 2 ] && echo kv_attention_mma || echo kv_attention_v3)
     m=$([ "$v" = 2 ] && echo kivi2-g32-r128 || echo nuq3-1%)
     run_bench=(build-gpu/bin/kvq bench kernels --contexts 131072 --batches 1 --methods "$m"
