@@ -363,6 +363,17 @@ cudaError_t launch_kv_attention_v3(const KvAttentionParams& p, int nq, cudaStrea
   return launch_tensor_core(p, nq, KvAttentionKernel::kTwoPhase, stream);
 }
 
+unsigned kv_dynamic_smem_start() {
+  int device = 0, reserved = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, device) !=
+          cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return static_cast<unsigned>(reserved);
+}
+
 int kv_query_tile(int group) { return group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : 8; }
 
 void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int group,

@@ -22,6 +22,11 @@ struct KvMmaEntry {
   int smem_per_warp = 0;
 };
 
+// The shared-memory address at which a block's dynamic shared memory starts on the current
+// device (the memory reserved per block: these kernels declare no static shared memory); v3
+// lays its tables out from it.
+unsigned kv_dynamic_smem_start();
+
 // The instantiation for a layout and query tile; false if none was built.
 bool kv_mma_entry_b2(const KvLayout& layout, int nq, KvMmaEntry* entry);
 bool kv_mma_entry_b4(const KvLayout& layout, int nq, KvMmaEntry* entry);

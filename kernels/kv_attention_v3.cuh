@@ -13,19 +13,24 @@
 //            copied into shared memory while the block before ran its phase 2; scores to
 //            shared memory [query][token], then the key outliers added to them;
 //   phase 2  one maximum per block and query (no per-step softmax), the probabilities written
-//            back over the scores, P.V over C/2 steps of 16 tokens as in v2 with value words
-//            and scales read by plain loads, the value outliers (p * (x - dense) from the
-//            stored probabilities) folded in at the block's end.
+//            back over the scores, P.V over C/2 steps of 16 tokens as in v2, two m16 tiles at a
+//            time with the next two tiles' value words in flight, the value outliers
+//            (p * (x - dense) from the stored probabilities) folded in at the block's end.
 // The output accumulators wait in shared memory during phase 1, where the key constants hold
-// their registers: 128 registers and ~9 KB of shared memory per warp (NQ = 1, B = 3), two
-// blocks of 8 warps per SM for NQ <= 2 (ptxas spills ~170 bytes for NQ = 1, D = 128).
+// their registers (in phase 2 the block's value words take their place, for the value
+// outliers' dense codes); a block's header chunks, value scales and value-outlier index words
+// are copied by cp.async at its start and arrive during phase 1. 128 registers and ~11 KB of
+// shared memory per warp (NQ = 1, B = 3): two blocks of 8 warps per SM for NQ <= 2 (ptxas
+// spills 8-40 bytes for NQ = 1, D = 128). The lookup tables sit at a shared address aligned to
+// their size, so a lookup is shift, LOP3, LDS; the query's A fragments are stored as whole
+// operand quads (one LDS.128 per MMA) in rows padded against bank conflicts.
 // Lane = 4 * gq + r throughout (m16n8k16 fragment coordinates). Pair slots, the query's phase
 // fragments and the value/probability fragments are v2's (kv_attention_mma.cuh).
 //
 // Measured (H200, 2026-12-04, bench/kernels_notes.md): nuq3-1%, 32 heads, 128K tokens, batch 1
-// 0.690 ms (v2 0.924, SDPA on fp16 0.489); faster than v2 at every benchmarked shape. An L2
-// prefetch of the next block made it slower (the prefetched lines were evicted before use:
-// DRAM read 1.23 GB for 0.49 GB of cache) and was removed.
+// 0.540 ms (the first v3 0.690, v2 0.924, SDPA on fp16 0.479-0.49). An L2 prefetch of the next
+// block made it slower (the prefetched lines were evicted before use: DRAM read 1.23 GB for
+// 0.49 GB of cache) and was removed.
 #pragma once
 
 #include <cstdint>
@@ -51,52 +56,74 @@ using tc::v_scales_at;
 
 constexpr int kWarps = 8;
 
-// Block-wide shared memory at compile-time offsets (they fold into the loads' immediates; the
-// dynamic window's base still costs each lookup an add: bench/kernels_notes.md).
+// Block-wide shared memory. The lookup tables start at the first address A >= W + kKcBytes
+// (W: the dynamic window's start) aligned to their size, the key constants just before A, so that a
+// lookup's whole address is (field << kShift) | (A + lane copy): one LOP3, no add of the window's
+// base (bench/kernels_notes.md). Everything after A is at compile-time offsets from A.
 template <int D, int B>
 struct Smem {
   using S = Shape<D, B>;
+  static constexpr int kKcBytes = S::kNP * 3 * 32 * 4;  // at W: [kNP][3][32 lanes] key constants
   static constexpr int kLutBytes = S::kLutEntries * S::kLutCopies * 4;
-  static constexpr int kLutV = 0;                           // [entry][copy] half2 level pairs
-  static constexpr int kLutK = kLutBytes;                   // the same for the key levels
-  static constexpr int kLev = 2 * kLutBytes;                // [16] key, [16] value levels
-  static constexpr int kKso = kLev + 128;                   // [D] key scale, [D] key offset
-  static constexpr int kKc = kKso + 2 * D * 4;              // [kNP][3][32 lanes] key constants
-  static constexpr int kWarp0 = kKc + S::kNP * 3 * 32 * 4;  // then the warps' areas
+  static_assert((kLutBytes & (kLutBytes - 1)) == 0, "a table's size is a power of two");
+  static constexpr int kLutV = 0;                     // from A: [entry][copy] half2 level pairs
+  static constexpr int kLutK = kLutBytes;             // the same for the key levels
+  static constexpr int kLev = 2 * kLutBytes;          // [16] key, [16] value levels
+  static constexpr int kKso = kLev + 128;             // [D] key scale, [D] key offset
+  static constexpr int kThetas = kKso + 2 * D * 4;    // [D/2] RoPE frequencies
+  static constexpr int kWarp0 = kThetas + D / 2 * 4;  // then the warps' areas
   // log2 of a LUT entry's bytes over its copies: an entry's first copy is field << kShift.
   static constexpr int kShift = S::kLutCopies == 32 ? 7 : 5;
   static constexpr uint32_t kFieldMask = S::kFieldMask << kShift;
+  // Bytes from W to A for a window starting at shared address w.
+  static constexpr __host__ __device__ uint32_t pad(uint32_t w) {
+    return (kLutBytes - (w + kKcBytes) % kLutBytes) % kLutBytes;
+  }
 };
 
 // One warp's shared memory: query phase fragments by group parity, the block's scores (then
 // probabilities), the value-outlier corrections (aliased by the query's phases at the block's
-// start for the key outliers), a window of page ids, the accumulators during phase 1 and the
-// block's key rows.
+// start for the key outliers), a window of page ids, the accumulators during phase 1 (the
+// block's value words [D][8] in phase 2), the block's key rows and its small parts.
 template <int D, int B, int NQ>
 struct WarpSmem {
   using S = Shape<D, B>;
-  static constexpr int kA = 0;                              // [2][NQ][4][kNP] half2
-  static constexpr int kSc = kA + 2 * NQ * 4 * S::kNP * 4;  // [NQ][kBT] float
+  // [2][NQ][4 r] rows of kARow bytes: kNP pair slots of uint2 {x, x}, then 16 bytes of padding
+  // so that the 4 (NQ = 1) to 8 rows one quarter-warp reads start in different banks.
+  static constexpr int kARow = S::kNP * 8 + 16;
+  static constexpr int kA = 0;
+  static constexpr int kSc = kA + 2 * NQ * 4 * kARow;       // [NQ][kBT] float
   static constexpr int kCorr = kSc + NQ * S::kBT * 4;       // [NQ][D] float
   static constexpr int kPages = kCorr + NQ * D * 4;         // [32] int
   static constexpr int kAcc = kPages + 32 * 4;              // [4 kMT][32 lanes] float
   static constexpr int kKeys = kAcc + 4 * S::kMT * 32 * 4;  // [kBT][kWK] key rows
-  static constexpr int kBytes = kKeys + S::kBT * S::kWK * 4;
-  static_assert(kSc % 16 == 0 && kCorr % 16 == 0, "16-byte aligned parts");
+  // The block's small parts, copied at its start so that they arrive during phase 1: three
+  // 16-byte chunks of the page header (k_count; the chunks holding k_begin[bi], k_begin[bi + 1]),
+  // the value scales and the value-outlier index words of its tokens.
+  static constexpr int kHdr = kKeys + S::kBT * S::kWK * 4;  // [3][16] bytes
+  static constexpr int kVsc = kHdr + 48;                    // [kBT] half2 (scale, offset)
+  static constexpr int kVix = kVsc + S::kBT * 4;            // [kBT] uint32
+  static constexpr int kBytes = kVix + S::kBT * 4;
+  static_assert(kSc % 16 == 0 && kCorr % 16 == 0 && kHdr % 16 == 0 && kVsc % 16 == 0 &&
+                    kVix % 16 == 0,
+                "16-byte aligned parts");
 };
 
-// The field of 2B bits at bit sh of w (one LUT entry: two codes) as its byte offset in a LUT,
-// with the lane's copy already in the low bits. sh is a constant once the loops are unrolled,
-// so this is a shift and a LOP3.
+// The field of 2B bits at bit sh of w (one LUT entry: two codes) as the shared address of the
+// lane's copy of that entry: base = A + the lane's copy (A aligned, so OR adds). sh is a
+// constant once the loops are unrolled, so this is a shift and a LOP3.
 template <int D, int B>
-__device__ __forceinline__ uint32_t lut_offset(uint32_t w, int sh, uint32_t lane_copy) {
+__device__ __forceinline__ uint32_t lut_address(uint32_t w, int sh, uint32_t base) {
   constexpr int k = Smem<D, B>::kShift;
   const uint32_t x = sh >= k ? (w >> (sh - k)) : (w << (k - sh));
-  return (x & Smem<D, B>::kFieldMask) | lane_copy;
+  return (x & Smem<D, B>::kFieldMask) | base;
 }
+// ld.shared from a 32-bit shared address plus a constant (the table's offset from A).
 template <int kOff>
-__device__ __forceinline__ uint32_t lds(const uint8_t* smem, uint32_t off) {
-  return *reinterpret_cast<const uint32_t*>(smem + kOff + off);
+__device__ __forceinline__ uint32_t lds_at(uint32_t addr) {
+  uint32_t v;
+  asm("ld.shared.u32 %0, [%1+%2];\n" : "=r"(v) : "r"(addr), "n"(kOff));
+  return v;
 }
 // A shared-memory load the compiler must repeat where it stands (the key constants are reread
 // each block instead of being held through phase 2).
@@ -123,11 +150,21 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
   const int gq = lane >> 2, r = lane & 3;
   const int b = blockIdx.z, h = blockIdx.y;
 
-  uint32_t* lut_k = reinterpret_cast<uint32_t*>(smem + SM::kLutK);
-  uint32_t* lut_v = reinterpret_cast<uint32_t*>(smem + SM::kLutV);
-  float* lev = reinterpret_cast<float*>(smem + SM::kLev);
-  float* kso = reinterpret_cast<float*>(smem + SM::kKso);
-  uint32_t* kc = reinterpret_cast<uint32_t*>(smem + SM::kKc);
+  // The window's layout (Smem); the host sized it for the window's start it expects (pick),
+  // and a launch whose window starts elsewhere stops here instead of writing past its end.
+  const uint32_t w_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const uint32_t pad = SM::pad(w_addr);
+  uint32_t dyn_bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;\n" : "=r"(dyn_bytes));
+  if (SM::kKcBytes + pad + SM::kWarp0 + blockDim.x / 32 * WS::kBytes > dyn_bytes) __trap();
+  uint8_t* sa = smem + SM::kKcBytes + pad;  // A: everything at constant offsets from it
+  uint32_t* kc = reinterpret_cast<uint32_t*>(sa - SM::kKcBytes);
+  const uint32_t a_addr = w_addr + SM::kKcBytes + pad;
+  uint32_t* lut_k = reinterpret_cast<uint32_t*>(sa + SM::kLutK);
+  uint32_t* lut_v = reinterpret_cast<uint32_t*>(sa + SM::kLutV);
+  float* lev = reinterpret_cast<float*>(sa + SM::kLev);
+  float* kso = reinterpret_cast<float*>(sa + SM::kKso);
+  float* thetas = reinterpret_cast<float*>(sa + SM::kThetas);
   for (int i = threadIdx.x; i < S::kLutEntries * S::kLutCopies; i += blockDim.x) {
     const int e = i / S::kLutCopies;
     const int lo = e & S::kCodeMask, hi = e >> B;
@@ -143,6 +180,7 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
     const float lo = c.k_lo[h * D + i], hi = c.k_hi[h * D + i];
     kso[i] = (hi - lo) / 2.0f;
     kso[D + i] = (lo + hi) / 2.0f;
+    if (i < D / 2) thetas[i] = p.inv_freq[i];
   }
   __syncthreads();
   // Key constants of lane (gq, r), pair slot m: Y = e^{i theta gq} (s o L + o) as
@@ -185,7 +223,7 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
     return;
   }
 
-  uint8_t* wsm = smem + SM::kWarp0 + warp * WS::kBytes;
+  uint8_t* wsm = sa + SM::kWarp0 + warp * WS::kBytes;
   uint32_t* a_sm = reinterpret_cast<uint32_t*>(wsm + WS::kA);
   float* sc = reinterpret_cast<float*>(wsm + WS::kSc);
   float* corr = reinterpret_cast<float*>(wsm + WS::kCorr);
@@ -194,10 +232,10 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
   float* acc_sm = reinterpret_cast<float*>(wsm + WS::kAcc);  // acc while phase 1 runs
   // The block's key rows, copied by cp.async while the block before runs its phase 2.
   uint8_t* keys_sm = wsm + WS::kKeys;
-  for (int i = lane; i < 2 * NQ * 4 * S::kNP; i += 32) a_sm[i] = 0u;
+  for (int i = lane; i < 2 * NQ * 4 * WS::kARow / 4; i += 32) a_sm[i] = 0u;
 
   // Query side: lane owns pairs g = lane + 32 i of every query, phase at the split's start;
-  // a_slot: where pair g sits among the A fragments (v2's mapping).
+  // a_slot: where pair g sits among the A fragments (v2's mapping, in rows of kARow bytes).
   float2 qs[NQ][S::kQP], w8[S::kQP];
   int a_slot[S::kQP];
 #pragma unroll
@@ -206,7 +244,8 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
     const float th = p.inv_freq[g];
     w8[i] = rope_phase(8.0, th);
     const float2 e0 = rope_phase(static_cast<double>(c.n_sink + cur.u_begin - sco.tq), th);
-    a_slot[i] = a_slot_of<D, B>(g);
+    const int slot = a_slot_of<D, B>(g);
+    a_slot[i] = slot / S::kNP * WS::kARow + slot % S::kNP * 8;
     query_phases<D, NQ>(p, b, h, group, g, e0, i, qs);
   }
 
@@ -214,7 +253,7 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
 #pragma unroll
   for (int mt = 0; mt < S::kMT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
   float m_run = -INFINITY, l_run = 0.0f, ofs = 0.0f;
-  const uint32_t lane_copy = static_cast<uint32_t>(lane % S::kLutCopies) * 4u;
+  const uint32_t lut_base = a_addr + static_cast<uint32_t>(lane % S::kLutCopies) * 4u;
   const int n_blocks = static_cast<int>((cur.u_end - cur.u_begin + S::kBT - 1) / S::kBT);
   const bool k_out = c.k_outliers;
   const int qrow = gq < NQ ? gq : 0;  // the query whose scores lane (gq, r) reads
@@ -225,6 +264,12 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
     tc::cp_async_commit();
   };
   copy_keys(block_section(c, b, h, cur.u_begin, pages_sm, &cur, lane), cur.u_begin);
+  uint8_t* hdr_sm = wsm + WS::kHdr;
+  const uint32_t* vsc_sm = reinterpret_cast<const uint32_t*>(wsm + WS::kVsc);
+  const uint32_t* vix_sm = reinterpret_cast<const uint32_t*>(wsm + WS::kVix);
+  const bool v_out = L.v_out_per_row > 0;
+  // Chunk (16 bytes) of the header that holds k_begin[i], i < blocks_per_page.
+  auto kbegin_chunk = [&](int i) { return (4 + 2 * min(i, L.blocks_per_page - 1)) / 16; };
 
   for (int j = 0; j < n_blocks; ++j) {
     const int64_t u_blk = cur.u_begin + int64_t{j} * S::kBT;
@@ -236,12 +281,20 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
     const int64_t u_next = u_blk + S::kBT;
     const uint8_t* nsec =  // the next block's head section, if any
         u_next < cur.u_end ? block_section(c, b, h, u_next, pages_sm, &cur, lane) : nullptr;
+    const int bi = row0 / S::kBT;
     tc::cp_async_wait<0>();
     __syncwarp();
+    // This block's header chunks, value scales and index words: waited for after phase 1.
+    if (k_out && lane < 3) {
+      const int chunk = lane == 0 ? 0 : kbegin_chunk(bi + lane - 1);
+      tc::cp_async16(hdr_sm + 16 * lane, sec + L.off_header + 16 * chunk);
+    }
+    tc::copy16(wsm + WS::kVsc, v_scales_at<D, B>(c, sec, h) + int64_t{row0} * 4, S::kBT * 4, lane);
+    if (v_out)
+      tc::copy16(wsm + WS::kVix, sec + L.off_v_index + int64_t{row0} * 4, S::kBT * 4, lane);
+    tc::cp_async_commit();
     const uint32_t* krows = reinterpret_cast<const uint32_t*>(keys_sm);
     const uint32_t* vwords = reinterpret_cast<const uint32_t*>(sec + L.off_v_codes) + row0 / S::kC;
-    const uint32_t* vscales =
-        reinterpret_cast<const uint32_t*>(v_scales_at<D, B>(c, sec, h)) + row0;
 
     // ---- Phase 1: scores of the block's tokens into sc[query][token]. The accumulators wait
     // in shared memory meanwhile (the key constants take their registers).
@@ -270,13 +323,17 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
       // the lane's key words of token gq, 2 * kKT key pairs looked up and rotated, kKT MMAs.
       auto run_group = [&](int gi, auto par_tag) {
         constexpr int par = decltype(par_tag)::value;
-        uint32_t* a_par = a_sm + par * (NQ * 4 * S::kNP);
+        // Each pair slot is stored twice ({x, x}), so that k16 step kt's slots 2kt, 2kt + 1 are
+        // one uint4 {a0, a1, a2, a3} = {x0, x0, x1, x1}: rows gq + 8 (a1, a3) are never read.
+        uint8_t* a_par = reinterpret_cast<uint8_t*>(a_sm) + par * (NQ * 4 * WS::kARow);
 #pragma unroll
         for (int qi = 0; qi < NQ; ++qi) {
 #pragma unroll
           for (int i = 0; i < S::kQP; ++i) {
-            if (lane + 32 * i < D / 2)
-              a_par[qi * 4 * S::kNP + a_slot[i]] = pack_h2(qs[qi][i].x, -qs[qi][i].y);
+            if (lane + 32 * i < D / 2) {
+              const uint32_t x = pack_h2(qs[qi][i].x, -qs[qi][i].y);
+              *reinterpret_cast<uint2*>(a_par + qi * 4 * WS::kARow + a_slot[i]) = make_uint2(x, x);
+            }
             qs[qi][i] = cmul(qs[qi][i], w8[i]);
           }
         }
@@ -288,25 +345,25 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
           for (int i = 0; i < S::kWL; ++i) kw[i] = kr[r * S::kWL + i];
           if constexpr (S::kEX != 0) kw[S::kWL] = kr[4 * S::kWL] >> (2 * B * r);
         }
-        const uint2* src = reinterpret_cast<const uint2*>(a_par + (qrow * 4 + r) * S::kNP);
+        // Lanes past the group's queries read query 0's fragments: their rows are not used.
+        const uint4* src = reinterpret_cast<const uint4*>(a_par + (qrow * 4 + r) * WS::kARow);
         float ca[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
         for (int kt = 0; kt < S::kKT; ++kt) {
-          uint2 af = make_uint2(0u, 0u);
-          if (gq < NQ) af = src[kt];
+          const uint4 af = src[kt];
           uint32_t bk[2];
 #pragma unroll
           for (int t = 0; t < 2; ++t) {
             const int m = 2 * kt + t;
-            const uint32_t off =
+            const uint32_t at =
                 m < S::kWL * S::kPW
-                    ? lut_offset<D, B>(kw[m / S::kPW], 2 * B * (m % S::kPW), lane_copy)
-                    : lut_offset<D, B>(kw[kW - 1], 0, lane_copy);
-            const __half2 lv = bits_h2(lds<SM::kLutK>(smem, off));
+                    ? lut_address<D, B>(kw[m / S::kPW], 2 * B * (m % S::kPW), lut_base)
+                    : lut_address<D, B>(kw[kW - 1], 0, lut_base);
+            const __half2 lv = bits_h2(lds_at<SM::kLutK>(at));
             bk[t] = h2_bits(
                 __hfma2(__high2half2(lv), ka2[m], __hfma2(__low2half2(lv), ka1[m], kcc[m])));
           }
-          mma16816(ca[kt & 1], af.x, 0u, af.y, 0u, bk[0], bk[1]);
+          mma16816(ca[kt & 1], af.x, af.y, af.z, af.w, bk[0], bk[1]);
         }
         const int tau = 8 * gi + 2 * r;
         float s0 = ca[0][0] + ca[1][0], s1 = ca[0][1] + ca[1][1];
@@ -321,22 +378,23 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
       }
     }
 
+    tc::cp_async_wait<0>();  // the header chunks, value scales and index words
     __syncwarp();
 
     // Key outliers of the block: score deltas p_g(t) * (x - dense), added to sc. A lane's
     // first kKo entries are loaded together (one round trip), any further ones one by one.
     if (k_out) {
       constexpr int kKo = 4;
-      const uint8_t* hdr = sec + L.off_header;
       const int rows_in_page =
           static_cast<int>(min(int64_t{L.page_size}, c.n_quant(sco.n) - pi * L.page_size));
-      const int bi = row0 / S::kBT;
-      const uint16_t* kbegin = reinterpret_cast<const uint16_t*>(hdr + 4);
-      const int k_count = *reinterpret_cast<const int32_t*>(hdr);
-      const int kbeg = bi == 0 ? 0 : min(static_cast<int>(kbegin[bi]), k_count);
-      const int kend = (bi + 1) * S::kBT < rows_in_page
-                           ? min(static_cast<int>(kbegin[bi + 1]), k_count)
-                           : k_count;
+      // k_begin[i] at header byte 4 + 2i, found in the chunk copied to slot 1 + (i - bi).
+      auto kbegin = [&](int i) {
+        const int at = 16 * (1 + i - bi) + (4 + 2 * i) % 16;
+        return static_cast<int>(*reinterpret_cast<const uint16_t*>(hdr_sm + at));
+      };
+      const int k_count = *reinterpret_cast<const int32_t*>(hdr_sm);
+      const int kbeg = bi == 0 ? 0 : min(kbegin(bi), k_count);
+      const int kend = (bi + 1) * S::kBT < rows_in_page ? min(kbegin(bi + 1), k_count) : k_count;
       const uint32_t* ko = reinterpret_cast<const uint32_t*>(sec + L.off_k_out);
       uint32_t ke[kKo];
 #pragma unroll
@@ -361,7 +419,7 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
         // e^{i theta_g tau}, the angle reduced to [-pi, pi] first (|theta tau| < 2^9): the fast
         // sincos is then accurate to ~1e-6.
         constexpr float kTwoPi = 6.28318530717958647692f;
-        float a = p.inv_freq[g] * static_cast<float>(tau);
+        float a = thetas[g] * static_cast<float>(tau);
         a = fmaf(-kTwoPi, rintf(a * (1.0f / kTwoPi)), a);
         float sn, cs;
         __sincosf(a, &sn, &cs);
@@ -413,7 +471,7 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         const int tau = S::kC * (2 * r + hh) + 2 * s;
-        const uint2 e = *reinterpret_cast<const uint2*>(vscales + tau);
+        const uint2 e = *reinterpret_cast<const uint2*>(vsc_sm + tau);
         const float2 so0 = __half22float2(bits_h2(e.x)), so1 = __half22float2(bits_h2(e.y));
         float& p0 = x[S::kC * hh + 2 * s];
         float& p1 = x[S::kC * hh + 2 * s + 1];
@@ -434,15 +492,12 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
     // The value-outlier index of tokens lane + 32 k and their first entries, asked for now so
     // that P.V covers the two round trips.
     constexpr int kTk = (S::kBT + 31) / 32;
-    const bool v_out = L.v_out_per_row > 0;
     const uint32_t* tok_out = reinterpret_cast<const uint32_t*>(tsec + L.off_v_out);
     uint32_t vix[kTk], ve0[kTk];
 #pragma unroll
     for (int k = 0; k < kTk; ++k) {
       const int tau = lane + 32 * k;
-      vix[k] = v_out && tau < valid
-                   ? reinterpret_cast<const uint32_t*>(sec + L.off_v_index)[row0 + tau]
-                   : 0u;
+      vix[k] = v_out && tau < valid ? vix_sm[tau] : 0u;
     }
 #pragma unroll
     for (int k = 0; k < kTk; ++k) {
@@ -453,36 +508,59 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
     }
     // This lane's value words (channels 16 mt + gq (+8), words 2r, 2r + 1), and the accumulators
     // back, rescaled to the new maximum (query 2r's factor is lane 8r's, 2r + 1's lane 8r + 4's).
-    uint2 vw[S::kMT][2];
-#pragma unroll
-    for (int mt = 0; mt < S::kMT; ++mt) {
-      vw[mt][0] = *reinterpret_cast<const uint2*>(vwords + (16 * mt + gq) * L.v_row_words + 2 * r);
-      vw[mt][1] =
-          *reinterpret_cast<const uint2*>(vwords + (16 * mt + gq + 8) * L.v_row_words + 2 * r);
-    }
+    auto load_vw = [&](int mt, uint2(&w)[2]) {
+      w[0] = *reinterpret_cast<const uint2*>(vwords + (16 * mt + gq) * L.v_row_words + 2 * r);
+      w[1] = *reinterpret_cast<const uint2*>(vwords + (16 * mt + gq + 8) * L.v_row_words + 2 * r);
+    };
+    uint2 vw[2][2];
+    load_vw(0, vw[0]);
+    load_vw(1, vw[1]);
 
-    {
-      const float a0 = __shfl_sync(kFullMask, alpha, 8 * r);
-      const float a1 = __shfl_sync(kFullMask, alpha, 8 * r + 4);
+    const float a0 = __shfl_sync(kFullMask, alpha, 8 * r);
+    const float a1 = __shfl_sync(kFullMask, alpha, 8 * r + 4);
+    // The block's value words go where the accumulators waited, tile by tile (tile mt's words,
+    // channels 16 mt + [0, 16) x 8 words, take the bytes of its accumulators): the value
+    // outliers read their dense codes there.
+    uint32_t* vw_sm = reinterpret_cast<uint32_t*>(acc_sm);
+    static_assert(D * 8 == 4 * S::kMT * 32 && S::kBT / S::kC == 8, "value words fit acc_sm");
+    // Two m16 tiles at a time through all steps: a tile's value words die after its steps
+    // (fewer live registers than step-major order, which spilled twice as much) and the two
+    // tiles' MMA chains interleave.
 #pragma unroll
-      for (int mt = 0; mt < S::kMT; ++mt) {
+    for (int m2 = 0; m2 < S::kMT; m2 += 2) {
+      uint2 cw[2][2] = {{vw[0][0], vw[0][1]}, {vw[1][0], vw[1][1]}};
+#pragma unroll
+      for (int mt = m2; mt < m2 + 2; ++mt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e)
           acc[mt][e] = acc_sm[(4 * mt + e) * 32 + lane] * (e & 1 ? a1 : a0);
       }
-    }
+      __syncwarp();  // every lane has these two tiles' accumulators back
 #pragma unroll
-    for (int s = 0; s < S::kSteps; ++s) {
+      for (int t = 0; t < 2; ++t) {
 #pragma unroll
-      for (int mt = 0; mt < S::kMT; ++mt) {
-        uint32_t a[4];
-        const uint32_t w4[4] = {vw[mt][0].x, vw[mt][1].x, vw[mt][0].y, vw[mt][1].y};
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const uint32_t off = lut_offset<D, B>(w4[k], 2 * B * s, lane_copy);
-          a[k] = lds<SM::kLutV>(smem, off);
+        for (int hh = 0; hh < 2; ++hh) {
+          const int ch = 16 * (m2 + t) + gq + 8 * hh;
+          *reinterpret_cast<uint2*>(vw_sm + ch * 8 + 2 * r) = cw[t][hh];
         }
-        mma16816(acc[mt], a[0], a[1], a[2], a[3], bv[s][0], bv[s][1]);
+      }
+      if (m2 + 2 < S::kMT) {
+        load_vw(m2 + 2, vw[0]);
+        load_vw(m2 + 3, vw[1]);
+      }
+#pragma unroll
+      for (int s = 0; s < S::kSteps; ++s) {
+#pragma unroll
+        for (int mt = m2; mt < m2 + 2; ++mt) {
+          uint32_t a[4];
+          const uint2* w = cw[mt - m2];
+          const uint32_t w4[4] = {w[0].x, w[1].x, w[0].y, w[1].y};
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            a[k] = lds_at<SM::kLutV>(lut_address<D, B>(w4[k], 2 * B * s, lut_base));
+          }
+          mma16816(acc[mt], a[0], a[1], a[2], a[3], bv[s][0], bv[s][1]);
+        }
       }
     }
 
@@ -496,12 +574,11 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
         if (n_out == 0) continue;
         const uint32_t* row_out =
             tok_out + int64_t{row0 + tau} * L.v_out_per_row + (vix[k] & 0xFFFFu);
-        const float2 so = __half22float2(bits_h2(vscales[tau]));
+        const float2 so = __half22float2(bits_h2(vsc_sm[tau]));
         for (int i = 0; i < n_out; ++i) {
           const uint32_t e = i == 0 ? ve0[k] : row_out[i];
           const int ch = static_cast<int>(e >> 16) % D;
-          const uint32_t code =
-              (vwords[ch * L.v_row_words + tau / S::kC] >> (B * (tau % S::kC))) & S::kCodeMask;
+          const uint32_t code = (vw_sm[ch * 8 + tau / S::kC] >> (B * (tau % S::kC))) & S::kCodeMask;
           const float dx = half_bits_float(e & 0xFFFFu) -
                            (so.x == 0.0f ? so.y : fmaf(lev[16 + code], so.x, so.y));
 #pragma unroll
@@ -559,7 +636,8 @@ bool pick(int nq, KvMmaEntry* e) {
     case 8: e->kernel = kv_attention_v3_kernel<D, B, 8>; break;
     default: return false;
   }
-  e->smem_base = Smem<D, B>::kWarp0;
+  e->smem_base =
+      Smem<D, B>::kKcBytes + Smem<D, B>::pad(kv_dynamic_smem_start()) + Smem<D, B>::kWarp0;
   switch (nq) {
     case 1: e->smem_per_warp = WarpSmem<D, B, 1>::kBytes; break;
     case 2: e->smem_per_warp = WarpSmem<D, B, 2>::kBytes; break;
