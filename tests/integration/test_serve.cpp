@@ -3,7 +3,8 @@
 // the same prompts (fp16 cache, and a nuq3-1% quant.h5), the pool all free afterwards, a client
 // that leaves mid-stream freeing its pages, every bad request's status and message, the API key,
 // the queue's 429, SIGTERM finishing a running stream and exiting 0, bad flags and a port in
-// use. Every wait is bounded in count and time; a server left running is killed by the fixture.
+// use, and kvq bench serve against the server. Every wait is bounded in count and time; a server
+// left running is killed by the fixture.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -289,6 +290,29 @@ TEST_F(Serve1m, ConcurrentRequestsEqualGenerateThenSigtermExitsZero) {
   EXPECT_EQ(m["kv_cache"]["bits_per_element"], 16.0);
   EXPECT_EQ(m["context_length"], 512);
 
+  // kvq bench serve against it: every level's requests succeed, JSON on stdout.
+  const auto bench =
+      run_kvq("bench serve --url http://127.0.0.1:" + std::to_string(e.port) + " --api-key " +
+              kKey + " --concurrency 1,4 --requests 4 --max-tokens 8 --json");
+  ASSERT_EQ(bench.exit_code, 0) << bench.err;
+  const json b = json::parse(bench.out);
+  ASSERT_EQ(b["levels"].size(), 2u);
+  for (const json& level : b["levels"]) {
+    EXPECT_EQ(level["ok"], 4);
+    EXPECT_EQ(level["generated_tokens"], 32);  // EOS ignored: 4 x 8
+    EXPECT_GT(level["requests_per_s"].get<double>(), 0);
+    EXPECT_GT(level["ttft_p50_ms"].get<double>(), 0);
+  }
+  EXPECT_EQ(b["kv"], "fp16");
+  // Markdown by default.
+  const auto table = run_kvq("bench serve --url http://127.0.0.1:" + std::to_string(e.port) +
+                             " --api-key " + kKey + " --concurrency 2 --requests 2 --max-tokens 4");
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("| clients | requests | ok | requests/s | generated tok/s |"),
+            std::string::npos)
+      << table.out;
+  EXPECT_TRUE(wait_idle(e));
+
   server.signal(SIGTERM);
   EXPECT_EQ(server.exit_code(30), 0) << server.log();
   EXPECT_NE(server.log().find("serve: SIGTERM: stopping"), std::string::npos) << server.log();
@@ -514,6 +538,13 @@ TEST_F(Serve1m, BadFlagsAreOneLineErrors) {
                               "serve", "no.h5");
   test::expect_one_line_error(run_kvq("serve" + m + " --kv fp16 --host 203.0.113.7 --port 1"),
                               "serve", "--host 203.0.113.7 --port 1: cannot listen there");
+  test::expect_one_line_error(run_kvq("bench serve --url localhost:8080"), "bench serve",
+                              "--url: expected http://HOST:PORT, found 'localhost:8080'");
+  test::expect_one_line_error(run_kvq("bench serve --concurrency 0"), "bench serve",
+                              "--concurrency: expected 1..4096 clients, found 0");
+  // Nobody listens on port 1: the bench says so instead of waiting forever.
+  test::expect_one_line_error(run_kvq("bench serve --url http://127.0.0.1:1 --wait-ready 0"),
+                              "bench serve", "--url: http://127.0.0.1:1 is not ready");
   ServerProcess first({"--model", data_path(kModel1m), "--kv", "fp16"});
   const serve::Endpoint e = first.start();
   ASSERT_GT(e.port, 0) << first.log();
