@@ -92,7 +92,9 @@ void run_serve(const ServeFlags& f) {
   if (f.host.empty()) fail("--host: empty");
   if (f.port < 0 || f.port > 65535)
     fail("--port: expected 0..65535 (0: any free port), found {}", f.port);
-  if (f.max_running < 1) fail("--max-running: expected >= 1, found {}", f.max_running);
+  if (f.max_running < 1 || f.max_running > 4096) {
+    fail("--max-running: expected 1..4096, found {}", f.max_running);
+  }
   if (f.max_queue < 0) fail("--max-queue: expected >= 0, found {}", f.max_queue);
   if (f.max_body < 1024) fail("--max-body: expected >= 1024 bytes, found {}", f.max_body);
   if (!(f.shutdown_timeout >= 0)) {
@@ -101,7 +103,10 @@ void run_serve(const ServeFlags& f) {
   if (f.api_key.find_first_of(" \t\r\n") != std::string::npos) {
     fail("--api-key: contains white space (it is sent as 'Authorization: Bearer KEY')");
   }
-  // The artifact is read and checked before anything listens; the model loads after.
+  // The model path and the artifact are checked before anything listens; the model loads after
+  // (its own errors then follow the log's first lines).
+  if (!std::filesystem::exists(f.model.path))
+    fail("--model: {}: no such file or directory", f.model.path);
   auto quantizer = std::make_shared<methods::Quantizer>(
       f.quant.empty() ? methods::fit(methods::parse_method("fp16"), nullptr)
                       : methods::read_quant(f.quant));

@@ -531,7 +531,9 @@ TEST_F(Serve1m, BadFlagsAreOneLineErrors) {
   test::expect_one_line_error(run_kvq("serve" + m + " --kv fp16 --port 70000"), "serve",
                               "--port: expected 0..65535");
   test::expect_one_line_error(run_kvq("serve" + m + " --kv fp16 --max-running 0"), "serve",
-                              "--max-running: expected >= 1, found 0");
+                              "--max-running: expected 1..4096, found 0");
+  test::expect_one_line_error(run_kvq("serve --model " + quoted(dir_.file("none")) + " --kv fp16"),
+                              "serve", "--model: " + dir_.file("none") + ": no such file");
   test::expect_one_line_error(run_kvq("serve" + m + " --kv fp16 --api-key 'a b'"), "serve",
                               "--api-key: contains white space");
   test::expect_one_line_error(run_kvq("serve" + m + " --quant " + quoted(dir_.file("no.h5"))),
