@@ -2,6 +2,7 @@
 #include "kvq/serve/scheduler.h"
 
 #include <algorithm>
+#include <ctime>
 
 #include <fmt/format.h>
 
