@@ -14,8 +14,8 @@ set -euo pipefail
 
 # Which layer may include which (a layer may always include itself). Written out in full rather
 # than derived, so the table is the whole rule:
-#   apps/kvq (-> bench/, which `kvq bench` fronts), bench/ -> eval, calib, runtime -> methods ->
-#   artifact, model, data -> quant, common;
+#   apps/kvq (-> bench/, which `kvq bench` fronts), bench/ -> serve -> runtime; eval, calib,
+#   runtime -> methods -> artifact, model, data -> quant, common;
 #   runtime -> kernels/ -> quant, common; model/io (LibTorch-free model files) sits under both
 #   model and artifact (artifact's fingerprints describe a model config).
 ALLOWED='
@@ -30,8 +30,9 @@ methods:  artifact model model/io data quant common
 calib:    methods artifact model model/io data quant common
 eval:     methods artifact model model/io data quant common
 runtime:  kernels methods artifact model model/io data quant common
-apps:     bench eval calib runtime kernels methods artifact model model/io data quant common
-bench:    eval calib runtime kernels methods artifact model model/io data quant common
+serve:    runtime kernels methods artifact model model/io data quant common
+apps:     bench serve eval calib runtime kernels methods artifact model model/io data quant common
+bench:    serve eval calib runtime kernels methods artifact model model/io data quant common
 '
 # Built into kvq_core / kvq_quant / kvq_kernels, which link no LibTorch.
 NO_TORCH='common quant data model/io artifact kernels'

@@ -7,12 +7,18 @@
 #   mkdir -p .device-data/models .device-data/wikitext-2
 #   cp -r ../shared/data/models/wt2-llama-1m ../shared/data/models/wt2-llama-18m .device-data/models/
 #   cp ../shared/data/wikitext-2/wiki.{train,test}.tokens .device-data/wikitext-2/
-# and carry .device-data (it is in .gitignore).
+# and carry .device-data (it is in .gitignore). The serve step needs cpp-httplib, which the GPU
+# machine may lack (and cannot fetch): download its Debian packages here first, e.g.
+#   mkdir -p .device-data/debs && (cd .device-data/debs && apt-get download libcpp-httplib0.11 \
+#     libcpp-httplib-dev)   # plus libssl-dev libbrotli-dev zlib1g-dev if that machine lacks them
+# and they are unpacked under build-gpu/deps (never into /).
 # Usage: scripts/device.sh [STEP ...], steps (default: all of them, in this order):
 #   test (the gpu-labelled tests), eval, runtime (kvq eval --runtime and kvq generate through the
 #   compressed cache), reproduce, calibrate (7B-shaped bench), kernels (kvq bench kernels), e2e (kvq
 #   bench e2e: 7B-shaped decode through the runtime), sanitize (compute-sanitizer memcheck +
-#   racecheck on the kernel tests); `build` only builds. Not in the default list: profile (Nsight
+#   racecheck on the kernel tests); `build` only builds. Not in the default list: serve (kvq serve
+#   on wt2-llama-18m with the fp16 cache and nuq3-1%, kvq bench serve at 1, 8, 32, 64 streaming
+#   clients: bench-serve-*.md/json), profile (Nsight
 #   Compute of the decode kernels at MHA, batch 1, 128K tokens, v3 on nuq3-1% and v2 on
 #   kivi2-g32-r128: the summary sections and bench/ncu_summary.py's opcode mix and stall lines,
 #   ncu-v*.txt / ncu-v*-summary.md).
@@ -37,6 +43,18 @@ log() { echo "[device.sh $(date +%T)] $*" | tee -a "$OUT/summary.log"; }
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
 } >"$OUT/machine.log" 2>&1
 cat "$OUT/machine.log"
+
+# cpp-httplib from carried packages when the machine has none (the .pc file's prefix moved).
+deps=$PWD/build-gpu/deps
+if ! pkg-config --exists cpp-httplib 2>/dev/null && ls "$data_dir"/debs/*.deb >/dev/null 2>&1; then
+  mkdir -p "$deps"
+  for d in "$data_dir"/debs/*.deb; do dpkg -x "$d" "$deps"; done
+  for pc in "$deps"/usr/lib/*/pkgconfig/*.pc "$deps"/usr/share/pkgconfig/*.pc; do
+    [ -f "$pc" ] && sed -i "s|^prefix=/usr|prefix=$deps/usr|" "$pc"
+  done
+  PKG_CONFIG_PATH=$(ls -d "$deps"/usr/lib/*/pkgconfig "$deps"/usr/share/pkgconfig 2>/dev/null | paste -sd:)
+  export PKG_CONFIG_PATH
+fi
 
 torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
 log "configure (LibTorch at $torch_prefix, data at $data_dir)"
@@ -125,6 +143,44 @@ if want e2e; then
   build-gpu/bin/kvq bench e2e --json-file "$OUT/bench-e2e.json" \
     >"$OUT/bench-e2e.md" 2>"$OUT/bench-e2e.err" || { status=1; tail -5 "$OUT/bench-e2e.err"; }
   cat "$OUT/bench-e2e.md"
+fi
+if want serve; then
+  # kvq serve on wt2-llama-18m (fp16 model on the GPU), the fp16 cache and nuq3-1% (fitted by the
+  # runtime step, else here), each loaded by kvq bench serve at 1, 8, 32, 64 streaming clients.
+  log "serve (wt2-llama-18m, cuda, fp16; kvq bench serve)"
+  if build-gpu/bin/kvq serve --model x --kv fp16 2>&1 | grep -q "built without cpp-httplib"; then
+    log "serve: SKIPPED, kvq was built without cpp-httplib (see this script's header)"; status=1
+  else
+    rt=$PWD/build-gpu/runtime-18m
+    m18="$data_dir/models/wt2-llama-18m"
+    mkdir -p "$rt"
+    if [ ! -f "$rt/nuq3-1%.h5" ]; then
+      build-gpu/bin/kvq calibrate --model "$m18" --data "$data_dir/wikitext-2/wiki.train.tokens" \
+        --device cuda --quiet --out "$rt/calib.h5" >"$OUT/serve-calib.log" 2>&1 || status=1
+      build-gpu/bin/kvq fit --method nuq3-1% --calib "$rt/calib.h5" --model "$m18" \
+        --out "$rt/nuq3-1%.h5" >>"$OUT/serve-calib.log" 2>&1 || status=1
+    fi
+    for cache in fp16 nuq3-1%; do
+      kv=(--quant "$rt/$cache.h5"); [ "$cache" = fp16 ] && kv=(--kv fp16)
+      err="$OUT/serve-$cache.log"
+      build-gpu/bin/kvq serve --model "$m18" --device cuda --dtype fp16 "${kv[@]}" --port 0 \
+        --max-running 64 --max-queue 256 2>"$err" &
+      pid=$!
+      port=""
+      for _ in $(seq 600); do  # the port is on the first line of the log (at most 60 s)
+        port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$err" | head -1)
+        [ -n "$port" ] && break; sleep 0.1
+      done
+      if [ -z "$port" ]; then
+        log "serve $cache: did not start"; cat "$err"; kill "$pid" 2>/dev/null; status=1; continue
+      fi
+      build-gpu/bin/kvq bench serve --url "http://127.0.0.1:$port" --concurrency 1,8,32,64 \
+        --max-tokens 128 --json-file "$OUT/bench-serve-$cache.json" \
+        >"$OUT/bench-serve-$cache.md" 2>>"$err" || status=1
+      cat "$OUT/bench-serve-$cache.md"
+      kill -TERM "$pid"; wait "$pid" || { log "serve $cache: exit code $? after SIGTERM"; status=1; }
+    done
+  fi
 fi
 if want profile; then
   log "profile (ncu, MHA batch 1 128K: v3 on nuq3-1%, v2 on kivi2-g32-r128)"

@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # libopenblas0-openmp: Debian's libtorch calls the generic libblas.so.3, which is the reference
 # BLAS unless an optimized provider is installed (measured: 15x slower matrix products).
+# libcpp-httplib-dev: the HTTP/1.1 server and client of kvq serve and kvq bench serve.
 packages=(cmake g++ make pkg-config libtorch-dev libhdf5-dev libcli11-dev libfmt-dev libgtest-dev
-          libsentencepiece-dev nlohmann-json3-dev libopenblas0-openmp)
+          libsentencepiece-dev nlohmann-json3-dev libcpp-httplib-dev libopenblas0-openmp)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

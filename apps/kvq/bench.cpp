@@ -1,5 +1,5 @@
-// kvq bench: the command line of the GPU benchmarks; the work is in bench/ (kernels_bench.h,
-// e2e_bench.h).
+// kvq bench: the command line of the benchmarks; the work is in bench/ (kernels_bench.h,
+// e2e_bench.h, serve_bench.h).
 #include <memory>
 #include <string>
 
@@ -9,6 +9,7 @@
 #include "kernels_report.h"
 #include "kvq/common/error.h"
 #include "kvq/methods/method.h"
+#include "serve_bench.h"
 
 namespace kvq::app {
 
@@ -77,6 +78,37 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("--json", e2e->json, "Print one JSON document instead of the tables");
   cmd->add_option("--json-file", e2e->json_file, "Also write the JSON document to this file");
   cmd->callback([e2e] { bench::run_e2e_bench(*e2e); });
+
+  auto sb = std::make_shared<bench::ServeBenchOptions>();
+  cmd = bench->add_subcommand(
+      "serve",
+      "Load test of a running kvq serve: requests/s, generated tokens/s and time to first token "
+      "at each number of concurrent streaming clients");
+  cmd->add_option("--url", sb->url, "The server: http://HOST:PORT");
+  cmd->add_option("--api-key", sb->api_key, "Sent as 'Authorization: Bearer KEY' (or $KVQ_API_KEY)")
+      ->envname("KVQ_API_KEY");
+  cmd->add_option("--concurrency", sb->concurrency,
+                  "Concurrent clients per level (comma-separated)")
+      ->delimiter(',');
+  cmd->add_option("--requests", sb->requests,
+                  "Requests per level (0: 4 x the clients, at least 8)");
+  cmd->add_option("--max-tokens", sb->max_tokens, "Tokens each request generates");
+  cmd->add_option("--prompt", sb->prompt, "The prompt of every request");
+  cmd->add_option("--temperature", sb->temperature, "Sampling temperature (0: greedy)");
+  cmd->add_flag("--ignore-eos,!--stop-at-eos", sb->ignore_eos,
+                "Generate --max-tokens tokens whatever the model says (kvq serve's ignore_eos)");
+  cmd->add_option("--timeout", sb->timeout_s, "Seconds a request may take to connect or read");
+  cmd->add_option("--wait-ready", sb->wait_ready_s,
+                  "Seconds to wait for GET /health to answer 200 (a loading server)");
+  cmd->add_flag("--json", sb->json, "Print one JSON document instead of the table");
+  cmd->add_option("--json-file", sb->json_file, "Also write the JSON document to this file");
+  cmd->callback([sb] {
+#if KVQ_HAVE_SERVE
+    bench::run_serve_bench(*sb);
+#else
+    fail("built without cpp-httplib (apt-get install libcpp-httplib-dev, then rebuild)");
+#endif
+  });
 }
 
 }  // namespace kvq::app

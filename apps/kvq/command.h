@@ -14,5 +14,6 @@ void register_fit(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_reproduce(CLI::App& app);
+void register_serve(CLI::App& app);
 
 }  // namespace kvq::app

@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   kvq::app::register_generate(app);
   kvq::app::register_inspect(app);
   kvq::app::register_reproduce(app);
+  kvq::app::register_serve(app);
 
   // LibTorch may start with one intra-op thread; use every core unless the user chose.
   if (!std::getenv("OMP_NUM_THREADS")) {

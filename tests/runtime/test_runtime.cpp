@@ -169,6 +169,9 @@ TEST_F(Runtime1m, OutOfPagesWaitsOrIsRefused) {
   for (int guard = 0; !gen.done() && guard < 1000; ++guard) gen.step();
   EXPECT_EQ(gen.completion(a).tokens.size(), 200u);
   EXPECT_EQ(gen.completion(b).tokens.size(), 10u);
+  // release() hands the result over once and forgets it (kvq serve runs for days).
+  EXPECT_EQ(gen.release(a).tokens.size(), 200u);
+  EXPECT_EQ(test::error_of([&] { gen.release(a); }), "generate: request 0 has not finished");
   o.kv_mem_gib = 1.0 * 256 * 2048 / double(1 << 30);
   runtime::Engine tiny(*model_, q, o);
   runtime::Generator g2(tiny, nullptr);

@@ -57,9 +57,13 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-CommandResult run_kvq(const std::string& args) {
+std::string kvq_bin() {
   const char* env = std::getenv("KVQ_BIN");
-  const char* bin = env ? env : KVQ_TEST_BIN;
+  return env ? env : KVQ_TEST_BIN;
+}
+
+CommandResult run_kvq(const std::string& args) {
+  const std::string bin = kvq_bin();
   TempDir tmp;
   const std::string out_path = tmp.file("stdout"), err_path = tmp.file("stderr");
   const std::string cmd =

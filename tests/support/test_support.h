@@ -57,8 +57,9 @@ struct CommandResult {
   std::string out;  // stdout
   std::string err;  // stderr
 };
-// Runs the built kvq binary ($KVQ_BIN, else the one this build made) with `args` (already
-// shell-quoted where needed).
+// The built kvq binary: $KVQ_BIN, else the one this build made.
+std::string kvq_bin();
+// Runs kvq_bin() with `args` (already shell-quoted where needed).
 CommandResult run_kvq(const std::string& args);
 
 // 'path' for a shell command line.

@@ -237,4 +237,12 @@ const Completion& Generator::completion(int64_t request) const {
   return it->second;
 }
 
+Completion Generator::release(int64_t request) {
+  const auto it = finished_.find(request);
+  if (it == finished_.end()) fail("generate: request {} has not finished", request);
+  Completion c = std::move(it->second);
+  finished_.erase(it);
+  return c;
+}
+
 }  // namespace kvq::runtime

@@ -67,6 +67,9 @@ class Generator {
   void cancel(int64_t request);
   // The finished request's result; throws if it has not finished.
   const Completion& completion(int64_t request) const;
+  // The same, moved out: the generator forgets the request (a server running for days would
+  // otherwise keep every result). Throws if it has not finished.
+  Completion release(int64_t request);
   const GenerationStats& stats() const { return stats_; }
 
  private:
