@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <exception>
 #include <limits>
+#include <string>
 #include <thread>
 
 #include <malloc.h>
@@ -54,16 +55,21 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;  // --help and --version exit 0; usage errors 2
-  } catch (const std::exception& e) {
+  } catch (...) {
     std::string cmd = "kvq";
     for (const CLI::App* level = &app; !level->get_subcommands().empty();) {  // "kvq bench e2e"
       level = level->get_subcommands().front();
       cmd += " " + level->get_name();
     }
-    // LibTorch's errors carry a backtrace after the first line; the rule is one line.
-    const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
-    std::string what = torch_error ? torch_error->what_without_backtrace() : e.what();
-    what = what.substr(0, what.find('\n'));
+    std::string what;
+    try {
+      throw;
+    } catch (const c10::Error& e) {
+      // LibTorch's errors carry a backtrace after the first line; the rule is one line.
+      what = kvq::one_line(std::string("LibTorch: ") + e.what_without_backtrace());
+    } catch (...) {
+      what = kvq::describe_current_exception();
+    }
     fmt::print(stderr, "{}: error: {}\n", cmd, what);
     return 1;
   }

@@ -25,6 +25,15 @@ template <typename... Args>
   throw Error(fmt::format(format, std::forward<Args>(args)...));
 }
 
+// `what` as one line: the text before its first line break, tabs and carriage returns as spaces.
+std::string one_line(std::string what);
+
+// For a catch (...) block: the exception being handled as one line. kvq::Error is already
+// "<where>: <what>"; a library's own exception that got through (a bug to fix where the input
+// is known) is named by its kind: "JSON: ...", "out of memory ...", "a size is too large ...".
+// LibTorch's c10::Error is main()'s to describe (this layer does not see LibTorch).
+std::string describe_current_exception();
+
 }  // namespace kvq
 
 #define KVQ_CHECK(cond, ...)                                                                \
