@@ -32,6 +32,7 @@
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/calib_file.h"
 #include "kvq/artifact/fingerprint.h"
+#include "kvq/artifact/output_path.h"
 #include "kvq/calib/calib_writer.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/common/error.h"
@@ -278,9 +279,7 @@ void run_e2e_bench(const E2eBenchOptions& f) {
   }
   const at::Device device = model::parse_device(f.device, "--device");
   const at::ScalarType dtype = model::parse_dtype(f.dtype, "--dtype");
-  if (!f.json_file.empty()) {
-    artifact::AtomicOutput probe(f.json_file);  // the directory is writable, before any work
-  }
+  artifact::check_outputs({{"--json-file", f.json_file}}, {});  // before any work
 
   fmt::print(stderr, "bench e2e: building the {} model with random weights on {}\n", f.preset,
              device.str());
@@ -343,9 +342,11 @@ void run_e2e_bench(const E2eBenchOptions& f) {
                                 {"tokens_per_s", x.tok_s},
                                 {"note", x.note}});
   }
-  if (!f.json_file.empty()) artifact::write_text_file_atomic(f.json_file, j.dump(2) + "\n");
+  if (!f.json_file.empty())
+    artifact::write_text_file_atomic(
+        f.json_file, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   if (f.json) {
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return;
   }
   fmt::print("kvq bench e2e: {}; on {}{}.\n", shape, runtime::device_name(device),

@@ -50,6 +50,7 @@
 #include "attention_fp16.h"
 #include "attention_fp64.h"
 #include "kernels_report.h"
+#include "kvq/artifact/atomic_file.h"
 #include "kvq/common/error.h"
 #include "kvq/methods/method.h"
 #include "kvq/quant/rope.h"
@@ -557,13 +558,11 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
   j["wrong"] = count_wrong(rows);
   j["results"] = kernels_json(rows);
   if (!f.json_file.empty()) {
-    std::FILE* file = std::fopen(f.json_file.c_str(), "w");
-    if (!file) fail("--json-file: cannot write {}", f.json_file);
-    std::fputs(j.dump(2).c_str(), file);
-    std::fclose(file);
+    artifact::write_text_file_atomic(
+        f.json_file, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   }
   if (f.json) {
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   } else {
     fmt::print("device: {} ({} SMs), device-to-device copy {:.0f} GB/s (read + write)\n",
                gpu.prop().name, gpu.prop().multiProcessorCount, copy);

@@ -3,10 +3,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 
 #include <fmt/format.h>
 
+#include "kvq/artifact/output_path.h"
 #include "kvq/common/error.h"
 
 namespace kvq::bench {
@@ -50,13 +50,7 @@ void check_kernels_bench_options(const KernelsBenchOptions& f) {
   if (f.warmup < 0 || f.warmup > 100000 || f.repeats < 1 || f.repeats > 100000) {
     fail("--warmup 0..100000 and --repeats 1..100000: found {} and {}", f.warmup, f.repeats);
   }
-  if (!f.json_file.empty()) {
-    const std::filesystem::path dir = std::filesystem::path(f.json_file).parent_path();
-    std::error_code ec;
-    if (!dir.empty() && !std::filesystem::is_directory(dir, ec)) {
-      fail("--json-file: {}: no such directory", dir.string());
-    }
-  }
+  artifact::check_outputs({{"--json-file", f.json_file}}, {});
 }
 
 OutputError compare_output(const std::vector<float>& out, const std::vector<double>& ref,

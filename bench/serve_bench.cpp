@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvq/artifact/atomic_file.h"
+#include "kvq/artifact/output_path.h"
 #include "kvq/common/error.h"
 #include "kvq/serve/client.h"
 
@@ -97,7 +98,7 @@ void check_serve_bench_options(const ServeBenchOptions& o) {
 
 void run_serve_bench(const ServeBenchOptions& o) {
   check_serve_bench_options(o);
-  if (!o.json_file.empty()) artifact::AtomicOutput probe(o.json_file);  // writable, before work
+  artifact::check_outputs({{"--json-file", o.json_file}}, {});  // before any work
   serve::Endpoint endpoint = serve::parse_url(o.url, "--url");
   endpoint.api_key = o.api_key;
   endpoint.timeout_s = o.timeout_s;
@@ -173,9 +174,11 @@ void run_serve_bench(const ServeBenchOptions& o) {
                     {"temperature", o.temperature},
                     {"ignore_eos", o.ignore_eos},
                     {"levels", rows}};
-  if (!o.json_file.empty()) artifact::write_text_file_atomic(o.json_file, doc.dump(2) + "\n");
+  if (!o.json_file.empty())
+    artifact::write_text_file_atomic(
+        o.json_file, doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   if (o.json) {
-    fmt::print("{}\n", doc.dump(2));
+    fmt::print("{}\n", doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   } else {
     fmt::print(
         "kvq bench serve: {} at {}, KV cache {} ({} bytes per token); streaming requests "

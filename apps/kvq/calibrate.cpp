@@ -9,6 +9,7 @@
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/calib_file.h"
 #include "kvq/artifact/fingerprint.h"
+#include "kvq/artifact/output_path.h"
 #include "kvq/calib/calib_writer.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/common/error.h"
@@ -37,7 +38,7 @@ void run_calibrate(CalibrateFlags& f) {
   if (f.options.seq_len < 0)
     fail("--seq-len: expected a positive number, found {}", f.options.seq_len);
   // Fail now rather than after the calibration if the output cannot be written.
-  { artifact::AtomicOutput probe(f.out); }
+  artifact::check_outputs({{"--out", f.out}}, {{"--data", f.data}, {"--model", f.model.path}});
   const model::LlamaModel m = f.model.load();
   const auto tokenizer = f.model.tokenizer(m);
   const std::string text = data::load_text(f.data, data::parse_format(f.format), f.jsonl_field);

@@ -11,6 +11,7 @@
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/calib_file.h"
 #include "kvq/artifact/fingerprint.h"
+#include "kvq/artifact/output_path.h"
 #include "kvq/common/error.h"
 #include "kvq/data/text.h"
 #include "kvq/eval/perplexity.h"
@@ -95,6 +96,10 @@ void run_eval(const EvalFlags& f) {
   if ((!f.csv.empty() || !f.plot.empty()) && !quantized)
     fail("--csv/--plot: need --methods or --quant");
   if (f.runtime && f.quant.empty()) fail("--runtime: needs --quant (the quant.h5 files to serve)");
+  std::vector<artifact::NamedPath> inputs = {
+      {"--data", f.data}, {"--model", f.model.path}, {"--calib", f.calib}};
+  for (const std::string& q : split_list(f.quant)) inputs.push_back({"--quant", q});
+  artifact::check_outputs({{"--csv", f.csv}, {"--plot", f.plot}}, inputs);
   const model::LlamaModel m = f.model.load();
   data::window_length(m.config().max_seq_len, f.seq_len,
                       m.source());  // before the (slow) tokenization
@@ -121,7 +126,7 @@ void run_eval(const EvalFlags& f) {
                           {"windows", r.n_windows},   {"scored_tokens", r.n_scored},
                           {"mean_loss", r.mean_loss}, {"ppl", r.ppl},
                           {"seconds", r.seconds},     {"tokens_per_s", r.tokens_per_s}};
-      fmt::print("{}\n", j.dump(2));
+      fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
       return;
     }
     fmt::print("| model | data | tokens | L | windows | mean loss | ppl | tok/s |\n");
@@ -148,19 +153,23 @@ void run_eval(const EvalFlags& f) {
       rows.push_back(runtime_row(r, rows[i], base));
     }
   }
-  if (!f.csv.empty()) artifact::write_text_file_atomic(f.csv, eval::csv_table(rows));
+  // Rendered first and written together: a run that fails writes neither.
+  std::vector<std::pair<std::string, std::string>> files;
+  if (!f.csv.empty()) files.emplace_back(f.csv, eval::csv_table(rows));
   if (!f.plot.empty()) {
     // The fake-quantized rows, one per quantizer (runtime rows repeat their methods).
     const std::vector<eval::ResultRow> fake(rows.begin(), rows.begin() + qs.size());
-    write_results_plot(f.plot, fake, qs, f.model.path, f.data, base.seq_len);
+    files.emplace_back(f.plot,
+                       results_plot_svg(f.plot, fake, qs, f.model.path, f.data, base.seq_len));
   }
+  artifact::write_text_files_atomic(files);
   if (f.json) {
     nlohmann::json j = {{"model", f.model.path},     {"data", f.data},
                         {"dtype", f.model.dtype},    {"device", f.model.resolved_device()},
                         {"tokens", base.n_tokens},   {"seq_len", base.seq_len},
                         {"windows", base.n_windows}, {"scored_tokens", base.n_scored},
                         {"calib", f.calib},          {"methods", eval::json_rows(rows)}};
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return;
   }
   fmt::print("{} on {}: {} tokens, {} windows of L = {}{}\n\n", f.model.path, f.data, base.n_tokens,

@@ -10,6 +10,7 @@
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/calib_file.h"
 #include "kvq/artifact/fingerprint.h"
+#include "kvq/artifact/output_path.h"
 #include "kvq/common/error.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
@@ -34,7 +35,8 @@ void run_fit(const FitFlags& f) {
     fail("--bits-budget: expected 2..4 average code bits per element, found {}", f.bits_budget);
   }
   if (f.context < 0) fail("--context: expected a positive number of tokens, found {}", f.context);
-  { artifact::AtomicOutput probe(f.out); }  // an unwritable --out fails before the work
+  // An unwritable --out, or one naming an input, fails before the work.
+  artifact::check_outputs({{"--out", f.out}}, {{"--calib", f.calib}, {"--model", f.model}});
   std::optional<artifact::CalibData> calib;
   if (!f.calib.empty()) calib = artifact::read_calib(f.calib);
   std::optional<artifact::ModelFingerprint> model;

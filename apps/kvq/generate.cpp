@@ -172,7 +172,7 @@ void run_generate(const GenerateFlags& f) {
     nlohmann::json j = out.size() == 1 ? out[0] : nlohmann::json{{"completions", out}};
     j["kv"] = q.label();
     j["stats"] = stats;
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return;
   }
   fmt::print(

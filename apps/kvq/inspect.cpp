@@ -72,7 +72,7 @@ void run_inspect(const InspectFlags& f) {
           "{}\n",
           nlohmann::json{
               {"file", f.file}, {"schema", schema}, {"valid", false}, {"problems", problems.list()}}
-              .dump(2));
+              .dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     } else {
       for (const std::string& p : problems.list()) fmt::print("problem: {}\n", p);
     }
@@ -127,7 +127,7 @@ void print_calib(const artifact::CalibData& d, bool json, const RunFigures* run)
                   {"peak_device_bytes", run->peak_device_bytes},
                   {"mean_loss", run->mean_loss}};
     }
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return;
   }
   fmt::print(
@@ -265,7 +265,7 @@ void print_quant(const methods::Quantizer& q, bool json, int64_t context, double
                                {"outliers", bits.outliers}, {"fp16", bits.fp16}};
     }
     if (seconds >= 0) j["fit_seconds"] = seconds;
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return;
   }
   fmt::print("{}: {}/{}, method {}", prov.path, methods::kQuantSchema, methods::kQuantVersion,

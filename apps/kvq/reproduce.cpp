@@ -1,10 +1,12 @@
 // kvq reproduce: calibrate -> fit -> eval for the KVQuant paper's method list and kvq's own
 // mixed precision, on one model and data set, writing every artifact and the table to a folder.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -13,6 +15,7 @@
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/calib_file.h"
 #include "kvq/artifact/fingerprint.h"
+#include "kvq/artifact/output_path.h"
 #include "kvq/calib/calib_writer.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/common/error.h"
@@ -74,9 +77,29 @@ std::vector<std::string> method_list(const model::ModelConfig& c) {
           "int3-token-post"};
 }
 
-std::vector<int32_t> encode(const model::Tokenizer& tok, const std::string& path) {
-  return tok.encode(data::load_text(path), /*add_bos=*/true);
+std::string load_input(const std::string& flag, const std::string& path) {
+  try {
+    return data::load_text(path);
+  } catch (const Error& e) {
+    fail("{}: {}", flag, e.what());
+  }
 }
+
+// Removes the --out-dir this run created if the run fails before writing into it.
+class CreatedDir {
+ public:
+  explicit CreatedDir(std::string path) : path_(std::move(path)) {}
+  ~CreatedDir() {
+    if (!kept_) ::rmdir(path_.c_str());  // fails harmlessly if something is in it
+  }
+  CreatedDir(const CreatedDir&) = delete;
+  CreatedDir& operator=(const CreatedDir&) = delete;
+  void keep() { kept_ = true; }
+
+ private:
+  std::string path_;
+  bool kept_ = false;
+};
 
 void run_reproduce(ReproduceFlags& f) {
   if (f.samples < 1) fail("--samples: expected at least 1, found {}", f.samples);
@@ -84,16 +107,31 @@ void run_reproduce(ReproduceFlags& f) {
   for (double b : f.budgets) {
     if (!(b >= 2.0 && b <= 4.0)) fail("--bits-budget: expected values in [2, 4], found {}", b);
   }
-  if (mkdir(f.out_dir.c_str(), 0777) != 0 && errno != EEXIST) {
-    fail("--out-dir: {}: cannot create directory ({})", f.out_dir, std::strerror(errno));
-  }
+  // Every input is read before anything is created: a missing --data leaves no folder behind.
   const model::LlamaModel m = f.model.load();
   const auto tokenizer = f.model.tokenizer(m);
   const auto fingerprint =
       artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
+  const std::string train_text = load_input("--train", f.train);
+  const std::string test_text = load_input("--data", f.test);
+
+  struct stat st {};
+  const bool existed = ::stat(f.out_dir.c_str(), &st) == 0;
+  if (existed && !S_ISDIR(st.st_mode)) fail("--out-dir: {}: expected a directory", f.out_dir);
+  if (!existed && mkdir(f.out_dir.c_str(), 0777) != 0) {
+    fail("--out-dir: {}: cannot create directory ({})", f.out_dir, std::strerror(errno));
+  }
+  CreatedDir created(existed ? std::string() : f.out_dir);
+  if (existed) created.keep();
+  const std::string calib_path = f.out_dir + "/calib.h5";
+  const std::vector<std::string> names = {"table.md", "results.csv", "results.json", "plot.svg"};
+  std::vector<artifact::NamedPath> outputs = {{"--out-dir", calib_path}};
+  for (const std::string& name : names) outputs.push_back({"--out-dir", f.out_dir + "/" + name});
+  artifact::check_outputs(outputs,
+                          {{"--model", f.model.path}, {"--train", f.train}, {"--data", f.test}});
 
   // 1. calibrate
-  const std::vector<int32_t> train = encode(*tokenizer, f.train);
+  const std::vector<int32_t> train = tokenizer->encode(train_text, /*add_bos=*/true);
   calib::CalibOptions co;
   co.n_samples = f.samples;
   co.seq_len = f.calib_seq_len;
@@ -102,10 +140,11 @@ void run_reproduce(ReproduceFlags& f) {
   const calib::CalibResult cr = calib::calibrate(m, train, co);
   const artifact::DataFingerprint data =
       data_fingerprint(f.train, static_cast<int64_t>(train.size()), cr.options);
-  const std::string calib_path = f.out_dir + "/calib.h5";
-  calib::write_calib(calib_path, cr, fingerprint, data,
+  // calib.h5 stays under its temp name until every other file is ready too.
+  artifact::AtomicOutput calib_out(calib_path);
+  calib::write_calib(calib_out.temp_path(), cr, fingerprint, data,
                      {f.model.resolved_device(), f.model.dtype, utc_now()});
-  const artifact::CalibData calib = artifact::read_calib(calib_path);
+  const artifact::CalibData calib = artifact::read_calib(calib_out.temp_path());
 
   // 2. fit: every method of the list, and per-layer bits under each budget
   std::vector<methods::Quantizer> qs;
@@ -121,7 +160,7 @@ void run_reproduce(ReproduceFlags& f) {
   }
 
   // 3. eval on the test split
-  std::vector<int32_t> test = encode(*tokenizer, f.test);
+  std::vector<int32_t> test = tokenizer->encode(test_text, /*add_bos=*/true);
   if (f.max_tokens > 0 && static_cast<int64_t>(test.size()) > f.max_tokens)
     test.resize(f.max_tokens);
   eval::PerplexityOptions eo;
@@ -138,8 +177,6 @@ void run_reproduce(ReproduceFlags& f) {
       cr.options.seq_len, f.train, f.seed, f.test, base.n_tokens, base.n_windows, base.seq_len,
       f.model.resolved_device(), f.model.dtype);
   const std::string table = eval::markdown_table(rows);
-  artifact::write_text_file_atomic(f.out_dir + "/table.md", header + table);
-  artifact::write_text_file_atomic(f.out_dir + "/results.csv", eval::csv_table(rows));
   nlohmann::json j = {{"model", f.model.path},
                       {"weights_checksum", fingerprint.weights_checksum},
                       {"train", f.train},
@@ -155,10 +192,18 @@ void run_reproduce(ReproduceFlags& f) {
                       {"dtype", f.model.dtype},
                       {"date", utc_now()},
                       {"methods", eval::json_rows(rows)}};
-  artifact::write_text_file_atomic(f.out_dir + "/results.json", j.dump(2) + "\n");
-  write_results_plot(f.out_dir + "/plot.svg", rows, qs, f.model.path, f.test, base.seq_len);
+  const std::string plot =
+      results_plot_svg(f.out_dir + "/plot.svg", rows, qs, f.model.path, f.test, base.seq_len);
+  calib_out.commit();
+  artifact::write_text_files_atomic(
+      {{f.out_dir + "/table.md", header + table},
+       {f.out_dir + "/results.csv", eval::csv_table(rows)},
+       {f.out_dir + "/results.json",
+        j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"},
+       {f.out_dir + "/plot.svg", plot}});
+  created.keep();
   if (f.json) {
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   } else {
     fmt::print("{}{}\nwritten: {}/calib.h5, table.md, results.csv, results.json, plot.svg\n",
                header, table, f.out_dir);

@@ -59,9 +59,10 @@ std::string base_name(std::string path) {
 
 }  // namespace
 
-void write_results_plot(const std::string& path, const std::vector<eval::ResultRow>& rows,
-                        const std::vector<methods::Quantizer>& qs, const std::string& model_path,
-                        const std::string& data_path, int64_t seq_len) {
+std::string results_plot_svg(const std::string& path, const std::vector<eval::ResultRow>& rows,
+                             const std::vector<methods::Quantizer>& qs,
+                             const std::string& model_path, const std::string& data_path,
+                             int64_t seq_len) {
   std::map<std::string, eval::Series> families;
   for (size_t i = 1; i < rows.size(); ++i) {
     const methods::MethodSpec& spec = qs[i].spec();
@@ -86,7 +87,11 @@ void write_results_plot(const std::string& path, const std::vector<eval::ResultR
   spec.reference_label = fmt::format("fp16 (ppl {:.4f})", rows.front().ppl);
   for (auto& [name, s] : families) spec.series.push_back(std::move(s));
   if (spec.series.empty()) fail("--plot: no quantized method to plot (add --methods)");
-  eval::write_plot_svg(path, spec);
+  try {
+    return eval::render_svg(spec);
+  } catch (const Error& e) {
+    fail("{}: {}", path, e.what());
+  }
 }
 
 }  // namespace kvq::app

@@ -22,9 +22,10 @@ std::vector<eval::ResultRow> evaluate_all(const model::LlamaModel& m,
                                           eval::PerplexityResult* baseline);
 // An SVG of Δ perplexity against bits per element: one series per method family (rows[0], the
 // fp16 baseline, is the dashed Δ = 0 line), the Pareto front, and the model and data by their
-// base names in the title.
-void write_results_plot(const std::string& path, const std::vector<eval::ResultRow>& rows,
-                        const std::vector<methods::Quantizer>& qs, const std::string& model_path,
-                        const std::string& data_path, int64_t seq_len);
+// base names in the title. `path` only names the plot in errors; nothing is written.
+std::string results_plot_svg(const std::string& path, const std::vector<eval::ResultRow>& rows,
+                             const std::vector<methods::Quantizer>& qs,
+                             const std::string& model_path, const std::string& data_path,
+                             int64_t seq_len);
 
 }  // namespace kvq::app
