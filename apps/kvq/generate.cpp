@@ -93,6 +93,10 @@ void run_generate(const GenerateFlags& f) {
                                    ? methods::fit(methods::parse_method("fp16"), nullptr)
                                    : methods::read_quant(f.quant);
   const model::LlamaModel m = f.model.load();
+  // Against the context before any prompt is run: a -n near 2^63 would overflow prompt + n.
+  const int64_t context = m.config().max_seq_len;
+  if (f.n_new > context)
+    fail("-n: expected 1..{} (the model's context), found {}", context, f.n_new);
   const auto tokenizer = f.model.tokenizer(m);
   runtime::EngineOptions eo;
   eo.max_batch = f.max_batch;

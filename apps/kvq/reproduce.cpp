@@ -103,6 +103,8 @@ class CreatedDir {
 
 void run_reproduce(ReproduceFlags& f) {
   if (f.samples < 1) fail("--samples: expected at least 1, found {}", f.samples);
+  if (f.samples > (int64_t{1} << 20))  // as kvq calibrate's
+    fail("--samples: expected at most {}, found {}", int64_t{1} << 20, f.samples);
   if (f.max_tokens < 0) fail("--max-tokens: expected a positive number, found {}", f.max_tokens);
   for (double b : f.budgets) {
     if (!(b >= 2.0 && b <= 4.0)) fail("--bits-budget: expected values in [2, 4], found {}", b);

@@ -317,7 +317,7 @@ TEST_F(Runtime1m, CliBadInput) {
       run_kvq("generate" + m + " --prompt-file " + quoted(dir_->file("empty.txt")) + " -n 2"),
       "generate", "empty.txt: no text");
   test::expect_one_line_error(run_kvq("generate" + m + " --prompt hi -n 600"), "generate",
-                              "max tokens: expected 1..512 (the model's context), found 600");
+                              "-n: expected 1..512 (the model's context), found 600");
   std::string words;
   for (int i = 0; i < 600; ++i) words += " the";
   test::write_file(dir_->file("long.txt"), words);
