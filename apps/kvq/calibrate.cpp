@@ -32,8 +32,7 @@ struct CalibrateFlags {
 };
 
 void run_calibrate(CalibrateFlags& f) {
-  if (f.options.n_samples < 1)
-    fail("--samples: expected at least 1, found {}", f.options.n_samples);
+  calib::check_options(f.options);  // before the model loads or anything is allocated
   if (f.options.seq_len < 0)
     fail("--seq-len: expected a positive number, found {}", f.options.seq_len);
   // Fail now rather than after the calibration if the output cannot be written.

@@ -2,10 +2,13 @@
 // duplicate JSON keys (config.json, safetensors headers, index files), layer counts a checkpoint
 // cannot hold, unused tensors and shapes beyond 2^63, each rejected with its exact message.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 
 #include <chrono>
 #include <string>
 
+#include "kvq/artifact/h5.h"
+#include "kvq/artifact/validate.h"
 #include "kvq/common/json.h"
 #include "kvq/common/limits.h"
 #include "kvq/model/io/checkpoint.h"
@@ -53,6 +56,39 @@ TEST(StrictJson, DuplicateKeysAreErrorsNamingThePath) {
             "f.json: expected unique keys, found 'y' twice in /x");
   // Same key in sibling objects is fine.
   EXPECT_NO_THROW(parse_json_strict(R"([{"a": 1}, {"a": 2}])", "f"));
+}
+
+// However many problems a corrupt artifact yields, 20 are kept and the rest counted.
+TEST(ProblemList, KeepsTheFirstTwentyAndCountsTheRest) {
+  artifact::Problems p;
+  for (int i = 0; i < 1000000; ++i) p.add("f.h5:/layers/" + std::to_string(i), "missing group");
+  EXPECT_EQ(p.size(), 1000000u);
+  EXPECT_EQ(p.list().size(), 20u);
+  EXPECT_EQ(p.n_omitted(), 999980u);
+  EXPECT_EQ(p.list().back(), "f.h5:/layers/19: missing group");
+  EXPECT_EQ(error_of([&] { p.throw_if_any(); }), "f.h5:/layers/0: missing group (and 999999 more)");
+}
+
+// A dataset whose shape claims 2^40 float64 values in a file of a few kB fails before allocating.
+TEST(H5Limits, DatasetShapeIsBoundedByTheStoredBytes) {
+  TempDir tmp;
+  const std::string path = tmp.file("big.h5");
+  {
+    const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const hsize_t dims[1] = {hsize_t{1} << 40}, chunk[1] = {1024};
+    const hid_t space = H5Screate_simple(1, dims, nullptr);
+    const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 1, chunk);
+    const hid_t d = H5Dcreate2(f, "x", H5T_IEEE_F64LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    ASSERT_GE(d, 0);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    H5Fclose(f);
+  }
+  const artifact::File file = artifact::File::open(path);
+  EXPECT_EQ(error_of([&] { file.root().read<double>("x"); }),
+            path + ":/x: shape [1099511627776] needs 8796093022208 bytes, the file stores 0");
 }
 
 class StrictModelDir : public ::testing::Test {
