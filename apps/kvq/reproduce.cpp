@@ -74,8 +74,10 @@ std::vector<std::string> method_list(const model::ModelConfig& c) {
           "int3-token-post"};
 }
 
-std::vector<int32_t> encode(const model::Tokenizer& tok, const std::string& path) {
-  return tok.encode(data::load_text(path), /*add_bos=*/true);
+// max_tokens <= 0: all of it; else encoding stops once that many tokens are reached.
+std::vector<int32_t> encode(const model::Tokenizer& tok, const std::string& path,
+                            int64_t max_tokens = 0, bool progress = false) {
+  return model::encode_up_to(tok, data::load_text(path), /*add_bos=*/true, max_tokens, progress);
 }
 
 void run_reproduce(ReproduceFlags& f) {
@@ -121,9 +123,7 @@ void run_reproduce(ReproduceFlags& f) {
   }
 
   // 3. eval on the test split
-  std::vector<int32_t> test = encode(*tokenizer, f.test);
-  if (f.max_tokens > 0 && static_cast<int64_t>(test.size()) > f.max_tokens)
-    test.resize(f.max_tokens);
+  const std::vector<int32_t> test = encode(*tokenizer, f.test, f.max_tokens, !f.quiet);
   eval::PerplexityOptions eo;
   eo.seq_len = f.seq_len;
   eo.progress = !f.quiet;
