@@ -21,8 +21,6 @@
 namespace kvq::app {
 namespace {
 
-constexpr int64_t kMaxSamples = int64_t{1} << 20;
-
 struct CalibrateFlags {
   ModelFlags model;
   std::string data;
@@ -35,12 +33,7 @@ struct CalibrateFlags {
 };
 
 void run_calibrate(CalibrateFlags& f) {
-  // A stated maximum (2^20 sequences of 2048 tokens is 2^31 tokens, days of work) keeps the
-  // sample table and n_samples x seq_len from overflowing.
-  if (f.options.n_samples < 1)
-    fail("--samples: expected at least 1, found {}", f.options.n_samples);
-  if (f.options.n_samples > kMaxSamples)
-    fail("--samples: expected at most {}, found {}", kMaxSamples, f.options.n_samples);
+  calib::check_options(f.options);  // before the model loads or anything is allocated
   if (f.options.seq_len < 0)
     fail("--seq-len: expected a positive number, found {}", f.options.seq_len);
   // Fail now rather than after the calibration if the output cannot be written.

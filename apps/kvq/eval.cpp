@@ -108,9 +108,9 @@ void run_eval(const EvalFlags& f) {
       quantized ? quantizers(f, m) : std::vector<methods::Quantizer>{};
   const auto tokenizer = f.model.tokenizer(m);
   const std::string text = data::load_text(f.data, data::parse_format(f.format), f.jsonl_field);
-  std::vector<int32_t> tokens = tokenizer->encode(text, /*add_bos=*/true);
-  if (f.max_tokens > 0 && static_cast<int64_t>(tokens.size()) > f.max_tokens)
-    tokens.resize(f.max_tokens);
+  // Stops encoding once --max-tokens is reached: a long text costs only what is used.
+  const std::vector<int32_t> tokens =
+      model::encode_up_to(*tokenizer, text, /*add_bos=*/true, f.max_tokens, !f.quiet);
 
   eval::PerplexityOptions options;
   options.seq_len = f.seq_len;

@@ -10,6 +10,7 @@
 
 #include "command.h"
 #include "kvq/common/error.h"
+#include "kvq/common/json.h"
 #include "kvq/common/memory.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
@@ -58,7 +59,7 @@ std::vector<std::string> read_prompts(const std::string& path) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(line);
+      j = parse_json_strict(line, fmt::format("--prompts: {}:{}", path, line_no));
     } catch (const nlohmann::json::exception&) {
       fail("--prompts: {}:{}: not a JSON object", path, line_no);
     }

@@ -68,13 +68,15 @@ void run_inspect(const InspectFlags& f) {
   }
   if (!problems.empty()) {
     if (f.json) {
-      fmt::print(
-          "{}\n",
-          nlohmann::json{
-              {"file", f.file}, {"schema", schema}, {"valid", false}, {"problems", problems.list()}}
-              .dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+      fmt::print("{}\n", nlohmann::json{{"file", f.file},
+                                        {"schema", schema},
+                                        {"valid", false},
+                                        {"problems", problems.list()},
+                                        {"n_problems", problems.size()}}
+                             .dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     } else {
       for (const std::string& p : problems.list()) fmt::print("problem: {}\n", p);
+      if (problems.n_omitted() > 0) fmt::print("problem: ... and {} more\n", problems.n_omitted());
     }
     fail("{}: {} problem(s) found; first: {}", f.file, problems.size(), problems.list().front());
   }

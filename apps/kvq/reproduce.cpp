@@ -102,9 +102,8 @@ class CreatedDir {
 };
 
 void run_reproduce(ReproduceFlags& f) {
-  if (f.samples < 1) fail("--samples: expected at least 1, found {}", f.samples);
-  if (f.samples > (int64_t{1} << 20))  // as kvq calibrate's
-    fail("--samples: expected at most {}, found {}", int64_t{1} << 20, f.samples);
+  if (f.samples < 1 || f.samples > calib::kMaxSamples)  // as kvq calibrate's
+    fail("--samples: expected 1..{}, found {}", calib::kMaxSamples, f.samples);
   if (f.max_tokens < 0) fail("--max-tokens: expected a positive number, found {}", f.max_tokens);
   for (double b : f.budgets) {
     if (!(b >= 2.0 && b <= 4.0)) fail("--bits-budget: expected values in [2, 4], found {}", b);
@@ -162,9 +161,9 @@ void run_reproduce(ReproduceFlags& f) {
   }
 
   // 3. eval on the test split
-  std::vector<int32_t> test = tokenizer->encode(test_text, /*add_bos=*/true);
-  if (f.max_tokens > 0 && static_cast<int64_t>(test.size()) > f.max_tokens)
-    test.resize(f.max_tokens);
+  // Encoding stops once --max-tokens tokens are there (a prefix of the whole encoding).
+  const std::vector<int32_t> test =
+      model::encode_up_to(*tokenizer, test_text, /*add_bos=*/true, f.max_tokens, !f.quiet);
   eval::PerplexityOptions eo;
   eo.seq_len = f.seq_len;
   eo.progress = !f.quiet;

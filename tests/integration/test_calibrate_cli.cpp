@@ -3,6 +3,7 @@
 // the per-channel ranges, and every bad input refused with no file left at the output path.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <string>
 
@@ -169,7 +170,19 @@ TEST_F(CalibrateBadInput, UnwritableOutputPath) {
 
 TEST_F(CalibrateBadInput, ZeroSamples) {
   expect_one_line_error(run_kvq(run_args(data_path(kTest), "--samples 0")), "calibrate",
-                        "--samples: expected at least 1, found 0");
+                        "--samples: expected 1..1048576, found 0");
+  expect_nothing_written();
+}
+
+// Size flags have stated maxima, checked before the model loads: 2e9 key bins would otherwise
+// ask for a terabyte of histograms.
+TEST_F(CalibrateBadInput, SizeFlagsAboveTheirMaximum) {
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_one_line_error(run_kvq(run_args(data_path(kTest), "--key-bins 2000000000")), "calibrate",
+                        "--key-bins: expected 2..65536, found 2000000000");
+  expect_one_line_error(run_kvq(run_args(data_path(kTest), "--value-bins 1")), "calibrate",
+                        "--value-bins: expected 2..1048576, found 1");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
   expect_nothing_written();
 }
 

@@ -3,6 +3,8 @@
 // line on stderr, a non-zero exit and no output on stdout.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <filesystem>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -110,6 +112,51 @@ TEST_F(CliBadInput, DataShorterThanOneWindow) {
   test::write_file(tmp.file("short.txt"), "just a few words");
   const auto r = run_kvq("eval --model " + model() + " --data " + quoted(tmp.file("short.txt")));
   expect_one_line_error(r, "eval", "--data");
+}
+
+// Hostile inputs refused within seconds with one line: a data "file" with no end, a config
+// whose layer count the checkpoint cannot hold, a config with fewer layers than the checkpoint.
+TEST_F(CliBadInput, UnboundedInputsFailFast) {
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_one_line_error(run_kvq("eval --model " + model() + " --data /dev/zero"), "eval",
+                        "/dev/zero: expected a regular file, found a character device");
+  expect_one_line_error(run_kvq("calibrate --model " + model() +
+                                " --data /dev/zero --quiet --out " + quoted(tmp.file("calib.h5"))),
+                        "calibrate",
+                        "/dev/zero: expected a regular file, found a character device");
+  EXPECT_FALSE(std::filesystem::exists(tmp.file("calib.h5")));
+
+  const std::string dir = tmp.file("model");
+  std::filesystem::create_directory(dir);
+  std::filesystem::copy(data_path(kModel1m + "/model.safetensors"), dir + "/model.safetensors");
+  std::filesystem::copy(data_path(kModel1m + "/tokenizer.model"), dir + "/tokenizer.model");
+  auto config = nlohmann::json::parse(test::read_file(data_path(kModel1m + "/config.json")));
+  config["num_hidden_layers"] = 1000000000000000;
+  test::write_file(dir + "/config.json", config.dump());
+  expect_one_line_error(run_kvq("eval --model " + quoted(dir) + " --data " + data()), "eval",
+                        dir +
+                            "/config.json: 1000000000000000 layers exceed the 38 tensors of "
+                            "the checkpoint " +
+                            dir);
+  config["num_hidden_layers"] = 3;
+  test::write_file(dir + "/config.json", config.dump());
+  expect_one_line_error(run_kvq("eval --model " + quoted(dir) + " --data " + data()), "eval",
+                        dir + "/model.safetensors: expected only the tensors of 3 layers (" + dir +
+                            "/config.json), found 9 unused: 'model.layers.3.");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+}
+
+// --max-tokens stops the encoding: a 50 MB single-line text costs what 4096 tokens cost.
+TEST_F(CliBadInput, MaxTokensStopsEncodingEarly) {
+  std::string line;
+  while (line.size() < (size_t{50} << 20)) line += "the quick brown fox jumps over the lazy dog ";
+  test::write_file(tmp.file("long.txt"), line);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_kvq("eval --model " + model() + " --data " + quoted(tmp.file("long.txt")) +
+                         " --max-tokens 4096 --seq-len 512 --json --quiet");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["tokens"], 4096);
 }
 
 TEST_F(CliBadInput, MissingModel) {

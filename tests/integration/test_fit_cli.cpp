@@ -3,9 +3,16 @@
 // and every bad input refused with one line and no file left at --out.
 #include <gtest/gtest.h>
 
+#include <hdf5.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -29,6 +36,42 @@ std::vector<std::string> files_in(const std::string& dir) {
     names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   return names;
+}
+
+// In-place edits of a copy of an artifact through HDF5's C API, to make values out of their
+// documented ranges while everything else stays valid.
+void h5_edit(const std::string& file, const std::function<void(hid_t)>& edit) {
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(f, 0) << file;
+  edit(f);
+  H5Fclose(f);
+}
+void h5_set_attr(hid_t f, const char* name, double value) {
+  const hid_t a = H5Aopen_by_name(f, "/", name, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(a, 0) << name;
+  EXPECT_GE(H5Awrite(a, H5T_NATIVE_DOUBLE, &value), 0);
+  H5Aclose(a);
+}
+void h5_set_attr(hid_t f, const char* name, int64_t value) {
+  const hid_t a = H5Aopen_by_name(f, "/", name, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(a, 0) << name;
+  EXPECT_GE(H5Awrite(a, H5T_NATIVE_INT64, &value), 0);
+  H5Aclose(a);
+}
+// Sets element `index` of a float64 or int64 dataset.
+template <typename T>
+void h5_set_element(hid_t f, const char* path, size_t index, T value) {
+  const hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
+  ASSERT_GE(d, 0) << path;
+  const hid_t space = H5Dget_space(d);
+  const hssize_t n = H5Sget_simple_extent_npoints(space);
+  std::vector<T> v(static_cast<size_t>(n));
+  const hid_t type = std::is_same_v<T, double> ? H5T_NATIVE_DOUBLE : H5T_NATIVE_INT64;
+  EXPECT_GE(H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), 0);
+  v.at(index) = value;
+  EXPECT_GE(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), 0);
+  H5Sclose(space);
+  H5Dclose(d);
 }
 
 class FitCli : public ::testing::Test {
@@ -221,6 +264,77 @@ TEST_F(FitCli, InspectListsEveryProblemOfACorruptedFile) {
       std::string::npos)
       << r.out;
   EXPECT_NE(r.err.find("1 problem(s) found"), std::string::npos) << r.err;
+}
+
+// calib.h5 values outside the ranges schemas/calib-2.md documents are refused by inspect (a
+// problem line naming the file, the path and the range) and by fit (one line, nothing written).
+TEST_F(FitCli, CalibValuesOutOfRangeAreRefused) {
+  struct Case {
+    std::function<void(hid_t)> edit;
+    std::string problem;
+  };
+  const std::string bad = tmp_.file("bad-calib.h5");
+  const Case cases[] = {
+      {[](hid_t f) { h5_set_element(f, "/layers/01/value/token/outlier_fraction", 2, 2.0); },
+       bad + ":/layers/01/value/token/outlier_fraction: expected values in [0, 1], found 2 at "
+             "index 2"},
+      {[](hid_t f) { h5_set_element<int64_t>(f, "/layers/00/samples/positions", 0, -5); },
+       bad + ":/layers/00/samples/positions: expected values in [0, 256), found -5 at index 0"},
+      {[](hid_t f) { h5_set_attr(f, "mean_loss", std::nan("")); },
+       bad + ":/@mean_loss: expected a finite value >= 0, found nan"},
+      {[](hid_t f) { h5_set_attr(f, "key_bins", int64_t{2000000000}); },
+       bad + ":/@key_bins: expected 2..65536, found 2000000000"},
+  };
+  for (const Case& c : cases) {
+    std::filesystem::copy_file(calib(), bad, std::filesystem::copy_options::overwrite_existing);
+    h5_edit(bad, c.edit);
+    const auto r = run_kvq("inspect " + quoted(bad));
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.out.find("problem: " + c.problem + "\n"), std::string::npos) << r.out;
+    const auto f =
+        run_kvq("fit --calib " + quoted(bad) + " --method nuq3-1% --out " + quoted(out()));
+    test::expect_one_line_error(f, "fit", c.problem);
+    EXPECT_FALSE(std::filesystem::exists(out()));
+  }
+}
+
+// A layer count the file cannot hold is refused at once, and problem lists are capped.
+TEST_F(FitCli, HugeCountsAndLongProblemListsStayBounded) {
+  const std::string bad = tmp_.file("bad-calib.h5");
+  std::filesystem::copy_file(calib(), bad);
+  h5_edit(bad, [](hid_t f) { h5_set_attr(f, "model.n_layers", int64_t{10000000}); });
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = run_kvq("inspect " + quoted(bad));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "problem: " + bad +
+                       ":/layers: expected 10000000 layer groups (model.n_layers), found 4\n");
+
+  ASSERT_EQ(fit("nuq2-1%").exit_code, 0);
+  const std::string bad_quant = tmp_.file("bad-quant.h5");
+  std::filesystem::copy_file(out(), bad_quant);
+  h5_edit(bad_quant, [](hid_t f) {
+    h5_set_attr(f, "n_layers", int64_t{10000000});
+    h5_set_attr(f, "model.n_layers", int64_t{10000000});
+  });
+  t0 = std::chrono::steady_clock::now();
+  r = run_kvq("inspect " + quoted(bad_quant));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "problem: " + bad_quant +
+                       ":/layers: expected 10000000 layer groups (n_layers), found 4\n");
+
+  // Channels that disagree with every dataset: dozens of problems, at most 20 listed.
+  std::filesystem::copy_file(calib(), bad, std::filesystem::copy_options::overwrite_existing);
+  h5_edit(bad, [](hid_t f) { h5_set_attr(f, "model.head_dim", int64_t{16}); });
+  r = run_kvq("inspect " + quoted(bad));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 21) << r.out;
+  EXPECT_NE(r.out.find("\nproblem: ... and "), std::string::npos) << r.out;
+  const auto j = run_kvq("inspect --json " + quoted(bad));
+  const auto doc = nlohmann::json::parse(j.out);
+  EXPECT_EQ(doc["problems"].size(), 20u);
+  EXPECT_GT(doc["n_problems"].get<int64_t>(), 20);
 }
 
 }  // namespace

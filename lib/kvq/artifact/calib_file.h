@@ -19,6 +19,12 @@ inline constexpr const char* kCalibSchema = "kvq.calib";
 inline constexpr int64_t kCalibVersion =
     2;  // 2: value histograms per token and per (token, KV head)
 
+// Stated maxima for the histogram resolutions (--key-bins, --value-bins and the attributes
+// key_bins, value_bins): keys cost 3 x C x key_bins x 16 B per layer, so 65536 bins of a
+// 1024-channel model already take 3 GiB; values cost F x value_bins x 16 B.
+inline constexpr int64_t kMaxKeyBins = 65536;
+inline constexpr int64_t kMaxValueBins = int64_t{1} << 20;
+
 // The group of layer `layer` of `n_layers`: "layers/07" (three digits past 100 layers).
 std::string calib_layer_group(int64_t layer, int64_t n_layers);
 

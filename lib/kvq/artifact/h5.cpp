@@ -4,6 +4,7 @@
 // the one call that 1.12 deprecated (H5Fis_hdf5) is switched on the version.
 #include "kvq/artifact/h5.h"
 
+#include <fmt/ranges.h>
 #include <hdf5.h>
 #include <sys/stat.h>
 
@@ -14,6 +15,7 @@
 
 #include "kvq/artifact/validate.h"
 #include "kvq/common/error.h"
+#include "kvq/common/limits.h"
 
 static_assert(std::is_same_v<hid_t, kvq::artifact::Hid>, "h5.h assumes hid_t is int64_t");
 
@@ -360,8 +362,18 @@ Array<T> Group::read_impl(const std::string& name,
   if (info.dtype != Traits<T>::kName)
     fail("{}: expected {}, found {}", w, Traits<T>::kName, info.dtype);
   if (expected_shape) require_shape(w, *expected_shape, info.shape);
-  Array<T> out{std::vector<T>(numel(info.shape)), std::move(info.shape)};
   Handle dset = open_object(name, /*want_group=*/false);
+  // The shape is only a claim: bound the bytes it implies by what the file stores before
+  // allocating. Deflate compresses at most ~1032:1, so 1100x the stored bytes (plus a page for
+  // tiny datasets) is more than any dataset kvq writes can need.
+  std::vector<uint64_t> dims;
+  for (int64_t d : info.shape) dims.push_back(static_cast<uint64_t>(d));
+  const uint64_t n_bytes = checked_product(dims, sizeof(T), w);
+  const uint64_t stored = H5Dget_storage_size(dset.get());
+  if (n_bytes > (info.chunked ? stored * 1100 + 4096 : stored) && n_bytes > 0)
+    fail("{}: shape [{}] needs {} bytes, the file stores {}", w, fmt::join(dims, ", "), n_bytes,
+         stored);
+  Array<T> out{std::vector<T>(static_cast<size_t>(n_bytes / sizeof(T))), std::move(info.shape)};
   if (!out.values.empty())
     check(H5Dread(dset.get(), Traits<T>::mem(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.values.data()),
           w, "cannot read dataset");

@@ -27,13 +27,14 @@ bool check_finite_impl(Problems& problems, const std::string& where, const T* va
 }  // namespace
 
 void Problems::add(const std::string& where, const std::string& message) {
-  items_.push_back(where.empty() ? message : where + ": " + message);
+  ++n_;
+  if (items_.size() < kKept) items_.push_back(where.empty() ? message : where + ": " + message);
 }
 
 void Problems::throw_if_any() const {
-  if (items_.empty()) return;
-  if (items_.size() == 1) throw Error(items_.front());
-  throw Error(fmt::format("{} (and {} more)", items_.front(), items_.size() - 1));
+  if (n_ == 0) return;
+  if (n_ == 1) throw Error(items_.front());
+  throw Error(fmt::format("{} (and {} more)", items_.front(), n_ - 1));
 }
 
 std::string shape_string(const std::vector<int64_t>& shape) {

@@ -10,19 +10,25 @@
 
 namespace kvq::artifact {
 
+// Keeps the first kKept problems and counts the rest, so a corrupt file that yields millions of
+// problems costs neither memory nor output.
 class Problems {
  public:
+  static constexpr size_t kKept = 20;
   // `where` is "<file>:<path>" (or a flag); `message` says what was expected and what was found.
   void add(const std::string& where, const std::string& message);
-  bool empty() const { return items_.empty(); }
-  size_t size() const { return items_.size(); }
-  // Each problem as one line "<where>: <message>", in the order found.
+  bool empty() const { return n_ == 0; }
+  size_t size() const { return n_; }  // all problems found, kept or not
+  // The first kKept problems, each one line "<where>: <message>", in the order found; size()
+  // minus list().size() more were counted but not kept.
   const std::vector<std::string>& list() const { return items_; }
+  size_t n_omitted() const { return n_ - items_.size(); }
   // Throws kvq::Error "<first problem> (and N more)" if any were added; one line either way.
   void throw_if_any() const;
 
  private:
   std::vector<std::string> items_;
+  size_t n_ = 0;
 };
 
 // "[6, 256]"; "[]" for a scalar.

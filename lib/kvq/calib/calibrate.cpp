@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <tuple>
 
+#include "kvq/artifact/calib_file.h"
 #include "kvq/calib/fisher.h"
 #include "kvq/common/error.h"
 #include "kvq/common/memory.h"
@@ -75,17 +77,29 @@ at::Tensor sequence_tokens(const std::vector<int32_t>& tokens, const data::Windo
 
 }  // namespace
 
+void check_options(const CalibOptions& o) {
+  const std::tuple<const char*, int64_t, int64_t, int64_t> sizes[] = {
+      {"--samples", o.n_samples, 1, kMaxSamples},
+      {"--key-bins", o.key_bins, 2, artifact::kMaxKeyBins},
+      {"--value-bins", o.value_bins, 2, artifact::kMaxValueBins},
+      {"--sample-tokens", o.sample_tokens, 0, INT64_MAX}};
+  for (const auto& [flag, v, lo, hi] : sizes) {
+    if (v >= lo && v <= hi) continue;
+    if (hi == INT64_MAX) fail("{}: expected at least {}, found {}", flag, lo, v);
+    fail("{}: expected {}..{}, found {}", flag, lo, hi, v);
+  }
+}
+
 CalibResult calibrate(const model::LlamaModel& model, const std::vector<int32_t>& tokens,
                       const CalibOptions& options) {
   const auto& c = model.config();
   CalibResult r;
   r.options = options;
   CalibOptions& o = r.options;
-  if (o.n_samples < 1) fail("--samples: expected at least 1, found {}", o.n_samples);
+  check_options(o);
   o.seq_len = data::window_length(
       c.max_seq_len, o.seq_len != 0 ? o.seq_len : std::min<int64_t>(2048, c.max_seq_len),
       model.source());
-  if (o.key_bins < 2 || o.value_bins < 2) fail("histogram bins: expected at least 2");
   if (std::find(o.fractions.begin(), o.fractions.end(), 0.0) == o.fractions.end())
     o.fractions.push_back(0.0);
   std::sort(o.fractions.begin(), o.fractions.end());

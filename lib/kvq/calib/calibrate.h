@@ -46,6 +46,14 @@ struct CalibResult {
   int64_t peak_device_bytes = -1;            // CUDA allocator high-water mark; -1 on the CPU
 };
 
+// Stated maximum of --samples: sequences are drawn and kept up front, one window each.
+inline constexpr int64_t kMaxSamples = int64_t{1} << 20;
+
+// Checks the sizes the flags set against their stated maxima before anything is loaded:
+// "--key-bins: expected 2..65536, found 2000000000" (artifact::kMaxKeyBins, kMaxValueBins,
+// kMaxSamples; --sample-tokens >= 0, its cap is derived from the model).
+void check_options(const CalibOptions& options);
+
 // Fisher sums (histograms and per-channel totals) are divided by n_samples: the Fisher
 // information averaged over sequences. Throws kvq::Error for n_samples < 1, a window longer
 // than the model's context or than the data, and non-finite activations or gradients.

@@ -14,13 +14,35 @@
 #include <nlohmann/json.hpp>
 
 #include "kvq/common/error.h"
+#include "kvq/common/json.h"
 
 namespace kvq::data {
 namespace {
 
 namespace fs = std::filesystem;
 
+// What a non-regular file is, for messages.
+std::string file_kind(const fs::file_status& st) {
+  switch (st.type()) {
+    case fs::file_type::directory: return "a directory";
+    case fs::file_type::character: return "a character device";
+    case fs::file_type::block: return "a block device";
+    case fs::file_type::fifo: return "a FIFO";
+    case fs::file_type::socket: return "a socket";
+    default: return "a special file";
+  }
+}
+
+// Data inputs must be regular files: a device or FIFO (/dev/zero, a pipe) has no end to read to.
+void require_regular(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (ec) fail("{}: cannot stat ({})", path, ec.message());
+  if (!fs::is_regular_file(st)) fail("{}: expected a regular file, found {}", path, file_kind(st));
+}
+
 std::string read_all(const std::string& path) {
+  require_regular(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open for reading", path);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -79,7 +101,8 @@ std::string load_jsonl(const std::string& path, const std::string& field) {
     if (!has_text(line)) return;  // blank lines between records are harmless
     nlohmann::json record;
     try {
-      record = nlohmann::json::parse(line);
+      record = parse_json_strict(line.data(), line.data() + line.size(),
+                                 fmt::format("{}:{}", path, number));
     } catch (const nlohmann::json::exception& e) {
       fail("{}:{}: invalid JSON ({})", path, number, json_reason(e.what()));
     }
@@ -99,8 +122,11 @@ std::string load_jsonl(const std::string& path, const std::string& field) {
 
 // Brown corpus, form C: a sentence per line of `word/tag` tokens separated by spaces, a
 // paragraph's first sentence indented by a tab, paragraphs separated by blank lines.
+// A file without a single word/tag token is not Brown corpus text, and is refused rather than
+// read as plain text with its slashes stripped.
 void append_brown_file(const std::string& path, std::string& text) {
   const std::string bytes = read_all(path);
+  int64_t n_tagged = 0;
   std::string paragraph;
   auto flush = [&] {
     if (paragraph.empty()) return;
@@ -120,7 +146,10 @@ void append_brown_file(const std::string& path, std::string& text) {
       std::string_view word = line.substr(begin, end - begin);
       // The tag follows the last slash; words may hold slashes of their own ("1/2/cd").
       const size_t slash = word.rfind('/');
-      if (slash != std::string_view::npos) word = word.substr(0, slash);
+      if (slash != std::string_view::npos) {
+        if (slash > 0 && slash + 1 < word.size()) ++n_tagged;
+        word = word.substr(0, slash);
+      }
       if (word.empty()) continue;
       // The corpus spells double quotes as TeX-style `` and ''; models have seen '"'.
       if (word == "``" || word == "''") word = "\"";
@@ -129,6 +158,9 @@ void append_brown_file(const std::string& path, std::string& text) {
     }
   });
   flush();
+  if (n_tagged == 0 && has_text(bytes))
+    fail("{}: expected Brown corpus text of word/tag tokens, found none (use --format plain)",
+         path);
 }
 
 // c[a-r][0-9][0-9]: form C, genre letter, sample number.
@@ -148,7 +180,7 @@ std::vector<std::string> brown_files(const fs::path& dir) {
 }
 
 std::string load_brown(const std::string& path) {
-  if (fs::is_regular_file(path)) {
+  if (!fs::is_directory(path)) {
     std::string text;
     append_brown_file(path, text);
     return text;

@@ -9,6 +9,7 @@
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/fingerprint.h"
 #include "kvq/common/error.h"
+#include "kvq/common/limits.h"
 
 namespace kvq::methods {
 namespace {
@@ -301,7 +302,15 @@ Quantizer check_quant(const artifact::File& file, Problems& problems) {
         fmt::format("expected per-layer tables for {}, found n_layers {} n_kv_heads {} head_dim {}",
                     method, n_layers, n_kv_heads, head_dim));
   }
+  // A layer count the file cannot hold fails before anything is allocated or probed per layer.
+  const size_t n_groups = root.exists("layers") ? root.open_group("layers").children().size() : 0;
+  if (n_layers > 0 && static_cast<uint64_t>(n_layers) > n_groups)
+    problems.add(root.where("layers"),
+                 fmt::format("expected {} layer groups (n_layers), found {}", n_layers, n_groups));
   if (!problems.empty()) return {};
+  const int64_t channels = static_cast<int64_t>(checked_mul(static_cast<uint64_t>(n_kv_heads),
+                                                            static_cast<uint64_t>(head_dim),
+                                                            root.where() + "@n_kv_heads"));
   std::vector<LayerParams> layers(static_cast<size_t>(n_layers));
   for (int64_t i = 0; i < n_layers; ++i) {
     const std::string name = layer_name(i, n_layers);
@@ -313,7 +322,7 @@ Quantizer check_quant(const artifact::File& file, Problems& problems) {
         continue;
       }
       TensorParams& p = key ? layers[i].key : layers[i].value;
-      p = read_tensor(root.open_group(path), spec, key, mixed, n_kv_heads * head_dim, problems);
+      p = read_tensor(root.open_group(path), spec, key, mixed, channels, problems);
     }
   }
   if (!problems.empty()) return {};

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "kvq/common/json.h"
+
 namespace kvq::serve {
 namespace {
 
@@ -130,9 +132,11 @@ void bad_request(const std::string& param, const std::string& what) {
 CompletionRequest parse_completion_request(std::string_view body) {
   json j;
   try {
-    j = json::parse(body.begin(), body.end());
+    j = parse_json_strict(body.data(), body.data() + body.size(), "request body");
   } catch (const json::parse_error& e) {
     bad_request("", fmt::format("request body: not valid JSON (at byte {})", e.byte));
+  } catch (const Error& e) {  // a key given twice: which value was meant is unknown
+    bad_request("", e.what());
   }
   if (!j.is_object()) {
     bad_request("", fmt::format("request body: expected a JSON object, found {}", type_name(j)));

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <functional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvq/common/error.h"
+#include "kvq/common/limits.h"
 #include "kvq/model/io/json_file.h"
 
 namespace kvq::model {
@@ -82,12 +84,35 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> required_tensors(const
 
 // Checks the required tensors (naming the file each should be in) and sets weights_dtype to the
 // dtype holding the most elements: checkpoints may keep norms in float32 beside bf16 matrices.
-void check_required(Checkpoint& ckpt, const std::function<std::string(const std::string&)>& where) {
+// `config_where` names what set the layer count (config.json, or the llama2.c header). A count
+// the checkpoint cannot hold fails before the list of names is built, and tensors the config
+// does not use are an error: ignoring them would run a truncated model.
+void check_required(Checkpoint& ckpt, const std::string& config_where,
+                    const std::function<std::string(const std::string&)>& where) {
+  const ModelConfig& c = ckpt.config;
+  // Each layer needs nine tensors; a count above the tensors present cannot be satisfied, and
+  // stopping here keeps the list of names below as small as the checkpoint.
+  if (static_cast<uint64_t>(c.n_layers) > ckpt.tensors.size())
+    fail("{}: {} layers exceed the {} tensors of the checkpoint {}", config_where, c.n_layers,
+         ckpt.tensors.size(), ckpt.path);
   std::map<DType, int64_t> numel_by_dtype;
-  for (const auto& [name, shape] : required_tensors(ckpt.config)) {
+  std::set<std::string> required;
+  for (const auto& [name, shape] : required_tensors(c)) {
     const TensorView& t = check_tensor(ckpt.tensors, where(name), name, shape);
     numel_by_dtype[t.dtype] += t.numel();
+    required.insert(name);
   }
+  std::string first_unused;
+  std::vector<std::string> unused;
+  for (const auto& [name, view] : ckpt.tensors) {
+    if (required.count(name)) continue;
+    if (unused.empty()) first_unused = name;
+    unused.push_back("'" + name + "'");
+  }
+  if (!unused.empty())
+    fail("{}: expected only the tensors of {} layers ({}), found {} unused: {}",
+         where(first_unused), c.n_layers, config_where, unused.size(),
+         capped_list(unused, kMaxListedProblems));
   DType most = DType::F32;
   int64_t most_numel = -1;
   for (const auto& [dtype, numel] : numel_by_dtype)
@@ -149,11 +174,12 @@ Checkpoint open_hf_checkpoint(const std::string& dir) {
   const std::string single_path = dir + "/model.safetensors";
   const std::string index_path = dir + "/model.safetensors.index.json";
   std::map<std::string, std::string> source;  // tensor name -> file that should hold it
+  std::string fallback = index_path;          // where a tensor missing from `source` belongs
   if (exists(single_path)) {
     auto file = std::make_shared<SafetensorsFile>(single_path);
     ckpt.tensors = file->tensors();
     ckpt.storage.push_back(file);
-    for (const auto& [name, shape] : required_tensors(ckpt.config)) source[name] = single_path;
+    fallback = single_path;
   } else if (exists(index_path)) {
     const nlohmann::json index = read_json_file(index_path);
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
@@ -185,9 +211,10 @@ Checkpoint open_hf_checkpoint(const std::string& dir) {
   } else {
     fail("{}: expected model.safetensors or model.safetensors.index.json, found neither", dir);
   }
-  check_required(ckpt, [&](const std::string& name) {
+  check_required(ckpt, config_path, [&](const std::string& name) {
     const auto it = source.find(name);
-    return it != source.end() ? it->second : index_path;  // sharded: the index lacks it
+    if (it != source.end()) return it->second;
+    return fallback;  // sharded: the index lacks it
   });
   return ckpt;
 }
@@ -282,7 +309,7 @@ Checkpoint open_llama2c_checkpoint(const std::string& bin_path) {
             file->data() + file->size() - cursor);
 
   ckpt.storage.push_back(file);
-  check_required(ckpt, [&](const std::string&) { return bin_path; });
+  check_required(ckpt, bin_path, [&](const std::string&) { return bin_path; });
   return ckpt;
 }
 

@@ -7,6 +7,7 @@
 #include <iterator>
 
 #include "kvq/common/error.h"
+#include "kvq/common/json.h"
 
 namespace kvq::model {
 
@@ -16,7 +17,7 @@ nlohmann::json read_json_file(const std::string& path) {
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) fail("{}: cannot read ({})", path, std::strerror(errno));
   try {
-    return nlohmann::json::parse(text);
+    return parse_json_strict(text, path);
   } catch (const nlohmann::json::parse_error& e) {
     fail("{}: expected JSON, found invalid JSON at byte {}", path, e.byte);
   }

@@ -8,8 +8,9 @@
 
 namespace kvq::model {
 
-// Throws kvq::Error "<path>: cannot open (...)" or "<path>: expected JSON, found invalid JSON at
-// byte N" (nlohmann's own message quotes raw input, which may span lines).
+// Throws kvq::Error "<path>: cannot open (...)", "<path>: expected JSON, found invalid JSON at
+// byte N" (nlohmann's own message quotes raw input, which may span lines) or, for a key given
+// twice, "<path>: expected unique keys, found 'KEY' twice in /PATH".
 nlohmann::json read_json_file(const std::string& path);
 
 }  // namespace kvq::model

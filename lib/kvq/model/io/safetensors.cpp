@@ -17,6 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "kvq/common/error.h"
+#include "kvq/common/json.h"
+#include "kvq/common/limits.h"
 
 namespace kvq::model {
 
@@ -59,9 +61,13 @@ size_t dtype_size(DType dtype) { return info(dtype).size; }
 const char* dtype_name(DType dtype) { return info(dtype).name; }
 
 int64_t TensorView::numel() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
+  // Readers bound n_bytes by the file, so the product fits; checked anyway as views can be built
+  // by hand.
+  uint64_t n = 1;
+  for (int64_t d : shape)
+    n = checked_mul(n, static_cast<uint64_t>(d), fmt::format("tensor '{}' element count", name));
+  KVQ_CHECK(n <= static_cast<uint64_t>(INT64_MAX), "tensor '{}' has {} elements", name, n);
+  return static_cast<int64_t>(n);
 }
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
@@ -110,7 +116,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path)
   const char* header_begin = reinterpret_cast<const char*>(file_->data() + 8);
   json header;
   try {
-    header = json::parse(header_begin, header_begin + header_len);
+    header = parse_json_strict(header_begin, header_begin + header_len, path + ": header");
   } catch (const json::parse_error& e) {
     // nlohmann's own message quotes raw input (possibly multi-line); the byte offset suffices.
     fail("{}: expected a JSON header of {} bytes, found invalid JSON at byte {}", path, header_len,
@@ -161,13 +167,20 @@ SafetensorsFile::SafetensorsFile(const std::string& path)
     const json& shape = entry["shape"];
     if (!shape.is_array())
       fail("{}: expected {} shape to be an array, found {}", path, where, show(shape));
-    uint64_t n_bytes = it->size;
+    std::vector<uint64_t> dims;
+    for (const json& d : shape) dims.push_back(read_u64(d, path, where + " shape entry"));
+    // Shapes print unsigned: a dimension of 2^63 must not show as a negative number.
+    const std::string shape_text = fmt::format("[{}]", fmt::join(dims, ", "));
+    for (uint64_t dim : dims)
+      if (dim > static_cast<uint64_t>(INT64_MAX))
+        fail("{}: {} shape {} has a dimension above 2^63 - 1", path, where, shape_text);
+    for (uint64_t dim : dims) view.shape.push_back(static_cast<int64_t>(dim));
+    uint64_t n_bytes = 0;
     bool overflow = false;
-    for (const json& d : shape) {
-      const uint64_t dim = read_u64(d, path, where + " shape entry");
-      if (dim > static_cast<uint64_t>(INT64_MAX)) overflow = true;
-      overflow = overflow || __builtin_mul_overflow(n_bytes, dim, &n_bytes);
-      view.shape.push_back(static_cast<int64_t>(dim));
+    try {
+      n_bytes = checked_product(dims, it->size, where);
+    } catch (const Error&) {
+      overflow = true;
     }
 
     const json& offsets = entry["data_offsets"];
@@ -181,8 +194,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path)
       fail("{}: {} data_offsets [{}, {}] exceed the data section ({} bytes)", path, where, begin,
            end, data_size);
     if (overflow || n_bytes != end - begin)
-      fail("{}: {} of shape [{}] and dtype {} needs {} bytes, data_offsets [{}, {}] hold {}", path,
-           where, fmt::join(view.shape, ", "), it->name,
+      fail("{}: {} of shape {} and dtype {} needs {} bytes, data_offsets [{}, {}] hold {}", path,
+           where, shape_text, it->name,
            overflow ? std::string("more than 2^64") : std::to_string(n_bytes), begin, end,
            end - begin);
     view.data = data_section + begin;

@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "kvq/common/error.h"
+#include "kvq/common/progress.h"
 
 namespace kvq::model {
 namespace {
@@ -346,6 +347,38 @@ std::unique_ptr<Tokenizer> open_tokenizer_for_model(const std::string& model_pat
     fail("{}: {} pieces, more than the model's vocab_size {}", sp_path.string(),
          tokenizer->vocab_size(), vocab_size);
   return tokenizer;
+}
+
+std::vector<int32_t> encode_up_to(const Tokenizer& tokenizer, std::string_view text, bool add_bos,
+                                  int64_t max_tokens, bool progress) {
+  if (max_tokens <= 0) return tokenizer.encode(text, add_bos);
+  // Tokens past max_tokens that a prefix must yield: a cut moves at most the last few.
+  constexpr int64_t kMargin = 256;
+  constexpr size_t kLongText = size_t{16} << 20;  // progress only for texts above 16 MiB
+  const bool show = progress && text.size() > kLongText;
+  std::unique_ptr<Progress> bar;
+  if (show)
+    bar = std::make_unique<Progress>("encode", static_cast<int64_t>(text.size()), "B",
+                                     /*quiet=*/false);
+  size_t want = static_cast<size_t>(std::min<int64_t>(max_tokens + kMargin, INT64_MAX / 16)) * 8;
+  size_t done = 0;
+  for (;;) {
+    size_t cut = text.size();
+    if (want < text.size()) {
+      // Cut before a whitespace character, so no token of the prefix spans the cut.
+      const size_t ws = text.find_first_of(" \t\n\r", want);
+      if (ws != std::string_view::npos) cut = ws;
+    }
+    std::vector<int32_t> ids = tokenizer.encode(text.substr(0, cut), add_bos);
+    if (bar) bar->advance(static_cast<int64_t>(cut - done));
+    done = cut;
+    if (cut == text.size() || static_cast<int64_t>(ids.size()) >= max_tokens + kMargin) {
+      if (static_cast<int64_t>(ids.size()) > max_tokens)
+        ids.resize(static_cast<size_t>(max_tokens));
+      return ids;
+    }
+    want = cut >= text.size() / 2 ? text.size() : cut * 2;
+  }
 }
 
 }  // namespace kvq::model

@@ -27,6 +27,14 @@ class Tokenizer {
   std::string path_;
 };
 
+// The first `max_tokens` tokens of encode(text, add_bos) (all of them for max_tokens <= 0)
+// without encoding more of the text than that needs: prefixes cut at whitespace, doubled until
+// they yield max_tokens plus a margin, so a 50 MB text costs what its first pages cost. A cut
+// changes only the tokens next to it, which the margin keeps out of the result. Progress over
+// the bytes encoded goes to stderr when `progress` is set and the text is long.
+std::vector<int32_t> encode_up_to(const Tokenizer& tokenizer, std::string_view text, bool add_bos,
+                                  int64_t max_tokens, bool progress = false);
+
 // Throws kvq::Error naming the file if it is missing or not a SentencePiece model.
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path);
 // llama2.c's tokenizer.bin has no vocabulary size of its own; it comes from the model header.
