@@ -80,20 +80,11 @@ void unregister_temp(int slot) {
   if (slot >= 0) g_temp_state[slot].store(kFree);
 }
 
-std::string kind_of(mode_t mode) {
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  if (S_ISFIFO(mode)) return "a FIFO";
-  if (S_ISSOCK(mode)) return "a socket";
-  return "not a regular file";
-}
-
 // rename() would replace a device node, FIFO or socket by a regular file (as root, /dev/null).
 void require_regular_or_absent(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
-    fail("{}: expected a regular file or a new name, found {}", path, kind_of(st.st_mode));
+    fail("{}: expected a regular file or a new name, found {}", path, file_kind(st.st_mode));
 }
 
 // fsync of a path opened read-only; works for regular files and, on Linux, directories.
@@ -106,6 +97,15 @@ int fsync_path(const std::string& path, int flags) {
 }
 
 }  // namespace
+
+std::string file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
 
 AtomicOutput::AtomicOutput(std::string final_path) : final_path_(std::move(final_path)) {
   if (final_path_.empty() || final_path_.back() == '/')

@@ -8,6 +8,8 @@
 // Not here: locking against concurrent writers of the same final path (last commit wins).
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -51,5 +53,9 @@ void write_text_file_atomic(const std::string& path, const std::string& content)
 // Several files (path, content) written together: every temp file is created and filled before
 // the first is renamed, so a failure to write any of them leaves none of them behind.
 void write_text_files_atomic(const std::vector<std::pair<std::string, std::string>>& files);
+
+// What a file that is not a regular one is, for messages: "a directory", "a FIFO", ... (stat's
+// st_mode). AtomicOutput and check_outputs (output_path.h) refuse such targets by this name.
+std::string file_kind(mode_t mode);
 
 }  // namespace kvq::artifact

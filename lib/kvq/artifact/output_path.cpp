@@ -48,15 +48,6 @@ std::string input_matching(const std::string& input, const struct stat& out) {
   return found;
 }
 
-std::string kind_of(mode_t mode) {
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  if (S_ISFIFO(mode)) return "a FIFO";
-  if (S_ISSOCK(mode)) return "a socket";
-  return "not a regular file";
-}
-
 // The same path spelled differently ("./a.csv", "a.csv") for a file that does not exist yet.
 std::string normal_form(const std::string& path) {
   std::error_code ec;
@@ -82,7 +73,7 @@ void check_one(const NamedPath& out, const std::vector<NamedPath>& inputs) {
     if (::stat(path.c_str(), &target) == 0) {
       if (!S_ISREG(target.st_mode)) {
         fail("{}: {}: expected a regular file or a new name, found {}{}", out.flag, path,
-             kind_of(target.st_mode), is_link ? " (through a symbolic link)" : "");
+             file_kind(target.st_mode), is_link ? " (through a symbolic link)" : "");
       }
       for (const NamedPath& in : inputs) {
         if (in.path.empty()) continue;
