@@ -25,7 +25,9 @@
 # Environment, to fit a run into one device call: KVQ_TARGETS (build only these targets, e.g.
 # "kvq gpu_test_kv_attention"), KVQ_GPU_TESTS (a ctest -R regex for the test step),
 # KVQ_BENCH_ARGS (extra flags for kvq bench kernels, e.g. "--contexts 32768 --versions 3"),
-# KVQ_PROFILE_VERSIONS (the kernel versions the profile step runs, default "2 3").
+# KVQ_E2E_ARGS (extra flags for kvq bench e2e, e.g. "--batches 8 --methods fp16,nuq3-1%"),
+# KVQ_PROFILE_VERSIONS (the kernel versions the profile step runs, default "2 3"), KVQ_PROFILE_CASES
+# (further v3 cases for the profile step, "shape:method:batch ...").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -140,7 +142,8 @@ if want e2e; then
   # Whole decode steps of a random-weight LLaMA-7B-shaped model through the runtime: fp16 cache
   # vs nuq4/3/2-1% at batch 1 and 8, 4K..1M tokens, and each cache's largest context.
   log "bench e2e (7B shapes)"
-  build-gpu/bin/kvq bench e2e --json-file "$OUT/bench-e2e.json" \
+  # shellcheck disable=SC2086  # KVQ_E2E_ARGS is a list of flags
+  build-gpu/bin/kvq bench e2e ${KVQ_E2E_ARGS:-} --json-file "$OUT/bench-e2e.json" \
     >"$OUT/bench-e2e.md" 2>"$OUT/bench-e2e.err" || { status=1; tail -5 "$OUT/bench-e2e.err"; }
   cat "$OUT/bench-e2e.md"
 fi
@@ -162,7 +165,8 @@ if want serve; then
     fi
     for cache in fp16 nuq3-1%; do
       kv=(--quant "$rt/$cache.h5"); [ "$cache" = fp16 ] && kv=(--kv fp16)
-      err="$OUT/serve-$cache.log"
+      tag=${cache//%/pct}  # the device tool brings back no file with a % in its name
+      err="$OUT/serve-$tag.log"
       build-gpu/bin/kvq serve --model "$m18" --device cuda --dtype fp16 "${kv[@]}" --port 0 \
         --max-running 64 --max-queue 256 2>"$err" &
       pid=$!
@@ -175,9 +179,9 @@ if want serve; then
         log "serve $cache: did not start"; cat "$err"; kill "$pid" 2>/dev/null; status=1; continue
       fi
       build-gpu/bin/kvq bench serve --url "http://127.0.0.1:$port" --concurrency 1,8,32,64 \
-        --max-tokens 128 --json-file "$OUT/bench-serve-$cache.json" \
-        >"$OUT/bench-serve-$cache.md" 2>>"$err" || status=1
-      cat "$OUT/bench-serve-$cache.md"
+        --max-tokens 128 --json-file "$OUT/bench-serve-$tag.json" \
+        >"$OUT/bench-serve-$tag.md" 2>>"$err" || status=1
+      cat "$OUT/bench-serve-$tag.md"
       kill -TERM "$pid"; wait "$pid" || { log "serve $cache: exit code $? after SIGTERM"; status=1; }
     done
   fi
@@ -190,6 +194,19 @@ if want profile; then
     m=$([ "$v" = 2 ] && echo kivi2-g32-r128 || echo nuq3-1%)
     run_bench=(build-gpu/bin/kvq bench kernels --contexts 131072 --batches 1 --methods "$m"
                --shapes mha --warmup 1 --repeats 1)
+    # KVQ_PROFILE_CASES: further v3 cases "shape:method:batch" (e.g. "gqa:nuq3-1%:1
+    # mha:nuq4-1%:1"), the summary sections only (ncu-<shape>-<method>-b<batch>.txt).
+    if [ "$v" = 3 ]; then
+      for c in ${KVQ_PROFILE_CASES:-}; do
+        IFS=: read -r cs cm cb <<<"$c"
+        "$ncu" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
+          --section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats \
+          --section WarpStateStats --section MemoryWorkloadAnalysis \
+          build-gpu/bin/kvq bench kernels --contexts 131072 --batches "$cb" --methods "$cm" \
+          --shapes "$cs" --warmup 1 --repeats 1 --versions 3 \
+          >"$OUT/ncu-$cs-${cm//%/pct}-b$cb.txt" 2>&1 || status=1
+      done
+    fi
     # --launch-skip 1: the first launch is the warm-up's.
     "$ncu" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
       --section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats \

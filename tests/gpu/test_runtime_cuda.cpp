@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
 #include "kvq/model/llama.h"
 #include "kvq/runtime/engine.h"
@@ -105,9 +106,12 @@ TEST_F(RuntimeCuda, BatchedGreedyEqualsAlone) {
   gpu.device = at::Device("cuda");
   gpu.dtype = at::kHalf;
   const model::LlamaModel m = model::LlamaModel::load(data_path(kModel18m), gpu);
-  for (const std::string method : {"nuq3-1%", "nuq2-1%-vhead", "kivi2-g32-r128"}) {
+  // fp16: LibTorch's pooled rows, one masked attention for the batch.
+  for (const std::string method : {"fp16", "nuq3-1%", "nuq2-1%-vhead", "kivi2-g32-r128"}) {
     SCOPED_TRACE(method);
-    const methods::Quantizer q = methods::read_quant(quant(method));
+    const methods::Quantizer q = method == "fp16"
+                                     ? methods::fit(methods::parse_method("fp16"), nullptr)
+                                     : methods::read_quant(quant(method));
     runtime::EngineOptions o;
     o.kv_mem_gib = 1;
     o.max_batch = 5;

@@ -100,9 +100,13 @@ TEST_F(Runtime1m, BatchedGreedyEqualsAlone) {
   for (size_t n : {1, 3, 16, 7, 12, 2, 9, 5}) {
     prompts.emplace_back(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(n));
   }
-  for (const std::string method : {"nuq3-1%", "kivi2-g32-r128", "skvq-k2-v2-g32-w64"}) {
+  // fp16 and nuq3-1%: rows of one pool, one attention for the batch; KIVI and SKVQ (fp16
+  // windows): a cache per sequence.
+  for (const std::string method : {"fp16", "nuq3-1%", "kivi2-g32-r128", "skvq-k2-v2-g32-w64"}) {
     SCOPED_TRACE(method);
-    const methods::Quantizer q = methods::read_quant(quant(method));
+    const methods::Quantizer q = method == "fp16"
+                                     ? methods::fit(methods::parse_method("fp16"), nullptr)
+                                     : methods::read_quant(quant(method));
     runtime::EngineOptions batched;
     batched.max_batch = 5;  // fewer slots than prompts: three wait, then join
     batched.prefill_chunk = 4;
@@ -177,6 +181,36 @@ TEST_F(Runtime1m, OutOfPagesWaitsOrIsRefused) {
   runtime::Generator g2(tiny, nullptr);
   EXPECT_NE(test::error_of([&] { g2.submit(big); }).find("the whole pool holds 1"),
             std::string::npos);
+}
+
+// The fp16 cache's rows are as long as the longest sequence: within 3 pages a sequence of 498
+// tokens and one of 12 take 3 pages but 2 rows of 498; the second waits until the first ends,
+// and both give the tokens they get alone.
+TEST_F(Runtime1m, Fp16RowsWaitForRoomAndMatchAlone) {
+  const methods::Quantizer q = methods::fit(methods::parse_method("fp16"), nullptr);
+  runtime::EngineOptions o;
+  o.max_batch = 4;
+  // 2 x 4 layers x 2 heads x 32 x 4 bytes = 2 KiB per token: 3 pages.
+  o.kv_mem_gib = 3.0 * 256 * 2048 / double(1 << 30);
+  runtime::Engine engine(*model_, q, o);
+  ASSERT_EQ(engine.total_pages(), 3);
+  runtime::Generator gen(engine, nullptr);
+  runtime::Request big{std::vector<int32_t>(300, 7), 199, {}, {}, false};
+  runtime::Request small{{1, 2, 3}, 10, {}, {}, false};
+  const int64_t a = gen.submit(big), b = gen.submit(small);
+  gen.step();
+  EXPECT_EQ(gen.running(), 1);
+  EXPECT_EQ(gen.waiting(), 1);
+  EXPECT_NE(gen.waiting_reason().find("12 tokens do not fit beside the running sequences"),
+            std::string::npos)
+      << gen.waiting_reason();
+  for (int guard = 0; !gen.done() && guard < 1000; ++guard) gen.step();
+  const auto big_tokens = gen.completion(a).tokens, small_tokens = gen.completion(b).tokens;
+  EXPECT_EQ(big_tokens.size(), 199u);
+  EXPECT_EQ(small_tokens.size(), 10u);
+  runtime::Engine alone(*model_, q, {});
+  EXPECT_EQ(generate_all(alone, {big.prompt}, 199)[0], big_tokens);
+  EXPECT_EQ(generate_all(alone, {small.prompt}, 10)[0], small_tokens);
 }
 
 // A sequence filled with random content (kvq bench e2e) decodes beside a prefilled one without

@@ -62,7 +62,10 @@ model::KVView QuantizedKV::view(int64_t layer, int64_t start, int64_t t) {
   if (!has_window(format)) return {};
   at::Tensor& mask = masks_[{start, t}];  // the window does not depend on the layer
   if (!mask.defined()) mask = quantized_mask(format, start, t, device_);
-  return {mask, mask};
+  model::KVView view;
+  view.key_quantized = mask;
+  view.value_quantized = mask;
+  return view;
 }
 
 std::vector<MethodResult> evaluate_methods(const model::LlamaModel& model,

@@ -112,6 +112,10 @@ at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& k, const
   // Queries see the keys still in their full-precision window unquantized.
   if (view.key_quantized.defined())
     scores = at::where(view.key_quantized, scores, scores_of(k_full));
+  if (view.key_valid.defined()) {
+    scores = scores.masked_fill(view.key_valid.logical_not().view({b, 1, 1, 1, n}),
+                                -std::numeric_limits<float>::infinity());
+  }
   if (t > 1) {  // causal: query i sees keys 0 .. n - t + i
     const at::Tensor hidden =
         at::ones({t, n}, at::TensorOptions().dtype(at::kBool).device(q.device())).triu(n - t + 1);

@@ -47,10 +47,12 @@ struct Weights {
 // Which version of each cached key and value a query sees, for methods that keep recent tokens in
 // full precision until they are quantized (KIVI's residual, SKVQ's window): [t_q, t_k] bool,
 // true where query i (at position start + i) sees key/value j quantized. Undefined: every query
-// sees what the hook returned.
+// sees what the hook returned. key_valid [b, t_k] bool: false hides key j from every query of
+// row b (a batch of sequences of unequal lengths padded to one); undefined: every key is seen.
 struct KVView {
   at::Tensor key_quantized;
   at::Tensor value_quantized;
+  at::Tensor key_valid;
 };
 
 // Sees each layer's Keys before RoPE and Values, both [batch, seq, n_kv_heads, head_dim] in the

@@ -149,7 +149,9 @@ int64_t Engine::open(int64_t capacity) {
     fail("runtime: a sequence of {} tokens needs {} pages of {} tokens, the whole pool holds {}",
          capacity, pages, store_->page_size(), store_->n_pages());
   }
-  if (store_->size() >= store_->max_batch() || pages > free_pages_) return -1;
+  if (store_->size() >= store_->max_batch() || pages > free_pages_ || !store_->fits(capacity)) {
+    return -1;
+  }
   store_->add(capacity);
   const int64_t id = next_id_++;
   ids_.push_back(id);

@@ -46,6 +46,8 @@ class Engine {
   int64_t pages_for(int64_t tokens) const;
   int64_t free_pages() const { return free_pages_; }
   int64_t total_pages() const { return store_->n_pages(); }
+  // Whether the store's memory takes a sequence of `capacity` tokens now (KvStore::fits).
+  bool fits(int64_t capacity) const { return store_->fits(capacity); }
   int open_count() const { return store_->size(); }
   int max_batch() const { return store_->max_batch(); }
 

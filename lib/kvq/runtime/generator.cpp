@@ -76,8 +76,15 @@ std::string Generator::waiting_reason() const {
   if (engine_.open_count() >= engine_.max_batch()) {
     return fmt::format("all {} sequence slots are running", engine_.max_batch());
   }
-  return fmt::format("needs {} cache pages, {} of {} are free", engine_.pages_for(capacity(r)),
-                     engine_.free_pages(), engine_.total_pages());
+  const int64_t pages = engine_.pages_for(capacity(r));
+  if (pages <= engine_.free_pages() && !engine_.fits(capacity(r))) {
+    return fmt::format(
+        "{} tokens do not fit beside the running sequences (the cache's rows are as long as the "
+        "longest; {} pages)",
+        capacity(r), engine_.total_pages());
+  }
+  return fmt::format("needs {} cache pages, {} of {} are free", pages, engine_.free_pages(),
+                     engine_.total_pages());
 }
 
 void Generator::extend_text(Active& a, bool flush) const {

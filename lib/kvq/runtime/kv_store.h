@@ -46,6 +46,10 @@ class KvStore {
 
   // Starts a sequence in slot size() that will hold at most `capacity` tokens.
   virtual void add(int64_t capacity) = 0;
+  // Whether add(capacity) fits the store's memory now, where it needs more than the pages the
+  // sequence reserves (the engine then waits as for pages). True for an empty store whenever
+  // the pages fit.
+  virtual bool fits(int64_t /*capacity*/) const { return true; }
   // Ends the sequence in `slot`; the sequence in slot size() - 1 moves into it.
   virtual void remove(int slot) = 0;
   // Tokens the sequence in `slot` holds.

@@ -1,6 +1,9 @@
 // TorchKvStore and the attention over a cache as kvq eval defines it (torch_store.h).
 #include "kvq/runtime/torch_store.h"
 
+#include <algorithm>
+
+#include <ATen/TensorIndexing.h>
 #include <fmt/format.h>
 
 #include "kvq/common/error.h"
@@ -86,6 +89,13 @@ int64_t TorchKvStore::bound(int64_t layer, int64_t n) const {
   return f.quantizes() ? f.n_sink + f.n_quantized(n) : 0;
 }
 
+bool TorchKvStore::fits(int64_t capacity) const {
+  if (!pooled()) return true;
+  // An empty store reallocates to exactly one row (as long as the pages allow it).
+  const int64_t cap = size_ == 0 ? capacity : std::max(pool_cap_, capacity);
+  return (size_ + 1) * cap <= n_pages_ * kPageSize;
+}
+
 void TorchKvStore::add(int64_t capacity) {
   if (size_ >= max_batch_) fail("runtime: all {} sequence slots are in use", max_batch_);
   if (capacity < 1 || capacity > max_seq_len_) {
@@ -93,10 +103,31 @@ void TorchKvStore::add(int64_t capacity) {
          max_seq_len_);
   }
   const model::ModelConfig& c = m_.config();
-  const auto opt = at::TensorOptions().dtype(m_.dtype()).device(m_.device());
   Slot s;
   s.capacity = capacity;
   s.n.assign(c.n_layers, 0);
+  if (pooled()) {
+    if (!fits(capacity)) {
+      fail("runtime: {} sequences of up to {} tokens exceed the cache's {} pages of {} tokens",
+           size_ + 1, std::max(pool_cap_, capacity), n_pages_, kPageSize);
+    }
+    if (size_ == 0 && (pool_cap_ < capacity || pool_rows_ * pool_cap_ > capacity)) {
+      grow_pool(1, capacity);  // the fewest bytes for what runs now
+    } else if (size_ >= pool_rows_ || capacity > pool_cap_) {
+      const int64_t cap = std::max(pool_cap_, capacity);
+      // Room for twice the rows where the budget allows, so that sequences joining one by one
+      // do not copy the pool each time.
+      int64_t rows = std::min<int64_t>(max_batch_, std::max<int64_t>(size_ + 1, 2 * pool_rows_));
+      if (rows * cap > n_pages_ * kPageSize) rows = std::max<int64_t>(size_ + 1, pool_rows_);
+      if (rows * cap > n_pages_ * kPageSize) rows = size_ + 1;
+      grow_pool(rows, cap);
+    }
+    slots_.push_back(std::move(s));
+    point_at_row(size_);
+    ++size_;
+    return;
+  }
+  const auto opt = at::TensorOptions().dtype(m_.dtype()).device(m_.device());
   auto make = [&] { return at::zeros({c.n_kv_heads, capacity, c.head_dim}, opt); };
   for (int64_t l = 0; l < c.n_layers; ++l) {
     s.k.push_back(make());
@@ -111,11 +142,58 @@ void TorchKvStore::add(int64_t capacity) {
   ++size_;
 }
 
+void TorchKvStore::grow_pool(int64_t rows, int64_t cap) {
+  const model::ModelConfig& c = m_.config();
+  const auto opt = at::TensorOptions().dtype(m_.dtype()).device(m_.device());
+  pool_k_.resize(c.n_layers);
+  pool_v_.resize(c.n_layers);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    for (auto* pool : {&pool_k_[l], &pool_v_[l]}) {
+      at::Tensor next = at::zeros({rows, c.n_kv_heads, cap, c.head_dim}, opt);
+      for (int i = 0; i < size_; ++i) {
+        const int64_t n = slots_[i].n[l];
+        if (n > 0) next[i].narrow(1, 0, n).copy_((*pool)[i].narrow(1, 0, n));
+      }
+      *pool = next;
+    }
+    for (int i = 0; i < size_; ++i) {  // the old layer is freed with its last view
+      slots_[i].k[l] = pool_k_[l][i].narrow(1, 0, slots_[i].capacity);
+      slots_[i].v[l] = pool_v_[l][i].narrow(1, 0, slots_[i].capacity);
+    }
+  }
+  pool_rows_ = rows;
+  pool_cap_ = cap;
+}
+
+void TorchKvStore::point_at_row(int slot) {
+  Slot& s = slots_[slot];
+  const int64_t layers = static_cast<int64_t>(s.n.size());
+  s.k.resize(layers);
+  s.v.resize(layers);
+  for (int64_t l = 0; l < layers; ++l) {
+    s.k[l] = pool_k_[l][slot].narrow(1, 0, s.capacity);
+    s.v[l] = pool_v_[l][slot].narrow(1, 0, s.capacity);
+  }
+}
+
 void TorchKvStore::remove(int slot) {
   if (slot < 0 || slot >= size_) fail("runtime: no sequence in slot {}", slot);
-  if (slot != size_ - 1) std::swap(slots_[slot], slots_.back());
+  const int last = size_ - 1;
+  if (slot != last) {
+    if (pooled()) {  // the last sequence's tokens move into the freed row
+      const Slot& s = slots_[last];
+      for (size_t l = 0; l < s.n.size(); ++l) {
+        const int64_t n = s.n[l];
+        if (n == 0) continue;
+        pool_k_[l][slot].narrow(1, 0, n).copy_(pool_k_[l][last].narrow(1, 0, n));
+        pool_v_[l][slot].narrow(1, 0, n).copy_(pool_v_[l][last].narrow(1, 0, n));
+      }
+    }
+    std::swap(slots_[slot], slots_.back());
+  }
   slots_.pop_back();
   --size_;
+  if (pooled() && slot != last) point_at_row(slot);
 }
 
 void TorchKvStore::append(int64_t layer, Slot& s, const at::Tensor& k, const at::Tensor& v) {
@@ -167,12 +245,45 @@ at::Tensor TorchKvStore::decode(int64_t layer, const at::Tensor& q, const at::Te
   if (q.size(0) != size_) {
     fail("runtime decode: {} tokens for {} running sequences", q.size(0), size_);
   }
+  if (pooled()) return decode_pooled(layer, q, k, v);
   std::vector<at::Tensor> out;
   out.reserve(size_);
   for (int i = 0; i < size_; ++i) {
     out.push_back(prefill(layer, i, q.narrow(0, i, 1), k.narrow(0, i, 1), v.narrow(0, i, 1)));
   }
   return at::cat(out, 0);
+}
+
+at::Tensor TorchKvStore::decode_pooled(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                                       const at::Tensor& v) {
+  const int64_t b = size_;
+  std::vector<int64_t> start(b);
+  for (int i = 0; i < size_; ++i) {
+    const Slot& s = slots_[i];
+    start[i] = s.n[layer];
+    if (start[i] + 1 > s.capacity) {
+      fail("runtime: sequence full: {} tokens reserved, {} needed", s.capacity, start[i] + 1);
+    }
+  }
+  const at::Tensor pos = at::tensor(start, at::TensorOptions().dtype(at::kLong));
+  if (formats_[layer].quantizes()) {
+    for (int i = 0; i < size_; ++i) append(layer, slots_[i], k[i], v[i]);
+  } else {  // the plain cache: every slot's token in one rotation and one write
+    const at::Tensor k_rot = m_.apply_rope_at(k.transpose(1, 2), pos.view({b, 1}));
+    const at::Tensor rows = at::arange(b, pos.options()).to(q.device());
+    const at::Tensor at_pos = pos.to(q.device());
+    using at::indexing::Slice;
+    pool_k_[layer].index_put_({rows, Slice(), at_pos}, k_rot.squeeze(2));
+    pool_v_[layer].index_put_({rows, Slice(), at_pos}, v.squeeze(1));
+    for (Slot& s : slots_) ++s.n[layer];
+  }
+  const int64_t n = *std::max_element(start.begin(), start.end()) + 1;
+  model::KVView view;  // each row sees its own tokens
+  view.key_valid =
+      at::arange(n, pos.options()).unsqueeze(0).lt((pos + 1).unsqueeze(1)).to(q.device());
+  return m_.attention(m_.apply_rope_at(q.transpose(1, 2), pos.view({b, 1})),
+                      pool_k_[layer].narrow(0, 0, b).narrow(2, 0, n),
+                      pool_v_[layer].narrow(0, 0, b).narrow(2, 0, n), view);
 }
 
 void TorchKvStore::fill_random(int slot, int64_t n) {

@@ -3,7 +3,10 @@
 // uses) when the cache format says they leave full precision, and held as the compressed cache
 // would dequantize them, keys rotated once at their positions. With the fp16 method it is a
 // plain cache of the model's own K/V (--kv fp16). It serves every method whose cache is causal
-// (check_runtime_method), and prefill in chunks. Not here: compressed storage (cuda_store.h).
+// (check_runtime_method), and prefill in chunks. Without an fp16 window (the plain fp16 cache
+// among them) the sequences' keys and values are rows of one tensor per layer, so that a decode
+// step appends and attends for all of them at once, lengths masked; a pool of rows x the
+// longest capacity, within the pages' budget (fits). Not here: compressed storage (cuda_store.h).
 #pragma once
 
 #include <memory>
@@ -39,6 +42,7 @@ class TorchKvStore : public KvStore {
                const StoreOptions& options);
 
   void add(int64_t capacity) override;
+  bool fits(int64_t capacity) const override;
   void remove(int slot) override;
   int64_t length(int slot) const override { return slots_.at(slot).n.back(); }
   at::Tensor prefill(int64_t layer, int slot, const at::Tensor& q, const at::Tensor& k,
@@ -67,6 +71,15 @@ class TorchKvStore : public KvStore {
     // the pre-RoPE keys the window's tokens are quantized from when they leave it.
     std::vector<at::Tensor> k, v, k_full, v_full, k_pre;
   };
+  // Without a window: per layer [pool_rows_, n_kv_heads, pool_cap_, head_dim], slot i in row i
+  // (Slot::k, v are views of its row).
+  bool pooled() const { return !window_; }
+  // Reallocates the pool to rows x cap (>= what the slots hold), keeping every slot's tokens.
+  void grow_pool(int64_t rows, int64_t cap);
+  void point_at_row(int slot);  // the slot's k, v: views of row `slot`
+  // Decode in the pool: one append (or the quantizer's, slot by slot) and one attention.
+  at::Tensor decode_pooled(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                           const at::Tensor& v);
   // Appends k, v [t, n_kv_heads, head_dim] to the slot's layer and quantizes what leaves fp16.
   void append(int64_t layer, Slot& s, const at::Tensor& k, const at::Tensor& v);
   int64_t bound(int64_t layer, int64_t n) const;  // n_sink + n_quantized(n): quantized below
@@ -78,6 +91,8 @@ class TorchKvStore : public KvStore {
   int max_batch_ = 0;
   int64_t max_seq_len_ = 0, n_pages_ = 0;
   std::vector<Slot> slots_;
+  std::vector<at::Tensor> pool_k_, pool_v_;  // per layer, when pooled()
+  int64_t pool_rows_ = 0, pool_cap_ = 0;
   methods::QuantCounters keys_, values_;
 };
 
