@@ -265,24 +265,42 @@ at::Tensor TorchKvStore::decode_pooled(int64_t layer, const at::Tensor& q, const
       fail("runtime: sequence full: {} tokens reserved, {} needed", s.capacity, start[i] + 1);
     }
   }
-  const at::Tensor pos = at::tensor(start, at::TensorOptions().dtype(at::kLong));
+  const int64_t first = start[0], n = *std::max_element(start.begin(), start.end()) + 1;
+  // Equal lengths (kvq bench e2e, or one sequence): RoPE at one offset, no mask and no host to
+  // device copy. Otherwise the positions go to the device once per step (a pageable copy
+  // would wait for the queued work at every layer).
+  const bool equal = std::all_of(start.begin(), start.end(), [&](int64_t x) { return x == first; });
+  at::Tensor pos;
+  if (!equal) {
+    if (start != pos_host_ || !pos_dev_.defined()) {
+      at::Tensor host = at::tensor(start, at::TensorOptions().dtype(at::kLong));
+      if (q.is_cuda()) host = host.pin_memory();
+      pos_dev_ = host.to(q.device(), /*non_blocking=*/true);
+      pos_host_ = start;
+    }
+    pos = pos_dev_.view({b, 1});
+  }
+  auto rotate = [&](const at::Tensor& x) {  // x [b, heads, 1, head_dim]
+    return equal ? m_.apply_rope(x, first) : m_.apply_rope_at(x, pos);
+  };
   if (formats_[layer].quantizes()) {
     for (int i = 0; i < size_; ++i) append(layer, slots_[i], k[i], v[i]);
   } else {  // the plain cache: every slot's token in one rotation and one write
-    const at::Tensor k_rot = m_.apply_rope_at(k.transpose(1, 2), pos.view({b, 1}));
-    const at::Tensor rows = at::arange(b, pos.options()).to(q.device());
-    const at::Tensor at_pos = pos.to(q.device());
-    using at::indexing::Slice;
-    pool_k_[layer].index_put_({rows, Slice(), at_pos}, k_rot.squeeze(2));
-    pool_v_[layer].index_put_({rows, Slice(), at_pos}, v.squeeze(1));
+    const at::Tensor k_rot = rotate(k.transpose(1, 2)).squeeze(2);
+    if (equal) {
+      pool_k_[layer].narrow(0, 0, b).select(2, first).copy_(k_rot);
+      pool_v_[layer].narrow(0, 0, b).select(2, first).copy_(v.squeeze(1));
+    } else {
+      using at::indexing::Slice;
+      const at::Tensor rows = at::arange(b, pos.options());
+      pool_k_[layer].index_put_({rows, Slice(), pos.view({b})}, k_rot);
+      pool_v_[layer].index_put_({rows, Slice(), pos.view({b})}, v.squeeze(1));
+    }
     for (Slot& s : slots_) ++s.n[layer];
   }
-  const int64_t n = *std::max_element(start.begin(), start.end()) + 1;
   model::KVView view;  // each row sees its own tokens
-  view.key_valid =
-      at::arange(n, pos.options()).unsqueeze(0).lt((pos + 1).unsqueeze(1)).to(q.device());
-  return m_.attention(m_.apply_rope_at(q.transpose(1, 2), pos.view({b, 1})),
-                      pool_k_[layer].narrow(0, 0, b).narrow(2, 0, n),
+  if (!equal) view.key_valid = at::arange(n, pos.options()).unsqueeze(0).lt(pos + 1);
+  return m_.attention(rotate(q.transpose(1, 2)), pool_k_[layer].narrow(0, 0, b).narrow(2, 0, n),
                       pool_v_[layer].narrow(0, 0, b).narrow(2, 0, n), view);
 }
 

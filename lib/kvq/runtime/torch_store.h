@@ -93,6 +93,8 @@ class TorchKvStore : public KvStore {
   std::vector<Slot> slots_;
   std::vector<at::Tensor> pool_k_, pool_v_;  // per layer, when pooled()
   int64_t pool_rows_ = 0, pool_cap_ = 0;
+  std::vector<int64_t> pos_host_;  // a decode step's positions and their copy on the device
+  at::Tensor pos_dev_;
   methods::QuantCounters keys_, values_;
 };
 
