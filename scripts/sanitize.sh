@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The sanitizer build: everything that needs no LibTorch and no CUDA (kvq_quant, kvq_core, the
+# method strings, the serve wire format) and their unit tests, built by clang 14 with
+# -fsanitize=address,undefined -fno-sanitize-recover=undefined into build-san/, then the tests
+# run (-L unit). Any ASan/UBSan/LeakSanitizer report fails its test. Installs clang-14 and
+# libclang-rt-14-dev if missing; uses ccache when there is one.
+#
+# Usage: scripts/sanitize.sh [extra cmake -D options]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v clang++-14 >/dev/null 2>&1 || ! dpkg-query -W -f='${Status}' libclang-rt-14-dev 2>/dev/null | grep -q "install ok installed"; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "sanitize: installing clang-14 libclang-rt-14-dev" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends clang-14 libclang-rt-14-dev >/dev/null
+fi
+launcher=()
+command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+cmake -S . -B build-san -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVQ_TORCH=OFF \
+  -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 "${launcher[@]}" \
+  -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" "$@" >/dev/null
+cmake --build build-san -j"$(nproc)"
+ctest --test-dir build-san -L unit --output-on-failure -j"$(nproc)"
