@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The sanitizer build: everything that needs no LibTorch and no CUDA (kvq_quant, kvq_core, the
-# method strings, the serve wire format) and their unit tests, built by clang 14 with
-# -fsanitize=address,undefined -fno-sanitize-recover=undefined into build-san/, then the tests
-# run (-L unit). Any ASan/UBSan/LeakSanitizer report fails its test. Installs clang-14 and
+# method strings, the serve wire format), their unit tests and the fuzz targets of fuzz/, built by
+# clang 14 with -fsanitize=address,undefined -fno-sanitize-recover=undefined (plus libFuzzer's
+# coverage) into build-san/, then the tests run (-L unit: the unit tests and the fuzz targets'
+# regression inputs). Any ASan/UBSan/LeakSanitizer report fails its test. Installs clang-14 and
 # libclang-rt-14-dev if missing; uses ccache when there is one.
 #
 # Usage: scripts/sanitize.sh [extra cmake -D options]
@@ -18,8 +19,8 @@ fi
 launcher=()
 command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
-cmake -S . -B build-san -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVQ_TORCH=OFF \
+cmake -S . -B build-san -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVQ_TORCH=OFF -DKVQ_FUZZ=ON \
   -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 "${launcher[@]}" \
-  -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" "$@" >/dev/null
+  -DCMAKE_CXX_FLAGS="$san -fsanitize=fuzzer-no-link" -DCMAKE_EXE_LINKER_FLAGS="$san" "$@" >/dev/null
 cmake --build build-san -j"$(nproc)"
 ctest --test-dir build-san -L unit --output-on-failure -j"$(nproc)"

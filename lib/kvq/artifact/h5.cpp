@@ -210,6 +210,19 @@ File File::open(const std::string& path) {
                             "cannot open HDF5 file"));
 }
 
+File File::open_image(const std::string& name, const void* data, size_t size) {
+  quiet();
+  Handle fapl = strong_close_fapl(name);
+  check(H5Pset_fapl_core(fapl.get(), /*increment=*/size_t{1} << 16, /*backing_store=*/false), name,
+        "cannot set the core driver");
+  // An empty image would make the core driver create a file: refuse it as open() would.
+  if (size == 0) fail("{}: not an HDF5 file", name);
+  check(H5Pset_file_image(fapl.get(), const_cast<void*>(data), size), name,
+        "cannot set the file image");
+  return File(name, checked(H5Fopen(name.c_str(), H5F_ACC_RDONLY, fapl.get()), name,
+                            "cannot open HDF5 file"));
+}
+
 File::~File() = default;
 
 void File::close() {
