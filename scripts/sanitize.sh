@@ -23,4 +23,5 @@ cmake -S . -B build-san -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVQ_TORCH=OFF -DKVQ_
   -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 "${launcher[@]}" \
   -DCMAKE_CXX_FLAGS="$san -fsanitize=fuzzer-no-link" -DCMAKE_EXE_LINKER_FLAGS="$san" "$@" >/dev/null
 cmake --build build-san -j"$(nproc)"
-ctest --test-dir build-san -L unit --output-on-failure -j"$(nproc)"
+# Checksum64.AtLeast3GBPerSecond states a speed, which ASan's instrumentation does not keep.
+ctest --test-dir build-san -L unit -E '^Checksum64\.AtLeast3GBPerSecond$' --output-on-failure -j"$(nproc)"
