@@ -375,8 +375,9 @@ namespace kvq::artifact {
 namespace {
 
 // HDF5 1.10 never returns from reading a string out of a global heap collection whose free-space
-// object has size 0 (found by fuzz/fuzz_calib_h5): such a file is refused when opened, from a
-// path or from memory, and the valid file still opens.
+// object has size 0, and reads past a collection of a size it never writes (both found by
+// fuzz/fuzz_calib_h5): such files are refused when opened, from a path or from memory, and the
+// valid file still opens.
 TEST(H5Corrupt, GlobalHeapThatWouldHangIsRefused) {
   TempDir tmp;
   const std::string path = tmp.file("a.h5");
@@ -404,6 +405,14 @@ TEST(H5Corrupt, GlobalHeapThatWouldHangIsRefused) {
   EXPECT_EQ(error_of([&] { File::open(path); }), path + what);
   EXPECT_EQ(error_of([&] { File::open_image("mem.h5", bytes.data(), bytes.size()); }),
             "mem.h5" + what);
+  // A collection shorter than HDF5 writes (HDF5 reads past it) or past the end of the file.
+  for (const uint64_t size : {uint64_t{16}, uint64_t{1} << 40}) {
+    std::memcpy(&bytes[gcol + 8], &size, 8);
+    test::write_file(path, bytes);
+    EXPECT_EQ(error_of([&] { File::open(path); }),
+              fmt::format("{}: corrupt HDF5 global heap at byte {}: a collection of {} bytes", path,
+                          gcol, size));
+  }
 }
 
 }  // namespace

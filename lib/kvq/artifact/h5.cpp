@@ -188,12 +188,13 @@ Handle strong_close_fapl(const std::string& path) {
   return fapl;
 }
 
-// HDF5 1.10 loops forever on a global heap collection (signature "GCOL": where variable-length
-// strings live) holding an object whose walk does not advance (size 0 in the free-space slot),
-// and walks past the collection on one longer than it; the first vlen read from it never
-// returns. So every collection in the file is walked first, as H5HG's loader does (8-byte
-// lengths, as kvq writes), and such a file refused. Bytes that merely look like a collection in
-// valid data pass unless they also describe such an object.
+// HDF5 1.10 trusts the global heap collections (signature "GCOL": where variable-length strings
+// live) it reads: on an object whose walk does not advance (size 0 in the free-space slot) the
+// first vlen read never returns; on a collection shorter than HDF5 writes, or objects past its
+// end, it copies from past the memory it holds (found by fuzz/fuzz_calib_h5). So every
+// collection in the file is checked first, and walked as H5HG's loader does (8-byte lengths, as
+// kvq writes); such a file is refused. Bytes in valid data that happen to read "GCOL\x01" are
+// refused too when the size after them is not a collection's (a 1 in 2^40 per byte chance).
 void check_global_heaps(const std::string& where, const uint8_t* data, size_t size) {
   auto u64 = [&](size_t at) {
     uint64_t v = 0;
@@ -201,6 +202,7 @@ void check_global_heaps(const std::string& where, const uint8_t* data, size_t si
     return v;
   };
   constexpr size_t kHeader = 16, kObjectHeader = 16;  // "GCOL", version, 3 reserved, size
+  constexpr uint64_t kMinCollection = 4096;           // H5HG_MINSIZE
   const uint8_t* hit = data;
   while (size - static_cast<size_t>(hit - data) >= kHeader &&
          (hit = static_cast<const uint8_t*>(
@@ -209,7 +211,11 @@ void check_global_heaps(const std::string& where, const uint8_t* data, size_t si
     ++hit;
     if (size - start < kHeader) break;
     const uint64_t collection = u64(start + 8);
-    if (collection < kHeader || collection > size - start) continue;  // HDF5 refuses these
+    // HDF5 writes collections of 4 KiB or more inside the file; it loads a smaller or longer one
+    // all the same and then reads its objects past the memory it holds.
+    if (collection < kMinCollection || collection > size - start)
+      fail("{}: corrupt HDF5 global heap at byte {}: a collection of {} bytes", where, start,
+           collection);
     const size_t end = start + collection;
     for (size_t p = start + kHeader; p + kObjectHeader <= end;) {
       const unsigned idx = data[p] | (data[p + 1] << 8);
