@@ -97,12 +97,14 @@ std::string with_vocab(int32_t vocab, const std::string& bytes) {
   return s + bytes;
 }
 
+// Another kvq schema, so fuzz_calib_h5 walks it through the h5 layer (calib.h5 seeds come from
+// scripts/fuzz.sh); quant.h5's own reader needs LibTorch.
 void write_h5_seed() {
   const std::string path = out_dir + "/calib_h5/tiny.h5";
   fs::create_directories(out_dir + "/calib_h5");
   kvq::artifact::File file = kvq::artifact::File::create(path);
   const kvq::artifact::Group root = file.root();
-  root.set_string_attr("schema", "kvq.calib/2");
+  root.set_string_attr("schema", "kvq.quant/2");
   root.set_int_attr("key_bins", 16);
   root.set_int_attr("value_bins", 16);
   root.set_double_array_attr("fractions", {0.0, 0.01});
