@@ -5,7 +5,9 @@
 # calibration when the LibTorch build's kvq exists (build/bin/kvq, or $KVQ_BIN). Limits: 2 GB of
 # RSS, 10 s per input. Prints one line per target (runs, execs/s, corpus size); a crash, leak,
 # ASan/UBSan report, timeout or OOM fails the run, and its input and log are kept in
-# fuzz-findings/<name>/ (copy the input to fuzz/regressions/<name>/ once fixed).
+# fuzz-findings/<name>/ (copy the input to fuzz/regressions/<name>/ once fixed). A fault whose
+# innermost frame is in libhdf5 is HDF5 1.10's own (README, Known gaps): kept and reported, but it
+# does not fail the run.
 # Needs the sanitizer build (scripts/sanitize.sh, which leaves build-san/).
 #
 # Usage: scripts/fuzz.sh [SECONDS (default 60)] [NAME ...]
@@ -62,6 +64,14 @@ for t in "${targets[@]}"; do
 done
 wait
 
+# The innermost frame of the first stack after the report's ERROR line that is not the
+# sanitizer's, libFuzzer's, libc's or an allocator's: where the fault is.
+first_frame() {
+  awk '/ERROR: /{on=1} on && /^ *#[0-9]+ / {
+         if ($0 ~ /__interceptor_|__sanitizer|fuzzer::|libc\.so|__libc_| in (malloc|calloc|realloc|free|operator new|operator delete)|H5MM_/) next
+         print; exit }' "$1"
+}
+
 failed=0
 for t in "${targets[@]}"; do
   log=$work/$t.log rc=$(cat "$work/$t.rc")
@@ -71,11 +81,16 @@ for t in "${targets[@]}"; do
   if [ "$rc" -eq 0 ]; then
     echo "fuzz_$t: ${seconds} s, ${runs:-?} runs, ${rate:-?} execs/s, corpus $files files: no finding"
   else
-    failed=1
     mkdir -p "fuzz-findings/$t"
     cp "$log" "fuzz-findings/$t/"
     cp "$work/artifacts/$t/"* "fuzz-findings/$t/" 2>/dev/null || true
-    echo "fuzz_$t: FINDING (exit $rc) after ${runs:-?} runs; log and input in fuzz-findings/$t/:"
+    if first_frame "$log" | grep -q libhdf5; then
+      echo "fuzz_$t: libhdf5 finding (exit $rc) after ${runs:-?} runs: in HDF5's own code, not kvq's" \
+        "(README, Known gaps), not failing; log and input in fuzz-findings/$t/:"
+    else
+      failed=1
+      echo "fuzz_$t: FINDING (exit $rc) after ${runs:-?} runs; log and input in fuzz-findings/$t/:"
+    fi
     grep -m3 -E 'ERROR: |runtime error:|SUMMARY:|property failed|terminate called|what\(\)' "$log" | sed 's/^/  /' || true
   fi
 done
