@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <string>
@@ -365,6 +366,53 @@ TEST(Validate, ProblemsAndChecks) {
   EXPECT_EQ(error_of([] { require_shape("x", {}, {1}); }), "x: expected shape [], found [1]");
   EXPECT_EQ(error_of([] { require_finite("x", std::vector<double>{NAN}); }),
             "x: expected finite values, found nan at index 0");
+}
+
+}  // namespace
+}  // namespace kvq::artifact
+
+namespace kvq::artifact {
+namespace {
+
+// HDF5 1.10 never returns from reading a string out of a global heap collection whose free-space
+// object has size 0, and reads past a collection of a size it never writes (both found by
+// fuzz/fuzz_calib_h5): such files are refused when opened, from a path or from memory, and the
+// valid file still opens.
+TEST(H5Corrupt, GlobalHeapThatWouldHangIsRefused) {
+  TempDir tmp;
+  const std::string path = tmp.file("a.h5");
+  {
+    File f = File::create(path);
+    f.root().set_string_attr("schema", "kvq.calib/2");
+    f.close();
+  }
+  std::string bytes = test::read_file(path);
+  EXPECT_EQ(File::open(path).root().string_attr("schema"), "kvq.calib/2");
+  const size_t gcol = bytes.find("GCOL\x01");
+  ASSERT_NE(gcol, std::string::npos);
+  // Objects follow the 16-byte header: index (2 bytes), refcount (2), reserved (4), size (8),
+  // data padded to 8; index 0 is the free space.
+  size_t p = gcol + 16;
+  while (bytes[p] != 0 || bytes[p + 1] != 0) {
+    uint64_t size = 0;
+    std::memcpy(&size, bytes.data() + p + 8, 8);
+    p += 16 + (size + 7) / 8 * 8;
+  }
+  std::memset(&bytes[p + 8], 0, 8);
+  test::write_file(path, bytes);
+  const std::string what = fmt::format(
+      ": corrupt HDF5 global heap at byte {}: object 0 of 0 bytes in a collection of 4096", p);
+  EXPECT_EQ(error_of([&] { File::open(path); }), path + what);
+  EXPECT_EQ(error_of([&] { File::open_image("mem.h5", bytes.data(), bytes.size()); }),
+            "mem.h5" + what);
+  // A collection shorter than HDF5 writes (HDF5 reads past it) or past the end of the file.
+  for (const uint64_t size : {uint64_t{16}, uint64_t{1} << 40}) {
+    std::memcpy(&bytes[gcol + 8], &size, 8);
+    test::write_file(path, bytes);
+    EXPECT_EQ(error_of([&] { File::open(path); }),
+              fmt::format("{}: corrupt HDF5 global heap at byte {}: a collection of {} bytes", path,
+                          gcol, size));
+  }
 }
 
 }  // namespace

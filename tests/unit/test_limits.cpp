@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <string>
+#include <string_view>
 
 #include "kvq/artifact/h5.h"
 #include "kvq/artifact/validate.h"
@@ -56,6 +57,20 @@ TEST(StrictJson, DuplicateKeysAreErrorsNamingThePath) {
             "f.json: expected unique keys, found 'y' twice in /x");
   // Same key in sibling objects is fine.
   EXPECT_NO_THROW(parse_json_strict(R"([{"a": 1}, {"a": 2}])", "f"));
+}
+
+// nlohmann throws out_of_range for a number past a double; readers catch parse_error only.
+TEST(StrictJson, NumberPastADoubleIsAParseErrorAtItsByte) {
+  for (const char* text : {R"({"a": 1e999})", R"({"a": -8e4999999999})", "[1, 2, 1e400]"}) {
+    try {
+      parse_json_strict(text, "f.json");
+      ADD_FAILURE() << text << " parsed";
+    } catch (const nlohmann::json::parse_error& e) {
+      EXPECT_EQ(e.byte, std::string_view(text).find_first_of("-1", 5) + 1) << text;
+      EXPECT_NE(std::string(e.what()).find("number overflow parsing"), std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 // However many problems a corrupt artifact yields, 20 are kept and the rest counted.

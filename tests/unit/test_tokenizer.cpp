@@ -281,6 +281,20 @@ TEST(Tokenizer, BadFiles) {
             model +
                 ": token 2 has length 1852795251, outside [0, 84545034] (max_token_length); "
                 "not a llama2.c tokenizer.bin");
+  // Lengths are checked against the file before a string is sized: a 2 GB max_token_length and a
+  // piece claiming 2 GB in a 20-byte file fail at once, allocating nothing.
+  std::string huge;
+  for (int32_t v : {0x7a7a7a7a, 0, 0x7a000000}) huge.append(reinterpret_cast<const char*>(&v), 4);
+  huge += "abcdefgh";
+  test::write_file(cut, huge);
+  EXPECT_EQ(error_of([&] { load_llama2c_tokenizer(cut, 1); }),
+            cut +
+                ": truncated: text of token 0 needs 2046820352 bytes at offset 12, file has 20 "
+                "bytes (expected 1 tokens, the model's vocab_size)");
+  EXPECT_EQ(error_of([&] { load_llama2c_tokenizer(cut, 1000000); }),
+            cut +
+                ": truncated: the scores and lengths of all tokens needs 8000000 bytes at offset "
+                "4, file has 20 bytes (expected 1000000 tokens, the model's vocab_size)");
   error = error_of([&] { load_llama2c_tokenizer(bin, 4000); });
   EXPECT_TRUE(starts_with(error, bin + ": ")) << error;
   EXPECT_NE(error.find("tokenizer does not belong to this model"), std::string::npos) << error;

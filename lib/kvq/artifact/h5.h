@@ -8,6 +8,7 @@
 // The serial HDF5 library is not thread-safe: use this layer from one thread at a time.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -72,6 +73,9 @@ class File {
   static File create(const std::string& path);
   // Opens `path` read-only; "<path>: not an HDF5 file" for anything else.
   static File open(const std::string& path);
+  // Opens the HDF5 file held in [data, data + size) read-only, in memory (HDF5's core driver;
+  // the bytes are copied), named `name` in messages. The fuzz targets read artifacts this way.
+  static File open_image(const std::string& name, const void* data, size_t size);
 
   File(File&&) noexcept = default;
   File& operator=(File&&) noexcept = default;

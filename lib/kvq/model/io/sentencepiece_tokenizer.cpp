@@ -42,11 +42,20 @@ struct Api {
   std::string error;  // why loading failed; empty when usable
 };
 
+#if defined(__SANITIZE_ADDRESS__)
+#define KVQ_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KVQ_ASAN 1
+#endif
+#endif
+
 const Api& api() {
   static const Api loaded = [] {
     Api a;
     int mode = RTLD_NOW | RTLD_LOCAL;
-#ifdef RTLD_DEEPBIND
+    // ASan refuses RTLD_DEEPBIND; its build (scripts/sanitize.sh) has no LibTorch to clash with.
+#if defined(RTLD_DEEPBIND) && !defined(KVQ_ASAN)
     mode |= RTLD_DEEPBIND;
 #endif
     void* handle = dlopen(kLibrary, mode);  // kept for the life of the process

@@ -94,17 +94,24 @@ class Llama2cTokenizer final : public Tokenizer {
   void parse(const std::string& bytes, int32_t vocab_size) {
     size_t pos = 0;
     // `what` names the field for the message: "the header", "score of token 7", ...
-    auto take = [&](void* dst, size_t n, const auto& what) {
+    auto need = [&](size_t n, const auto& what) {
       if (bytes.size() - pos < n)
         fail(
             "{}: truncated: {} needs {} bytes at offset {}, file has {} bytes (expected {} "
             "tokens, the model's vocab_size)",
             path_, what(), n, pos, bytes.size(), vocab_size);
+    };
+    auto take = [&](void* dst, size_t n, const auto& what) {
+      need(n, what);
       std::memcpy(dst, bytes.data() + pos, n);
       pos += n;
     };
     int32_t max_token_length = 0;
     take(&max_token_length, 4, [] { return std::string("the header"); });
+    // Sizes are checked against the file before anything is allocated: each token takes at least
+    // 8 bytes (score, length), and a piece's text must be there before its string is sized.
+    need(size_t{8} * static_cast<size_t>(vocab_size),
+         [] { return std::string("the scores and lengths of all tokens"); });
     vocab_.resize(vocab_size);
     scores_.resize(vocab_size);
     for (int32_t i = 0; i < vocab_size; ++i) {
@@ -117,6 +124,7 @@ class Llama2cTokenizer final : public Tokenizer {
             "{}: token {} has length {}, outside [0, {}] (max_token_length); not a llama2.c "
             "tokenizer.bin",
             path_, i, len, max_token_length);
+      need(static_cast<size_t>(len), [i] { return fmt::format("text of token {}", i); });
       vocab_[i].resize(static_cast<size_t>(len));
       take(vocab_[i].data(), static_cast<size_t>(len),
            [i] { return fmt::format("text of token {}", i); });
