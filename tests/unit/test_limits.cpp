@@ -133,8 +133,13 @@ TEST_F(StrictModelDir, HugeLayerCountFailsBeforeBuildingTheList) {
   cfg["num_hidden_layers"] = 1000000000000000;
   write_file(config_, cfg.dump());
   const auto t0 = std::chrono::steady_clock::now();
-  EXPECT_EQ(open_error(), config_ + ": 1000000000000000 layers exceed the 21 tensors of the " +
-                              "checkpoint " + tmp_.path());
+  EXPECT_EQ(open_error(),
+            config_ + ": field 'num_hidden_layers' must be at most 65536, found 1000000000000000");
+  // Below the stated maximum, the tensors present bound it before any name is built.
+  cfg["num_hidden_layers"] = 65536;
+  write_file(config_, cfg.dump());
+  EXPECT_EQ(open_error(),
+            config_ + ": 65536 layers exceed the 21 tensors of the " + "checkpoint " + tmp_.path());
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
   cfg["num_hidden_layers"] = 3;
   write_file(config_, cfg.dump());
