@@ -12,6 +12,7 @@
 #include "kvq/common/json.h"
 #include "kvq/common/limits.h"
 #include "kvq/model/io/checkpoint.h"
+#include "kvq/model/io/config.h"
 #include "kvq/model/io/safetensors.h"
 #include "unit/model_io_fixtures.h"
 
@@ -56,6 +57,18 @@ TEST(StrictJson, DuplicateKeysAreErrorsNamingThePath) {
             "f.json: expected unique keys, found 'y' twice in /x");
   // Same key in sibling objects is fine.
   EXPECT_NO_THROW(parse_json_strict(R"([{"a": 1}, {"a": 2}])", "f"));
+}
+
+// A number past double's range is the library's out_of_range, not a parse error: it is worded
+// with its file like every other JSON error (config.json, a safetensors header, serve's body).
+TEST(StrictJson, NumberOverflowNamesTheFile) {
+  EXPECT_EQ(error_of([] { parse_json_strict(R"({"rope_theta": 1e400})", "m/config.json"); }),
+            "m/config.json: invalid JSON (number overflow parsing '1e400')");
+  TempDir tmp;
+  write_file(tmp.file("config.json"), R"({"model_type": "llama", "rope_theta": -1e999})");
+  EXPECT_EQ(error_of([&] { model::parse_hf_config(tmp.file("config.json")); }),
+            tmp.file("config.json") + ": invalid JSON (number overflow parsing '-1e999')");
+  EXPECT_THROW(parse_json_strict("{\"a\": }", "f"), nlohmann::json::parse_error);
 }
 
 // However many problems a corrupt artifact yields, 20 are kept and the rest counted.

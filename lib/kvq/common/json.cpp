@@ -66,7 +66,18 @@ json parse_json_strict(const char* begin, const char* end, const std::string& wh
     }
     return true;
   };
-  return json::parse(begin, end, cb);
+  try {
+    return json::parse(begin, end, cb);
+  } catch (const json::parse_error&) {
+    throw;  // the callers word it with the byte offset
+  } catch (const json::exception& e) {
+    // A number past double's range ("1e400") is out_of_range.406, not a parse_error: word it
+    // here, with where it is, instead of letting the library's message escape.
+    std::string what = e.what();
+    const size_t bracket = what.find("] ");
+    if (bracket != std::string::npos) what = what.substr(bracket + 2);
+    fail("{}: invalid JSON ({})", where, one_line(what));
+  }
 }
 
 json parse_json_strict(const std::string& text, const std::string& where) {
