@@ -303,6 +303,9 @@ TEST_F(FitCli, CalibValuesOutOfRangeAreRefused) {
              "3 at fraction 1"},
       {[](hid_t f) { h5_set_attr(f, "model.rope_theta", 0.0); },
        bad + ":/@model.rope_theta: expected a finite value > 0, found 0"},
+      // The h5 layer's message names the path once (it used to come twice).
+      {[](hid_t f) { EXPECT_GE(H5Ldelete(f, "/layers/00/samples/positions", H5P_DEFAULT), 0); },
+       bad + ":/layers/00/samples/positions: missing dataset"},
   };
   for (const Case& c : cases) {
     std::filesystem::copy_file(calib(), bad, std::filesystem::copy_options::overwrite_existing);

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <string>
 
@@ -69,6 +71,24 @@ TEST(StrictJson, NumberOverflowNamesTheFile) {
   EXPECT_EQ(error_of([&] { model::parse_hf_config(tmp.file("config.json")); }),
             tmp.file("config.json") + ": invalid JSON (number overflow parsing '-1e999')");
   EXPECT_THROW(parse_json_strict("{\"a\": }", "f"), nlohmann::json::parse_error);
+}
+
+// Inputs read whole must be regular files: a FIFO nobody writes would block the open itself.
+TEST(RegularFile, FifosDevicesAndFoldersAreRefusedWithoutOpening) {
+  TempDir tmp;
+  ASSERT_EQ(::mkfifo(tmp.file("fifo").c_str(), 0644), 0);
+  write_file(tmp.file("f.json"), "{}");
+  EXPECT_EQ(error_of([&] { require_regular_file(tmp.file("fifo"), "--prompts: x"); }),
+            "--prompts: x: expected a regular file, found a FIFO");
+  EXPECT_EQ(error_of([] { require_regular_file("/dev/zero", "/dev/zero"); }),
+            "/dev/zero: expected a regular file, found a character device");
+  EXPECT_EQ(error_of([&] { require_regular_file(tmp.path(), "d"); }),
+            "d: expected a regular file, found a directory");
+  EXPECT_EQ(error_of([&] { require_regular_file(tmp.file("none"), "n"); }),
+            "n: cannot open (No such file or directory)");
+  EXPECT_EQ(error_of([&] { require_regular_file(tmp.file("f.json"), "f"); }), "<no error>");
+  EXPECT_EQ(error_of([&] { artifact::File::open(tmp.file("fifo")); }),
+            tmp.file("fifo") + ": expected an HDF5 file, found a FIFO");
 }
 
 // However many problems a corrupt artifact yields, 20 are kept and the rest counted.

@@ -31,7 +31,7 @@ Array<T> get(const Group& g, const std::string& name, const std::vector<int64_t>
     if constexpr (std::is_floating_point_v<T>) check_finite(problems, g.where(name), a.values);
     return a;
   } catch (const Error& e) {
-    problems.add(g.where(name), e.what());
+    problems.add("", e.what());  // the h5 layer names the path
     return {};
   }
 }
@@ -67,7 +67,7 @@ CalibChannels read_channels(const Group& g, int64_t channels, int64_t bins, int6
       problems.add(g.where() + "@n_tokens",
                    fmt::format("expected a count >= 0, found {}", d.n_tokens));
   } catch (const Error& e) {
-    problems.add(g.where(), e.what());
+    problems.add("", e.what());
   }
   d.min = get<double>(g, "min", {channels}, problems);
   d.max = get<double>(g, "max", {channels}, problems);
@@ -117,7 +117,7 @@ CalibVectors read_vectors(const Group& g, int64_t vector_length, int64_t n_fract
       problems.add(g.where(),
                    fmt::format("vector_length: expected {}, found {}", vector_length, n));
   } catch (const Error& e) {
-    problems.add(g.where(), e.what());
+    problems.add("", e.what());
   }
   d.normalized_count = get<double>(g, "normalized_count", {n_fractions, bins}, problems);
   d.normalized_fisher = get<double>(g, "normalized_fisher", {n_fractions, bins}, problems);
@@ -162,7 +162,7 @@ CalibData check_calib(const File& file, Problems& problems) {
       if (v < 2 || v > max)
         problems.add(root.where() + "@" + name, fmt::format("expected 2..{}, found {}", max, v));
   } catch (const Error& e) {
-    problems.add(root.where(), e.what());
+    problems.add("", e.what());
   }
   // Run figures: absent in hand-made files, but never out of range when present.
   if (root.has_attr("mean_loss")) {
@@ -172,7 +172,7 @@ CalibData check_calib(const File& file, Problems& problems) {
         problems.add(root.where() + "@mean_loss",
                      fmt::format("expected a finite value >= 0, found {}", loss));
     } catch (const Error& e) {
-      problems.add(root.where(), e.what());
+      problems.add("", e.what());
     }
   }
   if (d.data.seq_len < 0 || d.data.n_sequences < 0 || d.data.n_tokens < 0)

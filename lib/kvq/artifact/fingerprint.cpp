@@ -24,7 +24,7 @@ void read_into(const Group& root, const std::string& name, T& out, Problems& pro
   try {
     out = (root.*reader)(name);
   } catch (const Error& e) {
-    problems.add(root.where(), e.what());
+    problems.add("", e.what());
   }
 }
 
