@@ -97,6 +97,8 @@ const Entry kCatalogue[] = {
      1, "--samples: expected 1..1048576"},
     {"n-tokens-2^62", 'a', "generate", "--model {M} --prompt The -n 4611686018427387904", 1,
      "-n: expected 1..512"},
+    {"llama2c-seq-len-2^31", 'a', "eval", "--model {IN}/seq-len.bin --data {DATA}", 1,
+     "{IN}/seq-len.bin: header"},
     {"shape-2^40-small-file", 'a', "generate", "--model {IN}/m-st-big --prompt The", 1,
      "{IN}/m-st-big/model.safetensors"},
 
@@ -136,6 +138,8 @@ const Entry kCatalogue[] = {
      "twice in /"},
     {"index-escapes-folder", 'c', "generate", "--model {IN}/m-index --prompt The", 1,
      "{IN}/m-index/model.safetensors.index.json: weight_map entry"},
+    {"tokenizer-garbage", 'c', "generate", "--model {IN}/m-tokenizer --prompt The", 1,
+     "{IN}/m-tokenizer/tokenizer.model: not a SentencePiece model"},
     {"brown-without-tags", 'c', "eval", "--model {M} --data {DATA} --format brown", 1,
      "{DATA}: expected Brown corpus text of word/tag tokens, found none"},
     {"jsonl-duplicate-key", 'c', "eval", "--model {M} --data {IN}/dup.jsonl --format jsonl", 1,
@@ -414,6 +418,14 @@ class Hostile : public ::testing::Test {
           j["model.norm.weight"]["shape"] = {uint64_t{1} << 40};
           return j.dump();
         }));
+    model_dir("m-tokenizer", [](auto&) {});
+    fs::remove(in("m-tokenizer/tokenizer.model"));
+    write_file(in("m-tokenizer/tokenizer.model"), std::string(3000, '\x5a'));
+    // llama2.c: seq_len, the header's last int32, set to 2^31 - 1.
+    std::string bin = read_file(data_path(kModel1m) + "/model.bin");
+    bin.replace(24, 4, std::string("\xff\xff\xff\x7f", 4));
+    write_file(in("seq-len.bin"), bin);
+    fs::create_symlink(data_path(kModel1m) + "/tokenizer.bin", in("tokenizer.bin"));
     const std::string st = read_file(data_path(kModel1m) + "/model.safetensors");
     model_dir(
         "m-st-trunc", [](auto&) {}, st.substr(0, 1000));
