@@ -67,6 +67,29 @@ std::string command_name(const CLI::App& app) {
   return cmd;
 }
 
+// CLI11's "Could not convert: --port = 99999999999" in the form of kvq's other usage errors. After
+// check_integer, an integer flag fails conversion only when it is narrower than 64 bits (kvq's are
+// int), and a number flag when the text is not a number.
+std::string usage_message(const CLI::App& app, const std::string& what) {
+  const std::string prefix = "Could not convert: ";
+  const size_t eq = what.find(" = ");
+  if (what.rfind(prefix, 0) != 0 || eq == std::string::npos) return what;
+  const std::string name = what.substr(prefix.size(), eq - prefix.size());
+  const std::string value = what.substr(eq + 3);
+  const CLI::Option* opt = nullptr;
+  for (const CLI::App* level = &app; level;) {
+    if (const CLI::Option* o = level->get_option_no_throw(name)) opt = o;
+    const auto subs = level->get_subcommands();
+    level = subs.empty() ? nullptr : subs.front();
+  }
+  if (!opt) return what;
+  const std::string type = opt->get_type_name().substr(0, opt->get_type_name().find(':'));
+  if (type == "INT")
+    return name + ": expected an integer in -2^31..2^31 - 1 (a 32-bit flag), found " + value;
+  if (type == "FLOAT") return name + ": expected a number, found " + value;
+  return what;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -107,7 +130,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help and --version
     // Usage errors: the one-line form of every error, exit 2 (CLI11's own print adds a line).
-    fmt::print(stderr, "{}: error: {}\n", command_name(app), kvq::one_line(e.what()));
+    fmt::print(stderr, "{}: error: {}\n", command_name(app),
+               kvq::one_line(usage_message(app, e.what())));
     return 2;
   } catch (...) {
     const std::string cmd = command_name(app);

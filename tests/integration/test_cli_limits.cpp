@@ -66,6 +66,11 @@ TEST(CliLimits, IntegerFlagsOutsideTheirTypeAreUsageErrors) {
        "--max-tokens: expected an integer, found 12abc"},
       {"bench kernels", " --contexts 4096,99999999999999999999",
        "--contexts: expected an integer in -2^63..2^63 - 1, found 99999999999999999999"},
+      // A 32-bit flag past its range, and a number flag given text: CLI11's own conversion
+      // errors, worded like the rest.
+      {"serve", model + " --kv fp16 --port 99999999999",
+       "--port: expected an integer in -2^31..2^31 - 1 (a 32-bit flag), found 99999999999"},
+      {"generate", model + " --temperature warm", "--temperature: expected a number, found warm"},
   };
   for (const auto& c : cases) {
     const auto r = run_kvq(c.cmd + c.args);
