@@ -339,8 +339,14 @@ TEST_F(FitCli, QuantValuesOutOfRangeAreRefused) {
          h5_set_element(f, "/layers/02/key/lo", 3, -3e38f);
          h5_set_element(f, "/layers/02/key/hi", 3, 3e38f);
        },
-       bad + ":/layers/02/key/hi: expected hi - lo finite in fp32, found 3e+38 - -3e+38 in "
-             "channel 3"},
+       bad + ":/layers/02/key/hi: expected lo + hi and hi - lo finite in fp32, found lo -3e+38 "
+             "and hi 3e+38 in channel 3"},
+      {[](hid_t f) {
+         h5_set_element(f, "/layers/03/key/lo", 0, 3e38f);
+         h5_set_element(f, "/layers/03/key/hi", 0, 3.2e38f);
+       },
+       bad + ":/layers/03/key/hi: expected lo + hi and hi - lo finite in fp32, found lo 3e+38 "
+             "and hi 3.2e+38 in channel 0"},
       {[](hid_t f) { h5_set_attr(f, "bits_budget", std::nan("")); },
        bad + ":/@bits_budget: expected 0, or 2..4 for a nuq method, found nan (nuq2-1%)"},
       {[](hid_t f) { h5_set_attr(f, "model.rope_theta", std::nan("")); },

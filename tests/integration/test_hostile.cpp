@@ -151,7 +151,7 @@ const Entry kCatalogue[] = {
      1, "{IN}/quant-fisher.h5:/layers/00/key@fisher_error: expected a finite value >= 0"},
     {"quant-hi-lo-overflow", 'c', "generate",
      "--model {M} --quant {IN}/quant-range.h5 --prompt The", 1,
-     "{IN}/quant-range.h5:/layers/01/key/hi: expected hi - lo finite in fp32"},
+     "{IN}/quant-range.h5:/layers/01/key/hi: expected lo + hi and hi - lo finite in fp32"},
     {"quant-other-model", 'c', "serve", "--model {M18} --quant {IN}/quant-int4.h5 --port 0 --quiet",
      1, "{IN}/quant-int4.h5: made for"},
 

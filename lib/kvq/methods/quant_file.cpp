@@ -149,11 +149,13 @@ TensorParams read_tensor(const Group& g, const MethodSpec& spec, bool key, bool 
                 fmt::format("expected lo <= hi, found {} > {} in channel {}", p.lo[c], p.hi[c], c));
             break;
           }
-          // The scale (hi - lo) / 2 is computed in fp32: finite ends can still overflow it.
-          if (!std::isfinite(p.hi[c] - p.lo[c])) {
+          // The offset (lo + hi) / 2 and scale (hi - lo) / 2 are computed in fp32: finite ends
+          // can still overflow them.
+          if (!std::isfinite(p.hi[c] - p.lo[c]) || !std::isfinite(p.hi[c] + p.lo[c])) {
             problems.add(g.where("hi"),
-                         fmt::format("expected hi - lo finite in fp32, found {} - {} in channel {}",
-                                     p.hi[c], p.lo[c], c));
+                         fmt::format("expected lo + hi and hi - lo finite in fp32, found lo {} "
+                                     "and hi {} in channel {}",
+                                     p.lo[c], p.hi[c], c));
             break;
           }
         }
