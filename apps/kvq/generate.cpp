@@ -11,6 +11,7 @@
 #include "command.h"
 #include "kvq/common/error.h"
 #include "kvq/common/json.h"
+#include "kvq/common/limits.h"
 #include "kvq/common/memory.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
@@ -41,6 +42,7 @@ struct GenerateFlags {
 };
 
 std::string read_whole(const std::string& path, const char* flag) {
+  require_regular_file(path, fmt::format("{}: {}", flag, path));  // /dev/zero has no end
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open {}", flag, path);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

@@ -133,11 +133,15 @@ TEST_F(CliBadInput, UnboundedInputsFailFast) {
   auto config = nlohmann::json::parse(test::read_file(data_path(kModel1m + "/config.json")));
   config["num_hidden_layers"] = 1000000000000000;
   test::write_file(dir + "/config.json", config.dump());
-  expect_one_line_error(run_kvq("eval --model " + quoted(dir) + " --data " + data()), "eval",
-                        dir +
-                            "/config.json: 1000000000000000 layers exceed the 38 tensors of "
-                            "the checkpoint " +
-                            dir);
+  expect_one_line_error(
+      run_kvq("eval --model " + quoted(dir) + " --data " + data()), "eval",
+      dir +
+          "/config.json: field 'num_hidden_layers' must be at most 65536, found 1000000000000000");
+  config["num_hidden_layers"] = 65536;
+  test::write_file(dir + "/config.json", config.dump());
+  expect_one_line_error(
+      run_kvq("eval --model " + quoted(dir) + " --data " + data()), "eval",
+      dir + "/config.json: 65536 layers exceed the 38 tensors of the checkpoint " + dir);
   config["num_hidden_layers"] = 3;
   test::write_file(dir + "/config.json", config.dump());
   expect_one_line_error(run_kvq("eval --model " + quoted(dir) + " --data " + data()), "eval",

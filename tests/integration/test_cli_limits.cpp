@@ -46,5 +46,43 @@ TEST(CliLimits, CalibrationSamplesHaveAStatedMaximum) {
             1);
 }
 
+// CLI11 alone saturated a value past 2^63 to 2^63 - 1 and wrapped "-1" for an unsigned flag to
+// 2^64 - 1; each is now a usage error (exit 2) naming the flag, before any file is read.
+TEST(CliLimits, IntegerFlagsOutsideTheirTypeAreUsageErrors) {
+  const std::string model = " --model /nonexistent/model";
+  const struct {
+    std::string cmd, args, message;
+  } cases[] = {
+      {"generate", model + " -n 99999999999999999999",
+       "--n-tokens: expected an integer in -2^63..2^63 - 1, found 99999999999999999999"},
+      {"generate", model + " --seed -1", "--seed: expected an integer >= 0, found -1"},
+      {"generate", model + " --seed 18446744073709551616",
+       "--seed: expected an integer in 0..2^64 - 1, found 18446744073709551616"},
+      {"calibrate", model + " --data x --samples 1e30",
+       "--samples: expected an integer, found 1e30"},
+      {"reproduce", model + " --samples -99999999999999999999",
+       "--samples: expected an integer in -2^63..2^63 - 1, found -99999999999999999999"},
+      {"eval", model + " --data x --max-tokens 12abc",
+       "--max-tokens: expected an integer, found 12abc"},
+      {"bench kernels", " --contexts 4096,99999999999999999999",
+       "--contexts: expected an integer in -2^63..2^63 - 1, found 99999999999999999999"},
+      // A 32-bit flag past its range, and a number flag given text: CLI11's own conversion
+      // errors, worded like the rest.
+      {"serve", model + " --kv fp16 --port 99999999999",
+       "--port: expected an integer in -2^31..2^31 - 1 (a 32-bit flag), found 99999999999"},
+      {"generate", model + " --temperature warm", "--temperature: expected a number, found warm"},
+  };
+  for (const auto& c : cases) {
+    const auto r = run_kvq(c.cmd + c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args;
+    EXPECT_EQ(r.out, "") << c.args;
+    EXPECT_EQ(r.err, "kvq " + c.cmd + ": error: " + c.message + "\n");
+  }
+  // Usage errors CLI11 finds itself take the same one-line form.
+  const auto r = run_kvq("eval --data x");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "kvq eval: error: --model is required\n");
+}
+
 }  // namespace
 }  // namespace kvq

@@ -46,11 +46,14 @@ void h5_edit(const std::string& file, const std::function<void(hid_t)>& edit) {
   edit(f);
   H5Fclose(f);
 }
-void h5_set_attr(hid_t f, const char* name, double value) {
-  const hid_t a = H5Aopen_by_name(f, "/", name, H5P_DEFAULT, H5P_DEFAULT);
+void h5_set_attr(hid_t f, const char* name, double value, const char* object = "/") {
+  const hid_t o = H5Oopen(f, object, H5P_DEFAULT);
+  ASSERT_GE(o, 0) << object;
+  const hid_t a = H5Aopen(o, name, H5P_DEFAULT);
   ASSERT_GE(a, 0) << name;
   EXPECT_GE(H5Awrite(a, H5T_NATIVE_DOUBLE, &value), 0);
   H5Aclose(a);
+  H5Oclose(o);
 }
 void h5_set_attr(hid_t f, const char* name, int64_t value) {
   const hid_t a = H5Aopen_by_name(f, "/", name, H5P_DEFAULT, H5P_DEFAULT);
@@ -58,7 +61,7 @@ void h5_set_attr(hid_t f, const char* name, int64_t value) {
   EXPECT_GE(H5Awrite(a, H5T_NATIVE_INT64, &value), 0);
   H5Aclose(a);
 }
-// Sets element `index` of a float64 or int64 dataset.
+// Sets element `index` of a float64, float32 or int64 dataset.
 template <typename T>
 void h5_set_element(hid_t f, const char* path, size_t index, T value) {
   const hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
@@ -66,7 +69,9 @@ void h5_set_element(hid_t f, const char* path, size_t index, T value) {
   const hid_t space = H5Dget_space(d);
   const hssize_t n = H5Sget_simple_extent_npoints(space);
   std::vector<T> v(static_cast<size_t>(n));
-  const hid_t type = std::is_same_v<T, double> ? H5T_NATIVE_DOUBLE : H5T_NATIVE_INT64;
+  const hid_t type = std::is_same_v<T, double>  ? H5T_NATIVE_DOUBLE
+                     : std::is_same_v<T, float> ? H5T_NATIVE_FLOAT
+                                                : H5T_NATIVE_INT64;
   EXPECT_GE(H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), 0);
   v.at(index) = value;
   EXPECT_GE(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), 0);
@@ -284,6 +289,23 @@ TEST_F(FitCli, CalibValuesOutOfRangeAreRefused) {
        bad + ":/@mean_loss: expected a finite value >= 0, found nan"},
       {[](hid_t f) { h5_set_attr(f, "key_bins", int64_t{2000000000}); },
        bad + ":/@key_bins: expected 2..65536, found 2000000000"},
+      // thresholds [F, 2, C] with C = 64: channel 0's lo and hi at fraction 0.
+      {[](hid_t f) {
+         h5_set_element(f, "/layers/00/key/thresholds", 0, 5.0);
+         h5_set_element(f, "/layers/00/key/thresholds", 64, 4.0);
+       },
+       bad + ":/layers/00/key/thresholds: expected lo <= hi, found 5 > 4 at fraction 0 channel 0"},
+      {[](hid_t f) {
+         for (size_t i = 0; i < 3; ++i)
+           h5_set_element(f, "/layers/03/value/head/vector_range", 3 + i, 5.0 - i);
+       },
+       bad + ":/layers/03/value/head/vector_range: expected 0 <= min <= mean <= max, found 5, 4, "
+             "3 at fraction 1"},
+      {[](hid_t f) { h5_set_attr(f, "model.rope_theta", 0.0); },
+       bad + ":/@model.rope_theta: expected a finite value > 0, found 0"},
+      // The h5 layer's message names the path once (it used to come twice).
+      {[](hid_t f) { EXPECT_GE(H5Ldelete(f, "/layers/00/samples/positions", H5P_DEFAULT), 0); },
+       bad + ":/layers/00/samples/positions: missing dataset"},
   };
   for (const Case& c : cases) {
     std::filesystem::copy_file(calib(), bad, std::filesystem::copy_options::overwrite_existing);
@@ -299,6 +321,49 @@ TEST_F(FitCli, CalibValuesOutOfRangeAreRefused) {
 }
 
 // A layer count the file cannot hold is refused at once, and problem lists are capped.
+// quant.h5 values outside the ranges schemas/quant-2.md documents: inspect lists the problem,
+// generate (a reader with a model) refuses the file with the same words.
+TEST_F(FitCli, QuantValuesOutOfRangeAreRefused) {
+  ASSERT_EQ(fit("nuq2-1%").exit_code, 0);
+  struct Case {
+    std::function<void(hid_t)> edit;
+    std::string problem;
+  };
+  const std::string bad = tmp_.file("bad-quant.h5");
+  const Case cases[] = {
+      {[](hid_t f) { h5_set_attr(f, "fisher_error", -1.0, "/layers/00/key"); },
+       bad + ":/layers/00/key@fisher_error: expected a finite value >= 0, found -1"},
+      {[](hid_t f) { h5_set_attr(f, "outlier_fraction", std::nan(""), "/layers/01/value"); },
+       bad + ":/layers/01/value@outlier_fraction: expected 0.01 (nuq2-1%), found nan"},
+      {[](hid_t f) {
+         h5_set_element(f, "/layers/02/key/lo", 3, -3e38f);
+         h5_set_element(f, "/layers/02/key/hi", 3, 3e38f);
+       },
+       bad + ":/layers/02/key/hi: expected lo + hi and hi - lo finite in fp32, found lo -3e+38 "
+             "and hi 3e+38 in channel 3"},
+      {[](hid_t f) {
+         h5_set_element(f, "/layers/03/key/lo", 0, 3e38f);
+         h5_set_element(f, "/layers/03/key/hi", 0, 3.2e38f);
+       },
+       bad + ":/layers/03/key/hi: expected lo + hi and hi - lo finite in fp32, found lo 3e+38 "
+             "and hi 3.2e+38 in channel 0"},
+      {[](hid_t f) { h5_set_attr(f, "bits_budget", std::nan("")); },
+       bad + ":/@bits_budget: expected 0, or 2..4 for a nuq method, found nan (nuq2-1%)"},
+      {[](hid_t f) { h5_set_attr(f, "model.rope_theta", std::nan("")); },
+       bad + ":/@model.rope_theta: expected a finite value > 0, found nan"},
+  };
+  for (const Case& c : cases) {
+    std::filesystem::copy_file(out(), bad, std::filesystem::copy_options::overwrite_existing);
+    h5_edit(bad, c.edit);
+    const auto r = run_kvq("inspect " + quoted(bad));
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.out.find("problem: " + c.problem + "\n"), std::string::npos) << r.out;
+    const auto g = run_kvq("generate --model " + quoted(data_path(kModel)) + " --quant " +
+                           quoted(bad) + " --prompt The -n 1");
+    test::expect_one_line_error(g, "generate", c.problem);
+  }
+}
+
 TEST_F(FitCli, HugeCountsAndLongProblemListsStayBounded) {
   const std::string bad = tmp_.file("bad-calib.h5");
   std::filesystem::copy_file(calib(), bad);

@@ -175,6 +175,31 @@ TEST_F(ConfigTest, BadFieldValues) {
                                                 "vocab_size (10)");
 }
 
+// Stated maxima come before anything is sized from the config: a 2^40 context would otherwise
+// be a RoPE table of terabytes, and 2^40 heads of 2^40 dims a product that wraps.
+TEST_F(ConfigTest, SizesAboveTheirStatedMaxima) {
+  EXPECT_EQ(error_with("max_position_embeddings", json(uint64_t{1} << 40)),
+            path_ + ": field 'max_position_embeddings' must be at most 16777216, found " +
+                std::to_string(uint64_t{1} << 40));
+  EXPECT_EQ(error_with("max_position_embeddings", json(~uint64_t{0})),
+            path_ +
+                ": field 'max_position_embeddings' must be at most 16777216, found "
+                "18446744073709551615");
+  EXPECT_EQ(error_with("num_attention_heads", json(uint64_t{1} << 40)),
+            path_ + ": field 'num_attention_heads' must be at most 1048576, found 1099511627776");
+  EXPECT_EQ(error_with("head_dim", json(int64_t{1} << 21)),
+            path_ + ": field 'head_dim' must be at most 1048576, found 2097152");
+  EXPECT_EQ(error_with("vocab_size", json(int64_t{1} << 31)),
+            path_ + ": field 'vocab_size' must be at most 2147483647, found 2147483648");
+  EXPECT_EQ(error_with("num_hidden_layers", 65537),
+            path_ + ": field 'num_hidden_layers' must be at most 65536, found 65537");
+  EXPECT_EQ(error_with("intermediate_size", json(uint64_t{1} << 63)),
+            path_ + ": field 'intermediate_size' must be at most 1048576, found " +
+                std::to_string(uint64_t{1} << 63));
+  EXPECT_EQ(error_with("hidden_size", json(uint64_t{0})),
+            path_ + ": field 'hidden_size' must be a positive integer, found 0");
+}
+
 TEST_F(ConfigTest, UnsupportedArchitecture) {
   EXPECT_EQ(error_with("model_type", "qwen2"),
             path_ + ": model_type \"qwen2\" is not supported, expected \"llama\" or \"mistral\"");
@@ -249,6 +274,10 @@ TEST(ModelConfigValidate, RejectsNonPositiveSizes) {
   c.ffn_dim = 16;
   c.norm_eps = 0;
   EXPECT_EQ(error_of([&] { c.validate("m"); }), "m: norm_eps must be a positive number, found 0");
+  c.norm_eps = 1e-5;
+  c.max_seq_len = kMaxContext + 1;  // a llama2.c header goes through validate alone
+  EXPECT_EQ(error_of([&] { c.validate("m"); }),
+            "m: max_seq_len must be at most 16777216, found 16777217");
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <string>
 #include <string_view>
@@ -13,6 +15,7 @@
 #include "kvq/common/json.h"
 #include "kvq/common/limits.h"
 #include "kvq/model/io/checkpoint.h"
+#include "kvq/model/io/config.h"
 #include "kvq/model/io/safetensors.h"
 #include "unit/model_io_fixtures.h"
 
@@ -59,18 +62,40 @@ TEST(StrictJson, DuplicateKeysAreErrorsNamingThePath) {
   EXPECT_NO_THROW(parse_json_strict(R"([{"a": 1}, {"a": 2}])", "f"));
 }
 
-// nlohmann throws out_of_range for a number past a double; readers catch parse_error only.
-TEST(StrictJson, NumberPastADoubleIsAParseErrorAtItsByte) {
-  for (const char* text : {R"({"a": 1e999})", R"({"a": -8e4999999999})", "[1, 2, 1e400]"}) {
-    try {
-      parse_json_strict(text, "f.json");
-      ADD_FAILURE() << text << " parsed";
-    } catch (const nlohmann::json::parse_error& e) {
-      EXPECT_EQ(e.byte, std::string_view(text).find_first_of("-1", 5) + 1) << text;
-      EXPECT_NE(std::string(e.what()).find("number overflow parsing"), std::string::npos)
-          << e.what();
-    }
+// A number past double's range is the library's out_of_range, not a parse error: it is worded
+// with its file like every other JSON error (config.json, a safetensors header, serve's body).
+TEST(StrictJson, NumberOverflowNamesTheFile) {
+  EXPECT_EQ(error_of([] { parse_json_strict(R"({"rope_theta": 1e400})", "m/config.json"); }),
+            "m/config.json: invalid JSON (number overflow parsing '1e400')");
+  TempDir tmp;
+  write_file(tmp.file("config.json"), R"({"model_type": "llama", "rope_theta": -1e999})");
+  EXPECT_EQ(error_of([&] { model::parse_hf_config(tmp.file("config.json")); }),
+            tmp.file("config.json") + ": invalid JSON (number overflow parsing '-1e999')");
+  EXPECT_THROW(parse_json_strict("{\"a\": }", "f"), nlohmann::json::parse_error);
+  for (const char* text : {R"({"a": -8e4999999999})", "[1, 2, 1e400]"}) {  // found by fuzz_config
+    EXPECT_NE(error_of([&] { parse_json_strict(text, "f.json"); })
+                  .find("f.json: invalid JSON (number overflow parsing"),
+              std::string::npos)
+        << text;
   }
+}
+
+// Inputs read whole must be regular files: a FIFO nobody writes would block the open itself.
+TEST(RegularFile, FifosDevicesAndFoldersAreRefusedWithoutOpening) {
+  TempDir tmp;
+  ASSERT_EQ(::mkfifo(tmp.file("fifo").c_str(), 0644), 0);
+  write_file(tmp.file("f.json"), "{}");
+  EXPECT_EQ(error_of([&] { require_regular_file(tmp.file("fifo"), "--prompts: x"); }),
+            "--prompts: x: expected a regular file, found a FIFO");
+  EXPECT_EQ(error_of([] { require_regular_file("/dev/zero", "/dev/zero"); }),
+            "/dev/zero: expected a regular file, found a character device");
+  EXPECT_EQ(error_of([&] { require_regular_file(tmp.path(), "d"); }),
+            "d: expected a regular file, found a directory");
+  EXPECT_EQ(error_of([&] { require_regular_file(tmp.file("none"), "n"); }),
+            "n: cannot open (No such file or directory)");
+  EXPECT_EQ(error_of([&] { require_regular_file(tmp.file("f.json"), "f"); }), "<no error>");
+  EXPECT_EQ(error_of([&] { artifact::File::open(tmp.file("fifo")); }),
+            tmp.file("fifo") + ": expected an HDF5 file, found a FIFO");
 }
 
 // However many problems a corrupt artifact yields, 20 are kept and the rest counted.
@@ -148,8 +173,13 @@ TEST_F(StrictModelDir, HugeLayerCountFailsBeforeBuildingTheList) {
   cfg["num_hidden_layers"] = 1000000000000000;
   write_file(config_, cfg.dump());
   const auto t0 = std::chrono::steady_clock::now();
-  EXPECT_EQ(open_error(), config_ + ": 1000000000000000 layers exceed the 21 tensors of the " +
-                              "checkpoint " + tmp_.path());
+  EXPECT_EQ(open_error(),
+            config_ + ": field 'num_hidden_layers' must be at most 65536, found 1000000000000000");
+  // Below the stated maximum, the tensors present bound it before any name is built.
+  cfg["num_hidden_layers"] = 65536;
+  write_file(config_, cfg.dump());
+  EXPECT_EQ(open_error(),
+            config_ + ": 65536 layers exceed the 21 tensors of the " + "checkpoint " + tmp_.path());
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
   cfg["num_hidden_layers"] = 3;
   write_file(config_, cfg.dump());

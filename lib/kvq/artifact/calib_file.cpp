@@ -31,7 +31,7 @@ Array<T> get(const Group& g, const std::string& name, const std::vector<int64_t>
     if constexpr (std::is_floating_point_v<T>) check_finite(problems, g.where(name), a.values);
     return a;
   } catch (const Error& e) {
-    problems.add(g.where(name), e.what());
+    problems.add("", e.what());  // the h5 layer names the path
     return {};
   }
 }
@@ -67,7 +67,7 @@ CalibChannels read_channels(const Group& g, int64_t channels, int64_t bins, int6
       problems.add(g.where() + "@n_tokens",
                    fmt::format("expected a count >= 0, found {}", d.n_tokens));
   } catch (const Error& e) {
-    problems.add(g.where(), e.what());
+    problems.add("", e.what());
   }
   d.min = get<double>(g, "min", {channels}, problems);
   d.max = get<double>(g, "max", {channels}, problems);
@@ -80,6 +80,22 @@ CalibChannels read_channels(const Group& g, int64_t channels, int64_t bins, int6
   check_nonnegative(problems, g.where("hist_count"), d.hist_count.values);
   check_nonnegative(problems, g.where("hist_fisher"), d.hist_fisher.values);
   check_nonnegative(problems, g.where("fisher_mean"), d.fisher_mean.values);
+  // thresholds [F, 2, C]: each channel's (lo, hi) at each fraction.
+  const std::vector<double>& t = d.thresholds.values;
+  if (t.size() == static_cast<size_t>(n_fractions * 2 * channels)) {
+    for (int64_t f = 0, bad = 0; f < n_fractions && !bad; ++f) {
+      for (int64_t c = 0; c < channels; ++c) {
+        const double lo = t[(f * 2) * channels + c], hi = t[(f * 2 + 1) * channels + c];
+        if (!(lo <= hi)) {
+          problems.add(g.where("thresholds"),
+                       fmt::format("expected lo <= hi, found {} > {} at fraction {} channel {}", lo,
+                                   hi, f, c));
+          bad = 1;
+          break;
+        }
+      }
+    }
+  }
   if (d.min.values.size() == d.max.values.size()) {
     for (size_t c = 0; c < d.min.values.size(); ++c) {
       if (d.min.values[c] > d.max.values[c]) {
@@ -101,7 +117,7 @@ CalibVectors read_vectors(const Group& g, int64_t vector_length, int64_t n_fract
       problems.add(g.where(),
                    fmt::format("vector_length: expected {}, found {}", vector_length, n));
   } catch (const Error& e) {
-    problems.add(g.where(), e.what());
+    problems.add("", e.what());
   }
   d.normalized_count = get<double>(g, "normalized_count", {n_fractions, bins}, problems);
   d.normalized_fisher = get<double>(g, "normalized_fisher", {n_fractions, bins}, problems);
@@ -110,6 +126,18 @@ CalibVectors read_vectors(const Group& g, int64_t vector_length, int64_t n_fract
   d.outlier_fraction = get<double>(g, "outlier_fraction", {n_fractions}, problems);
   check_range(problems, g.where("outlier_fraction"), d.outlier_fraction.values, 0.0, 1.0, "[0, 1]");
   d.vector_range = get<double>(g, "vector_range", {n_fractions, 3}, problems);
+  // [F, 3]: min, mean and max of a width hi - lo, so 0 <= min <= mean <= max (the mean is a
+  // sum divided by a count: a few ulps of slack).
+  const std::vector<double>& r = d.vector_range.values;
+  for (size_t f = 0; f + 2 < r.size(); f += 3) {
+    const double slack = 1e-9 * std::fabs(r[f + 2]);
+    if (!(r[f] >= 0 && r[f] <= r[f + 1] + slack && r[f + 1] <= r[f + 2] + slack)) {
+      problems.add(g.where("vector_range"),
+                   fmt::format("expected 0 <= min <= mean <= max, found {}, {}, {} at fraction {}",
+                               r[f], r[f + 1], r[f + 2], f / 3));
+      break;
+    }
+  }
   return d;
 }
 
@@ -134,7 +162,7 @@ CalibData check_calib(const File& file, Problems& problems) {
       if (v < 2 || v > max)
         problems.add(root.where() + "@" + name, fmt::format("expected 2..{}, found {}", max, v));
   } catch (const Error& e) {
-    problems.add(root.where(), e.what());
+    problems.add("", e.what());
   }
   // Run figures: absent in hand-made files, but never out of range when present.
   if (root.has_attr("mean_loss")) {
@@ -144,7 +172,7 @@ CalibData check_calib(const File& file, Problems& problems) {
         problems.add(root.where() + "@mean_loss",
                      fmt::format("expected a finite value >= 0, found {}", loss));
     } catch (const Error& e) {
-      problems.add(root.where(), e.what());
+      problems.add("", e.what());
     }
   }
   if (d.data.seq_len < 0 || d.data.n_sequences < 0 || d.data.n_tokens < 0)

@@ -1,5 +1,6 @@
 #include "kvq/artifact/fingerprint.h"
 
+#include <cmath>
 #include <cstdio>
 #include <functional>
 
@@ -23,7 +24,7 @@ void read_into(const Group& root, const std::string& name, T& out, Problems& pro
   try {
     out = (root.*reader)(name);
   } catch (const Error& e) {
-    problems.add(root.where(), e.what());
+    problems.add("", e.what());
   }
 }
 
@@ -140,6 +141,10 @@ ModelFingerprint read_model_fingerprint(const Group& root, Problems& problems) {
                    fmt::format("model.{}: expected a positive size, found {}", name, v));
     }
   }
+  // The fitters rotate samples with it (skvq -post); 0 or NaN would fail there without a file.
+  if (root.has_attr("model.rope_theta") && !(std::isfinite(m.rope_theta) && m.rope_theta > 0))
+    problems.add(root.where() + "@model.rope_theta",
+                 fmt::format("expected a finite value > 0, found {}", m.rope_theta));
   return m;
 }
 

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/validate.h"
 #include "kvq/common/error.h"
 #include "kvq/common/limits.h"
@@ -262,6 +263,9 @@ File File::open(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) fail("{}: cannot open ({})", path, std::strerror(errno));
   if (S_ISDIR(st.st_mode)) fail("{}: expected an HDF5 file, found a directory", path);
+  // A FIFO would block HDF5's open; a device (/dev/zero) is read without end.
+  if (!S_ISREG(st.st_mode))
+    fail("{}: expected an HDF5 file, found {}", path, file_kind(st.st_mode));
 #if H5_VERSION_GE(1, 12, 0)
   const htri_t is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT);  // H5Fis_hdf5 is deprecated
 #else

@@ -3,7 +3,6 @@
 #include "kvq/common/json.h"
 
 #include <set>
-#include <string_view>
 #include <vector>
 
 #include "kvq/common/error.h"
@@ -69,21 +68,15 @@ json parse_json_strict(const char* begin, const char* end, const std::string& wh
   };
   try {
     return json::parse(begin, end, cb);
-  } catch (const json::out_of_range& e) {
-    // A number past a double ("1e999") is nlohmann's out_of_range 406, thrown while parsing: it
-    // is invalid JSON to kvq, so it becomes the parse_error callers word for their file, at the
-    // number's first byte (1-based, as nlohmann counts).
+  } catch (const json::parse_error&) {
+    throw;  // the callers word it with the byte offset
+  } catch (const json::exception& e) {
+    // A number past double's range ("1e400") is out_of_range.406, not a parse_error: word it
+    // here, with where it is, instead of letting the library's message escape.
     std::string what = e.what();
-    size_t byte = 0;
-    const size_t open = what.find('\''), close = what.rfind('\'');
-    if (open != std::string::npos && close > open) {
-      const std::string number = what.substr(open + 1, close - open - 1);
-      const std::string_view text(begin, static_cast<size_t>(end - begin));
-      const size_t at = text.find(number);
-      if (at != std::string_view::npos) byte = at + 1;
-    }
-    if (what.find("] ") != std::string::npos) what = what.substr(what.find("] ") + 2);
-    throw json::parse_error::create(101, byte, what, nullptr);
+    const size_t bracket = what.find("] ");
+    if (bracket != std::string::npos) what = what.substr(bracket + 2);
+    fail("{}: invalid JSON ({})", where, one_line(what));
   }
 }
 

@@ -1,6 +1,11 @@
 // Checked size arithmetic and capped lists (see limits.h).
 #include "kvq/common/limits.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "kvq/common/error.h"
 
 namespace kvq {
@@ -35,6 +40,19 @@ std::string capped_list(const std::vector<std::string>& items, size_t max) {
   }
   if (items.size() > shown) out += fmt::format(" ... and {} more", items.size() - shown);
   return out;
+}
+
+void require_regular_file(const std::string& path, const std::string& where) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) fail("{}: cannot open ({})", where, std::strerror(errno));
+  if (S_ISREG(st.st_mode)) return;
+  const char* kind = S_ISDIR(st.st_mode)    ? "a directory"
+                     : S_ISCHR(st.st_mode)  ? "a character device"
+                     : S_ISBLK(st.st_mode)  ? "a block device"
+                     : S_ISFIFO(st.st_mode) ? "a FIFO"
+                     : S_ISSOCK(st.st_mode) ? "a socket"
+                                            : "a special file";
+  fail("{}: expected a regular file, found {}", where, kind);
 }
 
 }  // namespace kvq

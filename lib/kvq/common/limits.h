@@ -23,6 +23,11 @@ uint64_t checked_product(const std::vector<uint64_t>& factors, uint64_t init,
 // bounded however many problems a corrupt file yields.
 std::string capped_list(const std::vector<std::string>& items, size_t max = 10);
 
+// Inputs read whole must be regular files: a FIFO or a device (/dev/zero, a pipe nobody writes)
+// has no end, or blocks the open itself. Throws kvq::Error "<where>: expected a regular file,
+// found a FIFO" (a directory, a character device, ...), or "<where>: cannot open (...)".
+void require_regular_file(const std::string& path, const std::string& where);
+
 // Default cap for problem lists printed by readers and `kvq inspect`.
 constexpr size_t kMaxListedProblems = 10;
 

@@ -109,7 +109,7 @@ TensorParams read_tensor(const Group& g, const MethodSpec& spec, bool key, bool 
   p.bits = static_cast<int>(bits);
   double fraction = 0;
   if (attr(g, "outlier_fraction", fraction, problems, &Group::double_attr)) {
-    if (std::fabs(fraction - spec.outlier_fraction()) > 1e-12) {
+    if (!(std::fabs(fraction - spec.outlier_fraction()) <= 1e-12)) {  // NaN included
       problems.add(g.where() + "@outlier_fraction",
                    fmt::format("expected {} ({}), found {}", spec.outlier_fraction(), spec.name(),
                                fraction));
@@ -149,10 +149,22 @@ TensorParams read_tensor(const Group& g, const MethodSpec& spec, bool key, bool 
                 fmt::format("expected lo <= hi, found {} > {} in channel {}", p.lo[c], p.hi[c], c));
             break;
           }
+          // The offset (lo + hi) / 2 and scale (hi - lo) / 2 are computed in fp32: finite ends
+          // can still overflow them.
+          if (!std::isfinite(p.hi[c] - p.lo[c]) || !std::isfinite(p.hi[c] + p.lo[c])) {
+            problems.add(g.where("hi"),
+                         fmt::format("expected lo + hi and hi - lo finite in fp32, found lo {} "
+                                     "and hi {} in channel {}",
+                                     p.lo[c], p.hi[c], c));
+            break;
+          }
         }
       }
-      if (g.has_attr("fisher_error"))
-        attr(g, "fisher_error", p.fisher_error, problems, &Group::double_attr);
+      if (g.has_attr("fisher_error") &&
+          attr(g, "fisher_error", p.fisher_error, problems, &Group::double_attr) &&
+          !(std::isfinite(p.fisher_error) && p.fisher_error >= 0))
+        problems.add(g.where() + "@fisher_error",
+                     fmt::format("expected a finite value >= 0, found {}", p.fisher_error));
       break;
     case MethodKind::kSkvq: {
       if (get(g, "perm", {channels}, p.perm, problems)) {

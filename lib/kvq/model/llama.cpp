@@ -1,5 +1,6 @@
 #include "kvq/model/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -11,6 +12,12 @@
 #include "kvq/quant/rope.h"
 
 namespace kvq::model {
+namespace {
+
+// RoPE rows computed when a model loads (8192 x head_dim x 2 floats: 8 MiB at head_dim 128).
+constexpr int64_t kInitialRopeRows = 8192;
+
+}  // namespace
 
 LlamaModel LlamaModel::load(const std::string& path, const LoadOptions& options) {
   if (options.dtype == at::kHalf && options.device.is_cpu()) {
@@ -31,14 +38,26 @@ LlamaModel LlamaModel::load(const std::string& path, const LoadOptions& options)
 LlamaModel::LlamaModel(ModelConfig config, Weights weights, std::string source)
     : config_(std::move(config)), weights_(std::move(weights)), source_(std::move(source)) {
   if (weights_.checksum.empty()) weights_.checksum = weights_checksum(weights_);
-  at::Tensor positions = at::arange(config_.max_seq_len, at::kFloat);
-  const std::vector<float> inv_freq =
-      quant::rope_inv_freq(config_.rope_theta, config_.head_dim, config_.rope_scaling);
-  at::Tensor freqs =
-      at::outer(positions, at::tensor(at::ArrayRef<float>(inv_freq)));  // [max_seq, head_dim / 2]
-  at::Tensor emb = at::cat({freqs, freqs}, -1);
-  rope_cos_ = emb.cos().to(device());
-  rope_sin_ = emb.sin().to(device());
+  // The first rows now, so a short context never waits on the table later.
+  rope_rows(std::min<int64_t>(config_.max_seq_len, kInitialRopeRows));
+}
+
+std::pair<at::Tensor, at::Tensor> LlamaModel::rope_rows(int64_t rows) const {
+  rows = std::min(rows, config_.max_seq_len);
+  std::lock_guard<std::mutex> lock(rope_->mutex);
+  const int64_t have = rope_->cos.defined() ? rope_->cos.size(0) : 0;
+  if (have < rows) {
+    const int64_t n = std::min(config_.max_seq_len, std::max(rows, 2 * have));
+    at::Tensor positions = at::arange(n, at::kFloat);
+    const std::vector<float> inv_freq =
+        quant::rope_inv_freq(config_.rope_theta, config_.head_dim, config_.rope_scaling);
+    at::Tensor freqs =
+        at::outer(positions, at::tensor(at::ArrayRef<float>(inv_freq)));  // [n, head_dim / 2]
+    at::Tensor emb = at::cat({freqs, freqs}, -1);
+    rope_->cos = emb.cos().to(device());
+    rope_->sin = emb.sin().to(device());
+  }
+  return {rope_->cos, rope_->sin};
 }
 
 at::Tensor LlamaModel::rms_norm(const at::Tensor& x, const at::Tensor& weight) const {
@@ -49,20 +68,23 @@ at::Tensor LlamaModel::rms_norm(const at::Tensor& x, const at::Tensor& weight) c
 
 at::Tensor LlamaModel::apply_rope(const at::Tensor& x, int64_t start_pos) const {
   const int64_t t = x.size(2), half = config_.head_dim / 2;
-  at::Tensor cos = rope_cos_.narrow(0, start_pos, t).to(x.scalar_type());
-  at::Tensor sin = rope_sin_.narrow(0, start_pos, t).to(x.scalar_type());
+  const auto [cos_rows, sin_rows] = rope_rows(start_pos + t);
+  at::Tensor cos = cos_rows.narrow(0, start_pos, t).to(x.scalar_type());
+  at::Tensor sin = sin_rows.narrow(0, start_pos, t).to(x.scalar_type());
   at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos + rotated * sin;
 }
 
 at::Tensor LlamaModel::apply_rope_at(const at::Tensor& x, const at::Tensor& positions) const {
   const int64_t half = config_.head_dim / 2;
-  const at::Tensor pos = positions.to(rope_cos_.device(), at::kLong);
+  const int64_t rows = positions.numel() == 0 ? 0 : positions.max().item<int64_t>() + 1;
+  const auto [cos_rows, sin_rows] = rope_rows(rows);
+  const at::Tensor pos = positions.to(cos_rows.device(), at::kLong);
   // [b, t, d] -> [b, 1, t, d], broadcast over the heads.
   at::Tensor cos =
-      rope_cos_.index_select(0, pos.reshape({-1})).view({pos.size(0), 1, pos.size(1), -1});
+      cos_rows.index_select(0, pos.reshape({-1})).view({pos.size(0), 1, pos.size(1), -1});
   at::Tensor sin =
-      rope_sin_.index_select(0, pos.reshape({-1})).view({pos.size(0), 1, pos.size(1), -1});
+      sin_rows.index_select(0, pos.reshape({-1})).view({pos.size(0), 1, pos.size(1), -1});
   cos = cos.to(x.device(), x.scalar_type());
   sin = sin.to(x.device(), x.scalar_type());
   at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);

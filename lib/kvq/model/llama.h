@@ -10,7 +10,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -141,8 +144,16 @@ class LlamaModel {
   ModelConfig config_;
   Weights weights_;
   std::string source_;
-  at::Tensor rope_cos_;  // [max_seq_len, head_dim], fp32, on the device
-  at::Tensor rope_sin_;
+  // RoPE's cos and sin for positions [0, rows), fp32 on the device, grown (doubling, at most to
+  // max_seq_len) when a position first needs it: a config's context costs memory only once a
+  // sequence reaches it, not when the model loads. Shared by copies of the model.
+  struct RopeTable {
+    std::mutex mutex;
+    at::Tensor cos, sin;  // [rows, head_dim]
+  };
+  std::shared_ptr<RopeTable> rope_ = std::make_shared<RopeTable>();
+  // cos and sin with at least min(rows, max_seq_len) rows.
+  std::pair<at::Tensor, at::Tensor> rope_rows(int64_t rows) const;
 };
 
 // Where norms, softmax, logits and the loss are computed: fp32, or fp64 for an fp64 model (which

@@ -27,16 +27,21 @@ const json* find(const json& obj, const char* key) {
   return (it == obj.end() || it->is_null()) ? nullptr : &*it;
 }
 
-int64_t positive_int(const json& v, const std::string& path, const std::string& key) {
-  if (!v.is_number_integer() || v.get<int64_t>() <= 0)
+int64_t positive_int(const json& v, const std::string& path, const std::string& key,
+                     int64_t max = std::numeric_limits<int64_t>::max()) {
+  if (!v.is_number_integer() ||
+      (v.is_number_unsigned() ? v.get<uint64_t>() == 0 : v.get<int64_t>() <= 0))
     fail("{}: field '{}' must be a positive integer, found {}", path, key, show(v));
+  // Compared unsigned: a value above 2^63 - 1 would wrap to a negative int64.
+  if (v.get<uint64_t>() > static_cast<uint64_t>(max))
+    fail("{}: field '{}' must be at most {}, found {}", path, key, max, show(v));
   return v.get<int64_t>();
 }
 
-int64_t required_int(const json& cfg, const std::string& path, const char* key) {
+int64_t required_int(const json& cfg, const std::string& path, const char* key, int64_t max) {
   const json* v = find(cfg, key);
   if (!v) fail("{}: missing field '{}'", path, key);
-  return positive_int(*v, path, key);
+  return positive_int(*v, path, key, max);
 }
 
 double number(const json& v, const std::string& path, const std::string& key) {
@@ -106,6 +111,18 @@ void ModelConfig::validate(const std::string& where) const {
                                                    {"max_seq_len", max_seq_len}};
   for (const auto& [name, value] : sizes)
     if (value <= 0) fail("{}: {} must be positive, found {}", where, name, value);
+  const std::pair<const char*, std::pair<int64_t, int64_t>> maxima[] = {
+      {"dim", {dim, kMaxWidth}},
+      {"n_layers", {n_layers, kMaxLayers}},
+      {"n_heads", {n_heads, kMaxWidth}},
+      {"n_kv_heads", {n_kv_heads, kMaxWidth}},
+      {"head_dim", {head_dim, kMaxWidth}},
+      {"ffn_dim", {ffn_dim, kMaxWidth}},
+      {"vocab_size", {vocab_size, kMaxVocab}},
+      {"max_seq_len", {max_seq_len, kMaxContext}}};
+  for (const auto& [name, v] : maxima)
+    if (v.first > v.second)
+      fail("{}: {} must be at most {}, found {}", where, name, v.second, v.first);
   if (n_heads % n_kv_heads != 0)
     fail("{}: n_heads ({}) must be a multiple of n_kv_heads ({})", where, n_heads, n_kv_heads);
   if (head_dim % 2 != 0)
@@ -142,18 +159,19 @@ ModelConfig parse_hf_config(const std::string& path) {
   c.architecture = model_type->get<std::string>();
   const bool mistral = c.architecture == "mistral";
 
-  c.dim = required_int(cfg, path, "hidden_size");
-  c.n_layers = required_int(cfg, path, "num_hidden_layers");
-  c.n_heads = required_int(cfg, path, "num_attention_heads");
-  c.ffn_dim = required_int(cfg, path, "intermediate_size");
-  c.vocab_size = required_int(cfg, path, "vocab_size");
-  c.max_seq_len = required_int(cfg, path, "max_position_embeddings");
+  c.dim = required_int(cfg, path, "hidden_size", kMaxWidth);
+  c.n_layers = required_int(cfg, path, "num_hidden_layers", kMaxLayers);
+  c.n_heads = required_int(cfg, path, "num_attention_heads", kMaxWidth);
+  c.ffn_dim = required_int(cfg, path, "intermediate_size", kMaxWidth);
+  c.vocab_size = required_int(cfg, path, "vocab_size", kMaxVocab);
+  c.max_seq_len = required_int(cfg, path, "max_position_embeddings", kMaxContext);
 
   // MistralConfig defaults num_key_value_heads to 8, LlamaConfig to num_attention_heads.
   const json* kv = find(cfg, "num_key_value_heads");
-  c.n_kv_heads = kv ? positive_int(*kv, path, "num_key_value_heads") : (mistral ? 8 : c.n_heads);
+  c.n_kv_heads =
+      kv ? positive_int(*kv, path, "num_key_value_heads", kMaxWidth) : (mistral ? 8 : c.n_heads);
   if (const json* hd = find(cfg, "head_dim")) {
-    c.head_dim = positive_int(*hd, path, "head_dim");
+    c.head_dim = positive_int(*hd, path, "head_dim", kMaxWidth);
   } else {
     if (c.dim % c.n_heads != 0)
       fail(

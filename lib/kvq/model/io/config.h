@@ -13,6 +13,15 @@ namespace kvq::model {
 
 using RopeScaling = quant::RopeScaling;  // the frequencies' math needs it below the model
 
+// Stated maxima, checked before anything is sized from a config: with them every product of
+// sizes (n_heads * head_dim * dim, vocab * dim, a RoPE table) fits in 64 bits, and a config
+// cannot ask for more than a real checkpoint of this family holds. The widths are also bounded
+// by the tensors themselves (checkpoint.cpp); the context is not, so it has its own.
+constexpr int64_t kMaxWidth = int64_t{1} << 20;   // dim, ffn_dim, n_heads, n_kv_heads, head_dim
+constexpr int64_t kMaxLayers = int64_t{1} << 16;  // n_layers
+constexpr int64_t kMaxVocab = (int64_t{1} << 31) - 1;  // vocab_size (token ids are int32)
+constexpr int64_t kMaxContext = int64_t{1} << 24;      // max_seq_len: 16M tokens
+
 struct ModelConfig {
   std::string architecture = "llama";  // model_type
   int64_t dim = 0;                     // hidden_size
@@ -33,8 +42,8 @@ struct ModelConfig {
 
   int64_t q_dim() const { return n_heads * head_dim; }
   int64_t kv_dim() const { return n_kv_heads * head_dim; }
-  // Throws kvq::Error "<where>: <field> ..." if sizes are non-positive or inconsistent
-  // (n_heads not a multiple of n_kv_heads, odd head_dim, ...).
+  // Throws kvq::Error "<where>: <field> ..." if sizes are non-positive, above their maxima
+  // (kMaxWidth, ...) or inconsistent (n_heads not a multiple of n_kv_heads, odd head_dim, ...).
   void validate(const std::string& where) const;
 };
 

@@ -8,10 +8,12 @@
 
 #include "kvq/common/error.h"
 #include "kvq/common/json.h"
+#include "kvq/common/limits.h"
 
 namespace kvq::model {
 
 nlohmann::json read_json_file(const std::string& path) {
+  require_regular_file(path, path);  // a FIFO would block the open
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open ({})", path, std::strerror(errno));
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
