@@ -73,8 +73,9 @@ TEST(StrictJson, NumberOverflowNamesTheFile) {
             tmp.file("config.json") + ": invalid JSON (number overflow parsing '-1e999')");
   EXPECT_THROW(parse_json_strict("{\"a\": }", "f"), nlohmann::json::parse_error);
   for (const char* text : {R"({"a": -8e4999999999})", "[1, 2, 1e400]"}) {  // found by fuzz_config
-    EXPECT_NE(error_of([&] { parse_json_strict(text, "f.json"); })
-                  .find("f.json: invalid JSON (number overflow parsing"),
+    EXPECT_NE(error_of([&] {
+                parse_json_strict(text, "f.json");
+              }).find("f.json: invalid JSON (number overflow parsing"),
               std::string::npos)
         << text;
   }
