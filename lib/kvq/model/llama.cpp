@@ -75,9 +75,12 @@ at::Tensor LlamaModel::apply_rope(const at::Tensor& x, int64_t start_pos) const 
   return x * cos + rotated * sin;
 }
 
-at::Tensor LlamaModel::apply_rope_at(const at::Tensor& x, const at::Tensor& positions) const {
+at::Tensor LlamaModel::apply_rope_at(const at::Tensor& x, const at::Tensor& positions,
+                                     int64_t end) const {
   const int64_t half = config_.head_dim / 2;
-  const int64_t rows = positions.numel() == 0 ? 0 : positions.max().item<int64_t>() + 1;
+  const int64_t rows = end >= 0                 ? end
+                       : positions.numel() == 0 ? 0
+                                                : positions.max().item<int64_t>() + 1;
   const auto [cos_rows, sin_rows] = rope_rows(rows);
   const at::Tensor pos = positions.to(cos_rows.device(), at::kLong);
   // [b, t, d] -> [b, 1, t, d], broadcast over the heads.

@@ -115,8 +115,11 @@ class LlamaModel {
   // RoPE as the attention applies it: x [b, h, t, head_dim] at positions start_pos.., in x's
   // dtype. Also rotates gradients: RoPE is orthogonal, so dL/dk_post = R dL/dk_pre.
   at::Tensor apply_rope(const at::Tensor& x, int64_t start_pos) const;
-  // The same at per-row positions: x [b, h, t, head_dim], positions [b, t] int64 (any device).
-  at::Tensor apply_rope_at(const at::Tensor& x, const at::Tensor& positions) const;
+  // The same at per-row positions: x [b, h, t, head_dim], positions [b, t] int64 (any device),
+  // all below `end` (the table's rows it needs; -1: found from positions, which waits for the
+  // device when they are on one).
+  at::Tensor apply_rope_at(const at::Tensor& x, const at::Tensor& positions,
+                           int64_t end = -1) const;
 
   // The decoder with attention supplied by the caller (the runtime's KV caches): for each layer
   // in order, attend(layer, q, k, v) receives this step's pre-RoPE queries [b, t, n_heads,

@@ -281,7 +281,7 @@ at::Tensor TorchKvStore::decode_pooled(int64_t layer, const at::Tensor& q, const
     pos = pos_dev_.view({b, 1});
   }
   auto rotate = [&](const at::Tensor& x) {  // x [b, heads, 1, head_dim]
-    return equal ? m_.apply_rope(x, first) : m_.apply_rope_at(x, pos);
+    return equal ? m_.apply_rope(x, first) : m_.apply_rope_at(x, pos, n);
   };
   if (formats_[layer].quantizes()) {
     for (int i = 0; i < size_; ++i) append(layer, slots_[i], k[i], v[i]);
