@@ -65,10 +65,11 @@ done
 wait
 
 # The innermost frame of the first stack after the report's ERROR line that is not the
-# sanitizer's, libFuzzer's, libc's or an allocator's: where the fault is.
+# sanitizer's, libFuzzer's, libc's (its string functions are symbolized by their source under
+# sysdeps/: a memcpy called by libhdf5 is libhdf5's fault) or an allocator's: where the fault is.
 first_frame() {
   awk '/ERROR: /{on=1} on && /^ *#[0-9]+ / {
-         if ($0 ~ /__interceptor_|__sanitizer|fuzzer::|libc\.so|__libc_| in (malloc|calloc|realloc|free|operator new|operator delete)|H5MM_/) next
+         if ($0 ~ /__interceptor_|__sanitizer|fuzzer::|libc\.so|__libc_|sysdeps\/| in __(mem|str)[a-z_0-9]+ | in (malloc|calloc|realloc|free|operator new|operator delete)|H5MM_/) next
          print; exit }' "$1"
 }
 
