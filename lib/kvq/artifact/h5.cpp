@@ -290,10 +290,10 @@ herr_t vet_object(hid_t loc, const char* name, const H5O_info_t*, void*) {
 
 // libhdf5 1.10 trusts what a file says where kvq cannot check it first: a string attribute whose
 // variable-length reference names an object past its global heap collection makes H5Aread copy
-// from a wild pointer and kill the process (fuzz/open-findings/). So every attribute of the file
-// is read once in a forked child before this process reads any: a child killed by a signal, or
-// one still reading after 30 s, refuses the file with one line. Where fork fails, the file is
-// read as before.
+// from a wild pointer and kill the process (tests/data/hdf5-vlen-attr-heap-index.h5). So every
+// attribute of the file is read once in a forked child before this process reads any: a child
+// killed by a signal, or one still reading after 30 s, refuses the file with one line. Where
+// fork fails, the file is read as before.
 void vet_attributes(const std::string& path, hid_t fapl) {
   std::fflush(nullptr);
   const pid_t pid = ::fork();
