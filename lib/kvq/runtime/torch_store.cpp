@@ -93,7 +93,7 @@ bool TorchKvStore::fits(int64_t capacity) const {
   if (!pooled()) return true;
   // An empty store reallocates to exactly one row (as long as the pages allow it).
   const int64_t cap = size_ == 0 ? capacity : std::max(pool_cap_, capacity);
-  return (size_ + 1) * cap <= n_pages_ * kPageSize;
+  return pool_holds(size_ + 1, cap);
 }
 
 void TorchKvStore::add(int64_t capacity) {
@@ -118,8 +118,8 @@ void TorchKvStore::add(int64_t capacity) {
       // Room for twice the rows where the budget allows, so that sequences joining one by one
       // do not copy the pool each time.
       int64_t rows = std::min<int64_t>(max_batch_, std::max<int64_t>(size_ + 1, 2 * pool_rows_));
-      if (rows * cap > n_pages_ * kPageSize) rows = std::max<int64_t>(size_ + 1, pool_rows_);
-      if (rows * cap > n_pages_ * kPageSize) rows = size_ + 1;
+      if (!pool_holds(rows, cap)) rows = std::max<int64_t>(size_ + 1, pool_rows_);
+      if (!pool_holds(rows, cap)) rows = size_ + 1;
       grow_pool(rows, cap);
     }
     slots_.push_back(std::move(s));

@@ -74,6 +74,8 @@ class TorchKvStore : public KvStore {
   // Without a window: per layer [pool_rows_, n_kv_heads, pool_cap_, head_dim], slot i in row i
   // (Slot::k, v are views of its row).
   bool pooled() const { return !window_; }
+  // Whether a pool of rows x cap tokens stays within the pages' budget.
+  bool pool_holds(int64_t rows, int64_t cap) const { return rows * cap <= n_pages_ * kPageSize; }
   // Reallocates the pool to rows x cap (>= what the slots hold), keeping every slot's tokens.
   void grow_pool(int64_t rows, int64_t cap);
   void point_at_row(int slot);  // the slot's k, v: views of row `slot`
