@@ -85,13 +85,13 @@ TEST(CliLimits, IntegerFlagsOutsideTheirTypeAreUsageErrors) {
 }
 
 // A calib.h5 from fuzz_calib_h5 whose string attribute references an object past its global heap
-// collection: libhdf5 1.10's H5HG_read copies from a wild pointer (SIGSEGV). kvq reads every
-// attribute in a forked child first, so the file is refused with one line instead of a crash.
+// collection: libhdf5 1.10's H5HG_read copies from a wild pointer (SIGSEGV). kvq reads the whole
+// file in a forked child first, so the file is refused with one line instead of a crash.
 TEST(CliHdf5, AnAttributeThatCrashesLibhdf5IsRefused) {
   const std::string file =
       std::string(KVQ_TEST_SOURCE_DIR) + "/tests/data/hdf5-vlen-attr-heap-index.h5";
   const auto r = run_kvq("inspect " + quoted(file));
-  expect_one_line_error(r, "inspect", "reading its attributes crashed the HDF5 library");
+  expect_one_line_error(r, "inspect", "reading it crashed the HDF5 library");
 }
 
 }  // namespace
