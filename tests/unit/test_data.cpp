@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kvq/common/error.h"
+#include "kvq/common/utf8.h"
 #include "kvq/data/text.h"
 #include "support/test_support.h"
 
@@ -167,6 +168,100 @@ TEST(Text, SpecialFilesAreRefused) {
   const std::string fifo = tmp.file("fifo");
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   EXPECT_EQ(error_of([&] { load_text(fifo); }), fifo + ": expected a regular file, found a FIFO");
+}
+
+// first_non_text_byte against a plain reference: a decoder that tries every code point's
+// canonical encoding (the only well-formed one) at each offset.
+size_t reference_first_non_text(const std::string& s) {
+  auto encode = [](uint32_t cp) {
+    std::string e;
+    if (cp < 0x80) {
+      e += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      e += static_cast<char>(0xC0 | (cp >> 6));
+      e += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      e += static_cast<char>(0xE0 | (cp >> 12));
+      e += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      e += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      e += static_cast<char>(0xF0 | (cp >> 18));
+      e += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      e += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      e += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+    return e;
+  };
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == 0) return i;
+    size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    if (i + len > s.size()) return i;
+    // Decode ignoring the markers, then accept only if re-encoding gives the same bytes.
+    uint32_t cp = len == 1 ? c : (c & (0x7F >> len));
+    for (size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+    const bool scalar = cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
+    if (!scalar || encode(cp) != s.substr(i, len)) return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
+TEST(Utf8, MatchesTheReference) {
+  const std::vector<std::string> cases = {"",
+                                          "plain ASCII text, more than eight bytes long\n",
+                                          "caf\xc3\xa9",
+                                          "\xe2\x82\xac 5",
+                                          "\xf0\x9f\x98\x80",
+                                          "\xf4\x8f\xbf\xbf",  // U+10FFFF
+                                          std::string("a\0b", 3),
+                                          "\x80",
+                                          "\xc0\xaf",  // NUL, lone continuation, overlong '/'
+                                          "\xc1\xbf",
+                                          "\xe0\x80\xaf",
+                                          "\xe0\x9f\xbf",  // overlong
+                                          "\xed\xa0\x80",
+                                          "\xed\x9f\xbf",  // a surrogate; U+D7FF
+                                          "\xf0\x8f\xbf\xbf",
+                                          "\xf4\x90\x80\x80",
+                                          "\xf5\x80\x80\x80",
+                                          "\xff",
+                                          "abc\xe2\x82",
+                                          "abcdefgh\xc3",
+                                          "abcdefghijklmnop\xc3\xa9xyz\xe2\x28\xa1"};
+  for (const std::string& c : cases)
+    EXPECT_EQ(first_non_text_byte(c), reference_first_non_text(c)) << ::testing::PrintToString(c);
+  std::mt19937_64 rng(7);
+  for (int t = 0; t < 20000; ++t) {
+    std::string s(rng() % 24, ' ');
+    for (char& ch : s) {  // mostly text, sometimes any byte
+      const uint64_t r = rng();
+      ch = static_cast<char>(r % 4 == 0   ? r >> 8
+                             : r % 4 == 1 ? 0x80 | (r >> 8) % 64
+                                          : 'a' + r % 26);
+    }
+    ASSERT_EQ(first_non_text_byte(s), reference_first_non_text(s)) << ::testing::PrintToString(s);
+  }
+}
+
+TEST(Text, BinaryAndOtherEncodingsAreRefused) {
+  test::TempDir tmp;
+  const std::string hint = "; kvq reads UTF-8 text (convert it, e.g. with iconv)";
+  test::write_file(tmp.file("latin1.txt"), "The caf\xe9 is open.\n");
+  EXPECT_EQ(error_of([&] { load_text(tmp.file("latin1.txt")); }),
+            tmp.file("latin1.txt") + ": not UTF-8 text (invalid byte 0xe9 at byte 7)" + hint);
+  test::write_file(tmp.file("utf16.txt"), std::string("\xff\xfeT\0h\0e\0", 8));
+  EXPECT_EQ(error_of([&] { load_text(tmp.file("utf16.txt")); }),
+            tmp.file("utf16.txt") + ": not UTF-8 text (invalid byte 0xff at byte 0)" + hint);
+  test::write_file(tmp.file("nul.txt"), std::string("text\0more", 9));
+  EXPECT_EQ(error_of([&] { load_text(tmp.file("nul.txt")); }),
+            tmp.file("nul.txt") + ": not UTF-8 text (a NUL byte at byte 4)" + hint);
+  test::write_file(tmp.file("ca01"), "The/at caf\xe9/nn\n");
+  EXPECT_EQ(error_of([&] { load_text(tmp.file("ca01"), TextFormat::Brown); }),
+            tmp.file("ca01") + ": not UTF-8 text (invalid byte 0xe9 at byte 10)" + hint);
+  test::write_file(tmp.file("ok.txt"), "caf\xc3\xa9 \xe2\x82\xac\n");  // UTF-8 passes as is
+  EXPECT_EQ(load_text(tmp.file("ok.txt")), "caf\xc3\xa9 \xe2\x82\xac\n");
 }
 
 TEST(Text, JsonlDuplicateKeys) {

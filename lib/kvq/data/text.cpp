@@ -15,6 +15,7 @@
 
 #include "kvq/common/error.h"
 #include "kvq/common/json.h"
+#include "kvq/common/utf8.h"
 
 namespace kvq::data {
 namespace {
@@ -49,6 +50,9 @@ std::string read_all(const std::string& path) {
   if (in.bad()) fail("{}: read error", path);
   return bytes;
 }
+
+// A binary file (a checkpoint, a .gz) or text in another encoding is refused, not tokenized.
+constexpr const char* kNotTextHint = "; kvq reads UTF-8 text (convert it, e.g. with iconv)";
 
 bool has_text(std::string_view s) {
   return std::any_of(s.begin(), s.end(), [](unsigned char c) { return !std::isspace(c); });
@@ -126,6 +130,7 @@ std::string load_jsonl(const std::string& path, const std::string& field) {
 // read as plain text with its slashes stripped.
 void append_brown_file(const std::string& path, std::string& text) {
   const std::string bytes = read_all(path);
+  require_utf8_text(bytes, path, kNotTextHint);
   int64_t n_tagged = 0;
   std::string paragraph;
   auto flush = [&] {
@@ -227,7 +232,10 @@ std::string load_text(const std::string& path, TextFormat format, const std::str
   switch (format) {
     case TextFormat::Jsonl: text = load_jsonl(path, jsonl_field); break;
     case TextFormat::Brown: text = load_brown(path); break;
-    default: text = read_all(path); break;
+    default:
+      text = read_all(path);
+      require_utf8_text(text, path, kNotTextHint);
+      break;
   }
   if (!has_text(text)) fail("{}: no text", path);
   return text;

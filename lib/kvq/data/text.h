@@ -22,8 +22,9 @@ enum class TextFormat { Auto, Plain, Jsonl, Brown };
 TextFormat detect_format(const std::string& path);
 TextFormat parse_format(const std::string& name);  // "auto", "plain", "jsonl", "brown"
 
-// Throws kvq::Error naming the path if it is missing, unreadable, not valid UTF-8 in a jsonl
-// field, or holds no text at all ("<path>: no text").
+// Throws kvq::Error naming the path if it is missing, unreadable, not UTF-8 (plain text and
+// Brown files: a NUL byte or an ill-formed sequence, with its offset; jsonl: in a field), or
+// holds no text at all ("<path>: no text").
 std::string load_text(const std::string& path, TextFormat format = TextFormat::Auto,
                       const std::string& jsonl_field = "text");
 
