@@ -8,6 +8,7 @@
 #include <hdf5.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -374,9 +375,14 @@ herr_t vet_object(hid_t loc, const char* name, const H5O_info_t*, void*) {
 // too) and reads it as above, saying nothing and leaving without atexit handlers.
 void vet_file(const std::string& path, hid_t fapl) {
   std::fflush(nullptr);
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) return;
   if (pid == 0) {
+    // A parent killed while it waits (SIGTERM, SIGKILL) takes the child with it: a file that
+    // would keep libhdf5 reading forever leaves no orphan behind.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(0);
 #if KVQ_SANITIZED
     // A sanitizer's report in the child is this function's answer, not the process's crash:
     // no death callback (libFuzzer's would save the input as a crash of the parent).
