@@ -350,27 +350,33 @@ TEST_F(FitCli, QuantValuesOutOfRangeAreRefused) {
 TEST_F(FitCli, HugeCountsAndLongProblemListsStayBounded) {
   const std::string bad = tmp_.file("bad-calib.h5");
   std::filesystem::copy_file(calib(), bad);
+  // Past config.json's maximum (2^16 layers): refused as a size; at it, by the groups present.
   h5_edit(bad, [](hid_t f) { h5_set_attr(f, "model.n_layers", int64_t{10000000}); });
-  auto t0 = std::chrono::steady_clock::now();
   auto r = run_kvq("inspect " + quoted(bad));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out,
+            "problem: " + bad + ":/@model.n_layers: expected a size in 1..65536, found 10000000\n");
+  h5_edit(bad, [](hid_t f) { h5_set_attr(f, "model.n_layers", int64_t{65536}); });
+  auto t0 = std::chrono::steady_clock::now();
+  r = run_kvq("inspect " + quoted(bad));
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.out, "problem: " + bad +
-                       ":/layers: expected 10000000 layer groups (model.n_layers), found 4\n");
+                       ":/layers: expected 65536 layer groups (model.n_layers), found 4\n");
 
   ASSERT_EQ(fit("nuq2-1%").exit_code, 0);
   const std::string bad_quant = tmp_.file("bad-quant.h5");
   std::filesystem::copy_file(out(), bad_quant);
   h5_edit(bad_quant, [](hid_t f) {
-    h5_set_attr(f, "n_layers", int64_t{10000000});
-    h5_set_attr(f, "model.n_layers", int64_t{10000000});
+    h5_set_attr(f, "n_layers", int64_t{65536});
+    h5_set_attr(f, "model.n_layers", int64_t{65536});
   });
   t0 = std::chrono::steady_clock::now();
   r = run_kvq("inspect " + quoted(bad_quant));
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.out, "problem: " + bad_quant +
-                       ":/layers: expected 10000000 layer groups (n_layers), found 4\n");
+                       ":/layers: expected 65536 layer groups (n_layers), found 4\n");
 
   // Channels that disagree with every dataset: dozens of problems, at most 20 listed.
   std::filesystem::copy_file(calib(), bad, std::filesystem::copy_options::overwrite_existing);

@@ -82,7 +82,7 @@ CalibChannels read_channels(const Group& g, int64_t channels, int64_t bins, int6
   check_nonnegative(problems, g.where("fisher_mean"), d.fisher_mean.values);
   // thresholds [F, 2, C]: each channel's (lo, hi) at each fraction.
   const std::vector<double>& t = d.thresholds.values;
-  if (t.size() == static_cast<size_t>(n_fractions * 2 * channels)) {
+  if (d.thresholds.shape == std::vector<int64_t>{n_fractions, 2, channels}) {  // read whole
     for (int64_t f = 0, bad = 0; f < n_fractions && !bad; ++f) {
       for (int64_t c = 0; c < channels; ++c) {
         const double lo = t[(f * 2) * channels + c], hi = t[(f * 2 + 1) * channels + c];

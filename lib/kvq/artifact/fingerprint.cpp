@@ -133,12 +133,19 @@ ModelFingerprint read_model_fingerprint(const Group& root, Problems& problems) {
   read_into(root, "model.rope_theta", m.rope_theta, problems, &Group::double_attr);
   read_into(root, "model.rope_scaling", m.rope_scaling, problems, str);
   read_into(root, "model.weights_checksum", m.weights_checksum, problems, str);
-  for (const auto& [name, v] :
-       {std::pair{"n_layers", m.n_layers}, std::pair{"n_kv_heads", m.n_kv_heads},
-        std::pair{"head_dim", m.head_dim}}) {
-    if (v <= 0 && root.has_attr(std::string("model.") + name)) {
-      problems.add(root.where(),
-                   fmt::format("model.{}: expected a positive size, found {}", name, v));
+  // The sizes a config.json may state (model/io/config.h): products of them (channels, rows)
+  // then fit in int64 wherever the readers form them.
+  using model::kMaxContext, model::kMaxLayers, model::kMaxVocab, model::kMaxWidth;
+  for (const auto& [name, v, max] :
+       {std::tuple{"n_layers", m.n_layers, kMaxLayers}, std::tuple{"dim", m.dim, kMaxWidth},
+        std::tuple{"n_heads", m.n_heads, kMaxWidth},
+        std::tuple{"n_kv_heads", m.n_kv_heads, kMaxWidth},
+        std::tuple{"head_dim", m.head_dim, kMaxWidth},
+        std::tuple{"vocab_size", m.vocab_size, kMaxVocab},
+        std::tuple{"max_seq_len", m.max_seq_len, kMaxContext}}) {
+    if ((v <= 0 || v > max) && root.has_attr(std::string("model.") + name)) {
+      problems.add(root.where() + "@model." + name,
+                   fmt::format("expected a size in 1..{}, found {}", max, v));
     }
   }
   // The fitters rotate samples with it (skvq -post); 0 or NaN would fail there without a file.
