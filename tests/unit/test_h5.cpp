@@ -438,6 +438,35 @@ namespace {
 // object has size 0, and reads past a collection of a size it never writes (both found by
 // fuzz/fuzz_calib_h5): such files are refused when opened, from a path or from memory, and the
 // valid file still opens.
+// Datasets whose shapes claim far more than the file stores (chunks never written): opening the
+// file reads nothing of them (the vetting child bounds its reads as Group::read does), so a tiny
+// file cannot make kvq fill gigabytes; reading one is refused by the same bound.
+TEST(H5Corrupt, ClaimedShapesCostNothingToOpen) {
+  TempDir tmp;
+  const std::string path = tmp.file("claims.h5");
+  {
+    const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const hsize_t n = hsize_t{1} << 25, chunk = hsize_t{1} << 16;  // 256 MiB of float64 each
+    const hid_t space = H5Screate_simple(1, &n, nullptr), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 1, &chunk);
+    for (int i = 0; i < 64; ++i) {
+      const hid_t d = H5Dcreate2(f, ("d" + std::to_string(i)).c_str(), H5T_IEEE_F64LE, space,
+                                 H5P_DEFAULT, dcpl, H5P_DEFAULT);
+      ASSERT_GE(d, 0);
+      H5Dclose(d);
+    }
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    H5Fclose(f);
+  }
+  ASSERT_LT(std::filesystem::file_size(path), 1u << 20);
+  const auto t0 = std::chrono::steady_clock::now();
+  File f = File::open(path);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  EXPECT_EQ(error_of([&] { f.root().read<double>("d0"); }),
+            path + ":/d0: shape [33554432] needs 268435456 bytes, the file stores 0");
+}
+
 TEST(H5Corrupt, GlobalHeapThatWouldHangIsRefused) {
   TempDir tmp;
   const std::string path = tmp.file("a.h5");

@@ -57,6 +57,14 @@ constexpr size_t kChunkTargetBytes = 1 << 20;       // chunks are at most this l
 constexpr const char* kChecksumAttr = "xxh64";
 constexpr size_t kChecksumDigits = 16;
 
+// The most bytes a dataset's values can take given the bytes the file stores for it: a shape is
+// only a claim. Deflate compresses at most ~1032:1, so 1100x the stored bytes (plus a page for
+// tiny datasets) is more than any dataset kvq writes can need; contiguous data is stored whole.
+uint64_t max_value_bytes(uint64_t stored, bool chunked) {
+  if (!chunked) return stored;
+  return stored > (UINT64_MAX - 4096) / 1100 ? UINT64_MAX : stored * 1100 + 4096;
+}
+
 template <typename T>
 struct Traits;
 #define KVQ_H5_TRAITS(T, mem_type, file_type, type_name) \
@@ -287,7 +295,7 @@ void check_global_heaps(const std::string& path, const struct stat& st) {
 // Limit: a fault that neither kills nor is reported (a read of freed memory in a build without
 // ASan) is not noticed. Where fork fails, the file is read as before.
 
-constexpr uint64_t kVetBytes = uint64_t{1} << 28;  // values read per dataset, at most
+constexpr uint64_t kVetBytes = uint64_t{1} << 28;  // bytes of values read per dataset, at most
 constexpr int kVetSeconds = 30;
 
 // Reads one attribute as the library's native type (what string_attr and the number readers
@@ -316,11 +324,13 @@ herr_t vet_attribute(hid_t loc, const char* name, const H5A_info_t*, void*) {
 }
 
 // A dataset as Group::dataset_info and Group::read see it: type, shape, layout, storage size,
-// and its values when they are numbers of at most kVetBytes.
+// and its values when they are numbers of at most kVetBytes that the file can hold
+// (max_value_bytes, as Group::read bounds them), so the child's work is in proportion to the file.
 void vet_dataset(hid_t d) {
   const hid_t file_type = H5Dget_type(d), space = H5Dget_space(d), dcpl = H5Dget_create_plist(d);
+  bool chunked = false;
   if (dcpl >= 0) {
-    (void)H5Pget_layout(dcpl);
+    chunked = H5Pget_layout(dcpl) == H5D_CHUNKED;
     for (int i = 0, n = H5Pget_nfilters(dcpl); i < n && i < 32; ++i) {
       unsigned flags = 0, values[8];
       size_t n_values = 8;
@@ -335,8 +345,9 @@ void vet_dataset(hid_t d) {
       (cls == H5T_INTEGER || cls == H5T_FLOAT) ? H5Tget_native_type(file_type, H5T_DIR_ASCEND) : -1;
   const hssize_t n = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
   const size_t size = type >= 0 ? H5Tget_size(type) : 0;
-  (void)H5Dget_storage_size(d);
-  if (n > 0 && size > 0 && size <= 16 && static_cast<uint64_t>(n) <= kVetBytes / size) {
+  const uint64_t stored = H5Dget_storage_size(d);
+  if (n > 0 && size > 0 && size <= 16 && static_cast<uint64_t>(n) <= kVetBytes / size &&
+      static_cast<uint64_t>(n) * size <= max_value_bytes(stored, chunked)) {
     std::vector<unsigned char> buf(static_cast<size_t>(n) * size);
     (void)H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data());
   }
@@ -659,13 +670,12 @@ Array<T> Group::read_impl(const std::string& name,
   if (expected_shape) require_shape(w, *expected_shape, info.shape);
   Handle dset = open_object(name, /*want_group=*/false);
   // The shape is only a claim: bound the bytes it implies by what the file stores before
-  // allocating. Deflate compresses at most ~1032:1, so 1100x the stored bytes (plus a page for
-  // tiny datasets) is more than any dataset kvq writes can need.
+  // allocating.
   std::vector<uint64_t> dims;
   for (int64_t d : info.shape) dims.push_back(static_cast<uint64_t>(d));
   const uint64_t n_bytes = checked_product(dims, sizeof(T), w);
   const uint64_t stored = H5Dget_storage_size(dset.get());
-  if (n_bytes > (info.chunked ? stored * 1100 + 4096 : stored) && n_bytes > 0)
+  if (n_bytes > max_value_bytes(stored, info.chunked) && n_bytes > 0)
     fail("{}: shape [{}] needs {} bytes, the file stores {}", w, fmt::join(dims, ", "), n_bytes,
          stored);
   Array<T> out{std::vector<T>(static_cast<size_t>(n_bytes / sizeof(T))), std::move(info.shape)};
