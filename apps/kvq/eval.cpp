@@ -2,7 +2,6 @@
 // with the KV cache unquantized or quantized by any list of methods in one run.
 #include <algorithm>
 #include <cstdio>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -48,21 +47,52 @@ struct EvalFlags {
   double kv_mem = 0;
 };
 
-std::vector<std::string> split_list(const std::string& s) {
+// An option given with an empty value (`--methods "$UNSET"`) is a usage error, not "none".
+const CLI::Validator kNonEmpty(
+    [](const std::string& v) { return v.empty() ? std::string("expected a list, found ''") : ""; },
+    "LIST");
+
+// A comma-separated flag value: an empty item ("int4,,nuq3", a trailing comma) or one given twice
+// is a mistake to report, not to skip.
+std::vector<std::string> split_list(const std::string& s, const char* flag) {
   std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string item; std::getline(in, item, ',');) {
-    if (!item.empty()) out.push_back(item);
+  if (s.empty()) return out;
+  size_t begin = 0;
+  for (size_t i = 1;; ++i) {
+    const size_t end = std::min(s.find(',', begin), s.size());
+    std::string item = s.substr(begin, end - begin);
+    if (item.empty()) fail("{}: item {} of '{}' is empty", flag, i, s);
+    if (std::find(out.begin(), out.end(), item) != out.end())
+      fail("{}: '{}' is given twice", flag, item);
+    out.push_back(std::move(item));
+    if (end == s.size()) break;
+    begin = end + 1;
   }
   return out;
 }
 
+// --methods parsed before any work; two strings naming one method (int4 and int4-token) are
+// refused as a repeat.
+std::vector<methods::MethodSpec> method_list(const std::string& s) {
+  std::vector<methods::MethodSpec> specs;
+  const std::vector<std::string> items = split_list(s, "--methods");
+  for (const std::string& item : items) {
+    methods::MethodSpec spec = methods::parse_method(item);
+    for (size_t i = 0; i < specs.size(); ++i)
+      if (specs[i].name() == spec.name())
+        fail("--methods: '{}' and '{}' are the same method ({})", items[i], item, spec.name());
+    specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
 // The quantizers to evaluate, fp16 first (the baseline every delta refers to).
-std::vector<methods::Quantizer> quantizers(const EvalFlags& f, const model::LlamaModel& m) {
+std::vector<methods::Quantizer> quantizers(const EvalFlags& f,
+                                           const std::vector<methods::MethodSpec>& specs,
+                                           const std::vector<std::string>& quant_paths,
+                                           const model::LlamaModel& m) {
   const auto fingerprint =
       artifact::model_fingerprint(m.config(), m.weights().checksum, f.model.path);
-  std::vector<methods::MethodSpec> specs;
-  for (const std::string& s : split_list(f.methods)) specs.push_back(methods::parse_method(s));
   std::unique_ptr<artifact::CalibData> calib;
   if (!f.calib.empty()) {
     calib = std::make_unique<artifact::CalibData>(artifact::read_calib(f.calib));
@@ -80,7 +110,7 @@ std::vector<methods::Quantizer> quantizers(const EvalFlags& f, const model::Llam
     options.model = &fingerprint;
     out.push_back(methods::fit(spec, calib.get(), options));
   }
-  for (const std::string& path : split_list(f.quant)) {
+  for (const std::string& path : quant_paths) {
     methods::Quantizer q = methods::read_quant(path);
     q.require_model(fingerprint);
     out.push_back(std::move(q));
@@ -96,16 +126,18 @@ void run_eval(const EvalFlags& f) {
   if ((!f.csv.empty() || !f.plot.empty()) && !quantized)
     fail("--csv/--plot: need --methods or --quant");
   if (f.runtime && f.quant.empty()) fail("--runtime: needs --quant (the quant.h5 files to serve)");
+  const std::vector<methods::MethodSpec> specs = method_list(f.methods);
+  const std::vector<std::string> quant_paths = split_list(f.quant, "--quant");
   std::vector<artifact::NamedPath> inputs = {
       {"--data", f.data}, {"--model", f.model.path}, {"--calib", f.calib}};
-  for (const std::string& q : split_list(f.quant)) inputs.push_back({"--quant", q});
+  for (const std::string& q : quant_paths) inputs.push_back({"--quant", q});
   artifact::check_outputs({{"--csv", f.csv}, {"--plot", f.plot}}, inputs);
   const model::LlamaModel m = f.model.load();
   data::window_length(m.config().max_seq_len, f.seq_len,
                       m.source());  // before the (slow) tokenization
   // Methods are parsed and fitted before the data is read, so a bad one fails fast.
   const std::vector<methods::Quantizer> qs =
-      quantized ? quantizers(f, m) : std::vector<methods::Quantizer>{};
+      quantized ? quantizers(f, specs, quant_paths, m) : std::vector<methods::Quantizer>{};
   const auto tokenizer = f.model.tokenizer(m);
   const std::string text = data::load_text(f.data, data::parse_format(f.format), f.jsonl_field);
   // Stops encoding once --max-tokens is reached: a long text costs only what is used.
@@ -196,13 +228,15 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--batch-size", flags->batch_size,
                   "Windows per forward pass (0: about 8192 tokens)");
   cmd->add_option(
-      "--methods", flags->methods,
-      std::string("Comma-separated method strings, fp16 always included as the baseline:\n") +
-          methods::method_forms());
+         "--methods", flags->methods,
+         std::string("Comma-separated method strings, fp16 always included as the baseline:\n") +
+             methods::method_forms())
+      ->check(kNonEmpty);
   cmd->add_option("--calib", flags->calib,
                   "calib.h5 to fit the methods that need calibration from");
   cmd->add_option("--quant", flags->quant,
-                  "Comma-separated quant.h5 files (kvq fit) to evaluate too");
+                  "Comma-separated quant.h5 files (kvq fit) to evaluate too")
+      ->check(kNonEmpty);
   cmd->add_option("--csv", flags->csv, "Also write the results table as CSV to this file");
   cmd->add_option("--plot", flags->plot,
                   "Also write Δ perplexity against bits per element, with the Pareto front, as SVG")

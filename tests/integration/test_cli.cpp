@@ -108,6 +108,29 @@ TEST_F(CliBadInput, SeqLenLargerThanContext) {
   expect_one_line_error(r, "eval", "--seq-len: 2048 exceeds the context of 512 tokens");
 }
 
+// List flags: an empty value, an empty item or a repeat (also two spellings of one method) is
+// refused before any work (the data file does not exist: it is never reached).
+TEST_F(CliBadInput, MethodAndQuantListsAreStrict) {
+  const std::string base =
+      "eval --model " + model() + " --data " + quoted(tmp.file("never-read.txt")) + " ";
+  const std::pair<std::string, std::string> cases[] = {
+      {"--methods ''", "--methods: expected a list, found ''"},
+      {"--methods int4,,nuq2", "--methods: item 2 of 'int4,,nuq2' is empty"},
+      {"--methods int4,", "--methods: item 2 of 'int4,' is empty"},
+      {"--methods int4,int4", "--methods: 'int4' is given twice"},
+      {"--methods int4,int4-token",
+       "--methods: 'int4' and 'int4-token' are the same method (int4-token)"},
+      {"--quant ''", "--quant: expected a list, found ''"},
+      {"--quant a.h5,a.h5", "--quant: 'a.h5' is given twice"},
+  };
+  for (const auto& [flags, message] : cases) {
+    const auto r = run_kvq(base + flags);
+    EXPECT_EQ(r.err, "kvq eval: error: " + message + "\n") << flags;
+    EXPECT_NE(r.exit_code, 0) << flags;
+    EXPECT_EQ(r.out, "") << flags;
+  }
+}
+
 TEST_F(CliBadInput, DataShorterThanOneWindow) {
   test::write_file(tmp.file("short.txt"), "just a few words");
   const auto r = run_kvq("eval --model " + model() + " --data " + quoted(tmp.file("short.txt")));

@@ -146,6 +146,8 @@ const Entry kCatalogue[] = {
     {"data-is-a-checkpoint", 'c', "calibrate",
      "--model {M} --data {M}/model.safetensors --out {OUT}/c.h5", 1,
      "{M}/model.safetensors: not UTF-8 text ("},
+    {"methods-empty-item", 'c', "eval", "--model {M} --data {DATA} --methods int4,,nuq2", 1,
+     "--methods: item 2 of 'int4,,nuq2' is empty"},
     {"jsonl-duplicate-key", 'c', "eval", "--model {M} --data {IN}/dup.jsonl --format jsonl", 1,
      "{IN}/dup.jsonl:1"},
     {"calib-fraction-2", 'c', "fit",
