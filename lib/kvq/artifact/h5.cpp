@@ -282,31 +282,6 @@ void check_global_heaps(const std::string& path, const struct stat& st) {
   }
   ::munmap(map, static_cast<size_t>(st.st_size));
 }
-// The dataset's checksum attribute (kChecksumAttr), "" where it has none; one of the wrong type
-// is an error, not a skip. Group::read calls it after reading the values, and so does the vetting
-// child (vet_dataset), in the same order: libhdf5 1.10 can read freed memory looking up an
-// attribute of a corrupt object header, so the child must take the parent's path through it.
-std::string stored_checksum(hid_t dset, const std::string& w) {
-  const htri_t has = H5Aexists(dset, kChecksumAttr);
-  if (has < 0) fail_h5(w, "cannot look up the checksum");
-  if (has == 0) return "";
-  const std::string aw = w + "@" + kChecksumAttr;
-  Handle attr = checked(H5Aopen(dset, kChecksumAttr, H5P_DEFAULT), aw, "cannot open attribute");
-  Handle type = checked(H5Aget_type(attr.get()), aw, "cannot read attribute type");
-  Handle space = checked(H5Aget_space(attr.get()), aw, "cannot read attribute shape");
-  if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) != 0 ||
-      H5Tget_size(type.get()) != kChecksumDigits ||
-      H5Sget_simple_extent_type(space.get()) != H5S_SCALAR)
-    fail("{}: expected a string of {} hex digits, found {}", aw, kChecksumDigits,
-         describe_type(type.get()));
-  Handle mem = checked(H5Tcopy(H5T_C_S1), aw, "cannot create string type");
-  H5Tset_size(mem.get(), kChecksumDigits);
-  H5Tset_strpad(mem.get(), H5T_STR_NULLPAD);
-  char stored[kChecksumDigits + 1] = {};
-  check(H5Aread(attr.get(), mem.get(), stored), aw, "cannot read attribute");
-  return std::string(stored, strnlen(stored, kChecksumDigits));
-}
-
 // ---- vetting: the whole file read once in a forked child ----
 //
 // libhdf5 1.10 trusts what a file says where kvq cannot check it first: a string attribute whose
@@ -375,10 +350,6 @@ void vet_dataset(hid_t d) {
       static_cast<uint64_t>(n) * size <= max_value_bytes(stored, chunked)) {
     std::vector<unsigned char> buf(static_cast<size_t>(n) * size);
     (void)H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data());
-  }
-  try {
-    (void)stored_checksum(d, "");
-  } catch (...) {  // the parent says what is wrong
   }
   for (const hid_t t : {type, file_type}) {
     if (t >= 0) H5Tclose(t);
@@ -662,15 +633,30 @@ void Group::write(const std::string& name, const T* values,
 
 namespace {
 // Compares a dataset's values with its checksum attribute, when it has one (files written before
-// the checksum was added carry none; schemas/).
+// the checksum was added carry none; schemas/). A wrong-typed attribute is an error, not a skip.
 void verify_checksum(hid_t dset, const std::string& w, const void* values, size_t bytes) {
-  const std::string stored = stored_checksum(dset, w);
-  if (stored.empty()) return;
+  const htri_t has = H5Aexists(dset, kChecksumAttr);
+  if (has < 0) fail_h5(w, "cannot look up the checksum");
+  if (has == 0) return;
+  const std::string aw = w + "@" + kChecksumAttr;
+  Handle attr = checked(H5Aopen(dset, kChecksumAttr, H5P_DEFAULT), aw, "cannot open attribute");
+  Handle type = checked(H5Aget_type(attr.get()), aw, "cannot read attribute type");
+  Handle space = checked(H5Aget_space(attr.get()), aw, "cannot read attribute shape");
+  if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) != 0 ||
+      H5Tget_size(type.get()) != kChecksumDigits ||
+      H5Sget_simple_extent_type(space.get()) != H5S_SCALAR)
+    fail("{}: expected a string of {} hex digits, found {}", aw, kChecksumDigits,
+         describe_type(type.get()));
+  Handle mem = checked(H5Tcopy(H5T_C_S1), aw, "cannot create string type");
+  H5Tset_size(mem.get(), kChecksumDigits);
+  H5Tset_strpad(mem.get(), H5T_STR_NULLPAD);
+  char stored[kChecksumDigits + 1] = {};
+  check(H5Aread(attr.get(), mem.get(), stored), aw, "cannot read attribute");
   Checksum64 sum;
   sum.update(values, bytes);
   if (sum.hex() != stored)
     fail("{}: checksum mismatch: the values hash to {}, the file says {} (the file is corrupt)", w,
-         sum.hex(), stored);
+         sum.hex(), std::string(stored, strnlen(stored, kChecksumDigits)));
 }
 }  // namespace
 
