@@ -33,6 +33,8 @@
 //      then P.V, at 16 warps per SM: 0.690 ms on an H200 (SDPA on fp16 0.489 ms), faster than
 //      v2 at every benchmarked shape. It serves KVQuant pages, and v2's KVQuant path was removed;
 //      v2 serves KIVI (kv_attention_serves).
+//   v3, issue 14 (kv_attention_v3.cuh's header; not yet measured): NQ <= 4 in two blocks per SM
+//      (NQ = 4 at D = 128 in blocks of 7 warps), the split count from kv_split_plan.
 #include "kv_attention.h"
 
 #include <algorithm>
@@ -315,7 +317,7 @@ bool mma_shape(const KvLayout& l, int nq, KvAttentionKernel version, KvMmaEntry*
                 cudaSuccess) {
           return false;
         }
-        s->warps = std::min(kKvMmaWarps, (max_smem - base) / per_warp);
+        s->warps = std::min(e->warps, (max_smem - base) / per_warp);
         if (s->warps < 1) return false;
         s->smem = static_cast<size_t>(base) + static_cast<size_t>(s->warps) * per_warp;
         return raise_smem_limit(kernel, device, static_cast<int>(s->smem)) &&
