@@ -596,13 +596,13 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
 #pragma unroll
     for (int m2 = 0; m2 < S::kMT; m2 += 2) {
       uint2 cw[2][2] = {{vw[0][0], vw[0][1]}, {vw[1][0], vw[1][1]}};
+      // Columns q2 >= NQ are never written out: 0, or at D = 128, NQ = 4 another lane's column
+      // read without a predicate (ptxas -v, B = 3: 56/80 bytes of spills against 64/100; the
+      // select spills less everywhere else).
 #pragma unroll
       for (int mt = m2; mt < m2 + 2; ++mt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          // Columns q2 >= NQ are never written out: 0, or at D = 128, NQ = 4 another lane's
-          // column read without a predicate (ptxas -v, B = 3: 56/80 bytes of spills against
-          // 64/100; the select spills less everywhere else).
+        for (int e = 0; e < 4; ++e) {
           if constexpr (D == 128 && NQ == 4) {
             acc[mt][e] = acc_sm[WS::acc_at(mt, e, gq, r < WS::kAccR ? r : 0)] * (e & 1 ? a1 : a0);
           } else {
@@ -610,6 +610,7 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
                              ? acc_sm[WS::acc_at(mt, e, gq, r)] * (e & 1 ? a1 : a0)
                              : 0.0f;
           }
+        }
       }
       __syncwarp();  // every lane has these two tiles' accumulators back
 #pragma unroll
