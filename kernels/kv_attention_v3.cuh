@@ -26,11 +26,12 @@
 // area, in phase 1 the A fragments, the query's phases at the block's start and the
 // accumulators of the columns its queries use (NQ = 2, 4: a quarter or half of the lanes'), in
 // phase 2 the value-outlier corrections and the block's value words; then the scores, the key
-// rows and the block's small parts. 128 registers for NQ <= 4 (ptxas spills 0-112 bytes) and
-// two blocks per sm_90 SM: of 8 warps for NQ <= 2 (D = 128: 102-111 KB a block; NQ = 2 had one
-// block at 120-126 KB) and for NQ = 4 at D = 64, of 7 warps for NQ = 4 at D = 128 (106-111 KB;
-// was one block of 8 warps, 219-255 registers and 154-157 KB): 14 or 16 warps per SM instead
-// of 8. NQ = 8 stays at one block of 8 warps (178-186 KB at D = 128, 177-254 registers).
+// rows and the block's small parts. 128 registers for NQ <= 4 (ptxas spills up to 72/184 bytes
+// of stores/loads; 56/80 at D = 128, B = 3, NQ = 4) and two blocks per sm_90 SM: of 8 warps for
+// NQ <= 2 (D = 128: 102-111 KB a block; NQ = 2 had one block at 120-126 KB) and for NQ = 4 at
+// D = 64, of 7 warps for NQ = 4 at D = 128 (106-111 KB; was one block of 8 warps, 219-255
+// registers and 154-157 KB): 14 or 16 warps per SM instead of 8. NQ = 8 stays at one block of 8
+// warps (178-186 KB at D = 128, 177-254 registers).
 // Lane = 4 * gq + r throughout (m16n8k16 fragment coordinates). Pair slots, the query's phase
 // fragments and the value/probability fragments are v2's (kv_attention_mma.cuh).
 //
@@ -40,6 +41,7 @@
 // 0.49 GB of cache) and was removed.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kv_attention_mma.h"
@@ -100,35 +102,42 @@ constexpr int kWarpsOf = D == 128 && NQ == 4 ? 7 : 8;
 template <int D, int B, int NQ>
 struct WarpSmem {
   using S = Shape<D, B>;
-  // [2][NQ][4 r] rows of kARow bytes. Where it costs no bytes (the value words and corr take
-  // more in phase 2: NQ <= 2), each pair slot is stored twice ({x, x}: a k16 step's A fragment
-  // is one LDS.128) in rows padded by 16 bytes, so that the 4 to 8 rows a quarter-warp reads
-  // start in different banks. Else (NQ >= 4) a slot is stored once and a step's two slots are
-  // one LDS.64, in rows of an odd number of 8-byte words (the up to 16 rows a half-warp reads
-  // start in different bank pairs); the fragment's copies are then register moves.
-  static constexpr bool kDupA = 2 * NQ * 4 * (S::kNP * 8 + 16) + NQ * D * 4 <= D * 8 * 4;
+  // [2][NQ][4 r] rows of kARow bytes. NQ <= 2 (two blocks per SM either way) stores each pair
+  // slot twice ({x, x}: a k16 step's A fragment is one LDS.128) in rows padded by 16 bytes, so
+  // that the 4 to 8 rows a quarter-warp reads start in different banks. NQ >= 4 stores a slot
+  // once and reads a step's two slots as one LDS.64, in rows of an odd number of 8-byte words
+  // (the up to 16 rows a half-warp reads start in different bank pairs); the fragment's copies
+  // are then register moves.
+  static constexpr bool kDupA = NQ <= 2;
   static constexpr int kSlotBytes = kDupA ? 8 : 4;
   static constexpr int kARow = kDupA ? S::kNP * 8 + 16 : 8 * ((S::kNP / 2) | 1);
-  static constexpr int kA = 0;
-  static constexpr int kPb = kA + 2 * NQ * 4 * kARow;  // [NQ][D/2] float2
-  static constexpr int kCorr = 0;                      // phase 2: [NQ][D] float
-  static constexpr int kVw = kCorr + NQ * D * 4;       // phase 2: [D][8] uint32, 512 B a tile
   // The accumulators of the columns the block's queries use (q2 = 2r + (e & 1) < NQ): lanes
-  // r < kAccR, elements e of parity < NQ; the other columns are never written out. NQ = 1 keeps
-  // them all (its shared memory fits two blocks anyway, and the stores need no predicate).
-  // kAccTile bytes an m16 tile. Phase 2 reads tiles 2p, 2p + 1 back, then writes their value words:
-  // so that those words never cover a tile not yet read, the stash starts at least (kMT - 2) * (512
-  // - kAccTile) bytes after vw_sm.
+  // r < kAccR, elements e of parity < NQ; the other columns are never written out. NQ = 1 and 8
+  // keep them all, [4 kMT][32 lanes] (NQ = 1 fits two blocks anyway, and needs no predicate).
+  // kAccTile bytes an m16 tile.
   static constexpr bool kAccAll = NQ == 1 || NQ == 8;
   static constexpr int kAccR = kAccAll ? 4 : NQ / 2;
   static constexpr int kAccE = 4;
   static constexpr int kAccTile = kAccE * 8 * kAccR * 4;
-  static constexpr int kAccMin = kVw + (S::kMT - 2) * (512 - kAccTile);
-  static constexpr int kAcc =
-      (kPb + NQ * D * 4 > kAccMin ? kPb + NQ * D * 4 : kAccMin + 15) / 16 * 16;
-  static_assert(kAcc >= kAccMin && kAcc >= kPb + NQ * D * 4, "the stash after A, pb and corr");
+  static constexpr int kABytes = 2 * NQ * 4 * kARow;
+  // Phase 2 reads tiles 2p, 2p + 1 back from the stash, then writes their value words (512 bytes
+  // a tile) to vw_sm. A whole stash (kAccAll) lies under the value words, tile under tile, with A
+  // and pb after it, corr over them in phase 2. Otherwise A and pb come first, corr over them,
+  // the value words after corr and the stash at least (kMT - 2) * (512 - kAccTile) bytes after
+  // vw_sm, so that a tile pair's words never cover a stash tile not yet read back.
+  static constexpr int kVwOther = NQ * D * 4;
+  static constexpr int kAccMin = kVwOther + (S::kMT - 2) * (512 - kAccTile);
+  static constexpr int kAccOther =
+      (kABytes + NQ * D * 4 > kAccMin ? kABytes + NQ * D * 4 : kAccMin + 15) / 16 * 16;
+  static constexpr int kAcc = kAccAll ? 0 : kAccOther;
+  static constexpr int kVw = kAccAll ? 0 : kVwOther;     // phase 2: [D][8] uint32
+  static constexpr int kA = kAccAll ? D * 8 * 4 : 0;     // phase 1
+  static constexpr int kPb = kA + kABytes;               // phase 1: [NQ][D/2] float2
+  static constexpr int kCorr = kAccAll ? D * 8 * 4 : 0;  // phase 2: [NQ][D] float
+  static_assert(kAccAll ? kAccTile == 512 : kAcc >= kAccMin && kAcc >= kPb + NQ * D * 4,
+                "the stash clear of A, pb and corr, and of the value words ahead of it");
   static constexpr int kPhaseBytes =
-      kAcc + S::kMT * kAccTile > kVw + D * 8 * 4 ? kAcc + S::kMT* kAccTile : kVw + D * 8 * 4;
+      std::max({kAcc + S::kMT * kAccTile, kPb + NQ* D * 4, kVw + D * 8 * 4, kCorr + NQ* D * 4});
   static constexpr int kSc = (kPhaseBytes + 15) / 16 * 16;  // [NQ][kBT] float
   static constexpr int kPages = kSc + NQ * S::kBT * 4;      // [32] int
   static constexpr int kKeys = kPages + 32 * 4;             // [kBT][kWK] key rows
@@ -354,7 +363,7 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
       }
     }
     // Pair slots that no RoPE pair maps to (D = 64, B = 3) are zeroed in every block: the
-    // previous block's value words took their bytes in its phase 2.
+    // previous block's phase 2 (corr, value words) wrote over them.
     if constexpr (4 * S::kNP > D / 2) {
       for (int i = lane; i < 2 * NQ * 4 * S::kNP; i += 32) {
         const int row = i / S::kNP, m = i % S::kNP;
@@ -587,8 +596,8 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
 
     const float a0 = __shfl_sync(kFullMask, alpha, 8 * r);
     const float a1 = __shfl_sync(kFullMask, alpha, 8 * r + 4);
-    // The block's value words go to vw_sm tile by tile (over the A fragments, pb and the tiles of
-    // the stash read back): the value outliers read their dense codes there.
+    // The block's value words go to vw_sm tile by tile, over stash tiles already read back (and
+    // for NQ = 2, 4 the A fragments and pb): the value outliers read their dense codes there.
     static_assert(S::kBT / S::kC == 8, "a channel's value words of a block: 8");
     // Two m16 tiles at a time through all steps: a tile's value words die after its steps
     // (fewer live registers than step-major order, which spilled twice as much) and the two
