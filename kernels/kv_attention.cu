@@ -33,6 +33,8 @@
 //      then P.V, at 16 warps per SM: 0.690 ms on an H200 (SDPA on fp16 0.489 ms), faster than
 //      v2 at every benchmarked shape. It serves KVQuant pages, and v2's KVQuant path was removed;
 //      v2 serves KIVI (kv_attention_serves).
+//   v3, issue 14 (kv_attention_v3.cuh's header; not yet measured): NQ <= 4 in two blocks per SM
+//      (NQ = 4 at D = 128 in blocks of 7 warps), the split count from kv_split_plan.
 #include "kv_attention.h"
 
 #include <algorithm>
@@ -315,7 +317,7 @@ bool mma_shape(const KvLayout& l, int nq, KvAttentionKernel version, KvMmaEntry*
                 cudaSuccess) {
           return false;
         }
-        s->warps = std::min(kKvMmaWarps, (max_smem - base) / per_warp);
+        s->warps = std::min(e->warps, (max_smem - base) / per_warp);
         if (s->warps < 1) return false;
         s->smem = static_cast<size_t>(base) + static_cast<size_t>(s->warps) * per_warp;
         return raise_smem_limit(kernel, device, static_cast<int>(s->smem)) &&
@@ -392,35 +394,46 @@ void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int 
   }
   (void)cudaGetLastError();
   if (!ok || pages == 0) return;
+  const KvSplitPlan plan = kv_split_plan(pages, int64_t{batch} * n_kv_heads, s.warps,
+                                         int64_t{s.sms} * s.blocks_per_sm, layout.blocks_per_page);
+  *n_splits = plan.n_splits;
+  *pages_per_split = plan.pages_per_split;
+}
+
+KvSplitPlan kv_split_plan(int64_t pages, int64_t units, int warps, int64_t slots,
+                          int blocks_per_page) {
   // A block's warps all serve one (sequence, KV head): n_splits + 1 parts (the last one the
-  // fp16 tokens) in ceil((n_splits + 1) / warps) blocks. Blocks run in waves of sms x
-  // blocks_per_sm, each as long as its split, so a launch costs waves x (blocks of 8C tokens per
-  // split + about one block of setup). Try every blocks-per-unit count with all its warps busy
-  // (splits of whole pages, the last one ragged) and keep the cheapest, the fewest blocks unless
-  // more gain 3%: one full wave where the pages allow (MHA, batch 1, 128K tokens: 4 blocks per
-  // head, 30 splits of 14 pages, 128 blocks on 132 SMs), else whole waves of short splits.
+  // fp16 tokens) in ceil((n_splits + 1) / warps) blocks. Blocks run in waves of slots, each as
+  // long as its split, so a launch costs waves x (blocks of 8C tokens per split + about one
+  // block of setup). Try every blocks-per-unit count with all its warps busy and keep the
+  // cheapest: one full wave where the pages allow, else whole waves of short splits (H200,
+  // 132 SMs, 410 pages of 320 tokens: MHA at 2 blocks of 8 warps per SM, 59 splits of 7 pages
+  // in 256 blocks; GQA, 8 KV heads, at 1 block per SM, 103 splits of 4 pages in 104 blocks).
   constexpr int64_t kMaxSplits = 65535 * 4 - 1;  // launch_kv_attention's limit
-  const int64_t slots = int64_t{s.sms} * s.blocks_per_sm;
-  const int64_t units = int64_t{batch} * n_kv_heads;
-  const int64_t blocks_per_page = std::max(1, layout.blocks_per_page);
+  const int64_t bpp = std::max(1, blocks_per_page);
+  KvSplitPlan plan;
+  plan.pages_per_split = static_cast<int>(std::max<int64_t>(1, pages));
+  plan.blocks = units;
   int64_t best = -1;
   for (int64_t per_unit = 1;; ++per_unit) {
-    const int64_t want = per_unit * s.warps - 1;
+    const int64_t want = per_unit * warps - 1;
     if (want > kMaxSplits) break;
     if (want < 1) continue;
     const int64_t splits = std::min(want, pages);
     const int64_t pps = (pages + splits - 1) / splits;
     const int64_t used = (pages + pps - 1) / pps;
-    const int64_t blocks = units * ((used + 1 + s.warps - 1) / s.warps);
+    const int64_t blocks = units * ((used + 1 + warps - 1) / warps);
     const int64_t waves = (blocks + slots - 1) / slots;
-    const int64_t cost = waves * (pps * blocks_per_page + 1);
+    const int64_t cost = waves * (pps * bpp + 1);
     if (best < 0 || cost * 100 < best * 97) {  // more blocks only for a clear (3%) gain
       best = cost;
-      *pages_per_split = static_cast<int>(pps);
-      *n_splits = static_cast<int>(used);
+      plan.pages_per_split = static_cast<int>(pps);
+      plan.n_splits = static_cast<int>(used);
+      plan.blocks = blocks;
     }
     if (splits >= pages) break;
   }
+  return plan;
 }
 
 cudaError_t launch_kv_attention(const KvAttentionParams& p, KvAttentionKernel version,

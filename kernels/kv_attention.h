@@ -67,6 +67,20 @@ void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int 
                          int64_t max_quant, KvAttentionKernel version, int* n_splits,
                          int* pages_per_split);
 
+// kv_attention_splits' choice for a device shape, on the host alone (no CUDA calls): splits of
+// whole pages (the last one ragged) for `pages` pages of quantized tokens and `units` (sequence,
+// KV head) pairs, with `warps` splits per block (the last part of a unit is its fp16 tokens),
+// `slots` resident blocks per wave (SMs x blocks per SM) and blocks_per_page 8C-token blocks a
+// page. A launch is predicted to cost waves x (blocks a split walks + one of setup); the
+// cheapest count wins, the fewest blocks unless more gain 3%. pages >= 1, warps >= 1, slots >= 1.
+struct KvSplitPlan {
+  int n_splits = 1;
+  int pages_per_split = 1;
+  int64_t blocks = 0;  // of the launch: units x ceil((n_splits + 1) / warps)
+};
+KvSplitPlan kv_split_plan(int64_t pages, int64_t units, int warps, int64_t slots,
+                          int blocks_per_page);
+
 // Queues the attention and the reduction. Returns cudaErrorInvalidValue for bad shapes or null
 // pointers, cudaErrorNotSupported for a layout the kernels were not built for; else the launch's.
 cudaError_t launch_kv_attention(const KvAttentionParams& params, KvAttentionKernel version,

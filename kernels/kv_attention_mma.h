@@ -20,6 +20,7 @@ struct KvMmaEntry {
   void (*kernel)(KvAttentionParams) = nullptr;
   int smem_base = 0;  // dynamic shared memory of a block: base + warps * per_warp
   int smem_per_warp = 0;
+  int warps = kKvMmaWarps;  // warps per block the kernel is built for (its launch bounds)
 };
 
 // The shared-memory address at which a block's dynamic shared memory starts on the current

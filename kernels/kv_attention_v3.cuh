@@ -17,13 +17,21 @@
 //            time with the next two tiles' value words in flight, the value outliers
 //            (p * (x - dense) from the stored probabilities) folded in at the block's end.
 // The output accumulators wait in shared memory during phase 1, where the key constants hold
-// their registers (in phase 2 the block's value words take their place, for the value
-// outliers' dense codes); a block's header chunks, value scales and value-outlier index words
-// are copied by cp.async at its start and arrive during phase 1. 128 registers and ~11 KB of
-// shared memory per warp (NQ = 1, B = 3): two blocks of 8 warps per SM for NQ <= 2 (ptxas
-// spills 8-40 bytes for NQ = 1, D = 128). The lookup tables sit at a shared address aligned to
-// their size, so a lookup is shift, LOP3, LDS; the query's A fragments are stored as whole
-// operand quads (one LDS.128 per MMA) in rows padded against bank conflicts.
+// their registers; a block's header chunks, value scales and value-outlier index words are
+// copied by cp.async at its start and arrive during phase 1. The lookup tables sit at a shared
+// address aligned to their size, so a lookup is shift, LOP3, LDS; the query's A fragments are
+// read as one LDS.128 (NQ <= 2: each slot stored twice) or LDS.64 (NQ >= 4) per MMA, in rows
+// padded against bank conflicts.
+// Occupancy (issue 14; not yet measured on the GPU): each warp's shared memory is one phase
+// area, in phase 1 the A fragments, the query's phases at the block's start and the
+// accumulators of the columns its queries use (NQ = 2, 4: a quarter or half of the lanes'), in
+// phase 2 the value-outlier corrections and the block's value words; then the scores, the key
+// rows and the block's small parts. 128 registers for NQ <= 4 (ptxas spills up to 72/184 bytes
+// of stores/loads; 56/80 at D = 128, B = 3, NQ = 4) and two blocks per sm_90 SM: of 8 warps for
+// NQ <= 2 (D = 128: 102-111 KB a block; NQ = 2 had one block at 120-126 KB) and for NQ = 4 at
+// D = 64, of 7 warps for NQ = 4 at D = 128 (106-111 KB; was one block of 8 warps, 219-255
+// registers and 154-157 KB): 14 or 16 warps per SM instead of 8. NQ = 8 stays at one block of 8
+// warps (178-186 KB at D = 128, 177-254 registers).
 // Lane = 4 * gq + r throughout (m16n8k16 fragment coordinates). Pair slots, the query's phase
 // fragments and the value/probability fragments are v2's (kv_attention_mma.cuh).
 //
@@ -33,6 +41,7 @@
 // 0.49 GB of cache) and was removed.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kv_attention_mma.h"
@@ -53,8 +62,6 @@ using tc::query_phases;
 using tc::Shape;
 using tc::token_section_of;
 using tc::v_scales_at;
-
-constexpr int kWarps = 8;
 
 // Block-wide shared memory. The lookup tables start at the first address A >= W + kKcBytes
 // (W: the dynamic window's start) aligned to their size, the key constants just before A, so that a
@@ -81,22 +88,59 @@ struct Smem {
   }
 };
 
-// One warp's shared memory: query phase fragments by group parity, the block's scores (then
-// probabilities), the value-outlier corrections (aliased by the query's phases at the block's
-// start for the key outliers), a window of page ids, the accumulators during phase 1 (the
-// block's value words [D][8] in phase 2), the block's key rows and its small parts.
+// Warps per block: 8, but 7 for D = 128, NQ = 4, whose 8-warp blocks (120-124 KB) miss the two
+// blocks per SM that 7-warp ones reach (106-111 KB; sm_90: 228 KB per SM, 1 KB reserved per
+// block). NQ = 8 (178-186 KB at 8 warps) stays at one block of 8 warps.
+template <int D, int NQ>
+constexpr int kWarpsOf = D == 128 && NQ == 4 ? 7 : 8;
+
+// One warp's shared memory. The phase area holds, in phase 1, the query's A fragments by group
+// parity, the query's phases at the block's start (pb, for the key outliers) and the
+// accumulators; in phase 2, the block's value words [D][8] (for the value outliers' dense codes)
+// and the value-outlier corrections [NQ][D] float. Then the block's scores (then probabilities),
+// a window of page ids, the block's key rows and its small parts.
 template <int D, int B, int NQ>
 struct WarpSmem {
   using S = Shape<D, B>;
-  // [2][NQ][4 r] rows of kARow bytes: kNP pair slots of uint2 {x, x}, then 16 bytes of padding
-  // so that the 4 (NQ = 1) to 8 rows one quarter-warp reads start in different banks.
-  static constexpr int kARow = S::kNP * 8 + 16;
-  static constexpr int kA = 0;
-  static constexpr int kSc = kA + 2 * NQ * 4 * kARow;       // [NQ][kBT] float
-  static constexpr int kCorr = kSc + NQ * S::kBT * 4;       // [NQ][D] float
-  static constexpr int kPages = kCorr + NQ * D * 4;         // [32] int
-  static constexpr int kAcc = kPages + 32 * 4;              // [4 kMT][32 lanes] float
-  static constexpr int kKeys = kAcc + 4 * S::kMT * 32 * 4;  // [kBT][kWK] key rows
+  // [2][NQ][4 r] rows of kARow bytes. NQ <= 2 (two blocks per SM either way) stores each pair
+  // slot twice ({x, x}: a k16 step's A fragment is one LDS.128) in rows padded by 16 bytes, so
+  // that the 4 to 8 rows a quarter-warp reads start in different banks. NQ >= 4 stores a slot
+  // once and reads a step's two slots as one LDS.64, in rows of an odd number of 8-byte words
+  // (the up to 16 rows a half-warp reads start in different bank pairs); the fragment's copies
+  // are then register moves.
+  static constexpr bool kDupA = NQ <= 2;
+  static constexpr int kSlotBytes = kDupA ? 8 : 4;
+  static constexpr int kARow = kDupA ? S::kNP * 8 + 16 : 8 * ((S::kNP / 2) | 1);
+  // The accumulators of the columns the block's queries use (q2 = 2r + (e & 1) < NQ): lanes
+  // r < kAccR, elements e of parity < NQ; the other columns are never written out. NQ = 1 and 8
+  // keep them all, [4 kMT][32 lanes] (NQ = 1 fits two blocks anyway, and needs no predicate).
+  // kAccTile bytes an m16 tile.
+  static constexpr bool kAccAll = NQ == 1 || NQ == 8;
+  static constexpr int kAccR = kAccAll ? 4 : NQ / 2;
+  static constexpr int kAccE = 4;
+  static constexpr int kAccTile = kAccE * 8 * kAccR * 4;
+  static constexpr int kABytes = 2 * NQ * 4 * kARow;
+  // Phase 2 reads tiles 2p, 2p + 1 back from the stash, then writes their value words (512 bytes
+  // a tile) to vw_sm. A whole stash (kAccAll) lies under the value words, tile under tile, with A
+  // and pb after it, corr over them in phase 2. Otherwise A and pb come first, corr over them,
+  // the value words after corr and the stash at least (kMT - 2) * (512 - kAccTile) bytes after
+  // vw_sm, so that a tile pair's words never cover a stash tile not yet read back.
+  static constexpr int kVwOther = NQ * D * 4;
+  static constexpr int kAccMin = kVwOther + (S::kMT - 2) * (512 - kAccTile);
+  static constexpr int kAccOther =
+      (kABytes + NQ * D * 4 > kAccMin ? kABytes + NQ * D * 4 : kAccMin + 15) / 16 * 16;
+  static constexpr int kAcc = kAccAll ? 0 : kAccOther;
+  static constexpr int kVw = kAccAll ? 0 : kVwOther;     // phase 2: [D][8] uint32
+  static constexpr int kA = kAccAll ? D * 8 * 4 : 0;     // phase 1
+  static constexpr int kPb = kA + kABytes;               // phase 1: [NQ][D/2] float2
+  static constexpr int kCorr = kAccAll ? D * 8 * 4 : 0;  // phase 2: [NQ][D] float
+  static_assert(kAccAll ? kAccTile == 512 : kAcc >= kAccMin && kAcc >= kPb + NQ * D * 4,
+                "the stash clear of A, pb and corr, and of the value words ahead of it");
+  static constexpr int kPhaseBytes =
+      std::max({kAcc + S::kMT * kAccTile, kPb + NQ* D * 4, kVw + D * 8 * 4, kCorr + NQ* D * 4});
+  static constexpr int kSc = (kPhaseBytes + 15) / 16 * 16;  // [NQ][kBT] float
+  static constexpr int kPages = kSc + NQ * S::kBT * 4;      // [32] int
+  static constexpr int kKeys = kPages + 32 * 4;             // [kBT][kWK] key rows
   // The block's small parts, copied at its start so that they arrive during phase 1: three
   // 16-byte chunks of the page header (k_count; the chunks holding k_begin[bi], k_begin[bi + 1]),
   // the value scales and the value-outlier index words of its tokens.
@@ -104,8 +148,12 @@ struct WarpSmem {
   static constexpr int kVsc = kHdr + 48;                    // [kBT] half2 (scale, offset)
   static constexpr int kVix = kVsc + S::kBT * 4;            // [kBT] uint32
   static constexpr int kBytes = kVix + S::kBT * 4;
-  static_assert(kSc % 16 == 0 && kCorr % 16 == 0 && kHdr % 16 == 0 && kVsc % 16 == 0 &&
-                    kVix % 16 == 0,
+  // Stash index of accumulator element e of m16 tile mt in lane (gq, r), for q2 < NQ.
+  static __device__ __forceinline__ int acc_at(int mt, int e, int gq, int r) {
+    return ((kAccE * mt + e) * 8 + gq) * kAccR + r;
+  }
+  static_assert(kPb % 16 == 0 && kCorr % 16 == 0 && kAcc % 16 == 0 && kHdr % 16 == 0 &&
+                    kVsc % 16 == 0 && kVix % 16 == 0 && kKeys % 16 == 0,
                 "16-byte aligned parts");
 };
 
@@ -135,8 +183,10 @@ __device__ __forceinline__ uint32_t lds_volatile(const uint32_t* p) {
   return v;
 }
 
+// Two blocks per SM for NQ <= 4 (128 registers at 7 warps as at 8: ptxas allows no more for
+// 14 warps), one for NQ = 8.
 template <int D, int B, int NQ>
-__global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
+__global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
     kv_attention_v3_kernel(KvAttentionParams p) {
   using S = Shape<D, B>;
   using SM = Smem<D, B>;
@@ -200,7 +250,7 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
   }
   __syncthreads();
 
-  const int split = blockIdx.x * kWarps + warp;
+  const int split = blockIdx.x * (blockDim.x / 32) + warp;
   if (split > p.n_splits) return;
   SplitCoords sco;
   sco.b = b;
@@ -226,13 +276,13 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
   uint8_t* wsm = sa + SM::kWarp0 + warp * WS::kBytes;
   uint32_t* a_sm = reinterpret_cast<uint32_t*>(wsm + WS::kA);
   float* sc = reinterpret_cast<float*>(wsm + WS::kSc);
-  float* corr = reinterpret_cast<float*>(wsm + WS::kCorr);
-  float2* pb = reinterpret_cast<float2*>(wsm + WS::kCorr);  // aliases corr (phase 1 only)
+  float* corr = reinterpret_cast<float*>(wsm + WS::kCorr);  // phase 2
+  float2* pb = reinterpret_cast<float2*>(wsm + WS::kPb);    // phase 1
   int* pages_sm = reinterpret_cast<int*>(wsm + WS::kPages);
-  float* acc_sm = reinterpret_cast<float*>(wsm + WS::kAcc);  // acc while phase 1 runs
+  float* acc_sm = reinterpret_cast<float*>(wsm + WS::kAcc);      // acc while phase 1 runs
+  uint32_t* vw_sm = reinterpret_cast<uint32_t*>(wsm + WS::kVw);  // phase 2
   // The block's key rows, copied by cp.async while the block before runs its phase 2.
   uint8_t* keys_sm = wsm + WS::kKeys;
-  for (int i = lane; i < 2 * NQ * 4 * WS::kARow / 4; i += 32) a_sm[i] = 0u;
 
   // Query side: lane owns pairs g = lane + 32 i of every query, phase at the split's start;
   // a_slot: where pair g sits among the A fragments (v2's mapping, in rows of kARow bytes).
@@ -245,7 +295,7 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
     w8[i] = rope_phase(8.0, th);
     const float2 e0 = rope_phase(static_cast<double>(c.n_sink + cur.u_begin - sco.tq), th);
     const int slot = a_slot_of<D, B>(g);
-    a_slot[i] = slot / S::kNP * WS::kARow + slot % S::kNP * 8;
+    a_slot[i] = slot / S::kNP * WS::kARow + slot % S::kNP * WS::kSlotBytes;
     query_phases<D, NQ>(p, b, h, group, g, e0, i, qs);
   }
 
@@ -301,13 +351,30 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
 #pragma unroll
     for (int mt = 0; mt < S::kMT; ++mt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc_sm[(4 * mt + e) * 32 + lane] = acc[mt][e];
+      for (int e = 0; e < 4; ++e) {
+        if (WS::kAccAll || 2 * r < NQ) acc_sm[WS::acc_at(mt, e, gq, r)] = acc[mt][e];
+      }
     }
     if (k_out) {  // the query's phases at the block's start, for the key outliers
 #pragma unroll
       for (int qi = 0; qi < NQ; ++qi) {
 #pragma unroll
         for (int i = 0; i < S::kQP; ++i) pb[qi * (D / 2) + lane + 32 * i] = qs[qi][i];
+      }
+    }
+    // Pair slots that no RoPE pair maps to (D = 64, B = 3) are zeroed in every block: the
+    // previous block's phase 2 (corr, value words) wrote over them.
+    if constexpr (4 * S::kNP > D / 2) {
+      for (int i = lane; i < 2 * NQ * 4 * S::kNP; i += 32) {
+        const int row = i / S::kNP, m = i % S::kNP;
+        if (pair_of<D, B>(row % 4, m) >= D / 2) {
+          uint8_t* at = reinterpret_cast<uint8_t*>(a_sm) + row * WS::kARow + m * WS::kSlotBytes;
+          if constexpr (WS::kDupA) {
+            *reinterpret_cast<uint2*>(at) = make_uint2(0u, 0u);
+          } else {
+            *reinterpret_cast<uint32_t*>(at) = 0u;
+          }
+        }
       }
     }
     {
@@ -323,8 +390,8 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
       // the lane's key words of token gq, 2 * kKT key pairs looked up and rotated, kKT MMAs.
       auto run_group = [&](int gi, auto par_tag) {
         constexpr int par = decltype(par_tag)::value;
-        // Each pair slot is stored twice ({x, x}), so that k16 step kt's slots 2kt, 2kt + 1 are
-        // one uint4 {a0, a1, a2, a3} = {x0, x0, x1, x1}: rows gq + 8 (a1, a3) are never read.
+        // k16 step kt's slots 2kt, 2kt + 1 are the A fragment {a0, a1, a2, a3} = {x0, x0, x1,
+        // x1}: rows gq + 8 (a1, a3) are never read.
         uint8_t* a_par = reinterpret_cast<uint8_t*>(a_sm) + par * (NQ * 4 * WS::kARow);
 #pragma unroll
         for (int qi = 0; qi < NQ; ++qi) {
@@ -332,7 +399,12 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
           for (int i = 0; i < S::kQP; ++i) {
             if (lane + 32 * i < D / 2) {
               const uint32_t x = pack_h2(qs[qi][i].x, -qs[qi][i].y);
-              *reinterpret_cast<uint2*>(a_par + qi * 4 * WS::kARow + a_slot[i]) = make_uint2(x, x);
+              uint8_t* at = a_par + qi * 4 * WS::kARow + a_slot[i];
+              if constexpr (WS::kDupA) {
+                *reinterpret_cast<uint2*>(at) = make_uint2(x, x);
+              } else {
+                *reinterpret_cast<uint32_t*>(at) = x;
+              }
             }
             qs[qi][i] = cmul(qs[qi][i], w8[i]);
           }
@@ -346,11 +418,17 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
           if constexpr (S::kEX != 0) kw[S::kWL] = kr[4 * S::kWL] >> (2 * B * r);
         }
         // Lanes past the group's queries read query 0's fragments: their rows are not used.
-        const uint4* src = reinterpret_cast<const uint4*>(a_par + (qrow * 4 + r) * WS::kARow);
+        const uint8_t* src = a_par + (qrow * 4 + r) * WS::kARow;
         float ca[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
         for (int kt = 0; kt < S::kKT; ++kt) {
-          const uint4 af = src[kt];
+          uint4 af;
+          if constexpr (WS::kDupA) {
+            af = reinterpret_cast<const uint4*>(src)[kt];
+          } else {
+            const uint2 a2 = reinterpret_cast<const uint2*>(src)[kt];
+            af = make_uint4(a2.x, a2.x, a2.y, a2.y);
+          }
           uint32_t bk[2];
 #pragma unroll
           for (int t = 0; t < 2; ++t) {
@@ -518,22 +596,30 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
 
     const float a0 = __shfl_sync(kFullMask, alpha, 8 * r);
     const float a1 = __shfl_sync(kFullMask, alpha, 8 * r + 4);
-    // The block's value words go where the accumulators waited, tile by tile (tile mt's words,
-    // channels 16 mt + [0, 16) x 8 words, take the bytes of its accumulators): the value
-    // outliers read their dense codes there.
-    uint32_t* vw_sm = reinterpret_cast<uint32_t*>(acc_sm);
-    static_assert(D * 8 == 4 * S::kMT * 32 && S::kBT / S::kC == 8, "value words fit acc_sm");
+    // The block's value words go to vw_sm tile by tile, over stash tiles already read back (and
+    // for NQ = 2, 4 the A fragments and pb): the value outliers read their dense codes there.
+    static_assert(S::kBT / S::kC == 8, "a channel's value words of a block: 8");
     // Two m16 tiles at a time through all steps: a tile's value words die after its steps
     // (fewer live registers than step-major order, which spilled twice as much) and the two
     // tiles' MMA chains interleave.
 #pragma unroll
     for (int m2 = 0; m2 < S::kMT; m2 += 2) {
       uint2 cw[2][2] = {{vw[0][0], vw[0][1]}, {vw[1][0], vw[1][1]}};
+      // Columns q2 >= NQ are never written out: 0, or at D = 128, NQ = 4 another lane's column
+      // read without a predicate (ptxas -v, B = 3: 56/80 bytes of spills against 64/100; the
+      // select spills less everywhere else).
 #pragma unroll
       for (int mt = m2; mt < m2 + 2; ++mt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          acc[mt][e] = acc_sm[(4 * mt + e) * 32 + lane] * (e & 1 ? a1 : a0);
+        for (int e = 0; e < 4; ++e) {
+          if constexpr (D == 128 && NQ == 4) {
+            acc[mt][e] = acc_sm[WS::acc_at(mt, e, gq, r < WS::kAccR ? r : 0)] * (e & 1 ? a1 : a0);
+          } else {
+            acc[mt][e] = WS::kAccAll || 2 * r < NQ
+                             ? acc_sm[WS::acc_at(mt, e, gq, r)] * (e & 1 ? a1 : a0)
+                             : 0.0f;
+          }
+        }
       }
       __syncwarp();  // every lane has these two tiles' accumulators back
 #pragma unroll
@@ -626,25 +712,41 @@ __global__ void __launch_bounds__(kWarps * 32, NQ <= 2 ? 2 : 1)
   }
 }
 
+// Dynamic shared memory of a block of the instantiation whose window starts at w.
+template <int D, int B, int NQ>
+constexpr int block_smem(uint32_t w) {
+  return Smem<D, B>::kKcBytes + static_cast<int>(Smem<D, B>::pad(w)) + Smem<D, B>::kWarp0 +
+         kWarpsOf<D, NQ> * WarpSmem<D, B, NQ>::kBytes;
+}
+// sm_90: 228 KB per SM, 1 KB reserved per block (where the window starts), so two blocks per SM
+// need at most 113 KB each.
+constexpr int kTwoBlocksSm90 = 228 * 1024 / 2 - 1024;
+static_assert(block_smem<128, 2, 4>(1024) <= kTwoBlocksSm90 &&
+                  block_smem<128, 3, 4>(1024) <= kTwoBlocksSm90 &&
+                  block_smem<128, 4, 4>(1024) <= kTwoBlocksSm90 &&
+                  block_smem<128, 3, 2>(1024) <= kTwoBlocksSm90 &&
+                  block_smem<128, 3, 1>(1024) <= kTwoBlocksSm90,
+              "NQ <= 4 fits two blocks per sm_90 SM");
+
+template <int D, int B, int NQ>
+void set_entry(KvMmaEntry* e) {
+  e->kernel = kv_attention_v3_kernel<D, B, NQ>;
+  e->smem_base =
+      Smem<D, B>::kKcBytes + Smem<D, B>::pad(kv_dynamic_smem_start()) + Smem<D, B>::kWarp0;
+  e->smem_per_warp = WarpSmem<D, B, NQ>::kBytes;
+  e->warps = kWarpsOf<D, NQ>;
+}
+
 // The instantiation for a KVQuant layout and query tile of this bit width.
 template <int D, int B>
 bool pick(int nq, KvMmaEntry* e) {
   switch (nq) {
-    case 1: e->kernel = kv_attention_v3_kernel<D, B, 1>; break;
-    case 2: e->kernel = kv_attention_v3_kernel<D, B, 2>; break;
-    case 4: e->kernel = kv_attention_v3_kernel<D, B, 4>; break;
-    case 8: e->kernel = kv_attention_v3_kernel<D, B, 8>; break;
+    case 1: set_entry<D, B, 1>(e); return true;
+    case 2: set_entry<D, B, 2>(e); return true;
+    case 4: set_entry<D, B, 4>(e); return true;
+    case 8: set_entry<D, B, 8>(e); return true;
     default: return false;
   }
-  e->smem_base =
-      Smem<D, B>::kKcBytes + Smem<D, B>::pad(kv_dynamic_smem_start()) + Smem<D, B>::kWarp0;
-  switch (nq) {
-    case 1: e->smem_per_warp = WarpSmem<D, B, 1>::kBytes; break;
-    case 2: e->smem_per_warp = WarpSmem<D, B, 2>::kBytes; break;
-    case 4: e->smem_per_warp = WarpSmem<D, B, 4>::kBytes; break;
-    default: e->smem_per_warp = WarpSmem<D, B, 8>::kBytes; break;
-  }
-  return true;
 }
 
 template <int B>

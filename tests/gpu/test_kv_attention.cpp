@@ -89,6 +89,19 @@ std::vector<Case> cases() {
       {N, 3, 64, 2, 4, 2, 0, 32, 160, 0.0, {700, 65}, 3, true, 75, 0, T},
       {N, 4, 64, 4, 2, 0, 2, 32, 64, 0.01, {500, 33}, 3, false, 76, 0, T},
       {N, 2, 128, 2, 4, 0, 0, 32, 256, 0.0, {300, 2}, 2, false, 77, 0, T},
+      // Issue 14's GQA layouts (v3: NQ = 4 in 7-warp blocks, compact accumulator stash; NQ = 8;
+      // D = 64, B = 3 with the unused pair slots): groups 4 and 8 at every bit width and both
+      // head sizes, B = 3 at D = 64 for every query tile; several blocks per split.
+      {N, 4, 128, 2, 4, 0, 0, 32, 256, 0.01, {1000, 97, 17}, 3, false, 78},
+      {N, 4, 64, 2, 4, 1, 2, 32, 128, 0.02, {600, 33}, 2, true, 79, 0, T},
+      {N, 2, 128, 1, 8, 0, 0, 32, 256, 0.01, {900, 129}, 2, false, 80},
+      {N, 3, 128, 1, 8, 2, 0, 32, 320, 0.01, {1000, 81}, 2, true, 81, 0, T},
+      {N, 3, 64, 2, 8, 0, 0, 32, 160, 0.01, {700, 65}, 3, false, 82},
+      {N, 2, 64, 1, 8, 0, 4, 32, 128, 0.01, {513, 7}, 2, false, 83, 0, T},
+      {N, 3, 128, 2, 4, 0, 0, 32, 320, 0.02, {1601, 400, 2}, 2, false, 84},
+      {N, 3, 64, 2, 1, 0, 0, 32, 160, 0.01, {700, 65}, 2, false, 85},
+      {N, 3, 64, 1, 2, 1, 0, 32, 160, 0.01, {800, 161}, 2, true, 86, 0, T},
+      {N, 4, 64, 1, 5, 0, 0, 32, 64, 0.01, {450, 64}, 2, false, 87},
   };
   all.insert(all.end(), more.begin(), more.end());
   return all;
@@ -230,6 +243,12 @@ TEST(KvAttention, LongRandomCaches) {
       {N, 2, 128, 1, 1, 0, 0, 32, 256, 0.01, {255, 257, 131072}, 0, true, 60, 0, QV::kToken},
       {N, 4, 128, 1, 1, 0, 0, 32, 256, 0.01, {1, 256, 131071}, 0, false, 61, 0, QV::kToken},
       {K, 2, 128, 1, 4, 0, 128, 32, 256, 0, {1, 255, 257, 131072}, 0, false, 62},
+      // GQA over many splits (issue 14: v3's 7-warp blocks and split plan at NQ = 4, NQ = 8).
+      {N, 3, 128, 8, 4, 0, 0, 32, 320, 0.01, {131072}, 0, false, 63, 0, QV::kToken},
+      {N, 4, 128, 2, 4, 0, 0, 32, 256, 0.01, {40000, 3001}, 0, true, 64},
+      {N, 2, 128, 2, 4, 0, 0, 32, 256, 0.01, {33333, 1}, 0, false, 65},
+      {N, 3, 128, 1, 8, 0, 0, 32, 320, 0.01, {50001}, 0, false, 66},
+      {N, 3, 64, 2, 4, 0, 0, 32, 160, 0.01, {20001, 161}, 0, false, 67},
   };
   for (const Case& c : long_cases) {
     SCOPED_TRACE(c.str());
