@@ -14,7 +14,7 @@
 //   the token leaves a recent window), counts the outliers of the heads before it, and writes
 //   its own outliers after theirs in the row of the page's token section (head 0 writes the
 //   scale/offset). In a decode step every thread of the append block selects the range and the
-//   per-head counts together (select_token_range: a radix select on fp16 keys in registers);
+//   per-head counts together (select_token_high/low: a radix select on fp16 keys in registers);
 //   prefill, and tokens past the block's keys (n_kv_heads * head_dim > 8192) or with too few
 //   values that are not NaN, repeat the selection in each head's warp (k + 1 rounds over
 //   n_kv_heads * head_dim values read from global).
@@ -30,8 +30,9 @@
 //            0's block writes n + 1), so no second launch; KvCache swaps them after each step.
 //            Loads that do not depend on the length go first, the page's words next, in
 //            parallel: three dependent round trips (length; page table and ring rows; value
-//            words and outlier count) instead of six; the block's selection runs while the
-//            third is in flight.
+//            words and outlier count) instead of six. The block's selection hides behind them:
+//            with no recent window its keys are the input, loaded with the length, and its
+//            halves run during the second and the third; else both halves during the third.
 //   prefill: (max_pages + 1, n_kv_heads, batch) blocks of 8 warps. Block x < max_pages
 //            quantizes page x of the sequence: KVQuant in three phases (tokens in parallel,
 //            counting key outliers per token; a scan; the outliers written in (token, channel)
@@ -51,11 +52,11 @@
 //      token at 32K, batch 1, MHA, nuq3-1% (H200; 12.1% of the 0.173 ms decode step).
 //   3: values per token over all heads in one launch: each block of up to 8 heads selects the
 //      range itself (two 8-bit digits on fp16 keys, the high digit's histogram by warp-
-//      aggregated atomics, then one counting pass; 5 __syncthreads), overlapping the third
-//      round trip; the stats kernel, its launch and its global round trip are gone. Predicted
-//      (bench/kernels_notes.md, "Issue 14: the append in one launch"): ~12 us (11-13.5) for
-//      one token at 32K, batch 1, MHA, nuq3-1%, ~7% of the decode step; batch 64 about the
-//      same (256 blocks, one wave at 2 per SM). Not yet measured on the GPU.
+//      aggregated atomics, then one counting pass; 5 __syncthreads) while round trips are in
+//      flight; the stats kernel, its launch and its global round trip are gone. Predicted
+//      (bench/kernels_notes.md, "Issue 14: the append in one launch"): ~11.5 us (10.5-13.5)
+//      for one token at 32K, batch 1, MHA, nuq3-1%, ~7% of the decode step; batch 64 about
+//      the same (256 blocks, one wave at 2 per SM). Not yet measured on the GPU.
 #include "kv_append.h"
 
 #include <algorithm>
@@ -253,7 +254,7 @@ struct TokenRange {
   int begin;  // the head's first outlier entry in the row (after the heads before it); -1: none
 };
 
-// Clears s (every thread; a __syncthreads must follow before select_token_range).
+// Clears s (every thread; a __syncthreads must follow before select_token_high).
 __device__ void clear_token_select(TokenSelect& s, int n_heads) {
   for (int i = threadIdx.x; i < 3 * 256; i += blockDim.x) (&s.hist[0][0])[i] = 0;
   for (int i = threadIdx.x; i < n_heads; i += blockDim.x) s.counts[i] = 0;
@@ -289,17 +290,29 @@ __device__ void scan_digit(TokenSelect& s, const int* hist, int e, int w, int sh
   }
 }
 
-// Block-wide (every thread, s cleared and synchronized): the dense range of the n_vals values
-// whose keys the threads hold (value i = head * D + channel in key[j] of thread i % blockDim.x,
-// j = i / blockDim.x; kNoKey past n_vals), k values beyond each end, and s.counts; false (in
-// every thread) where fewer than 2 (k + 1) values are not NaN (the warps then select alone).
-template <int D>
-__device__ bool select_token_range(const uint32_t (&key)[kTokenPerThread], int n_vals, int k,
-                                   TokenSelect& s, float* lo, float* hi) {
+// The selection's keys (value i = threadIdx.x + blockDim.x * j of the token in key[j], read
+// through at(i); kNoKey past n_vals).
+template <typename At>
+__device__ void load_token_keys(uint32_t (&key)[kTokenPerThread], int n_vals, At at) {
+  const int n_j = (n_vals + blockDim.x - 1) / blockDim.x;
+#pragma unroll
+  for (int j = 0; j < kTokenPerThread; ++j) {
+    key[j] = kNoKey;
+    const int i = threadIdx.x + blockDim.x * j;
+    if (j < n_j && i < n_vals) key[j] = half_key(__half_as_ushort(at(i)));
+  }
+}
+
+// Block-wide (every thread; s cleared and synchronized), the first half of the dense range of
+// the n_vals values whose keys the threads hold (load_token_keys), k values beyond each end: the
+// high digit of both ends. False (in every thread) where fewer than 2 (k + 1) values are not NaN
+// (the warps then select alone).
+__device__ bool select_token_high(const uint32_t (&key)[kTokenPerThread], int n_vals, int k,
+                                  TokenSelect& s) {
   const int warp = threadIdx.x / 32, n_warps = blockDim.x / 32, lane = threadIdx.x & 31;
   const int n_j = (n_vals + blockDim.x - 1) / blockDim.x;
-  // High digit: one histogram for both ends, the lanes of a warp with the same digit adding
-  // once (the values of a token fall in a few exponents, so plain atomics would serialize).
+  // One histogram for both ends, the lanes of a warp with the same digit adding once (the
+  // values of a token fall in a few exponents, so plain atomics would serialize).
 #pragma unroll
   for (int j = 0; j < kTokenPerThread; ++j) {
     if (j >= n_j) break;
@@ -317,7 +330,16 @@ __device__ bool select_token_range(const uint32_t (&key)[kTokenPerThread], int n
     if (total >= 2 * (k + 1)) scan_digit(s, s.hist[0], e, e == 0 ? k + 1 : total - k, 8);
   }
   __syncthreads();
-  if (!s.ok) return false;
+  return s.ok != 0;
+}
+
+// The second half, after select_token_high returned true (every thread): the low digits, the
+// range, and s.counts.
+template <int D>
+__device__ void select_token_low(const uint32_t (&key)[kTokenPerThread], int n_vals, TokenSelect& s,
+                                 float* lo, float* hi) {
+  const int warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+  const int n_j = (n_vals + blockDim.x - 1) / blockDim.x;
   const uint32_t p0 = s.prefix[0] >> 8, p1 = s.prefix[1] >> 8;
 #pragma unroll
   for (int j = 0; j < kTokenPerThread; ++j) {
@@ -345,7 +367,6 @@ __device__ bool select_token_range(const uint32_t (&key)[kTokenPerThread], int n
   __syncthreads();
   *lo = key_value(key_lo);
   *hi = key_value(key_hi);
-  return true;
 }
 
 // KVQuant values of one token of KV head h in a page (head section `sec`): codes returned, the
@@ -367,7 +388,7 @@ __device__ void nuq_values(const KvCacheView& c, int64_t page, int h, uint8_t* s
   const int slots = kv_v_head_slots(L);  // 2k of the value vector
   float lo, hi;
   int begin;
-  if (c.v_token && range.begin >= 0) {  // the block's selection (select_token_range)
+  if (c.v_token && range.begin >= 0) {  // the block's selection (select_token_high, _low)
     lo = range.lo;
     hi = range.hi;
     begin = range.begin;
@@ -549,6 +570,12 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
   load_levels<D>(c, kKivi, kl, vl);
   for (int i = lane; i < 128; i += 32) row_sm[warp][i] = 0;
   if (block_select) clear_token_select(sel, H);
+  // With no recent window the token that leaves is the new one (t = n below), so the
+  // selection's keys load with the length, and its first half runs while the page table loads.
+  const bool keys_first = block_select && c.n_recent == 0;
+  const __half* v_all = v + int64_t{b} * H * D;
+  uint32_t key[kTokenPerThread];
+  if (keys_first) load_token_keys(key, n_vals, [&](int i) { return v_all[i]; });
   const int64_t n = c.seq_len[b];
   // seq_len_out is another buffer than c.seq_len, so no block of this launch reads it.
   if (seq_len_out != nullptr && blockIdx.y == 0 && threadIdx.x == 0) {
@@ -586,32 +613,21 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
   } else {
     int row;
     const int64_t page = quant_page(c, b, u0, &row);
-    uint8_t* sec = c.head_section(page, hw);
     // Token t leaves the window (G = 1, so n >= n_sink and t = n - n_recent). It is the new
     // token itself when n_recent = 0; else it sits in another ring slot than the new token
     // (ring_size = n_recent + 1 > n - t), read before the new token is written.
     const int64_t t = c.n_sink + u0;
     // The token's values of KV head hh: the input or its ring rows (values per token over all
     // heads read every head's).
-    const __half* v_all = v + int64_t{b} * H * D;
     auto token_v = [&](int i) {
       const int hh = i / D;
       return __half2float(t == n ? v_all[i] : c.ring_row(c.ring_v, b, hh, t)[i % D]);
     };
-    // The selection's keys: value i = threadIdx.x + blockDim.x * j, loaded with the ring rows.
-    uint32_t key[kTokenPerThread];
-    if (block_select) {
-      const int n_j = (n_vals + blockDim.x - 1) / blockDim.x;
+    if (block_select && !keys_first) {  // the keys load with the page table and ring rows
       const __half* ring_t = c.ring_v + (int64_t{b} * H * c.ring_size + c.ring_slot(t)) * D;
-#pragma unroll
-      for (int j = 0; j < kTokenPerThread; ++j) {
-        key[j] = kNoKey;
-        const int i = threadIdx.x + blockDim.x * j;  // head i / D, channel i % D
-        if (j < n_j && i < n_vals) {
-          const __half x = t == n ? v_all[i] : ring_t[int64_t{i / D} * c.ring_size * D + i % D];
-          key[j] = half_key(__half_as_ushort(x));
-        }
-      }
+      load_token_keys(key, n_vals, [&](int i) {  // head i / D, channel i % D
+        return t == n ? v_all[i] : ring_t[int64_t{i / D} * c.ring_size * D + i % D];
+      });
     }
     uint16_t kb[T::kNJ] = {}, vb[T::kNJ] = {};
     if (t == n) {
@@ -629,9 +645,19 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
         vb[j] = __half_as_ushort(vr[lane + 32 * j]);
       }
     }
+    if (has_head) {
+#pragma unroll
+      for (int j = 0; j < T::kNJ; ++j) {
+        kd[lane + 32 * j] = __ushort_as_half(k_in[j]);
+        vd[lane + 32 * j] = __ushort_as_half(v_in[j]);
+      }
+    }
+    const int k_sel = kv_v_head_slots(c.layout) / 2;
+    bool have_range = keys_first && select_token_high(key, n_vals, k_sel, sel);
     // The page's words this token updates, read now (other parts of the section than what
     // nuq_keys and nuq_values write), so that their round trip overlaps the selection: the
     // value words it ORs into, the outlier count.
+    uint8_t* sec = c.head_section(page, hw);
     uint32_t* vwords = reinterpret_cast<uint32_t*>(sec + c.layout.off_v_codes) + row / T::kC;
     int32_t* count_p = reinterpret_cast<int32_t*>(sec + c.layout.off_header);
     uint16_t* begin_p = reinterpret_cast<uint16_t*>(sec + c.layout.off_header + 4);
@@ -640,20 +666,15 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
     if (has_head) {
 #pragma unroll
       for (int j = 0; j < T::kNJ; ++j) {
-        kd[lane + 32 * j] = __ushort_as_half(k_in[j]);
-        vd[lane + 32 * j] = __ushort_as_half(v_in[j]);
-      }
-#pragma unroll
-      for (int j = 0; j < T::kNJ; ++j) {
         v_old[j] = row % T::kC == 0 ? 0u : vwords[int64_t{lane + 32 * j} * c.layout.v_row_words];
       }
       count = row == 0 ? 0 : *count_p;
     }
+    if (block_select && !keys_first) have_range = select_token_high(key, n_vals, k_sel, sel);
     TokenRange range = {0.0f, 0.0f, -1};
-    if (block_select) {  // the same in every thread of the block
-      const bool have_range = select_token_range<D>(key, n_vals, kv_v_head_slots(c.layout) / 2, sel,
-                                                    &range.lo, &range.hi);
-      if (have_range && has_head) {
+    if (have_range) {  // the same in every thread of the block
+      select_token_low<D>(key, n_vals, sel, &range.lo, &range.hi);
+      if (has_head) {
         int before = 0;
         for (int i = lane; i < h; i += 32) before += sel.counts[i];
 #pragma unroll
