@@ -241,7 +241,7 @@ __device__ __forceinline__ float key_value(uint32_t key) {
   return half_bits_float((key & 0x8000u) ? (key & 0x7FFFu) : (~key & 0xFFFFu));
 }
 
-struct TokenSelect {   // shared memory of select_token_range
+struct TokenSelect {   // shared memory of select_token_high and select_token_low
   int hist[3][256];    // [0]: high digit of every value; [1 + e]: low digit under end e's high one
   uint32_t prefix[2];  // key of the lower end [0] and the upper end [1], high digit first
   int want[2];         // rank still sought among the values under prefix
