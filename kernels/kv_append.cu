@@ -13,20 +13,26 @@
 //   dense range over every head's values (from the input, or from the heads' ring rows when
 //   the token leaves a recent window), counts the outliers of the heads before it, and writes
 //   its own outliers after theirs in the row of the page's token section (head 0 writes the
-//   scale/offset). In a decode step the range and the per-head counts come from
-//   kv_value_stats_kernel (one radix select per sequence, below); prefill, and tokens that
-//   kernel leaves out, repeat the selection in each head's warp (k + 1 rounds over
+//   scale/offset). In a decode step every thread of the append block selects the range and the
+//   per-head counts together (select_token_high/low: a radix select on fp16 keys in registers);
+//   prefill, and tokens past the block's keys (n_kv_heads * head_dim > 8192) or with too few
+//   values that are not NaN, repeat the selection in each head's warp (k + 1 rounds over
 //   n_kv_heads * head_dim values read from global).
 //
 // Grid
-//   append:  (batch, n_kv_heads) blocks of one warp: write the new token to the sink or ring,
-//            then quantize what leaves the window (KVQuant: one token; KIVI: the full residual
-//            of F = flush tokens, F / G groups).
+//   append:  (batch, n_kv_heads / W) blocks of W warps, one KV head per warp: write the new
+//            token to the sink or ring, then quantize what leaves the window (KVQuant: one
+//            token; KIVI: the full residual of F = flush tokens, F / G groups). W = 1, except for
+//            values per token over all KV heads: W = min(n_kv_heads, kTokenWarps = 8), and each
+//            block first selects the token's range over all heads (the same in each of the
+//            sequence's blocks; the last one's spare warps select but write nothing).
 //            The lengths it reads and the ones it writes are two buffers (seq_len_out, head
 //            0's block writes n + 1), so no second launch; KvCache swaps them after each step.
 //            Loads that do not depend on the length go first, the page's words next, in
-//            parallel: three dependent round trips (length; page table and ring row; value
-//            words and outlier count) instead of six.
+//            parallel: three dependent round trips (length; page table and ring rows; value
+//            words and outlier count) instead of six. The block's selection hides behind them:
+//            with no recent window its keys are the input, loaded with the length, and its
+//            halves run during the second and the third; else both halves during the third.
 //   prefill: (max_pages + 1, n_kv_heads, batch) blocks of 8 warps. Block x < max_pages
 //            quantizes page x of the sequence: KVQuant in three phases (tokens in parallel,
 //            counting key outliers per token; a scan; the outliers written in (token, channel)
@@ -40,9 +46,20 @@
 //      the value range (k+1 rounds of warp argmin per side), fine for prompts.
 //   2: the above: one launch, three round trips. Predicted ~10 us; measured 10.8 us for one
 //      token at 32K, batch 1 (H200, 2026-11-26; 3.8% of the nuq3-1% decode step). Version 1's
-//      second launch is gone (issue 12).
+//      second launch is gone (issue 12). With values per token over all heads (issue 14) a
+//      first kernel (kv_value_stats_kernel: one block of 1024 threads per sequence, a radix
+//      select of four 8-bit digits on fp32 keys) gave the range and counts: 0.0209 ms for one
+//      token at 32K, batch 1, MHA, nuq3-1% (H200; 12.1% of the 0.173 ms decode step).
+//   3: values per token over all heads in one launch: each block of up to 8 heads selects the
+//      range itself (two 8-bit digits on fp16 keys, the high digit's histogram by warp-
+//      aggregated atomics, then one counting pass; 5 __syncthreads) while round trips are in
+//      flight; the stats kernel, its launch and its global round trip are gone. Predicted
+//      (bench/kernels_notes.md, "Issue 14: the append in one launch"): ~11.5 us (10.5-13.5)
+//      for one token at 32K, batch 1, MHA, nuq3-1%, ~7% of the decode step; batch 64 about
+//      the same (256 blocks, one wave at 2 per SM). Not yet measured on the GPU.
 #include "kv_append.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kv_device.cuh"
@@ -54,8 +71,7 @@ namespace {
 using namespace dev;
 
 constexpr int kPrefillWarps = 8;
-constexpr uint32_t kNoStats = 0xFFFFFFFFu;  // v_stats[0] of no range: a NaN, never a range end
-constexpr int kMaxPageRows = 1024;          // page_size * head_dim < 65536 and head_dim >= 64
+constexpr int kMaxPageRows = 1024;  // page_size * head_dim < 65536 and head_dim >= 64
 
 template <int D, int B>
 struct Tok {
@@ -202,32 +218,180 @@ __device__ void nuq_keys(const KvCacheView& c, uint8_t* sec, int row,
       reinterpret_cast<uint32_t*>(sec + c.layout.off_k_codes) + int64_t{row} * T::kRowWords);
 }
 
+// Values per token over all KV heads, decode step: the token's dense range (the (k+1)-th smallest
+// and largest of its n_kv_heads * head_dim values, ties counted as they occur and NaN left out,
+// as select_kth_token finds them) and how many of its values each head has outside it, selected
+// by every thread of the append block together. The values are fp16, so the order-preserving
+// 16-bit key of each one is enough: a radix select of two 8-bit digits (the high digit in one
+// histogram shared by both ends, the low digit in one per end), then one counting pass. The
+// block selects it even when it holds only some of the heads (kTokenWarps): redundant across
+// the sequence's blocks, but parallel across SMs, with no second launch and no global round trip.
+constexpr int kTokenWarps = 8;       // heads (one warp each) per append block, per-token values
+constexpr int kTokenPerThread = 32;  // keys per thread: n_kv_heads * head_dim <= 8192 here
+constexpr int kMaxTokenHeads = kTokenWarps * 32 * kTokenPerThread / 64;  // head_dim >= 64
+constexpr uint32_t kNoKey = 0xFFFFu;  // a NaN, or no value: above every other key
+
+// The order-preserving key of an fp16 value: -0 and +0 are one value, as compared; NaN kNoKey.
+__device__ __forceinline__ uint32_t half_key(uint32_t u) {
+  if ((u & 0x7FFFu) > 0x7C00u) return kNoKey;
+  if ((u & 0x7FFFu) == 0) return 0x8000u;
+  return (u & 0x8000u) ? (~u & 0xFFFFu) : (u | 0x8000u);
+}
+__device__ __forceinline__ float key_value(uint32_t key) {
+  return half_bits_float((key & 0x8000u) ? (key & 0x7FFFu) : (~key & 0xFFFFu));
+}
+
+struct TokenSelect {   // shared memory of select_token_high and select_token_low
+  int hist[3][256];    // [0]: high digit of every value; [1 + e]: low digit under end e's high one
+  uint32_t prefix[2];  // key of the lower end [0] and the upper end [1], high digit first
+  int want[2];         // rank still sought among the values under prefix
+  int ok;
+  int counts[kMaxTokenHeads];  // per head: values outside [lo, hi]
+};
+
+struct TokenRange {
+  float lo, hi;
+  int begin;  // the head's first outlier entry in the row (after the heads before it); -1: none
+};
+
+// Clears s (every thread; a __syncthreads must follow before select_token_high).
+__device__ void clear_token_select(TokenSelect& s, int n_heads) {
+  for (int i = threadIdx.x; i < 3 * 256; i += blockDim.x) (&s.hist[0][0])[i] = 0;
+  for (int i = threadIdx.x; i < n_heads; i += blockDim.x) s.counts[i] = 0;
+  if (threadIdx.x == 0) s.prefix[0] = s.prefix[1] = 0;
+}
+
+// The digit scan of end e over hist (warp-wide, 8 bins per lane): the bin where the w-th value
+// (1-based, ascending) lies joins prefix[e], want[e] becomes its rank within that bin.
+__device__ void scan_digit(TokenSelect& s, const int* hist, int e, int w, int shift) {
+  const int lane = threadIdx.x & 31;
+  int local[8], sum = 0;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) sum += (local[i] = hist[8 * lane + i]);
+  int incl = sum;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(kFullMask, incl, o);
+    if (lane >= o) incl += y;
+  }
+  const int before = incl - sum;
+  if (before < w && incl >= w) {  // this lane's bins hold the rank: the first that reaches it
+    int acc = before, bin = 8 * lane + 7;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      if (acc + local[i] >= w) {
+        bin = 8 * lane + i;
+        break;
+      }
+      acc += local[i];
+    }
+    s.want[e] = w - acc;
+    s.prefix[e] |= static_cast<uint32_t>(bin) << shift;
+  }
+}
+
+// The selection's keys (value i = threadIdx.x + blockDim.x * j of the token in key[j], read
+// through at(i); kNoKey past n_vals).
+template <typename At>
+__device__ void load_token_keys(uint32_t (&key)[kTokenPerThread], int n_vals, At at) {
+  const int n_j = (n_vals + blockDim.x - 1) / blockDim.x;
+#pragma unroll
+  for (int j = 0; j < kTokenPerThread; ++j) {
+    key[j] = kNoKey;
+    const int i = threadIdx.x + blockDim.x * j;
+    if (j < n_j && i < n_vals) key[j] = half_key(__half_as_ushort(at(i)));
+  }
+}
+
+// Block-wide (every thread; s cleared and synchronized), the first half of the dense range of
+// the n_vals values whose keys the threads hold (load_token_keys), k values beyond each end: the
+// high digit of both ends. False (in every thread) where fewer than 2 (k + 1) values are not NaN
+// (the warps then select alone).
+__device__ bool select_token_high(const uint32_t (&key)[kTokenPerThread], int n_vals, int k,
+                                  TokenSelect& s) {
+  const int warp = threadIdx.x / 32, n_warps = blockDim.x / 32, lane = threadIdx.x & 31;
+  const int n_j = (n_vals + blockDim.x - 1) / blockDim.x;
+  // One histogram for both ends, the lanes of a warp with the same digit adding once (the
+  // values of a token fall in a few exponents, so plain atomics would serialize).
+#pragma unroll
+  for (int j = 0; j < kTokenPerThread; ++j) {
+    if (j >= n_j) break;
+    const uint32_t d = key[j] == kNoKey ? 256u : key[j] >> 8;
+    const unsigned peers = __match_any_sync(kFullMask, d);
+    if (d < 256u && lane == __ffs(peers) - 1) atomicAdd(&s.hist[0][d], __popc(peers));
+  }
+  __syncthreads();
+  for (int e = warp; e < 2; e += n_warps) {
+    int total = 0;  // the values that are not NaN
+    for (int i = lane; i < 256; i += 32) total += s.hist[0][i];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(kFullMask, total, o);
+    if (e == 0 && lane == 0) s.ok = total >= 2 * (k + 1);
+    if (total >= 2 * (k + 1)) scan_digit(s, s.hist[0], e, e == 0 ? k + 1 : total - k, 8);
+  }
+  __syncthreads();
+  return s.ok != 0;
+}
+
+// The second half, after select_token_high returned true (every thread): the low digits, the
+// range, and s.counts.
+template <int D>
+__device__ void select_token_low(const uint32_t (&key)[kTokenPerThread], int n_vals, TokenSelect& s,
+                                 float* lo, float* hi) {
+  const int warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+  const int n_j = (n_vals + blockDim.x - 1) / blockDim.x;
+  const uint32_t p0 = s.prefix[0] >> 8, p1 = s.prefix[1] >> 8;
+#pragma unroll
+  for (int j = 0; j < kTokenPerThread; ++j) {
+    if (j >= n_j) break;
+    if (key[j] == kNoKey) continue;
+    const uint32_t d = key[j] >> 8;
+    if (d == p0) atomicAdd(&s.hist[1][key[j] & 255u], 1);
+    if (d == p1) atomicAdd(&s.hist[2][key[j] & 255u], 1);
+  }
+  __syncthreads();
+  for (int e = warp; e < 2; e += n_warps) {
+    const int w = s.want[e];
+    __syncwarp();  // every lane has read want[e] before one of them rewrites it
+    scan_digit(s, s.hist[1 + e], e, w, 0);
+  }
+  __syncthreads();
+  const uint32_t key_lo = s.prefix[0], key_hi = s.prefix[1];
+  // Each head's values outside [lo, hi] (NaN is neither below nor above).
+#pragma unroll
+  for (int j = 0; j < kTokenPerThread; ++j) {
+    if (j >= n_j) break;
+    const int i = threadIdx.x + blockDim.x * j;
+    if (key[j] != kNoKey && (key[j] < key_lo || key[j] > key_hi)) atomicAdd(&s.counts[i / D], 1);
+  }
+  __syncthreads();
+  *lo = key_value(key_lo);
+  *hi = key_value(key_hi);
+}
+
 // KVQuant values of one token of KV head h in a page (head section `sec`): codes returned, the
 // head's outliers written to the row's entries in the token section and indexed in the head's
 // v_index, the scale/offset written (by head 0 alone for values per token over all heads). x: the
 // head's values (channel lane + 32 j); token_v(i): value i = head * D + channel of the token over
 // all KV heads, read only for values per token over all heads (c.v_token), where the dense range
 // covers the whole token, every head computes the same one, and head h's entries start after the
-// outliers of heads 0 .. h-1 (counted from token_v).
+// outliers of heads 0 .. h-1 (counted from token_v; taken from `range` where the append block
+// selected them already).
 template <int D, int B, typename TokenV>
 __device__ void nuq_values(const KvCacheView& c, int64_t page, int h, uint8_t* sec, int row,
                            const float (&x)[Tok<D, B>::kNJ], const uint16_t (&bits)[Tok<D, B>::kNJ],
                            const float* vl, TokenV token_v, int (&code)[Tok<D, B>::kNJ],
-                           const uint32_t* stats = nullptr) {
+                           TokenRange range = {0.0f, 0.0f, -1}) {
   using T = Tok<D, B>;
   const KvLayout& L = c.layout;
   const int lane = lane_id();
   const int slots = kv_v_head_slots(L);  // 2k of the value vector
   float lo, hi;
   int begin;
-  if (c.v_token && stats != nullptr && stats[0] != kNoStats) {  // kv_value_stats_kernel's
-    lo = __uint_as_float(stats[0]);
-    hi = __uint_as_float(stats[1]);
-    int before = 0;
-    for (int i = lane; i < h; i += 32) before += static_cast<int>(stats[2 + i]);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) before += __shfl_xor_sync(kFullMask, before, o);
-    begin = before;
+  if (c.v_token && range.begin >= 0) {  // the block's selection (select_token_high, _low)
+    lo = range.lo;
+    hi = range.hi;
+    begin = range.begin;
   } else if (c.v_token) {
     lo = select_kth_token(token_v, c.n_kv_heads * D, slots / 2, false);
     hi = select_kth_token(token_v, c.n_kv_heads * D, slots / 2, true);
@@ -274,133 +438,6 @@ __device__ void nuq_values(const KvCacheView& c, int64_t page, int h, uint8_t* s
           uint32_t{__half_as_ushort(scale16)} | (uint32_t{__half_as_ushort(offset16)} << 16);
     }
   }
-}
-
-// Values per token over all KV heads, decode step: for every sequence whose step quantizes a
-// token, the token's dense range (the (k+1)-th smallest and largest of its n_kv_heads * head_dim
-// values, ties counted as they occur and NaN left out, as select_kth_token finds them) and how
-// many of its values each head has outside it, into c.v_stats; kNoStats in stats[0] where the
-// append kernel must select by itself (no token quantized, or a token too large for the block).
-// One block of kStatsThreads per sequence: keys in registers (the order-preserving uint32 of
-// each float), a radix select of 8-bit digits (four passes of two shared histograms), then one
-// counting pass. A few microseconds, instead of each head's warp repeating k + 1 rounds.
-constexpr int kStatsThreads = 1024;
-constexpr int kStatsPerThread = 8;  // values of a token: at most 8192 on this path
-
-__device__ __forceinline__ uint32_t ordered_key(float x) {
-  const uint32_t u = __float_as_uint(x);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-__device__ __forceinline__ float key_float(uint32_t k) {
-  return __uint_as_float((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k);
-}
-
-__global__ void __launch_bounds__(kStatsThreads)
-    kv_value_stats_kernel(KvCacheView c, const __half* __restrict__ v) {
-  const int b = blockIdx.x, tid = threadIdx.x;
-  const int D = c.layout.head_dim, H = c.n_kv_heads, n_vals = H * D;
-  uint32_t* out = c.v_stats + int64_t{b} * (2 + H);
-  const int64_t n = c.seq_len[b];
-  const int64_t u0 = c.n_quant(n);
-  if (c.n_quant(n + 1) == u0 || n_vals > kStatsThreads * kStatsPerThread) {
-    if (tid == 0) out[0] = kNoStats;
-    return;
-  }
-  const int64_t t = c.n_sink + u0;  // the token that leaves the window (kv_append_kernel)
-  __shared__ int hist[2][256];
-  __shared__ uint32_t prefix[2];
-  __shared__ int want[2], n_valid, counts[128];  // heads: n_vals / head_dim <= 8192 / 64
-  uint32_t key[kStatsPerThread];
-  bool valid[kStatsPerThread];
-  int mine = 0;
-#pragma unroll
-  for (int j = 0; j < kStatsPerThread; ++j) {
-    const int i = tid + kStatsThreads * j;
-    valid[j] = false;
-    key[j] = 0;
-    if (i < n_vals) {
-      const float x = __half2float(t == n ? v[int64_t{b} * n_vals + i]
-                                          : c.ring_row(c.ring_v, b, i / D, t)[i % D]);
-      valid[j] = !isnan(x);
-      key[j] = ordered_key(x == 0.0f ? 0.0f : x);  // -0 and +0 are one value, as compared
-      mine += valid[j] ? 1 : 0;
-    }
-  }
-  if (tid == 0) n_valid = 0;
-  for (int i = tid; i < 128; i += kStatsThreads) counts[i] = 0;
-  __syncthreads();
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) mine += __shfl_xor_sync(kFullMask, mine, o);
-  if ((tid & 31) == 0) atomicAdd(&n_valid, mine);
-  __syncthreads();
-  const int k = kv_v_head_slots(c.layout) / 2;
-  if (n_valid < 2 * (k + 1)) {  // fewer values than the range needs: the warps' own path
-    if (tid == 0) out[0] = kNoStats;
-    return;
-  }
-  if (tid == 0) {
-    want[0] = k + 1;        // rank (1-based, ascending) of the lower end
-    want[1] = n_valid - k;  // and of the upper end
-    prefix[0] = prefix[1] = 0;
-  }
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int i = tid; i < 512; i += kStatsThreads) (&hist[0][0])[i] = 0;
-    __syncthreads();
-    const uint32_t hi_mask = shift == 24 ? 0u : ~((1u << (shift + 8)) - 1u);
-#pragma unroll
-    for (int j = 0; j < kStatsPerThread; ++j) {
-      if (!valid[j]) continue;
-#pragma unroll
-      for (int s = 0; s < 2; ++s) {
-        if ((key[j] & hi_mask) == (prefix[s] & hi_mask))
-          atomicAdd(&hist[s][(key[j] >> shift) & 255u], 1);
-      }
-    }
-    __syncthreads();
-    if (tid < 64) {  // warp s finds the digit of end s: 8 bins per lane, a warp scan
-      const int s = tid >> 5, lane = tid & 31;
-      int local[8], sum = 0;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) sum += (local[i] = hist[s][8 * lane + i]);
-      int incl = sum;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_up_sync(kFullMask, incl, o);
-        if (lane >= o) incl += y;
-      }
-      const int before = incl - sum, w = want[s];
-      __syncwarp();                   // every lane has read want[s] before one of them rewrites it
-      if (before < w && incl >= w) {  // this lane's bins hold the rank: the first that reaches it
-        int acc = before, bin = 8 * lane + 7;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          if (acc + local[i] >= w) {
-            bin = 8 * lane + i;
-            break;
-          }
-          acc += local[i];
-        }
-        want[s] = w - acc;
-        prefix[s] |= static_cast<uint32_t>(bin) << shift;
-      }
-    }
-    __syncthreads();
-  }
-  const float lo = key_float(prefix[0]), hi = key_float(prefix[1]);
-  // Each head's values outside [lo, hi] (NaN is neither below nor above).
-#pragma unroll
-  for (int j = 0; j < kStatsPerThread; ++j) {
-    const int i = tid + kStatsThreads * j;
-    if (i >= n_vals || !valid[j]) continue;
-    const float x = key_float(key[j]);
-    if (x < lo || x > hi) atomicAdd(&counts[i / D], 1);
-  }
-  __syncthreads();
-  if (tid == 0) {
-    out[0] = __float_as_uint(lo);
-    out[1] = __float_as_uint(hi);
-  }
-  for (int h = tid; h < H; h += kStatsThreads) out[2 + h] = static_cast<uint32_t>(counts[h]);
 }
 
 // KIVI: quantizes G tokens (group rows row0 .. row0 + G - 1 of the page) read through row(i).
@@ -500,41 +537,62 @@ __device__ void load_levels(const KvCacheView& c, bool kivi, float* kl, float* v
 }
 
 template <int D, int B, bool kKivi>
-__global__ void __launch_bounds__(32)
+__global__ void __launch_bounds__(kTokenWarps * 32, 1)
     kv_append_kernel(KvCacheView c, const __half* __restrict__ k, const __half* __restrict__ v,
                      int32_t* __restrict__ seq_len_out) {
   using T = Tok<D, B>;
   __shared__ float kl[16], vl[16];
-  __shared__ uint8_t row_sm[128];
-  const int lane = lane_id();
-  const int b = blockIdx.x, h = blockIdx.y;
+  __shared__ uint8_t row_sm[kTokenWarps][128];
+  __shared__ TokenSelect sel;
+  const int lane = lane_id(), warp = threadIdx.x / 32;
+  const int b = blockIdx.x, H = c.n_kv_heads;
+  const int h = blockIdx.y * (blockDim.x / 32) + warp;  // this warp's head
+  const bool has_head = h < H;      // false for the last block's spare warps (per-token values)
+  const int hw = has_head ? h : 0;  // spare warps write nothing; their pointers stay in bounds
+  // Per-token values: every thread of the block takes part in the selection, whichever heads
+  // its warp appends; past the keys' room the warps select alone (select_kth_token).
+  const int n_vals = H * D;
+  const bool block_select = !kKivi && c.v_token && n_vals <= blockDim.x * kTokenPerThread;
   // Everything that does not depend on the length is loaded first, so that the round trips
   // overlap: the new token, the key range, the levels.
-  const __half* ks = k + (int64_t{b} * c.n_kv_heads + h) * D;
-  const __half* vs = v + (int64_t{b} * c.n_kv_heads + h) * D;
-  uint16_t k_in[T::kNJ], v_in[T::kNJ];
-#pragma unroll
-  for (int j = 0; j < T::kNJ; ++j) {
-    k_in[j] = __half_as_ushort(ks[lane + 32 * j]);
-    v_in[j] = __half_as_ushort(vs[lane + 32 * j]);
-  }
+  const __half* ks = k + (int64_t{b} * H + hw) * D;
+  const __half* vs = v + (int64_t{b} * H + hw) * D;
+  uint16_t k_in[T::kNJ] = {}, v_in[T::kNJ] = {};
   float k_lo[T::kNJ] = {}, k_hi[T::kNJ] = {};
-  if (!kKivi) load_k_range<D, B>(c, h, k_lo, k_hi);
-  load_levels<D>(c, kKivi, kl, vl);
-  for (int i = lane; i < 128; i += 32) row_sm[i] = 0;
-  const int64_t n = c.seq_len[b];
-  // seq_len_out is another buffer than c.seq_len, so no block of this launch reads it.
-  if (seq_len_out != nullptr && h == 0 && lane == 0) seq_len_out[b] = static_cast<int32_t>(n + 1);
-  __syncwarp();
-  __half* kd = n < c.n_sink ? c.sink_row(c.sink_k, b, h, n) : c.ring_row(c.ring_k, b, h, n);
-  __half* vd = n < c.n_sink ? c.sink_row(c.sink_v, b, h, n) : c.ring_row(c.ring_v, b, h, n);
-  const int64_t u0 = c.n_quant(n);
-  const bool quantize = c.n_quant(n + 1) != u0;
-  if (kKivi || !quantize) {
+  if (has_head) {
 #pragma unroll
     for (int j = 0; j < T::kNJ; ++j) {
-      kd[lane + 32 * j] = __ushort_as_half(k_in[j]);
-      vd[lane + 32 * j] = __ushort_as_half(v_in[j]);
+      k_in[j] = __half_as_ushort(ks[lane + 32 * j]);
+      v_in[j] = __half_as_ushort(vs[lane + 32 * j]);
+    }
+    if (!kKivi) load_k_range<D, B>(c, h, k_lo, k_hi);
+  }
+  load_levels<D>(c, kKivi, kl, vl);
+  for (int i = lane; i < 128; i += 32) row_sm[warp][i] = 0;
+  if (block_select) clear_token_select(sel, H);
+  // With no recent window the token that leaves is the new one (t = n below), so the
+  // selection's keys load with the length, and its first half runs while the page table loads.
+  const bool keys_first = block_select && c.n_recent == 0;
+  const __half* v_all = v + int64_t{b} * H * D;
+  uint32_t key[kTokenPerThread];
+  if (keys_first) load_token_keys(key, n_vals, [&](int i) { return v_all[i]; });
+  const int64_t n = c.seq_len[b];
+  // seq_len_out is another buffer than c.seq_len, so no block of this launch reads it.
+  if (seq_len_out != nullptr && blockIdx.y == 0 && threadIdx.x == 0) {
+    seq_len_out[b] = static_cast<int32_t>(n + 1);
+  }
+  __syncthreads();  // the levels (warp 0 loads them), row_sm, sel
+  const int64_t u0 = c.n_quant(n);
+  const bool quantize = c.n_quant(n + 1) != u0;  // the same for the whole block
+  __half* kd = n < c.n_sink ? c.sink_row(c.sink_k, b, hw, n) : c.ring_row(c.ring_k, b, hw, n);
+  __half* vd = n < c.n_sink ? c.sink_row(c.sink_v, b, hw, n) : c.ring_row(c.ring_v, b, hw, n);
+  if (kKivi || !quantize) {
+    if (has_head) {
+#pragma unroll
+      for (int j = 0; j < T::kNJ; ++j) {
+        kd[lane + 32 * j] = __ushort_as_half(k_in[j]);
+        vd[lane + 32 * j] = __ushort_as_half(v_in[j]);
+      }
     }
     __syncwarp();
     if (!quantize) return;
@@ -542,38 +600,43 @@ __global__ void __launch_bounds__(32)
   if constexpr (kKivi) {
     // The window's oldest flush tokens (the new one last) are all in the ring: quantize them in
     // groups of G; a group never straddles a page (page_size and u0 are multiples of G).
+    if (!has_head) return;
     for (int g0 = 0; g0 < c.flush; g0 += c.layout.group) {
       int row;
       uint8_t* sec = quant_section(c, b, h, u0 + g0, &row);
       const int64_t t0 = c.n_sink + u0 + g0;
       kivi_group<D, B>(
           c, sec, row, [&](int i) { return c.ring_row(c.ring_k, b, h, t0 + i); },
-          [&](int i) { return c.ring_row(c.ring_v, b, h, t0 + i); }, row_sm);
+          [&](int i) { return c.ring_row(c.ring_v, b, h, t0 + i); }, row_sm[warp]);
       __syncwarp();
     }
   } else {
     int row;
     const int64_t page = quant_page(c, b, u0, &row);
-    uint8_t* sec = c.head_section(page, h);
     // Token t leaves the window (G = 1, so n >= n_sink and t = n - n_recent). It is the new
     // token itself when n_recent = 0; else it sits in another ring slot than the new token
     // (ring_size = n_recent + 1 > n - t), read before the new token is written.
     const int64_t t = c.n_sink + u0;
     // The token's values of KV head hh: the input or its ring rows (values per token over all
     // heads read every head's).
-    const __half* v_all = v + int64_t{b} * c.n_kv_heads * D;
     auto token_v = [&](int i) {
       const int hh = i / D;
       return __half2float(t == n ? v_all[i] : c.ring_row(c.ring_v, b, hh, t)[i % D]);
     };
-    uint16_t kb[T::kNJ], vb[T::kNJ];
+    if (block_select && !keys_first) {  // the keys load with the page table and ring rows
+      const __half* ring_t = c.ring_v + (int64_t{b} * H * c.ring_size + c.ring_slot(t)) * D;
+      load_token_keys(key, n_vals, [&](int i) {  // head i / D, channel i % D
+        return t == n ? v_all[i] : ring_t[int64_t{i / D} * c.ring_size * D + i % D];
+      });
+    }
+    uint16_t kb[T::kNJ] = {}, vb[T::kNJ] = {};
     if (t == n) {
 #pragma unroll
       for (int j = 0; j < T::kNJ; ++j) {
         kb[j] = k_in[j];
         vb[j] = v_in[j];
       }
-    } else {
+    } else if (has_head) {
       const __half* kr = c.ring_row(c.ring_k, b, h, t);
       const __half* vr = c.ring_row(c.ring_v, b, h, t);
 #pragma unroll
@@ -582,22 +645,44 @@ __global__ void __launch_bounds__(32)
         vb[j] = __half_as_ushort(vr[lane + 32 * j]);
       }
     }
+    if (has_head) {
 #pragma unroll
-    for (int j = 0; j < T::kNJ; ++j) {
-      kd[lane + 32 * j] = __ushort_as_half(k_in[j]);
-      vd[lane + 32 * j] = __ushort_as_half(v_in[j]);
+      for (int j = 0; j < T::kNJ; ++j) {
+        kd[lane + 32 * j] = __ushort_as_half(k_in[j]);
+        vd[lane + 32 * j] = __ushort_as_half(v_in[j]);
+      }
     }
+    const int k_sel = kv_v_head_slots(c.layout) / 2;
+    bool have_range = keys_first && select_token_high(key, n_vals, k_sel, sel);
     // The page's words this token updates, read now (other parts of the section than what
-    // nuq_keys and nuq_values write): the value words it ORs into, the outlier count.
+    // nuq_keys and nuq_values write), so that their round trip overlaps the selection: the
+    // value words it ORs into, the outlier count.
+    uint8_t* sec = c.head_section(page, hw);
     uint32_t* vwords = reinterpret_cast<uint32_t*>(sec + c.layout.off_v_codes) + row / T::kC;
     int32_t* count_p = reinterpret_cast<int32_t*>(sec + c.layout.off_header);
     uint16_t* begin_p = reinterpret_cast<uint16_t*>(sec + c.layout.off_header + 4);
-    uint32_t v_old[T::kNJ];
+    uint32_t v_old[T::kNJ] = {};
+    int count = 0;
+    if (has_head) {
 #pragma unroll
-    for (int j = 0; j < T::kNJ; ++j) {
-      v_old[j] = row % T::kC == 0 ? 0u : vwords[int64_t{lane + 32 * j} * c.layout.v_row_words];
+      for (int j = 0; j < T::kNJ; ++j) {
+        v_old[j] = row % T::kC == 0 ? 0u : vwords[int64_t{lane + 32 * j} * c.layout.v_row_words];
+      }
+      count = row == 0 ? 0 : *count_p;
     }
-    const int count = row == 0 ? 0 : *count_p;
+    if (block_select && !keys_first) have_range = select_token_high(key, n_vals, k_sel, sel);
+    TokenRange range = {0.0f, 0.0f, -1};
+    if (have_range) {  // the same in every thread of the block
+      select_token_low<D>(key, n_vals, sel, &range.lo, &range.hi);
+      if (has_head) {
+        int before = 0;
+        for (int i = lane; i < h; i += 32) before += sel.counts[i];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) before += __shfl_xor_sync(kFullMask, before, o);
+        range.begin = before;
+      }
+    }
+    if (!has_head) return;  // after the block's last __syncthreads
     float xk[T::kNJ], xv[T::kNJ];
 #pragma unroll
     for (int j = 0; j < T::kNJ; ++j) {
@@ -605,10 +690,9 @@ __global__ void __launch_bounds__(32)
       xv[j] = half_bits_float(vb[j]);
     }
     bool kflag[T::kNJ];
-    nuq_keys<D, B>(c, sec, row, xk, k_lo, k_hi, kl, row_sm, kflag);
+    nuq_keys<D, B>(c, sec, row, xk, k_lo, k_hi, kl, row_sm[warp], kflag);
     int code[T::kNJ];
-    nuq_values<D, B>(c, page, h, sec, row, xv, vb, vl, token_v, code,
-                     c.v_stats ? c.v_stats + int64_t{b} * (2 + c.n_kv_heads) : nullptr);
+    nuq_values<D, B>(c, page, h, sec, row, xv, vb, vl, token_v, code, range);
 #pragma unroll
     for (int j = 0; j < T::kNJ; ++j) {
       vwords[int64_t{lane + 32 * j} * c.layout.v_row_words] =
@@ -822,11 +906,12 @@ cudaError_t launch_kv_append(const KvCacheView& cache, int batch, const __half* 
   AppendFn append;
   PrefillFn prefill;
   if (!dispatch(cache.layout, &append, &prefill)) return cudaErrorNotSupported;
-  if (cache.v_token && cache.v_stats) {
-    kv_value_stats_kernel<<<batch, kStatsThreads, 0, stream>>>(cache, v);
-    if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
-  }
-  append<<<dim3(batch, cache.n_kv_heads), 32, 0, stream>>>(cache, k, v, seq_len_out);
+  // Per-token values: kTokenWarps heads per block, which selects the token's range itself.
+  const int warps = cache.layout.method == KvMethod::kNuq && cache.v_token
+                        ? std::min(cache.n_kv_heads, kTokenWarps)
+                        : 1;
+  append<<<dim3(batch, (cache.n_kv_heads + warps - 1) / warps), warps * 32, 0, stream>>>(
+      cache, k, v, seq_len_out);
   return cudaGetLastError();
 }
 

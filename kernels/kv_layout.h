@@ -188,10 +188,6 @@ struct KvCacheView {
   const float* k_levels = nullptr;  // [2^bits] KVQuant codebooks (per layer)
   const float* v_levels = nullptr;
   unsigned long long* k_overflow = nullptr;  // K outliers clamped for lack of page room
-  // Values per token over all KV heads, append only (optional): [max_batch][2 + n_kv_heads]
-  // scratch where a first kernel leaves each sequence's dense range (lo, hi as float bits) and
-  // outlier count per head for the token being quantized (kv_append.cu).
-  uint32_t* v_stats = nullptr;
 
   KVQ_HD int64_t n_quant(int64_t n) const {
     const int64_t q = n - n_sink - n_recent;

@@ -3,6 +3,7 @@
 // device image, for KVQuant (bits 2/3/4, head_dim 64/128, sinks, recent windows, outlier page
 // overflow, values per token over all KV heads or per token and head) and KIVI, with ragged batches
 // across page and block boundaries. Every buffer is poisoned first. Skips without a GPU.
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -90,6 +91,13 @@ std::vector<Case> cases() {
       {N, 2, 128, 8, 0, 2, 1, 128, 0.05, 0, 0.01, {129, 300}, 5, 65, 0, T},
       {N, 4, 64, 2, 0, 0, 1, 512, 0.0, 0, 0.01, {1025, 3}, 3, 66, 0, T},
       {N, 3, 128, 4, 1, 0, 1, 160, 0.01, 4, 0.05, {700, 333}, 30, 67, 0, T},  // key overflow
+      // More heads than one append block holds (kTokenWarps = 8): 12 heads are two blocks that
+      // each select the whole token's range, the second with 4 spare warps; at each step some
+      // sequences' tokens leave the window and some do not (length 7 < sink + recent at first).
+      {N, 3, 64, 12, 2, 4, 1, 80, 0.01, 0, 0.005, {7, 50, 200}, 7, 68, 0, T},
+      {N, 4, 128, 17, 0, 0, 1, 128, 0.02, 0, 0.01, {3, 130, 40, 5}, 3, 69, 0, T},
+      // 66 x 128 values: past the block's keys (8192), so each head's warp selects alone.
+      {N, 3, 128, 66, 1, 2, 1, 80, 0.01, 0, 0.005, {5, 70}, 5, 70, 0, T},
   };
   all.insert(all.end(), more.begin(), more.end());
   return all;
@@ -115,6 +123,49 @@ TEST(KvAppend, MatchesReference) {
     if (c.k_capacity > 0) {
       EXPECT_GT(want.k_overflow, 0u) << "the case should overflow its pages";
     }
+  }
+}
+
+// NaN and infinite values (which kv_quantize_ref refuses): the decode step's selection, by the
+// append block or by each head's warp, must leave NaN out and count ties as prefill does, so a
+// cache built by appends equals one built by prefill, bit for bit. One token is all NaN (fewer
+// values than the range needs: the warps' own path), others hold NaN, +-inf and +-0.
+TEST(KvAppend, NonFiniteValuesMatchPrefill) {
+  KVQ_REQUIRE_GPU();
+  const KvMethod N = KvMethod::kNuq;
+  const quant::ValueVector T = quant::ValueVector::kToken;
+  const std::vector<Case> all = {
+      {N, 3, 64, 4, 0, 0, 1, 80, 0.05, 0, 0.005, {40, 90}, 30, 81, 0, T},
+      {N, 2, 128, 10, 2, 3, 1, 128, 0.02, 0, 0.005, {36, 70}, 30, 82, 0, T},
+      {N, 4, 128, 66, 0, 1, 1, 64, 0.01, 0, 0.005, {12}, 8, 83, 0, T},  // past the block's keys
+  };
+  for (const Case& c : all) {
+    SCOPED_TRACE(c.str());
+    History hist = test::random_history(c.lengths, c.n_kv_heads, c.head_dim, c.seed);
+    const quant::KvTables q =
+        test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, c.k_tail, c.seed + 1);
+    const size_t row = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+    std::mt19937 rng(c.seed + 2);
+    const uint16_t special[] = {0x7E00, 0xFE00, 0x7C00, 0xFC00, 0x0000, 0x8000, 0x7C01};
+    for (auto& v : hist.v) {
+      const size_t n = v.size() / row;
+      for (size_t t = n - c.appends; t < n; ++t) {
+        for (size_t i = 0; i < row; ++i) {
+          if (t == n - 3 || rng() % 8 == 0)
+            v[t * row + i] = t == n - 3 ? 0x7E00 : special[rng() % 7];
+        }
+      }
+    }
+    KvCache appended(c.config(), &q), prefilled(c.config(), &q);
+    test::build(&appended, hist, c.appends);
+    test::build(&prefilled, hist, 0);
+    std::vector<std::string> problems;
+    const KvState got = kv_parse_image(appended.config(), appended.snapshot(), &problems);
+    const KvState want = kv_parse_image(prefilled.config(), prefilled.snapshot(), &problems);
+    std::string all_problems;
+    for (const auto& p : problems) all_problems += p + "\n";
+    EXPECT_TRUE(problems.empty()) << all_problems;
+    EXPECT_EQ(kv_compare(want, got), "") << c.str();
   }
 }
 

@@ -57,8 +57,7 @@ struct KvCache::Buffers {
   DeviceBuffer<__half> sink_k, sink_v, ring_k, ring_v;
   DeviceBuffer<float> k_lo, k_hi, k_levels, v_levels;
   DeviceBuffer<unsigned long long> overflow;
-  DeviceBuffer<uint32_t> v_stats;  // [max_batch][2 + n_kv_heads] (values per token over all heads)
-  DeviceBuffer<float> work;        // attention split workspace
+  DeviceBuffer<float> work;  // attention split workspace
 };
 
 KvCache::KvCache(const KvCacheConfig& config, const quant::KvTables* tables)
@@ -91,9 +90,6 @@ KvCache::KvCache(const KvCacheConfig& config, const quant::KvTables* tables)
     b.sink_v = allocate<__half>(batch * row * c.format.n_sink, "the sink tokens");
   }
   b.overflow = allocate<unsigned long long>(1, "the overflow counter");
-  if (c.v_token()) {
-    b.v_stats = allocate<uint32_t>(batch * (2 + c.n_kv_heads), "the value range scratch");
-  }
   view_.pool = b.pool.data();
   view_.page_table = b.table.data();
   view_.seq_len = b.seq_len.data();
@@ -103,7 +99,6 @@ KvCache::KvCache(const KvCacheConfig& config, const quant::KvTables* tables)
   view_.sink_k = b.sink_k.data();
   view_.sink_v = b.sink_v.data();
   view_.k_overflow = b.overflow.data();
-  view_.v_stats = b.v_stats.data();
   if (c.method() == KvMethod::kNuq) {
     b.k_lo = allocate<float>(tables->k_lo.size(), "the key ranges");
     b.k_hi = allocate<float>(tables->k_hi.size(), "the key ranges");
