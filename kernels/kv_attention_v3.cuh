@@ -22,7 +22,7 @@
 // address aligned to their size, so a lookup is shift, LOP3, LDS; the query's A fragments are
 // read as one LDS.128 (NQ <= 2: each slot stored twice) or LDS.64 (NQ >= 4) per MMA, in rows
 // padded against bank conflicts.
-// Occupancy (issue 14; not yet measured on the GPU): each warp's shared memory is one phase
+// Occupancy (issue 14; measured below, not yet profiled): each warp's shared memory is one phase
 // area, in phase 1 the A fragments, the query's phases at the block's start and the
 // accumulators of the columns its queries use (NQ = 2, 4: a quarter or half of the lanes'), in
 // phase 2 the value-outlier corrections and the block's value words; then the scores, the key
@@ -38,7 +38,8 @@
 // Measured (H200, 2026-12-04, bench/kernels_notes.md): nuq3-1%, 32 heads, 128K tokens, batch 1
 // 0.540 ms (the first v3 0.690, v2 0.924, SDPA on fp16 0.479-0.49). An L2 prefetch of the next
 // block made it slower (the prefetched lines were evicted before use: DRAM read 1.23 GB for
-// 0.49 GB of cache) and was removed.
+// 0.49 GB of cache) and was removed. With two blocks per SM for NQ = 4 (2026-12-05): GQA-8
+// nuq3-1% at 128K 0.240 ms at batch 1 (was 0.301) and 1.542 ms at batch 8 (was 1.937).
 #pragma once
 
 #include <algorithm>
