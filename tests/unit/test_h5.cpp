@@ -407,6 +407,56 @@ TEST(H5Corrupt, ClaimedShapesCostNothingToOpen) {
             path + ":/d0: shape [33554432] needs 268435456 bytes, the file stores 0");
 }
 
+// read_isolated: `read` runs in a forked child first, then here; what it throws, it throws here.
+TEST(H5Isolated, ReadRunsInAChildFirstThenHere) {
+  TempDir tmp;
+  const std::string path = tmp.file("a.h5");
+  {
+    File f = File::create(path);
+    f.root().set_string_attr("schema", "kvq.calib/2");
+    f.close();
+  }
+  const pid_t self = ::getpid();
+  const std::string child_ran = tmp.file("child-ran");
+  int runs_here = 0;
+  const std::string schema = read_isolated(path, [&] {
+    if (::getpid() == self)
+      ++runs_here;
+    else
+      test::write_file(child_ran, "yes");
+    return File::open(path).root().string_attr("schema");
+  });
+  EXPECT_EQ(schema, "kvq.calib/2");
+  EXPECT_EQ(runs_here, 1);
+  EXPECT_EQ(test::read_file(child_ran), "yes");
+  EXPECT_EQ(error_of([&] {
+              read_isolated(path, [&] { return File::open(path).root().int_attr("schema"); });
+            }),
+            error_of([&] { File::open(path).root().int_attr("schema"); }));
+}
+
+// A file that kills libhdf5 (a string attribute naming an object past its global heap
+// collection) is refused with one line before this process reads any of it.
+TEST(H5Isolated, AFileThatCrashesLibhdf5IsRefusedBeforeItIsReadHere) {
+  const std::string path = test::source_dir() + "/tests/data/hdf5-vlen-attr-heap-index.h5";
+  int runs_here = 0;
+  const std::string e = error_of([&] {
+    read_isolated(path, [&] {
+      ++runs_here;
+      const File f = File::open(path);
+      const Group root = f.root();
+      std::string text;
+      for (const char* name : {"schema", "tool_version", "created", "device", "dtype",
+                               "model.source", "model.architecture", "model.rope_scaling",
+                               "model.weights_checksum", "data.source", "data.sha256"})
+        text += root.has_attr(name) ? root.string_attr(name) : "";
+      return text;
+    });
+  });
+  EXPECT_EQ(runs_here, 0);
+  EXPECT_EQ(e.rfind(path + ": corrupt HDF5 file: ", 0), 0u) << e;
+}
+
 TEST(H5Corrupt, GlobalHeapThatWouldHangIsRefused) {
   TempDir tmp;
   const std::string path = tmp.file("a.h5");
