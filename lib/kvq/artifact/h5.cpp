@@ -26,6 +26,7 @@
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/validate.h"
 #include "kvq/common/error.h"
+#include "kvq/common/hash.h"
 #include "kvq/common/limits.h"
 
 // Built with ASan (scripts/sanitize.sh, which adds UBSan): run_isolated's child must not run
@@ -52,6 +53,10 @@ namespace {
 
 constexpr size_t kChunkThresholdBytes = 256 << 10;  // smaller datasets stay contiguous
 constexpr size_t kChunkTargetBytes = 1 << 20;       // chunks are at most this large
+// Every dataset's attribute holding the XXH64 of its values' bytes (little-endian, as stored):
+// HDF5 checksums neither contiguous raw data nor, in the format kvq writes, its metadata.
+constexpr const char* kChecksumAttr = "xxh64";
+constexpr size_t kChecksumDigits = 16;
 
 // The most bytes a dataset's values can take given the bytes the file stores for it: a shape is
 // only a claim. Deflate compresses at most ~1032:1, so 1100x the stored bytes (plus a page for
@@ -707,7 +712,45 @@ void Group::write(const std::string& name, const T* values,
   if (n > 0)
     check(H5Dwrite(dset.get(), Traits<T>::mem(), H5S_ALL, H5S_ALL, H5P_DEFAULT, values), w,
           "cannot write dataset");
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the checksum hashes memory as stored");
+  Checksum64 sum;
+  sum.update(values, n * sizeof(T));
+  const std::string hex = sum.hex();
+  Handle type = checked(H5Tcopy(H5T_C_S1), w, "cannot create string type");
+  check(H5Tset_size(type.get(), kChecksumDigits), w, "cannot set string size");
+  check(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), w, "cannot set padding");
+  Handle scalar = checked(H5Screate(H5S_SCALAR), w, "cannot create dataspace");
+  write_attr(dset.get(), w, kChecksumAttr, type.get(), type.get(), scalar.get(), hex.data());
 }
+
+namespace {
+// Compares a dataset's values with its checksum attribute, when it has one (files written before
+// the checksum was added carry none; schemas/). A wrong-typed attribute is an error, not a skip.
+void verify_checksum(hid_t dset, const std::string& w, const void* values, size_t bytes) {
+  const htri_t has = H5Aexists(dset, kChecksumAttr);
+  if (has < 0) fail_h5(w, "cannot look up the checksum");
+  if (has == 0) return;
+  const std::string aw = w + "@" + kChecksumAttr;
+  Handle attr = checked(H5Aopen(dset, kChecksumAttr, H5P_DEFAULT), aw, "cannot open attribute");
+  Handle type = checked(H5Aget_type(attr.get()), aw, "cannot read attribute type");
+  Handle space = checked(H5Aget_space(attr.get()), aw, "cannot read attribute shape");
+  if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) != 0 ||
+      H5Tget_size(type.get()) != kChecksumDigits ||
+      H5Sget_simple_extent_type(space.get()) != H5S_SCALAR)
+    fail("{}: expected a string of {} hex digits, found {}", aw, kChecksumDigits,
+         describe_type(type.get()));
+  Handle mem = checked(H5Tcopy(H5T_C_S1), aw, "cannot create string type");
+  H5Tset_size(mem.get(), kChecksumDigits);
+  H5Tset_strpad(mem.get(), H5T_STR_NULLPAD);
+  char stored[kChecksumDigits + 1] = {};
+  check(H5Aread(attr.get(), mem.get(), stored), aw, "cannot read attribute");
+  Checksum64 sum;
+  sum.update(values, bytes);
+  if (sum.hex() != stored)
+    fail("{}: checksum mismatch: the values hash to {}, the file says {} (the file is corrupt)", w,
+         sum.hex(), std::string(stored, strnlen(stored, kChecksumDigits)));
+}
+}  // namespace
 
 template <typename T>
 Array<T> Group::read_impl(const std::string& name,
@@ -731,6 +774,7 @@ Array<T> Group::read_impl(const std::string& name,
   if (!out.values.empty())
     check(H5Dread(dset.get(), Traits<T>::mem(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.values.data()),
           w, "cannot read dataset");
+  verify_checksum(dset.get(), w, out.values.data(), out.values.size() * sizeof(T));
   return out;
 }
 
