@@ -299,7 +299,7 @@ void check_global_heaps(const std::string& path, const struct stat& st) {
 // later reads take and it does not. Where fork fails, the file is read as before.
 
 constexpr uint64_t kVetBytes = uint64_t{1} << 28;  // bytes of values read per dataset, at most
-constexpr uint64_t kVetSeconds = 30;                // plus a second per kVetBytesPerSecond
+constexpr uint64_t kVetSeconds = 30;               // plus a second per kVetBytesPerSecond
 constexpr uint64_t kVetBytesPerSecond = uint64_t{32} << 20;  // of the file's size
 
 // Reads one attribute as the library's native type (what string_attr and the number readers
@@ -430,10 +430,10 @@ bool blames_kvq(const std::string& log) {
     const size_t hash = line.find_first_not_of(' ');
     if (hash == std::string::npos || line[hash] != '#') continue;
     bool runtime = false;
-    for (const char* own : {"__interceptor_", "__sanitizer", "__asan", "fuzzer::", "libc.so",
-                            "__libc_", "sysdeps/", " in __mem", " in __str", " in malloc",
-                            " in calloc", " in realloc", " in free", " in operator new",
-                            " in operator delete"})
+    for (const char* own :
+         {"__interceptor_", "__sanitizer", "__asan", "fuzzer::", "libc.so", "__libc_", "sysdeps/",
+          " in __mem", " in __str", " in malloc", " in calloc", " in realloc", " in free",
+          " in operator new", " in operator delete"})
       runtime = runtime || line.find(own) != std::string::npos;
     if (runtime) continue;
     return line.find("libhdf5") == std::string::npos && line.find(" in H5") == std::string::npos;
@@ -494,8 +494,7 @@ void run_isolated(const std::string& path, const std::function<void()>& read) {
 #if KVQ_SANITIZED
       if (log_fd >= 0) ::close(log_fd);
 #endif
-      fail("{}: corrupt HDF5 file: reading it did not finish within {} s", path,
-           limit_ms / 1000);
+      fail("{}: corrupt HDF5 file: reading it did not finish within {} s", path, limit_ms / 1000);
     }
     ::usleep(1000);
   }
