@@ -148,6 +148,10 @@ const Entry kCatalogue[] = {
      "{M}/model.safetensors: not UTF-8 text ("},
     {"methods-empty-item", 'c', "eval", "--model {M} --data {DATA} --methods int4,,nuq2", 1,
      "--methods: item 2 of 'int4,,nuq2' is empty"},
+    {"prompt-file-latin1", 'c', "generate", "--model {M} --prompt-file {IN}/latin1.txt -n 2", 1,
+     "--prompt-file: {IN}/latin1.txt: not UTF-8 text (invalid byte 0xe9 at byte 3)"},
+    {"eval-batch-negative", 'c', "eval", "--model {M} --data {DATA} --batch-size -1", 1,
+     "--batch-size: expected >= 0 windows"},
     {"jsonl-duplicate-key", 'c', "eval", "--model {M} --data {IN}/dup.jsonl --format jsonl", 1,
      "{IN}/dup.jsonl:1"},
     {"calib-fraction-2", 'c', "fit",
@@ -357,6 +361,7 @@ class Hostile : public ::testing::Test {
     fs::create_directory(in("dir"));
     fs::create_symlink(data_path(kModel1m) + "/config.json", in("config-link"));
     write_file(in("short.txt"), "The cat sat on the mat .\n");
+    write_file(in("latin1.txt"), "caf\xe9 au lait\n");
     write_file(in("dup.jsonl"), "{\"text\": \"The cat\", \"text\": \"The dog\"}\n");
     write_file(in("bad.jsonl"), "{\"prompt\": \"The\"}\n{\"prompt\": \"The\"\n");
 
