@@ -6,9 +6,10 @@
 # RSS, 10 s per input. Prints one line per target (runs, execs/s, corpus size); a crash, leak,
 # ASan/UBSan report, timeout or OOM fails the run, and its input and log are kept in
 # fuzz-findings/<name>/ (copy the input to fuzz/regressions/<name>/ once fixed). HDF5 inputs are
-# first read whole in a forked child (h5.cpp, vet_file): a fault of libhdf5 1.10 there (the
-# child's sanitizer report is printed in the log) refuses the input, as the release build does;
-# a fault in the fuzzing process itself, libhdf5's included, is a finding.
+# read in a forked child first, by the readers' own code (h5.h, read_isolated): a fault of libhdf5
+# 1.10 there (the child's sanitizer report is printed in the log) refuses the input, as the
+# release build does; a fault of kvq's code there aborts the fuzzing process, and any fault in the
+# fuzzing process itself, libhdf5's included, is a finding.
 # Needs the sanitizer build (scripts/sanitize.sh, which leaves build-san/).
 #
 # Usage: scripts/fuzz.sh [SECONDS (default 60)] [NAME ...]

@@ -120,6 +120,15 @@ std::vector<methods::Quantizer> quantizers(const EvalFlags& f,
 
 void run_eval(const EvalFlags& f) {
   if (f.max_tokens < 0) fail("--max-tokens: expected a positive number, found {}", f.max_tokens);
+  if (f.batch_size < 0)
+    fail("--batch-size: expected >= 0 windows (0: about 8192 tokens), found {}", f.batch_size);
+  // The runtime's flags are checked before the (long) fake-quantized evaluation that precedes it.
+  if (f.runtime_prefill < 1)
+    fail("--runtime-prefill: expected >= 1 token, found {}", f.runtime_prefill);
+  if (f.runtime_batch < 0 || f.runtime_batch > 4096)
+    fail("--runtime-batch: expected 0..4096 windows (0: the default), found {}", f.runtime_batch);
+  if (!(f.kv_mem >= 0) || f.kv_mem > 1e6)
+    fail("--kv-mem: expected a size in GiB >= 0 (0: the default), found {}", f.kv_mem);
   const bool quantized = !f.methods.empty() || !f.quant.empty();
   if (!f.calib.empty() && f.methods.empty())
     fail("--calib: given without --methods to fit from it");
@@ -246,14 +255,18 @@ void register_eval(CLI::App& app) {
             return svg ? std::string() : "expected a file name ending in .svg, found " + path;
           },
           "FILE.svg"));
-  cmd->add_flag("--runtime", flags->runtime,
-                "Also run each --quant through the runtime (its cache and kernels): prefill, then "
-                "decode token by token");
+  CLI::Option* runtime =
+      cmd->add_flag("--runtime", flags->runtime,
+                    "Also run each --quant through the runtime (its cache and kernels): prefill, "
+                    "then decode token by token");
   cmd->add_option("--runtime-prefill", flags->runtime_prefill,
-                  "--runtime: tokens of each window prefilled before decoding the rest");
+                  "--runtime: tokens of each window prefilled before decoding the rest")
+      ->needs(runtime);
   cmd->add_option("--runtime-batch", flags->runtime_batch,
-                  "--runtime: windows decoded together (0: 64 on a GPU, 8 on the CPU)");
-  cmd->add_option("--kv-mem", flags->kv_mem, "--runtime: GiB for the KV cache (0: default)");
+                  "--runtime: windows decoded together (0: 64 on a GPU, 8 on the CPU)")
+      ->needs(runtime);
+  cmd->add_option("--kv-mem", flags->kv_mem, "--runtime: GiB for the KV cache (0: default)")
+      ->needs(runtime);
   cmd->add_flag("--json", flags->json, "Print one JSON document instead of a table");
   cmd->add_flag("--quiet", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_eval(*flags); });

@@ -13,6 +13,7 @@
 #include "kvq/common/json.h"
 #include "kvq/common/limits.h"
 #include "kvq/common/memory.h"
+#include "kvq/common/utf8.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/quant_file.h"
 #include "kvq/model/io/tokenizer.h"
@@ -70,6 +71,7 @@ std::vector<std::string> read_prompts(const std::string& path) {
     }
     out.push_back(j["prompt"].get<std::string>());
     if (out.back().empty()) fail("--prompts: {}:{}: empty prompt", path, line_no);
+    require_utf8_text(out.back(), fmt::format("--prompts: {}:{}: the prompt", path, line_no));
   }
   if (out.empty()) fail("--prompts: {}: no prompts", path);
   return out;
@@ -85,10 +87,14 @@ void run_generate(const GenerateFlags& f) {
   if (f.n_new <= 0) fail("-n: expected a positive number of tokens, found {}", f.n_new);
   runtime::check_sampling(f.sampling);
   std::vector<std::string> prompts;
-  if (f.has_prompt) prompts.push_back(f.prompt);
+  if (f.has_prompt) {
+    require_utf8_text(f.prompt, "--prompt", kUtf8Hint);
+    prompts.push_back(f.prompt);
+  }
   if (!f.prompt_file.empty()) {
     prompts.push_back(read_whole(f.prompt_file, "--prompt-file"));
     if (prompts.back().empty()) fail("--prompt-file: {}: no text", f.prompt_file);
+    require_utf8_text(prompts.back(), "--prompt-file: " + f.prompt_file, kUtf8Hint);
   }
   if (!f.prompts.empty()) prompts = read_prompts(f.prompts);
   // The artifact is read and checked before the model's weights are loaded.

@@ -51,35 +51,52 @@ nlohmann::json channel_json(const calib::ChannelSummary& s) {
           {"fisher_mean", s.fisher_mean}};
 }
 
-void run_inspect(const InspectFlags& f) {
-  const artifact::File file = artifact::File::open(f.file);
-  const artifact::Group root = file.root();
-  const std::string schema = root.has_attr("schema") ? root.string_attr("schema") : "";
+// What kvq inspect reads from a file: one of the two artifacts, or the problems found.
+struct Inspected {
+  std::string schema;
+  bool is_calib = false;  // else a quant.h5 (any other schema is refused)
   artifact::Problems problems;
-  if (schema.rfind(std::string(artifact::kCalibSchema) + "/", 0) == 0) {
-    const artifact::CalibData d = artifact::check_calib(file, problems);
-    if (problems.empty()) print_calib(d, f.json, nullptr);
-  } else if (schema.rfind(std::string(methods::kQuantSchema) + "/", 0) == 0) {
-    const methods::Quantizer q = methods::check_quant(file, problems);
-    if (problems.empty()) print_quant(q, f.json, /*context=*/0, /*seconds=*/-1);
-  } else {
-    fail("{}: schema \"{}\" is not a kvq artifact kvq inspect knows (kvq.calib/2, kvq.quant/2)",
-         f.file, schema);
-  }
-  if (!problems.empty()) {
-    if (f.json) {
-      fmt::print("{}\n", nlohmann::json{{"file", f.file},
-                                        {"schema", schema},
-                                        {"valid", false},
-                                        {"problems", problems.list()},
-                                        {"n_problems", problems.size()}}
-                             .dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+  artifact::CalibData calib;  // schema kvq.calib/...
+  methods::Quantizer quant;   // schema kvq.quant/...
+};
+
+void run_inspect(const InspectFlags& f) {
+  const Inspected r = artifact::read_isolated(f.file, [&] {
+    Inspected in;
+    const artifact::File file = artifact::File::open(f.file);
+    const artifact::Group root = file.root();
+    in.schema = root.has_attr("schema") ? root.string_attr("schema") : "";
+    in.is_calib = in.schema.rfind(std::string(artifact::kCalibSchema) + "/", 0) == 0;
+    if (in.is_calib) {
+      in.calib = artifact::check_calib(file, in.problems);
+    } else if (in.schema.rfind(std::string(methods::kQuantSchema) + "/", 0) == 0) {
+      in.quant = methods::check_quant(file, in.problems);
     } else {
-      for (const std::string& p : problems.list()) fmt::print("problem: {}\n", p);
-      if (problems.n_omitted() > 0) fmt::print("problem: ... and {} more\n", problems.n_omitted());
+      fail("{}: schema \"{}\" is not a kvq artifact kvq inspect knows (kvq.calib/2, kvq.quant/2)",
+           f.file, in.schema);
     }
-    fail("{}: {} problem(s) found; first: {}", f.file, problems.size(), problems.list().front());
+    return in;
+  });
+  const artifact::Problems& problems = r.problems;
+  if (problems.empty()) {
+    if (r.is_calib)
+      print_calib(r.calib, f.json, nullptr);
+    else
+      print_quant(r.quant, f.json, /*context=*/0, /*seconds=*/-1);
+    return;
   }
+  if (f.json) {
+    fmt::print("{}\n", nlohmann::json{{"file", f.file},
+                                      {"schema", r.schema},
+                                      {"valid", false},
+                                      {"problems", problems.list()},
+                                      {"n_problems", problems.size()}}
+                           .dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+  } else {
+    for (const std::string& p : problems.list()) fmt::print("problem: {}\n", p);
+    if (problems.n_omitted() > 0) fmt::print("problem: ... and {} more\n", problems.n_omitted());
+  }
+  fail("{}: {} problem(s) found; first: {}", f.file, problems.size(), problems.list().front());
 }
 
 }  // namespace

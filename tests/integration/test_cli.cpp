@@ -131,6 +131,56 @@ TEST_F(CliBadInput, MethodAndQuantListsAreStrict) {
   }
 }
 
+// Numbers that eval used to take as "the default" (a negative batch) or check only after the
+// fake-quantized evaluation (the runtime's): refused before the data is read. The runtime's
+// flags without --runtime are a usage error.
+TEST_F(CliBadInput, EvalNumbersAreCheckedBeforeWork) {
+  const std::string base =
+      "eval --model " + model() + " --data " + quoted(tmp.file("never-read.txt")) + " ";
+  const std::pair<std::string, std::string> cases[] = {
+      {"--batch-size -1", "--batch-size: expected >= 0 windows (0: about 8192 tokens), found -1"},
+      {"--quant q.h5 --runtime --runtime-prefill 0",
+       "--runtime-prefill: expected >= 1 token, found 0"},
+      {"--quant q.h5 --runtime --runtime-batch -4",
+       "--runtime-batch: expected 0..4096 windows (0: the default), found -4"},
+      {"--quant q.h5 --runtime --kv-mem nan",
+       "--kv-mem: expected a size in GiB >= 0 (0: the default), found nan"},
+      {"--runtime-prefill 4", "--runtime-prefill requires --runtime"},
+  };
+  for (const auto& [flags, message] : cases) {
+    const auto r = run_kvq(base + flags);
+    EXPECT_EQ(r.err, "kvq eval: error: " + message + "\n") << flags;
+    EXPECT_NE(r.exit_code, 0) << flags;
+    EXPECT_EQ(r.out, "") << flags;
+  }
+}
+
+// Prompts are text, as --data is: bytes that are not UTF-8 (or hold a NUL) are refused with the
+// offending byte, before the model loads.
+TEST_F(CliBadInput, PromptsMustBeUtf8) {
+  test::write_file(tmp.file("latin1.txt"), "caf\xe9 au lait");
+  test::write_file(tmp.file("nul.jsonl"), "{\"prompt\": \"a\\u0000b\"}\n");
+  const std::string base = "generate --model " + model() + " -n 2 ";
+  const std::pair<std::string, std::string> cases[] = {
+      {"--prompt " + quoted("caf\xe9"),
+       "--prompt: not UTF-8 text (invalid byte 0xe9 at byte 3); kvq reads UTF-8 text (convert it, "
+       "e.g. with iconv)"},
+      {"--prompt-file " + quoted(tmp.file("latin1.txt")),
+       "--prompt-file: " + tmp.file("latin1.txt") +
+           ": not UTF-8 text (invalid byte 0xe9 at byte 3); kvq reads UTF-8 text (convert it, e.g. "
+           "with iconv)"},
+      {"--prompts " + quoted(tmp.file("nul.jsonl")),
+       "--prompts: " + tmp.file("nul.jsonl") +
+           ":1: the prompt: not UTF-8 text (a NUL byte at byte 1)"},
+  };
+  for (const auto& [flags, message] : cases) {
+    const auto r = run_kvq(base + flags);
+    EXPECT_EQ(r.err, "kvq generate: error: " + message + "\n") << flags;
+    EXPECT_EQ(r.exit_code, 1) << flags;
+    EXPECT_EQ(r.out, "") << flags;
+  }
+}
+
 TEST_F(CliBadInput, DataShorterThanOneWindow) {
   test::write_file(tmp.file("short.txt"), "just a few words");
   const auto r = run_kvq("eval --model " + model() + " --data " + quoted(tmp.file("short.txt")));

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvq/artifact/h5.h"
+#include "support/h5_edit.h"
 #include "support/test_support.h"
 
 namespace kvq {
@@ -61,24 +62,6 @@ void h5_set_attr(hid_t f, const char* name, int64_t value) {
   EXPECT_GE(H5Awrite(a, H5T_NATIVE_INT64, &value), 0);
   H5Aclose(a);
 }
-// Sets element `index` of a float64, float32 or int64 dataset.
-template <typename T>
-void h5_set_element(hid_t f, const char* path, size_t index, T value) {
-  const hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
-  ASSERT_GE(d, 0) << path;
-  const hid_t space = H5Dget_space(d);
-  const hssize_t n = H5Sget_simple_extent_npoints(space);
-  std::vector<T> v(static_cast<size_t>(n));
-  const hid_t type = std::is_same_v<T, double>  ? H5T_NATIVE_DOUBLE
-                     : std::is_same_v<T, float> ? H5T_NATIVE_FLOAT
-                                                : H5T_NATIVE_INT64;
-  EXPECT_GE(H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), 0);
-  v.at(index) = value;
-  EXPECT_GE(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), 0);
-  H5Sclose(space);
-  H5Dclose(d);
-}
-
 class FitCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -280,10 +263,10 @@ TEST_F(FitCli, CalibValuesOutOfRangeAreRefused) {
   };
   const std::string bad = tmp_.file("bad-calib.h5");
   const Case cases[] = {
-      {[](hid_t f) { h5_set_element(f, "/layers/01/value/token/outlier_fraction", 2, 2.0); },
+      {[](hid_t f) { test::h5_set_element(f, "/layers/01/value/token/outlier_fraction", 2, 2.0); },
        bad + ":/layers/01/value/token/outlier_fraction: expected values in [0, 1], found 2 at "
              "index 2"},
-      {[](hid_t f) { h5_set_element<int64_t>(f, "/layers/00/samples/positions", 0, -5); },
+      {[](hid_t f) { test::h5_set_element<int64_t>(f, "/layers/00/samples/positions", 0, -5); },
        bad + ":/layers/00/samples/positions: expected values in [0, 256), found -5 at index 0"},
       {[](hid_t f) { h5_set_attr(f, "mean_loss", std::nan("")); },
        bad + ":/@mean_loss: expected a finite value >= 0, found nan"},
@@ -291,13 +274,13 @@ TEST_F(FitCli, CalibValuesOutOfRangeAreRefused) {
        bad + ":/@key_bins: expected 2..65536, found 2000000000"},
       // thresholds [F, 2, C] with C = 64: channel 0's lo and hi at fraction 0.
       {[](hid_t f) {
-         h5_set_element(f, "/layers/00/key/thresholds", 0, 5.0);
-         h5_set_element(f, "/layers/00/key/thresholds", 64, 4.0);
+         test::h5_set_element(f, "/layers/00/key/thresholds", 0, 5.0);
+         test::h5_set_element(f, "/layers/00/key/thresholds", 64, 4.0);
        },
        bad + ":/layers/00/key/thresholds: expected lo <= hi, found 5 > 4 at fraction 0 channel 0"},
       {[](hid_t f) {
          for (size_t i = 0; i < 3; ++i)
-           h5_set_element(f, "/layers/03/value/head/vector_range", 3 + i, 5.0 - i);
+           test::h5_set_element(f, "/layers/03/value/head/vector_range", 3 + i, 5.0 - i);
        },
        bad + ":/layers/03/value/head/vector_range: expected 0 <= min <= mean <= max, found 5, 4, "
              "3 at fraction 1"},
@@ -336,14 +319,14 @@ TEST_F(FitCli, QuantValuesOutOfRangeAreRefused) {
       {[](hid_t f) { h5_set_attr(f, "outlier_fraction", std::nan(""), "/layers/01/value"); },
        bad + ":/layers/01/value@outlier_fraction: expected 0.01 (nuq2-1%), found nan"},
       {[](hid_t f) {
-         h5_set_element(f, "/layers/02/key/lo", 3, -3e38f);
-         h5_set_element(f, "/layers/02/key/hi", 3, 3e38f);
+         test::h5_set_element(f, "/layers/02/key/lo", 3, -3e38f);
+         test::h5_set_element(f, "/layers/02/key/hi", 3, 3e38f);
        },
        bad + ":/layers/02/key/hi: expected lo + hi and hi - lo finite in fp32, found lo -3e+38 "
              "and hi 3e+38 in channel 3"},
       {[](hid_t f) {
-         h5_set_element(f, "/layers/03/key/lo", 0, 3e38f);
-         h5_set_element(f, "/layers/03/key/hi", 0, 3.2e38f);
+         test::h5_set_element(f, "/layers/03/key/lo", 0, 3e38f);
+         test::h5_set_element(f, "/layers/03/key/hi", 0, 3.2e38f);
        },
        bad + ":/layers/03/key/hi: expected lo + hi and hi - lo finite in fp32, found lo 3e+38 "
              "and hi 3.2e+38 in channel 0"},

@@ -37,6 +37,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/h5_edit.h"
 #include "support/test_support.h"
 
 namespace kvq {
@@ -147,11 +148,18 @@ const Entry kCatalogue[] = {
      "{M}/model.safetensors: not UTF-8 text ("},
     {"methods-empty-item", 'c', "eval", "--model {M} --data {DATA} --methods int4,,nuq2", 1,
      "--methods: item 2 of 'int4,,nuq2' is empty"},
+    {"prompt-file-latin1", 'c', "generate", "--model {M} --prompt-file {IN}/latin1.txt -n 2", 1,
+     "--prompt-file: {IN}/latin1.txt: not UTF-8 text (invalid byte 0xe9 at byte 3)"},
+    {"eval-batch-negative", 'c', "eval", "--model {M} --data {DATA} --batch-size -1", 1,
+     "--batch-size: expected >= 0 windows"},
     {"jsonl-duplicate-key", 'c', "eval", "--model {M} --data {IN}/dup.jsonl --format jsonl", 1,
      "{IN}/dup.jsonl:1"},
     {"calib-fraction-2", 'c', "fit",
      "--method nuq2-1% --calib {IN}/calib-fraction.h5 --out {OUT}/q.h5", 1,
      "{IN}/calib-fraction.h5:/layers/00/value/token/outlier_fraction: expected values in [0, 1]"},
+    {"calib-value-flipped", 'c', "fit",
+     "--method nuq2-1% --calib {IN}/calib-flip.h5 --out {OUT}/q.h5", 1,
+     "{IN}/calib-flip.h5:/layers/00/value/token/outlier_fraction: checksum mismatch"},
     {"quant-fisher-negative", 'c', "eval", "--model {M} --data {DATA} --quant {IN}/quant-fisher.h5",
      1, "{IN}/quant-fisher.h5:/layers/00/key@fisher_error: expected a finite value >= 0"},
     {"quant-hi-lo-overflow", 'c', "generate",
@@ -344,20 +352,6 @@ class Hostile : public ::testing::Test {
     H5Aclose(a);
     H5Oclose(o);
   }
-  template <typename T>
-  static void set_element(hid_t f, const char* path, size_t index, T value) {
-    const hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
-    ASSERT_GE(d, 0) << path;
-    const hid_t space = H5Dget_space(d);
-    std::vector<T> v(static_cast<size_t>(H5Sget_simple_extent_npoints(space)));
-    const hid_t type = std::is_same_v<T, double> ? H5T_NATIVE_DOUBLE : H5T_NATIVE_FLOAT;
-    EXPECT_GE(H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), 0);
-    v.at(index) = value;
-    EXPECT_GE(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), 0);
-    H5Sclose(space);
-    H5Dclose(d);
-  }
-
   static void craft() {
     std::string text;
     for (int i = 0; i < 40; ++i)
@@ -367,6 +361,7 @@ class Hostile : public ::testing::Test {
     fs::create_directory(in("dir"));
     fs::create_symlink(data_path(kModel1m) + "/config.json", in("config-link"));
     write_file(in("short.txt"), "The cat sat on the mat .\n");
+    write_file(in("latin1.txt"), "caf\xe9 au lait\n");
     write_file(in("dup.jsonl"), "{\"text\": \"The cat\", \"text\": \"The dog\"}\n");
     write_file(in("bad.jsonl"), "{\"prompt\": \"The\"}\n{\"prompt\": \"The\"\n");
 
@@ -378,13 +373,17 @@ class Hostile : public ::testing::Test {
     h5_copy_edit("calib.h5", "calib-layers.h5",
                  [](hid_t f) { set_attr(f, "/", "model.n_layers", int64_t{1000000000000}); });
     h5_copy_edit("calib.h5", "calib-fraction.h5", [](hid_t f) {
-      set_element(f, "/layers/00/value/token/outlier_fraction", 1, 2.0);
+      test::h5_set_element(f, "/layers/00/value/token/outlier_fraction", 1, 2.0);
+    });
+    h5_copy_edit("calib.h5", "calib-flip.h5", [](hid_t f) {  // in range: only the checksum says
+      test::h5_set_element(f, "/layers/00/value/token/outlier_fraction", 1, 0.5,
+                           /*keep_checksum=*/true);
     });
     h5_copy_edit("quant-nuq.h5", "quant-fisher.h5",
                  [](hid_t f) { set_attr(f, "/layers/00/key", "fisher_error", -1.0); });
     h5_copy_edit("quant-nuq.h5", "quant-range.h5", [](hid_t f) {
-      set_element(f, "/layers/01/key/lo", 0, -3e38f);
-      set_element(f, "/layers/01/key/hi", 0, 3e38f);
+      test::h5_set_element(f, "/layers/01/key/lo", 0, -3e38f);
+      test::h5_set_element(f, "/layers/01/key/hi", 0, 3e38f);
     });
     const std::string calib = read_file(in("calib.h5"));
     write_file(in("calib-trunc.h5"), calib.substr(0, calib.size() / 2));

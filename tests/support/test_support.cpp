@@ -25,6 +25,8 @@ std::string data_path(const std::string& relative) { return data_dir() + "/" + r
 
 bool have_data(const std::string& relative) { return std::filesystem::exists(data_path(relative)); }
 
+std::string source_dir() { return KVQ_TEST_SOURCE_DIR; }
+
 TempDir::TempDir() {
   std::string templ = (std::filesystem::temp_directory_path() / "kvq-test-XXXXXX").string();
   if (!mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed for " + templ);

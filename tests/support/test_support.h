@@ -22,6 +22,8 @@ inline const std::string kTest = "wikitext-2/wiki.test.tokens";
 inline const std::string kValid = "wikitext-2/wiki.valid.tokens";
 std::string data_path(const std::string& relative);
 bool have_data(const std::string& relative);
+// The source tree (for the small files under tests/data).
+std::string source_dir();
 
 // A fresh directory under $TMPDIR, removed with everything in it on destruction.
 class TempDir {

@@ -281,6 +281,66 @@ TEST(H5, BrokenFiles) {
             bad + ":/noise: cannot read dataset (data error detected by Fletcher32 checksum)");
 }
 
+// Every dataset carries the XXH64 of its values: a flipped byte in a small (contiguous, not
+// Fletcher-checked) dataset is an error naming it; a file without the attribute (written before
+// it existed) still reads; a checksum attribute of the wrong type is refused.
+TEST(H5, EveryDatasetIsChecksummed) {
+  TempDir tmp;
+  const std::string path = tmp.file("a.h5");
+  const std::vector<double> values = {1.0, 2.5, -3.25, 1e-300, 7.0};
+  {
+    File f = File::create(path);
+    f.root().write("small", values, {5});
+    f.root().write("scalar", std::vector<int32_t>{42}, {});
+    f.root().write("empty", std::vector<float>{}, {0, 3});
+  }
+  EXPECT_EQ(File::open(path).root().read<double>("small").values, values);
+  EXPECT_EQ(File::open(path).root().read<int32_t>("scalar").values, std::vector<int32_t>{42});
+  EXPECT_TRUE(File::open(path).root().read<float>("empty").values.empty());
+
+  std::string bytes = test::read_file(path);
+  const std::string needle(reinterpret_cast<const char*>(&values[2]), sizeof(double));
+  const size_t at = bytes.find(needle);
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 7] ^= 0x01;  // -3.25 becomes another finite double
+  const std::string bad = tmp.file("bad.h5");
+  test::write_file(bad, bytes);
+  const std::string e = error_of([&] { File::open(bad).root().read<double>("small"); });
+  EXPECT_EQ(e.rfind(bad + ":/small: checksum mismatch: the values hash to ", 0), 0u) << e;
+  EXPECT_NE(e.find("(the file is corrupt)"), std::string::npos) << e;
+  EXPECT_EQ(File::open(bad).root().read<int32_t>("scalar").values, std::vector<int32_t>{42});
+
+  // Without the attribute (an older file): read as before. With a wrong-typed one: refused.
+  const std::string old = tmp.file("old.h5");
+  {
+    File f = File::create(old);
+    f.root().write("small", values, {5});
+  }
+  {
+    const hid_t f = H5Fopen(old.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    const hid_t d = H5Dopen2(f, "small", H5P_DEFAULT);
+    ASSERT_GE(H5Adelete(d, "xxh64"), 0);
+    const hid_t space = H5Screate(H5S_SCALAR);
+    const hid_t a = H5Acreate2(d, "xxh64", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    const int64_t wrong = 7;
+    ASSERT_GE(H5Awrite(a, H5T_NATIVE_INT64, &wrong), 0);
+    H5Aclose(a);
+    H5Sclose(space);
+    H5Dclose(d);
+    H5Fclose(f);
+  }
+  EXPECT_EQ(error_of([&] { File::open(old).root().read<double>("small"); }),
+            old + ":/small@xxh64: expected a string of 16 hex digits, found int64");
+  {
+    const hid_t f = H5Fopen(old.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    const hid_t d = H5Dopen2(f, "small", H5P_DEFAULT);
+    ASSERT_GE(H5Adelete(d, "xxh64"), 0);
+    H5Dclose(d);
+    H5Fclose(f);
+  }
+  EXPECT_EQ(File::open(old).root().read<double>("small").values, values);
+}
+
 TEST(AtomicOutput, UncommittedLeavesNothingBehind) {
   TempDir tmp;
   {
@@ -405,6 +465,56 @@ TEST(H5Corrupt, ClaimedShapesCostNothingToOpen) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
   EXPECT_EQ(error_of([&] { f.root().read<double>("d0"); }),
             path + ":/d0: shape [33554432] needs 268435456 bytes, the file stores 0");
+}
+
+// read_isolated: `read` runs in a forked child first, then here; what it throws, it throws here.
+TEST(H5Isolated, ReadRunsInAChildFirstThenHere) {
+  TempDir tmp;
+  const std::string path = tmp.file("a.h5");
+  {
+    File f = File::create(path);
+    f.root().set_string_attr("schema", "kvq.calib/2");
+    f.close();
+  }
+  const pid_t self = ::getpid();
+  const std::string child_ran = tmp.file("child-ran");
+  int runs_here = 0;
+  const std::string schema = read_isolated(path, [&] {
+    if (::getpid() == self)
+      ++runs_here;
+    else
+      test::write_file(child_ran, "yes");
+    return File::open(path).root().string_attr("schema");
+  });
+  EXPECT_EQ(schema, "kvq.calib/2");
+  EXPECT_EQ(runs_here, 1);
+  EXPECT_EQ(test::read_file(child_ran), "yes");
+  EXPECT_EQ(error_of([&] {
+              read_isolated(path, [&] { return File::open(path).root().int_attr("schema"); });
+            }),
+            error_of([&] { File::open(path).root().int_attr("schema"); }));
+}
+
+// A file that kills libhdf5 (a string attribute naming an object past its global heap
+// collection) is refused with one line before this process reads any of it.
+TEST(H5Isolated, AFileThatCrashesLibhdf5IsRefusedBeforeItIsReadHere) {
+  const std::string path = test::source_dir() + "/tests/data/hdf5-vlen-attr-heap-index.h5";
+  int runs_here = 0;
+  const std::string e = error_of([&] {
+    read_isolated(path, [&] {
+      ++runs_here;
+      const File f = File::open(path);
+      const Group root = f.root();
+      std::string text;
+      for (const char* name : {"schema", "tool_version", "created", "device", "dtype",
+                               "model.source", "model.architecture", "model.rope_scaling",
+                               "model.weights_checksum", "data.source", "data.sha256"})
+        text += root.has_attr(name) ? root.string_attr(name) : "";
+      return text;
+    });
+  });
+  EXPECT_EQ(runs_here, 0);
+  EXPECT_EQ(e.rfind(path + ": corrupt HDF5 file: ", 0), 0u) << e;
 }
 
 TEST(H5Corrupt, GlobalHeapThatWouldHangIsRefused) {

@@ -255,11 +255,13 @@ CalibData check_calib(const File& file, Problems& problems) {
 }
 
 CalibData read_calib(const std::string& path) {
-  const File file = File::open(path);
-  Problems problems;
-  CalibData d = check_calib(file, problems);
-  problems.throw_if_any();
-  return d;
+  return read_isolated(path, [&] {
+    const File file = File::open(path);
+    Problems problems;
+    CalibData d = check_calib(file, problems);
+    problems.throw_if_any();
+    return d;
+  });
 }
 
 }  // namespace kvq::artifact

@@ -60,9 +60,11 @@ struct CalibData {
   std::vector<CalibLayer> layers;
 };
 
-// Reads and validates; throws kvq::Error with the first problem ("(and N more)").
+// Reads and validates (in a forked child first: read_isolated, h5.h); throws kvq::Error with the
+// first problem ("(and N more)").
 CalibData read_calib(const std::string& path);
-// Validates an open file, adding every problem found; returns what could be read.
+// Validates an open file, adding every problem found; returns what could be read. Call it inside
+// read_isolated (with the File::open) when the file may be hostile.
 CalibData check_calib(const File& file, Problems& problems);
 
 }  // namespace kvq::artifact

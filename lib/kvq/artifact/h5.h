@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -58,6 +59,37 @@ struct Array {
   std::vector<int64_t> shape;  // outermost first; [] for a scalar
 };
 
+// Reading a file that may be hostile. libhdf5 1.10 trusts what a file says where kvq cannot
+// check it first: corrupt object headers make it read freed memory, a bad global heap reference
+// makes it copy from a wild pointer. kvq's readers therefore call
+//   CalibData d = read_isolated(path, [&] { const File f = File::open(path); ...; return d; });
+// `read` runs first in a forked child, then here, from the same process state: libhdf5's faults
+// are deterministic, so one that would hit this process happens in the child first, and the file
+// is refused with one line ("<path>: corrupt HDF5 file: reading it crashed the HDF5 library
+// (Segmentation fault)", likewise for a child that exits with a sanitizer's report or runs past
+// 30 s plus 1 s per 32 MiB of the file). What `read` throws in the child is dropped (it throws
+// again here). `read` must open the file itself, and print and change nothing outside what it
+// returns: its side effects happen twice. File::open and open_image inside `read` (in either
+// process) skip their own vetting, which the child's run replaces.
+namespace detail {
+void run_isolated(const std::string& path, const std::function<void()>& read);
+// While one exists, File::open and open_image in this thread do not fork a vetting child.
+class IsolatedScope {
+ public:
+  IsolatedScope();
+  ~IsolatedScope();
+  IsolatedScope(const IsolatedScope&) = delete;
+  IsolatedScope& operator=(const IsolatedScope&) = delete;
+};
+}  // namespace detail
+
+template <typename F>
+auto read_isolated(const std::string& path, F&& read) -> decltype(read()) {
+  detail::run_isolated(path, [&read] { (void)read(); });
+  const detail::IsolatedScope scope;
+  return read();
+}
+
 struct DatasetInfo {
   std::string dtype;  // "float64", ..., or e.g. "int16", "string" for foreign types
   std::vector<int64_t> shape;
@@ -71,7 +103,10 @@ class File {
   // Creates `path`, truncating an existing file. Write to AtomicOutput::temp_path(), not the
   // final name.
   static File create(const std::string& path);
-  // Opens `path` read-only; "<path>: not an HDF5 file" for anything else.
+  // Opens `path` read-only; "<path>: not an HDF5 file" for anything else. Outside
+  // read_isolated, a forked child first walks the whole file (every object, attribute and
+  // dataset, generically) and the file is refused if that faults; readers that can, use
+  // read_isolated, which runs their own reads in the child instead.
   static File open(const std::string& path);
   // Opens the HDF5 file held in [data, data + size) read-only, in memory (HDF5's core driver;
   // the bytes are copied), named `name` in messages. The fuzz targets read artifacts this way.

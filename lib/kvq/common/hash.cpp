@@ -73,6 +73,7 @@ inline uint64_t xxh_merge(uint64_t h, uint64_t lane) {
 template <size_t N, typename Blocks>
 void stream_blocks(std::array<uint8_t, N>& buffer, size_t& buffered, const uint8_t* p, size_t n,
                    Blocks blocks) {
+  if (n == 0) return;  // p may be null (an empty vector's data()), which memcpy must not get
   if (buffered > 0) {
     const size_t take = std::min(n, N - buffered);
     std::memcpy(buffer.data() + buffered, p, take);

@@ -17,4 +17,7 @@ size_t first_non_text_byte(std::string_view s);
 // NUL-free UTF-8.
 void require_utf8_text(std::string_view s, const std::string& where, const std::string& hint = "");
 
+// The hint the text readers give (data files, prompts).
+inline constexpr const char* kUtf8Hint = "; kvq reads UTF-8 text (convert it, e.g. with iconv)";
+
 }  // namespace kvq

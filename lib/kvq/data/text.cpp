@@ -52,7 +52,6 @@ std::string read_all(const std::string& path) {
 }
 
 // A binary file (a checkpoint, a .gz) or text in another encoding is refused, not tokenized.
-constexpr const char* kNotTextHint = "; kvq reads UTF-8 text (convert it, e.g. with iconv)";
 
 bool has_text(std::string_view s) {
   return std::any_of(s.begin(), s.end(), [](unsigned char c) { return !std::isspace(c); });
@@ -130,7 +129,7 @@ std::string load_jsonl(const std::string& path, const std::string& field) {
 // read as plain text with its slashes stripped.
 void append_brown_file(const std::string& path, std::string& text) {
   const std::string bytes = read_all(path);
-  require_utf8_text(bytes, path, kNotTextHint);
+  require_utf8_text(bytes, path, kUtf8Hint);
   int64_t n_tagged = 0;
   std::string paragraph;
   auto flush = [&] {
@@ -234,7 +233,7 @@ std::string load_text(const std::string& path, TextFormat format, const std::str
     case TextFormat::Brown: text = load_brown(path); break;
     default:
       text = read_all(path);
-      require_utf8_text(text, path, kNotTextHint);
+      require_utf8_text(text, path, kUtf8Hint);
       break;
   }
   if (!has_text(text)) fail("{}: no text", path);

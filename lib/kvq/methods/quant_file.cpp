@@ -350,11 +350,13 @@ Quantizer check_quant(const artifact::File& file, Problems& problems) {
 }
 
 Quantizer read_quant(const std::string& path) {
-  const artifact::File file = artifact::File::open(path);
-  Problems problems;
-  Quantizer q = check_quant(file, problems);
-  problems.throw_if_any();
-  return q;
+  return artifact::read_isolated(path, [&] {
+    const artifact::File file = artifact::File::open(path);
+    Problems problems;
+    Quantizer q = check_quant(file, problems);
+    problems.throw_if_any();
+    return q;
+  });
 }
 
 }  // namespace kvq::methods

@@ -29,7 +29,8 @@ void write_quant(const std::string& path, const Quantizer& q, const std::string&
 // Quantizer::require_model before quantizing a model's K/V with it.
 Quantizer read_quant(const std::string& path);
 // Validates an open file, adding every problem found; returns the quantizer when none was found
-// (a default Quantizer otherwise). Throws only for a wrong or newer schema.
+// (a default Quantizer otherwise). Throws only for a wrong or newer schema. Call it inside
+// artifact::read_isolated (with the File::open) when the file may be hostile.
 Quantizer check_quant(const artifact::File& file, artifact::Problems& problems);
 
 }  // namespace kvq::methods
