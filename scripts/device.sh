@@ -26,7 +26,8 @@
 # "kvq gpu_test_kv_attention"), KVQ_GPU_TESTS (a ctest -R regex for the test step),
 # KVQ_BENCH_ARGS (extra flags for kvq bench kernels, e.g. "--contexts 32768 --versions 3"),
 # KVQ_E2E_ARGS (extra flags for kvq bench e2e, e.g. "--batches 8 --methods fp16,nuq3-1%"),
-# KVQ_PROFILE_VERSIONS (the kernel versions the profile step runs, default "2 3"), KVQ_PROFILE_CASES
+# KVQ_PROFILE_VERSIONS (the kernel versions the profile step runs, default "2 3"; "append": the
+# append of one token, MHA batch 1 at 32K, nuq3-1%), KVQ_PROFILE_CASES
 # (further v3 cases for the profile step, "shape:method:batch ...").
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -190,9 +191,13 @@ if want profile; then
   log "profile (ncu, MHA batch 1 128K: v3 on nuq3-1%, v2 on kivi2-g32-r128)"
   ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
   for v in ${KVQ_PROFILE_VERSIONS:-2 3}; do
-    k=$([ "$v" = 2 ] && echo kv_attention_mma || echo kv_attention_v3)
-    m=$([ "$v" = 2 ] && echo kivi2-g32-r128 || echo nuq3-1%)
-    run_bench=(build-gpu/bin/kvq bench kernels --contexts 131072 --batches 1 --methods "$m"
+    # v = append: the append of one token (bench kernels times it at 32K after two warm-ups).
+    k=kv_attention_v3 m=nuq3-1% ctx=131072 skip=1 ver=$v
+    case "$v" in
+      2) k=kv_attention_mma m=kivi2-g32-r128 ;;
+      append) k=kv_append_kernel ctx=32768 skip=2 ver=3 ;;
+    esac
+    run_bench=(build-gpu/bin/kvq bench kernels --contexts "$ctx" --batches 1 --methods "$m"
                --shapes mha --warmup 1 --repeats 1)
     # KVQ_PROFILE_CASES: further v3 cases "shape:method:batch" (e.g. "gqa:nuq3-1%:1
     # mha:nuq4-1%:1"), the summary sections only (ncu-<shape>-<method>-b<batch>.txt).
@@ -207,14 +212,14 @@ if want profile; then
           >"$OUT/ncu-$cs-${cm//%/pct}-b$cb.txt" 2>&1 || status=1
       done
     fi
-    # --launch-skip 1: the first launch is the warm-up's.
-    "$ncu" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
+    # --launch-skip: past the warm-up's launches.
+    "$ncu" --clock-control none -k "regex:$k" --launch-skip "$skip" --launch-count 1 \
       --section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats \
       --section WarpStateStats --section MemoryWorkloadAnalysis --section InstructionStats \
-      "${run_bench[@]}" --versions "$v" >"$OUT/ncu-v$v.txt" 2>&1 || status=1
-    "$ncu" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
+      "${run_bench[@]}" --versions "$ver" >"$OUT/ncu-v$v.txt" 2>&1 || status=1
+    "$ncu" --clock-control none -k "regex:$k" --launch-skip "$skip" --launch-count 1 \
       --section SourceCounters --section WarpStateStats --import-source yes -f -o "$OUT/ncu-v$v" \
-      "${run_bench[@]}" --versions "$v" >>"$OUT/ncu-v$v.txt" 2>&1 || status=1
+      "${run_bench[@]}" --versions "$ver" >>"$OUT/ncu-v$v.txt" 2>&1 || status=1
     "$ncu" -i "$OUT/ncu-v$v.ncu-rep" --page source --csv --print-source sass >"$OUT/ncu-v$v-sass.csv" \
       && python3 bench/ncu_summary.py "$OUT/ncu-v$v-sass.csv" >"$OUT/ncu-v$v-summary.md" || status=1
     gzip -f "$OUT/ncu-v$v-sass.csv"; rm -f "$OUT/ncu-v$v.ncu-rep"
