@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -407,7 +408,10 @@ void vet_file(const std::string& path, hid_t fapl) {
 // report can be told apart. libhdf5 is not instrumented, so UBSan's reports and ASan's frames in
 // kvq's code are kvq's defects, which the fuzzer must see; a fault first met in libhdf5 (directly
 // or through an interceptor it called) is the file's, refused as in the release build.
-int open_child_log() { return ::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600); }
+int open_child_log() {
+  const char* dir = std::getenv("TMPDIR");
+  return ::open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+}
 
 std::string read_child_log(int fd) {
   std::string text;
@@ -456,7 +460,13 @@ void run_isolated(const std::string& path, const std::function<void()>& read) {
   const uint64_t bytes = ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   const uint64_t limit_ms = (kVetSeconds + bytes / kVetBytesPerSecond) * 1000;
 #if KVQ_SANITIZED
-  const int log_fd = open_child_log();
+  struct ChildLog {  // closed on every way out (fork failing, a refusal)
+    int fd = open_child_log();
+    ~ChildLog() {
+      if (fd >= 0) ::close(fd);
+    }
+  } child_log;
+  const int log_fd = child_log.fd;
 #endif
   std::fflush(nullptr);
   const pid_t parent = ::getpid();
@@ -491,9 +501,6 @@ void run_isolated(const std::string& path, const std::function<void()>& read) {
     if (waited_ms >= limit_ms) {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, &status, 0);
-#if KVQ_SANITIZED
-      if (log_fd >= 0) ::close(log_fd);
-#endif
       fail("{}: corrupt HDF5 file: reading it did not finish within {} s", path, limit_ms / 1000);
     }
     ::usleep(1000);
@@ -510,7 +517,6 @@ void run_isolated(const std::string& path, const std::function<void()>& read) {
       std::abort();
     }
   }
-  if (log_fd >= 0) ::close(log_fd);
 #endif
   if (WIFSIGNALED(status)) {
     fail("{}: corrupt HDF5 file: reading it crashed the HDF5 library ({})", path,
