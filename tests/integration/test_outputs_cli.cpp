@@ -139,6 +139,17 @@ TEST_F(OutputsCli, ReproduceReadsEveryInputBeforeCreatingItsFolder) {
                  "--model " + model() + " --train " + quoted(file("data.txt")) + " --data " +
                      quoted(file("data.txt")) + " --out-dir " + quoted(file("calib.h5")),
                  "--out-dir: " + file("calib.h5") + ": expected a directory");
+  // Window lengths the model cannot take are refused before the calibration runs, each naming
+  // its own flag (the calibration's was reported as --seq-len, and the evaluation's only after
+  // calibrating).
+  const std::string base = "--model " + model() + " --train " + quoted(file("data.txt")) +
+                           " --data " + quoted(file("data.txt")) + " --out-dir " +
+                           quoted(file("run"));
+  expect_refused("reproduce", base + " --calib-seq-len 1",
+                 "--calib-seq-len: expected at least 2 tokens, found 1");
+  expect_refused(
+      "reproduce", base + " --seq-len 99999",
+      "--seq-len: 99999 exceeds the context of 512 tokens of the model at " + data_path(kModel1m));
 }
 
 TEST_F(OutputsCli, BenchJsonFileIsCheckedBeforeTheBenchmark) {

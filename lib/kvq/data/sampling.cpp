@@ -30,13 +30,14 @@ void check_length(int64_t n_tokens, int64_t seq_len, const std::string& where) {
 
 }  // namespace
 
-int64_t window_length(int64_t max_context, int64_t requested, const std::string& model_source) {
+int64_t window_length(int64_t max_context, int64_t requested, const std::string& model_source,
+                      const char* flag) {
   const int64_t seq_len = requested != 0 ? requested : max_context;
   if (seq_len > max_context) {
-    fail("--seq-len: {} exceeds the context of {} tokens of the model at {}", seq_len, max_context,
+    fail("{}: {} exceeds the context of {} tokens of the model at {}", flag, seq_len, max_context,
          model_source);
   }
-  if (seq_len < 2) fail("--seq-len: expected at least 2 tokens, found {}", seq_len);
+  if (seq_len < 2) fail("{}: expected at least 2 tokens, found {}", flag, seq_len);
   return seq_len;
 }
 

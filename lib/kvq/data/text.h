@@ -37,9 +37,10 @@ struct Window {
 std::vector<Window> eval_windows(int64_t n_tokens, int64_t seq_len, const std::string& where);
 
 // The window length for a requested --seq-len (0: the whole context, `max_context` tokens, of the
-// model at `model_source`). Throws kvq::Error naming --seq-len if it is below 2 or exceeds the
+// model at `model_source`). Throws kvq::Error naming `flag` if it is below 2 or exceeds the
 // context. Takes the context, not the model, so data stays below the runner.
-int64_t window_length(int64_t max_context, int64_t requested, const std::string& model_source);
+int64_t window_length(int64_t max_context, int64_t requested, const std::string& model_source,
+                      const char* flag = "--seq-len");
 
 // `n_samples` calibration sequences of `seq_len` tokens with start offsets drawn uniformly from
 // [0, n_tokens - seq_len] by mt19937_64(seed). Throws if n_samples <= 0 or the data is shorter
