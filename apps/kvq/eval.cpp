@@ -123,12 +123,13 @@ void run_eval(const EvalFlags& f) {
   if (f.batch_size < 0)
     fail("--batch-size: expected >= 0 windows (0: about 8192 tokens), found {}", f.batch_size);
   // The runtime's flags are checked before the (long) fake-quantized evaluation that precedes it.
-  if (f.runtime_prefill < 1)
-    fail("--runtime-prefill: expected >= 1 token, found {}", f.runtime_prefill);
-  if (f.runtime_batch < 0 || f.runtime_batch > 4096)
-    fail("--runtime-batch: expected 0..4096 windows (0: the default), found {}", f.runtime_batch);
-  if (!(f.kv_mem >= 0) || f.kv_mem > 1e6)
-    fail("--kv-mem: expected a size in GiB >= 0 (0: the default), found {}", f.kv_mem);
+  RuntimeEvalOptions ro;
+  ro.seq_len = f.seq_len;
+  ro.prefill = f.runtime_prefill;
+  ro.max_batch = f.runtime_batch;
+  ro.kv_mem_gib = f.kv_mem;
+  ro.progress = !f.quiet;
+  check_runtime_eval_options(ro);
   const bool quantized = !f.methods.empty() || !f.quant.empty();
   if (!f.calib.empty() && f.methods.empty())
     fail("--calib: given without --methods to fit from it");
@@ -181,12 +182,6 @@ void run_eval(const EvalFlags& f) {
   std::vector<eval::ResultRow> rows = evaluate_all(m, tokens, qs, options, &base);
   if (f.runtime) {
     // Each quant.h5 once more, through the runtime, beside its fake-quantized row.
-    RuntimeEvalOptions ro;
-    ro.seq_len = f.seq_len;
-    ro.prefill = f.runtime_prefill;
-    ro.max_batch = f.runtime_batch;
-    ro.kv_mem_gib = f.kv_mem;
-    ro.progress = !f.quiet;
     const size_t n_fake = rows.size();
     for (size_t i = 0; i < n_fake; ++i) {
       if (qs[i].provenance.path.empty()) continue;

@@ -112,9 +112,7 @@ void run_reproduce(ReproduceFlags& f) {
   const model::LlamaModel m = f.model.load();
   // Both window lengths against the model before the calibration runs (as calibrate, eval do).
   const int64_t context = m.config().max_seq_len;
-  data::window_length(context,
-                      f.calib_seq_len != 0 ? f.calib_seq_len : std::min<int64_t>(2048, context),
-                      m.source(), "--calib-seq-len");
+  calib::sequence_length(context, f.calib_seq_len, m.source(), "--calib-seq-len");
   data::window_length(context, f.seq_len, m.source(), "--seq-len");
   const auto tokenizer = f.model.tokenizer(m);
   const auto fingerprint =

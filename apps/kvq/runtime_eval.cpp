@@ -14,15 +14,25 @@
 
 namespace kvq::app {
 
+void check_runtime_eval_options(const RuntimeEvalOptions& options) {
+  if (options.prefill < 1)
+    fail("--runtime-prefill: expected >= 1 token, found {}", options.prefill);
+  if (options.max_batch < 0 || options.max_batch > 4096) {
+    fail("--runtime-batch: expected 0..4096 windows (0: the default), found {}", options.max_batch);
+  }
+  runtime::EngineOptions eo;  // the engine's own check of --kv-mem
+  eo.kv_mem_gib = options.kv_mem_gib;
+  runtime::check_engine_options(eo);
+}
+
 RuntimeEvalResult runtime_perplexity(const model::LlamaModel& m, const std::vector<int32_t>& tokens,
                                      const methods::Quantizer& q,
                                      const RuntimeEvalOptions& options) {
+  check_runtime_eval_options(options);
   const int64_t L = data::window_length(m.config().max_seq_len, options.seq_len, m.source());
   const std::vector<data::Window> windows =
       data::eval_windows(static_cast<int64_t>(tokens.size()), L, "--data");
   const int64_t n_win = static_cast<int64_t>(windows.size());
-  if (options.prefill < 1)
-    fail("--runtime-prefill: expected >= 1 token, found {}", options.prefill);
   const int64_t P = std::min(options.prefill, L - 1);
   const int batch = static_cast<int>(std::min<int64_t>(
       n_win, options.max_batch > 0 ? options.max_batch : (m.device().is_cuda() ? 64 : 8)));

@@ -33,6 +33,10 @@ struct RuntimeEvalResult {
   double seconds = 0;
 };
 
+// Throws kvq::Error naming the flag (--runtime-prefill, --runtime-batch, --kv-mem) of a value
+// runtime_perplexity cannot take; kvq eval calls it before its other work.
+void check_runtime_eval_options(const RuntimeEvalOptions& options);
+
 // Throws kvq::Error for what the engine refuses (the artifact, the method, the memory).
 RuntimeEvalResult runtime_perplexity(const model::LlamaModel& m, const std::vector<int32_t>& tokens,
                                      const methods::Quantizer& q,

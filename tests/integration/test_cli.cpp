@@ -89,6 +89,21 @@ class CliBadInput : public ::testing::Test {
   void SetUp() override { KVQ_REQUIRE_DATA(kModel1m); }
   std::string model() const { return quoted(data_path(kModel1m)); }
   std::string data() const { return quoted(data_path(kTest)); }
+  // Each {flags, message}: `kvq <cmd> <args> <flags>` prints nothing on stdout and exactly the
+  // one line "kvq <cmd>: error: <message>" on stderr, exiting with `exit_code` (0: any failure).
+  void expect_errors(const std::string& cmd, const std::string& args,
+                     const std::vector<std::pair<std::string, std::string>>& cases,
+                     int exit_code = 0) {
+    for (const auto& [flags, message] : cases) {
+      const auto r = run_kvq(cmd + " " + args + " " + flags);
+      EXPECT_EQ(r.err, "kvq " + cmd + ": error: " + message + "\n") << flags;
+      if (exit_code == 0)
+        EXPECT_NE(r.exit_code, 0) << flags;
+      else
+        EXPECT_EQ(r.exit_code, exit_code) << flags;
+      EXPECT_EQ(r.out, "") << flags;
+    }
+  }
   test::TempDir tmp;
 };
 
@@ -111,48 +126,37 @@ TEST_F(CliBadInput, SeqLenLargerThanContext) {
 // List flags: an empty value, an empty item or a repeat (also two spellings of one method) is
 // refused before any work (the data file does not exist: it is never reached).
 TEST_F(CliBadInput, MethodAndQuantListsAreStrict) {
-  const std::string base =
-      "eval --model " + model() + " --data " + quoted(tmp.file("never-read.txt")) + " ";
-  const std::pair<std::string, std::string> cases[] = {
-      {"--methods ''", "--methods: expected a list, found ''"},
-      {"--methods int4,,nuq2", "--methods: item 2 of 'int4,,nuq2' is empty"},
-      {"--methods int4,", "--methods: item 2 of 'int4,' is empty"},
-      {"--methods int4,int4", "--methods: 'int4' is given twice"},
-      {"--methods int4,int4-token",
-       "--methods: 'int4' and 'int4-token' are the same method (int4-token)"},
-      {"--quant ''", "--quant: expected a list, found ''"},
-      {"--quant a.h5,a.h5", "--quant: 'a.h5' is given twice"},
-  };
-  for (const auto& [flags, message] : cases) {
-    const auto r = run_kvq(base + flags);
-    EXPECT_EQ(r.err, "kvq eval: error: " + message + "\n") << flags;
-    EXPECT_NE(r.exit_code, 0) << flags;
-    EXPECT_EQ(r.out, "") << flags;
-  }
+  const std::string args = "--model " + model() + " --data " + quoted(tmp.file("never-read.txt"));
+  expect_errors("eval", args,
+                {
+                    {"--methods ''", "--methods: expected a list, found ''"},
+                    {"--methods int4,,nuq2", "--methods: item 2 of 'int4,,nuq2' is empty"},
+                    {"--methods int4,", "--methods: item 2 of 'int4,' is empty"},
+                    {"--methods int4,int4", "--methods: 'int4' is given twice"},
+                    {"--methods int4,int4-token",
+                     "--methods: 'int4' and 'int4-token' are the same method (int4-token)"},
+                    {"--quant ''", "--quant: expected a list, found ''"},
+                    {"--quant a.h5,a.h5", "--quant: 'a.h5' is given twice"},
+                });
 }
 
 // Numbers that eval used to take as "the default" (a negative batch) or check only after the
 // fake-quantized evaluation (the runtime's): refused before the data is read. The runtime's
 // flags without --runtime are a usage error.
 TEST_F(CliBadInput, EvalNumbersAreCheckedBeforeWork) {
-  const std::string base =
-      "eval --model " + model() + " --data " + quoted(tmp.file("never-read.txt")) + " ";
-  const std::pair<std::string, std::string> cases[] = {
-      {"--batch-size -1", "--batch-size: expected >= 0 windows (0: about 8192 tokens), found -1"},
-      {"--quant q.h5 --runtime --runtime-prefill 0",
-       "--runtime-prefill: expected >= 1 token, found 0"},
-      {"--quant q.h5 --runtime --runtime-batch -4",
-       "--runtime-batch: expected 0..4096 windows (0: the default), found -4"},
-      {"--quant q.h5 --runtime --kv-mem nan",
-       "--kv-mem: expected a size in GiB >= 0 (0: the default), found nan"},
-      {"--runtime-prefill 4", "--runtime-prefill requires --runtime"},
-  };
-  for (const auto& [flags, message] : cases) {
-    const auto r = run_kvq(base + flags);
-    EXPECT_EQ(r.err, "kvq eval: error: " + message + "\n") << flags;
-    EXPECT_NE(r.exit_code, 0) << flags;
-    EXPECT_EQ(r.out, "") << flags;
-  }
+  const std::string args = "--model " + model() + " --data " + quoted(tmp.file("never-read.txt"));
+  expect_errors("eval", args,
+                {
+                    {"--batch-size -1",
+                     "--batch-size: expected >= 0 windows (0: about 8192 tokens), found -1"},
+                    {"--quant q.h5 --runtime --runtime-prefill 0",
+                     "--runtime-prefill: expected >= 1 token, found 0"},
+                    {"--quant q.h5 --runtime --runtime-batch -4",
+                     "--runtime-batch: expected 0..4096 windows (0: the default), found -4"},
+                    {"--quant q.h5 --runtime --kv-mem nan",
+                     "--kv-mem: expected a size in GiB >= 0 (0: the default), found nan"},
+                    {"--runtime-prefill 4", "--runtime-prefill requires --runtime"},
+                });
 }
 
 // Prompts are text, as --data is: bytes that are not UTF-8 (or hold a NUL) are refused with the
@@ -160,25 +164,22 @@ TEST_F(CliBadInput, EvalNumbersAreCheckedBeforeWork) {
 TEST_F(CliBadInput, PromptsMustBeUtf8) {
   test::write_file(tmp.file("latin1.txt"), "caf\xe9 au lait");
   test::write_file(tmp.file("nul.jsonl"), "{\"prompt\": \"a\\u0000b\"}\n");
-  const std::string base = "generate --model " + model() + " -n 2 ";
-  const std::pair<std::string, std::string> cases[] = {
-      {"--prompt " + quoted("caf\xe9"),
-       "--prompt: not UTF-8 text (invalid byte 0xe9 at byte 3); kvq reads UTF-8 text (convert it, "
-       "e.g. with iconv)"},
-      {"--prompt-file " + quoted(tmp.file("latin1.txt")),
-       "--prompt-file: " + tmp.file("latin1.txt") +
-           ": not UTF-8 text (invalid byte 0xe9 at byte 3); kvq reads UTF-8 text (convert it, e.g. "
-           "with iconv)"},
-      {"--prompts " + quoted(tmp.file("nul.jsonl")),
-       "--prompts: " + tmp.file("nul.jsonl") +
-           ":1: the prompt: not UTF-8 text (a NUL byte at byte 1)"},
-  };
-  for (const auto& [flags, message] : cases) {
-    const auto r = run_kvq(base + flags);
-    EXPECT_EQ(r.err, "kvq generate: error: " + message + "\n") << flags;
-    EXPECT_EQ(r.exit_code, 1) << flags;
-    EXPECT_EQ(r.out, "") << flags;
-  }
+  expect_errors("generate", "--model " + model() + " -n 2",
+                {
+                    {"--prompt " + quoted("caf\xe9"),
+                     "--prompt: not UTF-8 text (invalid byte 0xe9 at byte 3); kvq reads UTF-8 text "
+                     "(convert it, "
+                     "e.g. with iconv)"},
+                    {"--prompt-file " + quoted(tmp.file("latin1.txt")),
+                     "--prompt-file: " + tmp.file("latin1.txt") +
+                         ": not UTF-8 text (invalid byte 0xe9 at byte 3); kvq reads UTF-8 text "
+                         "(convert it, e.g. "
+                         "with iconv)"},
+                    {"--prompts " + quoted(tmp.file("nul.jsonl")),
+                     "--prompts: " + tmp.file("nul.jsonl") +
+                         ":1: the prompt: not UTF-8 text (a NUL byte at byte 1)"},
+                },
+                /*exit_code=*/1);
 }
 
 TEST_F(CliBadInput, DataShorterThanOneWindow) {

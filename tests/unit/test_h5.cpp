@@ -467,15 +467,18 @@ TEST(H5Corrupt, ClaimedShapesCostNothingToOpen) {
             path + ":/d0: shape [33554432] needs 268435456 bytes, the file stores 0");
 }
 
+// A file holding nothing but the root attribute schema = "kvq.calib/2".
+void write_schema_only(const std::string& path) {
+  File f = File::create(path);
+  f.root().set_string_attr("schema", "kvq.calib/2");
+  f.close();
+}
+
 // read_isolated: `read` runs in a forked child first, then here; what it throws, it throws here.
 TEST(H5Isolated, ReadRunsInAChildFirstThenHere) {
   TempDir tmp;
   const std::string path = tmp.file("a.h5");
-  {
-    File f = File::create(path);
-    f.root().set_string_attr("schema", "kvq.calib/2");
-    f.close();
-  }
+  write_schema_only(path);
   const pid_t self = ::getpid();
   const std::string child_ran = tmp.file("child-ran");
   int runs_here = 0;
@@ -520,11 +523,7 @@ TEST(H5Isolated, AFileThatCrashesLibhdf5IsRefusedBeforeItIsReadHere) {
 TEST(H5Corrupt, GlobalHeapThatWouldHangIsRefused) {
   TempDir tmp;
   const std::string path = tmp.file("a.h5");
-  {
-    File f = File::create(path);
-    f.root().set_string_attr("schema", "kvq.calib/2");
-    f.close();
-  }
+  write_schema_only(path);
   std::string bytes = test::read_file(path);
   EXPECT_EQ(File::open(path).root().string_attr("schema"), "kvq.calib/2");
   const size_t gcol = bytes.find("GCOL\x01");

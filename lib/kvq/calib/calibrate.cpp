@@ -90,6 +90,13 @@ void check_options(const CalibOptions& o) {
   }
 }
 
+int64_t sequence_length(int64_t max_context, int64_t requested, const std::string& model_source,
+                        const char* flag) {
+  return data::window_length(max_context,
+                             requested != 0 ? requested : std::min<int64_t>(2048, max_context),
+                             model_source, flag);
+}
+
 CalibResult calibrate(const model::LlamaModel& model, const std::vector<int32_t>& tokens,
                       const CalibOptions& options) {
   const auto& c = model.config();
@@ -97,9 +104,7 @@ CalibResult calibrate(const model::LlamaModel& model, const std::vector<int32_t>
   r.options = options;
   CalibOptions& o = r.options;
   check_options(o);
-  o.seq_len = data::window_length(
-      c.max_seq_len, o.seq_len != 0 ? o.seq_len : std::min<int64_t>(2048, c.max_seq_len),
-      model.source());
+  o.seq_len = sequence_length(c.max_seq_len, o.seq_len, model.source());
   if (std::find(o.fractions.begin(), o.fractions.end(), 0.0) == o.fractions.end())
     o.fractions.push_back(0.0);
   std::sort(o.fractions.begin(), o.fractions.end());

@@ -54,6 +54,11 @@ inline constexpr int64_t kMaxSamples = int64_t{1} << 20;
 // kMaxSamples; --sample-tokens >= 0, its cap is derived from the model).
 void check_options(const CalibOptions& options);
 
+// The sequence length a requested seq_len gives (0: min(2048, max_context), as the paper) for
+// the model at `model_source`; throws kvq::Error naming `flag` (data::window_length's checks).
+int64_t sequence_length(int64_t max_context, int64_t requested, const std::string& model_source,
+                        const char* flag = "--seq-len");
+
 // Fisher sums (histograms and per-channel totals) are divided by n_samples: the Fisher
 // information averaged over sequences. Throws kvq::Error for n_samples < 1, a window longer
 // than the model's context or than the data, and non-finite activations or gradients.

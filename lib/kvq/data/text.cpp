@@ -51,8 +51,6 @@ std::string read_all(const std::string& path) {
   return bytes;
 }
 
-// A binary file (a checkpoint, a .gz) or text in another encoding is refused, not tokenized.
-
 bool has_text(std::string_view s) {
   return std::any_of(s.begin(), s.end(), [](unsigned char c) { return !std::isspace(c); });
 }
@@ -233,6 +231,7 @@ std::string load_text(const std::string& path, TextFormat format, const std::str
     case TextFormat::Brown: text = load_brown(path); break;
     default:
       text = read_all(path);
+      // A binary file (a checkpoint, a .gz) or text in another encoding is refused, not tokenized.
       require_utf8_text(text, path, kUtf8Hint);
       break;
   }

@@ -58,10 +58,7 @@ void release_cached_memory(const at::Device& device) {
 #endif
 }
 
-Engine::Engine(const model::LlamaModel& m, const methods::Quantizer& q,
-               const EngineOptions& options)
-    : m_(m), q_(q), options_(options) {
-  const model::ModelConfig& c = m.config();
+void check_engine_options(const EngineOptions& options) {
   if (options.max_batch < 1 || options.max_batch > 4096) {
     fail("--max-batch: expected 1..4096 sequences, found {}", options.max_batch);
   }
@@ -71,6 +68,13 @@ Engine::Engine(const model::LlamaModel& m, const methods::Quantizer& q,
   if (!(options.kv_mem_gib >= 0) || options.kv_mem_gib > 1e6) {
     fail("--kv-mem: expected a size in GiB >= 0 (0: the default), found {}", options.kv_mem_gib);
   }
+}
+
+Engine::Engine(const model::LlamaModel& m, const methods::Quantizer& q,
+               const EngineOptions& options)
+    : m_(m), q_(q), options_(options) {
+  const model::ModelConfig& c = m.config();
+  check_engine_options(options);
   q.require_model(artifact::model_fingerprint(c, m.weights().checksum, m.source()));
   check_runtime_method(q, c.n_layers);
   StoreOptions so;

@@ -29,6 +29,10 @@ struct EngineOptions {
   int64_t prefill_chunk = 512;  // tokens per prefill forward where the store takes chunks
 };
 
+// Throws kvq::Error naming the flag (--max-batch, --prefill-chunk, --kv-mem) of a value the
+// engine cannot take; the Engine constructor calls it, commands may call it before their work.
+void check_engine_options(const EngineOptions& options);
+
 class Engine {
  public:
   // `m` and `q` must outlive the engine. Checks that q was made for m (fingerprint, layers, KV
