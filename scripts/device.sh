@@ -26,9 +26,11 @@
 # "kvq gpu_test_kv_attention"), KVQ_GPU_TESTS (a ctest -R regex for the test step),
 # KVQ_BENCH_ARGS (extra flags for kvq bench kernels, e.g. "--contexts 32768 --versions 3"),
 # KVQ_E2E_ARGS (extra flags for kvq bench e2e, e.g. "--batches 8 --methods fp16,nuq3-1%"),
-# KVQ_PROFILE_VERSIONS (the kernel versions the profile step runs, default "2 3"; "append": the
-# append of one token, MHA batch 1 at 32K, nuq3-1%), KVQ_PROFILE_CASES
-# (further v3 cases for the profile step, "shape:method:batch ...").
+# KVQ_PROFILE_VERSIONS (what the profile step profiles in full, source counters included,
+# default "2 3"; "append": the append of one token, MHA batch 1 at 32K, nuq3-1%; any entry may
+# name its case, "version:shape:method:batch:context", e.g. "3:gqa:nuq3-1%:1:131072" or
+# "append:gqa:nuq3-1%:1:32768"), KVQ_PROFILE_CASES (further v3 cases, the summary sections
+# only, "shape:method:batch[:context] ...", context 131072 unless named).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -188,42 +190,43 @@ if want serve; then
   fi
 fi
 if want profile; then
-  log "profile (ncu, MHA batch 1 128K: v3 on nuq3-1%, v2 on kivi2-g32-r128)"
+  log "profile (ncu: ${KVQ_PROFILE_VERSIONS:-2 3}; cases ${KVQ_PROFILE_CASES:-none})"
   ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-  for v in ${KVQ_PROFILE_VERSIONS:-2 3}; do
-    # v = append: the append of one token (bench kernels times it at 32K after two warm-ups).
+  sections=(--section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats
+            --section WarpStateStats --section MemoryWorkloadAnalysis)
+  # KVQ_PROFILE_CASES: further v3 cases "shape:method:batch[:context]" (e.g. "gqa:nuq3-1%:1
+  # mha:nuq3-1%:1:4096"), the summary sections only (ncu-<shape>-<method>-b<batch>-<context>.txt).
+  for c in ${KVQ_PROFILE_CASES:-}; do
+    IFS=: read -r cs cm cb cc <<<"$c"
+    cc=${cc:-131072}
+    "$ncu" --clock-control none -k "regex:kv_attention_v3" --launch-skip 1 --launch-count 1 \
+      "${sections[@]}" build-gpu/bin/kvq bench kernels --contexts "$cc" --batches "$cb" \
+      --methods "$cm" --shapes "$cs" --warmup 1 --repeats 1 --versions 3 \
+      >"$OUT/ncu-$cs-${cm//%/pct}-b$cb-$cc.txt" 2>&1 || status=1
+  done
+  for entry in ${KVQ_PROFILE_VERSIONS:-2 3}; do
+    # v = append: the append of one token (bench kernels times it after two warm-ups).
+    IFS=: read -r v ps pm pb pc <<<"$entry"
     k=kv_attention_v3 m=nuq3-1% ctx=131072 skip=1 ver=$v
     case "$v" in
       2) k=kv_attention_mma m=kivi2-g32-r128 ;;
       append) k=kv_append_kernel ctx=32768 skip=2 ver=3 ;;
     esac
-    run_bench=(build-gpu/bin/kvq bench kernels --contexts "$ctx" --batches 1 --methods "$m"
-               --shapes mha --warmup 1 --repeats 1)
-    # KVQ_PROFILE_CASES: further v3 cases "shape:method:batch" (e.g. "gqa:nuq3-1%:1
-    # mha:nuq4-1%:1"), the summary sections only (ncu-<shape>-<method>-b<batch>.txt).
-    if [ "$v" = 3 ]; then
-      for c in ${KVQ_PROFILE_CASES:-}; do
-        IFS=: read -r cs cm cb <<<"$c"
-        "$ncu" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
-          --section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats \
-          --section WarpStateStats --section MemoryWorkloadAnalysis \
-          build-gpu/bin/kvq bench kernels --contexts 131072 --batches "$cb" --methods "$cm" \
-          --shapes "$cs" --warmup 1 --repeats 1 --versions 3 \
-          >"$OUT/ncu-$cs-${cm//%/pct}-b$cb.txt" 2>&1 || status=1
-      done
-    fi
+    shape=${ps:-mha} m=${pm:-$m} batch=${pb:-1} ctx=${pc:-$ctx}
+    name=v$v${ps:+-$shape-${m//%/pct}-b$batch-$ctx}
+    run_bench=(build-gpu/bin/kvq bench kernels --contexts "$ctx" --batches "$batch" --methods "$m"
+               --shapes "$shape" --warmup 1 --repeats 1 --versions "$ver")
     # --launch-skip: past the warm-up's launches.
     "$ncu" --clock-control none -k "regex:$k" --launch-skip "$skip" --launch-count 1 \
-      --section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats \
-      --section WarpStateStats --section MemoryWorkloadAnalysis --section InstructionStats \
-      "${run_bench[@]}" --versions "$ver" >"$OUT/ncu-v$v.txt" 2>&1 || status=1
+      "${sections[@]}" --section InstructionStats "${run_bench[@]}" >"$OUT/ncu-$name.txt" 2>&1 \
+      || status=1
     "$ncu" --clock-control none -k "regex:$k" --launch-skip "$skip" --launch-count 1 \
-      --section SourceCounters --section WarpStateStats --import-source yes -f -o "$OUT/ncu-v$v" \
-      "${run_bench[@]}" --versions "$ver" >>"$OUT/ncu-v$v.txt" 2>&1 || status=1
-    "$ncu" -i "$OUT/ncu-v$v.ncu-rep" --page source --csv --print-source sass >"$OUT/ncu-v$v-sass.csv" \
-      && python3 bench/ncu_summary.py "$OUT/ncu-v$v-sass.csv" >"$OUT/ncu-v$v-summary.md" || status=1
-    gzip -f "$OUT/ncu-v$v-sass.csv"; rm -f "$OUT/ncu-v$v.ncu-rep"
-    head -40 "$OUT/ncu-v$v-summary.md"
+      --section SourceCounters --section WarpStateStats --import-source yes -f -o "$OUT/ncu-$name" \
+      "${run_bench[@]}" >>"$OUT/ncu-$name.txt" 2>&1 || status=1
+    "$ncu" -i "$OUT/ncu-$name.ncu-rep" --page source --csv --print-source sass >"$OUT/ncu-$name-sass.csv" \
+      && python3 bench/ncu_summary.py "$OUT/ncu-$name-sass.csv" >"$OUT/ncu-$name-summary.md" || status=1
+    gzip -f "$OUT/ncu-$name-sass.csv"; rm -f "$OUT/ncu-$name.ncu-rep"
+    head -40 "$OUT/ncu-$name-summary.md"
   done
 fi
 # Sanitizers last: they are the slowest step and the benchmarks above matter more if time runs out.
