@@ -11,7 +11,10 @@
 # machine may lack (and cannot fetch): download its Debian packages here first, e.g.
 #   mkdir -p .device-data/debs && (cd .device-data/debs && apt-get download libcpp-httplib0.11 \
 #     libcpp-httplib-dev)   # plus libssl-dev libbrotli-dev zlib1g-dev if that machine lacks them
-# and they are unpacked under build-gpu/deps (never into /).
+# and they are unpacked under build-gpu/deps (never into /). To time a change against its
+# baseline in one call, carry the baseline's sources too and name them in KVQ_BASE_SRC, e.g.
+#   mkdir -p .ab/main && git archive main | tar -x -C .ab/main   # .ab in .git/info/exclude
+#   KVQ_BASE_SRC=.ab/main scripts/device.sh kernels               # carry .device-data and .ab
 # Usage: scripts/device.sh [STEP ...], steps (default: all of them, in this order):
 #   test (the gpu-labelled tests), eval, runtime (kvq eval --runtime and kvq generate through the
 #   compressed cache), reproduce, calibrate (7B-shaped bench), kernels (kvq bench kernels), e2e (kvq
@@ -26,6 +29,7 @@
 # "kvq gpu_test_kv_attention"), KVQ_GPU_TESTS (a ctest -R regex for the test step),
 # KVQ_BENCH_ARGS (extra flags for kvq bench kernels, e.g. "--contexts 32768 --versions 3"),
 # KVQ_E2E_ARGS (extra flags for kvq bench e2e, e.g. "--batches 8 --methods fp16,nuq3-1%"),
+# KVQ_BASE_SRC (a carried source tree to build as the kernels step's same-call baseline),
 # KVQ_PROFILE_VERSIONS (what the profile step profiles in full, source counters included,
 # default "2 3"; "append": the append of one token, MHA batch 1 at 32K, nuq3-1%; any entry may
 # name its case, "version:shape:method:batch:context", e.g. "3:gqa:nuq3-1%:1:131072" or
@@ -71,6 +75,20 @@ targets=()
 for t in ${KVQ_TARGETS:-}; do targets+=(--target "$t"); done
 cmake --build build-gpu -j"$(nproc)" "${targets[@]}" -- -k >"$OUT/build.log" 2>&1 \
   || { log "build FAILED"; grep -m20 -E 'error|Error' "$OUT/build.log"; exit 1; }
+# KVQ_BASE_SRC: a second source tree (e.g. `git archive main | tar -x -C .ab/main`, carried),
+# built into build-gpu-base (kvq only), so that the kernels step times both in one call.
+base_bin=
+if [ -n "${KVQ_BASE_SRC:-}" ]; then
+  log "build the baseline tree $KVQ_BASE_SRC"
+  if cmake -S "$KVQ_BASE_SRC" -B build-gpu-base -DCMAKE_BUILD_TYPE=Release \
+       -DCMAKE_PREFIX_PATH="$torch_prefix" -DCMAKE_CUDA_ARCHITECTURES=90 \
+       -DKVQ_DATA_DIR="$data_dir" >"$OUT/configure-base.log" 2>&1 &&
+     cmake --build build-gpu-base -j"$(nproc)" --target kvq >"$OUT/build-base.log" 2>&1; then
+    base_bin=build-gpu-base/bin/kvq
+  else
+    log "baseline build FAILED"; tail -20 "$OUT/build-base.log" 2>/dev/null; exit 1
+  fi
+fi
 [ "$steps" = " build " ] && exit 0
 
 status=0
@@ -136,10 +154,24 @@ if want kernels; then
   # Decode attention from the compressed cache vs fp16 attention, one layer, same run
   # (bench/kernels_bench.cpp; bench/kernels_notes.md reads these numbers).
   log "bench kernels"
-  # shellcheck disable=SC2086  # KVQ_BENCH_ARGS is a list of flags
-  build-gpu/bin/kvq bench kernels ${KVQ_BENCH_ARGS:-} --json-file "$OUT/bench-kernels.json" \
-    >"$OUT/bench-kernels.md" 2>"$OUT/bench-kernels.err" || { status=1; tail -5 "$OUT/bench-kernels.err"; }
+  # With a baseline (KVQ_BASE_SRC) the baseline binary runs first, then this tree's, and
+  # bench/kernels_compare.py sets each row beside its baseline (bench-kernels-compare.md).
+  for round in base new; do
+    bin=build-gpu/bin/kvq sfx=
+    if [ "$round" = base ]; then
+      [ -n "$base_bin" ] || continue
+      bin=$base_bin sfx=-base
+    fi
+    # shellcheck disable=SC2086  # KVQ_BENCH_ARGS is a list of flags
+    "$bin" bench kernels ${KVQ_BENCH_ARGS:-} --json-file "$OUT/bench-kernels$sfx.json" \
+      >"$OUT/bench-kernels$sfx.md" 2>"$OUT/bench-kernels$sfx.err" \
+      || { status=1; tail -5 "$OUT/bench-kernels$sfx.err"; }
+  done
   cat "$OUT/bench-kernels.md"
+  if [ -n "$base_bin" ]; then
+    python3 bench/kernels_compare.py "$OUT/bench-kernels-base.json" "$OUT/bench-kernels.json" \
+      >"$OUT/bench-kernels-compare.md" && cat "$OUT/bench-kernels-compare.md"
+  fi
 fi
 if want e2e; then
   # Whole decode steps of a random-weight LLaMA-7B-shaped model through the runtime: fp16 cache

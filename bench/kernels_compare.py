@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Sets each row of one `kvq bench kernels --json-file` run beside the same row of a baseline run.
+
+Rows match on (shape, batch, context, method, kernel); each shows both times, new / base, both
+speedups over SDPA (each against the SDPA of its own run) and, where timed, both appends.
+scripts/device.sh writes the pair when KVQ_BASE_SRC names a baseline tree.
+
+  bench/kernels_compare.py BASE.json NEW.json > compare.md
+"""
+import argparse
+import json
+import sys
+
+
+def rows(path):
+    with open(path) as f:
+        data = json.load(f)
+    out = {}
+    for r in data.get("results", []):
+        out[(r["shape"], r["batch"], r["context"], r["method"], r["kernel"])] = r
+    return data, out
+
+
+def ms(r, key="ms"):
+    x = r.get(key, -1) if r else -1
+    return x if x is not None and x > 0 else None
+
+
+def fmt(x, spec):
+    return format(x, spec) if x is not None else "-"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("base")
+    ap.add_argument("new")
+    args = ap.parse_args()
+    base_data, base = rows(args.base)
+    new_data, new = rows(args.new)
+    if not new:
+        sys.exit(f"kernels_compare: {args.new}: no results")
+    print(f"Baseline {args.base} ({base_data.get('device', '?')}) against {args.new} "
+          f"({new_data.get('device', '?')}).\n")
+    print("| shape | batch | context | method | kernel | base ms | new ms | new / base "
+          "| base x SDPA | new x SDPA | base append ms | new append ms |")
+    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for key in sorted(new, key=lambda k: (k[0], k[1], k[2], k[3], k[4])):
+        n, b = new[key], base.get(key)
+        bm, nm = ms(b), ms(n)
+        ratio = nm / bm if bm and nm else None
+        wrong = " (WRONG)" if n.get("wrong") else ""
+        print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]}{wrong} | {fmt(bm, '.4f')} "
+              f"| {fmt(nm, '.4f')} | {fmt(ratio, '.3f')} | {fmt(ms(b, 'speedup_sdpa'), '.2f')} "
+              f"| {fmt(ms(n, 'speedup_sdpa'), '.2f')} | {fmt(ms(b, 'append_ms'), '.4f')} "
+              f"| {fmt(ms(n, 'append_ms'), '.4f')} |")
+    missing = sorted(set(base) - set(new))
+    if missing:
+        print(f"\n{len(missing)} baseline rows have no new row.")
+
+
+if __name__ == "__main__":
+    main()
