@@ -7,7 +7,12 @@
 // calibration of that model on random tokens, so their tables are well-formed and the kernels
 // take their real paths. Contexts are not prefilled: Engine::fill_random puts random content in
 // the cache (decode reads the same bytes whatever they hold), then warm-up and timed decode
-// steps run at that length, every sequence of the batch one token per step.
+// steps run at that length, every sequence of the batch one token per step. Each timed step
+// ends by waiting for the device, as generation does (the next token needs the logits), and a
+// cell reports the median step with the fastest and slowest beside it: a one-off stall (the
+// 2026-12-05 H200 runs gave the fp16 cache's first cell 17.4 and 33.7 ms as a mean of 8 steps)
+// then shows as spread instead of moving the figure. The run's first cell is run once untimed
+// before it is measured.
 //
 // Two tables: decode tokens/s per (method, batch, context), with the fp16 cache's figure of the
 // same cell as the baseline; and each cache's largest context at batch 1 on this device, found by
@@ -50,10 +55,11 @@ struct Cell {
   std::string method;
   int batch = 0;
   int64_t context = 0;
-  double ms = 0;        // per decode step; 0: not measured (note says why)
-  double tok_s = 0;     // batch tokens per second
-  double x_fp16 = 0;    // tok_s / the fp16 cache's tok_s of the same cell; 0: no baseline
-  double gpu_gib = -1;  // device memory in use during the steps (all of the device)
+  double ms = 0;                  // median decode step; 0: not measured (note says why)
+  double ms_min = 0, ms_max = 0;  // the fastest and slowest timed step
+  double tok_s = 0;               // batch tokens per second
+  double x_fp16 = 0;              // tok_s / the fp16 cache's tok_s of the same cell; 0: no baseline
+  double gpu_gib = -1;            // device memory in use during the steps (all of the device)
   std::string note;
 };
 
@@ -63,8 +69,8 @@ struct MaxContext {
   bool model_bound = false;  // the model's context, not memory, set the limit
   double pool_gib = 0;
   double bytes_per_token = 0;
-  double ms = 0, tok_s = 0;
-  double x_fp16 = 0;  // tokens / the fp16 cache's tokens
+  double ms = 0, tok_s = 0;  // the median step, as for a Cell
+  double x_fp16 = 0;         // tokens / the fp16 cache's tokens
   std::string note;
 };
 
@@ -129,10 +135,14 @@ std::vector<Method> fit_methods(const model::LlamaModel& m, const E2eBenchOption
   return out;
 }
 
-// `batch` sequences filled to `context` tokens, `warmup` then `steps` decode steps; the time
-// of one step. Closes the sequences whatever happens.
-double time_steps(runtime::Engine& e, int batch, int64_t context, int warmup, int steps,
-                  double* gpu_gib) {
+struct StepTimes {
+  double median = 0, min = 0, max = 0;  // ms
+};
+
+// `batch` sequences filled to `context` tokens, `warmup` then `steps` decode steps, each waited
+// for; the steps' times. Closes the sequences whatever happens.
+StepTimes time_steps(runtime::Engine& e, int batch, int64_t context, int warmup, int steps,
+                     double* gpu_gib) {
   std::vector<int64_t> ids;
   struct Closer {
     runtime::Engine& e;
@@ -151,15 +161,21 @@ double time_steps(runtime::Engine& e, int batch, int64_t context, int warmup, in
   for (int i = 0; i < warmup; ++i) e.decode(ids, tokens).sum().item<float>();
   const auto [used, total] = runtime::device_memory(e.model().device());
   *gpu_gib = used >= 0 ? used / kGiB : -1;
-  const auto t0 = std::chrono::steady_clock::now();
-  at::Tensor logits;
-  for (int i = 0; i < steps; ++i) logits = e.decode(ids, tokens);
-  logits.sum().item<float>();  // waits for the device
-  return seconds_since(t0) * 1e3 / steps;
+  std::vector<double> ms;
+  for (int i = 0; i < steps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    e.decode(ids, tokens).sum().item<float>();  // waits for the device
+    ms.push_back(seconds_since(t0) * 1e3);
+  }
+  std::sort(ms.begin(), ms.end());
+  const size_t h = ms.size() / 2;
+  return {ms.size() % 2 ? ms[h] : (ms[h - 1] + ms[h]) / 2, ms.front(), ms.back()};
 }
 
+// warm_device: the first cell that fits is run once untimed before it is measured (the run's
+// first decode steps also pay for the device's clocks coming up and LibTorch's first uses).
 std::vector<Cell> measure_cells(const model::LlamaModel& m, const Method& method,
-                                const E2eBenchOptions& f) {
+                                const E2eBenchOptions& f, bool warm_device) {
   std::vector<Cell> cells;
   runtime::EngineOptions eo;
   eo.max_batch = *std::max_element(f.batches.begin(), f.batches.end());
@@ -189,7 +205,14 @@ std::vector<Cell> measure_cells(const model::LlamaModel& m, const Method& method
       } else {
         fmt::print(stderr, "bench e2e: {} batch {} context {}\n", method.name, batch, context);
         try {
-          cell.ms = time_steps(*e, batch, context, f.warmup, f.steps, &cell.gpu_gib);
+          if (warm_device) {
+            time_steps(*e, batch, context, f.warmup, f.steps, &cell.gpu_gib);
+            warm_device = false;
+          }
+          const StepTimes t = time_steps(*e, batch, context, f.warmup, f.steps, &cell.gpu_gib);
+          cell.ms = t.median;
+          cell.ms_min = t.min;
+          cell.ms_max = t.max;
           cell.tok_s = batch * 1e3 / cell.ms;
         } catch (const std::exception& ex) {
           cell.note = std::string(ex.what()).substr(0, std::string(ex.what()).find('\n'));
@@ -236,7 +259,7 @@ MaxContext measure_max_context(const model::LlamaModel& m, const Method& method,
       fmt::print(stderr, "bench e2e: {} largest context: trying {} tokens in {:.1f} GiB\n",
                  method.name, r.tokens, kv_gib);
       double gpu = 0;
-      r.ms = time_steps(e, 1, r.tokens, f.warmup, f.steps, &gpu);
+      r.ms = time_steps(e, 1, r.tokens, f.warmup, f.steps, &gpu).median;
       r.tok_s = 1e3 / r.ms;
       r.note.clear();
       return r;
@@ -289,7 +312,9 @@ void run_e2e_bench(const E2eBenchOptions& f) {
   std::vector<Cell> cells;
   std::vector<MaxContext> maxes;
   for (const Method& method : methods) {
-    for (Cell& cell : measure_cells(m, method, f)) cells.push_back(cell);
+    for (Cell& cell : measure_cells(m, method, f, &method == &methods.front())) {
+      cells.push_back(cell);
+    }
     if (f.max_context) maxes.push_back(measure_max_context(m, method, f));
   }
   for (Cell& cell : cells) {  // the fp16 cache's cell of the same batch and context
@@ -325,6 +350,8 @@ void run_e2e_bench(const E2eBenchOptions& f) {
                            {"batch", x.batch},
                            {"context", x.context},
                            {"ms_per_step", x.ms},
+                           {"ms_per_step_min", x.ms_min},
+                           {"ms_per_step_max", x.ms_max},
                            {"tokens_per_s", x.tok_s},
                            {"x_fp16", x.x_fp16},
                            {"gpu_gib", x.gpu_gib},
@@ -353,13 +380,18 @@ void run_e2e_bench(const E2eBenchOptions& f) {
              total > 0 ? fmt::format(" ({:.0f} GiB)", total / kGiB) : "");
   fmt::print(
       "Methods fitted on {} random tokens. Contexts are filled with random cache content (no "
-      "prefill); {} warm-up and {} timed decode steps per cell.\n\n",
+      "prefill); {} warm-up and {} timed decode steps per cell, each waited for: the median "
+      "step, and the fastest and slowest.\n\n",
       f.calib_tokens, f.warmup, f.steps);
-  fmt::print("| method | batch | context | ms/step | tok/s | x fp16 | GPU GiB in use | note |\n");
-  fmt::print("|---|---:|---:|---:|---:|---:|---:|---|\n");
+  fmt::print(
+      "| method | batch | context | ms/step | min-max ms | tok/s | x fp16 | GPU GiB in use | note "
+      "|\n");
+  fmt::print("|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
   for (const Cell& x : cells) {
-    fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} |\n", x.method, x.batch, x.context,
-               num(x.ms, 2), num(x.tok_s, 1), num(x.x_fp16, 2), num(x.gpu_gib, 1), x.note);
+    const std::string spread =
+        x.ms > 0 ? fmt::format("{}-{}", num(x.ms_min, 2), num(x.ms_max, 2)) : "-";
+    fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", x.method, x.batch, x.context,
+               num(x.ms, 2), spread, num(x.tok_s, 1), num(x.x_fp16, 2), num(x.gpu_gib, 1), x.note);
   }
   if (maxes.empty()) return;
   fmt::print(

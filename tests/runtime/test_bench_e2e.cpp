@@ -42,6 +42,10 @@ TEST(BenchE2e, TinyModelOnTheCpu) {
     EXPECT_GT(c["tokens_per_s"].get<double>(), 0.0);
     EXPECT_NEAR(c["tokens_per_s"].get<double>() * c["ms_per_step"].get<double>() / 1e3,
                 c["batch"].get<double>(), 1e-6);
+    // The median step lies between the fastest and the slowest.
+    EXPECT_GT(c["ms_per_step_min"].get<double>(), 0.0);
+    EXPECT_LE(c["ms_per_step_min"].get<double>(), c["ms_per_step"].get<double>());
+    EXPECT_LE(c["ms_per_step"].get<double>(), c["ms_per_step_max"].get<double>());
     EXPECT_GT(c["x_fp16"].get<double>(), 0.0);
     if (c["method"] == "fp16") {
       EXPECT_DOUBLE_EQ(c["x_fp16"].get<double>(), 1.0);
