@@ -70,12 +70,13 @@ done
 wait
 
 # The innermost frame of the last report's stack (children of run_isolated print theirs earlier in
-# the log) that is not the sanitizer's, libFuzzer's, libc's (its string functions are symbolized
-# by their source under sysdeps/) or an allocator's: where the fault is.
-# h5.cpp's blames_kvq skips nearly the same frames (not H5MM_; __asan too): change both together.
+# the log) that is not the sanitizer's (its interceptors, such as strdup, print as a libc name in
+# the fuzzer's binary), libFuzzer's, libc's (its string functions are symbolized by their source
+# under sysdeps/) or an allocator's: where the fault is. h5.cpp's blames_kvq passes over nearly
+# the same frames (every frame neither libhdf5's nor in kvq's sources): change both together.
 first_frame() {
   awk '/ERROR: /{on=1; found=""} on && !found && /^ *#[0-9]+ / {
-         if ($0 ~ /__interceptor_|__sanitizer|fuzzer::|libc\.so|__libc_|sysdeps\/| in __(mem|str)[a-z_0-9]+ | in (malloc|calloc|realloc|free|operator new|operator delete)|H5MM_/) next
+         if ($0 ~ /__interceptor_|__sanitizer|fuzzer::|libc\.so|__libc_|sysdeps\/| in __(mem|str)[a-z_0-9]+ | in (mem|str)[a-z]+ \(| in (malloc|calloc|realloc|free|operator new|operator delete)|H5MM_/) next
          found=$0 }
        END { if (found) print found }' "$1"
 }

@@ -73,6 +73,9 @@ struct Array {
 // process) skip their own vetting, which the child's run replaces.
 namespace detail {
 void run_isolated(const std::string& path, const std::function<void()>& read);
+// The sanitizer build's verdict on a child's report: whether it blames kvq's code (UBSan, or the
+// first frame that is libhdf5's or kvq's being kvq's) rather than libhdf5 (the file's fault).
+bool blames_kvq(const std::string& log);
 // While one exists, File::open and open_image in this thread do not fork a vetting child.
 class IsolatedScope {
  public:
