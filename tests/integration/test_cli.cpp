@@ -164,17 +164,14 @@ TEST_F(CliBadInput, EvalNumbersAreCheckedBeforeWork) {
 TEST_F(CliBadInput, PromptsMustBeUtf8) {
   test::write_file(tmp.file("latin1.txt"), "caf\xe9 au lait");
   test::write_file(tmp.file("nul.jsonl"), "{\"prompt\": \"a\\u0000b\"}\n");
+  const std::string latin1 =
+      "not UTF-8 text (invalid byte 0xe9 at byte 3); kvq reads UTF-8 text (convert it, e.g. with "
+      "iconv)";
   expect_errors("generate", "--model " + model() + " -n 2",
                 {
-                    {"--prompt " + quoted("caf\xe9"),
-                     "--prompt: not UTF-8 text (invalid byte 0xe9 at byte 3); kvq reads UTF-8 text "
-                     "(convert it, "
-                     "e.g. with iconv)"},
+                    {"--prompt " + quoted("caf\xe9"), "--prompt: " + latin1},
                     {"--prompt-file " + quoted(tmp.file("latin1.txt")),
-                     "--prompt-file: " + tmp.file("latin1.txt") +
-                         ": not UTF-8 text (invalid byte 0xe9 at byte 3); kvq reads UTF-8 text "
-                         "(convert it, e.g. "
-                         "with iconv)"},
+                     "--prompt-file: " + tmp.file("latin1.txt") + ": " + latin1},
                     {"--prompts " + quoted(tmp.file("nul.jsonl")),
                      "--prompts: " + tmp.file("nul.jsonl") +
                          ":1: the prompt: not UTF-8 text (a NUL byte at byte 1)"},
