@@ -13,11 +13,14 @@ import sys
 
 
 def rows(path):
-    with open(path) as f:
-        data = json.load(f)
-    out = {}
-    for r in data.get("results", []):
-        out[(r["shape"], r["batch"], r["context"], r["method"], r["kernel"])] = r
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        out = {}
+        for r in data.get("results", []):
+            out[(r["shape"], r["batch"], r["context"], r["method"], r["kernel"])] = r
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
+        sys.exit(f"kernels_compare: {path}: not a `kvq bench kernels --json-file` output ({e})")
     return data, out
 
 
