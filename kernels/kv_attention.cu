@@ -37,6 +37,12 @@
 //      in blocks of 7 warps), the split count from kv_split_plan. GQA-8 nuq3-1% at 128K, batch
 //      1: 0.301 -> 0.240 ms (H200, 2026-12-05); 14-20% faster at 32K batch 8 and at 128K, 10%
 //      slower at 32K batch 1.
+//   v3, splits of whole 80-token blocks instead of whole pages (kv_attention_split_unit): a
+//      short context no longer leaves most of the device idle (MHA 4K, batch 1: 224 blocks of
+//      8 warps, one 80-token block per warp, instead of 64 walking a page of 4 each; GQA 32K:
+//      240 blocks walking 2 instead of 120 walking 4). Predicted from the measured step time
+//      (bench/kernels_notes.md, 2026-12-05): MHA 4K 0.068 -> ~0.04 ms, GQA 4K 0.092 -> ~0.05,
+//      GQA 32K 0.105 -> ~0.085, MHA 32K 0.172 -> ~0.16; 128K and longer unchanged. Not yet run.
 #include "kv_attention.h"
 
 #include <algorithm>
@@ -93,8 +99,8 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
   }
   const KvLayout& L = c.layout;
   const int64_t nq = c.n_quant(sc.n);
-  const int64_t u_begin = int64_t{split} * p.pages_per_split * L.page_size;
-  const int64_t u_end = min(nq, u_begin + int64_t{p.pages_per_split} * L.page_size);
+  const int64_t u_begin = split * p.split_tokens;
+  const int64_t u_end = min(nq, u_begin + p.split_tokens);
   float2 ks[kPairs], ko[kPairs];  // KVQuant key scale and offset of the lane's pairs
 #pragma unroll
   for (int i = 0; i < kPairs; ++i) {
@@ -380,12 +386,17 @@ unsigned kv_dynamic_smem_start() {
 
 int kv_query_tile(int group) { return group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : 8; }
 
+int64_t kv_attention_split_unit(const KvLayout& layout, KvAttentionKernel version) {
+  return version == KvAttentionKernel::kTwoPhase ? layout.block_tokens : layout.page_size;
+}
+
 void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int group,
                          int64_t max_quant, KvAttentionKernel version, int* n_splits,
-                         int* pages_per_split) {
-  const int64_t pages = (max_quant + layout.page_size - 1) / layout.page_size;
+                         int64_t* split_tokens) {
+  const int64_t unit = kv_attention_split_unit(layout, version);
+  const int64_t chunks = (max_quant + unit - 1) / unit;
   *n_splits = 1;
-  *pages_per_split = static_cast<int>(std::max<int64_t>(1, pages));
+  *split_tokens = std::max<int64_t>(1, chunks) * unit;
   LaunchShape s;
   bool ok = false;
   if (version != KvAttentionKernel::kSimple) {
@@ -395,45 +406,46 @@ void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int 
     ok = simple_shape(k, &s);
   }
   (void)cudaGetLastError();
-  if (!ok || pages == 0) return;
-  const KvSplitPlan plan = kv_split_plan(pages, int64_t{batch} * n_kv_heads, s.warps,
-                                         int64_t{s.sms} * s.blocks_per_sm, layout.blocks_per_page);
+  if (!ok || chunks == 0) return;
+  const KvSplitPlan plan =
+      kv_split_plan(chunks, int64_t{batch} * n_kv_heads, s.warps, int64_t{s.sms} * s.blocks_per_sm,
+                    static_cast<int>(unit / layout.block_tokens));
   *n_splits = plan.n_splits;
-  *pages_per_split = plan.pages_per_split;
+  *split_tokens = plan.chunks_per_split * unit;
 }
 
-KvSplitPlan kv_split_plan(int64_t pages, int64_t units, int warps, int64_t slots,
-                          int blocks_per_page) {
+KvSplitPlan kv_split_plan(int64_t chunks, int64_t units, int warps, int64_t slots,
+                          int chunk_blocks) {
   // A block's warps all serve one (sequence, KV head): n_splits + 1 parts (the last one the
   // fp16 tokens) in ceil((n_splits + 1) / warps) blocks. Blocks run in waves of slots, each as
   // long as its split, so a launch costs waves x (blocks of 8C tokens per split + about one
   // block of setup). Try every blocks-per-unit count with all its warps busy and keep the
-  // cheapest: one full wave where the pages allow, else whole waves of short splits (H200,
+  // cheapest: one full wave where the chunks allow, else whole waves of short splits (H200,
   // 132 SMs, 410 pages of 320 tokens: MHA at 2 blocks of 8 warps per SM, 59 splits of 7 pages
   // in 256 blocks; GQA, 8 KV heads, at 1 block per SM, 103 splits of 4 pages in 104 blocks).
   constexpr int64_t kMaxSplits = 65535 * 4 - 1;  // launch_kv_attention's limit
-  const int64_t bpp = std::max(1, blocks_per_page);
+  const int64_t cb = std::max(1, chunk_blocks);
   KvSplitPlan plan;
-  plan.pages_per_split = static_cast<int>(std::max<int64_t>(1, pages));
+  plan.chunks_per_split = std::max<int64_t>(1, chunks);
   plan.blocks = units;
   int64_t best = -1;
   for (int64_t per_unit = 1;; ++per_unit) {
     const int64_t want = per_unit * warps - 1;
     if (want > kMaxSplits) break;
     if (want < 1) continue;
-    const int64_t splits = std::min(want, pages);
-    const int64_t pps = (pages + splits - 1) / splits;
-    const int64_t used = (pages + pps - 1) / pps;
+    const int64_t splits = std::min(want, chunks);
+    const int64_t cps = (chunks + splits - 1) / splits;
+    const int64_t used = (chunks + cps - 1) / cps;
     const int64_t blocks = units * ((used + 1 + warps - 1) / warps);
     const int64_t waves = (blocks + slots - 1) / slots;
-    const int64_t cost = waves * (pps * bpp + 1);
+    const int64_t cost = waves * (cps * cb + 1);
     if (best < 0 || cost * 100 < best * 97) {  // more blocks only for a clear (3%) gain
       best = cost;
-      plan.pages_per_split = static_cast<int>(pps);
+      plan.chunks_per_split = cps;
       plan.n_splits = static_cast<int>(used);
       plan.blocks = blocks;
     }
-    if (splits >= pages) break;
+    if (splits >= chunks) break;
   }
   return plan;
 }
@@ -444,8 +456,12 @@ cudaError_t launch_kv_attention(const KvAttentionParams& p, KvAttentionKernel ve
   const int D = c.layout.head_dim;
   if (p.batch < 0 || c.n_kv_heads < 1 || p.n_q_heads % c.n_kv_heads != 0 ||
       p.n_q_heads / c.n_kv_heads < 1 || p.n_q_heads / c.n_kv_heads > kMaxQueryGroup ||
-      p.n_splits < 1 || p.pages_per_split < 1 || p.n_splits > 65535 * 4) {
+      p.n_splits < 1 || p.n_splits > 65535 * 4) {
     return cudaErrorInvalidValue;
+  }
+  if (const int64_t unit = kv_attention_split_unit(c.layout, version);
+      unit < 1 || p.split_tokens < 1 || p.split_tokens % unit != 0) {
+    return cudaErrorInvalidValue;  // splits of whole pages (v1, v2) or blocks (v3)
   }
   if (p.batch == 0) return cudaSuccess;
   if (!p.q || !p.out || !p.inv_freq || !p.part_o || !p.part_ml || !c.pool || !c.seq_len ||

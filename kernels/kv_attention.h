@@ -46,10 +46,11 @@ struct KvAttentionParams {
   bool q_bf16 = false;
   void* out = nullptr;              // [batch][n_q_heads][head_dim], q's dtype
   const float* inv_freq = nullptr;  // [head_dim / 2] RoPE frequencies (Llama-3 scaling allowed)
-  // Split-K: split s < n_splits takes pages [s, s + 1) * pages_per_split of the quantized
-  // tokens; split n_splits takes the fp16 sink and recent tokens.
+  // Split-K: split s < n_splits takes the quantized tokens [s, s + 1) * split_tokens; split
+  // n_splits takes the fp16 sink and recent tokens. split_tokens is a multiple of the page size
+  // for v1 and v2, of layout.block_tokens for v3 (kv_attention_split_unit).
   int n_splits = 1;
-  int pages_per_split = 1;
+  int64_t split_tokens = 0;
   float* part_o = nullptr;   // [batch][n_q_heads][n_splits + 1][head_dim] workspace
   float* part_ml = nullptr;  // [batch][n_q_heads][n_splits + 1][2] (max in log2 units, sum)
 };
@@ -59,27 +60,33 @@ inline size_t kv_attention_workspace_floats(int batch, int n_q_heads, int n_spli
   return static_cast<size_t>(batch) * n_q_heads * (n_splits + 1) * (head_dim + 2);
 }
 
-// Splits for sequences of at most max_quant quantized tokens, each of whole pages (the last one
-// ragged): the count whose blocks fill whole waves of the device (SMs x resident blocks) at the
-// least predicted time, every warp of a block busy where the pages allow. The device's shape is
-// queried once and cached. Needs a current CUDA device; on error returns 1 split with every page.
+// The tokens a split's length is a multiple of: v3 (kTwoPhase) walks blocks of
+// layout.block_tokens and may start one anywhere in a page; v1 and v2 split at pages.
+int64_t kv_attention_split_unit(const KvLayout& layout, KvAttentionKernel version);
+
+// Splits for sequences of at most max_quant quantized tokens, each of whole units
+// (kv_attention_split_unit; the last one ragged): the count whose blocks fill whole waves of the
+// device (SMs x resident blocks) at the least predicted time, every warp of a block busy where
+// the units allow. The device's shape is queried once and cached. Needs a current CUDA device;
+// on error returns 1 split with every token.
 void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int group,
                          int64_t max_quant, KvAttentionKernel version, int* n_splits,
-                         int* pages_per_split);
+                         int64_t* split_tokens);
 
 // kv_attention_splits' choice for a device shape, on the host alone (no CUDA calls): splits of
-// whole pages (the last one ragged) for `pages` pages of quantized tokens and `units` (sequence,
-// KV head) pairs, with `warps` splits per block (the last part of a unit is its fp16 tokens),
-// `slots` resident blocks per wave (SMs x blocks per SM) and blocks_per_page 8C-token blocks a
-// page. A launch is predicted to cost waves x (blocks a split walks + one of setup); the
-// cheapest count wins, the fewest blocks unless more gain 3%. pages >= 1, warps >= 1, slots >= 1.
+// whole chunks (the last one ragged) for `chunks` chunks of quantized tokens (pages, or v3's
+// blocks) and `units` (sequence, KV head) pairs, with `warps` splits per block (the last part
+// of a unit is its fp16 tokens), `slots` resident blocks per wave (SMs x blocks per SM) and
+// chunk_blocks 8C-token blocks a chunk. A launch is predicted to cost waves x (blocks a split
+// walks + one of setup); the cheapest count wins, the fewest blocks unless more gain 3%.
+// chunks >= 1, warps >= 1, slots >= 1.
 struct KvSplitPlan {
   int n_splits = 1;
-  int pages_per_split = 1;
+  int64_t chunks_per_split = 1;
   int64_t blocks = 0;  // of the launch: units x ceil((n_splits + 1) / warps)
 };
-KvSplitPlan kv_split_plan(int64_t pages, int64_t units, int warps, int64_t slots,
-                          int blocks_per_page);
+KvSplitPlan kv_split_plan(int64_t chunks, int64_t units, int warps, int64_t slots,
+                          int chunk_blocks);
 
 // Queues the attention and the reduction. Returns cudaErrorInvalidValue for bad shapes or null
 // pointers, cudaErrorNotSupported for a layout the kernels were not built for; else the launch's.

@@ -164,8 +164,8 @@ __global__ void __launch_bounds__(256, 1) kv_attention_mma_kernel(KvAttentionPar
   }
   const int parts = p.n_splits + 1;
   Cursor cur;
-  cur.u_begin = int64_t{split} * p.pages_per_split * L.page_size;
-  cur.u_end = min(c.n_quant(sc.n), cur.u_begin + int64_t{p.pages_per_split} * L.page_size);
+  cur.u_begin = split * p.split_tokens;
+  cur.u_end = min(c.n_quant(sc.n), cur.u_begin + p.split_tokens);
   cur.win_first = -1000000;
   if (cur.u_begin >= cur.u_end) {  // nothing here: an empty part
     write_empty_part<D>(p, b, h, group, parts, split, lane);

@@ -164,6 +164,19 @@ TEST(KvErrors, LaunchersRejectBadArguments) {
   EXPECT_EQ(launch_kv_attention(p, KvAttentionKernel::kMma, nullptr), cudaErrorInvalidValue);
   p.n_q_heads = 2;
   EXPECT_EQ(launch_kv_attention(p, KvAttentionKernel::kSimple, nullptr), cudaErrorInvalidValue);
+  // Splits are whole units of the version: v3's blocks of 80 tokens (nuq3), v1's and v2's pages
+  // of 320. With no sequences a launch that passes the checks queues nothing.
+  p.batch = 0;
+  p.cache.layout = kv_make_layout(KvMethod::kNuq, 3, 128, 320, 1, 2, 1, 2, 64);
+  p.split_tokens = 160;
+  EXPECT_EQ(launch_kv_attention(p, KvAttentionKernel::kTwoPhase, nullptr), cudaSuccess);
+  EXPECT_EQ(launch_kv_attention(p, KvAttentionKernel::kSimple, nullptr), cudaErrorInvalidValue);
+  p.split_tokens = 640;
+  EXPECT_EQ(launch_kv_attention(p, KvAttentionKernel::kSimple, nullptr), cudaSuccess);
+  p.split_tokens = 100;
+  EXPECT_EQ(launch_kv_attention(p, KvAttentionKernel::kTwoPhase, nullptr), cudaErrorInvalidValue);
+  p.split_tokens = 0;
+  EXPECT_EQ(launch_kv_attention(p, KvAttentionKernel::kTwoPhase, nullptr), cudaErrorInvalidValue);
 }
 
 TEST(KvErrors, PoolAllocationFailureNamesTheBytes) {
