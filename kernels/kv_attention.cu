@@ -43,6 +43,10 @@
 //      240 blocks walking 2 instead of 120 walking 4). Predicted from the measured step time
 //      (bench/kernels_notes.md, 2026-12-05): MHA 4K 0.068 -> ~0.04 ms, GQA 4K 0.092 -> ~0.05,
 //      GQA 32K 0.105 -> ~0.085, MHA 32K 0.172 -> ~0.16; 128K and longer unchanged. Not yet run.
+//   reduce: the parts' maxima and sums read once (a part per thread) instead of by every thread
+//      in two dependent loops, and each channel's parts eight loads at a time (sass_loads.py:
+//      one round trip per 8 parts instead of per part). Predicted ~3 us less per step at ~60
+//      parts, which matters at 4K (~7%). Not yet run.
 #include "kv_attention.h"
 
 #include <algorithm>
@@ -213,20 +217,60 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
   st.write(p, sc, group);
 }
 
+// One block of D threads per (sequence, query head). The parts' maxima and sums are read once,
+// a part per thread, and their weights shared; then each thread sums its channel over the parts
+// with eight loads in flight. (Each thread reading every part's maximum and sum in a loop was a
+// chain of dependent L2 round trips, twice over the parts: ~4 us at 60 parts.)
+constexpr int kReduceChunk = 256;  // parts weighed per round (n_splits + 1 may be more)
+
+template <int D>
+__device__ float block_reduce(float x, bool is_max, float* red) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float y = __shfl_xor_sync(kFullMask, x, o);
+    x = is_max ? fmaxf(x, y) : x + y;
+  }
+  __syncthreads();  // red's last readers are done
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x / 32] = x;
+  __syncthreads();
+  x = red[0];
+  for (int w = 1; w < D / 32; ++w) x = is_max ? fmaxf(x, red[w]) : x + red[w];
+  return x;
+}
+
 template <int D, typename TQ>
-__global__ void kv_reduce_kernel(KvAttentionParams p) {
+__global__ void __launch_bounds__(D) kv_reduce_kernel(KvAttentionParams p) {
+  static_assert(D % 32 == 0 && kReduceChunk % D == 0, "whole warps, whole rounds");
+  __shared__ float w_sm[kReduceChunk], red[D / 32];
   const int qh = blockIdx.x, b = blockIdx.y, ch = threadIdx.x;
   const int parts = p.n_splits + 1;
   const int64_t row0 = (int64_t{b} * p.n_q_heads + qh) * parts;
+  const float* ml = p.part_ml + 2 * row0;
+  const float* o = p.part_o + row0 * D + ch;
   float mx = -INFINITY;
-  for (int i = 0; i < parts; ++i) mx = fmaxf(mx, p.part_ml[2 * (row0 + i)]);
+  for (int i = ch; i < parts; i += D) mx = fmaxf(mx, ml[2 * i]);
+  mx = block_reduce<D>(mx, true, red);
   float sum = 0.0f, acc = 0.0f;
-  for (int i = 0; i < parts; ++i) {
-    const float m = p.part_ml[2 * (row0 + i)];
-    const float w = m == -INFINITY ? 0.0f : exp2f(m - mx);
-    sum += w * p.part_ml[2 * (row0 + i) + 1];
-    acc += w * p.part_o[(row0 + i) * D + ch];
+  for (int i0 = 0; i0 < parts; i0 += kReduceChunk) {
+    const int n = min(kReduceChunk, parts - i0);
+    __syncthreads();  // w_sm's last readers are done
+    for (int i = ch; i < n; i += D) {
+      const float2 e = reinterpret_cast<const float2*>(ml)[i0 + i];
+      const float w = e.x == -INFINITY ? 0.0f : exp2f(e.x - mx);
+      w_sm[i] = w;
+      sum += w * e.y;
+    }
+    __syncthreads();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {  // eight loads issued before the first is used
+      float x[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) x[k] = __ldg(o + int64_t{i0 + i + k} * D);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) acc += w_sm[i + k] * x[k];
+    }
+    for (; i < n; ++i) acc += w_sm[i] * __ldg(o + int64_t{i0 + i} * D);
   }
+  sum = block_reduce<D>(sum, false, red);
   static_cast<TQ*>(p.out)[(int64_t{b} * p.n_q_heads + qh) * D + ch] = from_float<TQ>(acc / sum);
 }
 
