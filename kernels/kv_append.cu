@@ -59,7 +59,19 @@
 //      the same (256 blocks, one wave at 2 per SM). Measured (H200, 2026-12-05, same hour as
 //      version 2): 21.8 us at MHA batch 1 (+5%), 22.0 at batch 8 (-1%); GQA-8 14.1 us at batch
 //      1 and 14.2 at batch 8 (-24%, -28%). At MHA each of a sequence's 4 blocks selects over
-//      all 4,096 values, which costs about the launch it saved; not yet profiled.
+//      all 4,096 values, which costs about the launch it saved.
+//   Tried after 3 and dropped (branch tried-append-loads): the length loaded first and every
+//      selection key load issued before any key is made, on the reading of the SASS that the
+//      17 dependent round trips at MHA (5 at GQA) explained the time. Predicted 14-15.5 us at
+//      MHA; measured against version 3 in the same call (H100, 2026-12-05), nuq3-1% at 32K:
+//      MHA 20.2 -> 20.8 us, GQA 14.5 -> 15.4 (nuq2-1% MHA 20.7 -> 19.0, nuq4-1% 21.8 -> 22.8).
+//      Its Nsight Compute profile (MHA, batch 1, 32K) does not show loads waiting: 10,904 SASS
+//      instructions, 119,502 warp instructions executed for one token, 114 registers, 12.6%
+//      achieved occupancy, DRAM at 0.2%, and the stall samples of its busiest instructions
+//      mostly `no_inst` (instruction fetch; 99 samples in all). 32 warps (4 blocks of 8) run
+//      ~3,700 instructions each, once through, at ~14 cycles an instruction: the kernel waits on
+//      its own code. The next version needs fewer instructions per warp (fewer unrolled paths,
+//      the token's work over more warps), not more loads in flight.
 #include "kv_append.h"
 
 #include <algorithm>

@@ -42,11 +42,16 @@
 //      8 warps, one 80-token block per warp, instead of 64 walking a page of 4 each; GQA 32K:
 //      240 blocks walking 2 instead of 120 walking 4). Predicted from the measured step time
 //      (bench/kernels_notes.md, 2026-12-05): MHA 4K 0.068 -> ~0.04 ms, GQA 4K 0.092 -> ~0.05,
-//      GQA 32K 0.105 -> ~0.085, MHA 32K 0.172 -> ~0.16; 128K and longer unchanged. Not yet run.
+//      GQA 32K 0.105 -> ~0.085, MHA 32K 0.172 -> ~0.16; 128K and longer unchanged.
 //   reduce: the parts' maxima and sums read once (a part per thread) instead of by every thread
 //      in two dependent loops, and each channel's parts eight loads at a time (sass_loads.py:
 //      one round trip per 8 parts instead of per part). Predicted ~3 us less per step at ~60
-//      parts, which matters at 4K (~7%). Not yet run.
+//      parts, which matters at 4K (~7%).
+//      Both measured together against the tree before them (H100, 2026-12-05, one call, SDPA
+//      within 2% in both runs), nuq3-1%, batch 1: MHA 4K 0.0692 -> 0.0361 ms, GQA 4K 0.0929 ->
+//      0.0384, GQA 32K 0.1072 -> 0.0808, MHA 32K 0.1790 -> 0.1676; 128K -2% to -3% (nuq2/4-1%
+//      at GQA 128K -13%, -18%); batch 8 -4% to +3%. The 4K launch is now one block per warp and
+//      bound by one warp's latency through a block (bench/kernels_notes.md).
 #include "kv_attention.h"
 
 #include <algorithm>
