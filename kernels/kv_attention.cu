@@ -230,10 +230,7 @@ constexpr int kReduceChunk = 256;  // parts weighed per round (n_splits + 1 may 
 
 template <int D>
 __device__ float block_reduce(float x, bool is_max, float* red) {
-  for (int o = 16; o > 0; o >>= 1) {
-    const float y = __shfl_xor_sync(kFullMask, x, o);
-    x = is_max ? fmaxf(x, y) : x + y;
-  }
+  x = is_max ? warp_max(x) : warp_sum(x);
   __syncthreads();  // red's last readers are done
   if ((threadIdx.x & 31) == 0) red[threadIdx.x / 32] = x;
   __syncthreads();
