@@ -20,12 +20,13 @@
 //   n_kv_heads * head_dim values read from global).
 //
 // Grid
-//   append:  (batch, n_kv_heads / W) blocks of W warps, one KV head per warp: write the new
-//            token to the sink or ring, then quantize what leaves the window (KVQuant: one
-//            token; KIVI: the full residual of F = flush tokens, F / G groups). W = 1, except for
-//            values per token over all KV heads: W = min(n_kv_heads, kTokenWarps = 8), and each
-//            block first selects the token's range over all heads (the same in each of the
-//            sequence's blocks; the last one's spare warps select but write nothing).
+//   append:  (batch, n_kv_heads / W) blocks, one KV head per warp for W of their warps: write
+//            the new token to the sink or ring, then quantize what leaves the window (KVQuant:
+//            one token; KIVI: the full residual of F = flush tokens, F / G groups). W = 1 (blocks
+//            of one warp), except for values per token over all KV heads: W = min(n_kv_heads,
+//            kTokenHeads = 8) in blocks of 2W warps, and each block first selects the token's
+//            range over all heads with all its warps (the same in each of the sequence's
+//            blocks; warps W .. 2W-1 and the last block's spare ones select but write nothing).
 //            The lengths it reads and the ones it writes are two buffers (seq_len_out, head
 //            0's block writes n + 1), so no second launch; KvCache swaps them after each step.
 //            Loads that do not depend on the length go first, the page's words next, in
@@ -72,6 +73,16 @@
 //      ~3,700 instructions each, once through, at ~14 cycles an instruction: the kernel waits on
 //      its own code. The next version needs fewer instructions per warp (fewer unrolled paths,
 //      the token's work over more warps), not more loads in flight.
+//   4: the above with blocks of twice the warps (2W for W heads) and the selection's loops
+//      unrolled for 16 keys a thread instead of 32 (8 at MHA, 32 heads x 128: 4,096 values over
+//      512 threads; 2 at GQA-8). ptxas (sm_90, kv_append_kernel<128, 3, false>): 114 -> 86
+//      registers, no spills; static SASS 10,003 -> 7,768 instructions. Predicted: MHA batch 1
+//      at 32K, nuq3-1%, 20.2 -> 15.5-17.5 us (9-10.5% of the 0.168 ms decode step on the H100);
+//      GQA-8 14.5 -> 13-14.5 us (its 2 keys a thread were already short). Measured against
+//      version 3 in the same call (H200, 2026-12-05), one token at 32K: MHA batch 1 nuq3-1%
+//      20.0 -> 17.5 us (11.0% of the 0.159 ms step), nuq2-1% 19.2 -> 16.5, nuq4-1% 23.3 ->
+//      19.1; batch 8 21.1 -> 18.2; GQA-8 batch 1 14.0 -> 13.8 (17.9% of its 0.077 ms step).
+//      Nsight Compute at GQA: 23,881 warp instructions executed, 7,768 SASS instructions.
 #include "kv_append.h"
 
 #include <algorithm>
@@ -239,10 +250,14 @@ __device__ void nuq_keys(const KvCacheView& c, uint8_t* sec, int row,
 // by every thread of the append block together. The values are fp16, so the order-preserving
 // 16-bit key of each one is enough: a radix select of two 8-bit digits (the high digit in one
 // histogram shared by both ends, the low digit in one per end), then one counting pass. The
-// block selects it even when it holds only some of the heads (kTokenWarps): redundant across
+// block selects it even when it holds only some of the heads (kTokenHeads): redundant across
 // the sequence's blocks, but parallel across SMs, with no second launch and no global round trip.
-constexpr int kTokenWarps = 8;       // heads (one warp each) per append block, per-token values
-constexpr int kTokenPerThread = 32;  // keys per thread: n_kv_heads * head_dim <= 8192 here
+// A block of 2W warps appends W <= kTokenHeads heads (warps 0 .. W-1, one head each); all 2W
+// select, so that each thread holds at most kTokenPerThread keys: the selection's loops are
+// unrolled for that many, and their length is most of the append's code (version 4).
+constexpr int kTokenHeads = 8;                // heads appended per block, per-token values
+constexpr int kTokenWarps = 2 * kTokenHeads;  // warps per block, per-token values
+constexpr int kTokenPerThread = 16;           // keys per thread: n_kv_heads * head_dim <= 8192 here
 constexpr int kMaxTokenHeads = kTokenWarps * 32 * kTokenPerThread / 64;  // head_dim >= 64
 constexpr uint32_t kNoKey = 0xFFFFu;  // a NaN, or no value: above every other key
 
@@ -561,8 +576,11 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
   __shared__ TokenSelect sel;
   const int lane = lane_id(), warp = threadIdx.x / 32;
   const int b = blockIdx.x, H = c.n_kv_heads;
-  const int h = blockIdx.y * (blockDim.x / 32) + warp;  // this warp's head
-  const bool has_head = h < H;      // false for the last block's spare warps (per-token values)
+  // One warp a head, or (per-token values) 2W warps for W heads: warps W .. 2W-1 only select.
+  const int heads_per_block = blockDim.x == 32 ? 1 : static_cast<int>(blockDim.x / 64);
+  const int h = blockIdx.y * heads_per_block + warp;  // this warp's head
+  // False for the selecting warps and the last block's spare ones (per-token values).
+  const bool has_head = warp < heads_per_block && h < H;
   const int hw = has_head ? h : 0;  // spare warps write nothing; their pointers stay in bounds
   // Per-token values: every thread of the block takes part in the selection, whichever heads
   // its warp appends; past the keys' room the warps select alone (select_kth_token).
@@ -921,12 +939,12 @@ cudaError_t launch_kv_append(const KvCacheView& cache, int batch, const __half* 
   AppendFn append;
   PrefillFn prefill;
   if (!dispatch(cache.layout, &append, &prefill)) return cudaErrorNotSupported;
-  // Per-token values: kTokenWarps heads per block, which selects the token's range itself.
-  const int warps = cache.layout.method == KvMethod::kNuq && cache.v_token
-                        ? std::min(cache.n_kv_heads, kTokenWarps)
-                        : 1;
-  append<<<dim3(batch, (cache.n_kv_heads + warps - 1) / warps), warps * 32, 0, stream>>>(
-      cache, k, v, seq_len_out);
+  // Per-token values: kTokenHeads heads per block of twice as many warps, which selects the
+  // token's range itself.
+  const bool token = cache.layout.method == KvMethod::kNuq && cache.v_token;
+  const int heads = token ? std::min(cache.n_kv_heads, kTokenHeads) : 1;
+  append<<<dim3(batch, (cache.n_kv_heads + heads - 1) / heads), (token ? 64 : 32) * heads, 0,
+           stream>>>(cache, k, v, seq_len_out);
   return cudaGetLastError();
 }
 
