@@ -83,6 +83,16 @@
 //      20.0 -> 17.5 us (11.0% of the 0.159 ms step), nuq2-1% 19.2 -> 16.5, nuq4-1% 23.3 ->
 //      19.1; batch 8 21.1 -> 18.2; GQA-8 batch 1 14.0 -> 13.8 (17.9% of its 0.077 ms step).
 //      Nsight Compute at GQA: 23,881 warp instructions executed, 7,768 SASS instructions.
+//   Tried after 4 and dropped: blocks of 4W warps and the selection unrolled for 8 keys a
+//      thread (4 at MHA: 4,096 values over 1,024 threads), on the reading that version 4's time
+//      at MHA followed the keys a thread holds (MHA, 8 keys: 17.5 us; GQA, 2 keys: 13.8).
+//      ptxas: 64 registers (the cap at 1,024 threads), 100/88 bytes of spill stores/loads,
+//      6,544 SASS instructions. Predicted MHA 17.5 -> 15-16 us; measured against version 4 in
+//      the same call (H100, 2026-12-05), one token at 32K, nuq3-1%: MHA batch 1 17.6 -> 19.0
+//      us, batch 8 17.9 -> 20.6, GQA-8 batch 1 13.8 -> 15.9 (nuq2-1% and nuq4-1% alike). So
+//      the keys a thread holds do not set the time alone; GQA, whose keys a thread barely
+//      changed (2 -> 1), lost 2 us too, so blocks of 1,024 threads (their barriers, the spills
+//      at 64 registers) cost it. Not profiled.
 #include "kv_append.h"
 
 #include <algorithm>

@@ -91,7 +91,7 @@ std::vector<Case> cases() {
       {N, 2, 128, 8, 0, 2, 1, 128, 0.05, 0, 0.01, {129, 300}, 5, 65, 0, T},
       {N, 4, 64, 2, 0, 0, 1, 512, 0.0, 0, 0.01, {1025, 3}, 3, 66, 0, T},
       {N, 3, 128, 4, 1, 0, 1, 160, 0.01, 4, 0.05, {700, 333}, 30, 67, 0, T},  // key overflow
-      // More heads than one append block holds (kTokenWarps = 8): 12 heads are two blocks that
+      // More heads than one append block holds (kTokenHeads = 8): 12 heads are two blocks that
       // each select the whole token's range, the second with 4 spare warps; at each step some
       // sequences' tokens leave the window and some do not (length 7 < sink + recent at first).
       {N, 3, 64, 12, 2, 4, 1, 80, 0.01, 0, 0.005, {7, 50, 200}, 7, 68, 0, T},
