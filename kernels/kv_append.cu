@@ -75,10 +75,10 @@
 //      the token's work over more warps), not more loads in flight.
 //   4: the above with blocks of twice the warps (2W for W heads) and the selection's loops
 //      unrolled for 16 keys a thread instead of 32 (8 at MHA, 32 heads x 128: 4,096 values over
-//      512 threads; 2 at GQA-8). ptxas (sm_90, kv_append_kernel<128, 3, false>): 114 -> 86
+//      512 threads; 2 at GQA-8). ptxas (sm_90, kv_append_kernel<128, 3, false>): 114 -> 84
 //      registers, no spills; static SASS 10,003 -> 7,768 instructions. Predicted: MHA batch 1
 //      at 32K, nuq3-1%, 20.2 -> 15.5-17.5 us (9-10.5% of the 0.168 ms decode step on the H100);
-//      GQA-8 14.5 -> 13-14.5 us (its 2 keys a thread were already short). Measured against
+//      GQA-8 14.5 -> 13-14.5 us (4 keys a thread before, 2 now: little to cut). Measured against
 //      version 3 in the same call (H200, 2026-12-05), one token at 32K: MHA batch 1 nuq3-1%
 //      20.0 -> 17.5 us (11.0% of the 0.159 ms step), nuq2-1% 19.2 -> 16.5, nuq4-1% 23.3 ->
 //      19.1; batch 8 21.1 -> 18.2; GQA-8 batch 1 14.0 -> 13.8 (17.9% of its 0.077 ms step).
