@@ -34,7 +34,9 @@
 # default "2 3"; "append": the append of one token, MHA batch 1 at 32K, nuq3-1%; any entry may
 # name its case, "version:shape:method:batch:context", e.g. "3:gqa:nuq3-1%:1:131072" or
 # "append:gqa:nuq3-1%:1:32768"), KVQ_PROFILE_CASES (further v3 cases, the summary sections
-# only, "shape:method:batch[:context] ...", context 131072 unless named).
+# only, "shape:method:batch[:context] ...", context 131072 unless named), KVQ_OUT_FILES (how many
+# files to leave in $OUT, default 8, what the device tool brings back: the rest is packed into
+# $OUT/logs.tar.gz on exit; 0 packs nothing).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -45,6 +47,32 @@ data_dir=$PWD/.device-data
 [ -d "$data_dir" ] || data_dir=$PWD/../shared/data
 
 log() { echo "[device.sh $(date +%T)] $*" | tee -a "$OUT/summary.log"; }
+
+# The device tool brings back at most 8 files from $OUT (in name order), so on exit the results
+# that matter most stay as files and everything else goes into one archive, logs.tar.gz: the
+# first 7 that exist of summary.log, the benchmark tables, the test log and the profile
+# summaries; the JSON, the build logs and the rest in the archive. KVQ_OUT_FILES (default 8)
+# is that limit; 0 keeps every file as it is.
+# shellcheck disable=SC2317  # run by the EXIT trap
+pack_out() {
+  local limit=${KVQ_OUT_FILES:-8}
+  [ "$limit" -gt 0 ] || return 0
+  local all=() f
+  while IFS= read -r f; do
+    all+=("$f")
+  done < <(cd "$OUT" && find . -type f ! -name logs.tar.gz | sed 's|^\./||' | sort)
+  [ "${#all[@]}" -le "$limit" ] && return 0
+  local keep=() rest=() want_first=(summary.log bench-kernels-compare.md bench-kernels.md
+    bench-e2e.md gpu-tests.log)
+  for f in "${want_first[@]}"; do [ -f "$OUT/$f" ] && keep+=("$f"); done
+  for f in "${all[@]}"; do [[ "$f" == ncu-*-summary.md ]] && keep+=("$f"); done
+  keep=("${keep[@]:0:$((limit - 1))}")
+  for f in "${all[@]}"; do [[ " ${keep[*]} " == *" $f "* ]] || rest+=("$f"); done
+  (cd "$OUT" && tar -czf logs.tar.gz "${rest[@]}" && rm -f "${rest[@]}") \
+    && find "$OUT" -mindepth 1 -type d -empty -delete \
+    && echo "[device.sh] $OUT: ${#keep[@]} files kept, ${#rest[@]} packed into logs.tar.gz"
+}
+trap pack_out EXIT
 
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
