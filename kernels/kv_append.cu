@@ -265,9 +265,10 @@ __device__ void nuq_keys(const KvCacheView& c, uint8_t* sec, int row,
 // A block of 2W warps appends W <= kTokenHeads heads (warps 0 .. W-1, one head each); all 2W
 // select, so that each thread holds at most kTokenPerThread keys: the selection's loops are
 // unrolled for that many, and their length is most of the append's code (version 4).
-constexpr int kTokenHeads = 8;                // heads appended per block, per-token values
-constexpr int kTokenWarps = 2 * kTokenHeads;  // warps per block, per-token values
-constexpr int kTokenPerThread = 16;           // keys per thread: n_kv_heads * head_dim <= 8192 here
+constexpr int kTokenHeads = 8;    // heads appended per block, per-token values
+constexpr int kWarpsPerHead = 2;  // warps per appended head, per-token values (2W for W heads)
+constexpr int kTokenWarps = kWarpsPerHead * kTokenHeads;  // warps per block, per-token values
+constexpr int kTokenPerThread = 16;  // keys per thread: n_kv_heads * head_dim <= 8192 here
 constexpr int kMaxTokenHeads = kTokenWarps * 32 * kTokenPerThread / 64;  // head_dim >= 64
 constexpr uint32_t kNoKey = 0xFFFFu;  // a NaN, or no value: above every other key
 
@@ -587,7 +588,8 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
   const int lane = lane_id(), warp = threadIdx.x / 32;
   const int b = blockIdx.x, H = c.n_kv_heads;
   // One warp a head, or (per-token values) 2W warps for W heads: warps W .. 2W-1 only select.
-  const int heads_per_block = blockDim.x == 32 ? 1 : static_cast<int>(blockDim.x / 64);
+  const int heads_per_block =
+      blockDim.x == 32 ? 1 : static_cast<int>(blockDim.x / (32 * kWarpsPerHead));
   const int h = blockIdx.y * heads_per_block + warp;  // this warp's head
   // False for the selecting warps and the last block's spare ones (per-token values).
   const bool has_head = warp < heads_per_block && h < H;
@@ -953,8 +955,8 @@ cudaError_t launch_kv_append(const KvCacheView& cache, int batch, const __half* 
   // token's range itself.
   const bool token = cache.layout.method == KvMethod::kNuq && cache.v_token;
   const int heads = token ? std::min(cache.n_kv_heads, kTokenHeads) : 1;
-  append<<<dim3(batch, (cache.n_kv_heads + heads - 1) / heads), (token ? 64 : 32) * heads, 0,
-           stream>>>(cache, k, v, seq_len_out);
+  append<<<dim3(batch, (cache.n_kv_heads + heads - 1) / heads),
+           (token ? 32 * kWarpsPerHead : 32) * heads, 0, stream>>>(cache, k, v, seq_len_out);
   return cudaGetLastError();
 }
 
