@@ -5,6 +5,7 @@
 
 #include <ATen/TensorIndexing.h>
 #include <fmt/format.h>
+#include <torch/version.h>
 
 #include "kvq/common/error.h"
 #include "kvq/methods/bits.h"
@@ -59,6 +60,41 @@ at::Tensor cached_attention(const model::LlamaModel& m, const quant::KvCacheForm
   return m.attention(m.apply_rope(q.transpose(1, 2), start), k.unsqueeze(0), v.unsqueeze(0), view,
                      batch_of_one(k_full), batch_of_one(v_full));
 }
+
+#if TORCH_VERSION_MAJOR >= 2
+namespace {
+
+// One decode step's attention on the GPU by LibTorch's fused SDPA (flash or memory-efficient:
+// K and V read once, no [heads, n] score tensor). q [b, n_heads, 1, head_dim] rotated; k, v the
+// pool's rows [>= b, n_kv_heads, capacity, head_dim]; row i attends over its first start[i] + 1
+// tokens. A KV head's query heads ride as its query rows ([b, n_kv_heads, group, head_dim], the
+// same bytes as q): one query per head and no causal mask make that the same attention, and no
+// backend repeats K and V for GQA. Rows of one length go in one call; rows of different lengths
+// each in their own (an attention mask would pick another backend, and a sequence would then get
+// other roundings in a batch than alone).
+at::Tensor sdpa_decode(const model::ModelConfig& c, const at::Tensor& q, const at::Tensor& k,
+                       const at::Tensor& v, const std::vector<int64_t>& start) {
+  const int64_t b = q.size(0);
+  const at::Tensor qg = q.reshape({b, c.n_kv_heads, c.n_heads / c.n_kv_heads, c.head_dim});
+  auto attend = [&](int64_t row, int64_t rows, int64_t n) {
+    return at::scaled_dot_product_attention(qg.narrow(0, row, rows),
+                                            k.narrow(0, row, rows).narrow(2, 0, n),
+                                            v.narrow(0, row, rows).narrow(2, 0, n));
+  };
+  at::Tensor out;
+  if (std::all_of(start.begin(), start.end(), [&](int64_t x) { return x == start[0]; })) {
+    out = attend(0, b, start[0] + 1);
+  } else {
+    std::vector<at::Tensor> rows;
+    rows.reserve(start.size());
+    for (int64_t i = 0; i < b; ++i) rows.push_back(attend(i, 1, start[i] + 1));
+    out = at::cat(rows, 0);
+  }
+  return out.reshape({b, 1, c.q_dim()});
+}
+
+}  // namespace
+#endif
 
 TorchKvStore::TorchKvStore(const model::LlamaModel& m, const methods::Quantizer& q,
                            const StoreOptions& options)
@@ -298,9 +334,13 @@ at::Tensor TorchKvStore::decode_pooled(int64_t layer, const at::Tensor& q, const
     }
     for (Slot& s : slots_) ++s.n[layer];
   }
+  const at::Tensor q_rot = rotate(q.transpose(1, 2));
+#if TORCH_VERSION_MAJOR >= 2
+  if (q.is_cuda()) return sdpa_decode(m_.config(), q_rot, pool_k_[layer], pool_v_[layer], start);
+#endif
   model::KVView view;  // each row sees its own tokens
   if (!equal) view.key_valid = at::arange(n, pos.options()).unsqueeze(0).lt(pos + 1);
-  return m_.attention(rotate(q.transpose(1, 2)), pool_k_[layer].narrow(0, 0, b).narrow(2, 0, n),
+  return m_.attention(q_rot, pool_k_[layer].narrow(0, 0, b).narrow(2, 0, n),
                       pool_v_[layer].narrow(0, 0, b).narrow(2, 0, n), view);
 }
 

@@ -5,8 +5,10 @@
 // plain cache of the model's own K/V (--kv fp16). It serves every method whose cache is causal
 // (check_runtime_method), and prefill in chunks. Without an fp16 window (the plain fp16 cache
 // among them) the sequences' keys and values are rows of one tensor per layer, so that a decode
-// step appends and attends for all of them at once, lengths masked; a pool of rows x the
-// longest capacity, within the pages' budget (fits). Not here: compressed storage (cuda_store.h).
+// step appends and attends for all of them at once; a pool of rows x the longest capacity,
+// within the pages' budget (fits). A decode step attends by LibTorch's fused SDPA on CUDA
+// (LibTorch >= 2.0; rows of different lengths one by one), else by the model's attention with
+// the lengths masked. Not here: compressed storage (cuda_store.h).
 #pragma once
 
 #include <memory>
@@ -79,7 +81,7 @@ class TorchKvStore : public KvStore {
   // Reallocates the pool to rows x cap (>= what the slots hold), keeping every slot's tokens.
   void grow_pool(int64_t rows, int64_t cap);
   void point_at_row(int slot);  // the slot's k, v: views of row `slot`
-  // Decode in the pool: one append (or the quantizer's, slot by slot) and one attention.
+  // Decode in the pool: one append (or the quantizer's, slot by slot) and the attention.
   at::Tensor decode_pooled(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                            const at::Tensor& v);
   // Appends k, v [t, n_kv_heads, head_dim] to the slot's layer and quantizes what leaves fp16.
