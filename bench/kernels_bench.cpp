@@ -57,6 +57,7 @@
 #include "kvq/runtime/device_buffer.h"
 #include "kvq/runtime/kv_cache.h"
 #include "kvq/runtime/cache_config.h"
+#include "kv_score_probe.h"
 
 // SDPA on the GPU needs LibTorch 2.x built with CUDA. KVQ_TORCH_CUDA tells the latter: Debian's
 // CPU LibTorch ships c10/cuda headers too (incomplete, and no library behind them).
@@ -505,6 +506,57 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
             } else {
               base.note = "no room for the read roofline's buffer";
             }
+            // The score probe after v3's row `v3` (same launch parameters, whose part_ml it
+            // left): times the probe and compares each split's log2-sum-exp with v3's.
+            const auto time_probe = [&](KvCache& cache, const KernelRow& v3, double k_fraction) {
+              KernelRow r = v3;
+              r.kernel = "v3 q.K probe";
+              r.ms = -1;
+              r.append_ms = -1;
+              r.checked = r.wrong = false;
+              r.error = {};
+              const auto kernel = KvAttentionKernel::kTwoPhase;
+              const KvAttentionParams p =
+                  cache.attention_params(q.data(), false, out.data(), inv_freq.data(), kernel);
+              const auto& L = p.cache.layout;
+              r.bytes = static_cast<double>(batch) * sh.n_kv *
+                        static_cast<double>(p.cache.n_quant(T)) *
+                        (L.k_row_words * 4.0 + k_fraction * L.head_dim * 4.0);
+              r.bits = 8.0 * r.bytes / (elems / 2);
+              r.roofline_ms = -1;
+              if (r.bytes + static_cast<double>(size_t{1} << 30) < free_memory()) {
+                Buf<uint8_t> bytes(static_cast<size_t>(r.bytes) + 16, "the probe's roofline");
+                r.roofline_ms = roofline_ms(bytes.data(), r.bytes);
+              }
+              const size_t n_ml = static_cast<size_t>(batch) * sh.n_q * (p.n_splits + 1) * 2;
+              const auto lse = [&](std::vector<float>* out_lse) {
+                check(cudaStreamSynchronize(stream), "part_ml");
+                std::vector<float> ml(n_ml);
+                check(cudaMemcpy(ml.data(), p.part_ml, n_ml * 4, cudaMemcpyDeviceToHost),
+                      "read part_ml");
+                // Per split: log2 of its sum of exp2 (0 for an empty split); the fp16 part is
+                // the probe's to skip.
+                out_lse->clear();
+                for (size_t i = 0; i < n_ml / 2; ++i) {
+                  if (static_cast<int>(i % static_cast<size_t>(p.n_splits + 1)) == p.n_splits)
+                    continue;
+                  const float m = ml[2 * i], l = ml[2 * i + 1];
+                  out_lse->push_back(l > 0 ? m + std::log2(l) : (l == 0 ? 0.0f : NAN));
+                }
+              };
+              std::vector<float> want_f, got;
+              lse(&want_f);
+              const std::vector<double> want(want_f.begin(), want_f.end());
+              check(cudaMemsetAsync(p.part_ml, 0xFF, n_ml * 4, stream), "poison");
+              r.ms = gpu.time_ms(f.warmup, f.repeats, [&] {
+                check(kernels::launch_kv_score_probe(p, stream), "score probe");
+              });
+              lse(&got);
+              // The same arithmetic as v3's in the same order: equal to float rounding.
+              set_check(&r, compare_output(got, want, p.n_splits), ErrorBound{1e-5, 1e-5});
+              r.note = "keys only: bytes, % roofline of the key side; check: part_ml vs v3's";
+              return r;
+            };
             for (const int version : f.versions) {
               // v2 serves KIVI pages, v3 KVQuant pages, v1 both: no row for the other pairs.
               if (!kernels::kv_attention_serves(cache.config().layout(),
@@ -525,6 +577,10 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
                 r.note = e.what();
               }
               cache_rows.push_back(r);
+              if (f.probe && version == 3 && !r.wrong && r.ms > 0 &&
+                  kernels::kv_score_probe_serves(cache.config().layout(), sh.n_q / sh.n_kv)) {
+                cache_rows.push_back(time_probe(cache, r, k_fraction));
+              }
             }
             if (T == 32768) {  // the cost of one decode step's append, on every row of the cache
               Buf<__half> kn(static_cast<size_t>(batch) * sh.n_kv * D), vn(kn.size());

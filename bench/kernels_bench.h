@@ -19,6 +19,9 @@ struct KernelsBenchOptions {
   // Compressed-cache kernels: 1 simple (all methods), 2 mma (tensor cores, KIVI), 3 two-phase
   // (tensor cores, KVQuant); a version that does not serve a method gets no row.
   std::vector<int> versions = {1, 2, 3};
+  // Also time the score probe (kernels/kv_score_probe.h) after v3 where it serves the layout
+  // (nuq3, MHA and GQA): v3's key side alone, checked against v3's softmax statistics.
+  bool probe = false;
   int warmup = 3;
   int repeats = 20;
   bool json = false;      // print one JSON document instead of the table

@@ -35,6 +35,9 @@ void register_bench(CLI::App& app) {
                   "Compressed-cache kernels to time: 1 (simple), 2 (mma, tensor cores: KIVI), 3 "
                   "(two-phase, tensor cores: KVQuant)")
       ->delimiter(',');
+  cmd->add_flag("--probe", flags->probe,
+                "Also time v3's score side alone (nuq3 layouts, with version 3): a measuring "
+                "probe checked against v3's softmax statistics, not a decode kernel");
   cmd->add_option("--warmup", flags->warmup, "Untimed runs first");
   cmd->add_option("--repeats", flags->repeats, "Timed runs (the median is reported)");
   cmd->add_flag("--json", flags->json, "Print one JSON document instead of a table");

@@ -4,6 +4,8 @@
 // groups 1..8 (GQA), fp16 and bf16 queries, sinks and recent windows, ragged batches (1, 17, 97,
 // 4097 tokens ...) through prefill and appends, and long random caches over many pages and
 // splits. Outputs are poisoned first; NaN/Inf/poison left count as failures. Skips without a GPU.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -12,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "kv_score_probe.h"
 #include "kv_test_support.h"
 
 namespace kvq::kernels {
@@ -267,6 +270,76 @@ TEST(KvAttention, LongRandomCaches) {
     const KvState state = kv_parse_image(cache.config(), cache.snapshot(), &problems);
     ASSERT_TRUE(problems.empty()) << problems.front();
     check(cache, state, qp, c.bf16, c.seed + 2, c.str());
+  }
+}
+
+// The score probe (kv_score_probe.h) writes what v3 writes to part_ml for the quantized splits
+// (each split's maximum and sum of exp2), by v3's arithmetic in v3's order: it must match v3's on
+// the same launch parameters to float rounding, every split written (part_ml is poisoned first).
+TEST(KvScoreProbe, MatchesV3sSoftmaxStatistics) {
+  KVQ_REQUIRE_GPU();
+  using QV = quant::ValueVector;
+  const KvMethod N = KvMethod::kNuq;
+  std::vector<Case> probe_cases = {
+      {N, 3, 128, 2, 1, 0, 0, 32, 320, 0.01, {1, 79, 80, 81, 5000}, 0, false, 91, 0, QV::kToken},
+      {N, 3, 128, 2, 4, 1, 3, 32, 320, 0.02, {321, 3000}, 0, true, 92},
+  };
+  if (!test::sanitizer_run()) {
+    probe_cases.push_back(
+        {N, 3, 128, 1, 1, 0, 0, 32, 320, 0.01, {131072}, 0, false, 93, 0, QV::kToken});
+    probe_cases.push_back(
+        {N, 3, 128, 8, 4, 0, 0, 32, 320, 0.01, {40000, 7}, 0, false, 94, 0, QV::kToken});
+  }
+  for (const Case& c : probe_cases) {
+    SCOPED_TRACE(c.str());
+    ASSERT_TRUE(kv_score_probe_serves(c.config().layout(), c.group));
+    const History one = test::random_history({1}, c.n_kv_heads, c.head_dim, c.seed);
+    const quant::KvTables q =
+        test::random_quantizer(one, c.bits, c.n_kv_heads, c.head_dim, 0.01, c.seed + 1);
+    KvCache cache(c.config(), &q);
+    test::poison(cache);
+    cache.fill_random(c.lengths, c.v_fraction, c.seed, nullptr);
+    std::vector<uint16_t> q_bits;
+    const KvCacheConfig& cfg = cache.config();
+    test::random_queries(static_cast<size_t>(cache.batch()) * cfg.n_q_heads * cfg.head_dim,
+                         c.seed + 2, c.bf16, &q_bits);
+    const std::vector<float> inv_freq = rope_inv_freq(10000.0, cfg.head_dim);
+    DeviceBuffer<uint16_t> dq(q_bits.size()), dout(q_bits.size());
+    DeviceBuffer<float> df(inv_freq.size());
+    ASSERT_EQ(cudaMemcpy(dq.data(), q_bits.data(), dq.bytes(), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(df.data(), inv_freq.data(), df.bytes(), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    const KvAttentionParams p = cache.attention_params(dq.data(), c.bf16, dout.data(), df.data(),
+                                                       KvAttentionKernel::kTwoPhase);
+    const size_t n_ml = static_cast<size_t>(p.batch) * p.n_q_heads * (p.n_splits + 1) * 2;
+    auto read_ml = [&] {
+      std::vector<float> ml(n_ml);
+      EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_EQ(cudaMemcpy(ml.data(), p.part_ml, n_ml * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+      return ml;
+    };
+    ASSERT_EQ(launch_kv_attention(p, KvAttentionKernel::kTwoPhase, nullptr), cudaSuccess);
+    const std::vector<float> want = read_ml();
+    ASSERT_EQ(cudaMemset(p.part_ml, 0xFF, n_ml * 4), cudaSuccess);
+    ASSERT_EQ(launch_kv_score_probe(p, nullptr), cudaSuccess);
+    const std::vector<float> got = read_ml();
+    int64_t bad = 0, splits = 0;
+    for (size_t i = 0; i < n_ml / 2; ++i) {
+      if (static_cast<int>(i % static_cast<size_t>(p.n_splits + 1)) == p.n_splits) continue;
+      ++splits;
+      const float m = got[2 * i], l = got[2 * i + 1], mw = want[2 * i], lw = want[2 * i + 1];
+      const bool ok = (m == mw || std::abs(m - mw) <= 1e-5f * std::max(1.0f, std::abs(mw))) &&
+                      std::abs(l - lw) <= 1e-5f * std::max(1e-30f, lw) && l == l;
+      if (!ok && bad++ < 3) {
+        ADD_FAILURE() << "split row " << i << ": probe (m " << m << ", l " << l << "), v3 (m " << mw
+                      << ", l " << lw << ")";
+      }
+    }
+    std::printf("[ score probe ] %s: %lld splits, %d per (sequence, head), %lld differ\n",
+                c.str().c_str(), static_cast<long long>(splits), p.n_splits,
+                static_cast<long long>(bad));
+    EXPECT_EQ(bad, 0);
   }
 }
 
