@@ -29,9 +29,10 @@
 # "kvq gpu_test_kv_attention"), KVQ_GPU_TESTS (a ctest -R regex for the test step),
 # KVQ_BENCH_ARGS (extra flags for kvq bench kernels, e.g. "--contexts 32768 --versions 3"),
 # KVQ_E2E_ARGS (extra flags for kvq bench e2e, e.g. "--batches 8 --methods fp16,nuq3-1%"),
-# KVQ_BASE_SRC (a carried source tree to build as the kernels step's same-call baseline),
+# KVQ_BASE_SRC (a carried source tree to build as the kernels and e2e steps' same-call baseline),
 # KVQ_PROFILE_VERSIONS (what the profile step profiles in full, source counters included,
-# default "2 3"; "append": the append of one token, MHA batch 1 at 32K, nuq3-1%; any entry may
+# default "2 3"; "append": the append of one token, MHA batch 1 at 32K, nuq3-1%; "probe": the
+# score probe (kernels/kv_score_probe.h) where v3 would be; any entry may
 # name its case, "version:shape:method:batch:context", e.g. "3:gqa:nuq3-1%:1:131072" or
 # "append:gqa:nuq3-1%:1:32768"), KVQ_PROFILE_CASES (further v3 cases, the summary sections
 # only, "shape:method:batch[:context] ...", context 131072 unless named), KVQ_OUT_FILES (how many
@@ -51,19 +52,24 @@ log() { echo "[device.sh $(date +%T)] $*" | tee -a "$OUT/summary.log"; }
 # The device tool brings back at most 8 files from $OUT (in name order), so on exit the results
 # that matter most stay as files and everything else goes into one archive, logs.tar.gz: the
 # first 7 that exist of summary.log, the benchmark tables, the test log and the profile
-# summaries; the JSON, the build logs and the rest in the archive. KVQ_OUT_FILES (default 8)
-# is that limit; 0 keeps every file as it is.
+# summaries; the JSON, the build logs and the rest in the archive (with what an earlier run into
+# the same $OUT packed). KVQ_OUT_FILES (default 8) is that limit; 0 keeps every file as it is.
 # shellcheck disable=SC2317  # run by the EXIT trap
 pack_out() {
   local limit=${KVQ_OUT_FILES:-8}
   [ "$limit" -gt 0 ] || return 0
+  # An earlier run into the same $OUT packed its rest already: unpack it, so that this run's
+  # archive holds both.
+  if [ -f "$OUT/logs.tar.gz" ]; then
+    tar -xzf "$OUT/logs.tar.gz" -C "$OUT" && rm -f "$OUT/logs.tar.gz"
+  fi
   local all=() f
   while IFS= read -r f; do
     all+=("$f")
   done < <(cd "$OUT" && find . -type f ! -name logs.tar.gz | sed 's|^\./||' | sort)
   [ "${#all[@]}" -le "$limit" ] && return 0
   local keep=() rest=() want_first=(summary.log bench-kernels-compare.md bench-kernels.md
-    bench-e2e.md gpu-tests.log)
+    bench-e2e.md bench-e2e-base.md gpu-tests.log)
   for f in "${want_first[@]}"; do [ -f "$OUT/$f" ] && keep+=("$f"); done
   for f in "${all[@]}"; do [[ "$f" == ncu-*-summary.md ]] && keep+=("$f"); done
   keep=("${keep[@]:0:$((limit - 1))}")
@@ -104,7 +110,7 @@ for t in ${KVQ_TARGETS:-}; do targets+=(--target "$t"); done
 cmake --build build-gpu -j"$(nproc)" "${targets[@]}" -- -k >"$OUT/build.log" 2>&1 \
   || { log "build FAILED"; grep -m20 -E 'error|Error' "$OUT/build.log"; exit 1; }
 # KVQ_BASE_SRC: a second source tree (e.g. `git archive main | tar -x -C .ab/main`, carried),
-# built into build-gpu-base (kvq only), so that the kernels step times both in one call.
+# built into build-gpu-base (kvq only), so that the kernels and e2e steps time both in one call.
 base_bin=
 if [ -n "${KVQ_BASE_SRC:-}" ]; then
   log "build the baseline tree $KVQ_BASE_SRC"
@@ -205,10 +211,19 @@ if want e2e; then
   # Whole decode steps of a random-weight LLaMA-7B-shaped model through the runtime: fp16 cache
   # vs nuq4/3/2-1% at batch 1 and 8, 4K..1M tokens, and each cache's largest context.
   log "bench e2e (7B shapes)"
-  # shellcheck disable=SC2086  # KVQ_E2E_ARGS is a list of flags
-  build-gpu/bin/kvq bench e2e ${KVQ_E2E_ARGS:-} --json-file "$OUT/bench-e2e.json" \
-    >"$OUT/bench-e2e.md" 2>"$OUT/bench-e2e.err" || { status=1; tail -5 "$OUT/bench-e2e.err"; }
-  cat "$OUT/bench-e2e.md"
+  # With a baseline (KVQ_BASE_SRC) its binary runs first too: bench-e2e-base.md.
+  for round in base new; do
+    bin=build-gpu/bin/kvq sfx=
+    if [ "$round" = base ]; then
+      [ -n "$base_bin" ] || continue
+      bin=$base_bin sfx=-base
+    fi
+    # shellcheck disable=SC2086  # KVQ_E2E_ARGS is a list of flags
+    "$bin" bench e2e ${KVQ_E2E_ARGS:-} --json-file "$OUT/bench-e2e$sfx.json" \
+      >"$OUT/bench-e2e$sfx.md" 2>"$OUT/bench-e2e$sfx.err" \
+      || { status=1; tail -5 "$OUT/bench-e2e$sfx.err"; }
+    cat "$OUT/bench-e2e$sfx.md"
+  done
 fi
 if want serve; then
   # kvq serve on wt2-llama-18m (fp16 model on the GPU), the fp16 cache and nuq3-1% (fitted by the
@@ -267,15 +282,16 @@ if want profile; then
   for entry in ${KVQ_PROFILE_VERSIONS:-2 3}; do
     # v = append: the append of one token (bench kernels times it after two warm-ups).
     IFS=: read -r v ps pm pb pc <<<"$entry"
-    k=kv_attention_v3 m=nuq3-1% ctx=131072 skip=1 ver=$v
+    k=kv_attention_v3 m=nuq3-1% ctx=131072 skip=1 ver=$v extra=()
     case "$v" in
       2) k=kv_attention_mma m=kivi2-g32-r128 ;;
       append) k=kv_append_kernel ctx=32768 skip=2 ver=3 ;;
+      probe) k=kv_score_probe_kernel ver=3 extra=(--probe) ;;
     esac
     shape=${ps:-mha} m=${pm:-$m} batch=${pb:-1} ctx=${pc:-$ctx}
     name=v$v${ps:+-$shape-${m//%/pct}-b$batch-$ctx}
     run_bench=(build-gpu/bin/kvq bench kernels --contexts "$ctx" --batches "$batch" --methods "$m"
-               --shapes "$shape" --warmup 1 --repeats 1 --versions "$ver")
+               --shapes "$shape" --warmup 1 --repeats 1 --versions "$ver" "${extra[@]}")
     # --launch-skip: past the warm-up's launches.
     "$ncu" --clock-control none -k "regex:$k" --launch-skip "$skip" --launch-count 1 \
       "${sections[@]}" --section InstructionStats "${run_bench[@]}" >"$OUT/ncu-$name.txt" 2>&1 \
