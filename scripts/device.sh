@@ -97,6 +97,9 @@ if ! pkg-config --exists cpp-httplib 2>/dev/null && ls "$data_dir"/debs/*.deb >/
   done
   PKG_CONFIG_PATH=$(ls -d "$deps"/usr/lib/*/pkgconfig "$deps"/usr/share/pkgconfig 2>/dev/null | paste -sd:)
   export PKG_CONFIG_PATH
+  # Its .pc requires openssl, zlib and brotli's: without their -dev packages it is not found.
+  pkg-config --exists cpp-httplib \
+    || log "cpp-httplib from $data_dir/debs not usable: $(pkg-config --print-errors --exists cpp-httplib 2>&1 | head -1)"
 fi
 
 torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
@@ -229,7 +232,9 @@ if want serve; then
   # kvq serve on wt2-llama-18m (fp16 model on the GPU), the fp16 cache and nuq3-1% (fitted by the
   # runtime step, else here), each loaded by kvq bench serve at 1, 8, 32, 64 streaming clients.
   log "serve (wt2-llama-18m, cuda, fp16; kvq bench serve)"
-  if build-gpu/bin/kvq serve --model x --kv fp16 2>&1 | grep -q "built without cpp-httplib"; then
+  # The output first, then the test: under pipefail, `| grep -q` would take kvq's exit status.
+  probe_out=$(build-gpu/bin/kvq serve --model x --kv fp16 2>&1)
+  if [[ "$probe_out" == *"built without cpp-httplib"* ]]; then
     log "serve: SKIPPED, kvq was built without cpp-httplib (see this script's header)"; status=1
   else
     rt=$PWD/build-gpu/runtime-18m
