@@ -11,6 +11,8 @@
 # machine may lack (and cannot fetch): download its Debian packages here first, e.g.
 #   mkdir -p .device-data/debs && (cd .device-data/debs && apt-get download libcpp-httplib0.11 \
 #     libcpp-httplib-dev)   # plus libssl-dev libbrotli-dev zlib1g-dev if that machine lacks them
+# (the H100 image of 2026-12-05 did not find cpp-httplib from these two alone: its .pc requires
+# openssl's, zlib's and brotli's; the configure step now logs which is missing)
 # and they are unpacked under build-gpu/deps (never into /). To time a change against its
 # baseline in one call, carry the baseline's sources too and name them in KVQ_BASE_SRC, e.g.
 #   mkdir -p .ab/main && git archive main | tar -x -C .ab/main   # .ab in .git/info/exclude
