@@ -157,6 +157,10 @@ StepTimes time_steps(runtime::Engine& e, int batch, int64_t context, int warmup,
     ids.push_back(id);
     e.fill_random(id, context);
   }
+  // A pool grown for this cell (the fp16 cache's rows) leaves the last cell's blocks in
+  // LibTorch's cache: give them back, so that a cell runs and reports (gpu_gib) with its own
+  // memory only, not near the device's limit because of the cell before.
+  runtime::release_cached_memory(e.model().device());
   const std::vector<int32_t> tokens(batch, 1);
   for (int i = 0; i < warmup; ++i) e.decode(ids, tokens).sum().item<float>();
   const auto [used, total] = runtime::device_memory(e.model().device());
