@@ -8,6 +8,7 @@
 
 #include "kv_append.h"
 #include "kv_attention.h"
+#include "kv_score_probe.h"
 #include "kv_test_support.h"
 #include "kvq/methods/method.h"
 #include "support/test_support.h"
@@ -177,6 +178,40 @@ TEST(KvErrors, LaunchersRejectBadArguments) {
   EXPECT_EQ(launch_kv_attention(p, KvAttentionKernel::kTwoPhase, nullptr), cudaErrorInvalidValue);
   p.split_tokens = 0;
   EXPECT_EQ(launch_kv_attention(p, KvAttentionKernel::kTwoPhase, nullptr), cudaErrorInvalidValue);
+}
+
+// The score probe (kv_score_probe.h) takes v3's parameters for the layouts it was built for and
+// refuses the rest by the same rules, before touching the GPU.
+TEST(KvErrors, ScoreProbeRejectsWhatItWasNotBuiltFor) {
+  KvAttentionParams p;
+  p.batch = 0;
+  p.n_q_heads = 2;
+  p.cache.n_kv_heads = 2;
+  p.cache.layout = kv_make_layout(KvMethod::kNuq, 3, 128, 320, 1, 2, 1, 2, 64);
+  p.split_tokens = 160;
+  EXPECT_EQ(launch_kv_score_probe(p, nullptr), cudaSuccess);  // nothing to queue
+  p.split_tokens = 100;                                       // not whole 80-token blocks
+  EXPECT_EQ(launch_kv_score_probe(p, nullptr), cudaErrorInvalidValue);
+  p.split_tokens = 160;
+  p.n_q_heads = 3;  // not a multiple of the KV heads
+  EXPECT_EQ(launch_kv_score_probe(p, nullptr), cudaErrorInvalidValue);
+  p.n_q_heads = 4;  // group 2: built for 1 and 4 only
+  EXPECT_EQ(launch_kv_score_probe(p, nullptr), cudaErrorNotSupported);
+  p.n_q_heads = 8;
+  EXPECT_EQ(launch_kv_score_probe(p, nullptr), cudaSuccess);
+  EXPECT_TRUE(kv_score_probe_serves(p.cache.layout, 4));
+  for (const KvLayout& other : {kv_make_layout(KvMethod::kNuq, 2, 128, 256, 1, 2, 1, 2, 64),
+                                kv_make_layout(KvMethod::kNuq, 3, 64, 320, 1, 2, 1, 2, 64),
+                                kv_make_layout(KvMethod::kKivi, 2, 128, 256, 32, 2, 0, 0, 0)}) {
+    p.cache.layout = other;
+    p.split_tokens = other.block_tokens;
+    EXPECT_FALSE(kv_score_probe_serves(other, 4));
+    EXPECT_EQ(launch_kv_score_probe(p, nullptr), cudaErrorNotSupported);
+  }
+  p.cache.layout = kv_make_layout(KvMethod::kNuq, 3, 128, 320, 1, 2, 1, 2, 64);
+  p.split_tokens = 160;
+  p.batch = 1;  // a launch with work and no cache to read
+  EXPECT_EQ(launch_kv_score_probe(p, nullptr), cudaErrorInvalidValue);
 }
 
 TEST(KvErrors, PoolAllocationFailureNamesTheBytes) {
