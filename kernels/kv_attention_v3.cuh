@@ -184,6 +184,81 @@ __device__ __forceinline__ uint32_t lds_volatile(const uint32_t* p) {
   return v;
 }
 
+// Phase 1 for token group gi (8 tokens) of a block, shared by v3 and the score probe
+// (kv_score_probe.cu): the query's phases for the group's first token into the A fragments
+// (buffer kPar of a_sm, in v3's rows), the key words of token gq from the block's key rows, 2 *
+// kKT key pairs looked up and rotated by the lane's key constants, kKT MMAs; the scores of query
+// gq < NQ into sc[gq][8 gi + 2r, +1], -inf past `valid` tokens. qs advances to the next group.
+// Lane = 4 gq + r; qrow: the query whose fragments the lane reads (gq, or 0 past NQ).
+template <int D, int B, int NQ, int kPar>
+__device__ __forceinline__ void group_scores(
+    int gi, uint8_t* a_sm, float2 (&qs)[NQ][Shape<D, B>::kQP], const float2 (&w8)[Shape<D, B>::kQP],
+    const int (&a_slot)[Shape<D, B>::kQP], const uint32_t* krows,
+    const __half2 (&ka1)[Shape<D, B>::kNP], const __half2 (&ka2)[Shape<D, B>::kNP],
+    const __half2 (&kcc)[Shape<D, B>::kNP], uint32_t lut_base, int valid, float* sc, int lane,
+    int gq, int r, int qrow) {
+  using S = Shape<D, B>;
+  using SM = Smem<D, B>;
+  using WS = WarpSmem<D, B, NQ>;
+  constexpr int kW = S::kWL + S::kEX;  // key words of a lane's pair slots in a row
+  // k16 step kt's slots 2kt, 2kt + 1 are the A fragment {a0, a1, a2, a3} = {x0, x0, x1,
+  // x1}: rows gq + 8 (a1, a3) are never read.
+  uint8_t* a_par = a_sm + kPar * (NQ * 4 * WS::kARow);
+#pragma unroll
+  for (int qi = 0; qi < NQ; ++qi) {
+#pragma unroll
+    for (int i = 0; i < S::kQP; ++i) {
+      if (lane + 32 * i < D / 2) {
+        const uint32_t x = pack_h2(qs[qi][i].x, -qs[qi][i].y);
+        uint8_t* at = a_par + qi * 4 * WS::kARow + a_slot[i];
+        if constexpr (WS::kDupA) {
+          *reinterpret_cast<uint2*>(at) = make_uint2(x, x);
+        } else {
+          *reinterpret_cast<uint32_t*>(at) = x;
+        }
+      }
+      qs[qi][i] = cmul(qs[qi][i], w8[i]);
+    }
+  }
+  __syncwarp();
+  uint32_t kw[kW];
+  {
+    const uint32_t* kr = krows + (8 * gi + gq) * S::kWK;
+#pragma unroll
+    for (int i = 0; i < S::kWL; ++i) kw[i] = kr[r * S::kWL + i];
+    if constexpr (S::kEX != 0) kw[S::kWL] = kr[4 * S::kWL] >> (2 * B * r);
+  }
+  // Lanes past the group's queries read query 0's fragments: their rows are not used.
+  const uint8_t* src = a_par + (qrow * 4 + r) * WS::kARow;
+  float ca[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+  for (int kt = 0; kt < S::kKT; ++kt) {
+    uint4 af;
+    if constexpr (WS::kDupA) {
+      af = reinterpret_cast<const uint4*>(src)[kt];
+    } else {
+      const uint2 a2 = reinterpret_cast<const uint2*>(src)[kt];
+      af = make_uint4(a2.x, a2.x, a2.y, a2.y);
+    }
+    uint32_t bk[2];
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+      const int m = 2 * kt + t;
+      const uint32_t at = m < S::kWL * S::kPW
+                              ? lut_address<D, B>(kw[m / S::kPW], 2 * B * (m % S::kPW), lut_base)
+                              : lut_address<D, B>(kw[kW - 1], 0, lut_base);
+      const __half2 lv = bits_h2(lds_at<SM::kLutK>(at));
+      bk[t] = h2_bits(__hfma2(__high2half2(lv), ka2[m], __hfma2(__low2half2(lv), ka1[m], kcc[m])));
+    }
+    mma16816(ca[kt & 1], af.x, af.y, af.z, af.w, bk[0], bk[1]);
+  }
+  const int tau = 8 * gi + 2 * r;
+  float s0 = ca[0][0] + ca[1][0], s1 = ca[0][1] + ca[1][1];
+  if (tau >= valid) s0 = -INFINITY;
+  if (tau + 1 >= valid) s1 = -INFINITY;
+  if (gq < NQ) *reinterpret_cast<float2*>(sc + gq * S::kBT + tau) = make_float2(s0, s1);
+}
+
 // Two blocks per SM for NQ <= 4 (128 registers at 7 warps as at 8: ptxas allows no more for
 // 14 warps), one for NQ = 8.
 template <int D, int B, int NQ>
@@ -386,74 +461,12 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
         ka2[m] = bits_h2(lds_volatile(kc + (3 * m + 1) * 32 + lane));
         kcc[m] = bits_h2(lds_volatile(kc + (3 * m + 2) * 32 + lane));
       }
-      constexpr int kW = S::kWL + S::kEX;  // key words of a lane's pair slots in a row
-      // One group: the query's phases for its first token into the A fragments (buffer par),
-      // the lane's key words of token gq, 2 * kKT key pairs looked up and rotated, kKT MMAs.
-      auto run_group = [&](int gi, auto par_tag) {
-        constexpr int par = decltype(par_tag)::value;
-        // k16 step kt's slots 2kt, 2kt + 1 are the A fragment {a0, a1, a2, a3} = {x0, x0, x1,
-        // x1}: rows gq + 8 (a1, a3) are never read.
-        uint8_t* a_par = reinterpret_cast<uint8_t*>(a_sm) + par * (NQ * 4 * WS::kARow);
-#pragma unroll
-        for (int qi = 0; qi < NQ; ++qi) {
-#pragma unroll
-          for (int i = 0; i < S::kQP; ++i) {
-            if (lane + 32 * i < D / 2) {
-              const uint32_t x = pack_h2(qs[qi][i].x, -qs[qi][i].y);
-              uint8_t* at = a_par + qi * 4 * WS::kARow + a_slot[i];
-              if constexpr (WS::kDupA) {
-                *reinterpret_cast<uint2*>(at) = make_uint2(x, x);
-              } else {
-                *reinterpret_cast<uint32_t*>(at) = x;
-              }
-            }
-            qs[qi][i] = cmul(qs[qi][i], w8[i]);
-          }
-        }
-        __syncwarp();
-        uint32_t kw[kW];
-        {
-          const uint32_t* kr = krows + (8 * gi + gq) * S::kWK;
-#pragma unroll
-          for (int i = 0; i < S::kWL; ++i) kw[i] = kr[r * S::kWL + i];
-          if constexpr (S::kEX != 0) kw[S::kWL] = kr[4 * S::kWL] >> (2 * B * r);
-        }
-        // Lanes past the group's queries read query 0's fragments: their rows are not used.
-        const uint8_t* src = a_par + (qrow * 4 + r) * WS::kARow;
-        float ca[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
-#pragma unroll
-        for (int kt = 0; kt < S::kKT; ++kt) {
-          uint4 af;
-          if constexpr (WS::kDupA) {
-            af = reinterpret_cast<const uint4*>(src)[kt];
-          } else {
-            const uint2 a2 = reinterpret_cast<const uint2*>(src)[kt];
-            af = make_uint4(a2.x, a2.x, a2.y, a2.y);
-          }
-          uint32_t bk[2];
-#pragma unroll
-          for (int t = 0; t < 2; ++t) {
-            const int m = 2 * kt + t;
-            const uint32_t at =
-                m < S::kWL * S::kPW
-                    ? lut_address<D, B>(kw[m / S::kPW], 2 * B * (m % S::kPW), lut_base)
-                    : lut_address<D, B>(kw[kW - 1], 0, lut_base);
-            const __half2 lv = bits_h2(lds_at<SM::kLutK>(at));
-            bk[t] = h2_bits(
-                __hfma2(__high2half2(lv), ka2[m], __hfma2(__low2half2(lv), ka1[m], kcc[m])));
-          }
-          mma16816(ca[kt & 1], af.x, af.y, af.z, af.w, bk[0], bk[1]);
-        }
-        const int tau = 8 * gi + 2 * r;
-        float s0 = ca[0][0] + ca[1][0], s1 = ca[0][1] + ca[1][1];
-        if (tau >= valid) s0 = -INFINITY;
-        if (tau + 1 >= valid) s1 = -INFINITY;
-        if (gq < NQ) *reinterpret_cast<float2*>(sc + gq * S::kBT + tau) = make_float2(s0, s1);
-      };
 #pragma unroll 1
       for (int gi = 0; gi < kGroups; gi += 2) {
-        run_group(gi, std::integral_constant<int, 0>());
-        run_group(gi + 1, std::integral_constant<int, 1>());
+        group_scores<D, B, NQ, 0>(gi, reinterpret_cast<uint8_t*>(a_sm), qs, w8, a_slot, krows, ka1,
+                                  ka2, kcc, lut_base, valid, sc, lane, gq, r, qrow);
+        group_scores<D, B, NQ, 1>(gi + 1, reinterpret_cast<uint8_t*>(a_sm), qs, w8, a_slot, krows,
+                                  ka1, ka2, kcc, lut_base, valid, sc, lane, gq, r, qrow);
       }
     }
 

@@ -8,7 +8,9 @@
 // - each block's scores end in the running maximum and sum of exp2, as in v3's phase 2 (same
 //   order of operations, so the part_ml it writes matches v3's to rounding).
 // Everything else (lookups, RoPE constants, the MMAs, the key outliers by sincos and shared
-// atomics) is v3's code, so the time measured is that of v3's key side run as a score warp.
+// atomics) is v3's code, so the time measured is that of v3's key side run as a score warp: the
+// groups through v3::group_scores itself, the key outliers as a copy of v3's loop (one shared
+// function for it changed v3's SASS; bench/kernels_notes.md).
 #include "kv_score_probe.h"
 
 #include <algorithm>
@@ -24,14 +26,11 @@ using tc::a_slot_of;
 using tc::bits_h2;
 using tc::block_section;
 using tc::Cursor;
-using tc::h2_bits;
-using tc::mma16816;
 using tc::pack_h2;
 using tc::pair_of;
 using tc::query_phases;
 using tc::Shape;
-using v3::lds_at;
-using v3::lut_address;
+using v3::group_scores;
 using v3::Smem;
 
 // One warp's shared memory: the query's A fragments (v3's rows, two buffers by group parity),
@@ -41,7 +40,6 @@ template <int D, int B, int NQ>
 struct WarpSmem {
   using S = Shape<D, B>;
   using V3 = v3::WarpSmem<D, B, NQ>;
-  static constexpr bool kDupA = V3::kDupA;
   static constexpr int kSlotBytes = V3::kSlotBytes;
   static constexpr int kARow = V3::kARow;
   static constexpr int kA = 0;                                   // [2][NQ][4][kARow]
@@ -212,70 +210,13 @@ __global__ void __launch_bounds__(kWarps<NQ> * 32, 2) kv_score_probe_kernel(KvAt
       }
     }
 
-    // Scores of the block's tokens into sc[query][token] (v3's phase 1).
-    constexpr int kW = S::kWL + S::kEX;
-    auto run_group = [&](int gi, auto par_tag) {
-      constexpr int par = decltype(par_tag)::value;
-      uint8_t* a_par = a_sm + par * (NQ * 4 * WS::kARow);
-#pragma unroll
-      for (int qi = 0; qi < NQ; ++qi) {
-#pragma unroll
-        for (int i = 0; i < S::kQP; ++i) {
-          if (lane + 32 * i < D / 2) {
-            const uint32_t x = pack_h2(qs[qi][i].x, -qs[qi][i].y);
-            uint8_t* at = a_par + qi * 4 * WS::kARow + a_slot[i];
-            if constexpr (WS::kDupA) {
-              *reinterpret_cast<uint2*>(at) = make_uint2(x, x);
-            } else {
-              *reinterpret_cast<uint32_t*>(at) = x;
-            }
-          }
-          qs[qi][i] = cmul(qs[qi][i], w8[i]);
-        }
-      }
-      __syncwarp();
-      uint32_t kw[kW];
-      {
-        const uint32_t* kr = krows + (8 * gi + gq) * S::kWK;
-#pragma unroll
-        for (int i = 0; i < S::kWL; ++i) kw[i] = kr[r * S::kWL + i];
-        if constexpr (S::kEX != 0) kw[S::kWL] = kr[4 * S::kWL] >> (2 * B * r);
-      }
-      const uint8_t* src = a_par + (qrow * 4 + r) * WS::kARow;
-      float ca[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
-#pragma unroll
-      for (int kt = 0; kt < S::kKT; ++kt) {
-        uint4 af;
-        if constexpr (WS::kDupA) {
-          af = reinterpret_cast<const uint4*>(src)[kt];
-        } else {
-          const uint2 a2 = reinterpret_cast<const uint2*>(src)[kt];
-          af = make_uint4(a2.x, a2.x, a2.y, a2.y);
-        }
-        uint32_t bk[2];
-#pragma unroll
-        for (int t = 0; t < 2; ++t) {
-          const int m = 2 * kt + t;
-          const uint32_t at =
-              m < S::kWL * S::kPW
-                  ? lut_address<D, B>(kw[m / S::kPW], 2 * B * (m % S::kPW), lut_base)
-                  : lut_address<D, B>(kw[kW - 1], 0, lut_base);
-          const __half2 lv = bits_h2(lds_at<SM::kLutK>(at));
-          bk[t] =
-              h2_bits(__hfma2(__high2half2(lv), ka2[m], __hfma2(__low2half2(lv), ka1[m], kcc[m])));
-        }
-        mma16816(ca[kt & 1], af.x, af.y, af.z, af.w, bk[0], bk[1]);
-      }
-      const int tau = 8 * gi + 2 * r;
-      float s0 = ca[0][0] + ca[1][0], s1 = ca[0][1] + ca[1][1];
-      if (tau >= valid) s0 = -INFINITY;
-      if (tau + 1 >= valid) s1 = -INFINITY;
-      if (gq < NQ) *reinterpret_cast<float2*>(sc + gq * S::kBT + tau) = make_float2(s0, s1);
-    };
+    // Scores of the block's tokens into sc[query][token] (v3's phase 1, v3::group_scores).
 #pragma unroll 1
     for (int gi = 0; gi < kGroups; gi += 2) {
-      run_group(gi, std::integral_constant<int, 0>());
-      run_group(gi + 1, std::integral_constant<int, 1>());
+      group_scores<D, B, NQ, 0>(gi, a_sm, qs, w8, a_slot, krows, ka1, ka2, kcc, lut_base, valid, sc,
+                                lane, gq, r, qrow);
+      group_scores<D, B, NQ, 1>(gi + 1, a_sm, qs, w8, a_slot, krows, ka1, ka2, kcc, lut_base, valid,
+                                sc, lane, gq, r, qrow);
     }
     __syncwarp();
 
