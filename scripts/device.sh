@@ -131,6 +131,22 @@ fi
 [ "$steps" = " build " ] && exit 0
 
 status=0
+# `kvq bench KIND FLAGS...`: with a baseline (KVQ_BASE_SRC) its binary first, then this tree's,
+# into bench-KIND-base.{md,json,err} and bench-KIND.{md,json,err}; a failure sets status.
+bench_rounds() {
+  local kind=$1 bin sfx
+  shift
+  for sfx in -base ""; do
+    bin=build-gpu/bin/kvq
+    if [ -n "$sfx" ]; then
+      [ -n "$base_bin" ] || continue
+      bin=$base_bin
+    fi
+    "$bin" bench "$kind" "$@" --json-file "$OUT/bench-$kind$sfx.json" \
+      >"$OUT/bench-$kind$sfx.md" 2>"$OUT/bench-$kind$sfx.err" \
+      || { status=1; tail -5 "$OUT/bench-$kind$sfx.err"; }
+  done
+}
 if want test; then
   log "gpu tests"
   ctest --test-dir build-gpu -L gpu ${KVQ_GPU_TESTS:+-R "$KVQ_GPU_TESTS"} --output-on-failure \
@@ -193,19 +209,9 @@ if want kernels; then
   # Decode attention from the compressed cache vs fp16 attention, one layer, same run
   # (bench/kernels_bench.cpp; bench/kernels_notes.md reads these numbers).
   log "bench kernels"
-  # With a baseline (KVQ_BASE_SRC) the baseline binary runs first, then this tree's, and
-  # bench/kernels_compare.py sets each row beside its baseline (bench-kernels-compare.md).
-  for round in base new; do
-    bin=build-gpu/bin/kvq sfx=
-    if [ "$round" = base ]; then
-      [ -n "$base_bin" ] || continue
-      bin=$base_bin sfx=-base
-    fi
-    # shellcheck disable=SC2086  # KVQ_BENCH_ARGS is a list of flags
-    "$bin" bench kernels ${KVQ_BENCH_ARGS:-} --json-file "$OUT/bench-kernels$sfx.json" \
-      >"$OUT/bench-kernels$sfx.md" 2>"$OUT/bench-kernels$sfx.err" \
-      || { status=1; tail -5 "$OUT/bench-kernels$sfx.err"; }
-  done
+  # With a baseline, bench/kernels_compare.py sets each row beside it (bench-kernels-compare.md).
+  # shellcheck disable=SC2086  # KVQ_BENCH_ARGS is a list of flags
+  bench_rounds kernels ${KVQ_BENCH_ARGS:-}
   cat "$OUT/bench-kernels.md"
   if [ -n "$base_bin" ]; then
     python3 bench/kernels_compare.py "$OUT/bench-kernels-base.json" "$OUT/bench-kernels.json" \
@@ -216,19 +222,10 @@ if want e2e; then
   # Whole decode steps of a random-weight LLaMA-7B-shaped model through the runtime: fp16 cache
   # vs nuq4/3/2-1% at batch 1 and 8, 4K..1M tokens, and each cache's largest context.
   log "bench e2e (7B shapes)"
-  # With a baseline (KVQ_BASE_SRC) its binary runs first too: bench-e2e-base.md.
-  for round in base new; do
-    bin=build-gpu/bin/kvq sfx=
-    if [ "$round" = base ]; then
-      [ -n "$base_bin" ] || continue
-      bin=$base_bin sfx=-base
-    fi
-    # shellcheck disable=SC2086  # KVQ_E2E_ARGS is a list of flags
-    "$bin" bench e2e ${KVQ_E2E_ARGS:-} --json-file "$OUT/bench-e2e$sfx.json" \
-      >"$OUT/bench-e2e$sfx.md" 2>"$OUT/bench-e2e$sfx.err" \
-      || { status=1; tail -5 "$OUT/bench-e2e$sfx.err"; }
-    cat "$OUT/bench-e2e$sfx.md"
-  done
+  # shellcheck disable=SC2086  # KVQ_E2E_ARGS is a list of flags
+  bench_rounds e2e ${KVQ_E2E_ARGS:-}
+  [ -z "$base_bin" ] || cat "$OUT/bench-e2e-base.md"
+  cat "$OUT/bench-e2e.md"
 fi
 if want serve; then
   # kvq serve on wt2-llama-18m (fp16 model on the GPU), the fp16 cache and nuq3-1% (fitted by the
