@@ -508,7 +508,7 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
             }
             // The score probe after v3's row `v3` (same launch parameters, whose part_ml it
             // left): times the probe and compares each split's log2-sum-exp with v3's.
-            const auto time_probe = [&](KvCache& cache, const KernelRow& v3, double k_fraction) {
+            const auto time_probe = [&](const KernelRow& v3) {
               KernelRow r = v3;
               r.kernel = "v3 q.K probe";
               r.ms = -1;
@@ -579,7 +579,7 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
               cache_rows.push_back(r);
               if (f.probe && version == 3 && !r.wrong && r.ms > 0 &&
                   kernels::kv_score_probe_serves(cache.config().layout(), sh.n_q / sh.n_kv)) {
-                cache_rows.push_back(time_probe(cache, r, k_fraction));
+                cache_rows.push_back(time_probe(r));
               }
             }
             if (T == 32768) {  // the cost of one decode step's append, on every row of the cache
