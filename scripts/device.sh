@@ -39,7 +39,9 @@
 # "append:gqa:nuq3-1%:1:32768"), KVQ_PROFILE_CASES (further v3 cases, the summary sections
 # only, "shape:method:batch[:context] ...", context 131072 unless named), KVQ_OUT_FILES (how many
 # files to leave in $OUT, default 8, what the device tool brings back: the rest is packed into
-# $OUT/logs.tar.gz on exit; 0 packs nothing).
+# $OUT/logs.tar.gz on exit; 0 packs nothing), KVQ_NCU_SAMPLING (the source counters' PC
+# sampling interval, ncu's --warp-sampling-interval 0..31: 2^(5+N) cycles; default auto, which leaves
+# a kernel of a few microseconds such as the append with a few dozen samples).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -302,7 +304,17 @@ if want profile; then
       || status=1
     "$ncu" --clock-control none -k "regex:$k" --launch-skip "$skip" --launch-count 1 \
       --section SourceCounters --section WarpStateStats --import-source yes -f -o "$OUT/ncu-$name" \
+      ${KVQ_NCU_SAMPLING:+--warp-sampling-interval "$KVQ_NCU_SAMPLING"} \
       "${run_bench[@]}" >>"$OUT/ncu-$name.txt" 2>&1 || status=1
+    if [ "$v" = append ]; then
+      # The duration of every launch with ncu's cache flush off: the first (nothing cached),
+      # the second warm-up (its code and data just used) and the timed ones (after the bench's
+      # own L2 flush): what the append's time owes to cold caches.
+      "$ncu" --clock-control none --cache-control none -k "regex:$k" --launch-count 6 \
+        --metrics gpu__time_duration.sum,smsp__inst_executed.sum "${run_bench[@]}" \
+        >>"$OUT/ncu-$name.txt" 2>&1 || status=1
+      grep -E 'kv_append_kernel|gpu__time_duration|inst_executed' "$OUT/ncu-$name.txt" | tail -18
+    fi
     "$ncu" -i "$OUT/ncu-$name.ncu-rep" --page source --csv --print-source sass >"$OUT/ncu-$name-sass.csv" \
       && python3 bench/ncu_summary.py "$OUT/ncu-$name-sass.csv" >"$OUT/ncu-$name-summary.md" || status=1
     gzip -f "$OUT/ncu-$name-sass.csv"; rm -f "$OUT/ncu-$name.ncu-rep"
