@@ -14,13 +14,17 @@ namespace kvq::kernels::dev {
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
 
 // kv_format.h nuq_encode: the first level >= xn or the one below, compared in double so that a
-// tie is exact and goes to the lower level; NaN codes as 0.
-__device__ __forceinline__ int nuq_encode(float xn, const float* levels, int n_levels) {
+// tie is exact and goes to the lower level; NaN codes as 0. The levels are strictly ascending
+// (checked where they are loaded), so the first level >= xn is at the count of levels below xn:
+// N independent compares instead of a loop whose every step waits for a load.
+template <int N>
+__device__ __forceinline__ int nuq_encode(float xn, const float* levels) {
   if (isnan(xn)) return 0;
   int hi = 0;
-  while (hi < n_levels && levels[hi] < xn) ++hi;
+#pragma unroll
+  for (int i = 0; i < N; ++i) hi += levels[i] < xn ? 1 : 0;
   if (hi == 0) return 0;
-  if (hi == n_levels) return n_levels - 1;
+  if (hi == N) return N - 1;
   const double twice = 2.0 * static_cast<double>(xn);
   const double mid = static_cast<double>(levels[hi - 1]) + static_cast<double>(levels[hi]);
   return twice > mid ? hi : hi - 1;
@@ -60,8 +64,8 @@ __device__ __forceinline__ float warp_min(float x) {
 // The physical page holding quantized token u of sequence b, and its row in the page.
 __device__ __forceinline__ int64_t quant_page(const KvCacheView& c, int64_t b, int64_t u,
                                               int* row) {
-  *row = static_cast<int>(u % c.layout.page_size);
-  return c.page_table[b * c.pages_per_seq + u / c.layout.page_size];
+  *row = pos_mod(u, c.layout.page_size);
+  return c.page_table[b * c.pages_per_seq + pos_div(u, c.layout.page_size)];
 }
 // The head section holding quantized token u of sequence b, and its row in the page.
 __device__ __forceinline__ uint8_t* quant_section(const KvCacheView& c, int64_t b, int h, int64_t u,

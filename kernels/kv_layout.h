@@ -65,6 +65,16 @@ namespace kvq::kernels {
 
 enum class KvMethod : int { kNuq = 0, kKivi = 1 };
 
+// a / b and a % b for a token position or count a (0 <= a < 2^31: seq_len is int32) and b >= 1,
+// in 32 bits: on the GPU a 64-bit division is a subroutine of ~70 instructions, a 32-bit one ~10
+// inline (the append of one token ran five of them on its path).
+KVQ_HD int64_t pos_div(int64_t a, int b) {
+  return static_cast<uint32_t>(a) / static_cast<uint32_t>(b);
+}
+KVQ_HD int pos_mod(int64_t a, int b) {
+  return static_cast<int>(static_cast<uint32_t>(a) % static_cast<uint32_t>(b));
+}
+
 inline constexpr int kMaxQueryGroup = 8;            // query heads per KV head the kernels take
 inline constexpr uint32_t kOutlierEmpty = 0xFFFFu;  // index field of an unused outlier slot
 
@@ -191,7 +201,7 @@ struct KvCacheView {
 
   KVQ_HD int64_t n_quant(int64_t n) const {
     const int64_t q = n - n_sink - n_recent;
-    return q > 0 ? q / flush * flush : 0;
+    return q > 0 ? (flush == 1 ? q : pos_div(q, flush) * flush) : 0;
   }
   KVQ_HD uint8_t* head_section(int64_t page, int head) const {
     return pool + page * layout.page_bytes + int64_t{head} * layout.head_bytes;
@@ -199,7 +209,9 @@ struct KvCacheView {
   KVQ_HD uint8_t* token_section(int64_t page) const {
     return pool + page * layout.page_bytes + int64_t{n_kv_heads} * layout.head_bytes;
   }
-  KVQ_HD int64_t ring_slot(int64_t t) const { return (t - n_sink) % ring_size; }
+  KVQ_HD int64_t ring_slot(int64_t t) const {  // t >= n_sink
+    return ring_size == 1 ? 0 : pos_mod(t - n_sink, ring_size);
+  }
   KVQ_HD __half* sink_row(__half* base, int64_t b, int h, int64_t t) const {
     return base + ((b * n_kv_heads + h) * n_sink + t) * layout.head_dim;
   }
