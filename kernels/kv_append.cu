@@ -26,14 +26,16 @@
 //            of one warp), except for values per token over all KV heads: W = min(n_kv_heads,
 //            kTokenHeads = 8) in blocks of 2W warps, and each block first selects the token's
 //            range over all heads with all its warps (the same in each of the sequence's
-//            blocks; warps W .. 2W-1 and the last block's spare ones select but write nothing).
+//            blocks), then warp w < W appends head w's values and warp W + w its keys, side by
+//            side (the last block's spare warps select and write nothing).
 //            The lengths it reads and the ones it writes are two buffers (seq_len_out, head
 //            0's block writes n + 1), so no second launch; KvCache swaps them after each step.
-//            Loads that do not depend on the length go first, the page's words next, in
-//            parallel: three dependent round trips (length; page table and ring rows; value
-//            words and outlier count) instead of six. The block's selection hides behind them:
-//            with no recent window its keys are the input, loaded with the length, and its
-//            halves run during the second and the third; else both halves during the third.
+//            Loads that do not depend on the length go first, the page's outlier count next:
+//            three dependent round trips for the key warps (length; page table and ring rows;
+//            the count), two for the value warps, whose codes go into their words by atomicOr
+//            (no read of the word). The block's selection hides behind them: with no recent
+//            window its keys are the input, loaded with the length, and its halves run during
+//            the second and the third; else both halves during the third.
 //   prefill: (max_pages + 1, n_kv_heads, batch) blocks of 8 warps. Block x < max_pages
 //            quantizes page x of the sequence: KVQuant in three phases (tokens in parallel,
 //            counting key outliers per token; a scan; the outliers written in (token, channel)
@@ -101,6 +103,14 @@
 //      against version 4 in the same call (H100, 2026-12-05), one token at 32K, nuq3-1%: MHA
 //      batch 1 17.5 -> 15.0 us (9.1% of the 0.166 ms step), batch 8 17.9 -> 15.5; GQA-8 batch
 //      1 13.7 -> 11.4 (14.5% of its 0.079 ms step), batch 8 13.7 -> 11.5. Predicted 14.5 and ~11.
+//   6: version 5 with the work after the selection split between a head's two warps (values on
+//      one, keys on the other, where the second warp only selected and returned), and the value
+//      codes ORed into their words (RED) instead of the words read with the count and written
+//      back. Predicted (bench/kernels_notes.md): MHA batch 1 15.0 -> 13.5-14 us, GQA-8 11.4 ->
+//      10-10.5 us (H100). Measured against version 5 in the same call (H100, 2026-12-05), one
+//      token at 32K, nuq3-1%: MHA batch 1 15.1 -> 13.6 us (8.2% of the 0.166 ms step), batch 8
+//      15.4 -> 14.3; GQA-8 batch 1 11.3 -> 9.7 (12.5% of its 0.078 ms step), batch 8 11.6 -> 9.9;
+//      nuq2-1% and nuq4-1% alike (GQA 10.0-10.1 us, MHA 13.8-14.8).
 #include "kv_append.h"
 
 #include <algorithm>
@@ -596,12 +606,16 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
   __shared__ TokenSelect sel;
   const int lane = lane_id(), warp = threadIdx.x / 32;
   const int b = blockIdx.x, H = c.n_kv_heads;
-  // One warp a head, or (per-token values) 2W warps for W heads: warps W .. 2W-1 only select.
+  // One warp a head, or (per-token values) 2W warps for W heads: warp w < W appends head w's
+  // values and warp W + w its keys, after all of them select the token's range together.
   const int heads_per_block =
       blockDim.x == 32 ? 1 : static_cast<int>(blockDim.x / (32 * kWarpsPerHead));
-  const int h = blockIdx.y * heads_per_block + warp;  // this warp's head
-  // False for the selecting warps and the last block's spare ones (per-token values).
-  const bool has_head = warp < heads_per_block && h < H;
+  const bool split = blockDim.x != 32;
+  const int h = blockIdx.y * heads_per_block + warp % heads_per_block;  // this warp's head
+  // False for the last block's spare warps.
+  const bool has_head = warp < (split ? kWarpsPerHead : 1) * heads_per_block && h < H;
+  const bool do_values = has_head && (!split || warp < heads_per_block);
+  const bool do_keys = has_head && (!split || warp >= heads_per_block);
   const int hw = has_head ? h : 0;  // spare warps write nothing; their pointers stay in bounds
   // Per-token values: every thread of the block takes part in the selection, whichever heads
   // its warp appends; past the keys' room the warps select alone (select_kth_token).
@@ -613,13 +627,14 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
   const __half* vs = v + (int64_t{b} * H + hw) * D;
   uint16_t k_in[T::kNJ] = {}, v_in[T::kNJ] = {};
   float k_lo[T::kNJ] = {}, k_hi[T::kNJ] = {};
-  if (has_head) {
+  if (do_keys) {
 #pragma unroll
-    for (int j = 0; j < T::kNJ; ++j) {
-      k_in[j] = __half_as_ushort(ks[lane + 32 * j]);
-      v_in[j] = __half_as_ushort(vs[lane + 32 * j]);
-    }
+    for (int j = 0; j < T::kNJ; ++j) k_in[j] = __half_as_ushort(ks[lane + 32 * j]);
     if (!kKivi) load_k_range<D, B>(c, h, k_lo, k_hi);
+  }
+  if (do_values) {
+#pragma unroll
+    for (int j = 0; j < T::kNJ; ++j) v_in[j] = __half_as_ushort(vs[lane + 32 * j]);
   }
   load_levels<D>(c, kKivi, kl, vl);
   for (int i = lane; i < 128; i += 32) row_sm[warp][i] = 0;
@@ -640,14 +655,16 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
   const bool quantize = c.n_quant(n + 1) != u0;  // the same for the whole block
   __half* kd = n < c.n_sink ? c.sink_row(c.sink_k, b, hw, n) : c.ring_row(c.ring_k, b, hw, n);
   __half* vd = n < c.n_sink ? c.sink_row(c.sink_v, b, hw, n) : c.ring_row(c.ring_v, b, hw, n);
-  if (kKivi || !quantize) {
-    if (has_head) {
+  // The new token's fp16 row: each role writes its own.
+  auto write_rows = [&] {
 #pragma unroll
-      for (int j = 0; j < T::kNJ; ++j) {
-        kd[lane + 32 * j] = __ushort_as_half(k_in[j]);
-        vd[lane + 32 * j] = __ushort_as_half(v_in[j]);
-      }
+    for (int j = 0; j < T::kNJ; ++j) {
+      if (do_keys) kd[lane + 32 * j] = __ushort_as_half(k_in[j]);
+      if (do_values) vd[lane + 32 * j] = __ushort_as_half(v_in[j]);
     }
+  };
+  if (kKivi || !quantize) {
+    write_rows();
     __syncwarp();
     if (!quantize) return;
   }
@@ -690,45 +707,29 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
         kb[j] = k_in[j];
         vb[j] = v_in[j];
       }
-    } else if (has_head) {
-      const __half* kr = c.ring_row(c.ring_k, b, h, t);
-      const __half* vr = c.ring_row(c.ring_v, b, h, t);
+    } else {
+      const __half* kr = c.ring_row(c.ring_k, b, hw, t);
+      const __half* vr = c.ring_row(c.ring_v, b, hw, t);
 #pragma unroll
       for (int j = 0; j < T::kNJ; ++j) {
-        kb[j] = __half_as_ushort(kr[lane + 32 * j]);
-        vb[j] = __half_as_ushort(vr[lane + 32 * j]);
+        if (do_keys) kb[j] = __half_as_ushort(kr[lane + 32 * j]);
+        if (do_values) vb[j] = __half_as_ushort(vr[lane + 32 * j]);
       }
     }
-    if (has_head) {
-#pragma unroll
-      for (int j = 0; j < T::kNJ; ++j) {
-        kd[lane + 32 * j] = __ushort_as_half(k_in[j]);
-        vd[lane + 32 * j] = __ushort_as_half(v_in[j]);
-      }
-    }
+    write_rows();
     const int k_sel = kv_v_head_slots(c.layout) / 2;
     bool have_range = keys_first && select_token_high(key, n_vals, k_sel, sel);
-    // The page's words this token updates, read now (other parts of the section than what
-    // nuq_keys and nuq_values write), so that their round trip overlaps the selection: the
-    // value words it ORs into, the outlier count.
+    // The head's key-outlier count, read now (another part of the section than what nuq_keys
+    // writes), so that its round trip overlaps the selection.
     uint8_t* sec = c.head_section(page, hw);
-    uint32_t* vwords = reinterpret_cast<uint32_t*>(sec + c.layout.off_v_codes) + row / T::kC;
     int32_t* count_p = reinterpret_cast<int32_t*>(sec + c.layout.off_header);
     uint16_t* begin_p = reinterpret_cast<uint16_t*>(sec + c.layout.off_header + 4);
-    uint32_t v_old[T::kNJ] = {};
-    int count = 0;
-    if (has_head) {
-#pragma unroll
-      for (int j = 0; j < T::kNJ; ++j) {
-        v_old[j] = row % T::kC == 0 ? 0u : vwords[int64_t{lane + 32 * j} * c.layout.v_row_words];
-      }
-      count = row == 0 ? 0 : *count_p;
-    }
+    const int count = do_keys && row != 0 ? *count_p : 0;
     if (block_select && !keys_first) have_range = select_token_high(key, n_vals, k_sel, sel);
     TokenRange range = {0.0f, 0.0f, -1};
     if (have_range) {  // the same in every thread of the block
       select_token_low<D>(key, n_vals, sel, &range.lo, &range.hi);
-      if (has_head) {
+      if (do_values) {
         int before = 0;
         for (int i = lane; i < h; i += 32) before += sel.counts[i];
 #pragma unroll
@@ -736,39 +737,50 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
         range.begin = before;
       }
     }
-    if (!has_head) return;  // after the block's last __syncthreads
-    float xk[T::kNJ], xv[T::kNJ];
+    if (do_values) {  // after the block's last __syncthreads
+      float xv[T::kNJ];
 #pragma unroll
-    for (int j = 0; j < T::kNJ; ++j) {
-      xk[j] = half_bits_float(kb[j]);
-      xv[j] = half_bits_float(vb[j]);
-    }
-    bool kflag[T::kNJ];
-    nuq_keys<D, B>(c, sec, row, xk, k_lo, k_hi, kl, row_sm[warp], kflag);
-    int code[T::kNJ];
-    nuq_values<D, B>(c, page, h, sec, row, xv, vb, vl, token_v, code, range);
+      for (int j = 0; j < T::kNJ; ++j) xv[j] = half_bits_float(vb[j]);
+      int code[T::kNJ];
+      nuq_values<D, B>(c, page, h, sec, row, xv, vb, vl, token_v, code, range);
+      // The first token of a word writes it whole (clearing what a page's earlier use left);
+      // the others OR their field in without reading the word back (RED: no round trip).
+      uint32_t* vwords = reinterpret_cast<uint32_t*>(sec + c.layout.off_v_codes) + row / T::kC;
 #pragma unroll
-    for (int j = 0; j < T::kNJ; ++j) {
-      vwords[int64_t{lane + 32 * j} * c.layout.v_row_words] =
-          v_old[j] | (static_cast<uint32_t>(code[j]) << (B * (row % T::kC)));
+      for (int j = 0; j < T::kNJ; ++j) {
+        uint32_t* w = vwords + int64_t{lane + 32 * j} * c.layout.v_row_words;
+        const uint32_t field = static_cast<uint32_t>(code[j]) << (B * (row % T::kC));
+        if (row % T::kC == 0) {
+          *w = field;
+        } else {
+          atomicOr(w, field);
+        }
+      }
     }
-    // Key outliers go after the page's earlier ones; a full page clamps the rest.
-    int rank[T::kNJ], total;
-    flag_ranks(kflag, rank, &total);
-    const int cap = c.layout.k_out_capacity;
-    uint32_t* out = reinterpret_cast<uint32_t*>(sec + c.layout.off_k_out);
+    if (do_keys) {
+      float xk[T::kNJ];
 #pragma unroll
-    for (int j = 0; j < T::kNJ; ++j) {
-      if (kflag[j] && count + rank[j] < cap)
-        out[count + rank[j]] = outlier_entry(row, lane + 32 * j, D, kb[j]);
-    }
-    const int kept = min(total, cap - count);
-    __syncwarp();
-    if (lane == 0) {
-      if (row % c.layout.block_tokens == 0)
-        begin_p[row / c.layout.block_tokens] = static_cast<uint16_t>(count);
-      *count_p = count + kept;
-      if (total > kept) atomicAdd(c.k_overflow, static_cast<unsigned long long>(total - kept));
+      for (int j = 0; j < T::kNJ; ++j) xk[j] = half_bits_float(kb[j]);
+      bool kflag[T::kNJ];
+      nuq_keys<D, B>(c, sec, row, xk, k_lo, k_hi, kl, row_sm[warp], kflag);
+      // Key outliers go after the page's earlier ones; a full page clamps the rest.
+      int rank[T::kNJ], total;
+      flag_ranks(kflag, rank, &total);
+      const int cap = c.layout.k_out_capacity;
+      uint32_t* out = reinterpret_cast<uint32_t*>(sec + c.layout.off_k_out);
+#pragma unroll
+      for (int j = 0; j < T::kNJ; ++j) {
+        if (kflag[j] && count + rank[j] < cap)
+          out[count + rank[j]] = outlier_entry(row, lane + 32 * j, D, kb[j]);
+      }
+      const int kept = min(total, cap - count);
+      __syncwarp();
+      if (lane == 0) {
+        if (row % c.layout.block_tokens == 0)
+          begin_p[row / c.layout.block_tokens] = static_cast<uint16_t>(count);
+        *count_p = count + kept;
+        if (total > kept) atomicAdd(c.k_overflow, static_cast<unsigned long long>(total - kept));
+      }
     }
   }
 }
