@@ -237,6 +237,8 @@ __global__ void sleep_kernel(int microseconds) {
   for (int i = 0; i < microseconds; ++i) __nanosleep(1000);
 }
 
+__global__ void empty_kernel() {}
+
 using FlashFn = void (*)(Fp16AttentionParams);
 
 template <int D>
@@ -337,6 +339,11 @@ cudaError_t launch_read_bytes(const void* x, int64_t n_bytes, int blocks, uint32
 
 cudaError_t launch_gpu_sleep(int microseconds, cudaStream_t stream) {
   sleep_kernel<<<1, 1, 0, stream>>>(microseconds);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_empty(cudaStream_t stream) {
+  empty_kernel<<<1, 32, 0, stream>>>();
   return cudaGetLastError();
 }
 

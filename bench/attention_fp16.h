@@ -54,4 +54,7 @@ int read_bytes_blocks();
 // Spins the GPU for about `microseconds` so that the host can queue timed work behind it.
 cudaError_t launch_gpu_sleep(int microseconds, cudaStream_t stream);
 
+// One block of one warp that does nothing: timed as a kernel is, the floor of any launch.
+cudaError_t launch_empty(cudaStream_t stream);
+
 }  // namespace kvq::bench

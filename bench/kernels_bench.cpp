@@ -360,6 +360,10 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
   const cudaStream_t stream = gpu.stream();
   const double copy = copy_gbs(gpu);
   std::fprintf(stderr, "bench kernels: %s, copy %.0f GB/s\n", gpu.prop().name, copy);
+  // What any kernel costs in this harness (the launch, the event pair around it): the floor
+  // under the append of one token, the shortest kernel timed here.
+  const double empty_ms =
+      gpu.time_ms(f.warmup, f.repeats, [&] { check(launch_empty(stream), "empty kernel"); });
   const int read_blocks = read_bytes_blocks();
   Buf<uint32_t> sink(static_cast<size_t>(read_blocks));
   // The read roofline of n bytes at x, timed as the kernels are.
@@ -606,6 +610,7 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
   j["device"] = gpu.prop().name;
   j["sms"] = gpu.prop().multiProcessorCount;
   j["copy_gbs"] = copy;
+  j["empty_kernel_ms"] = empty_ms;
   j["warmup"] = f.warmup;
   j["repeats"] = f.repeats;
   j["score_std"] = kScoreStd;
@@ -620,8 +625,10 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
   if (f.json) {
     fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   } else {
-    fmt::print("device: {} ({} SMs), device-to-device copy {:.0f} GB/s (read + write)\n",
-               gpu.prop().name, gpu.prop().multiProcessorCount, copy);
+    fmt::print(
+        "device: {} ({} SMs), device-to-device copy {:.0f} GB/s (read + write), an empty kernel "
+        "{:.4f} ms (timed as every kernel here: the floor of the append)\n",
+        gpu.prop().name, gpu.prop().multiProcessorCount, copy, empty_ms);
     fmt::print(
         "check: each output against fp64 attention over the same cache (fp16: as stored; "
         "compressed: dequantized, RoPE), queries scaled to score std {:.0f}; WRONG (no time): "

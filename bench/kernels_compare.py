@@ -43,7 +43,12 @@ def main():
     if not new:
         sys.exit(f"kernels_compare: {args.new}: no results")
     print(f"Baseline {args.base} ({base_data.get('device', '?')}) against {args.new} "
-          f"({new_data.get('device', '?')}).\n")
+          f"({new_data.get('device', '?')}).")
+    empty = [d.get("empty_kernel_ms") for d in (base_data, new_data)]
+    if all(isinstance(x, (int, float)) and x > 0 for x in empty):
+        print(f"An empty kernel (the floor of any append): {empty[0]:.4f} ms in the baseline's "
+              f"run, {empty[1]:.4f} in the new one.")
+    print()
     print("| shape | batch | context | method | kernel | base ms | new ms | new / base "
           "| base x SDPA | new x SDPA | base append ms | new append ms |")
     print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
