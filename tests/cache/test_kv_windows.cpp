@@ -175,5 +175,41 @@ TEST(KvWindows, TheOldKiviRuleWouldFail) {
   EXPECT_GT(differ, 400);
 }
 
+// The view's position arithmetic divides in 32 bits (kernels::pos_div, pos_mod: a 64-bit division
+// is a subroutine call on the GPU); positions and lengths stay below 2^31 (seq_len is int32), and
+// there it must equal the 64-bit division the windows were defined with, up to the largest ones.
+TEST(KvWindows, PositionArithmeticEqualsTheSixtyFourBitDivision) {
+  std::mt19937_64 rng(11);
+  constexpr int64_t kTop = (int64_t{1} << 31) - 1;
+  std::vector<int64_t> as = {0, 1, 2, 255, 256, 257, 65535, 65536, kTop - 1, kTop};
+  std::vector<int> bs = {1, 2, 3, 10, 32, 80, 129, 256, 1000, 65537, static_cast<int>(kTop)};
+  for (int i = 0; i < 2000; ++i) {
+    as.push_back(static_cast<int64_t>(rng() % (kTop + 1)));
+    bs.push_back(1 + static_cast<int>(rng() % (i % 2 ? 1024 : kTop)));
+  }
+  for (const int64_t a : as) {
+    for (const int b : bs) {
+      ASSERT_EQ(kernels::pos_div(a, b), a / b) << a << " / " << b;
+      ASSERT_EQ(kernels::pos_mod(a, b), a % b) << a << " % " << b;
+    }
+  }
+  // n_quant and ring_slot through them, against their 64-bit definitions, for windows of every
+  // kind (flush and ring of 1 take the shortcut, the others divide).
+  for (const int flush : {1, 32, 64}) {
+    for (const int n_recent : {0, 1, 128}) {
+      kernels::KvCacheView view;
+      view.n_sink = 4;
+      view.n_recent = n_recent;
+      view.flush = flush;
+      view.ring_size = n_recent + flush;
+      for (const int64_t n : as) {
+        const int64_t q = n - view.n_sink - view.n_recent;
+        ASSERT_EQ(view.n_quant(n), q > 0 ? q / flush * flush : 0) << n;
+        if (n >= view.n_sink) ASSERT_EQ(view.ring_slot(n), (n - view.n_sink) % view.ring_size) << n;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvq
