@@ -10,9 +10,11 @@
 # and carry .device-data (it is in .gitignore). The serve step needs cpp-httplib, which the GPU
 # machine may lack (and cannot fetch): download its Debian packages here first, e.g.
 #   mkdir -p .device-data/debs && (cd .device-data/debs && apt-get download libcpp-httplib0.11 \
-#     libcpp-httplib-dev)   # plus libssl-dev libbrotli-dev zlib1g-dev if that machine lacks them
-# (the H100 image of 2026-12-05 did not find cpp-httplib from these two alone: its .pc requires
-# openssl's, zlib's and brotli's; the configure step now logs which is missing)
+#     libcpp-httplib-dev libssl-dev libbrotli-dev zlib1g-dev)
+# (the H100 image of 2026-12-05 did not find cpp-httplib from the first two alone: its .pc
+# requires openssl's, zlib's and brotli's; with all five, pkg-config resolves it and a test
+# program links against the unpacked library and the machine's libssl3, libbrotli1 and zlib1g,
+# checked on this machine, not yet on the GPU machine; the configure step logs what is missing)
 # and they are unpacked under build-gpu/deps (never into /). To time a change against its
 # baseline in one call, carry the baseline's sources too and name them in KVQ_BASE_SRC, e.g.
 #   mkdir -p .ab/main && git archive main | tar -x -C .ab/main   # .ab in .git/info/exclude
@@ -101,6 +103,11 @@ if ! pkg-config --exists cpp-httplib 2>/dev/null && ls "$data_dir"/debs/*.deb >/
   done
   PKG_CONFIG_PATH=$(ls -d "$deps"/usr/lib/*/pkgconfig "$deps"/usr/share/pkgconfig 2>/dev/null | paste -sd:)
   export PKG_CONFIG_PATH
+  # openssl's configuration.h sits in the multiarch include directory, which the compiler
+  # searches under /usr only.
+  for inc in "$deps"/usr/include/*-linux-gnu; do
+    [ -d "$inc" ] && export CPATH="$inc${CPATH:+:$CPATH}"
+  done
   # Its .pc requires openssl, zlib and brotli's: without their -dev packages it is not found.
   pkg-config --exists cpp-httplib \
     || log "cpp-httplib from $data_dir/debs not usable: $(pkg-config --print-errors --exists cpp-httplib 2>&1 | head -1)"
