@@ -281,9 +281,9 @@ __device__ void nuq_keys(const KvCacheView& c, uint8_t* sec, int row,
 // histogram shared by both ends, the low digit in one per end), then one counting pass. The
 // block selects it even when it holds only some of the heads (kTokenHeads): redundant across
 // the sequence's blocks, but parallel across SMs, with no second launch and no global round trip.
-// A block of 2W warps appends W <= kTokenHeads heads (warps 0 .. W-1, one head each); all 2W
-// select, so that each thread holds at most kTokenPerThread keys: the selection's loops are
-// unrolled for that many, and their length is most of the append's code (version 4).
+// A block of 2W warps appends W <= kTokenHeads heads (warp w < W head w's values, warp W + w its
+// keys); all 2W select, so that each thread holds at most kTokenPerThread keys: the selection's
+// loops are unrolled for that many, and their length is most of the append's code (version 4).
 constexpr int kTokenHeads = 8;    // heads appended per block, per-token values
 constexpr int kWarpsPerHead = 2;  // warps per appended head, per-token values (2W for W heads)
 constexpr int kTokenWarps = kWarpsPerHead * kTokenHeads;  // warps per block, per-token values
