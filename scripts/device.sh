@@ -42,8 +42,8 @@
 # only, "shape:method:batch[:context] ...", context 131072 unless named), KVQ_OUT_FILES (how many
 # files to leave in $OUT, default 8, what the device tool brings back: the rest is packed into
 # $OUT/logs.tar.gz on exit; 0 packs nothing), KVQ_NCU_SAMPLING (the source counters' PC
-# sampling interval, ncu's --warp-sampling-interval 0..31: 2^(5+N) cycles; default auto, which leaves
-# a kernel of a few microseconds such as the append with a few dozen samples).
+# sampling interval, ncu's --warp-sampling-interval 0..31: 2^(5+N) cycles; default auto, which
+# leaves a kernel of a few microseconds such as the append with a few dozen samples).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
