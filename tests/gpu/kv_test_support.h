@@ -28,6 +28,7 @@ using runtime::KvCache;
 namespace test {
 
 using ::kvq::test::DeviceBuffer;
+using ::kvq::test::to_device;
 
 // Cache formats by hand, including ones no method string makes (a KVQuant recent window, KIVI
 // with a sliding window): the cache's window arithmetic is general, and tested so. KVQuant
@@ -179,9 +180,7 @@ inline void build(KvCache* cache, const History& hist, int appends) {
   {
     const std::vector<uint16_t> k = gather(hist.k, zero, pre, width, row);
     const std::vector<uint16_t> v = gather(hist.v, zero, pre, width, row);
-    DeviceBuffer<uint16_t> dk(k.size()), dv(v.size());
-    ASSERT_EQ(cudaMemcpy(dk.data(), k.data(), dk.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(dv.data(), v.data(), dv.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
+    const DeviceBuffer<uint16_t> dk = to_device(k), dv = to_device(v);
     cache->prefill(pre, width, reinterpret_cast<const __half*>(dk.data()),
                    reinterpret_cast<const __half*>(dv.data()), nullptr);
   }

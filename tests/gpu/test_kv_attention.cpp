@@ -119,11 +119,9 @@ Run attend(KvCache& cache, const std::vector<uint16_t>& q_bits, bool bf16,
            const std::vector<float>& inv_freq, const std::vector<double>& ref,
            KvAttentionKernel version) {
   Run run;
-  DeviceBuffer<uint16_t> dq(q_bits.size()), dout(q_bits.size());
-  DeviceBuffer<float> df(inv_freq.size());
-  EXPECT_EQ(cudaMemcpy(dq.data(), q_bits.data(), dq.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(df.data(), inv_freq.data(), df.bytes(), cudaMemcpyHostToDevice),
-            cudaSuccess);
+  const DeviceBuffer<uint16_t> dq = test::to_device(q_bits);
+  const DeviceBuffer<float> df = test::to_device(inv_freq);
+  DeviceBuffer<uint16_t> dout(q_bits.size());
   EXPECT_EQ(cudaMemset(dout.data(), 0xFF, dout.bytes()), cudaSuccess);
   cache.attend(dq.data(), bf16, dout.data(), df.data(), version, nullptr);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -304,12 +302,9 @@ TEST(KvScoreProbe, MatchesV3sSoftmaxStatistics) {
     test::random_queries(static_cast<size_t>(cache.batch()) * cfg.n_q_heads * cfg.head_dim,
                          c.seed + 2, c.bf16, &q_bits);
     const std::vector<float> inv_freq = rope_inv_freq(10000.0, cfg.head_dim);
-    DeviceBuffer<uint16_t> dq(q_bits.size()), dout(q_bits.size());
-    DeviceBuffer<float> df(inv_freq.size());
-    ASSERT_EQ(cudaMemcpy(dq.data(), q_bits.data(), dq.bytes(), cudaMemcpyHostToDevice),
-              cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(df.data(), inv_freq.data(), df.bytes(), cudaMemcpyHostToDevice),
-              cudaSuccess);
+    const DeviceBuffer<uint16_t> dq = test::to_device(q_bits);
+    const DeviceBuffer<float> df = test::to_device(inv_freq);
+    DeviceBuffer<uint16_t> dout(q_bits.size());
     const KvAttentionParams p = cache.attention_params(dq.data(), c.bf16, dout.data(), df.data(),
                                                        KvAttentionKernel::kTwoPhase);
     const size_t n_ml = static_cast<size_t>(p.batch) * p.n_q_heads * (p.n_splits + 1) * 2;

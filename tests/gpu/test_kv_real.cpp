@@ -95,12 +95,9 @@ TEST(KvReal, Wt2Llama18mLayers) {
       }
       const std::vector<float> inv_freq = rope_inv_freq(10000.0, 128);
       const std::vector<double> ref = kv_attention_ref(want, qp, qf, inv_freq);
-      DeviceBuffer<uint16_t> dq(q_bits.size()), dout(q_bits.size());
-      DeviceBuffer<float> df(inv_freq.size());
-      ASSERT_EQ(cudaMemcpy(dq.data(), q_bits.data(), dq.bytes(), cudaMemcpyHostToDevice),
-                cudaSuccess);
-      ASSERT_EQ(cudaMemcpy(df.data(), inv_freq.data(), df.bytes(), cudaMemcpyHostToDevice),
-                cudaSuccess);
+      const DeviceBuffer<uint16_t> dq = test::to_device(q_bits);
+      const DeviceBuffer<float> df = test::to_device(inv_freq);
+      DeviceBuffer<uint16_t> dout(q_bits.size());
       for (const auto version :
            {KvAttentionKernel::kSimple, KvAttentionKernel::kMma, KvAttentionKernel::kTwoPhase}) {
         if (!kv_attention_serves(cache.config().layout(), version)) continue;

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -55,5 +56,18 @@ inline std::string gpu_unusable_reason() {
 // The runtime's owner of device memory (freed on destruction, so a failed ASSERT leaks nothing;
 // a failed cudaMalloc throws kvq::Error, which GoogleTest reports as a failure).
 using runtime::DeviceBuffer;
+
+// A device copy of `host`. A failed copy throws, which GoogleTest reports as a failure of the
+// test (as a failed allocation does), so no test goes on with an input it did not upload.
+template <typename T>
+DeviceBuffer<T> to_device(const std::vector<T>& host) {
+  DeviceBuffer<T> d(host.size(), "a test input");
+  if (const cudaError_t err = cudaMemcpy(d.data(), host.data(), d.bytes(), cudaMemcpyHostToDevice);
+      err != cudaSuccess) {
+    throw std::runtime_error(std::string("to_device: cudaMemcpy of ") + std::to_string(d.bytes()) +
+                             " bytes: " + cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
+  }
+  return d;
+}
 
 }  // namespace kvq::test
