@@ -259,6 +259,62 @@ __device__ __forceinline__ void group_scores(
   if (gq < NQ) *reinterpret_cast<float2*>(sc + gq * S::kBT + tau) = make_float2(s0, s1);
 }
 
+// The key outliers of block bi, shared by v3 and the score probe: the score deltas p_g(t) * (x -
+// dense) added to sc[query][token]. hdr_sm holds the page header's chunks (k_count at byte 0,
+// k_begin[i] at byte 4 + 2i, in the chunk copied to slot 1 + (i - bi)); ko the page's key-outlier
+// entries ((row * D + channel) << 16 | fp16 value); krows the block's key rows; pb the query's
+// phases at the block's start. A lane's first kKo entries are loaded together (one round trip),
+// any further ones one by one.
+template <int D, int B, int NQ>
+__device__ __forceinline__ void key_outlier_scores(const uint8_t* hdr_sm, const uint32_t* ko,
+                                                   int bi, int rows_in_page, int row0, int valid,
+                                                   const uint32_t* krows, const float* lev,
+                                                   const float* kso, const float* thetas,
+                                                   const float2* pb, float* sc, int lane) {
+  using S = Shape<D, B>;
+  constexpr int kKo = 4;
+  auto kbegin = [&](int i) {
+    const int at = 16 * (1 + i - bi) + (4 + 2 * i) % 16;
+    return static_cast<int>(*reinterpret_cast<const uint16_t*>(hdr_sm + at));
+  };
+  const int k_count = *reinterpret_cast<const int32_t*>(hdr_sm);
+  const int kbeg = bi == 0 ? 0 : min(kbegin(bi), k_count);
+  const int kend = (bi + 1) * S::kBT < rows_in_page ? min(kbegin(bi + 1), k_count) : k_count;
+  uint32_t ke[kKo];
+#pragma unroll
+  for (int k = 0; k < kKo; ++k) {
+    const int idx = kbeg + lane + 32 * k;
+    ke[k] = idx < kend ? ko[idx] : 0u;
+  }
+  for (int idx = kbeg + lane, k = 0; idx < kend; idx += 32, ++k) {
+    uint32_t e = 0;
+#pragma unroll
+    for (int kk = 0; kk < kKo; ++kk)
+      if (kk == k) e = ke[kk];
+    if (k >= kKo) e = ko[idx];
+    const int pos = static_cast<int>(e >> 16);
+    const int tau = pos / D - row0, ch = pos % D, g = ch % (D / 2), hi = ch / (D / 2);
+    if (tau < 0 || tau >= valid) continue;
+    const int ci = 2 * g + hi;
+    const uint32_t code = (krows[tau * S::kWK + ci / S::kC] >> (B * (ci % S::kC))) & S::kCodeMask;
+    const float dense = fmaf(lev[code], kso[ch], kso[D + ch]);
+    const float dx = half_bits_float(e & 0xFFFFu) - dense;
+    // e^{i theta_g tau}, the angle reduced to [-pi, pi] first (|theta tau| < 2^9): the fast
+    // sincos is then accurate to ~1e-6.
+    constexpr float kTwoPi = 6.28318530717958647692f;
+    float a = thetas[g] * static_cast<float>(tau);
+    a = fmaf(-kTwoPi, rintf(a * (1.0f / kTwoPi)), a);
+    float sn, cs;
+    __sincosf(a, &sn, &cs);
+#pragma unroll
+    for (int qi = 0; qi < NQ; ++qi) {
+      const float2 ph = cmul(pb[qi * (D / 2) + g], make_float2(cs, sn));
+      atomicAdd(&sc[qi * S::kBT + tau], dx * (hi ? -ph.y : ph.x));
+    }
+  }
+  __syncwarp();
+}
+
 // Two blocks per SM for NQ <= 4 (128 registers at 7 warps as at 8: ptxas allows no more for
 // 14 warps), one for NQ = 8.
 template <int D, int B, int NQ>
@@ -473,55 +529,13 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
     tc::cp_async_wait<0>();  // the header chunks, value scales and index words
     __syncwarp();
 
-    // Key outliers of the block: score deltas p_g(t) * (x - dense), added to sc. A lane's
-    // first kKo entries are loaded together (one round trip), any further ones one by one.
+    // Key outliers of the block: score deltas added to sc.
     if (k_out) {
-      constexpr int kKo = 4;
       const int rows_in_page =
           static_cast<int>(min(int64_t{L.page_size}, c.n_quant(sco.n) - pi * L.page_size));
-      // k_begin[i] at header byte 4 + 2i, found in the chunk copied to slot 1 + (i - bi).
-      auto kbegin = [&](int i) {
-        const int at = 16 * (1 + i - bi) + (4 + 2 * i) % 16;
-        return static_cast<int>(*reinterpret_cast<const uint16_t*>(hdr_sm + at));
-      };
-      const int k_count = *reinterpret_cast<const int32_t*>(hdr_sm);
-      const int kbeg = bi == 0 ? 0 : min(kbegin(bi), k_count);
-      const int kend = (bi + 1) * S::kBT < rows_in_page ? min(kbegin(bi + 1), k_count) : k_count;
-      const uint32_t* ko = reinterpret_cast<const uint32_t*>(sec + L.off_k_out);
-      uint32_t ke[kKo];
-#pragma unroll
-      for (int k = 0; k < kKo; ++k) {
-        const int idx = kbeg + lane + 32 * k;
-        ke[k] = idx < kend ? ko[idx] : 0u;
-      }
-      for (int idx = kbeg + lane, k = 0; idx < kend; idx += 32, ++k) {
-        uint32_t e = 0;
-#pragma unroll
-        for (int kk = 0; kk < kKo; ++kk)
-          if (kk == k) e = ke[kk];
-        if (k >= kKo) e = ko[idx];
-        const int pos = static_cast<int>(e >> 16);
-        const int tau = pos / D - row0, ch = pos % D, g = ch % (D / 2), hi = ch / (D / 2);
-        if (tau < 0 || tau >= valid) continue;
-        const int ci = 2 * g + hi;
-        const uint32_t code =
-            (krows[tau * S::kWK + ci / S::kC] >> (B * (ci % S::kC))) & S::kCodeMask;
-        const float dense = fmaf(lev[code], kso[ch], kso[D + ch]);
-        const float dx = half_bits_float(e & 0xFFFFu) - dense;
-        // e^{i theta_g tau}, the angle reduced to [-pi, pi] first (|theta tau| < 2^9): the fast
-        // sincos is then accurate to ~1e-6.
-        constexpr float kTwoPi = 6.28318530717958647692f;
-        float a = thetas[g] * static_cast<float>(tau);
-        a = fmaf(-kTwoPi, rintf(a * (1.0f / kTwoPi)), a);
-        float sn, cs;
-        __sincosf(a, &sn, &cs);
-#pragma unroll
-        for (int qi = 0; qi < NQ; ++qi) {
-          const float2 ph = cmul(pb[qi * (D / 2) + g], make_float2(cs, sn));
-          atomicAdd(&sc[qi * S::kBT + tau], dx * (hi ? -ph.y : ph.x));
-        }
-      }
-      __syncwarp();
+      key_outlier_scores<D, B, NQ>(hdr_sm, reinterpret_cast<const uint32_t*>(sec + L.off_k_out), bi,
+                                   rows_in_page, row0, valid, krows, lev, kso, thetas, pb, sc,
+                                   lane);
     }
 
     // The key rows are used; the next block's are copied while this one finishes.

@@ -31,6 +31,7 @@ using tc::pair_of;
 using tc::query_phases;
 using tc::Shape;
 using v3::group_scores;
+using v3::key_outlier_scores;
 using v3::Smem;
 
 // One warp's shared memory: the query's A fragments (v3's rows, two buffers by group parity),
@@ -220,51 +221,13 @@ __global__ void __launch_bounds__(kWarps<NQ> * 32, 2) kv_score_probe_kernel(KvAt
     }
     __syncwarp();
 
-    // Key outliers (v3's code): p_g(t) * (x - dense) added to the scores.
+    // Key outliers (v3::key_outlier_scores): p_g(t) * (x - dense) added to the scores.
     if (k_out) {
-      constexpr int kKo = 4;
       const int rows_in_page =
           static_cast<int>(min(int64_t{L.page_size}, c.n_quant(n) - pi * L.page_size));
-      auto kbegin = [&](int i) {
-        const int at = 16 * (1 + i - bi) + (4 + 2 * i) % 16;
-        return static_cast<int>(*reinterpret_cast<const uint16_t*>(hdr_sm + at));
-      };
-      const int k_count = *reinterpret_cast<const int32_t*>(hdr_sm);
-      const int kbeg = bi == 0 ? 0 : min(kbegin(bi), k_count);
-      const int kend = (bi + 1) * S::kBT < rows_in_page ? min(kbegin(bi + 1), k_count) : k_count;
-      const uint32_t* ko = reinterpret_cast<const uint32_t*>(sec + L.off_k_out);
-      uint32_t ke[kKo];
-#pragma unroll
-      for (int k = 0; k < kKo; ++k) {
-        const int idx = kbeg + lane + 32 * k;
-        ke[k] = idx < kend ? ko[idx] : 0u;
-      }
-      for (int idx = kbeg + lane, k = 0; idx < kend; idx += 32, ++k) {
-        uint32_t e = 0;
-#pragma unroll
-        for (int kk = 0; kk < kKo; ++kk)
-          if (kk == k) e = ke[kk];
-        if (k >= kKo) e = ko[idx];
-        const int pos = static_cast<int>(e >> 16);
-        const int tau = pos / D - row0, ch = pos % D, g = ch % (D / 2), hi = ch / (D / 2);
-        if (tau < 0 || tau >= valid) continue;
-        const int ci = 2 * g + hi;
-        const uint32_t code =
-            (krows[tau * S::kWK + ci / S::kC] >> (B * (ci % S::kC))) & S::kCodeMask;
-        const float dense = fmaf(lev[code], kso[ch], kso[D + ch]);
-        const float dx = half_bits_float(e & 0xFFFFu) - dense;
-        constexpr float kTwoPi = 6.28318530717958647692f;
-        float a = thetas[g] * static_cast<float>(tau);
-        a = fmaf(-kTwoPi, rintf(a * (1.0f / kTwoPi)), a);
-        float sn, cs;
-        __sincosf(a, &sn, &cs);
-#pragma unroll
-        for (int qi = 0; qi < NQ; ++qi) {
-          const float2 ph = cmul(pb[qi * (D / 2) + g], make_float2(cs, sn));
-          atomicAdd(&sc[qi * S::kBT + tau], dx * (hi ? -ph.y : ph.x));
-        }
-      }
-      __syncwarp();
+      key_outlier_scores<D, B, NQ>(hdr_sm, reinterpret_cast<const uint32_t*>(sec + L.off_k_out), bi,
+                                   rows_in_page, row0, valid, krows, lev, kso, thetas, pb, sc,
+                                   lane);
     }
 
     // The block's maximum and sum of exp2 per query (v3's phase 2 up to the probabilities).
