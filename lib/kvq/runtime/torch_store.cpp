@@ -2,6 +2,7 @@
 #include "kvq/runtime/torch_store.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include <ATen/TensorIndexing.h>
 #include <fmt/format.h>
@@ -64,22 +65,43 @@ at::Tensor cached_attention(const model::LlamaModel& m, const quant::KvCacheForm
 #if TORCH_VERSION_MAJOR >= 2
 namespace {
 
-// One decode step's attention on the GPU by LibTorch's fused SDPA (flash or memory-efficient:
-// K and V read once, no [heads, n] score tensor). q [b, n_heads, 1, head_dim] rotated; k, v the
-// pool's rows [>= b, n_kv_heads, capacity, head_dim]; row i attends over its first start[i] + 1
-// tokens. A KV head's query heads ride as its query rows ([b, n_kv_heads, group, head_dim], the
-// same bytes as q): one query per head and no causal mask make that the same attention, and no
-// backend repeats K and V for GQA. Rows of one length go in one call; rows of different lengths
-// each in their own (an attention mask would pick another backend, and a sequence would then get
-// other roundings in a batch than alone).
+// One call of LibTorch's fused attention for decode rows (q [rows, heads, queries, head_dim], k
+// and v [rows, heads, n, head_dim], no mask). SDPA itself picks cuDNN's fused kernel on Hopper,
+// and cuDNN builds an execution graph for every key length it has not seen (tens of ms each:
+// a decode step's length is always new, so every step of a sequence paid one; `kvq bench
+// serve`'s first 1-client request took 10 s for 128 tokens on an H100). FlashAttention-2 reads
+// K and V at the same speed (bench/sdpa_strides.py: 0.72-0.75 ms at 128K either way) with no
+// per-shape work, so the rows go to it where it applies (fp16 or bf16, head_dim a multiple of 8
+// up to 256, an sm80+ GPU), and to SDPA's own choice otherwise or once flash has refused.
+at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  static std::atomic<bool> flash_refused{false};
+  const bool half = q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16;
+  const int64_t d = q.size(-1);
+  if (half && d % 8 == 0 && d <= 256 && !flash_refused.load(std::memory_order_relaxed)) {
+    try {
+      return std::get<0>(at::_scaled_dot_product_flash_attention(q, k, v));
+    } catch (const c10::Error&) {
+      flash_refused.store(true, std::memory_order_relaxed);  // e.g. a GPU before sm80
+    }
+  }
+  return at::scaled_dot_product_attention(q, k, v);
+}
+
+// One decode step's attention on the GPU (fused_attention: K and V read once, no [heads, n] score
+// tensor). q [b, n_heads, 1, head_dim] rotated; k, v the pool's rows [>= b, n_kv_heads,
+// capacity, head_dim]; row i attends over its first start[i] + 1 tokens. A KV head's query heads
+// ride as its query rows ([b, n_kv_heads, group, head_dim], the same bytes as q): one query per
+// head and no causal mask make that the same attention, and no backend repeats K and V for GQA.
+// Rows of one length go in one call; rows of different lengths each in their own (an attention
+// mask would pick another backend, and a sequence would then get other roundings in a batch
+// than alone).
 at::Tensor sdpa_decode(const model::ModelConfig& c, const at::Tensor& q, const at::Tensor& k,
                        const at::Tensor& v, const std::vector<int64_t>& start) {
   const int64_t b = q.size(0);
   const at::Tensor qg = q.reshape({b, c.n_kv_heads, c.n_heads / c.n_kv_heads, c.head_dim});
   auto attend = [&](int64_t row, int64_t rows, int64_t n) {
-    return at::scaled_dot_product_attention(qg.narrow(0, row, rows),
-                                            k.narrow(0, row, rows).narrow(2, 0, n),
-                                            v.narrow(0, row, rows).narrow(2, 0, n));
+    return fused_attention(qg.narrow(0, row, rows), k.narrow(0, row, rows).narrow(2, 0, n),
+                           v.narrow(0, row, rows).narrow(2, 0, n));
   };
   at::Tensor out;
   if (std::all_of(start.begin(), start.end(), [&](int64_t x) { return x == start[0]; })) {
