@@ -111,6 +111,18 @@
 //      token at 32K, nuq3-1%: MHA batch 1 15.1 -> 13.6 us (8.2% of the 0.166 ms step), batch 8
 //      15.4 -> 14.3; GQA-8 batch 1 11.3 -> 9.7 (12.5% of its 0.078 ms step), batch 8 11.6 -> 9.9;
 //      nuq2-1% and nuq4-1% alike (GQA 10.0-10.1 us, MHA 13.8-14.8).
+//   Tried after 6 and dropped: for k <= 8 values kept a side (GQA-8 at 1%: k = 5 of 1,024), the
+//      token's range by a tournament instead of the radix select: each warp's k + 1 extremes by
+//      __reduce_min_sync on (order key << 16 | index) words, then one warp per end over every
+//      warp's candidates (three barrier phases instead of five, no shared histograms). 72 ->
+//      102 registers. Correct (KvAppend.MatchesReference bit-exact on both paths, sanitizers
+//      clean), but against version 6 in the same call (H100, 2026-12-05, one token at 32K):
+//      GQA-8 batch 1 10.1 -> 10.9 us for nuq3-1% (nuq2-1% 10.1 -> 10.9, nuq4-1% 10.6 -> 10.9),
+//      batch 8 9.9 -> 10.7; predicted 8.5-9.2. Each round is a chain through REDUX and the
+//      lane's minimum over its words, k + 1 = 6 rounds twice (each end) in the first phase and
+//      again in the second: more latency than the histogram's two barriers it replaced. An
+//      empty kernel in the same harness takes 3.1-3.2 us, so version 6's 10.1 us holds ~7 us of
+//      the kernel's own path.
 #include "kv_append.h"
 
 #include <algorithm>
