@@ -80,6 +80,8 @@ at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::T
   if (half && d % 8 == 0 && d <= 256 && !flash_refused.load(std::memory_order_relaxed)) {
     try {
       return std::get<0>(at::_scaled_dot_product_flash_attention(q, k, v));
+    } catch (const c10::OutOfMemoryError&) {
+      throw;  // the device is full, not flash's to refuse: the caller reports it
     } catch (const c10::Error&) {
       flash_refused.store(true, std::memory_order_relaxed);  // e.g. a GPU before sm80
     }
