@@ -184,14 +184,11 @@ inline void build(KvCache* cache, const History& hist, int appends) {
     cache->prefill(pre, width, reinterpret_cast<const __half*>(dk.data()),
                    reinterpret_cast<const __half*>(dv.data()), nullptr);
   }
-  DeviceBuffer<uint16_t> dk(hist.k.size() * row), dv(hist.k.size() * row);
   for (int step = 0; step < appends; ++step) {
     std::vector<int64_t> at(pre);
     for (auto& a : at) a += step;
-    const std::vector<uint16_t> k = gather(hist.k, at, one, 1, row);
-    const std::vector<uint16_t> v = gather(hist.v, at, one, 1, row);
-    ASSERT_EQ(cudaMemcpy(dk.data(), k.data(), dk.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(dv.data(), v.data(), dv.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
+    const DeviceBuffer<uint16_t> dk = to_device(gather(hist.k, at, one, 1, row));
+    const DeviceBuffer<uint16_t> dv = to_device(gather(hist.v, at, one, 1, row));
     cache->append(reinterpret_cast<const __half*>(dk.data()),
                   reinterpret_cast<const __half*>(dv.data()), nullptr);
   }

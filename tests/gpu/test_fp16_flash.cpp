@@ -74,10 +74,9 @@ TEST(Fp16Flash, MatchesFp64AtAwkwardLengthsAndSplits) {
     for (auto& x : q) x = __float2half(4.0f * u(rng));
     for (auto& x : k) x = __float2half(u(rng));
     for (auto& x : v) x = __float2half(u(rng));
-    test::DeviceBuffer<__half> dq(q.size()), dk(k.size()), dv(v.size()), dout(q.size());
-    KVQ_CUDA_CHECK(cudaMemcpy(dq.data(), q.data(), q.size() * 2, cudaMemcpyHostToDevice));
-    KVQ_CUDA_CHECK(cudaMemcpy(dk.data(), k.data(), k.size() * 2, cudaMemcpyHostToDevice));
-    KVQ_CUDA_CHECK(cudaMemcpy(dv.data(), v.data(), v.size() * 2, cudaMemcpyHostToDevice));
+    const test::DeviceBuffer<__half> dq = test::to_device(q), dk = test::to_device(k),
+                                     dv = test::to_device(v);
+    test::DeviceBuffer<__half> dout(q.size());
     bench::Fp16AttentionParams p;
     p.batch = c.batch;
     p.n_kv_heads = c.n_kv;

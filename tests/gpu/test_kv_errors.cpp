@@ -238,11 +238,8 @@ TEST(KvErrors, FailuresLeaveTheCacheUnchanged) {
   const quant::KvTables q = test::random_quantizer(hist, 3, 2, 128, 0.01, 8);
   KvCache cache(c, &q);
   test::poison(cache);
-  test::DeviceBuffer<uint16_t> dk(hist.k[0].size()), dv(hist.v[0].size());
-  ASSERT_EQ(cudaMemcpy(dk.data(), hist.k[0].data(), dk.bytes(), cudaMemcpyHostToDevice),
-            cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(dv.data(), hist.v[0].data(), dv.bytes(), cudaMemcpyHostToDevice),
-            cudaSuccess);
+  const test::DeviceBuffer<uint16_t> dk = test::to_device(hist.k[0]),
+                                     dv = test::to_device(hist.v[0]);
   const __half* k = reinterpret_cast<const __half*>(dk.data());
   const __half* v = reinterpret_cast<const __half*>(dv.data());
   // prefill takes [batch][max_tokens][heads][dim]; sequence 1 is empty.
