@@ -620,12 +620,12 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
   const int b = blockIdx.x, H = c.n_kv_heads;
   // One warp a head, or (per-token values) 2W warps for W heads: warp w < W appends head w's
   // values and warp W + w its keys, after all of them select the token's range together.
-  const int heads_per_block =
-      blockDim.x == 32 ? 1 : static_cast<int>(blockDim.x / (32 * kWarpsPerHead));
   const bool split = blockDim.x != 32;
+  const int heads_per_block = split ? static_cast<int>(blockDim.x / (32 * kWarpsPerHead)) : 1;
   const int h = blockIdx.y * heads_per_block + warp % heads_per_block;  // this warp's head
-  // False for the last block's spare warps.
-  const bool has_head = warp < (split ? kWarpsPerHead : 1) * heads_per_block && h < H;
+  // False for the last block's spare warps (the launch gives every warp a role: blocks of 32 or
+  // of 32 * kWarpsPerHead * heads_per_block threads).
+  const bool has_head = h < H;
   const bool do_values = has_head && (!split || warp < heads_per_block);
   const bool do_keys = has_head && (!split || warp >= heads_per_block);
   const int hw = has_head ? h : 0;  // spare warps write nothing; their pointers stay in bounds
