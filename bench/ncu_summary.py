@@ -88,7 +88,7 @@ def by_source_line(data, col, c_exec, c_samp, path, function, own_file, top):
             inner = f"{f}:{n}"
         rows[key][0] += number(r, c_exec)
         rows[key][1] += number(r, c_samp)
-        rows[key][2][inner] += number(r, c_samp) or number(r, c_exec) * 1e-9
+        rows[key][2][inner] += number(r, c_samp)
     total_exec = sum(v[0] for v in rows.values())
     total_samp = sum(v[1] for v in rows.values())
     print(f"\nBy source line ({matched} of {len(data)} addresses listed in {path}, the rest counted "

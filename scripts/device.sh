@@ -12,9 +12,8 @@
 #   mkdir -p .device-data/debs && (cd .device-data/debs && apt-get download libcpp-httplib0.11 \
 #     libcpp-httplib-dev libssl-dev libbrotli-dev zlib1g-dev)
 # (the H100 image of 2026-12-05 did not find cpp-httplib from the first two alone: its .pc
-# requires openssl's, zlib's and brotli's; with all five, pkg-config resolves it and a test
-# program links against the unpacked library and the machine's libssl3, libbrotli1 and zlib1g,
-# checked on this machine, not yet on the GPU machine; the configure step logs what is missing)
+# requires openssl's, zlib's and brotli's; with all five the serve step builds and runs there,
+# 2026-12-05; the configure step logs what is missing)
 # and they are unpacked under build-gpu/deps (never into /). To time a change against its
 # baseline in one call, carry the baseline's sources too and name them in KVQ_BASE_SRC, e.g.
 #   mkdir -p .ab/main && git archive main | tar -x -C .ab/main   # .ab in .git/info/exclude
