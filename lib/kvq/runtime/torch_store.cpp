@@ -5,6 +5,7 @@
 #include <atomic>
 
 #include <ATen/TensorIndexing.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <fmt/format.h>
 #include <torch/version.h>
 
@@ -89,16 +90,80 @@ at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::T
   return at::scaled_dot_product_attention(q, k, v);
 }
 
+// FlashAttention-2 over rows of different lengths in one call: its varlen form, the pool's rows
+// as one token axis (row i's tokens at [i * cap, i * cap + used[i])) and one query per row.
+// aten::_flash_attention_forward is a private op whose arguments change between releases, so
+// it is called boxed, its arguments filled by name: a release without `seqused_k` (or with an
+// argument this code does not know and that has no default) gives an undefined tensor, as does
+// a refusal, and the caller attends row by row. q [b, n_heads, head_dim]; k, v [b * cap,
+// n_kv_heads, head_dim]; cu_q = 0..b, cu_k = 0, cap, .., b * cap and used int32 on q's device.
+at::Tensor flash_varlen(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const RaggedRows& rows) {
+  static std::atomic<bool> refused{false};
+  static const auto op =
+      c10::Dispatcher::singleton().findSchema({"aten::_flash_attention_forward", ""});
+  const bool half = q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16;
+  const int64_t d = q.size(-1);
+  if (!op || !half || d % 8 != 0 || d > 256 || refused.load(std::memory_order_relaxed)) return {};
+  torch::jit::Stack stack;
+  bool used = false;
+  for (const c10::Argument& a : op->schema().arguments()) {
+    const std::string& name = a.name();
+    if (name == "query") {
+      stack.emplace_back(q);
+    } else if (name == "key") {
+      stack.emplace_back(k);
+    } else if (name == "value") {
+      stack.emplace_back(v);
+    } else if (name == "cum_seq_q") {
+      stack.emplace_back(rows.cu_q);
+    } else if (name == "cum_seq_k") {
+      stack.emplace_back(rows.cu_k);
+    } else if (name == "max_q") {
+      stack.emplace_back(int64_t{1});
+    } else if (name == "max_k") {
+      stack.emplace_back(rows.max_k);
+    } else if (name == "dropout_p") {
+      stack.emplace_back(0.0);
+    } else if (name == "is_causal" || name == "return_debug_mask") {
+      stack.emplace_back(false);
+    } else if (name == "seqused_k") {
+      stack.emplace_back(rows.used);
+      used = true;
+    } else if (a.default_value()) {
+      stack.push_back(*a.default_value());
+    } else {
+      refused.store(true, std::memory_order_relaxed);
+      return {};
+    }
+  }
+  if (!used) {
+    refused.store(true, std::memory_order_relaxed);
+    return {};
+  }
+  try {
+    op->callBoxed(&stack);
+  } catch (const c10::OutOfMemoryError&) {
+    throw;
+  } catch (const c10::Error&) {
+    refused.store(true, std::memory_order_relaxed);
+    return {};
+  }
+  return stack.front().toTensor();
+}
+
 // One decode step's attention on the GPU (fused_attention: K and V read once, no [heads, n] score
 // tensor). q [b, n_heads, 1, head_dim] rotated; k, v the pool's rows [>= b, n_kv_heads,
-// capacity, head_dim]; row i attends over its first start[i] + 1 tokens. A KV head's query heads
-// ride as its query rows ([b, n_kv_heads, group, head_dim], the same bytes as q): one query per
-// head and no causal mask make that the same attention, and no backend repeats K and V for GQA.
-// Rows of one length go in one call; rows of different lengths each in their own (an attention
-// mask would pick another backend, and a sequence would then get other roundings in a batch
-// than alone).
+// capacity, head_dim], views of [rows, capacity, n_kv_heads, head_dim]; row i attends over its
+// first start[i] + 1 tokens. A KV head's query heads ride as its query rows ([b, n_kv_heads,
+// group, head_dim], the same bytes as q): one query per head and no causal mask make that the
+// same attention, and no backend repeats K and V for GQA. Rows of one length go in one call;
+// rows of different lengths in one varlen call (`ragged`), or where that is refused each in its
+// own call (an attention mask would pick another backend: SDPA's memory-efficient kernel, 5x
+// slower for decode).
 at::Tensor sdpa_decode(const model::ModelConfig& c, const at::Tensor& q, const at::Tensor& k,
-                       const at::Tensor& v, const std::vector<int64_t>& start) {
+                       const at::Tensor& v, const std::vector<int64_t>& start,
+                       const RaggedRows* ragged) {
   const int64_t b = q.size(0);
   const at::Tensor qg = q.reshape({b, c.n_kv_heads, c.n_heads / c.n_kv_heads, c.head_dim});
   auto attend = [&](int64_t row, int64_t rows, int64_t n) {
@@ -109,10 +174,20 @@ at::Tensor sdpa_decode(const model::ModelConfig& c, const at::Tensor& q, const a
   if (std::all_of(start.begin(), start.end(), [&](int64_t x) { return x == start[0]; })) {
     out = attend(0, b, start[0] + 1);
   } else {
-    std::vector<at::Tensor> rows;
-    rows.reserve(start.size());
-    for (int64_t i = 0; i < b; ++i) rows.push_back(attend(i, 1, start[i] + 1));
-    out = at::cat(rows, 0);
+    const at::Tensor kt = k.narrow(0, 0, b).permute({0, 2, 1, 3});  // [b, cap, kv heads, d]
+    const at::Tensor vt = v.narrow(0, 0, b).permute({0, 2, 1, 3});
+    if (ragged != nullptr && kt.is_contiguous() && vt.is_contiguous()) {
+      const int64_t cap = k.size(2);
+      out = flash_varlen(q.reshape({b, c.n_heads, c.head_dim}),
+                         kt.view({b * cap, c.n_kv_heads, c.head_dim}),
+                         vt.view({b * cap, c.n_kv_heads, c.head_dim}), *ragged);
+    }
+    if (!out.defined()) {
+      std::vector<at::Tensor> rows;
+      rows.reserve(start.size());
+      for (int64_t i = 0; i < b; ++i) rows.push_back(attend(i, 1, start[i] + 1));
+      out = at::cat(rows, 0);
+    }
   }
   return out.reshape({b, 1, c.q_dim()});
 }
@@ -209,7 +284,9 @@ void TorchKvStore::grow_pool(int64_t rows, int64_t cap) {
   pool_v_.resize(c.n_layers);
   for (int64_t l = 0; l < c.n_layers; ++l) {
     for (auto* pool : {&pool_k_[l], &pool_v_[l]}) {
-      at::Tensor next = at::zeros({rows, c.n_kv_heads, cap, c.head_dim}, opt);
+      // [rows, n_kv_heads, cap, head_dim] over memory laid out [rows, cap, n_kv_heads,
+      // head_dim]: the rows are then one token axis for the varlen attention (sdpa_decode).
+      at::Tensor next = at::zeros({rows, cap, c.n_kv_heads, c.head_dim}, opt).permute({0, 2, 1, 3});
       for (int i = 0; i < size_; ++i) {
         const int64_t n = slots_[i].n[l];
         if (n > 0) next[i].narrow(1, 0, n).copy_((*pool)[i].narrow(1, 0, n));
@@ -332,11 +409,17 @@ at::Tensor TorchKvStore::decode_pooled(int64_t layer, const at::Tensor& q, const
   const bool equal = std::all_of(start.begin(), start.end(), [&](int64_t x) { return x == first; });
   at::Tensor pos;
   if (!equal) {
-    if (start != pos_host_ || !pos_dev_.defined()) {
+    if (start != pos_host_ || !pos_dev_.defined() || ragged_cap_ != pool_cap_) {
       at::Tensor host = at::tensor(start, at::TensorOptions().dtype(at::kLong));
       if (q.is_cuda()) host = host.pin_memory();
       pos_dev_ = host.to(q.device(), /*non_blocking=*/true);
       pos_host_ = start;
+      // The rows for the varlen attention: lengths and where each row starts in the pool.
+      const auto i32 = pos_dev_.options().dtype(at::kInt);
+      ragged_.used = (pos_dev_ + 1).to(at::kInt);
+      ragged_.cu_q = at::arange(b + 1, i32);
+      ragged_.cu_k = at::arange(0, (b + 1) * pool_cap_, pool_cap_, i32);
+      ragged_cap_ = pool_cap_;
     }
     pos = pos_dev_.view({b, 1});
   }
@@ -360,7 +443,11 @@ at::Tensor TorchKvStore::decode_pooled(int64_t layer, const at::Tensor& q, const
   }
   const at::Tensor q_rot = rotate(q.transpose(1, 2));
 #if TORCH_VERSION_MAJOR >= 2
-  if (q.is_cuda()) return sdpa_decode(m_.config(), q_rot, pool_k_[layer], pool_v_[layer], start);
+  if (q.is_cuda()) {
+    ragged_.max_k = n;
+    return sdpa_decode(m_.config(), q_rot, pool_k_[layer], pool_v_[layer], start,
+                       equal ? nullptr : &ragged_);
+  }
 #endif
   model::KVView view;  // each row sees its own tokens
   if (!equal) view.key_valid = at::arange(n, pos.options()).unsqueeze(0).lt(pos + 1);

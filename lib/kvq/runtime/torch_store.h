@@ -7,8 +7,9 @@
 // among them) the sequences' keys and values are rows of one tensor per layer, so that a decode
 // step appends and attends for all of them at once; a pool of rows x the longest capacity,
 // within the pages' budget (fits). A decode step attends by LibTorch's fused SDPA on CUDA
-// (LibTorch >= 2.0; rows of different lengths one by one), else by the model's attention with
-// the lengths masked. Not here: compressed storage (cuda_store.h).
+// (LibTorch >= 2.0; rows of different lengths in one varlen FlashAttention-2 call where the
+// LibTorch has it, else one by one), else by the model's attention with the lengths masked. Not
+// here: compressed storage (cuda_store.h).
 #pragma once
 
 #include <memory>
@@ -35,6 +36,13 @@ at::Tensor cached_attention(const model::LlamaModel& m, const quant::KvCacheForm
                             const at::Tensor& q, int64_t start, const at::Tensor& k,
                             const at::Tensor& v, const at::Tensor& k_full,
                             const at::Tensor& v_full);
+
+// A decode step's rows of different lengths as FlashAttention-2's varlen form takes them: the
+// pool's rows as one token axis, row i's tokens at [i * capacity, i * capacity + used[i]).
+struct RaggedRows {
+  at::Tensor cu_q, cu_k, used;  // int32 on the device: 0..b; 0, capacity, .., b * capacity; [b]
+  int64_t max_k = 0;            // the longest row's tokens
+};
 
 class TorchKvStore : public KvStore {
  public:
@@ -73,8 +81,9 @@ class TorchKvStore : public KvStore {
     // the pre-RoPE keys the window's tokens are quantized from when they leave it.
     std::vector<at::Tensor> k, v, k_full, v_full, k_pre;
   };
-  // Without a window: per layer [pool_rows_, n_kv_heads, pool_cap_, head_dim], slot i in row i
-  // (Slot::k, v are views of its row).
+  // Without a window: per layer [pool_rows_, n_kv_heads, pool_cap_, head_dim] (over memory laid
+  // out [pool_rows_, pool_cap_, n_kv_heads, head_dim]), slot i in row i (Slot::k, v are views of
+  // its row).
   bool pooled() const { return !window_; }
   // Whether a pool of rows x cap tokens stays within the pages' budget.
   bool pool_holds(int64_t rows, int64_t cap) const { return rows * cap <= n_pages_ * kPageSize; }
@@ -99,6 +108,8 @@ class TorchKvStore : public KvStore {
   int64_t pool_rows_ = 0, pool_cap_ = 0;
   std::vector<int64_t> pos_host_;  // a decode step's positions and their copy on the device
   at::Tensor pos_dev_;
+  RaggedRows ragged_;       // the same step's rows for the varlen attention,
+  int64_t ragged_cap_ = 0;  // in a pool of this capacity
   methods::QuantCounters keys_, values_;
 };
 
