@@ -24,8 +24,8 @@
 #   bench e2e: 7B-shaped decode through the runtime), sanitize (compute-sanitizer memcheck +
 #   racecheck on the kernel tests); `build` only builds. Not in the default list: serve (kvq serve
 #   on wt2-llama-18m with the fp16 cache and nuq3-1%, kvq bench serve at 1, 8, 32, 64 streaming
-#   clients: bench-serve-*.md/json), profile (Nsight
-#   Compute of the decode kernels at MHA, batch 1, 128K tokens, v3 on nuq3-1% and v2 on
+#   clients: bench-serve-*.md/json; with KVQ_BASE_SRC its kvq serves the fp16 cache first,
+#   bench-serve-fp16-base.md), profile (Nsight Compute of the decode kernels at MHA, batch 1, 128K tokens, v3 on nuq3-1% and v2 on
 #   kivi2-g32-r128: the summary sections and bench/ncu_summary.py's opcode mix and stall lines,
 #   ncu-v*.txt / ncu-v*-summary.md).
 # Environment, to fit a run into one device call: KVQ_TARGETS (build only these targets, e.g.
@@ -253,11 +253,16 @@ if want serve; then
       build-gpu/bin/kvq fit --method nuq3-1% --calib "$rt/calib.h5" --model "$m18" \
         --out "$rt/nuq3-1%.h5" >>"$OUT/serve-calib.log" 2>&1 || status=1
     fi
-    for cache in fp16 nuq3-1%; do
+    # With a baseline (KVQ_BASE_SRC), its binary serves the fp16 cache first (fp16-base).
+    runs=(fp16 nuq3-1%)
+    [ -n "$base_bin" ] && runs=(fp16-base fp16 nuq3-1%)
+    for run in "${runs[@]}"; do
+      cache=${run%-base} bin=build-gpu/bin/kvq
+      [ "$run" != "$cache" ] && bin=$base_bin
       kv=(--quant "$rt/$cache.h5"); [ "$cache" = fp16 ] && kv=(--kv fp16)
-      tag=${cache//%/pct}  # the device tool brings back no file with a % in its name
+      tag=${run//%/pct}  # the device tool brings back no file with a % in its name
       err="$OUT/serve-$tag.log"
-      build-gpu/bin/kvq serve --model "$m18" --device cuda --dtype fp16 "${kv[@]}" --port 0 \
+      "$bin" serve --model "$m18" --device cuda --dtype fp16 "${kv[@]}" --port 0 \
         --max-running 64 --max-queue 256 2>"$err" &
       pid=$!
       port=""
@@ -266,13 +271,13 @@ if want serve; then
         [ -n "$port" ] && break; sleep 0.1
       done
       if [ -z "$port" ]; then
-        log "serve $cache: did not start"; cat "$err"; kill "$pid" 2>/dev/null; status=1; continue
+        log "serve $run: did not start"; cat "$err"; kill "$pid" 2>/dev/null; status=1; continue
       fi
       build-gpu/bin/kvq bench serve --url "http://127.0.0.1:$port" --concurrency 1,8,32,64 \
         --max-tokens 128 --json-file "$OUT/bench-serve-$tag.json" \
         >"$OUT/bench-serve-$tag.md" 2>>"$err" || status=1
       cat "$OUT/bench-serve-$tag.md"
-      kill -TERM "$pid"; wait "$pid" || { log "serve $cache: exit code $? after SIGTERM"; status=1; }
+      kill -TERM "$pid"; wait "$pid" || { log "serve $run: exit code $? after SIGTERM"; status=1; }
     done
   fi
 fi
