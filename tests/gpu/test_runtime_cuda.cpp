@@ -127,16 +127,20 @@ TEST_F(RuntimeCuda, BatchedGreedyEqualsAlone) {
 
 // The compressed store filled with random content (kvq bench e2e) across page boundaries: a
 // prefilled sequence decoding beside filled ones gets the logits it gets alone (to fp16
-// rounding: the batch changes the kernels' split), also after a filled sequence leaves.
+// rounding: the batch changes the kernels' split), also after a filled sequence leaves. The
+// fp16 cache too: rows of different lengths attend in one varlen call where a sequence alone
+// takes the ordinary flash call.
 TEST_F(RuntimeCuda, FillRandomDecodesBesideAPrefilledSequence) {
   model::LoadOptions gpu;
   gpu.device = at::Device("cuda");
   gpu.dtype = at::kHalf;
   const model::LlamaModel m = model::LlamaModel::load(data_path(kModel18m), gpu);
   const std::vector<int32_t> prompt = {1, 299, 13, 40, 7};
-  for (const std::string method : {"nuq3-1%", "kivi2-g32-r128"}) {
+  for (const std::string method : {"nuq3-1%", "kivi2-g32-r128", "fp16"}) {
     SCOPED_TRACE(method);
-    const methods::Quantizer q = methods::read_quant(quant(method));
+    const methods::Quantizer q = method == "fp16"
+                                     ? methods::fit(methods::parse_method("fp16"), nullptr)
+                                     : methods::read_quant(quant(method));
     runtime::EngineOptions o;
     o.kv_mem_gib = 1;
     runtime::Engine alone(m, q, o);
