@@ -106,7 +106,8 @@ TEST_F(RuntimeCuda, BatchedGreedyEqualsAlone) {
   gpu.device = at::Device("cuda");
   gpu.dtype = at::kHalf;
   const model::LlamaModel m = model::LlamaModel::load(data_path(kModel18m), gpu);
-  // fp16: LibTorch's pooled rows; rows of one length in one attention call, others one call each.
+  // fp16: LibTorch's pooled rows; rows of one length in one flash call, of different lengths in
+  // one varlen call.
   for (const std::string method : {"fp16", "nuq3-1%", "nuq2-1%-vhead", "kivi2-g32-r128"}) {
     SCOPED_TRACE(method);
     const methods::Quantizer q = method == "fp16"

@@ -161,9 +161,9 @@ at::Tensor flash_varlen(const at::Tensor& q, const at::Tensor& k, const at::Tens
 // rows of different lengths in one varlen call (`ragged`), or where that is refused each in its
 // own call (an attention mask would pick another backend: SDPA's memory-efficient kernel, 5x
 // slower for decode).
-at::Tensor sdpa_decode(const model::ModelConfig& c, const at::Tensor& q, const at::Tensor& k,
-                       const at::Tensor& v, const std::vector<int64_t>& start,
-                       const RaggedRows* ragged) {
+at::Tensor fused_decode(const model::ModelConfig& c, const at::Tensor& q, const at::Tensor& k,
+                        const at::Tensor& v, const std::vector<int64_t>& start,
+                        const RaggedRows* ragged) {
   const int64_t b = q.size(0);
   const at::Tensor qg = q.reshape({b, c.n_kv_heads, c.n_heads / c.n_kv_heads, c.head_dim});
   auto attend = [&](int64_t row, int64_t rows, int64_t n) {
@@ -285,7 +285,7 @@ void TorchKvStore::grow_pool(int64_t rows, int64_t cap) {
   for (int64_t l = 0; l < c.n_layers; ++l) {
     for (auto* pool : {&pool_k_[l], &pool_v_[l]}) {
       // [rows, n_kv_heads, cap, head_dim] over memory laid out [rows, cap, n_kv_heads,
-      // head_dim]: the rows are then one token axis for the varlen attention (sdpa_decode).
+      // head_dim]: the rows are then one token axis for the varlen attention (fused_decode).
       at::Tensor next = at::zeros({rows, cap, c.n_kv_heads, c.head_dim}, opt).permute({0, 2, 1, 3});
       for (int i = 0; i < size_; ++i) {
         const int64_t n = slots_[i].n[l];
@@ -445,8 +445,8 @@ at::Tensor TorchKvStore::decode_pooled(int64_t layer, const at::Tensor& q, const
 #if TORCH_VERSION_MAJOR >= 2
   if (q.is_cuda()) {
     ragged_.max_k = n;
-    return sdpa_decode(m_.config(), q_rot, pool_k_[layer], pool_v_[layer], start,
-                       equal ? nullptr : &ragged_);
+    return fused_decode(m_.config(), q_rot, pool_k_[layer], pool_v_[layer], start,
+                        equal ? nullptr : &ragged_);
   }
 #endif
   model::KVView view;  // each row sees its own tokens
