@@ -63,9 +63,9 @@ def main():
             mask = (torch.arange(cap, device="cuda")[None, :] < used[:, None])[:, None, None, :]
 
             def masked():  # one SDPA call, [rows, hq, 1, d] against the whole capacity
-                kk = pool_k.transpose(1, 2).repeat_interleave(g, 1)
-                vv = pool_v.transpose(1, 2).repeat_interleave(g, 1)
-                return F.scaled_dot_product_attention(q[:, :, None], kk, vv, attn_mask=mask)[:, :, 0]
+                kk, vv = pool_k.transpose(1, 2), pool_v.transpose(1, 2)  # views
+                return F.scaled_dot_product_attention(q[:, :, None], kk, vv, attn_mask=mask,
+                                                      enable_gqa=g > 1)[:, :, 0]
 
             ref = per_row().float()
             line = f"{name:14s} rows {rows:3d} lengths {min(lens_l)}..{max(lens_l)}:"
