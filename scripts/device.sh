@@ -25,9 +25,9 @@
 #   racecheck on the kernel tests); `build` only builds. Not in the default list: serve (kvq serve
 #   on wt2-llama-18m with the fp16 cache and nuq3-1%, kvq bench serve at 1, 8, 32, 64 streaming
 #   clients: bench-serve-*.md/json; with KVQ_BASE_SRC its kvq serves the fp16 cache first,
-#   bench-serve-fp16-base.md), profile (Nsight Compute of the decode kernels at MHA, batch 1, 128K tokens, v3 on nuq3-1% and v2 on
-#   kivi2-g32-r128: the summary sections and bench/ncu_summary.py's opcode mix and stall lines,
-#   ncu-v*.txt / ncu-v*-summary.md).
+#   bench-serve-fp16-base.md), profile (Nsight Compute of the decode kernels at MHA, batch 1,
+#   128K tokens, v3 on nuq3-1% and v2 on kivi2-g32-r128: the summary sections and
+#   bench/ncu_summary.py's opcode mix and stall lines, ncu-v*.txt / ncu-v*-summary.md).
 # Environment, to fit a run into one device call: KVQ_TARGETS (build only these targets, e.g.
 # "kvq gpu_test_kv_attention"), KVQ_GPU_TESTS (a ctest -R regex for the test step),
 # KVQ_BENCH_ARGS (extra flags for kvq bench kernels, e.g. "--contexts 32768 --versions 3"),
