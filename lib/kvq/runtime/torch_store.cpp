@@ -414,11 +414,12 @@ at::Tensor TorchKvStore::decode_pooled(int64_t layer, const at::Tensor& q, const
       if (q.is_cuda()) host = host.pin_memory();
       pos_dev_ = host.to(q.device(), /*non_blocking=*/true);
       pos_host_ = start;
-      // The rows for the varlen attention: lengths and where each row starts in the pool.
-      const auto i32 = pos_dev_.options().dtype(at::kInt);
-      ragged_.used = (pos_dev_ + 1).to(at::kInt);
-      ragged_.cu_q = at::arange(b + 1, i32);
-      ragged_.cu_k = at::arange(0, (b + 1) * pool_cap_, pool_cap_, i32);
+      if (q.is_cuda()) {  // the rows for the varlen attention: lengths, where each row starts
+        const auto i32 = pos_dev_.options().dtype(at::kInt);
+        ragged_.used = (pos_dev_ + 1).to(at::kInt);
+        ragged_.cu_q = at::arange(b + 1, i32);
+        ragged_.cu_k = at::arange(0, (b + 1) * pool_cap_, pool_cap_, i32);
+      }
       ragged_cap_ = pool_cap_;
     }
     pos = pos_dev_.view({b, 1});
