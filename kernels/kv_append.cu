@@ -264,6 +264,8 @@ __device__ void load_k_range(const KvCacheView& c, int h, float (&lo)[Tok<D, B>:
   }
 }
 
+// KVQuant keys of one token of KV head h into the row's code words (through row_sm) and kflag
+// (outside the channel's [k_lo, k_hi]); kl: load_levels' key levels and thresholds.
 template <int D, int B>
 __device__ void nuq_keys(const KvCacheView& c, uint8_t* sec, int row,
                          const float (&x)[Tok<D, B>::kNJ], const float (&k_lo)[Tok<D, B>::kNJ],
@@ -277,7 +279,9 @@ __device__ void nuq_keys(const KvCacheView& c, uint8_t* sec, int row,
     // x * 0.5 is x / 2 rounded once, as the reference's division (and 1 instruction, not ~15).
     const float offset = __fmul_rn(__fadd_rn(lo, hi), 0.5f);
     const float scale = __fmul_rn(__fsub_rn(hi, lo), 0.5f);
-    code[j] = scale == 0.0f ? 0 : nuq_encode<1 << B>(__fdiv_rn(__fsub_rn(x[j], offset), scale), kl);
+    code[j] = scale == 0.0f
+                  ? 0
+                  : nuq_encode<1 << B>(__fdiv_rn(__fsub_rn(x[j], offset), scale), kl, kl + 16);
     kflag[j] = c.k_outliers && (x[j] < lo || x[j] > hi);
   }
   store_k_row<D, B>(
@@ -448,7 +452,7 @@ __device__ void select_token_low(const uint32_t (&key)[kTokenPerThread], int n_v
 // all KV heads, read only for values per token over all heads (c.v_token), where the dense range
 // covers the whole token, every head computes the same one, and head h's entries start after the
 // outliers of heads 0 .. h-1 (counted from token_v; taken from `range` where the append block
-// selected them already).
+// selected them already). vl: load_levels' value levels and thresholds.
 template <int D, int B, typename TokenV>
 __device__ void nuq_values(const KvCacheView& c, int64_t page, int h, uint8_t* sec, int row,
                            const float (&x)[Tok<D, B>::kNJ], const uint16_t (&bits)[Tok<D, B>::kNJ],
@@ -486,7 +490,9 @@ __device__ void nuq_values(const KvCacheView& c, int64_t page, int h, uint8_t* s
   bool flag[T::kNJ];
 #pragma unroll
   for (int j = 0; j < T::kNJ; ++j) {
-    code[j] = scale == 0.0f ? 0 : nuq_encode<1 << B>(__fdiv_rn(__fsub_rn(x[j], offset), scale), vl);
+    code[j] = scale == 0.0f
+                  ? 0
+                  : nuq_encode<1 << B>(__fdiv_rn(__fsub_rn(x[j], offset), scale), vl, vl + 16);
     flag[j] = x[j] < lo || x[j] > hi;
   }
   int rank[T::kNJ], total;
@@ -600,11 +606,17 @@ __device__ void kivi_group(const KvCacheView& c, uint8_t* sec, int row0, RowK kr
   }
 }
 
+// The key and value levels into kl[0, 16) and vl[0, 16), and nuq_encode's thresholds between
+// levels i - 1 and i into kl[16 + i] and vl[16 + i].
 template <int D>
 __device__ void load_levels(const KvCacheView& c, bool kivi, float* kl, float* vl) {
-  if (!kivi && threadIdx.x < 16) {
-    kl[threadIdx.x] = threadIdx.x < (1u << c.layout.bits) ? c.k_levels[threadIdx.x] : 0.0f;
-    vl[threadIdx.x] = threadIdx.x < (1u << c.layout.bits) ? c.v_levels[threadIdx.x] : 0.0f;
+  const unsigned i = threadIdx.x, n = 1u << c.layout.bits;
+  if (!kivi && i < 16) {
+    kl[i] = i < n ? c.k_levels[i] : 0.0f;
+    vl[i] = i < n ? c.v_levels[i] : 0.0f;
+    const bool between = i >= 1 && i < n;
+    kl[16 + i] = between ? nuq_threshold(c.k_levels[i - 1], c.k_levels[i]) : 0.0f;
+    vl[16 + i] = between ? nuq_threshold(c.v_levels[i - 1], c.v_levels[i]) : 0.0f;
   }
 }
 
@@ -613,7 +625,7 @@ __global__ void __launch_bounds__(kTokenWarps * 32, 1)
     kv_append_kernel(KvCacheView c, const __half* __restrict__ k, const __half* __restrict__ v,
                      int32_t* __restrict__ seq_len_out) {
   using T = Tok<D, B>;
-  __shared__ float kl[16], vl[16];
+  __shared__ float kl[32], vl[32];  // load_levels
   __shared__ uint8_t row_sm[kTokenWarps][128];
   __shared__ TokenSelect sel;
   const int lane = lane_id(), warp = threadIdx.x / 32;
@@ -803,7 +815,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
                       const int32_t* __restrict__ lengths, const __half* __restrict__ k,
                       const __half* __restrict__ v) {
   using T = Tok<D, B>;
-  __shared__ float kl[16], vl[16];
+  __shared__ float kl[32], vl[32];  // load_levels
   __shared__ uint8_t row_sm[kPrefillWarps][128];
   __shared__ int count_sm[kMaxPageRows + 1];
   const int lane = lane_id(), warp = threadIdx.x / 32;

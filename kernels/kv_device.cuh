@@ -13,21 +13,26 @@ namespace kvq::kernels::dev {
 
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
 
-// kv_format.h nuq_encode: the first level >= xn or the one below, compared in double so that a
-// tie is exact and goes to the lower level; NaN codes as 0. The levels are strictly ascending
-// (checked where they are loaded), so the first level >= xn is at the count of levels below xn:
-// N independent compares instead of a loop whose every step waits for a load.
+// kv_format.h nuq_threshold: the largest float <= (a + b) / 2, the sum taken in double.
+__device__ __forceinline__ float nuq_threshold(float a, float b) {
+  return __double2float_rd((static_cast<double>(a) + static_cast<double>(b)) * 0.5);
+}
+
+// kv_format.h nuq_encode: the first level >= xn or the one below, a tie going to the lower level;
+// NaN codes as 0. thr[i] = nuq_threshold(levels[i - 1], levels[i]) for 1 <= i < N, so that
+// xn > thr[hi] is nuq_encode's comparison in double, exactly, in one float compare. The levels
+// are strictly ascending (checked where they are loaded), so the first level >= xn is at the
+// count of levels below xn: N independent compares instead of a loop whose every step waits for
+// a load.
 template <int N>
-__device__ __forceinline__ int nuq_encode(float xn, const float* levels) {
+__device__ __forceinline__ int nuq_encode(float xn, const float* levels, const float* thr) {
   if (isnan(xn)) return 0;
   int hi = 0;
 #pragma unroll
   for (int i = 0; i < N; ++i) hi += levels[i] < xn ? 1 : 0;
   if (hi == 0) return 0;
   if (hi == N) return N - 1;
-  const double twice = 2.0 * static_cast<double>(xn);
-  const double mid = static_cast<double>(levels[hi - 1]) + static_cast<double>(levels[hi]);
-  return twice > mid ? hi : hi - 1;
+  return xn > thr[hi] ? hi : hi - 1;
 }
 
 // kv_format.h uniform_encode.

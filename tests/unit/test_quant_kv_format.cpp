@@ -215,6 +215,62 @@ TEST(KvFormat, NuqEncodeTiesAndEdges) {
   }
 }
 
+// nuq_threshold: x > nuq_threshold(a, b) is nuq_encode's rule 2x > a + b (in double) for every
+// float x; checked at the threshold, its float neighbours, the exact midpoints and random points,
+// for level pairs that are close, far apart, of mixed sign and of different magnitudes.
+TEST(KvFormat, NuqThresholdIsNuqEncodesComparisonInFloats) {
+  auto rule = [](float x, float a, float b) { return 2.0 * double(x) > double(a) + double(b); };
+  auto check = [&](float a, float b, float x) {
+    ASSERT_EQ(x > nuq_threshold(a, b), rule(x, a, b)) << a << " " << b << " " << x;
+  };
+  std::vector<std::pair<float, float>> pairs = {{-1.0f, -0.5f},
+                                                {0.25f, 0.75f},
+                                                {-0.1f, 0.0f},
+                                                {0.0f, 0.2f},
+                                                {1.0f, std::nextafter(1.0f, 2.0f)},
+                                                {-1e-30f, 3e-30f},
+                                                {-3.0f, 1e-20f},
+                                                {0.1f, 0.3f},
+                                                {-0.7f, 0.7f}};
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.5f, 1.5f);
+  std::uniform_int_distribution<int> e(-20, 2);
+  for (int i = 0; i < 2000; ++i) {
+    float a = std::ldexp(u(rng), e(rng)), b = std::ldexp(u(rng), e(rng));
+    if (a == b) continue;
+    pairs.emplace_back(std::min(a, b), std::max(a, b));
+  }
+  for (const auto& [a, b] : pairs) {
+    const float t = nuq_threshold(a, b);
+    EXPECT_LE(double(t), (double(a) + double(b)) * 0.5);
+    EXPECT_GT(double(std::nextafter(t, kInf)), (double(a) + double(b)) * 0.5);
+    for (float x : {t, std::nextafter(t, kInf), std::nextafter(t, -kInf), (a + b) * 0.5f, a, b,
+                    std::nextafter((a + b) * 0.5f, kInf), std::nextafter((a + b) * 0.5f, -kInf)}) {
+      check(a, b, x);
+    }
+    std::uniform_real_distribution<float> around(a, b);
+    for (int k = 0; k < 20; ++k) check(a, b, around(rng));
+  }
+  // Through nuq_encode: the thresholds give its codes on random levels and points.
+  for (int trial = 0; trial < 100; ++trial) {
+    std::vector<float> l(8);
+    for (float& v : l) v = u(rng);
+    std::sort(l.begin(), l.end());
+    l.erase(std::unique(l.begin(), l.end()), l.end());
+    const int n = static_cast<int>(l.size());
+    if (n < 2) continue;
+    for (int k = 0; k < 200; ++k) {
+      const float x = k % 2 ? u(rng) : nuq_threshold(l[k % (n - 1)], l[k % (n - 1) + 1]);
+      int hi = 0;
+      while (hi < n && l[hi] < x) ++hi;
+      const int code = hi == 0   ? 0
+                       : hi == n ? n - 1
+                                 : (x > nuq_threshold(l[hi - 1], l[hi]) ? hi : hi - 1);
+      ASSERT_EQ(code, nuq_encode(x, l.data(), n)) << x;
+    }
+  }
+}
+
 // 8 levels from -1 to 1, unevenly spaced; the largest gap is 0.5.
 const std::vector<float> kLevels = {-1.0f, -0.5f, -0.25f, -0.1f, 0.0f, 0.2f, 0.5f, 1.0f};
 constexpr float kLargestGap = 0.5f;

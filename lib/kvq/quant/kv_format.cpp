@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "kvq/common/error.h"
@@ -189,6 +190,13 @@ int nuq_encode(float xn, const float* levels, int n_levels) {
   const double twice = 2.0 * static_cast<double>(xn);
   const double mid_twice = static_cast<double>(levels[hi - 1]) + static_cast<double>(levels[hi]);
   return twice > mid_twice ? hi : hi - 1;
+}
+
+float nuq_threshold(float a, float b) {
+  const double half = (static_cast<double>(a) + static_cast<double>(b)) * 0.5;  // exact halving
+  float t = static_cast<float>(half);                                           // to nearest
+  if (static_cast<double>(t) > half) t = std::nextafter(t, -std::numeric_limits<float>::infinity());
+  return t;
 }
 
 int64_t nuq_fake_quant_vector_ref(const float* x, int64_t n, int64_t stride, const float* levels,

@@ -65,6 +65,12 @@ inline float uniform_decode(int code, UniformParams p) {
 // are trusted here (binary search); the vector functions below check them once.
 int nuq_encode(float xn, const float* levels, int n_levels);
 
+// The threshold between ascending levels a and b: the largest float <= (a + b) / 2, the sum taken
+// in double as nuq_encode takes it. For every float x, nuq_encode's rule 2x > a + b (in double)
+// holds exactly when x > nuq_threshold(a, b), so an encoder given these thresholds (the CUDA
+// append, kernels/kv_device.cuh) compares floats only and codes every value as nuq_encode does.
+float nuq_threshold(float a, float b);
+
 // Fake-quantizes one vector in place of out[0], out[stride], ... (x and out may alias):
 // dense-and-sparse with `fraction`, per-vector offset/scale rounded to fp16, nuq levels.
 // Returns the number of outliers kept. The KVQuant value path, and the kernels' reference.
