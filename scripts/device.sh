@@ -124,13 +124,34 @@ cmake --build build-gpu -j"$(nproc)" "${targets[@]}" -- -k >"$OUT/build.log" 2>&
   || { log "build FAILED"; grep -m20 -E 'error|Error' "$OUT/build.log"; exit 1; }
 # KVQ_BASE_SRC: a second source tree (e.g. `git archive main | tar -x -C .ab/main`, carried),
 # built into build-gpu-base (kvq only), so that the kernels and e2e steps time both in one call.
+# A warm machine keeps build-gpu-base between calls. It starts afresh for another source path
+# (CMake refuses a build directory configured for other sources). For the same path carried
+# again with other contents, the files whose contents changed since its last build are touched
+# first: `git archive` dates every file to its commit, older than the objects built from the tree
+# before, so make would otherwise rebuild nothing and time the old baseline.
 base_bin=
 if [ -n "${KVQ_BASE_SRC:-}" ]; then
   log "build the baseline tree $KVQ_BASE_SRC"
-  if cmake -S "$KVQ_BASE_SRC" -B build-gpu-base -DCMAKE_BUILD_TYPE=Release \
+  base_src=$(cd "$KVQ_BASE_SRC" && pwd)
+  manifest=build-gpu-base/kvq-base-sources.sha1
+  if [ -f build-gpu-base/CMakeCache.txt ] &&
+     ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$base_src" build-gpu-base/CMakeCache.txt; then
+    rm -rf build-gpu-base
+  fi
+  mkdir -p build-gpu-base
+  (cd "$base_src" && find . -type f -print0 | sort -z | xargs -0 -r sha1sum) >"$manifest.new"
+  if [ -f build-gpu-base/CMakeCache.txt ]; then
+    # Lines of the new manifest not in the last one: files added or changed (all of them when
+    # there is no last one).
+    touched=$(comm -13 <(sort "$manifest" 2>/dev/null) <(sort "$manifest.new") | sed 's/^[0-9a-f]*  //')
+    [ -z "$touched" ] || (cd "$base_src" && xargs -d '\n' touch -- <<<"$touched")
+    log "baseline: $(grep -c . <<<"$touched") files changed since its last build"
+  fi
+  if cmake -S "$base_src" -B build-gpu-base -DCMAKE_BUILD_TYPE=Release \
        -DCMAKE_PREFIX_PATH="$torch_prefix" -DCMAKE_CUDA_ARCHITECTURES=90 \
        -DKVQ_DATA_DIR="$data_dir" >"$OUT/configure-base.log" 2>&1 &&
      cmake --build build-gpu-base -j"$(nproc)" --target kvq >"$OUT/build-base.log" 2>&1; then
+    mv "$manifest.new" "$manifest"
     base_bin=build-gpu-base/bin/kvq
   else
     log "baseline build FAILED"; tail -20 "$OUT/build-base.log" 2>/dev/null; exit 1
