@@ -143,7 +143,8 @@ if [ -n "${KVQ_BASE_SRC:-}" ]; then
   if [ -f build-gpu-base/CMakeCache.txt ]; then
     # Lines of the new manifest not in the last one: files added or changed (all of them when
     # there is no last one).
-    touched=$(comm -13 <(sort "$manifest" 2>/dev/null) <(sort "$manifest.new") | sed 's/^[0-9a-f]*  //')
+    touched=$(comm -13 <(sort "$manifest" 2>/dev/null) <(sort "$manifest.new") |
+      sed 's/^[0-9a-f]*  //')
     [ -z "$touched" ] || (cd "$base_src" && xargs -d '\n' touch -- <<<"$touched")
     log "baseline: $(grep -c . <<<"$touched") files changed since its last build"
   fi
