@@ -22,22 +22,6 @@ using test::kTest;
 using test::quoted;
 using test::run_kvq;
 
-TEST(CliEval, Llama1mWholeTestSetMatchesReferencePerplexity) {
-  KVQ_REQUIRE_DATA(kModel1m);
-  const auto r = run_kvq("eval --model " + quoted(data_path(kModel1m)) + " --data " +
-                         quoted(data_path(kTest)) + " --json");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto j = nlohmann::json::parse(r.out);
-  EXPECT_EQ(j["tokens"], 397781);
-  EXPECT_EQ(j["seq_len"], 512);
-  EXPECT_EQ(j["windows"], 776);
-  EXPECT_NEAR(j["ppl"].get<double>(), 26.2705, 26.2705 * 0.0005);  // README: within 0.05%
-  EXPECT_NEAR(j["mean_loss"].get<double>(), 3.26845, 1e-4);
-  // Not a TTY: plain progress lines about every 10%, with rate and ETA.
-  EXPECT_NE(r.err.find("tok/s"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("ETA"), std::string::npos) << r.err;
-}
-
 TEST(CliEval, Llama2cCheckpointGivesTheSamePerplexity) {
   KVQ_REQUIRE_DATA(kModel1m + "/model.bin");
   const std::string args =
@@ -51,23 +35,23 @@ TEST(CliEval, Llama2cCheckpointGivesTheSamePerplexity) {
   EXPECT_NEAR(a, b, 1e-4 * a);
 }
 
-// The full wt2-llama-18m test set takes about 6 minutes on 2 cores, so CI scores a 64-window
+// The full wt2-llama-18m test set takes about 6 minutes on 2 cores, so CI scores a 16-window
 // prefix: the table and JSON forms, L = the model's 1024, and a trained model's perplexity (no
 // reference exists for a prefix). The full-set figure against 23.7912 is in the README.
 TEST(CliEval, Llama18mPrefixTableAndJson) {
   KVQ_REQUIRE_DATA(kModel18m);
   const std::string base = "eval --model " + quoted(data_path(kModel18m)) + " --data " +
-                           quoted(data_path(kTest)) + " --max-tokens 65536 --quiet";
-  const auto table = run_kvq(base);
+                           quoted(data_path(kTest)) + " --quiet --max-tokens ";
+  const auto table = run_kvq(base + "2048");
   ASSERT_EQ(table.exit_code, 0) << table.err;
   EXPECT_NE(table.out.find("| model | data | tokens | L | windows | mean loss | ppl | tok/s |"),
             std::string::npos)
       << table.out;
-  const auto r = run_kvq(base + " --json");
+  const auto r = run_kvq(base + "16384 --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["seq_len"], 1024);
-  EXPECT_EQ(j["windows"], 64);
+  EXPECT_EQ(j["windows"], 16);
   const double ppl = j["ppl"];
   EXPECT_TRUE(ppl > 15 && ppl < 40) << ppl;  // a trained model, not uniform (4096)
 }
