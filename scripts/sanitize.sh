@@ -4,7 +4,9 @@
 # clang 14 with -fsanitize=address,undefined -fno-sanitize-recover=undefined (plus libFuzzer's
 # coverage) into build-san/, then the tests run (-L unit: the unit tests and the fuzz targets'
 # regression inputs). Any ASan/UBSan/LeakSanitizer report fails its test. Installs clang-14 and
-# libclang-rt-14-dev if missing; uses ccache when there is one.
+# libclang-rt-14-dev if missing; uses ccache when there is one. GNU ld links it (KVQ_FAST_LINKER
+# off): gold, which the main build takes where lld is missing, warns thousands of times about
+# ASan's local symbols.
 #
 # Usage: scripts/sanitize.sh [extra cmake -D options]
 set -euo pipefail
@@ -20,7 +22,7 @@ launcher=()
 command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cmake -S . -B build-san -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVQ_TORCH=OFF -DKVQ_FUZZ=ON \
-  -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 "${launcher[@]}" \
+  -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 "${launcher[@]}" -DKVQ_FAST_LINKER=OFF \
   -DCMAKE_CXX_FLAGS="$san -fsanitize=fuzzer-no-link" -DCMAKE_EXE_LINKER_FLAGS="$san" "$@" >/dev/null
 cmake --build build-san -j"$(nproc)"
 # Checksum64.AtLeast3GBPerSecond states a speed, which ASan's instrumentation does not keep.
