@@ -222,58 +222,74 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
   st.write(p, sc, group);
 }
 
-// One block of D threads per (sequence, query head). The parts' maxima and sums are read once,
-// a part per thread, and their weights shared; then each thread sums its channel over the parts
-// with eight loads in flight. (Each thread reading every part's maximum and sum in a loop was a
-// chain of dependent L2 round trips, twice over the parts: ~4 us at 60 parts.)
-constexpr int kReduceChunk = 256;  // parts weighed per round (n_splits + 1 may be more)
+// One block of kReduceThreads threads per (sequence, query head): D channels by kReduceThreads / D
+// groups of parts. The parts' maxima and sums are read once, a part per thread, and their weights
+// shared; then each thread sums its channel over every (kReduceThreads / D)-th part with eight
+// loads in flight, and the groups' sums meet in shared memory. (Each thread reading every part's
+// maximum and sum in a loop was a chain of dependent L2 round trips, ~4 us at 60 parts. One group
+// of D threads, as until 2026-12-06, summed a channel over all the parts itself: 8.7-22.6 us a
+// step on an H100 at GQA-8, batch 1, where the split plan makes 53-206 parts (ncu), 26 rounds of
+// eight loads for each of the 32 blocks.)
+constexpr int kReduceThreads = 1024;
+constexpr int kReduceChunk = 1024;  // parts weighed per round (n_splits + 1 may be more)
 
-template <int D>
+// x reduced over the block (kThreads threads, at most 32 warps); every thread gets the result.
+template <int kThreads>
 __device__ float block_reduce(float x, bool is_max, float* red) {
+  static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps, one round");
+  constexpr int kWarps = kThreads / 32;
+  const int lane = threadIdx.x & 31;
   x = is_max ? warp_max(x) : warp_sum(x);
   __syncthreads();  // red's last readers are done
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x / 32] = x;
+  if (lane == 0) red[threadIdx.x / 32] = x;
   __syncthreads();
-  x = red[0];
-  for (int w = 1; w < D / 32; ++w) x = is_max ? fmaxf(x, red[w]) : x + red[w];
-  return x;
+  x = lane < kWarps ? red[lane] : (is_max ? -INFINITY : 0.0f);
+  return is_max ? warp_max(x) : warp_sum(x);
 }
 
 template <int D, typename TQ>
-__global__ void __launch_bounds__(D) kv_reduce_kernel(KvAttentionParams p) {
-  static_assert(D % 32 == 0 && kReduceChunk % D == 0, "whole warps, whole rounds");
-  __shared__ float w_sm[kReduceChunk], red[D / 32];
-  const int qh = blockIdx.x, b = blockIdx.y, ch = threadIdx.x;
+__global__ void __launch_bounds__(kReduceThreads) kv_reduce_kernel(KvAttentionParams p) {
+  constexpr int kGroups = kReduceThreads / D;  // groups of parts, D threads each
+  static_assert(D % 32 == 0 && kReduceThreads % D == 0 && kReduceChunk % kReduceThreads == 0,
+                "whole warps, whole groups, whole rounds");
+  __shared__ float w_sm[kReduceChunk], red[32], acc_sm[kGroups][D];
+  const int qh = blockIdx.x, b = blockIdx.y, t = threadIdx.x, ch = t % D, g = t / D;
   const int parts = p.n_splits + 1;
   const int64_t row0 = (int64_t{b} * p.n_q_heads + qh) * parts;
   const float* ml = p.part_ml + 2 * row0;
   const float* o = p.part_o + row0 * D + ch;
   float mx = -INFINITY;
-  for (int i = ch; i < parts; i += D) mx = fmaxf(mx, ml[2 * i]);
-  mx = block_reduce<D>(mx, true, red);
+  for (int i = t; i < parts; i += kReduceThreads) mx = fmaxf(mx, ml[2 * i]);
+  mx = block_reduce<kReduceThreads>(mx, true, red);
   float sum = 0.0f, acc = 0.0f;
   for (int i0 = 0; i0 < parts; i0 += kReduceChunk) {
     const int n = min(kReduceChunk, parts - i0);
     __syncthreads();  // w_sm's last readers are done
-    for (int i = ch; i < n; i += D) {
+    for (int i = t; i < n; i += kReduceThreads) {
       const float2 e = reinterpret_cast<const float2*>(ml)[i0 + i];
       const float w = e.x == -INFINITY ? 0.0f : exp2f(e.x - mx);
       w_sm[i] = w;
       sum += w * e.y;
     }
     __syncthreads();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {  // eight loads issued before the first is used
+    int i = g;
+    for (; i + 7 * kGroups < n; i += 8 * kGroups) {  // eight loads issued before the first is used
       float x[8];
 #pragma unroll
-      for (int k = 0; k < 8; ++k) x[k] = __ldg(o + int64_t{i0 + i + k} * D);
+      for (int k = 0; k < 8; ++k) x[k] = __ldg(o + int64_t{i0 + i + k * kGroups} * D);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) acc += w_sm[i + k] * x[k];
+      for (int k = 0; k < 8; ++k) acc += w_sm[i + k * kGroups] * x[k];
     }
-    for (; i < n; ++i) acc += w_sm[i] * __ldg(o + int64_t{i0 + i} * D);
+    for (; i < n; i += kGroups) acc += w_sm[i] * __ldg(o + int64_t{i0 + i} * D);
   }
-  sum = block_reduce<D>(sum, false, red);
-  static_cast<TQ*>(p.out)[(int64_t{b} * p.n_q_heads + qh) * D + ch] = from_float<TQ>(acc / sum);
+  sum = block_reduce<kReduceThreads>(sum, false, red);
+  acc_sm[g][ch] = acc;
+  __syncthreads();
+  if (g == 0) {
+    acc = acc_sm[0][ch];
+    for (int k = 1; k < kGroups; ++k) acc += acc_sm[k][ch];
+    static_cast<TQ*>(p.out)[(int64_t{b} * p.n_q_heads + qh) * D + ch] = from_float<TQ>(acc / sum);
+  }
 }
 
 using Kernel = void (*)(KvAttentionParams);
@@ -533,14 +549,14 @@ cudaError_t launch_kv_attention(const KvAttentionParams& p, KvAttentionKernel ve
   const dim3 grid(p.n_q_heads, p.batch);
   if (D == 64) {
     if (p.q_bf16)
-      kv_reduce_kernel<64, __nv_bfloat16><<<grid, 64, 0, stream>>>(p);
+      kv_reduce_kernel<64, __nv_bfloat16><<<grid, kReduceThreads, 0, stream>>>(p);
     else
-      kv_reduce_kernel<64, __half><<<grid, 64, 0, stream>>>(p);
+      kv_reduce_kernel<64, __half><<<grid, kReduceThreads, 0, stream>>>(p);
   } else if (D == 128) {
     if (p.q_bf16)
-      kv_reduce_kernel<128, __nv_bfloat16><<<grid, 128, 0, stream>>>(p);
+      kv_reduce_kernel<128, __nv_bfloat16><<<grid, kReduceThreads, 0, stream>>>(p);
     else
-      kv_reduce_kernel<128, __half><<<grid, 128, 0, stream>>>(p);
+      kv_reduce_kernel<128, __half><<<grid, kReduceThreads, 0, stream>>>(p);
   } else {
     return cudaErrorNotSupported;
   }
