@@ -250,35 +250,49 @@ __device__ float block_reduce(float x, bool is_max, float* red) {
 template <int D, typename TQ>
 __global__ void __launch_bounds__(kReduceThreads) kv_reduce_kernel(KvAttentionParams p) {
   constexpr int kGroups = kReduceThreads / D;  // groups of parts, D threads each
-  static_assert(D % 32 == 0 && kReduceThreads % D == 0 && kReduceChunk % kReduceThreads == 0,
-                "whole warps, whole groups, whole rounds");
+  constexpr int kPre = 32;                     // a thread's first loads, issued before any wait
+  static_assert(D % 32 == 0 && kReduceThreads % D == 0 && kReduceChunk == kReduceThreads,
+                "whole warps, whole groups, a part per thread and round");
   __shared__ float w_sm[kReduceChunk], red[32], acc_sm[kGroups][D];
   const int qh = blockIdx.x, b = blockIdx.y, t = threadIdx.x, ch = t % D, g = t / D;
   const int parts = p.n_splits + 1;
   const int64_t row0 = (int64_t{b} * p.n_q_heads + qh) * parts;
-  const float* ml = p.part_ml + 2 * row0;
+  const float2* ml = reinterpret_cast<const float2*>(p.part_ml + 2 * row0);
   const float* o = p.part_o + row0 * D + ch;
-  float mx = -INFINITY;
-  for (int i = t; i < parts; i += kReduceThreads) mx = fmaxf(mx, ml[2 * i]);
+  // The first round's outputs (up to kPre x kGroups parts) and its part's maximum and sum are
+  // all in flight before the block's first barrier, so that their round trips overlap.
+  const int n0 = min(kReduceChunk, parts);
+  float x[kPre];
+#pragma unroll
+  for (int k = 0; k < kPre; ++k) {
+    const int i = g + k * kGroups;
+    x[k] = i < n0 ? __ldg(o + int64_t{i} * D) : 0.0f;
+  }
+  const float2 e0 = t < n0 ? ml[t] : make_float2(-INFINITY, 0.0f);
+  float mx = e0.x;
+  for (int i = t + kReduceChunk; i < parts; i += kReduceThreads) mx = fmaxf(mx, ml[i].x);
   mx = block_reduce<kReduceThreads>(mx, true, red);
   float sum = 0.0f, acc = 0.0f;
   for (int i0 = 0; i0 < parts; i0 += kReduceChunk) {
     const int n = min(kReduceChunk, parts - i0);
+    const float2 e = i0 == 0 ? e0 : t < n ? ml[i0 + t] : make_float2(-INFINITY, 0.0f);
+    const float w = e.x == -INFINITY ? 0.0f : exp2f(e.x - mx);
+    sum += w * e.y;
     __syncthreads();  // w_sm's last readers are done
-    for (int i = t; i < n; i += kReduceThreads) {
-      const float2 e = reinterpret_cast<const float2*>(ml)[i0 + i];
-      const float w = e.x == -INFINITY ? 0.0f : exp2f(e.x - mx);
-      w_sm[i] = w;
-      sum += w * e.y;
-    }
+    w_sm[t] = w;
     __syncthreads();
     int i = g;
+    if (i0 == 0) {
+#pragma unroll
+      for (int k = 0; k < kPre; ++k) acc += w_sm[g + k * kGroups] * x[k];  // 0 past n: w_sm, x
+      i += kPre * kGroups;
+    }
     for (; i + 7 * kGroups < n; i += 8 * kGroups) {  // eight loads issued before the first is used
-      float x[8];
+      float y[8];
 #pragma unroll
-      for (int k = 0; k < 8; ++k) x[k] = __ldg(o + int64_t{i0 + i + k * kGroups} * D);
+      for (int k = 0; k < 8; ++k) y[k] = __ldg(o + int64_t{i0 + i + k * kGroups} * D);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) acc += w_sm[i + k * kGroups] * x[k];
+      for (int k = 0; k < 8; ++k) acc += w_sm[i + k * kGroups] * y[k];
     }
     for (; i < n; i += kGroups) acc += w_sm[i] * __ldg(o + int64_t{i0 + i} * D);
   }
