@@ -224,12 +224,13 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
 
 // One block of kReduceThreads threads per (sequence, query head): D channels by kReduceThreads / D
 // groups of parts. The parts' maxima and sums are read once, a part per thread, and their weights
-// shared; then each thread sums its channel over every (kReduceThreads / D)-th part with eight
-// loads in flight, and the groups' sums meet in shared memory. (Each thread reading every part's
-// maximum and sum in a loop was a chain of dependent L2 round trips, ~4 us at 60 parts. One group
-// of D threads, as until 2026-12-06, summed a channel over all the parts itself: 8.7-22.6 us a
-// step on an H100 at GQA-8, batch 1, where the split plan makes 53-206 parts (ncu), 26 rounds of
-// eight loads for each of the 32 blocks.)
+// shared; each thread sums its channel over every (kReduceThreads / D)-th part, its first 32
+// loads issued before the block's first barrier and any further ones eight at a time, and the
+// groups' sums meet in shared memory: 5.7-6.1 us at 53-206 parts (ncu, H100). (Each thread
+// reading every part's maximum and sum in a loop was a chain of dependent L2 round trips, ~4 us
+// at 60 parts. One group of D threads, as until 2026-12-06, summed a channel over all the parts
+// itself: 8.7-22.6 us a step at GQA-8, batch 1, where the split plan makes 53-206 parts, 26
+// rounds of eight loads for each of the 32 blocks.)
 constexpr int kReduceThreads = 1024;
 constexpr int kReduceChunk = 1024;  // parts weighed per round (n_splits + 1 may be more)
 

@@ -22,7 +22,8 @@ launcher=()
 command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cmake -S . -B build-san -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVQ_TORCH=OFF -DKVQ_FUZZ=ON \
-  -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 "${launcher[@]}" -DKVQ_FAST_LINKER=OFF \
+  -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 "${launcher[@]}" \
+  -DKVQ_FAST_LINKER=OFF \
   -DCMAKE_CXX_FLAGS="$san -fsanitize=fuzzer-no-link" -DCMAKE_EXE_LINKER_FLAGS="$san" "$@" >/dev/null
 cmake --build build-san -j"$(nproc)"
 # Checksum64.AtLeast3GBPerSecond states a speed, which ASan's instrumentation does not keep.
