@@ -231,8 +231,7 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
 // at 60 parts. One group of D threads, as until 2026-12-06, summed a channel over all the parts
 // itself: 8.7-22.6 us a step at GQA-8, batch 1, where the split plan makes 53-206 parts, 26
 // rounds of eight loads for each of the 32 blocks.)
-constexpr int kReduceThreads = 1024;
-constexpr int kReduceChunk = 1024;  // parts weighed per round (n_splits + 1 may be more)
+constexpr int kReduceThreads = 1024;  // also the parts weighed per round (a part per thread)
 
 // x reduced over the block (kThreads threads, at most 32 warps); every thread gets the result.
 template <int kThreads>
@@ -252,9 +251,8 @@ template <int D, typename TQ>
 __global__ void __launch_bounds__(kReduceThreads) kv_reduce_kernel(KvAttentionParams p) {
   constexpr int kGroups = kReduceThreads / D;  // groups of parts, D threads each
   constexpr int kPre = 32;                     // a thread's first loads, issued before any wait
-  static_assert(D % 32 == 0 && kReduceThreads % D == 0 && kReduceChunk == kReduceThreads,
-                "whole warps, whole groups, a part per thread and round");
-  __shared__ float w_sm[kReduceChunk], red[32], acc_sm[kGroups][D];
+  static_assert(D % 32 == 0 && kReduceThreads % D == 0, "whole warps, whole groups");
+  __shared__ float w_sm[kReduceThreads], red[32], acc_sm[kGroups][D];
   const int qh = blockIdx.x, b = blockIdx.y, t = threadIdx.x, ch = t % D, g = t / D;
   const int parts = p.n_splits + 1;
   const int64_t row0 = (int64_t{b} * p.n_q_heads + qh) * parts;
@@ -262,7 +260,7 @@ __global__ void __launch_bounds__(kReduceThreads) kv_reduce_kernel(KvAttentionPa
   const float* o = p.part_o + row0 * D + ch;
   // The first round's outputs (up to kPre x kGroups parts) and its part's maximum and sum are
   // all in flight before the block's first barrier, so that their round trips overlap.
-  const int n0 = min(kReduceChunk, parts);
+  const int n0 = min(kReduceThreads, parts);
   float x[kPre];
 #pragma unroll
   for (int k = 0; k < kPre; ++k) {
@@ -271,11 +269,11 @@ __global__ void __launch_bounds__(kReduceThreads) kv_reduce_kernel(KvAttentionPa
   }
   const float2 e0 = t < n0 ? ml[t] : make_float2(-INFINITY, 0.0f);
   float mx = e0.x;
-  for (int i = t + kReduceChunk; i < parts; i += kReduceThreads) mx = fmaxf(mx, ml[i].x);
+  for (int i = t + kReduceThreads; i < parts; i += kReduceThreads) mx = fmaxf(mx, ml[i].x);
   mx = block_reduce<kReduceThreads>(mx, true, red);
   float sum = 0.0f, acc = 0.0f;
-  for (int i0 = 0; i0 < parts; i0 += kReduceChunk) {
-    const int n = min(kReduceChunk, parts - i0);
+  for (int i0 = 0; i0 < parts; i0 += kReduceThreads) {
+    const int n = min(kReduceThreads, parts - i0);
     const float2 e = i0 == 0 ? e0 : t < n ? ml[i0 + t] : make_float2(-INFINITY, 0.0f);
     const float w = e.x == -INFINITY ? 0.0f : exp2f(e.x - mx);
     sum += w * e.y;
