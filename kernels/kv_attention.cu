@@ -52,6 +52,13 @@
 //      0.0384, GQA 32K 0.1072 -> 0.0808, MHA 32K 0.1790 -> 0.1676; 128K -2% to -3% (nuq2/4-1%
 //      at GQA 128K -13%, -18%); batch 8 -4% to +3%. The 4K launch is now one block per warp and
 //      bound by one warp's latency through a block (bench/kernels_notes.md).
+//   v3, the fp16 part folded (kv_attention_fp16_folded): the warp of the last quantized split
+//      also does part n_splits (a KVQuant cache's fp16 tokens are its few sink tokens), so a
+//      unit's splits fill whole blocks of warps instead of one warp in each unit's last block
+//      waiting on the sinks alone. The plan's predicted cost (H100, 132 SMs): MHA batch 8 32K
+//      and 128K -7 to -9% (15 splits in two waves -> 8 in one), GQA batch 8 32K -6%, 128K -3%,
+//      MHA batch 1 128K -4%, nuq4-1% MHA batch 1 4K -33% (32 splits of two 64-token blocks ->
+//      64 of one), everything else unchanged.
 #include "kv_attention.h"
 
 #include <algorithm>
@@ -434,7 +441,8 @@ cudaError_t launch_tensor_core(const KvAttentionParams& p, int nq, KvAttentionKe
     (void)cudaGetLastError();
     return cudaErrorNotSupported;
   }
-  const dim3 grid((p.n_splits + 1 + s.warps - 1) / s.warps, p.cache.n_kv_heads, p.batch);
+  const int warps_needed = p.n_splits + (kv_attention_fp16_folded(version) ? 0 : 1);
+  const dim3 grid((warps_needed + s.warps - 1) / s.warps, p.cache.n_kv_heads, p.batch);
   e.kernel<<<grid, s.warps * 32, s.smem, stream>>>(p);
   return cudaGetLastError();
 }
@@ -482,17 +490,23 @@ void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int 
   }
   (void)cudaGetLastError();
   if (!ok || chunks == 0) return;
-  const KvSplitPlan plan =
-      kv_split_plan(chunks, int64_t{batch} * n_kv_heads, s.warps, int64_t{s.sms} * s.blocks_per_sm,
-                    static_cast<int>(unit / layout.block_tokens));
+  const KvSplitPlan plan = kv_split_plan(
+      chunks, int64_t{batch} * n_kv_heads, s.warps, int64_t{s.sms} * s.blocks_per_sm,
+      static_cast<int>(unit / layout.block_tokens), kv_attention_fp16_folded(version));
   *n_splits = plan.n_splits;
   *split_tokens = plan.chunks_per_split * unit;
 }
 
-KvSplitPlan kv_split_plan(int64_t chunks, int64_t units, int warps, int64_t slots,
-                          int chunk_blocks) {
+bool kv_attention_fp16_folded(KvAttentionKernel version) {
+  return version == KvAttentionKernel::kTwoPhase;
+}
+
+KvSplitPlan kv_split_plan(int64_t chunks, int64_t units, int warps, int64_t slots, int chunk_blocks,
+                          bool fp16_folded) {
   // A block's warps all serve one (sequence, KV head): n_splits + 1 parts (the last one the
-  // fp16 tokens) in ceil((n_splits + 1) / warps) blocks. Blocks run in waves of slots, each as
+  // fp16 tokens) in ceil((n_splits + extra) / warps) blocks, extra = 1 where the fp16 part has a
+  // warp of its own, 0 where the last quantized split's warp does it too (v3: a KVQuant cache's
+  // fp16 tokens are its few sink tokens). Blocks run in waves of slots, each as
   // long as its split, so a launch costs waves x (blocks of 8C tokens per split + about one
   // block of setup). Try every blocks-per-unit count with all its warps busy and keep the
   // cheapest: one full wave where the chunks allow, else whole waves of short splits (H200,
@@ -504,14 +518,15 @@ KvSplitPlan kv_split_plan(int64_t chunks, int64_t units, int warps, int64_t slot
   plan.chunks_per_split = std::max<int64_t>(1, chunks);
   plan.blocks = units;
   int64_t best = -1;
+  const int64_t extra = fp16_folded ? 0 : 1;
   for (int64_t per_unit = 1;; ++per_unit) {
-    const int64_t want = per_unit * warps - 1;
+    const int64_t want = per_unit * warps - extra;
     if (want > kMaxSplits) break;
     if (want < 1) continue;
     const int64_t splits = std::min(want, chunks);
     const int64_t cps = (chunks + splits - 1) / splits;
     const int64_t used = (chunks + cps - 1) / cps;
-    const int64_t blocks = units * ((used + 1 + warps - 1) / warps);
+    const int64_t blocks = units * ((used + extra + warps - 1) / warps);
     const int64_t waves = (blocks + slots - 1) / slots;
     const int64_t cost = waves * (cps * cb + 1);
     if (best < 0 || cost * 100 < best * 97) {  // more blocks only for a clear (3%) gain

@@ -73,20 +73,25 @@ void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int 
                          int64_t max_quant, KvAttentionKernel version, int* n_splits,
                          int64_t* split_tokens);
 
+// Whether a version's last quantized split also does the fp16 part (split n_splits) in the same
+// warp, instead of a warp of its own: v3, whose KVQuant caches keep only their sink tokens in
+// fp16, so that the quantized splits fill every warp of a block.
+bool kv_attention_fp16_folded(KvAttentionKernel version);
+
 // kv_attention_splits' choice for a device shape, on the host alone (no CUDA calls): splits of
 // whole chunks (the last one ragged) for `chunks` chunks of quantized tokens (pages, or v3's
 // blocks) and `units` (sequence, KV head) pairs, with `warps` splits per block (the last part
-// of a unit is its fp16 tokens), `slots` resident blocks per wave (SMs x blocks per SM) and
-// chunk_blocks 8C-token blocks a chunk. A launch is predicted to cost waves x (blocks a split
-// walks + one of setup); the cheapest count wins, the fewest blocks unless more gain 3%.
-// chunks >= 1, warps >= 1, slots >= 1.
+// of a unit is its fp16 tokens, in a warp of its own unless fp16_folded), `slots` resident
+// blocks per wave (SMs x blocks per SM) and chunk_blocks 8C-token blocks a chunk. A launch is
+// predicted to cost waves x (blocks a split walks + one of setup); the cheapest count wins, the
+// fewest blocks unless more gain 3%. chunks >= 1, warps >= 1, slots >= 1.
 struct KvSplitPlan {
   int n_splits = 1;
   int64_t chunks_per_split = 1;
-  int64_t blocks = 0;  // of the launch: units x ceil((n_splits + 1) / warps)
+  int64_t blocks = 0;  // of the launch: units x ceil((n_splits + (fp16_folded ? 0 : 1)) / warps)
 };
-KvSplitPlan kv_split_plan(int64_t chunks, int64_t units, int warps, int64_t slots,
-                          int chunk_blocks);
+KvSplitPlan kv_split_plan(int64_t chunks, int64_t units, int warps, int64_t slots, int chunk_blocks,
+                          bool fp16_folded);
 
 // Queues the attention and the reduction. Returns cudaErrorInvalidValue for bad shapes or null
 // pointers, cudaErrorNotSupported for a layout the kernels were not built for; else the launch's.

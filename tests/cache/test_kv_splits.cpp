@@ -17,41 +17,67 @@ constexpr int kBlocksPerPage = 4, kSms = 132;
 
 TEST(KvSplitPlan, ProfiledShapes) {
   // MHA, batch 1: 32 KV heads, 2 blocks of 8 warps per SM (ncu: grid 256).
-  KvSplitPlan p = kv_split_plan(kPages, 32, 8, 2 * kSms, kBlocksPerPage);
+  KvSplitPlan p = kv_split_plan(kPages, 32, 8, 2 * kSms, kBlocksPerPage, false);
   EXPECT_EQ(p.n_splits, 59);
   EXPECT_EQ(p.chunks_per_split, 7);
   EXPECT_EQ(p.blocks, 256);
   // GQA (8 KV heads) before issue 14's change: 1 block of 8 warps per SM (ncu: grid 104).
-  p = kv_split_plan(kPages, 8, 8, kSms, kBlocksPerPage);
+  p = kv_split_plan(kPages, 8, 8, kSms, kBlocksPerPage, false);
   EXPECT_EQ(p.n_splits, 103);
   EXPECT_EQ(p.chunks_per_split, 4);
   EXPECT_EQ(p.blocks, 104);
   // GQA after it: 2 blocks of 7 warps per SM: splits of 2 pages, 240 blocks on 264 slots.
-  p = kv_split_plan(kPages, 8, 7, 2 * kSms, kBlocksPerPage);
+  p = kv_split_plan(kPages, 8, 7, 2 * kSms, kBlocksPerPage, false);
   EXPECT_EQ(p.n_splits, 205);
   EXPECT_EQ(p.chunks_per_split, 2);
   EXPECT_EQ(p.blocks, 240);
 }
 
 // v3 splits at its 80-token blocks (kv_attention_split_unit), so short contexts fill the
-// device: 4K tokens (52 blocks) at MHA, batch 1, was 13 splits of one page (4 blocks) each in
-// 64 blocks of 8 warps; GQA at 32K (410 blocks), was 103 splits of one page in 120 blocks of 7
-// warps, now 205 of 2 blocks in 240.
+// device (here with the fp16 part folded, as v3 does; the page rows as v2 plans them): 4K tokens
+// (52 blocks) at MHA, batch 1, was 13 splits of one page (4 blocks) each in 64 blocks of 8 warps;
+// GQA at 32K (410 blocks), was 103 splits of one page in 120 blocks of 7 warps, now 205 of 2 blocks
+// in 240.
 TEST(KvSplitPlan, BlockChunksFillShortContexts) {
-  KvSplitPlan p = kv_split_plan((4096 + 79) / 80, 32, 8, 2 * kSms, 1);
+  KvSplitPlan p = kv_split_plan((4096 + 79) / 80, 32, 8, 2 * kSms, 1, true);
   EXPECT_EQ(p.n_splits, 52);
   EXPECT_EQ(p.chunks_per_split, 1);
   EXPECT_EQ(p.blocks, 224);
-  p = kv_split_plan((4096 + 319) / 320, 32, 8, 2 * kSms, kBlocksPerPage);  // in pages
+  p = kv_split_plan((4096 + 319) / 320, 32, 8, 2 * kSms, kBlocksPerPage, false);  // in pages
   EXPECT_EQ(p.n_splits, 13);
   EXPECT_EQ(p.blocks, 64);
-  p = kv_split_plan((32768 + 79) / 80, 8, 7, 2 * kSms, 1);
+  p = kv_split_plan((32768 + 79) / 80, 8, 7, 2 * kSms, 1, true);
   EXPECT_EQ(p.n_splits, 205);
   EXPECT_EQ(p.chunks_per_split, 2);
   EXPECT_EQ(p.blocks, 240);
-  p = kv_split_plan((32768 + 319) / 320, 8, 7, 2 * kSms, kBlocksPerPage);  // in pages
+  p = kv_split_plan((32768 + 319) / 320, 8, 7, 2 * kSms, kBlocksPerPage, false);  // in pages
   EXPECT_EQ(p.n_splits, 103);
   EXPECT_EQ(p.blocks, 120);
+}
+
+// v3's last quantized split also does the fp16 part (kv_attention_fp16_folded), so a unit's
+// splits fill whole blocks of warps: MHA batch 8 (256 units, one block each on 264 slots) at
+// 32K was 15 splits of 28 blocks in two waves of blocks, one warp of 8 in each doing only the
+// fp16 part (predicted cost 2 x 29 = 58), and is 8 splits of 52 in one wave (53); nuq4 (64-token
+// blocks) at MHA 4K, batch 1, was 32 splits of 2 blocks in 160 blocks and is 64 of one block in
+// 256.
+TEST(KvSplitPlan, FoldedFp16PartFillsEveryWarp) {
+  KvSplitPlan p = kv_split_plan((32768 + 79) / 80, 256, 8, 2 * kSms, 1, false);
+  EXPECT_EQ(p.n_splits, 15);
+  EXPECT_EQ(p.chunks_per_split, 28);
+  EXPECT_EQ(p.blocks, 512);
+  p = kv_split_plan((32768 + 79) / 80, 256, 8, 2 * kSms, 1, true);
+  EXPECT_EQ(p.n_splits, 8);
+  EXPECT_EQ(p.chunks_per_split, 52);
+  EXPECT_EQ(p.blocks, 256);
+  p = kv_split_plan(4096 / 64, 32, 8, 2 * kSms, 1, false);
+  EXPECT_EQ(p.n_splits, 32);
+  EXPECT_EQ(p.chunks_per_split, 2);
+  EXPECT_EQ(p.blocks, 160);
+  p = kv_split_plan(4096 / 64, 32, 8, 2 * kSms, 1, true);
+  EXPECT_EQ(p.n_splits, 64);
+  EXPECT_EQ(p.chunks_per_split, 1);
+  EXPECT_EQ(p.blocks, 256);
 }
 
 TEST(KvSplitPlan, EveryChunkInOneSplit) {
@@ -60,15 +86,20 @@ TEST(KvSplitPlan, EveryChunkInOneSplit) {
     for (const int64_t units : {1, 8, 32, 256}) {
       for (const int warps : {1, 2, 7, 8}) {
         for (const int64_t slots : {int64_t{1}, int64_t{kSms}, int64_t{2 * kSms}}) {
-          const KvSplitPlan p = kv_split_plan(chunks, units, warps, slots, kBlocksPerPage);
-          SCOPED_TRACE(::testing::Message() << "chunks " << chunks << " units " << units
-                                            << " warps " << warps << " slots " << slots);
-          ASSERT_GE(p.n_splits, 1);
-          ASSERT_GE(p.chunks_per_split, 1);
-          EXPECT_GE(int64_t{p.n_splits} * p.chunks_per_split, chunks);
-          EXPECT_LT(int64_t{p.n_splits - 1} * p.chunks_per_split, chunks);  // none empty
-          EXPECT_EQ(p.blocks, units * ((p.n_splits + 1 + warps - 1) / warps));
-          EXPECT_LE(p.n_splits, 65535 * 4 - 1);
+          for (const bool folded : {false, true}) {
+            const KvSplitPlan p =
+                kv_split_plan(chunks, units, warps, slots, kBlocksPerPage, folded);
+            SCOPED_TRACE(::testing::Message()
+                         << "chunks " << chunks << " units " << units << " warps " << warps
+                         << " slots " << slots << " folded " << folded);
+            ASSERT_GE(p.n_splits, 1);
+            ASSERT_GE(p.chunks_per_split, 1);
+            EXPECT_GE(int64_t{p.n_splits} * p.chunks_per_split, chunks);
+            EXPECT_LT(int64_t{p.n_splits - 1} * p.chunks_per_split, chunks);  // none empty
+            const int warps_needed = p.n_splits + (folded ? 0 : 1);
+            EXPECT_EQ(p.blocks, units * ((warps_needed + warps - 1) / warps));
+            EXPECT_LE(p.n_splits, 65535 * 4 - 1);
+          }
         }
       }
     }
