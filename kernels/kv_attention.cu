@@ -52,13 +52,17 @@
 //      0.0384, GQA 32K 0.1072 -> 0.0808, MHA 32K 0.1790 -> 0.1676; 128K -2% to -3% (nuq2/4-1%
 //      at GQA 128K -13%, -18%); batch 8 -4% to +3%. The 4K launch is now one block per warp and
 //      bound by one warp's latency through a block (bench/kernels_notes.md).
-//   v3, the fp16 part folded (kv_attention_fp16_folded): the warp of the last quantized split
-//      also does part n_splits (a KVQuant cache's fp16 tokens are its few sink tokens), so a
-//      unit's splits fill whole blocks of warps instead of one warp in each unit's last block
-//      waiting on the sinks alone. The plan's predicted cost (H100, 132 SMs): MHA batch 8 32K
-//      and 128K -7 to -9% (15 splits in two waves -> 8 in one), GQA batch 8 32K -6%, 128K -3%,
-//      MHA batch 1 128K -4%, nuq4-1% MHA batch 1 4K -33% (32 splits of two 64-token blocks ->
-//      64 of one), everything else unchanged.
+//   v3, the fp16 part folded (kv_attention_fp16_folded): where a unit's last block has no
+//      spare warp, the warp of the last quantized split also does part n_splits (a KVQuant
+//      cache's fp16 tokens are its few sink tokens), so a unit's splits may fill whole blocks of
+//      warps instead of a block more for the sinks alone. The plan's predicted cost (H100, 132
+//      SMs): MHA batch 8 32K and 128K -7 to -9% (15 splits in two waves -> 8 in one), GQA batch 8
+//      32K -6%, 128K -3%, MHA batch 1 128K -4%, nuq4-1% MHA batch 1 4K -33% (32 splits of two
+//      64-token blocks -> 64 of one), everything else unchanged. Measured with the fp16 part
+//      always in the last split's warp (H100, 2026-12-06, against main in the same call): nuq4-1%
+//      MHA 4K 0.0540 -> 0.0375 ms, nuq2-1% MHA -9 to -13% at 4K-32K, nuq3-1% MHA batch 8 -1 to
+//      -3%, GQA batch 8 -2 to -3%; but +1-4% at GQA batch 1, whose plan did not change and whose
+//      last split's warp was then one chain longer: hence the spare warp where there is one.
 #include "kv_attention.h"
 
 #include <algorithm>
@@ -505,7 +509,7 @@ KvSplitPlan kv_split_plan(int64_t chunks, int64_t units, int warps, int64_t slot
                           bool fp16_folded) {
   // A block's warps all serve one (sequence, KV head): n_splits + 1 parts (the last one the
   // fp16 tokens) in ceil((n_splits + extra) / warps) blocks, extra = 1 where the fp16 part has a
-  // warp of its own, 0 where the last quantized split's warp does it too (v3: a KVQuant cache's
+  // warp of its own, 0 where it may share the last quantized split's (v3: a KVQuant cache's
   // fp16 tokens are its few sink tokens). Blocks run in waves of slots, each as
   // long as its split, so a launch costs waves x (blocks of 8C tokens per split + about one
   // block of setup). Try every blocks-per-unit count with all its warps busy and keep the

@@ -73,9 +73,11 @@ void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int 
                          int64_t max_quant, KvAttentionKernel version, int* n_splits,
                          int64_t* split_tokens);
 
-// Whether a version's last quantized split also does the fp16 part (split n_splits) in the same
-// warp, instead of a warp of its own: v3, whose KVQuant caches keep only their sink tokens in
-// fp16, so that the quantized splits fill every warp of a block.
+// Whether a version's launch has a warp for each quantized split alone, the fp16 part (split
+// n_splits) taking a spare warp of the unit's last block where there is one and else done by the
+// last quantized split's warp too: v3, whose KVQuant caches keep only their sink tokens in fp16,
+// so that the quantized splits may fill every warp of a block. Otherwise the fp16 part has a warp
+// of its own.
 bool kv_attention_fp16_folded(KvAttentionKernel version);
 
 // kv_attention_splits' choice for a device shape, on the host alone (no CUDA calls): splits of

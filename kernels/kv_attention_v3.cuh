@@ -395,12 +395,16 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
   }
   __syncthreads();
 
-  // The grid has a warp for each quantized split (kv_attention_fp16_folded): the last one also
-  // does part n_splits, the fp16 sink and recent tokens, before its blocks (the last split is
-  // the ragged one).
+  // Part n_splits, the fp16 sink and recent tokens (kv_attention_fp16_folded): the warp after
+  // the last quantized split's where the grid has one (a spare warp of the unit's last block),
+  // else the last quantized split's warp before its blocks (the last split is the ragged one).
   const int split = blockIdx.x * (blockDim.x / 32) + warp;
-  if (split >= p.n_splits) return;
-  if (split == p.n_splits - 1) fp16_part<D, NQ>(p);
+  if (split > p.n_splits) return;
+  if (split == p.n_splits ||
+      (split == p.n_splits - 1 && gridDim.x * (blockDim.x / 32) == unsigned(p.n_splits))) {
+    fp16_part<D, NQ>(p);
+    if (split == p.n_splits) return;
+  }
   SplitCoords sco;
   sco.b = b;
   sco.h = h;
