@@ -207,6 +207,66 @@ TEST(KvAttention, MatchesReference) {
   }
 }
 
+// v3's fp16 part (split n_splits, the sink and recent tokens) is done by a spare warp of a unit's
+// last block, or where the quantized splits fill every warp by the last quantized split's warp
+// before its own blocks (kv_attention_fp16_folded). Split counts set here rather than planned:
+// 56 (a multiple of blocks of 7 and of 8 warps, the last split holding tokens), 57 (a spare
+// warp) and 112 (the last split empty); 4,452 tokens are 56 blocks of 80 once the sinks and the
+// recent window are out.
+TEST(KvAttention, Fp16PartInEitherWarp) {
+  KVQ_REQUIRE_GPU();
+  const KvMethod N = KvMethod::kNuq;
+  const quant::ValueVector T = quant::ValueVector::kToken;
+  const std::vector<Case> fold_cases = {
+      {N, 3, 128, 2, 1, 2, 3, 32, 320, 0.01, {4452, 900}, 1, false, 91},
+      {N, 3, 128, 2, 4, 1, 4, 32, 320, 0.01, {4452, 17}, 1, true, 92, 0, T},
+  };
+  for (const Case& c : fold_cases) {
+    SCOPED_TRACE(c.str());
+    const History hist = test::random_history(c.lengths, c.n_kv_heads, c.head_dim, c.seed);
+    const quant::KvTables q =
+        test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, 0.005, c.seed + 1);
+    KvCache cache(c.config(), &q);
+    test::build(&cache, hist, c.appends);
+    const KvState ref_state = kv_quantize_ref(cache.config(), &q, hist.k, hist.v);
+    const KvCacheConfig& cfg = cache.config();
+    std::vector<uint16_t> q_bits;
+    const std::vector<float> qv =
+        test::random_queries(static_cast<size_t>(cache.batch()) * cfg.n_q_heads * cfg.head_dim,
+                             c.seed + 2, c.bf16, &q_bits);
+    const std::vector<float> inv_freq = rope_inv_freq(10000.0, cfg.head_dim);
+    const std::vector<double> ref = kv_attention_ref(ref_state, &q, qv, inv_freq);
+    const DeviceBuffer<uint16_t> dq = test::to_device(q_bits);
+    const DeviceBuffer<float> df = test::to_device(inv_freq);
+    DeviceBuffer<uint16_t> dout(q_bits.size());
+    for (const int splits : {56, 57, 112}) {
+      SCOPED_TRACE(::testing::Message() << splits << " splits");
+      KvAttentionParams p = cache.attention_params(dq.data(), c.bf16, dout.data(), df.data(),
+                                                   KvAttentionKernel::kTwoPhase);
+      p.n_splits = splits;
+      p.split_tokens = cfg.layout().block_tokens;
+      DeviceBuffer<float> work(
+          kv_attention_workspace_floats(p.batch, p.n_q_heads, splits, cfg.head_dim));
+      p.part_o = work.data();
+      p.part_ml =
+          p.part_o + static_cast<size_t>(p.batch) * p.n_q_heads * (splits + 1) * cfg.head_dim;
+      ASSERT_EQ(cudaMemset(work.data(), 0xFF, work.bytes()), cudaSuccess);
+      ASSERT_EQ(cudaMemset(dout.data(), 0xFF, dout.bytes()), cudaSuccess);
+      ASSERT_EQ(launch_kv_attention(p, KvAttentionKernel::kTwoPhase, nullptr), cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<uint16_t> out(q_bits.size());
+      ASSERT_EQ(cudaMemcpy(out.data(), dout.data(), dout.bytes(), cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      const test::ErrorStats st = test::compare_out(out, c.bf16, ref, cfg.n_q_heads, cfg.head_dim);
+      std::printf("[ kv attention ] v3 %d splits %s: worst rel %.2e (%s), bad %lld\n", splits,
+                  c.str().c_str(), st.worst_rel, st.worst.c_str(),
+                  static_cast<long long>(st.n_bad));
+      EXPECT_EQ(st.n_bad, 0);
+      EXPECT_LE(st.worst_rel, bound(c.bf16)) << "at " << st.worst;
+    }
+  }
+}
+
 // Long caches of random codes (the benchmark's fill) over many pages and splits; the reference
 // reads the same pages back from the device.
 TEST(KvAttention, LongRandomCaches) {
