@@ -63,9 +63,9 @@
 //      MHA 4K 0.0540 -> 0.0375 ms, nuq2-1% MHA -9 to -13% at 4K-32K, nuq3-1% MHA batch 8 -1 to
 //      -3%, GQA batch 8 -2 to -3%; but +1-4% at GQA batch 1, whose plan did not change and whose
 //      last split's warp was then one chain longer: hence the spare warp where there is one.
-//      Measured so (same call, against main): the gains as above (geometric mean of the 36
-//      compressed rows 0.973), but GQA 4K still +1.5 to +3.8%: the NQ = 4 instantiations spill
-//      a few more bytes (the folded path runs on into the blocks' loop).
+//      This version, measured against main in another call: the same gains (geometric mean of
+//      the 36 compressed rows 0.973), but GQA 4K still +1.5 to +3.8%: the NQ = 4 instantiations
+//      spill a few more bytes (the folded path runs on into the blocks' loop).
 #include "kv_attention.h"
 
 #include <algorithm>

@@ -316,7 +316,7 @@ __device__ __forceinline__ void key_outlier_scores(const uint8_t* hdr_sm, const 
 }
 
 // Part n_splits (the fp16 sink and recent tokens) of the block's (sequence, KV head), for the
-// warp of the last quantized split.
+// warp that does it (a spare one, or the last quantized split's: kv_attention_v3_kernel).
 template <int D, int NQ>
 __device__ __forceinline__ void fp16_part(const KvAttentionParams& p) {
   SplitCoords sco;
@@ -400,8 +400,8 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
   // else the last quantized split's warp before its blocks (the last split is the ragged one).
   const int split = blockIdx.x * (blockDim.x / 32) + warp;
   if (split > p.n_splits) return;
-  if (split == p.n_splits ||
-      (split == p.n_splits - 1 && gridDim.x * (blockDim.x / 32) == unsigned(p.n_splits))) {
+  if (split == p.n_splits || (split == p.n_splits - 1 &&
+                              gridDim.x * (blockDim.x / 32) == static_cast<unsigned>(p.n_splits))) {
     fp16_part<D, NQ>(p);
     if (split == p.n_splits) return;
   }

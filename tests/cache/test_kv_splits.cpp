@@ -15,22 +15,22 @@ namespace {
 constexpr int64_t kPages = (131072 + 319) / 320;
 constexpr int kBlocksPerPage = 4, kSms = 132;
 
+void expect_plan(const KvSplitPlan& p, int n_splits, int64_t chunks_per_split, int64_t blocks) {
+  EXPECT_EQ(p.n_splits, n_splits);
+  EXPECT_EQ(p.chunks_per_split, chunks_per_split);
+  EXPECT_EQ(p.blocks, blocks);
+}
+
 TEST(KvSplitPlan, ProfiledShapes) {
   // MHA, batch 1: 32 KV heads, 2 blocks of 8 warps per SM (ncu: grid 256).
   KvSplitPlan p = kv_split_plan(kPages, 32, 8, 2 * kSms, kBlocksPerPage, false);
-  EXPECT_EQ(p.n_splits, 59);
-  EXPECT_EQ(p.chunks_per_split, 7);
-  EXPECT_EQ(p.blocks, 256);
+  expect_plan(p, 59, 7, 256);
   // GQA (8 KV heads) before issue 14's change: 1 block of 8 warps per SM (ncu: grid 104).
   p = kv_split_plan(kPages, 8, 8, kSms, kBlocksPerPage, false);
-  EXPECT_EQ(p.n_splits, 103);
-  EXPECT_EQ(p.chunks_per_split, 4);
-  EXPECT_EQ(p.blocks, 104);
+  expect_plan(p, 103, 4, 104);
   // GQA after it: 2 blocks of 7 warps per SM: splits of 2 pages, 240 blocks on 264 slots.
   p = kv_split_plan(kPages, 8, 7, 2 * kSms, kBlocksPerPage, false);
-  EXPECT_EQ(p.n_splits, 205);
-  EXPECT_EQ(p.chunks_per_split, 2);
-  EXPECT_EQ(p.blocks, 240);
+  expect_plan(p, 205, 2, 240);
 }
 
 // v3 splits at its 80-token blocks (kv_attention_split_unit), so short contexts fill the
@@ -40,44 +40,32 @@ TEST(KvSplitPlan, ProfiledShapes) {
 // in 240.
 TEST(KvSplitPlan, BlockChunksFillShortContexts) {
   KvSplitPlan p = kv_split_plan((4096 + 79) / 80, 32, 8, 2 * kSms, 1, true);
-  EXPECT_EQ(p.n_splits, 52);
-  EXPECT_EQ(p.chunks_per_split, 1);
-  EXPECT_EQ(p.blocks, 224);
+  expect_plan(p, 52, 1, 224);
   p = kv_split_plan((4096 + 319) / 320, 32, 8, 2 * kSms, kBlocksPerPage, false);  // in pages
   EXPECT_EQ(p.n_splits, 13);
   EXPECT_EQ(p.blocks, 64);
   p = kv_split_plan((32768 + 79) / 80, 8, 7, 2 * kSms, 1, true);
-  EXPECT_EQ(p.n_splits, 205);
-  EXPECT_EQ(p.chunks_per_split, 2);
-  EXPECT_EQ(p.blocks, 240);
+  expect_plan(p, 205, 2, 240);
   p = kv_split_plan((32768 + 319) / 320, 8, 7, 2 * kSms, kBlocksPerPage, false);  // in pages
   EXPECT_EQ(p.n_splits, 103);
   EXPECT_EQ(p.blocks, 120);
 }
 
-// v3's last quantized split also does the fp16 part (kv_attention_fp16_folded), so a unit's
-// splits fill whole blocks of warps: MHA batch 8 (256 units, one block each on 264 slots) at
-// 32K was 15 splits of 28 blocks in two waves of blocks, one warp of 8 in each doing only the
-// fp16 part (predicted cost 2 x 29 = 58), and is 8 splits of 52 in one wave (53); nuq4 (64-token
-// blocks) at MHA 4K, batch 1, was 32 splits of 2 blocks in 160 blocks and is 64 of one block in
-// 256.
+// v3's fp16 part needs no warp of its own (kv_attention_fp16_folded: where the splits fill every
+// warp, the last quantized split's warp does it too), so a unit's splits may fill whole blocks
+// of warps: MHA batch 8 (256 units, one block each on 264 slots) at 32K was 15 splits of 28
+// blocks in two waves of blocks, one warp of 8 in each doing only the fp16 part (predicted cost
+// 2 x 29 = 58), and is 8 splits of 52 in one wave (53); nuq4 (64-token blocks) at MHA 4K, batch
+// 1, was 32 splits of 2 blocks in 160 blocks and is 64 of one block in 256.
 TEST(KvSplitPlan, FoldedFp16PartFillsEveryWarp) {
   KvSplitPlan p = kv_split_plan((32768 + 79) / 80, 256, 8, 2 * kSms, 1, false);
-  EXPECT_EQ(p.n_splits, 15);
-  EXPECT_EQ(p.chunks_per_split, 28);
-  EXPECT_EQ(p.blocks, 512);
+  expect_plan(p, 15, 28, 512);
   p = kv_split_plan((32768 + 79) / 80, 256, 8, 2 * kSms, 1, true);
-  EXPECT_EQ(p.n_splits, 8);
-  EXPECT_EQ(p.chunks_per_split, 52);
-  EXPECT_EQ(p.blocks, 256);
+  expect_plan(p, 8, 52, 256);
   p = kv_split_plan(4096 / 64, 32, 8, 2 * kSms, 1, false);
-  EXPECT_EQ(p.n_splits, 32);
-  EXPECT_EQ(p.chunks_per_split, 2);
-  EXPECT_EQ(p.blocks, 160);
+  expect_plan(p, 32, 2, 160);
   p = kv_split_plan(4096 / 64, 32, 8, 2 * kSms, 1, true);
-  EXPECT_EQ(p.n_splits, 64);
-  EXPECT_EQ(p.chunks_per_split, 1);
-  EXPECT_EQ(p.blocks, 256);
+  expect_plan(p, 64, 1, 256);
 }
 
 TEST(KvSplitPlan, EveryChunkInOneSplit) {
