@@ -115,21 +115,54 @@ struct Run {
   std::vector<uint16_t> out;
 };
 
-Run attend(KvCache& cache, const std::vector<uint16_t>& q_bits, bool bf16,
-           const std::vector<float>& inv_freq, const std::vector<double>& ref,
-           KvAttentionKernel version) {
+// Random queries of every sequence's newest token, the RoPE frequencies and the reference
+// attention over ref_state.
+struct Queries {
+  std::vector<uint16_t> bits;
+  std::vector<float> inv_freq;
+  std::vector<double> ref;
+};
+
+Queries random_queries(const KvCache& cache, const KvState& ref_state, const quant::KvTables* qp,
+                       bool bf16, uint32_t seed) {
+  const KvCacheConfig& cfg = cache.config();
+  Queries q;
+  const std::vector<float> values = test::random_queries(
+      static_cast<size_t>(cache.batch()) * cfg.n_q_heads * cfg.head_dim, seed, bf16, &q.bits);
+  q.inv_freq = rope_inv_freq(10000.0, cfg.head_dim);
+  q.ref = kv_attention_ref(ref_state, qp, values, q.inv_freq);
+  return q;
+}
+
+// The attention through the cache (splits as it plans them), or with `splits` splits of one
+// block of tokens each set here (splits > 0; v3, whose splits are whole blocks), in a workspace
+// poisoned first.
+Run attend(KvCache& cache, const Queries& q, bool bf16, KvAttentionKernel version, int splits = 0) {
   Run run;
-  const DeviceBuffer<uint16_t> dq = test::to_device(q_bits);
-  const DeviceBuffer<float> df = test::to_device(inv_freq);
-  DeviceBuffer<uint16_t> dout(q_bits.size());
+  const DeviceBuffer<uint16_t> dq = test::to_device(q.bits);
+  const DeviceBuffer<float> df = test::to_device(q.inv_freq);
+  DeviceBuffer<uint16_t> dout(q.bits.size());
   EXPECT_EQ(cudaMemset(dout.data(), 0xFF, dout.bytes()), cudaSuccess);
-  cache.attend(dq.data(), bf16, dout.data(), df.data(), version, nullptr);
+  DeviceBuffer<float> work;  // the forced splits' workspace, alive until the kernels are done
+  if (splits > 0) {
+    KvAttentionParams p = cache.attention_params(dq.data(), bf16, dout.data(), df.data(), version);
+    const int D = cache.config().head_dim;
+    p.n_splits = splits;
+    p.split_tokens = cache.config().layout().block_tokens;
+    work = DeviceBuffer<float>(kv_attention_workspace_floats(p.batch, p.n_q_heads, splits, D));
+    p.part_o = work.data();
+    p.part_ml = p.part_o + static_cast<size_t>(p.batch) * p.n_q_heads * (splits + 1) * D;
+    EXPECT_EQ(cudaMemset(work.data(), 0xFF, work.bytes()), cudaSuccess);
+    EXPECT_EQ(launch_kv_attention(p, version, nullptr), cudaSuccess);
+  } else {
+    cache.attend(dq.data(), bf16, dout.data(), df.data(), version, nullptr);
+  }
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  run.out.resize(q_bits.size());
+  run.out.resize(q.bits.size());
   EXPECT_EQ(cudaMemcpy(run.out.data(), dout.data(), dout.bytes(), cudaMemcpyDeviceToHost),
             cudaSuccess);
   run.stats =
-      test::compare_out(run.out, bf16, ref, cache.config().n_q_heads, cache.config().head_dim);
+      test::compare_out(run.out, bf16, q.ref, cache.config().n_q_heads, cache.config().head_dim);
   return run;
 }
 
@@ -171,18 +204,14 @@ void check(KvCache& cache, const KvState& ref_state, const quant::KvTables* qp, 
            uint32_t seed, const std::string& name) {
   const KvCacheConfig& cfg = cache.config();
   check_dequantize(cache, ref_state, qp, name);
-  std::vector<uint16_t> q_bits;
-  const std::vector<float> q = test::random_queries(
-      static_cast<size_t>(cache.batch()) * cfg.n_q_heads * cfg.head_dim, seed, bf16, &q_bits);
-  const std::vector<float> inv_freq = rope_inv_freq(10000.0, cfg.head_dim);
-  const std::vector<double> ref = kv_attention_ref(ref_state, qp, q, inv_freq);
+  const Queries q = random_queries(cache, ref_state, qp, bf16, seed);
   for (const auto version :
        {KvAttentionKernel::kSimple, KvAttentionKernel::kMma, KvAttentionKernel::kTwoPhase}) {
     if (!kv_attention_serves(cfg.layout(), version)) continue;
     const char* vname = version == KvAttentionKernel::kSimple ? "v1"
                         : version == KvAttentionKernel::kMma  ? "v2"
                                                               : "v3";
-    const Run run = attend(cache, q_bits, bf16, inv_freq, ref, version);
+    const Run run = attend(cache, q, bf16, version);
     std::printf("[ kv attention ] %s %s: worst rel %.2e (%s), max abs %.2e, bad %lld\n", vname,
                 name.c_str(), run.stats.worst_rel, run.stats.worst.c_str(), run.stats.max_abs,
                 static_cast<long long>(run.stats.n_bad));
@@ -229,35 +258,11 @@ TEST(KvAttention, Fp16PartInEitherWarp) {
     KvCache cache(c.config(), &q);
     test::build(&cache, hist, c.appends);
     const KvState ref_state = kv_quantize_ref(cache.config(), &q, hist.k, hist.v);
-    const KvCacheConfig& cfg = cache.config();
-    std::vector<uint16_t> q_bits;
-    const std::vector<float> qv =
-        test::random_queries(static_cast<size_t>(cache.batch()) * cfg.n_q_heads * cfg.head_dim,
-                             c.seed + 2, c.bf16, &q_bits);
-    const std::vector<float> inv_freq = rope_inv_freq(10000.0, cfg.head_dim);
-    const std::vector<double> ref = kv_attention_ref(ref_state, &q, qv, inv_freq);
-    const DeviceBuffer<uint16_t> dq = test::to_device(q_bits);
-    const DeviceBuffer<float> df = test::to_device(inv_freq);
-    DeviceBuffer<uint16_t> dout(q_bits.size());
+    const Queries queries = random_queries(cache, ref_state, &q, c.bf16, c.seed + 2);
     for (const int splits : {56, 57, 112}) {
       SCOPED_TRACE(::testing::Message() << splits << " splits");
-      KvAttentionParams p = cache.attention_params(dq.data(), c.bf16, dout.data(), df.data(),
-                                                   KvAttentionKernel::kTwoPhase);
-      p.n_splits = splits;
-      p.split_tokens = cfg.layout().block_tokens;
-      DeviceBuffer<float> work(
-          kv_attention_workspace_floats(p.batch, p.n_q_heads, splits, cfg.head_dim));
-      p.part_o = work.data();
-      p.part_ml =
-          p.part_o + static_cast<size_t>(p.batch) * p.n_q_heads * (splits + 1) * cfg.head_dim;
-      ASSERT_EQ(cudaMemset(work.data(), 0xFF, work.bytes()), cudaSuccess);
-      ASSERT_EQ(cudaMemset(dout.data(), 0xFF, dout.bytes()), cudaSuccess);
-      ASSERT_EQ(launch_kv_attention(p, KvAttentionKernel::kTwoPhase, nullptr), cudaSuccess);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      std::vector<uint16_t> out(q_bits.size());
-      ASSERT_EQ(cudaMemcpy(out.data(), dout.data(), dout.bytes(), cudaMemcpyDeviceToHost),
-                cudaSuccess);
-      const test::ErrorStats st = test::compare_out(out, c.bf16, ref, cfg.n_q_heads, cfg.head_dim);
+      const test::ErrorStats st =
+          attend(cache, queries, c.bf16, KvAttentionKernel::kTwoPhase, splits).stats;
       std::printf("[ kv attention ] v3 %d splits %s: worst rel %.2e (%s), bad %lld\n", splits,
                   c.str().c_str(), st.worst_rel, st.worst.c_str(),
                   static_cast<long long>(st.n_bad));
