@@ -52,20 +52,18 @@
 //      0.0384, GQA 32K 0.1072 -> 0.0808, MHA 32K 0.1790 -> 0.1676; 128K -2% to -3% (nuq2/4-1%
 //      at GQA 128K -13%, -18%); batch 8 -4% to +3%. The 4K launch is now one block per warp and
 //      bound by one warp's latency through a block (bench/kernels_notes.md).
-//   v3, the fp16 part folded (kv_attention_fp16_folded): where a unit's last block has no
-//      spare warp, the warp of the last quantized split also does part n_splits (a KVQuant
-//      cache's fp16 tokens are its few sink tokens), so a unit's splits may fill whole blocks of
-//      warps instead of a block more for the sinks alone. The plan's predicted cost (H100, 132
-//      SMs): MHA batch 8 32K and 128K -7 to -9% (15 splits in two waves -> 8 in one), GQA batch 8
-//      32K -6%, 128K -3%, MHA batch 1 128K -4%, nuq4-1% MHA batch 1 4K -33% (32 splits of two
-//      64-token blocks -> 64 of one), everything else unchanged. Measured with the fp16 part
-//      always in the last split's warp (H100, 2026-12-06, against main in the same call): nuq4-1%
-//      MHA 4K 0.0540 -> 0.0375 ms, nuq2-1% MHA -9 to -13% at 4K-32K, nuq3-1% MHA batch 8 -1 to
-//      -3%, GQA batch 8 -2 to -3%; but +1-4% at GQA batch 1, whose plan did not change and whose
-//      last split's warp was then one chain longer: hence the spare warp where there is one.
-//      This version, measured against main in another call: the same gains (geometric mean of
-//      the 36 compressed rows 0.973), but GQA 4K still +1.5 to +3.8%: the NQ = 4 instantiations
-//      spill a few more bytes (the folded path runs on into the blocks' loop).
+//   The fp16 part without a warp (kv_attention_parts, every version): a cache without fp16
+//      tokens (KVQuant's default: no sinks, no recent window, flush 1) always has an empty part
+//      n_splits, so the launch gives it no warp and the reduction skips it; a unit's splits may
+//      then fill whole blocks of warps instead of a block more for an empty part. The plan's
+//      predicted cost (H100, 132 SMs): MHA batch 8 32K and 128K -7 to -9% (15 splits in two
+//      waves -> 8 in one), GQA batch 8 32K -6%, 128K -3%, nuq4-1% MHA batch 1 4K -33% (32
+//      splits of two 64-token blocks -> 64 of one). First landed as a fold, the last quantized
+//      split's warp doing the fp16 part where no warp was spare (H100, 2026-12-06, against the
+//      plan before it: geometric mean of the 36 compressed rows 0.973, nuq4-1% MHA 4K 0.0540 ->
+//      0.0374 ms, nuq2-1% MHA -2 to -13%, GQA batch 8 -1.5 to -3%), but GQA 4K +1.5 to +3.8%:
+//      the NQ = 4 instantiations spilled more, the folded path running on into the blocks' loop.
+//      Skipping the empty part instead keeps v3's code as it was (the same SASS).
 #include "kv_attention.h"
 
 #include <algorithm>
@@ -268,8 +266,8 @@ __global__ void __launch_bounds__(kReduceThreads) kv_reduce_kernel(KvAttentionPa
   static_assert(D % 32 == 0 && kReduceThreads % D == 0, "whole warps, whole groups");
   __shared__ float w_sm[kReduceThreads], red[32], acc_sm[kGroups][D];
   const int qh = blockIdx.x, b = blockIdx.y, t = threadIdx.x, ch = t % D, g = t / D;
-  const int parts = p.n_splits + 1;
-  const int64_t row0 = (int64_t{b} * p.n_q_heads + qh) * parts;
+  const int parts = kv_attention_parts(p);  // rows of n_splits + 1, the last one unread if empty
+  const int64_t row0 = (int64_t{b} * p.n_q_heads + qh) * (p.n_splits + 1);
   const float2* ml = reinterpret_cast<const float2*>(p.part_ml + 2 * row0);
   const float* o = p.part_o + row0 * D + ch;
   // The first round's outputs (up to kPre x kGroups parts) and its part's maximum and sum are
@@ -448,8 +446,7 @@ cudaError_t launch_tensor_core(const KvAttentionParams& p, int nq, KvAttentionKe
     (void)cudaGetLastError();
     return cudaErrorNotSupported;
   }
-  const int warps_needed = p.n_splits + (kv_attention_fp16_folded(version) ? 0 : 1);
-  const dim3 grid((warps_needed + s.warps - 1) / s.warps, p.cache.n_kv_heads, p.batch);
+  const dim3 grid((kv_attention_parts(p) + s.warps - 1) / s.warps, p.cache.n_kv_heads, p.batch);
   e.kernel<<<grid, s.warps * 32, s.smem, stream>>>(p);
   return cudaGetLastError();
 }
@@ -481,8 +478,8 @@ int64_t kv_attention_split_unit(const KvLayout& layout, KvAttentionKernel versio
 }
 
 void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int group,
-                         int64_t max_quant, KvAttentionKernel version, int* n_splits,
-                         int64_t* split_tokens) {
+                         int64_t max_quant, bool fp16_tokens, KvAttentionKernel version,
+                         int* n_splits, int64_t* split_tokens) {
   const int64_t unit = kv_attention_split_unit(layout, version);
   const int64_t chunks = (max_quant + unit - 1) / unit;
   *n_splits = 1;
@@ -497,35 +494,30 @@ void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int 
   }
   (void)cudaGetLastError();
   if (!ok || chunks == 0) return;
-  const KvSplitPlan plan = kv_split_plan(
-      chunks, int64_t{batch} * n_kv_heads, s.warps, int64_t{s.sms} * s.blocks_per_sm,
-      static_cast<int>(unit / layout.block_tokens), kv_attention_fp16_folded(version));
+  const KvSplitPlan plan =
+      kv_split_plan(chunks, int64_t{batch} * n_kv_heads, s.warps, int64_t{s.sms} * s.blocks_per_sm,
+                    static_cast<int>(unit / layout.block_tokens), fp16_tokens);
   *n_splits = plan.n_splits;
   *split_tokens = plan.chunks_per_split * unit;
 }
 
-bool kv_attention_fp16_folded(KvAttentionKernel version) {
-  return version == KvAttentionKernel::kTwoPhase;
-}
-
 KvSplitPlan kv_split_plan(int64_t chunks, int64_t units, int warps, int64_t slots, int chunk_blocks,
-                          bool fp16_folded) {
-  // A block's warps all serve one (sequence, KV head): n_splits + 1 parts (the last one the
-  // fp16 tokens) in ceil((n_splits + extra) / warps) blocks, extra = 1 where the fp16 part has a
-  // warp of its own, 0 where it may share the last quantized split's (v3: a KVQuant cache's
-  // fp16 tokens are its few sink tokens). Blocks run in waves of slots, each as
-  // long as its split, so a launch costs waves x (blocks of 8C tokens per split + about one
-  // block of setup). Try every blocks-per-unit count with all its warps busy and keep the
-  // cheapest: one full wave where the chunks allow, else whole waves of short splits (H200,
-  // 132 SMs, 410 pages of 320 tokens: MHA at 2 blocks of 8 warps per SM, 59 splits of 7 pages
-  // in 256 blocks; GQA, 8 KV heads, at 1 block per SM, 103 splits of 4 pages in 104 blocks).
+                          bool fp16_warp) {
+  // A block's warps all serve one (sequence, KV head): n_splits parts, and after them the fp16
+  // tokens' where the cache has any (extra = 1), in ceil((n_splits + extra) / warps) blocks.
+  // Blocks run in waves of slots, each as long as its split, so a launch costs waves x (blocks
+  // of 8C tokens per split + about one block of setup). Try every blocks-per-unit count with all
+  // its warps busy and keep the cheapest: one full wave where the chunks allow, else whole waves of
+  // short splits (H200, 132 SMs, 410 pages of 320 tokens: MHA at 2 blocks of 8 warps per SM, 59
+  // splits of 7 pages in 256 blocks; GQA, 8 KV heads, at 1 block per SM, 103 splits of 4 pages in
+  // 104 blocks).
   constexpr int64_t kMaxSplits = 65535 * 4 - 1;  // launch_kv_attention's limit
   const int64_t cb = std::max(1, chunk_blocks);
   KvSplitPlan plan;
   plan.chunks_per_split = std::max<int64_t>(1, chunks);
   plan.blocks = units;
   int64_t best = -1;
-  const int64_t extra = fp16_folded ? 0 : 1;
+  const int64_t extra = fp16_warp ? 1 : 0;
   for (int64_t per_unit = 1;; ++per_unit) {
     const int64_t want = per_unit * warps - extra;
     if (want > kMaxSplits) break;
@@ -575,7 +567,8 @@ cudaError_t launch_kv_attention(const KvAttentionParams& p, KvAttentionKernel ve
   } else if (version == KvAttentionKernel::kSimple) {
     const Kernel k = simple_kernel(c.layout, nq);
     if (!k) return cudaErrorNotSupported;
-    const dim3 grid((p.n_splits + 1 + kSimpleWarps - 1) / kSimpleWarps, c.n_kv_heads, p.batch);
+    const dim3 grid((kv_attention_parts(p) + kSimpleWarps - 1) / kSimpleWarps, c.n_kv_heads,
+                    p.batch);
     k<<<grid, kSimpleWarps * 32, 0, stream>>>(p);
     if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
   } else {

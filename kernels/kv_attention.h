@@ -47,13 +47,23 @@ struct KvAttentionParams {
   void* out = nullptr;              // [batch][n_q_heads][head_dim], q's dtype
   const float* inv_freq = nullptr;  // [head_dim / 2] RoPE frequencies (Llama-3 scaling allowed)
   // Split-K: split s < n_splits takes the quantized tokens [s, s + 1) * split_tokens; split
-  // n_splits takes the fp16 sink and recent tokens. split_tokens is a multiple of the page size
-  // for v1 and v2, of layout.block_tokens for v3 (kv_attention_split_unit).
+  // n_splits takes the fp16 sink and recent tokens (only where the cache has any:
+  // kv_attention_parts). split_tokens is a multiple of the page size for v1 and v2, of
+  // layout.block_tokens for v3 (kv_attention_split_unit).
   int n_splits = 1;
   int64_t split_tokens = 0;
   float* part_o = nullptr;   // [batch][n_q_heads][n_splits + 1][head_dim] workspace
   float* part_ml = nullptr;  // [batch][n_q_heads][n_splits + 1][2] (max in log2 units, sum)
 };
+
+// The parts of a launch per query head that hold tokens and that the reduction reads: the
+// n_splits quantized splits, and part n_splits (the fp16 tokens) only where the cache has fp16
+// tokens. A cache without them (KVQuant's default: no sinks, no recent window, flush 1) gives
+// that part no warp of its own, so a unit's splits may fill whole blocks of warps; its row in
+// the workspace stays (stride n_splits + 1) and is left unwritten or empty.
+KVQ_HD int kv_attention_parts(const KvAttentionParams& p) {
+  return p.n_splits + (p.cache.has_fp16_tokens() ? 1 : 0);
+}
 
 // Floats of part_o plus part_ml for a launch.
 inline size_t kv_attention_workspace_floats(int batch, int n_q_heads, int n_splits, int head_dim) {
@@ -67,33 +77,27 @@ int64_t kv_attention_split_unit(const KvLayout& layout, KvAttentionKernel versio
 // Splits for sequences of at most max_quant quantized tokens, each of whole units
 // (kv_attention_split_unit; the last one ragged): the count whose blocks fill whole waves of the
 // device (SMs x resident blocks) at the least predicted time, every warp of a block busy where
-// the units allow. The device's shape is queried once and cached. Needs a current CUDA device;
-// on error returns 1 split with every token.
+// the units allow; fp16_tokens: the cache's has_fp16_tokens() (whether the fp16 part needs a
+// warp: kv_attention_parts). The device's shape is queried once and cached. Needs a current CUDA
+// device; on error returns 1 split with every token.
 void kv_attention_splits(const KvLayout& layout, int batch, int n_kv_heads, int group,
-                         int64_t max_quant, KvAttentionKernel version, int* n_splits,
-                         int64_t* split_tokens);
-
-// Whether a version's launch has a warp for each quantized split alone, the fp16 part (split
-// n_splits) taking a spare warp of the unit's last block where there is one and else done by the
-// last quantized split's warp too: v3, whose KVQuant caches keep only their sink tokens in fp16,
-// so that the quantized splits may fill every warp of a block. Otherwise the fp16 part has a warp
-// of its own.
-bool kv_attention_fp16_folded(KvAttentionKernel version);
+                         int64_t max_quant, bool fp16_tokens, KvAttentionKernel version,
+                         int* n_splits, int64_t* split_tokens);
 
 // kv_attention_splits' choice for a device shape, on the host alone (no CUDA calls): splits of
 // whole chunks (the last one ragged) for `chunks` chunks of quantized tokens (pages, or v3's
-// blocks) and `units` (sequence, KV head) pairs, with `warps` splits per block (the last part
-// of a unit is its fp16 tokens, in a warp of its own unless fp16_folded), `slots` resident
-// blocks per wave (SMs x blocks per SM) and chunk_blocks 8C-token blocks a chunk. A launch is
-// predicted to cost waves x (blocks a split walks + one of setup); the cheapest count wins, the
-// fewest blocks unless more gain 3%. chunks >= 1, warps >= 1, slots >= 1.
+// blocks) and `units` (sequence, KV head) pairs, with `warps` splits per block (and after a
+// unit's splits a warp for its fp16 tokens where fp16_warp), `slots` resident blocks per wave
+// (SMs x blocks per SM) and chunk_blocks 8C-token blocks a chunk. A launch is predicted to cost
+// waves x (blocks a split walks + one of setup); the cheapest count wins, the fewest blocks
+// unless more gain 3%. chunks >= 1, warps >= 1, slots >= 1.
 struct KvSplitPlan {
   int n_splits = 1;
   int64_t chunks_per_split = 1;
-  int64_t blocks = 0;  // of the launch: units x ceil((n_splits + (fp16_folded ? 0 : 1)) / warps)
+  int64_t blocks = 0;  // of the launch: units x ceil((n_splits + (fp16_warp ? 1 : 0)) / warps)
 };
 KvSplitPlan kv_split_plan(int64_t chunks, int64_t units, int warps, int64_t slots, int chunk_blocks,
-                          bool fp16_folded);
+                          bool fp16_warp);
 
 // Queues the attention and the reduction. Returns cudaErrorInvalidValue for bad shapes or null
 // pointers, cudaErrorNotSupported for a layout the kernels were not built for; else the launch's.

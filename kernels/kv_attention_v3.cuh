@@ -315,19 +315,6 @@ __device__ __forceinline__ void key_outlier_scores(const uint8_t* hdr_sm, const 
   __syncwarp();
 }
 
-// Part n_splits (the fp16 sink and recent tokens) of the block's (sequence, KV head), for the
-// warp that does it (a spare one, or the last quantized split's: kv_attention_v3_kernel).
-template <int D, int NQ>
-__device__ __forceinline__ void fp16_part(const KvAttentionParams& p) {
-  SplitCoords sco;
-  sco.b = static_cast<int>(blockIdx.z);
-  sco.h = static_cast<int>(blockIdx.y);
-  sco.split = p.n_splits;
-  sco.n = p.cache.seq_len[sco.b];
-  sco.tq = sco.n - 1;
-  fp16_split<D, NQ>(p, sco, p.n_q_heads / p.cache.n_kv_heads);
-}
-
 // Two blocks per SM for NQ <= 4 (128 registers at 7 warps as at 8: ptxas allows no more for
 // 14 warps), one for NQ = 8.
 template <int D, int B, int NQ>
@@ -395,16 +382,8 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
   }
   __syncthreads();
 
-  // Part n_splits, the fp16 sink and recent tokens (kv_attention_fp16_folded): the warp after
-  // the last quantized split's where the grid has one (a spare warp of the unit's last block),
-  // else the last quantized split's warp before its blocks (the last split is the ragged one).
   const int split = blockIdx.x * (blockDim.x / 32) + warp;
   if (split > p.n_splits) return;
-  if (split == p.n_splits || (split == p.n_splits - 1 &&
-                              gridDim.x * (blockDim.x / 32) == static_cast<unsigned>(p.n_splits))) {
-    fp16_part<D, NQ>(p);
-    if (split == p.n_splits) return;
-  }
   SplitCoords sco;
   sco.b = b;
   sco.h = h;
@@ -412,6 +391,10 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
   sco.n = c.seq_len[b];
   sco.tq = sco.n - 1;
   const int group = p.n_q_heads / c.n_kv_heads;
+  if (split == p.n_splits) {
+    fp16_split<D, NQ>(p, sco, group);
+    return;
+  }
   const int parts = p.n_splits + 1;
   Cursor cur;
   cur.u_begin = split * p.split_tokens;

@@ -199,6 +199,9 @@ struct KvCacheView {
   const float* v_levels = nullptr;
   unsigned long long* k_overflow = nullptr;  // K outliers clamped for lack of page room
 
+  // Whether any token may be held in fp16 (sinks, the recent window, or tokens waiting for a
+  // flush of F > 1). Without (KVQuant's default) the attention's fp16 part is always empty.
+  KVQ_HD bool has_fp16_tokens() const { return n_sink > 0 || n_recent > 0 || flush > 1; }
   KVQ_HD int64_t n_quant(int64_t n) const {
     const int64_t q = n - n_sink - n_recent;
     return q > 0 ? (flush == 1 ? q : pos_div(q, flush) * flush) : 0;

@@ -236,19 +236,22 @@ TEST(KvAttention, MatchesReference) {
   }
 }
 
-// v3's fp16 part (split n_splits, the sink and recent tokens) is done by a spare warp of a unit's
-// last block, or where the quantized splits fill every warp by the last quantized split's warp
-// before its own blocks (kv_attention_fp16_folded). Split counts set here rather than planned:
-// 56 (a multiple of blocks of 7 and of 8 warps, the last split holding tokens), 57 (a spare
-// warp) and 112 (the last split empty); 4,452 tokens are 56 blocks of 80 once the sinks and the
-// recent window are out.
-TEST(KvAttention, Fp16PartInEitherWarp) {
+// The fp16 part (split n_splits, the sink and recent tokens) has a warp after the quantized
+// splits' where the cache has fp16 tokens, and none where it has none (kv_attention_parts): the
+// reduction must then skip that part's row, left unwritten and poisoned where the splits fill
+// every warp. Split counts set here rather than planned: 56 (a multiple of blocks of 7 and of 8
+// warps, the last split holding tokens), 57 (a spare warp) and 112 (the last split empty);
+// 4,452 tokens are 56 blocks of 80 with or without the sinks and the recent window. (Every
+// version's planned splits, with and without fp16 tokens: MatchesReference.)
+TEST(KvAttention, Fp16PartWithAndWithoutAWarp) {
   KVQ_REQUIRE_GPU();
   const KvMethod N = KvMethod::kNuq;
   const quant::ValueVector T = quant::ValueVector::kToken;
   const std::vector<Case> fold_cases = {
       {N, 3, 128, 2, 1, 2, 3, 32, 320, 0.01, {4452, 900}, 1, false, 91},
       {N, 3, 128, 2, 4, 1, 4, 32, 320, 0.01, {4452, 17}, 1, true, 92, 0, T},
+      {N, 3, 128, 2, 1, 0, 0, 32, 320, 0.01, {4452, 900}, 1, false, 93},
+      {N, 3, 128, 2, 4, 0, 0, 32, 320, 0.01, {4452, 17}, 1, true, 94, 0, T},
   };
   for (const Case& c : fold_cases) {
     SCOPED_TRACE(c.str());

@@ -363,7 +363,8 @@ KvAttentionParams KvCache::attention_params(const void* q, bool q_bf16, void* ou
   p.out = out;
   p.inv_freq = inv_freq;
   kernels::kv_attention_splits(view_.layout, batch_, config_.n_kv_heads, config_.q_per_kv(),
-                               max_quant, version, &p.n_splits, &p.split_tokens);
+                               max_quant, view_.has_fp16_tokens(), version, &p.n_splits,
+                               &p.split_tokens);
   const size_t floats = kernels::kv_attention_workspace_floats(batch_, config_.n_q_heads,
                                                                p.n_splits, config_.head_dim);
   if (buf_->work.size() < floats) buf_->work = allocate<float>(floats, "the attention workspace");
