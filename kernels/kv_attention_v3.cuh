@@ -262,9 +262,16 @@ __device__ __forceinline__ void group_scores(
 // The key outliers of block bi, shared by v3 and the score probe: the score deltas p_g(t) * (x -
 // dense) added to sc[query][token]. hdr_sm holds the page header's chunks (k_count at byte 0,
 // k_begin[i] at byte 4 + 2i, in the chunk copied to slot 1 + (i - bi)); ko the page's key-outlier
-// entries ((row * D + channel) << 16 | fp16 value); krows the block's key rows; pb the query's
-// phases at the block's start. A lane's first kKo entries are loaded together (one round trip),
-// any further ones one by one.
+// entries ((row * D + channel) << 16 | fp16 value, sorted by row and channel); krows the block's
+// key rows; pb the query's phases at the block's start. A lane's first kKo entries are loaded
+// together (one round trip), any further ones one by one.
+//
+// One query (NQ = 1) adds each entry's delta with a float atomic. For more, the atomics (compare-
+// and-swap loops on sm_90, NQ of them per entry one after another) become a segmented sum over
+// the lanes: a pass's entries of one token are a run of lanes (the entries are sorted), the run's
+// total ends at its last lane, which adds it to sc with a plain read-add-write per query. Runs are
+// short (about one outlier per token and head at 1%), so the sum stops after the first offset
+// that no run reaches. A run continued in the next pass reads this pass's sums (__syncwarp).
 template <int D, int B, int NQ>
 __device__ __forceinline__ void key_outlier_scores(const uint8_t* hdr_sm, const uint32_t* ko,
                                                    int bi, int rows_in_page, int row0, int valid,
@@ -286,15 +293,9 @@ __device__ __forceinline__ void key_outlier_scores(const uint8_t* hdr_sm, const 
     const int idx = kbeg + lane + 32 * k;
     ke[k] = idx < kend ? ko[idx] : 0u;
   }
-  for (int idx = kbeg + lane, k = 0; idx < kend; idx += 32, ++k) {
-    uint32_t e = 0;
-#pragma unroll
-    for (int kk = 0; kk < kKo; ++kk)
-      if (kk == k) e = ke[kk];
-    if (k >= kKo) e = ko[idx];
-    const int pos = static_cast<int>(e >> 16);
-    const int tau = pos / D - row0, ch = pos % D, g = ch % (D / 2), hi = ch / (D / 2);
-    if (tau < 0 || tau >= valid) continue;
+  // Entry e's deltas for the NQ queries (tau its token in the block, in range).
+  auto deltas = [&](uint32_t e, int tau, float* d) {
+    const int ch = static_cast<int>(e >> 16) % D, g = ch % (D / 2), hi = ch / (D / 2);
     const int ci = 2 * g + hi;
     const uint32_t code = (krows[tau * S::kWK + ci / S::kC] >> (B * (ci % S::kC))) & S::kCodeMask;
     const float dense = fmaf(lev[code], kso[ch], kso[D + ch]);
@@ -309,7 +310,53 @@ __device__ __forceinline__ void key_outlier_scores(const uint8_t* hdr_sm, const 
 #pragma unroll
     for (int qi = 0; qi < NQ; ++qi) {
       const float2 ph = cmul(pb[qi * (D / 2) + g], make_float2(cs, sn));
-      atomicAdd(&sc[qi * S::kBT + tau], dx * (hi ? -ph.y : ph.x));
+      d[qi] = dx * (hi ? -ph.y : ph.x);
+    }
+  };
+  if constexpr (NQ == 1) {
+    for (int idx = kbeg + lane, k = 0; idx < kend; idx += 32, ++k) {
+      uint32_t e = 0;
+#pragma unroll
+      for (int kk = 0; kk < kKo; ++kk)
+        if (kk == k) e = ke[kk];
+      if (k >= kKo) e = ko[idx];
+      const int tau = static_cast<int>(e >> 16) / D - row0;
+      if (tau < 0 || tau >= valid) continue;
+      float d[1];
+      deltas(e, tau, d);
+      atomicAdd(&sc[tau], d[0]);
+    }
+  } else {
+    for (int base = kbeg, k = 0; base < kend; base += 32, ++k) {  // the same passes in every lane
+      const int idx = base + lane;
+      uint32_t e = 0;
+#pragma unroll
+      for (int kk = 0; kk < kKo; ++kk)
+        if (kk == k) e = ke[kk];
+      if (k >= kKo && idx < kend) e = ko[idx];
+      const int tau = static_cast<int>(e >> 16) / D - row0;
+      const bool live = idx < kend && tau >= 0 && tau < valid;
+      float d[NQ];
+#pragma unroll
+      for (int qi = 0; qi < NQ; ++qi) d[qi] = 0.0f;
+      if (live) deltas(e, tau, d);
+      const int key = live ? tau : -1 - lane;  // a lane without an entry is a run of its own
+#pragma unroll
+      for (int off = 1; off < 32; off *= 2) {
+        const bool same = __shfl_up_sync(~0u, key, off) == key && lane >= off;
+        if (!__any_sync(~0u, same)) break;  // no run is longer than off
+#pragma unroll
+        for (int qi = 0; qi < NQ; ++qi) {
+          const float v = __shfl_up_sync(~0u, d[qi], off);
+          if (same) d[qi] += v;
+        }
+      }
+      const int next = __shfl_down_sync(~0u, key, 1);  // lane 31: its own
+      if (live && (lane == 31 || next != key)) {
+#pragma unroll
+        for (int qi = 0; qi < NQ; ++qi) sc[qi * S::kBT + tau] += d[qi];
+      }
+      __syncwarp();
     }
   }
   __syncwarp();
