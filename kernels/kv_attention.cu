@@ -63,7 +63,15 @@
 //      plan before it: geometric mean of the 36 compressed rows 0.973, nuq4-1% MHA 4K 0.0540 ->
 //      0.0374 ms, nuq2-1% MHA -2 to -13%, GQA batch 8 -1.5 to -3%), but GQA 4K +1.5 to +3.8%:
 //      the NQ = 4 instantiations spilled more, the folded path running on into the blocks' loop.
-//      Skipping the empty part instead keeps v3's code as it was (the same SASS).
+//      Skipping the empty part instead keeps v3's code as it was (the same SASS). Measured
+//      (H100, 2026-12-06, against the fold in the same call): GQA 4K nuq2-1% -2.6%, nuq4-1%
+//      -1.0%, nuq3-1% +0.5%; every compressed row 0.968-1.017x, geometric mean 0.990.
+//   v3, the key outliers' segmented sum (NQ >= 2, kv_attention_v3.cuh key_outlier_scores): the
+//      NQ float atomics a key outlier made (CAS loops on sm_90, ~8% of GQA's stall samples at
+//      128K) are a sum over the lanes per token and one plain add per run and query. H100,
+//      2026-12-06, against the commit before in the same call: every GQA row -2.3 to -6.5%
+//      (nuq3-1% GQA 128K 0.2250 -> 0.2186 ms), MHA 0.986-1.014x. At NQ = 1 it measured nuq2-1%
+//      -1.7 to -2.4% but nuq3-1% +0.3 to +2.3%, so one query keeps its atomic.
 #include "kv_attention.h"
 
 #include <algorithm>
