@@ -1,7 +1,9 @@
 // kv_split_plan (kernels/kv_attention.cu), the split count of the decode attention for a device
 // shape, on the CPU: the shapes the H200 profiles of issue 14 ran (bench/kernels_notes.md) and
 // the invariants of every plan (every chunk in exactly one split, whole waves, the block count).
-// What a split costs on the GPU is not tested here: the lead's benchmarks measure it.
+// What a split costs on the GPU is not tested here: the lead's benchmarks measure it. Also the
+// parts a launch computes (kv_attention_parts): the fp16 part only where a cache can hold fp16
+// tokens, against a count of them at every length.
 #include <cstdint>
 
 #include <gtest/gtest.h>
@@ -66,6 +68,30 @@ TEST(KvSplitPlan, NoFp16WarpFillsEveryWarp) {
   expect_plan(p, 32, 2, 160);
   p = kv_split_plan(4096 / 64, 32, 8, 2 * kSms, 1, false);
   expect_plan(p, 64, 1, 256);
+}
+
+// has_fp16_tokens() against its definition: some length leaves a token out of the quantized
+// ones (a sink, the recent window, or tokens waiting for a flush of F > 1); the launch's parts
+// follow it.
+TEST(KvSplitPlan, Fp16PartOnlyWhereACacheHoldsFp16Tokens) {
+  for (const int n_sink : {0, 1, 4}) {
+    for (const int n_recent : {0, 3, 128}) {
+      for (const int flush : {1, 32, 128}) {
+        KvAttentionParams p;
+        p.cache.n_sink = n_sink;
+        p.cache.n_recent = n_recent;
+        p.cache.flush = flush;
+        p.cache.ring_size = n_recent + flush;
+        p.n_splits = 7;
+        bool fp16 = false;
+        for (int64_t n = 1; n <= 600 && !fp16; ++n) fp16 = p.cache.n_quant(n) < n;
+        SCOPED_TRACE(::testing::Message()
+                     << "sink " << n_sink << " recent " << n_recent << " flush " << flush);
+        EXPECT_EQ(p.cache.has_fp16_tokens(), fp16);
+        EXPECT_EQ(kv_attention_parts(p), fp16 ? 8 : 7);
+      }
+    }
+  }
 }
 
 TEST(KvSplitPlan, EveryChunkInOneSplit) {
