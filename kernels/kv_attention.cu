@@ -71,7 +71,7 @@
 //      128K) are a sum over the lanes per token and one plain add per run and query. H100,
 //      2026-12-06, against the commit before in the same call: every GQA row -2.3 to -6.5%
 //      (nuq3-1% GQA 128K 0.2250 -> 0.2186 ms), MHA 0.986-1.014x. At NQ = 1 it measured nuq2-1%
-//      -1.7 to -2.4% but nuq3-1% +0.3 to +2.3%, so one query keeps its atomic.
+//      -2.4 to +1.3% and nuq3-1% -0.5 to +2.3%, so one query keeps its atomic.
 #include "kv_attention.h"
 
 #include <algorithm>
