@@ -182,7 +182,9 @@ TEST_F(CalibrateBadInput, SizeFlagsAboveTheirMaximum) {
                         "--key-bins: expected 2..65536, found 2000000000");
   expect_one_line_error(run_kvq(run_args(data_path(kTest), "--value-bins 1")), "calibrate",
                         "--value-bins: expected 2..1048576, found 1");
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  // Refused before any allocation: the bound only catches a terabyte's worth of work, so it is
+  // loose for two kvq starts on a loaded 2-core CI machine (~2 s each there).
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
   expect_nothing_written();
 }
 

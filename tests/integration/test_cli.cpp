@@ -202,7 +202,9 @@ TEST_F(CliBadInput, UnboundedInputsFailFast) {
   expect_one_line_error(run_kvq("eval --model " + quoted(dir) + " --data " + data()), "eval",
                         dir + "/model.safetensors: expected only the tensors of 3 layers (" + dir +
                             "/config.json), found 9 unused: 'model.layers.3.");
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  // A guard against reading or allocating without end, not a speed test: five kvq starts (each
+  // loading LibTorch) took 10.9 s on a 2-core CI machine under ctest -j2, so the bound is loose.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(60));
 }
 
 // --max-tokens stops the encoding: a 50 MB single-line text costs what 4096 tokens cost.
