@@ -247,13 +247,13 @@ TEST(KvAttention, Fp16PartWithAndWithoutAWarp) {
   KVQ_REQUIRE_GPU();
   const KvMethod N = KvMethod::kNuq;
   const quant::ValueVector T = quant::ValueVector::kToken;
-  const std::vector<Case> fold_cases = {
+  const std::vector<Case> part_cases = {
       {N, 3, 128, 2, 1, 2, 3, 32, 320, 0.01, {4452, 900}, 1, false, 91},
       {N, 3, 128, 2, 4, 1, 4, 32, 320, 0.01, {4452, 17}, 1, true, 92, 0, T},
       {N, 3, 128, 2, 1, 0, 0, 32, 320, 0.01, {4452, 900}, 1, false, 93},
       {N, 3, 128, 2, 4, 0, 0, 32, 320, 0.01, {4452, 17}, 1, true, 94, 0, T},
   };
-  for (const Case& c : fold_cases) {
+  for (const Case& c : part_cases) {
     SCOPED_TRACE(c.str());
     const History hist = test::random_history(c.lengths, c.n_kv_heads, c.head_dim, c.seed);
     const quant::KvTables q =
