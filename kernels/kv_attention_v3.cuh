@@ -293,6 +293,15 @@ __device__ __forceinline__ void key_outlier_scores(const uint8_t* hdr_sm, const 
     const int idx = kbeg + lane + 32 * k;
     ke[k] = idx < kend ? ko[idx] : 0u;
   }
+  // Entry idx, of pass k: the first kKo passes' from ke, later ones loaded; 0 past kend.
+  auto entry = [&](int k, int idx) {
+    uint32_t e = 0;
+#pragma unroll
+    for (int kk = 0; kk < kKo; ++kk)
+      if (kk == k) e = ke[kk];
+    if (k >= kKo && idx < kend) e = ko[idx];
+    return e;
+  };
   // Entry e's deltas for the NQ queries (tau its token in the block, in range).
   auto deltas = [&](uint32_t e, int tau, float* d) {
     const int ch = static_cast<int>(e >> 16) % D, g = ch % (D / 2), hi = ch / (D / 2);
@@ -315,11 +324,7 @@ __device__ __forceinline__ void key_outlier_scores(const uint8_t* hdr_sm, const 
   };
   if constexpr (NQ == 1) {
     for (int idx = kbeg + lane, k = 0; idx < kend; idx += 32, ++k) {
-      uint32_t e = 0;
-#pragma unroll
-      for (int kk = 0; kk < kKo; ++kk)
-        if (kk == k) e = ke[kk];
-      if (k >= kKo) e = ko[idx];
+      const uint32_t e = entry(k, idx);
       const int tau = static_cast<int>(e >> 16) / D - row0;
       if (tau < 0 || tau >= valid) continue;
       float d[1];
@@ -329,11 +334,7 @@ __device__ __forceinline__ void key_outlier_scores(const uint8_t* hdr_sm, const 
   } else {
     for (int base = kbeg, k = 0; base < kend; base += 32, ++k) {  // the same passes in every lane
       const int idx = base + lane;
-      uint32_t e = 0;
-#pragma unroll
-      for (int kk = 0; kk < kKo; ++kk)
-        if (kk == k) e = ke[kk];
-      if (k >= kKo && idx < kend) e = ko[idx];
+      const uint32_t e = entry(k, idx);
       const int tau = static_cast<int>(e >> 16) / D - row0;
       const bool live = idx < kend && tau >= 0 && tau < valid;
       float d[NQ];
