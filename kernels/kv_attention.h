@@ -70,6 +70,14 @@ inline size_t kv_attention_workspace_floats(int batch, int n_q_heads, int n_spli
   return static_cast<size_t>(batch) * n_q_heads * (n_splits + 1) * (head_dim + 2);
 }
 
+// Points p's part_o and then part_ml into work, kv_attention_workspace_floats floats for p's
+// batch, n_q_heads, n_splits and head_dim.
+inline void kv_attention_set_workspace(KvAttentionParams* p, float* work) {
+  p->part_o = work;
+  p->part_ml = work + static_cast<size_t>(p->batch) * p->n_q_heads * (p->n_splits + 1) *
+                          p->cache.layout.head_dim;
+}
+
 // The tokens a split's length is a multiple of: v3 (kTwoPhase) walks blocks of
 // layout.block_tokens and may start one anywhere in a page; v1 and v2 split at pages.
 int64_t kv_attention_split_unit(const KvLayout& layout, KvAttentionKernel version);

@@ -150,8 +150,7 @@ Run attend(KvCache& cache, const Queries& q, bool bf16, KvAttentionKernel versio
     p.n_splits = splits;
     p.split_tokens = cache.config().layout().block_tokens;
     work = DeviceBuffer<float>(kv_attention_workspace_floats(p.batch, p.n_q_heads, splits, D));
-    p.part_o = work.data();
-    p.part_ml = p.part_o + static_cast<size_t>(p.batch) * p.n_q_heads * (splits + 1) * D;
+    kv_attention_set_workspace(&p, work.data());
     EXPECT_EQ(cudaMemset(work.data(), 0xFF, work.bytes()), cudaSuccess);
     EXPECT_EQ(launch_kv_attention(p, version, nullptr), cudaSuccess);
   } else {

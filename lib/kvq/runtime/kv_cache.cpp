@@ -368,9 +368,7 @@ KvAttentionParams KvCache::attention_params(const void* q, bool q_bf16, void* ou
   const size_t floats = kernels::kv_attention_workspace_floats(batch_, config_.n_q_heads,
                                                                p.n_splits, config_.head_dim);
   if (buf_->work.size() < floats) buf_->work = allocate<float>(floats, "the attention workspace");
-  p.part_o = buf_->work.data();
-  p.part_ml = p.part_o +
-              static_cast<size_t>(batch_) * config_.n_q_heads * (p.n_splits + 1) * config_.head_dim;
+  kernels::kv_attention_set_workspace(&p, buf_->work.data());
   return p;
 }
 
