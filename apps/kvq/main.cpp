@@ -10,7 +10,6 @@
 #include <thread>
 
 #include <malloc.h>
-#include <unistd.h>
 
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
@@ -90,16 +89,20 @@ std::string usage_message(const CLI::App& app, const std::string& what) {
   return what;
 }
 
+// libgomp (LibTorch's and OpenBLAS's threads) spins while waiting for work by default; when the
+// cores are shared (ctest -j2, a second job) the spinning threads starve the working ones and a
+// calibration ran 30x slower. libgomp reads the policy in its constructor, before main. The
+// executable's .preinit_array runs before any shared library's constructor, so the default is set
+// there; the user's own OMP_WAIT_POLICY is kept. (kvq used to set it in main and re-execute
+// itself, which loaded LibTorch's ~290 libraries twice: 1.1 s of each 2.2 s start.)
+void passive_omp_by_default(int, char**, char**) { setenv("OMP_WAIT_POLICY", "PASSIVE", 0); }
+using PreinitFunction = void (*)(int, char**, char**);
+__attribute__((section(".preinit_array"), used)) const PreinitFunction kPassiveOmp =
+    passive_omp_by_default;
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  // libgomp (LibTorch's and OpenBLAS's threads) spins while waiting for work by default; when
-  // the cores are shared (ctest -j2, a second job) the spinning threads starve the working ones
-  // and a calibration ran 30x slower. The policy is read when libgomp loads, before main, so it
-  // is set here and the process re-executes itself once.
-  if (!std::getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0) {
-    execv("/proc/self/exe", argv);  // returns only on failure: carry on with the default policy
-  }
   // glibc serves every allocation above 32 MiB with a fresh mmap and unmaps it on free, so each
   // forward's logits and attention scores were page-faulted in again (zeroed by the kernel) on
   // every batch: 35% of an eval's time in the kernel, and a 5.6x slower wt2-llama-1m eval. The

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -21,6 +23,49 @@ using test::kModel1m;
 using test::kTest;
 using test::quoted;
 using test::run_kvq;
+
+// Sets (or, with nullopt, removes) an environment variable for one scope; kvq inherits it.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::optional<std::string>& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    value ? ::setenv(name, value->c_str(), 1) : ::unsetenv(name);
+  }
+  ~ScopedEnv() { old_ ? ::setenv(name_, old_->c_str(), 1) : ::unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// libgomp reads OMP_WAIT_POLICY in its constructor, before main; a spinning wait starved shared
+// cores. kvq makes PASSIVE the default before libgomp loads, keeps a policy the user set, and
+// loads once (OMP_DISPLAY_ENV prints libgomp's settings at each load; kvq used to re-execute
+// itself to set the policy, loading LibTorch twice).
+TEST(CliStart, OpenMpWaitsPassivelyUnlessTheUserChoseAndKvqLoadsOnce) {
+  const ScopedEnv display("OMP_DISPLAY_ENV", "true");
+  const auto loads = [](const std::string& err) {
+    size_t n = 0;
+    for (size_t at = err.find("OPENMP DISPLAY ENVIRONMENT BEGIN"); at != std::string::npos;
+         at = err.find("OPENMP DISPLAY ENVIRONMENT BEGIN", at + 1))
+      ++n;
+    return n;
+  };
+  {
+    const ScopedEnv policy("OMP_WAIT_POLICY", std::nullopt);
+    const auto r = run_kvq("--version");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(loads(r.err), 1u) << r.err;
+    EXPECT_NE(r.err.find("OMP_WAIT_POLICY = 'PASSIVE'"), std::string::npos) << r.err;
+  }
+  const ScopedEnv policy("OMP_WAIT_POLICY", "active");
+  const auto r = run_kvq("--version");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(loads(r.err), 1u) << r.err;
+  EXPECT_NE(r.err.find("OMP_WAIT_POLICY = 'ACTIVE'"), std::string::npos) << r.err;
+}
 
 TEST(CliEval, Llama2cCheckpointGivesTheSamePerplexity) {
   KVQ_REQUIRE_DATA(kModel1m + "/model.bin");

@@ -39,7 +39,6 @@ std::vector<std::string> temp_files(const std::string& dir) {
 pid_t spawn_kvq(const std::vector<std::string>& args) {
   const pid_t pid = ::fork();
   if (pid == 0) {
-    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);  // no re-exec: the pid is the one killed
     std::FILE* null = std::fopen("/dev/null", "w");
     ::dup2(fileno(null), 1);
     ::dup2(fileno(null), 2);
