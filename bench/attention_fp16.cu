@@ -22,6 +22,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cublas_api.h"
+
 namespace kvq::bench {
 namespace {
 
@@ -289,7 +291,7 @@ cudaError_t launch_fp16_cublas_attention(const Fp16AttentionParams& p, cublasHan
   const int count = p.batch * p.n_kv_heads;
   const float alpha = 1.0f / std::sqrt(static_cast<float>(D)), one = 1.0f, zero = 0.0f;
   // scores[bh][g][t] = K_bh[t] . q_bh[g]: C (T x G) = K^T (T x D) * Q (D x G), column-major.
-  cublasStatus_t st = cublasGemmStridedBatchedEx(
+  cublasStatus_t st = cublas_api().gemm_strided_batched(
       handle, CUBLAS_OP_T, CUBLAS_OP_N, T, G, D, &alpha, p.k, CUDA_R_16F, D, int64_t{T} * D, p.q,
       CUDA_R_16F, D, int64_t{G} * D, &zero, p.scores, CUDA_R_32F, T, int64_t{G} * T, count,
       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
@@ -297,10 +299,10 @@ cudaError_t launch_fp16_cublas_attention(const Fp16AttentionParams& p, cublasHan
   softmax_rows_kernel<<<p.batch * p.n_q_heads, 256, 0, stream>>>(p.scores, p.probs, T);
   if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
   // out[bh][g] = V_bh^T p[bh][g]: C (D x G) = V (D x T) * P (T x G), column-major.
-  st = cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, D, G, T, &one, p.v, CUDA_R_16F,
-                                  D, int64_t{T} * D, p.probs, CUDA_R_16F, T, int64_t{G} * T, &zero,
-                                  p.out, CUDA_R_16F, D, int64_t{G} * D, count, CUBLAS_COMPUTE_32F,
-                                  CUBLAS_GEMM_DEFAULT);
+  st = cublas_api().gemm_strided_batched(
+      handle, CUBLAS_OP_N, CUBLAS_OP_N, D, G, T, &one, p.v, CUDA_R_16F, D, int64_t{T} * D, p.probs,
+      CUDA_R_16F, T, int64_t{G} * T, &zero, p.out, CUDA_R_16F, D, int64_t{G} * D, count,
+      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   return st == CUBLAS_STATUS_SUCCESS ? cudaGetLastError() : cudaErrorUnknown;
 }
 

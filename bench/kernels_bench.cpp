@@ -41,13 +41,13 @@
 #include <vector>
 
 #include <ATen/ATen.h>
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <torch/version.h>
 
 #include "attention_fp16.h"
+#include "cublas_api.h"
 #include "attention_fp64.h"
 #include "kernels_report.h"
 #include "kvq/artifact/atomic_file.h"
@@ -87,8 +87,9 @@ class Gpu {
  public:
   Gpu() {
     check(cudaStreamCreate(&stream_), "stream");
-    if (cublasCreate(&cublas_) != CUBLAS_STATUS_SUCCESS) fail("bench kernels: cublasCreate failed");
-    cublasSetStream(cublas_, stream_);
+    if (cublas_api().create(&cublas_) != CUBLAS_STATUS_SUCCESS)
+      fail("bench kernels: cublasCreate failed");
+    cublas_api().set_stream(cublas_, stream_);
     check(cudaEventCreate(&e0_), "event");
     check(cudaEventCreate(&e1_), "event");
     check(cudaGetDevice(&device_), "device");
@@ -100,7 +101,7 @@ class Gpu {
     cudaFree(flush_);
     cudaEventDestroy(e0_);
     cudaEventDestroy(e1_);
-    cublasDestroy(cublas_);
+    cublas_api().destroy(cublas_);
     cudaStreamDestroy(stream_);
   }
   cudaStream_t stream() const { return stream_; }

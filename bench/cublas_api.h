@@ -1,0 +1,30 @@
+// cuBLAS for the fp16 baseline of `kvq bench kernels`, loaded on first use instead of linked:
+// libcublas and the libcublasLt it loads took 0.48 s of every start of every process that linked
+// them (kvq --version took 1.06 s on a CPU machine), for one baseline of one benchmark. The
+// types and constants still come from cublas_v2.h.
+#pragma once
+
+#include <cublas_v2.h>
+
+namespace kvq::bench {
+
+// The cuBLAS functions the baseline calls.
+struct CublasApi {
+  decltype(&cublasCreate_v2) create = nullptr;
+  decltype(&cublasDestroy_v2) destroy = nullptr;
+  decltype(&cublasSetStream_v2) set_stream = nullptr;
+  // The library's function (cublas_api.h also declares an inline C++ overload taking the
+  // compute type as a cudaDataType).
+  cublasStatus_t (*gemm_strided_batched)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int,
+                                         int, int, const void*, const void*, cudaDataType, int,
+                                         long long, const void*, cudaDataType, int, long long,
+                                         const void*, void*, cudaDataType, int, long long, int,
+                                         cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
+};
+
+// Loads libcublas (its SONAME, else the file the build linked against) on the first call and
+// returns its functions; throws kvq::Error naming the library and dlerror()'s reason when it
+// cannot be loaded or lacks a function. Thread-safe.
+const CublasApi& cublas_api();
+
+}  // namespace kvq::bench
