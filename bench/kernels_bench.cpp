@@ -47,8 +47,8 @@
 #include <torch/version.h>
 
 #include "attention_fp16.h"
-#include "cublas_api.h"
 #include "attention_fp64.h"
+#include "cublas_api.h"
 #include "kernels_report.h"
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/common/error.h"
