@@ -533,7 +533,7 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
                 Buf<uint8_t> bytes(static_cast<size_t>(r.bytes) + 16, "the probe's roofline");
                 r.roofline_ms = roofline_ms(bytes.data(), r.bytes);
               }
-              const size_t n_ml = static_cast<size_t>(batch) * sh.n_q * (p.n_splits + 1) * 2;
+              const size_t n_ml = kernels::kv_attention_part_rows(batch, sh.n_q, p.n_splits) * 2;
               const auto lse = [&](std::vector<float>* out_lse) {
                 check(cudaStreamSynchronize(stream), "part_ml");
                 std::vector<float> ml(n_ml);

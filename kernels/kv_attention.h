@@ -65,17 +65,23 @@ KVQ_HD int kv_attention_parts(const KvAttentionParams& p) {
   return p.n_splits + (p.cache.has_fp16_tokens() ? 1 : 0);
 }
 
+// Rows of part_o (head_dim floats each) and of part_ml (2 floats each) for a launch: n_splits + 1
+// parts per (sequence, query head), whether or not the launch writes part n_splits.
+inline size_t kv_attention_part_rows(int batch, int n_q_heads, int n_splits) {
+  return static_cast<size_t>(batch) * n_q_heads * (n_splits + 1);
+}
+
 // Floats of part_o plus part_ml for a launch.
 inline size_t kv_attention_workspace_floats(int batch, int n_q_heads, int n_splits, int head_dim) {
-  return static_cast<size_t>(batch) * n_q_heads * (n_splits + 1) * (head_dim + 2);
+  return kv_attention_part_rows(batch, n_q_heads, n_splits) * (head_dim + 2);
 }
 
 // Points p's part_o and then part_ml into work, kv_attention_workspace_floats floats for p's
 // batch, n_q_heads, n_splits and head_dim.
 inline void kv_attention_set_workspace(KvAttentionParams* p, float* work) {
   p->part_o = work;
-  p->part_ml = work + static_cast<size_t>(p->batch) * p->n_q_heads * (p->n_splits + 1) *
-                          p->cache.layout.head_dim;
+  p->part_ml =
+      work + kv_attention_part_rows(p->batch, p->n_q_heads, p->n_splits) * p->cache.layout.head_dim;
 }
 
 // The tokens a split's length is a multiple of: v3 (kTwoPhase) walks blocks of

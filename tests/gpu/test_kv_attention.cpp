@@ -374,7 +374,7 @@ TEST(KvScoreProbe, MatchesV3sSoftmaxStatistics) {
     DeviceBuffer<uint16_t> dout(q_bits.size());
     const KvAttentionParams p = cache.attention_params(dq.data(), c.bf16, dout.data(), df.data(),
                                                        KvAttentionKernel::kTwoPhase);
-    const size_t n_ml = static_cast<size_t>(p.batch) * p.n_q_heads * (p.n_splits + 1) * 2;
+    const size_t n_ml = kv_attention_part_rows(p.batch, p.n_q_heads, p.n_splits) * 2;
     auto read_ml = [&] {
       std::vector<float> ml(n_ml);
       EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
