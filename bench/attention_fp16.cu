@@ -22,7 +22,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "cublas_api.h"
+#include "cublas_loader.h"
 
 namespace kvq::bench {
 namespace {

@@ -48,7 +48,7 @@
 
 #include "attention_fp16.h"
 #include "attention_fp64.h"
-#include "cublas_api.h"
+#include "cublas_loader.h"
 #include "kernels_report.h"
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/common/error.h"

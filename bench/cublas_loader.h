@@ -14,7 +14,7 @@ struct CublasApi {
   decltype(&cublasCreate_v2) create = nullptr;
   decltype(&cublasDestroy_v2) destroy = nullptr;
   decltype(&cublasSetStream_v2) set_stream = nullptr;
-  // The library's function (cublas_api.h also declares an inline C++ overload taking the
+  // The library's function (CUDA's cublas_api.h also declares an inline C++ overload taking the
   // compute type as a cudaDataType).
   cublasStatus_t (*gemm_strided_batched)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int,
                                          int, int, const void*, const void*, cudaDataType, int,

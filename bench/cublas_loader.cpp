@@ -1,4 +1,4 @@
-#include "cublas_api.h"
+#include "cublas_loader.h"
 
 #include <dlfcn.h>
 
