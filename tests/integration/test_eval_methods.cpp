@@ -33,15 +33,17 @@ const nlohmann::json* row(const nlohmann::json& j, const std::string& method) {
   return nullptr;
 }
 
-// The whole test set, the fp16 baseline and two of the reference's three int-token rows (int3-token
-// is the same code at another bit width; each row is a pass over 397,781 tokens, ~75 s in CI).
+// The whole test set, the fp16 baseline and the reference's int2-token row: each row is a pass
+// over 397,781 tokens (~50 s of CPU in CI), so int3- and int4-token, the same code at other bit
+// widths, are left out; int2 moves the perplexity most (+15.5% in the reference), so the 0.1%
+// tolerance checks the quantizer most tightly there.
 // Without --quiet and not on a TTY, eval prints plain progress lines with rate and ETA.
 TEST(EvalMethods, Llama1mIntTokenMatchesTheTransformersReferences) {
   KVQ_REQUIRE_DATA(kModel1m);
   const auto ref = nlohmann::json::parse(
       test::read_file(data_path(kModel1m + "/reference.json")))["eval"]["wiki.test.tokens"];
   const auto r = run_kvq("eval --model " + quoted(data_path(kModel1m)) + " --data " +
-                         quoted(data_path(kTest)) + " --methods int4-token,int2-token --json");
+                         quoted(data_path(kTest)) + " --methods int2-token --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["tokens"], 397781);
@@ -55,17 +57,13 @@ TEST(EvalMethods, Llama1mIntTokenMatchesTheTransformersReferences) {
   EXPECT_NEAR((*fp16)["ppl"].get<double>(), ref["ppl"].get<double>(),
               ref["ppl"].get<double>() * 5e-4);
   EXPECT_NEAR((*fp16)["mean_loss"].get<double>(), ref["mean_loss"].get<double>(), 1e-4);
-  const std::pair<const char*, const char*> cases[] = {
-      {"int4-token", "ppl_kv_int4_token_pre_rope"}, {"int2-token", "ppl_kv_int2_token_pre_rope"}};
-  for (const auto& [method, key] : cases) {
-    const nlohmann::json* got = row(j, method);
-    ASSERT_NE(got, nullptr) << method;
-    const double want = ref[key].get<double>();
-    EXPECT_NEAR((*got)["ppl"].get<double>() / want - 1.0, 0.0, 1e-3)
-        << method << ": " << (*got)["ppl"] << " vs " << want;
-  }
-  // 4-bit codes plus an fp16 scale and minimum per 32-element head vector: 4 + 32/32 bits.
-  EXPECT_DOUBLE_EQ((*row(j, "int4-token"))["bits_per_element"].get<double>(), 5.0);
+  const nlohmann::json* int2 = row(j, "int2-token");
+  ASSERT_NE(int2, nullptr);
+  const double want = ref["ppl_kv_int2_token_pre_rope"].get<double>();
+  EXPECT_NEAR((*int2)["ppl"].get<double>() / want - 1.0, 0.0, 1e-3)
+      << (*int2)["ppl"] << " vs " << want;
+  // 2-bit codes plus an fp16 scale and minimum per 32-element head vector: 2 + 32/32 bits.
+  EXPECT_DOUBLE_EQ((*int2)["bits_per_element"].get<double>(), 3.0);
 }
 
 // Agreement with fp16 on a 16-window prefix: fp16 against itself is exact, int2-token moves the
@@ -198,19 +196,20 @@ TEST(QualityBar, Llama18mNuqOrderingsOnAReducedBudget) {
 }
 
 // The README's main job on a reduced budget: every artifact written, every method of the paper's
-// list in the table, the calibration readable by kvq inspect.
+// list in the table, the calibration readable by kvq inspect. Two windows: the test takes 83 s
+// in CI (130 s with four: each window is 25 rows of 1,024 tokens).
 TEST(Reproduce, Llama18mReducedBudgetWritesTheTableAndArtifacts) {
   KVQ_REQUIRE_DATA(kModel18m);
   test::TempDir tmp;
   const std::string dir = tmp.file("out");
   const auto r = run_kvq("reproduce --model " + quoted(data_path(kModel18m)) + " --train " +
                          quoted(data_path(kTrain)) + " --data " + quoted(data_path(kTest)) +
-                         " --samples 2 --calib-seq-len 256 --max-tokens 4096" + " --out-dir " +
+                         " --samples 2 --calib-seq-len 256 --max-tokens 2048" + " --out-dir " +
                          quoted(dir) + " --quiet --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["seq_len"], 1024);
-  EXPECT_EQ(j["windows"], 4);
+  EXPECT_EQ(j["windows"], 2);
   for (const char* m :
        {"fp16", "int4-token", "int2-token", "nuq4", "nuq3-1%", "nuq2-1%", "kivi2-g32-r128",
         "skvq-k2-v2-g128-w128", "fp8-e4m3", "nuq3-1%-post", "nuq3-1%-vhead", "nuq2-1%-qnorm"}) {
