@@ -198,7 +198,7 @@ TEST(QualityBar, Llama18mNuqOrderingsOnAReducedBudget) {
 // The README's main job on a reduced budget: every artifact written, every method of the paper's
 // list in the table, the calibration readable by kvq inspect. Calibrated on wiki.valid (wiki.train
 // is 10 times larger and costs ~30 s of CPU to tokenize) and evaluated on two windows (each
-// window is 25 rows of 1,024 tokens): 83 s in CI with wiki.train, 130 s with four windows.
+// window is 25 rows of 1,024 tokens): 60 s in CI, 130 s with wiki.train and four windows.
 TEST(Reproduce, Llama18mReducedBudgetWritesTheTableAndArtifacts) {
   KVQ_REQUIRE_DATA(kModel18m);
   test::TempDir tmp;
