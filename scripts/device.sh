@@ -32,7 +32,8 @@
 # "kvq gpu_test_kv_attention"), KVQ_GPU_TESTS (a ctest -R regex for the test step),
 # KVQ_BENCH_ARGS (extra flags for kvq bench kernels, e.g. "--contexts 32768 --versions 3"),
 # KVQ_E2E_ARGS (extra flags for kvq bench e2e, e.g. "--batches 8 --methods fp16,nuq3-1%"),
-# KVQ_BASE_SRC (a carried source tree to build as the kernels and e2e steps' same-call baseline),
+# KVQ_BASE_SRC (carried source trees, space-separated, to build as the kernels and e2e steps'
+# same-call baselines; with several, stacked changes are compared one by one),
 # KVQ_PROFILE_VERSIONS (what the profile step profiles in full, source counters included,
 # default "2 3"; "append": the append of one token, MHA batch 1 at 32K, nuq3-1%; "probe": the
 # score probe (kernels/kv_score_probe.h) where v3 would be; any entry may
@@ -122,56 +123,71 @@ targets=()
 for t in ${KVQ_TARGETS:-}; do targets+=(--target "$t"); done
 cmake --build build-gpu -j"$(nproc)" "${targets[@]}" -- -k >"$OUT/build.log" 2>&1 \
   || { log "build FAILED"; grep -m20 -E 'error|Error' "$OUT/build.log"; exit 1; }
-# KVQ_BASE_SRC: a second source tree (e.g. `git archive main | tar -x -C .ab/main`, carried),
-# built into build-gpu-base (kvq only), so that the kernels and e2e steps time both in one call.
-# A warm machine keeps build-gpu-base between calls. It starts afresh for another source path
-# (CMake refuses a build directory configured for other sources). For the same path carried
-# again with other contents, the files whose contents changed since its last build are touched
-# first: `git archive` dates every file to its commit, older than the objects built from the tree
-# before, so make would otherwise rebuild nothing and time the old baseline.
-base_bin=
-if [ -n "${KVQ_BASE_SRC:-}" ]; then
-  log "build the baseline tree $KVQ_BASE_SRC"
-  base_src=$(cd "$KVQ_BASE_SRC" && pwd)
-  manifest=build-gpu-base/kvq-base-sources.sha1
-  if [ -f build-gpu-base/CMakeCache.txt ] &&
-     ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$base_src" build-gpu-base/CMakeCache.txt; then
-    rm -rf build-gpu-base
+# KVQ_BASE_SRC: one or more further source trees, space-separated (e.g. `git archive main | tar
+# -x -C .ab/main`, carried), built into build-gpu-base, build-gpu-base2, ... (kvq only), so that
+# the kernels and e2e steps time them all in one call: the first is the baseline (the e2e and
+# serve steps use it alone); with two or more, the kernels step compares each tree with the one
+# after it (the last base with this tree) and the first with this tree, so that stacked changes
+# (main, main + A, main + A + B) are measured one by one in a single call.
+# A warm machine keeps the build-gpu-base* folders between calls. Each starts afresh for another
+# source path (CMake refuses a build directory configured for other sources). For the same path
+# carried again with other contents, the files whose contents changed since its last build are
+# touched first: `git archive` dates every file to its commit, older than the objects built from
+# the tree before, so make would otherwise rebuild nothing and time the old baseline.
+base_bins=()
+build_base() {  # build_base SRC DIR: builds SRC's kvq into DIR, prints nothing, fails loudly
+  local src dir=$2 manifest touched
+  src=$(cd "$1" && pwd) || return 1
+  manifest=$dir/kvq-base-sources.sha1
+  if [ -f "$dir/CMakeCache.txt" ] &&
+     ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$src" "$dir/CMakeCache.txt"; then
+    rm -rf "$dir"
   fi
-  mkdir -p build-gpu-base
-  (cd "$base_src" && find . -type f -print0 | sort -z | xargs -0 -r sha1sum) >"$manifest.new"
-  if [ -f build-gpu-base/CMakeCache.txt ]; then
+  mkdir -p "$dir"
+  (cd "$src" && find . -type f -print0 | sort -z | xargs -0 -r sha1sum) >"$manifest.new"
+  if [ -f "$dir/CMakeCache.txt" ]; then
     # Lines of the new manifest not in the last one: files added or changed (all of them when
     # there is no last one).
     touched=$(comm -13 <(sort "$manifest" 2>/dev/null) <(sort "$manifest.new") |
       sed 's/^[0-9a-f]*  //')
-    [ -z "$touched" ] || (cd "$base_src" && xargs -d '\n' touch -- <<<"$touched")
-    log "baseline: $(grep -c . <<<"$touched") files changed since its last build"
+    [ -z "$touched" ] || (cd "$src" && xargs -d '\n' touch -- <<<"$touched")
+    log "baseline $1: $(grep -c . <<<"$touched") files changed since its last build"
   fi
-  if cmake -S "$base_src" -B build-gpu-base -DCMAKE_BUILD_TYPE=Release \
-       -DCMAKE_PREFIX_PATH="$torch_prefix" -DCMAKE_CUDA_ARCHITECTURES=90 \
-       -DKVQ_DATA_DIR="$data_dir" >"$OUT/configure-base.log" 2>&1 &&
-     cmake --build build-gpu-base -j"$(nproc)" --target kvq >"$OUT/build-base.log" 2>&1; then
+  local tag=${dir#build-gpu-}
+  cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH="$torch_prefix" -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DKVQ_DATA_DIR="$data_dir" >"$OUT/configure-$tag.log" 2>&1 &&
+    cmake --build "$dir" -j"$(nproc)" --target kvq >"$OUT/build-$tag.log" 2>&1 &&
     mv "$manifest.new" "$manifest"
-    base_bin=build-gpu-base/bin/kvq
-  else
-    log "baseline build FAILED"; tail -20 "$OUT/build-base.log" 2>/dev/null; exit 1
-  fi
-fi
+}
+n_base=0
+for src in ${KVQ_BASE_SRC:-}; do
+  n_base=$((n_base + 1))
+  dir=build-gpu-base; [ "$n_base" -gt 1 ] && dir=build-gpu-base$n_base
+  log "build the baseline tree $src into $dir"
+  build_base "$src" "$dir" \
+    || { log "baseline build FAILED ($src)"; tail -20 "$OUT/build-${dir#build-gpu-}.log" 2>/dev/null; exit 1; }
+  base_bins+=("$dir/bin/kvq")
+done
+base_bin=${base_bins[0]:-}
 [ "$steps" = " build " ] && exit 0
 
 status=0
-# `kvq bench KIND FLAGS...`: with a baseline (KVQ_BASE_SRC) its binary first, then this tree's,
-# into bench-KIND-base.{md,json,err} and bench-KIND.{md,json,err}; a failure sets status.
+# `kvq bench KIND FLAGS...`: with baselines (KVQ_BASE_SRC) their binaries first, then this
+# tree's, into bench-KIND-base.{md,json,err} (bench-KIND-base2..., one per further baseline) and
+# bench-KIND.{md,json,err}; a failure sets status.
+base_tags() {  # the file suffixes of the baselines, in order: -base -base2 ...
+  local i
+  for ((i = 1; i <= ${#base_bins[@]}; i++)); do
+    if [ "$i" -eq 1 ]; then echo -base; else echo "-base$i"; fi
+  done
+}
 bench_rounds() {
-  local kind=$1 bin sfx
+  local kind=$1 bin sfx i=0
   shift
-  for sfx in -base ""; do
+  for sfx in $(base_tags) ""; do
     bin=build-gpu/bin/kvq
-    if [ -n "$sfx" ]; then
-      [ -n "$base_bin" ] || continue
-      bin=$base_bin
-    fi
+    [ -n "$sfx" ] && bin=${base_bins[$i]} && i=$((i + 1))
     "$bin" bench "$kind" "$@" --json-file "$OUT/bench-$kind$sfx.json" \
       >"$OUT/bench-$kind$sfx.md" 2>"$OUT/bench-$kind$sfx.err" \
       || { status=1; tail -5 "$OUT/bench-$kind$sfx.err"; }
@@ -244,8 +260,20 @@ if want kernels; then
   bench_rounds kernels ${KVQ_BENCH_ARGS:-}
   cat "$OUT/bench-kernels.md"
   if [ -n "$base_bin" ]; then
-    python3 bench/kernels_compare.py "$OUT/bench-kernels-base.json" "$OUT/bench-kernels.json" \
-      >"$OUT/bench-kernels-compare.md" && cat "$OUT/bench-kernels-compare.md"
+    # Each tree against the next (base -> base2 -> ... -> this tree), then the first against this
+    # tree when there are several, all into bench-kernels-compare.md.
+    mapfile -t tags < <(base_tags)
+    tags+=("")
+    pairs=()
+    for ((i = 0; i + 1 < ${#tags[@]}; i++)); do pairs+=("${tags[i]}:${tags[i + 1]}"); done
+    [ "${#tags[@]}" -gt 2 ] && pairs+=("-base:")
+    : >"$OUT/bench-kernels-compare.md"
+    for pair in "${pairs[@]}"; do
+      python3 bench/kernels_compare.py "$OUT/bench-kernels${pair%%:*}.json" \
+        "$OUT/bench-kernels${pair#*:}.json" >>"$OUT/bench-kernels-compare.md" || status=1
+      echo >>"$OUT/bench-kernels-compare.md"
+    done
+    cat "$OUT/bench-kernels-compare.md"
   fi
 fi
 if want e2e; then
