@@ -47,6 +47,7 @@
 
 #include "kv_attention_mma.h"
 #include "kv_attention_tc.cuh"
+#include "kv_fixed_point.h"
 
 namespace kvq::kernels::v3 {
 
@@ -456,8 +457,8 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
   uint8_t* wsm = sa + SM::kWarp0 + warp * WS::kBytes;
   uint32_t* a_sm = reinterpret_cast<uint32_t*>(wsm + WS::kA);
   float* sc = reinterpret_cast<float*>(wsm + WS::kSc);
-  float* corr = reinterpret_cast<float*>(wsm + WS::kCorr);  // phase 2
-  float2* pb = reinterpret_cast<float2*>(wsm + WS::kPb);    // phase 1
+  int* corr = reinterpret_cast<int*>(wsm + WS::kCorr);    // phase 2: fixed point
+  float2* pb = reinterpret_cast<float2*>(wsm + WS::kPb);  // phase 1
   int* pages_sm = reinterpret_cast<int*>(wsm + WS::kPages);
   float* acc_sm = reinterpret_cast<float*>(wsm + WS::kAcc);      // acc while phase 1 runs
   uint32_t* vw_sm = reinterpret_cast<uint32_t*>(wsm + WS::kVw);  // phase 2
@@ -498,6 +499,8 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
   const uint32_t* vsc_sm = reinterpret_cast<const uint32_t*>(wsm + WS::kVsc);
   const uint32_t* vix_sm = reinterpret_cast<const uint32_t*>(wsm + WS::kVix);
   const bool v_out = L.v_out_per_row > 0;
+  float vlev_max = 0.0f;  // the largest |value level|: the value corrections' bound (below)
+  for (int i = 0; i < (1 << B); ++i) vlev_max = fmaxf(vlev_max, fabsf(lev[16 + i]));
   // Chunk (16 bytes) of the header that holds k_begin[i], i < blocks_per_page.
   auto kbegin_chunk = [&](int i) { return (4 + 2 * min(i, L.blocks_per_page - 1)) / 16; };
 
@@ -605,7 +608,7 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
       }
     }
     __syncwarp();  // every lane has its scores before any writes its probabilities back
-    for (int i = lane; i < NQ * D; i += 32) corr[i] = 0.0f;  // pb's last reader was above
+    for (int i = lane; i < NQ * D; i += 32) corr[i] = 0;  // pb's last reader was above
     float mx = x[0];
 #pragma unroll
     for (int i = 1; i < 2 * S::kC; ++i) mx = fmaxf(mx, x[i]);
@@ -646,6 +649,7 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
     // The value-outlier index of tokens lane + 32 k and their first entries, asked for now so
     // that P.V covers the two round trips.
     constexpr int kTk = (S::kBT + 31) / 32;
+    constexpr int kSumBits = kv_fixed_sum_bits(S::kBT);  // the value corrections' fixed point
     const uint32_t* tok_out = reinterpret_cast<const uint32_t*>(tsec + L.off_v_out);
     uint32_t vix[kTk], ve0[kTk];
 #pragma unroll
@@ -726,9 +730,18 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
       }
     }
 
-    // Value outliers: p * (x - dense) into corr[query][channel], then into the accumulators.
+    // Value outliers: p * (x - dense) summed into corr[query][channel], then into the
+    // accumulators. The sums are int32 fixed point (kv_fixed_point.h) at a scale set per block
+    // and warp: sm_90 adds int32 in shared memory natively (ATOMS.ADD, nothing returned), where
+    // a float atomicAdd is a compare-and-swap loop, NQ of them an entry (bench/kernels_notes.md).
+    // A first pass bounds every term p |x - dense| of the block by its token's largest p times
+    // (max |x| + |offset| + |scale| max |level|); with at most kBT terms a sum, the scale fits
+    // every sum in an int32 and rounds each term to within 2^-kSumBits (2^-23 at 80 tokens a
+    // block) of the block's largest term. A bound that is not finite (an inf or NaN in the
+    // cache) makes the block's corrections NaN.
     if (v_out) {
-      __syncwarp();  // the probabilities in sc, corr zeroed
+      __syncwarp();        // the probabilities in sc, corr zeroed
+      uint32_t bmax = 0u;  // the lane's largest term bound, as float bits (>= 0, NaN above inf)
 #pragma unroll
       for (int k = 0; k < kTk; ++k) {
         const int tau = lane + 32 * k;
@@ -736,27 +749,50 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
         if (n_out == 0) continue;
         const uint32_t* row_out =
             tok_out + int64_t{row0 + tau} * L.v_out_per_row + (vix[k] & 0xFFFFu);
-        const float2 so = __half22float2(bits_h2(vsc_sm[tau]));
-        for (int i = 0; i < n_out; ++i) {
-          const uint32_t e = i == 0 ? ve0[k] : row_out[i];
-          const int ch = static_cast<int>(e >> 16) % D;
-          const uint32_t code = (vw_sm[ch * 8 + tau / S::kC] >> (B * (tau % S::kC))) & S::kCodeMask;
-          const float dx = half_bits_float(e & 0xFFFFu) -
-                           (so.x == 0.0f ? so.y : fmaf(lev[16 + code], so.x, so.y));
+        uint32_t xmax = ve0[k] & 0x7FFFu;  // the largest |x| of the token's entries (fp16 bits)
+        for (int i = 1; i < n_out; ++i) xmax = max(xmax, row_out[i] & 0x7FFFu);
+        float pmax = sc[tau];  // over the group's queries (padding queries' p are not used)
 #pragma unroll
-          for (int qi = 0; qi < NQ; ++qi) {
-            const float pq = sc[qi * S::kBT + tau];
-            if (pq != 0.0f) atomicAdd(&corr[qi * D + ch], pq * dx);
+        for (int qi = 1; qi < NQ; ++qi)
+          if (qi < group) pmax = fmaxf(pmax, sc[qi * S::kBT + tau]);
+        const float2 so = __half22float2(bits_h2(vsc_sm[tau]));
+        const float t = pmax * (half_bits_float(xmax) + fmaf(fabsf(so.x), vlev_max, fabsf(so.y)));
+        bmax = max(bmax, __float_as_uint(t));
+      }
+      const float bound = __uint_as_float(__reduce_max_sync(kFullMask, bmax));
+      if (bound != 0.0f) {  // warp-uniform; 0: no entries in the block
+        const KvFixedScale fx = kv_fixed_scale(bound, kSumBits);
+#pragma unroll
+        for (int k = 0; k < kTk; ++k) {
+          const int tau = lane + 32 * k;
+          const int n_out = static_cast<int>(vix[k] >> 16);
+          if (n_out == 0) continue;
+          const uint32_t* row_out =
+              tok_out + int64_t{row0 + tau} * L.v_out_per_row + (vix[k] & 0xFFFFu);
+          const float2 so = __half22float2(bits_h2(vsc_sm[tau]));
+          for (int i = 0; i < n_out; ++i) {
+            const uint32_t e = i == 0 ? ve0[k] : row_out[i];
+            const int ch = static_cast<int>(e >> 16) % D;
+            const uint32_t code =
+                (vw_sm[ch * 8 + tau / S::kC] >> (B * (tau % S::kC))) & S::kCodeMask;
+            const float dx = half_bits_float(e & 0xFFFFu) -
+                             (so.x == 0.0f ? so.y : fmaf(lev[16 + code], so.x, so.y));
+            const float dxs = dx * fx.scale;
+#pragma unroll
+            for (int qi = 0; qi < NQ; ++qi) {
+              atomicAdd(&corr[qi * D + ch], kv_fixed_round(sc[qi * S::kBT + tau] * dxs));
+            }
           }
         }
-      }
-      __syncwarp();
+        __syncwarp();
 #pragma unroll
-      for (int mt = 0; mt < S::kMT; ++mt) {
+        for (int mt = 0; mt < S::kMT; ++mt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int q2 = 2 * r + (e & 1), ch = 16 * mt + gq + 8 * (e >> 1);
-          if (q2 < NQ) acc[mt][e] += corr[q2 * D + ch];
+          for (int e = 0; e < 4; ++e) {
+            const int q2 = 2 * r + (e & 1), ch = 16 * mt + gq + 8 * (e >> 1);
+            if (q2 < NQ)
+              acc[mt][e] = fmaf(static_cast<float>(corr[q2 * D + ch]), fx.unit, acc[mt][e]);
+          }
         }
       }
     }

@@ -338,6 +338,43 @@ TEST(KvAttention, LongRandomCaches) {
   }
 }
 
+// v3 sums the value outliers' corrections as int32 fixed point at a scale set per block of
+// tokens (kernels/kv_attention_v3.cuh). Values at the edge of fp16 beside ordinary ones:
+// sequence 0 has 60,000 in channel 5 of every head of every token (one sign, so that a block's
+// sum for that channel has every token's term near the bound: the int32 range's worst case);
+// sequence 1 has -20,000 in every 50th token at a channel that moves and 8 there in the others
+// (terms 2,500 times apart in one block: the rounding is relative to the block's largest).
+TEST(KvAttention, ValueOutliersOfWideRange) {
+  KVQ_REQUIRE_GPU();
+  const KvMethod N = KvMethod::kNuq;
+  const quant::ValueVector T = quant::ValueVector::kToken;
+  const std::vector<Case> wide_cases = {
+      {N, 3, 128, 2, 4, 0, 0, 32, 320, 0.01, {700, 500}, 2, false, 101, 0, T},
+      {N, 3, 128, 2, 1, 0, 0, 32, 320, 0.01, {700, 500}, 2, false, 102},
+      {N, 2, 64, 1, 8, 0, 2, 32, 256, 0.02, {600, 300}, 2, true, 103, 0, T},
+  };
+  for (const Case& c : wide_cases) {
+    SCOPED_TRACE(c.str());
+    History hist = test::random_history(c.lengths, c.n_kv_heads, c.head_dim, c.seed);
+    const size_t row = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+    for (size_t t = 0; t < hist.v[0].size() / row; ++t) {
+      for (int h = 0; h < c.n_kv_heads; ++h)
+        hist.v[0][t * row + h * c.head_dim + 5] = kv_half_bits(60000.0f);
+    }
+    for (size_t t = 0; t < hist.v[1].size() / row; ++t) {
+      const size_t ch = t * 13 % c.head_dim;
+      for (int h = 0; h < c.n_kv_heads; ++h)
+        hist.v[1][t * row + h * c.head_dim + ch] = kv_half_bits(t % 50 == 0 ? -20000.0f : 8.0f);
+    }
+    const quant::KvTables q =
+        test::random_quantizer(hist, c.bits, c.n_kv_heads, c.head_dim, 0.005, c.seed + 1);
+    KvCache cache(c.config(), &q);
+    test::build(&cache, hist, c.appends);
+    const KvState ref_state = kv_quantize_ref(cache.config(), &q, hist.k, hist.v);
+    check(cache, ref_state, &q, c.bf16, c.seed + 2, c.str());
+  }
+}
+
 // The score probe (kv_score_probe.h) writes what v3 writes to part_ml for the quantized splits
 // (each split's maximum and sum of exp2), by v3's arithmetic in v3's order: it must match v3's on
 // the same launch parameters to float rounding, every split written (part_ml is poisoned first).
