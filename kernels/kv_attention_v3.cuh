@@ -15,7 +15,8 @@
 //   phase 2  one maximum per block and query (no per-step softmax), the probabilities written
 //            back over the scores, P.V over C/2 steps of 16 tokens as in v2, two m16 tiles at a
 //            time with the next two tiles' value words in flight, the value outliers
-//            (p * (x - dense) from the stored probabilities) folded in at the block's end.
+//            (p * (x - dense) from the stored probabilities, summed as int32 fixed point
+//            with several queries a KV head) folded in at the block's end.
 // The output accumulators wait in shared memory during phase 1, where the key constants hold
 // their registers; a block's header chunks, value scales and value-outlier index words are
 // copied by cp.async at its start and arrive during phase 1. The lookup tables sit at a shared
@@ -457,7 +458,7 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
   uint8_t* wsm = sa + SM::kWarp0 + warp * WS::kBytes;
   uint32_t* a_sm = reinterpret_cast<uint32_t*>(wsm + WS::kA);
   float* sc = reinterpret_cast<float*>(wsm + WS::kSc);
-  int* corr = reinterpret_cast<int*>(wsm + WS::kCorr);    // phase 2: fixed point
+  int* corr = reinterpret_cast<int*>(wsm + WS::kCorr);    // phase 2: fixed point (NQ = 1: float)
   float2* pb = reinterpret_cast<float2*>(wsm + WS::kPb);  // phase 1
   int* pages_sm = reinterpret_cast<int*>(wsm + WS::kPages);
   float* acc_sm = reinterpret_cast<float*>(wsm + WS::kAcc);      // acc while phase 1 runs
@@ -730,18 +731,9 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
       }
     }
 
-    // Value outliers: p * (x - dense) summed into corr[query][channel], then into the
-    // accumulators. The sums are int32 fixed point (kv_fixed_point.h) at a scale set per block
-    // and warp: sm_90 adds int32 in shared memory natively (ATOMS.ADD, nothing returned), where
-    // a float atomicAdd is a compare-and-swap loop, NQ of them an entry (bench/kernels_notes.md).
-    // A first pass bounds every term p |x - dense| of the block by its token's largest p times
-    // (max |x| + |offset| + |scale| max |level|); with at most kBT terms a sum, the scale fits
-    // every sum in an int32 and rounds each term to within 2^-kSumBits (2^-23 at 80 tokens a
-    // block) of the block's largest term. A bound that is not finite (an inf or NaN in the
-    // cache) makes the block's corrections NaN.
-    if (v_out) {
-      __syncwarp();        // the probabilities in sc, corr zeroed
-      uint32_t bmax = 0u;  // the lane's largest term bound, as float bits (>= 0, NaN above inf)
+    // g(k, tau, n_out, row_out, offset and scale) for each of the lane's tokens tau = lane + 32 k
+    // with value-outlier entries, and f(tau, ch, x - dense) for each of their entries.
+    auto each_outlier_token = [&](auto&& g) {
 #pragma unroll
       for (int k = 0; k < kTk; ++k) {
         const int tau = lane + 32 * k;
@@ -749,50 +741,76 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
         if (n_out == 0) continue;
         const uint32_t* row_out =
             tok_out + int64_t{row0 + tau} * L.v_out_per_row + (vix[k] & 0xFFFFu);
-        uint32_t xmax = ve0[k] & 0x7FFFu;  // the largest |x| of the token's entries (fp16 bits)
-        for (int i = 1; i < n_out; ++i) xmax = max(xmax, row_out[i] & 0x7FFFu);
-        float pmax = sc[tau];  // over the group's queries (padding queries' p are not used)
-#pragma unroll
-        for (int qi = 1; qi < NQ; ++qi)
-          if (qi < group) pmax = fmaxf(pmax, sc[qi * S::kBT + tau]);
-        const float2 so = __half22float2(bits_h2(vsc_sm[tau]));
-        const float t = pmax * (half_bits_float(xmax) + fmaf(fabsf(so.x), vlev_max, fabsf(so.y)));
-        bmax = max(bmax, __float_as_uint(t));
+        g(k, tau, n_out, row_out, __half22float2(bits_h2(vsc_sm[tau])));
       }
-      const float bound = __uint_as_float(__reduce_max_sync(kFullMask, bmax));
-      if (bound != 0.0f) {  // warp-uniform; 0: no entries in the block
-        const KvFixedScale fx = kv_fixed_scale(bound, kSumBits);
+    };
+    auto each_value_outlier = [&](auto&& f) {
+      each_outlier_token([&](int k, int tau, int n_out, const uint32_t* row_out, float2 so) {
+        for (int i = 0; i < n_out; ++i) {
+          const uint32_t e = i == 0 ? ve0[k] : row_out[i];
+          const int ch = static_cast<int>(e >> 16) % D;
+          const uint32_t code = (vw_sm[ch * 8 + tau / S::kC] >> (B * (tau % S::kC))) & S::kCodeMask;
+          f(tau, ch,
+            half_bits_float(e & 0xFFFFu) -
+                (so.x == 0.0f ? so.y : fmaf(lev[16 + code], so.x, so.y)));
+        }
+      });
+    };
+    // Once the lanes' adds are done: acc += correction(i) for corr[i] of each fragment element.
+    auto add_corrections = [&](auto&& correction) {
+      __syncwarp();
 #pragma unroll
-        for (int k = 0; k < kTk; ++k) {
-          const int tau = lane + 32 * k;
-          const int n_out = static_cast<int>(vix[k] >> 16);
-          if (n_out == 0) continue;
-          const uint32_t* row_out =
-              tok_out + int64_t{row0 + tau} * L.v_out_per_row + (vix[k] & 0xFFFFu);
-          const float2 so = __half22float2(bits_h2(vsc_sm[tau]));
-          for (int i = 0; i < n_out; ++i) {
-            const uint32_t e = i == 0 ? ve0[k] : row_out[i];
-            const int ch = static_cast<int>(e >> 16) % D;
-            const uint32_t code =
-                (vw_sm[ch * 8 + tau / S::kC] >> (B * (tau % S::kC))) & S::kCodeMask;
-            const float dx = half_bits_float(e & 0xFFFFu) -
-                             (so.x == 0.0f ? so.y : fmaf(lev[16 + code], so.x, so.y));
+      for (int mt = 0; mt < S::kMT; ++mt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int q2 = 2 * r + (e & 1), ch = 16 * mt + gq + 8 * (e >> 1);
+          if (q2 < NQ) acc[mt][e] += correction(q2 * D + ch);
+        }
+      }
+    };
+    // Value outliers: p * (x - dense) summed into corr[query][channel], then into the
+    // accumulators. With one query (MHA) as float, by atomicAdd. With several (GQA) as int32
+    // fixed point (kv_fixed_point.h) at a scale set per block and warp: sm_90 adds int32 in
+    // shared memory natively (ATOMS.ADD, nothing returned), where a float atomicAdd is a
+    // compare-and-swap loop, NQ of them an entry one after another. A first pass bounds every
+    // term p |x - dense| of the block by its token's largest p times (max |x| + |offset| +
+    // |scale| max |level|); with at most kBT terms a sum, the scale fits every sum in an int32
+    // and rounds each term to within 2^-kSumBits (2^-23 at 80 tokens a block) of the block's
+    // largest term. A bound that is not finite (an inf or NaN in the cache) makes the block's
+    // corrections NaN. At NQ = 1 that first pass cost more than the one loop an entry it saves
+    // (H100: GQA-8 3-13% faster, MHA nuq3-1% up to 3% slower; bench/kernels_notes.md).
+    if (v_out) {
+      __syncwarp();  // the probabilities in sc, corr zeroed
+      if constexpr (NQ == 1) {
+        float* corr_f = reinterpret_cast<float*>(corr);  // zeroed as int: 0.0f
+        each_value_outlier([&](int tau, int ch, float dx) {
+          const float pq = sc[tau];
+          if (pq != 0.0f) atomicAdd(&corr_f[ch], pq * dx);
+        });
+        add_corrections([&](int i) { return corr_f[i]; });
+      } else {
+        uint32_t bmax = 0u;  // the lane's largest term bound, as float bits (>= 0, NaN above inf)
+        each_outlier_token([&](int k, int tau, int n_out, const uint32_t* row_out, float2 so) {
+          uint32_t xmax = ve0[k] & 0x7FFFu;  // the largest |x| of the token's entries (fp16 bits)
+          for (int i = 1; i < n_out; ++i) xmax = max(xmax, row_out[i] & 0x7FFFu);
+          float pmax = sc[tau];  // over the group's queries (padding queries' p are not used)
+#pragma unroll
+          for (int qi = 1; qi < NQ; ++qi)
+            if (qi < group) pmax = fmaxf(pmax, sc[qi * S::kBT + tau]);
+          const float t = pmax * (half_bits_float(xmax) + fmaf(fabsf(so.x), vlev_max, fabsf(so.y)));
+          bmax = max(bmax, __float_as_uint(t));
+        });
+        const float bound = __uint_as_float(__reduce_max_sync(kFullMask, bmax));
+        if (bound != 0.0f) {  // warp-uniform; 0: no entries in the block
+          const KvFixedScale fx = kv_fixed_scale(bound, kSumBits);
+          each_value_outlier([&](int tau, int ch, float dx) {
             const float dxs = dx * fx.scale;
 #pragma unroll
-            for (int qi = 0; qi < NQ; ++qi) {
+            for (int qi = 0; qi < NQ; ++qi)
               atomicAdd(&corr[qi * D + ch], kv_fixed_round(sc[qi * S::kBT + tau] * dxs));
-            }
-          }
-        }
-        __syncwarp();
-#pragma unroll
-        for (int mt = 0; mt < S::kMT; ++mt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int q2 = 2 * r + (e & 1), ch = 16 * mt + gq + 8 * (e >> 1);
-            if (q2 < NQ)
-              acc[mt][e] = fmaf(static_cast<float>(corr[q2 * D + ch]), fx.unit, acc[mt][e]);
-          }
+          });
+          // corr times a power of two: exact, as fmaf would give it.
+          add_corrections([&](int i) { return static_cast<float>(corr[i]) * fx.unit; });
         }
       }
     }

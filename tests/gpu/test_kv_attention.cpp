@@ -339,7 +339,8 @@ TEST(KvAttention, LongRandomCaches) {
 }
 
 // v3 sums the value outliers' corrections as int32 fixed point at a scale set per block of
-// tokens (kernels/kv_attention_v3.cuh). Values at the edge of fp16 beside ordinary ones:
+// tokens where a KV head has several queries, as float where it has one (the group-1 case;
+// kernels/kv_attention_v3.cuh). Values at the edge of fp16 beside ordinary ones:
 // sequence 0 has 60,000 in channel 5 of every head of every token (one sign, so that a block's
 // sum for that channel has every token's term near the bound: the int32 range's worst case);
 // sequence 1 has -20,000 in every 50th token at a channel that moves and 8 there in the others
