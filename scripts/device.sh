@@ -125,17 +125,17 @@ cmake --build build-gpu -j"$(nproc)" "${targets[@]}" -- -k >"$OUT/build.log" 2>&
   || { log "build FAILED"; grep -m20 -E 'error|Error' "$OUT/build.log"; exit 1; }
 # KVQ_BASE_SRC: one or more further source trees, space-separated (e.g. `git archive main | tar
 # -x -C .ab/main`, carried), built into build-gpu-base, build-gpu-base2, ... (kvq only), so that
-# the kernels and e2e steps time them all in one call: the first is the baseline (the e2e and
-# serve steps use it alone); with two or more, the kernels step compares each tree with the one
-# after it (the last base with this tree) and the first with this tree, so that stacked changes
-# (main, main + A, main + A + B) are measured one by one in a single call.
+# the kernels and e2e steps time them all in one call (the serve step uses the first alone);
+# with two or more, the kernels step compares each tree with the one after it (the last base
+# with this tree) and the first with this tree, so that stacked changes (main, main + A,
+# main + A + B) are measured one by one in a single call.
 # A warm machine keeps the build-gpu-base* folders between calls. Each starts afresh for another
 # source path (CMake refuses a build directory configured for other sources). For the same path
 # carried again with other contents, the files whose contents changed since its last build are
 # touched first: `git archive` dates every file to its commit, older than the objects built from
 # the tree before, so make would otherwise rebuild nothing and time the old baseline.
 base_bins=()
-build_base() {  # build_base SRC DIR: builds SRC's kvq into DIR, prints nothing, fails loudly
+build_base() {  # build_base SRC DIR: SRC's kvq into DIR (logs in $OUT); non-zero on failure
   local src dir=$2 manifest touched
   src=$(cd "$1" && pwd) || return 1
   manifest=$dir/kvq-base-sources.sha1
