@@ -2,7 +2,9 @@
 """Sets each row of one `kvq bench kernels --json-file` run beside the same row of a baseline run.
 
 Rows match on (shape, batch, context, method, kernel); each shows both times, new / base, both
-speedups over SDPA (each against the SDPA of its own run) and, where timed, both appends.
+speedups over SDPA (each against the SDPA of its own run) and, where timed, both appends; then
+one line of the compressed rows' new / base ratios (median, range, how many faster or more than
+1% slower) and one of the SDPA rows', whose code both runs share: the runs' noise.
 scripts/device.sh writes the pair when KVQ_BASE_SRC names a baseline tree.
 
   bench/kernels_compare.py BASE.json NEW.json > compare.md
@@ -33,6 +35,33 @@ def fmt(x, spec):
     return format(x, spec) if x is not None else "-"
 
 
+def spread(ratios):
+    r = sorted(ratios)
+    n = len(r)
+    med = r[n // 2] if n % 2 else (r[n // 2 - 1] + r[n // 2]) / 2
+    return f"median {med:.3f}, range {r[0]:.3f}-{r[-1]:.3f}"
+
+
+def summary(base, new):
+    """The compressed rows' new / base ratios in one line (what a landing rule reads), beside
+    the SDPA rows' (the same code in both runs: their spread is the runs' noise)."""
+    comp, sdpa = [], []
+    for key, n in new.items():
+        bm, nm = ms(base.get(key)), ms(n)
+        if not (bm and nm):
+            continue
+        if key[3] != "fp16":
+            comp.append(nm / bm)
+        elif key[4] == "SDPA":
+            sdpa.append(nm / bm)
+    if comp:
+        slower = sum(x > 1.01 for x in comp)
+        print(f"\nCompressed rows, new / base: {len(comp)} rows, {spread(comp)}, "
+              f"{sum(x < 1 for x in comp)} faster, {slower} more than 1% slower.")
+    if sdpa:
+        print(f"SDPA rows (the same code in both runs), new / base: {spread(sdpa)}.")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base")
@@ -61,6 +90,7 @@ def main():
               f"| {fmt(nm, '.4f')} | {fmt(ratio, '.3f')} | {fmt(ms(b, 'speedup_sdpa'), '.2f')} "
               f"| {fmt(ms(n, 'speedup_sdpa'), '.2f')} | {fmt(ms(b, 'append_ms'), '.4f')} "
               f"| {fmt(ms(n, 'append_ms'), '.4f')} |")
+    summary(base, new)
     missing = sorted(set(base) - set(new))
     if missing:
         print(f"\n{len(missing)} baseline rows have no new row.")
