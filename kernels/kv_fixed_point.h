@@ -14,6 +14,26 @@
 
 namespace kvq::kernels {
 
+// A float's bits and back, host and device alike.
+KVQ_HD uint32_t kv_float_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  return bits;
+#endif
+}
+KVQ_HD float kv_bits_float(uint32_t bits) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(bits);
+#else
+  float x;
+  std::memcpy(&x, &bits, 4);
+  return x;
+#endif
+}
+
 // Bits of a scaled term's magnitude: sums of up to max_terms terms under 2^bits each stay under
 // 2^30, clear of int32's range (23 for v3's blocks of 80 or 128 tokens).
 KVQ_HD constexpr int kv_fixed_sum_bits(int max_terms) {
@@ -34,26 +54,11 @@ struct KvFixedScale {
 // coarsely than that. A bound that is inf or NaN gives scale 0 and unit NaN: every sum is then
 // NaN, so that such values in the input still show.
 KVQ_HD KvFixedScale kv_fixed_scale(float bound, int sum_bits) {
-  uint32_t bits;
-#if defined(__CUDA_ARCH__)
-  bits = __float_as_uint(bound);
-#else
-  std::memcpy(&bits, &bound, 4);
-#endif
   if (!(bound <= FLT_MAX)) return {0.0f, NAN};
-  const int e = static_cast<int>((bits >> 23) & 0xFFu) - 126;  // bound < 2^e
-  const int shift = sum_bits - e < 126 ? sum_bits - e : 126;   // >= 22 - 128 for a finite bound
-  const uint32_t scale_bits = static_cast<uint32_t>(127 + shift) << 23;
-  const uint32_t unit_bits = static_cast<uint32_t>(127 - shift) << 23;
-  KvFixedScale s;
-#if defined(__CUDA_ARCH__)
-  s.scale = __uint_as_float(scale_bits);
-  s.unit = __uint_as_float(unit_bits);
-#else
-  std::memcpy(&s.scale, &scale_bits, 4);
-  std::memcpy(&s.unit, &unit_bits, 4);
-#endif
-  return s;
+  const int e = static_cast<int>((kv_float_bits(bound) >> 23) & 0xFFu) - 126;  // bound < 2^e
+  const int shift = sum_bits - e < 126 ? sum_bits - e : 126;  // >= 22 - 128 for a finite bound
+  return {kv_bits_float(static_cast<uint32_t>(127 + shift) << 23),
+          kv_bits_float(static_cast<uint32_t>(127 - shift) << 23)};
 }
 
 // x rounded to the nearest int32, ties to even (x within int32's range).
