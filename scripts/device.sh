@@ -36,7 +36,8 @@
 # same-call baselines; with several, stacked changes are compared one by one),
 # KVQ_PROFILE_VERSIONS (what the profile step profiles in full, source counters included,
 # default "2 3"; "append": the append of one token, MHA batch 1 at 32K, nuq3-1%; "probe": the
-# score probe (kernels/kv_score_probe.h) where v3 would be; any entry may
+# score probe (kernels/kv_score_probe.h) where v3 would be; a v3 entry also gets its reduction
+# timed beside it, both kernels serialized by ncu; any entry may
 # name its case, "version:shape:method:batch:context", e.g. "3:gqa:nuq3-1%:1:131072" or
 # "append:gqa:nuq3-1%:1:32768"), KVQ_PROFILE_CASES (further v3 cases, the summary sections
 # only, "shape:method:batch[:context] ...", context 131072 unless named), KVQ_OUT_FILES (how many
@@ -367,6 +368,15 @@ if want profile; then
       --section SourceCounters --section WarpStateStats --import-source yes -f -o "$OUT/ncu-$name" \
       ${KVQ_NCU_SAMPLING:+--warp-sampling-interval "$KVQ_NCU_SAMPLING"} \
       "${run_bench[@]}" >>"$OUT/ncu-$name.txt" 2>&1 || status=1
+    if [ "$v" = 3 ]; then
+      # The step's two kernels one by one (ncu serializes them): v3's and the reduction's
+      # duration and warp instructions, past the warm-up's pair, beside the bench's step time.
+      "$ncu" --clock-control none -k "regex:kv_attention_v3|kv_reduce" --launch-skip 2 \
+        --launch-count 2 --metrics gpu__time_duration.sum,smsp__inst_executed.sum,sm__cycles_active.avg \
+        "${run_bench[@]}" >>"$OUT/ncu-$name.txt" 2>&1 || status=1
+      grep -E '^  [a-z_]+.*kv_(attention_v3|reduce)|gpu__time_duration|inst_executed|cycles_active' \
+        "$OUT/ncu-$name.txt" | tail -8
+    fi
     if [ "$v" = append ]; then
       # The duration of every launch with ncu's cache flush off: the first (nothing cached),
       # the second warm-up (its code and data just used) and the timed ones (after the bench's
