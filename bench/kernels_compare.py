@@ -7,14 +7,20 @@ one line of the compressed rows' new / base ratios (median, range, how many fast
 1% slower) and one of the SDPA rows', whose code both runs share: the runs' noise.
 scripts/device.sh writes the pair when KVQ_BASE_SRC names a baseline tree.
 
+Either side may name several runs of the same tree, comma-separated (scripts/device.sh's
+KVQ_BENCH_ROUNDS runs the trees in turn, A B A B ...): each row then takes the median of its
+runs' times, and a line after the table gives each row's new / base ratio round by round where
+the two sides have as many runs.
+
   bench/kernels_compare.py BASE.json NEW.json > compare.md
+  bench/kernels_compare.py BASE.json,BASE-r2.json NEW.json,NEW-r2.json > compare.md
 """
 import argparse
 import json
 import sys
 
 
-def rows(path):
+def one_run(path):
     try:
         with open(path) as f:
             data = json.load(f)
@@ -24,6 +30,31 @@ def rows(path):
     except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
         sys.exit(f"kernels_compare: {path}: not a `kvq bench kernels --json-file` output ({e})")
     return data, out
+
+
+def median(xs):
+    r = sorted(xs)
+    n = len(r)
+    return r[n // 2] if n % 2 else (r[n // 2 - 1] + r[n // 2]) / 2
+
+
+def rows(paths):
+    """The runs named by PATHS (comma-separated): the first run's metadata, each row with the
+    median of its runs' times (ms, speedup_sdpa, append_ms) and wrong if any run found it so,
+    and the runs' own rows."""
+    runs = [one_run(p) for p in paths.split(",") if p]
+    if not runs:
+        sys.exit(f"kernels_compare: '{paths}': no file named")
+    out = {}
+    for key in runs[0][1]:
+        seen = [r[key] for _, r in runs if key in r]
+        row = dict(seen[0])
+        for field in ("ms", "speedup_sdpa", "append_ms"):
+            xs = [x for x in (ms(r, field) for r in seen) if x is not None]
+            row[field] = median(xs) if xs else -1
+        row["wrong"] = any(r.get("wrong") for r in seen)
+        out[key] = row
+    return runs[0][0], out, [r for _, r in runs]
 
 
 def ms(r, key="ms"):
@@ -37,9 +68,7 @@ def fmt(x, spec):
 
 def spread(ratios):
     r = sorted(ratios)
-    n = len(r)
-    med = r[n // 2] if n % 2 else (r[n // 2 - 1] + r[n // 2]) / 2
-    return f"median {med:.3f}, range {r[0]:.3f}-{r[-1]:.3f}"
+    return f"median {median(r):.3f}, range {r[0]:.3f}-{r[-1]:.3f}"
 
 
 def summary(base, new):
@@ -62,17 +91,37 @@ def summary(base, new):
         print(f"SDPA rows (the same code in both runs), new / base: {spread(sdpa)}.")
 
 
+def rounds(base_runs, new_runs):
+    """With as many runs on each side (taken in turn), each compressed row's new / base ratio
+    round by round: whether a row's difference repeats or is one run's noise."""
+    if len(base_runs) < 2 or len(base_runs) != len(new_runs):
+        return
+    print(f"\nCompressed rows, new / base in each of the {len(new_runs)} rounds:\n")
+    print("| shape | batch | context | method | " + " | ".join(
+        f"round {i + 1}" for i in range(len(new_runs))) + " |")
+    print("|---|---:|---:|---|" + "---:|" * len(new_runs))
+    for key in sorted(new_runs[0]):
+        if key[3] == "fp16":
+            continue
+        ratios = [ms(n.get(key)) / ms(b.get(key)) if ms(n.get(key)) and ms(b.get(key)) else None
+                  for b, n in zip(base_runs, new_runs)]
+        print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | "
+              + " | ".join(fmt(x, ".3f") for x in ratios) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base")
     ap.add_argument("new")
     args = ap.parse_args()
-    base_data, base = rows(args.base)
-    new_data, new = rows(args.new)
+    base_data, base, base_runs = rows(args.base)
+    new_data, new, new_runs = rows(args.new)
     if not new:
         sys.exit(f"kernels_compare: {args.new}: no results")
     print(f"Baseline {args.base} ({base_data.get('device', '?')}) against {args.new} "
           f"({new_data.get('device', '?')}).")
+    if len(base_runs) > 1 or len(new_runs) > 1:
+        print(f"Times are the medians of {len(base_runs)} baseline and {len(new_runs)} new runs.")
     empty = [d.get("empty_kernel_ms") for d in (base_data, new_data)]
     if all(isinstance(x, (int, float)) and x > 0 for x in empty):
         print(f"An empty kernel (the floor of any append): {empty[0]:.4f} ms in the baseline's "
@@ -91,6 +140,7 @@ def main():
               f"| {fmt(ms(n, 'speedup_sdpa'), '.2f')} | {fmt(ms(b, 'append_ms'), '.4f')} "
               f"| {fmt(ms(n, 'append_ms'), '.4f')} |")
     summary(base, new)
+    rounds(base_runs, new_runs)
     missing = sorted(set(base) - set(new))
     if missing:
         print(f"\n{len(missing)} baseline rows have no new row.")

@@ -33,7 +33,8 @@
 # KVQ_BENCH_ARGS (extra flags for kvq bench kernels, e.g. "--contexts 32768 --versions 3"),
 # KVQ_E2E_ARGS (extra flags for kvq bench e2e, e.g. "--batches 8 --methods fp16,nuq3-1%"),
 # KVQ_BASE_SRC (carried source trees, space-separated, to build as the kernels and e2e steps'
-# same-call baselines; with several, stacked changes are compared one by one),
+# same-call baselines; with several, stacked changes are compared one by one), KVQ_BENCH_ROUNDS
+# (how many times the kernels step runs the trees in turn, default 1),
 # KVQ_PROFILE_VERSIONS (what the profile step profiles in full, source counters included,
 # default "2 3"; "append": the append of one token, MHA batch 1 at 32K, nuq3-1%; "probe": the
 # score probe (kernels/kv_score_probe.h) where v3 would be; a v3 entry also gets its reduction
@@ -183,16 +184,29 @@ base_tags() {  # the file suffixes of the baselines, in order: -base -base2 ...
     if [ "$i" -eq 1 ]; then echo -base; else echo "-base$i"; fi
   done
 }
+# KVQ_BENCH_ROUNDS=N (kernels only, default 1): the trees run in turn N times (A B A B ...),
+# rounds after the first into bench-kernels<tag>-rK.*, and the comparison takes each row's
+# median and lists its ratio round by round (bench/kernels_compare.py).
 bench_rounds() {
-  local kind=$1 bin sfx i=0
+  local kind=$1 bin sfx i r n=1 name
   shift
-  for sfx in $(base_tags) ""; do
-    bin=build-gpu/bin/kvq
-    [ -n "$sfx" ] && bin=${base_bins[$i]} && i=$((i + 1))
-    "$bin" bench "$kind" "$@" --json-file "$OUT/bench-$kind$sfx.json" \
-      >"$OUT/bench-$kind$sfx.md" 2>"$OUT/bench-$kind$sfx.err" \
-      || { status=1; tail -5 "$OUT/bench-$kind$sfx.err"; }
+  [ "$kind" = kernels ] && n=${KVQ_BENCH_ROUNDS:-1}
+  for ((r = 1; r <= n; r++)); do
+    i=0
+    for sfx in $(base_tags) ""; do
+      bin=build-gpu/bin/kvq
+      [ -n "$sfx" ] && bin=${base_bins[$i]} && i=$((i + 1))
+      name=bench-$kind$sfx
+      [ "$r" -gt 1 ] && name=$name-r$r
+      "$bin" bench "$kind" "$@" --json-file "$OUT/$name.json" >"$OUT/$name.md" 2>"$OUT/$name.err" \
+        || { status=1; tail -5 "$OUT/$name.err"; }
+    done
   done
+}
+runs_of() {  # runs_of TAG: the kernels step's JSON files of one tree, comma-separated
+  local r list=$OUT/bench-kernels$1.json
+  for ((r = 2; r <= ${KVQ_BENCH_ROUNDS:-1}; r++)); do list+=,$OUT/bench-kernels$1-r$r.json; done
+  echo "$list"
 }
 if want test; then
   log "gpu tests"
@@ -270,8 +284,8 @@ if want kernels; then
     [ "${#tags[@]}" -gt 2 ] && pairs+=("-base:")
     : >"$OUT/bench-kernels-compare.md"
     for pair in "${pairs[@]}"; do
-      python3 bench/kernels_compare.py "$OUT/bench-kernels${pair%%:*}.json" \
-        "$OUT/bench-kernels${pair#*:}.json" >>"$OUT/bench-kernels-compare.md" || status=1
+      python3 bench/kernels_compare.py "$(runs_of "${pair%%:*}")" "$(runs_of "${pair#*:}")" \
+        >>"$OUT/bench-kernels-compare.md" || status=1
       echo >>"$OUT/bench-kernels-compare.md"
     done
     cat "$OUT/bench-kernels-compare.md"
