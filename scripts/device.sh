@@ -16,8 +16,12 @@
 # 2026-12-05; the configure step logs what is missing)
 # and they are unpacked under build-gpu/deps (never into /). To time a change against its
 # baseline in one call, carry the baseline's sources too and name them in KVQ_BASE_SRC, e.g.
-#   mkdir -p .ab/main && git archive main | tar -x -C .ab/main   # .ab in .git/info/exclude
-#   KVQ_BASE_SRC=.ab/main scripts/device.sh kernels               # carry .device-data and .ab
+#   mkdir -p .ab/main && git archive main -- . ':!tests' ':!fuzz' | tar -x -C .ab/main
+#   KVQ_BASE_SRC=.ab/main scripts/device.sh kernels   # .ab in .git/info/exclude; carry it
+# (a baseline builds kvq alone, configured without tests, so its tests/ and fuzz/ need not
+# travel: 2.1 MB a tree instead of 4.5). The carry is 64 MiB in all: the kernel steps (test with
+# KVQ_GPU_TESTS='^Kv', kernels, profile, sanitize) read the model directory alone, so leave
+# wiki.train.tokens (10 MB) out of .device-data when several baselines travel with it.
 # Usage: scripts/device.sh [STEP ...], steps (default: all of them, in this order):
 #   test (the gpu-labelled tests), eval, runtime (kvq eval --runtime and kvq generate through the
 #   compressed cache), reproduce, calibrate (7B-shaped bench), kernels (kvq bench kernels), e2e (kvq
@@ -151,7 +155,8 @@ build_base() {  # build_base SRC DIR JOBS: SRC's kvq into DIR (logs in $OUT); no
     log "baseline $1: $(grep -c . <<<"$touched") files changed since its last build"
   fi
   local tag=${dir#build-gpu-}
-  cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=Release \
+  # Without tests: only the baseline's kvq is built and run (its sources may lack tests/).
+  cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
     -DCMAKE_PREFIX_PATH="$torch_prefix" -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DKVQ_DATA_DIR="$data_dir" >"$OUT/configure-$tag.log" 2>&1 &&
     cmake --build "$dir" -j"$jobs" --target kvq >"$OUT/build-$tag.log" 2>&1 &&
