@@ -90,7 +90,12 @@ pack_out() {
     && find "$OUT" -mindepth 1 -type d -empty -delete \
     && echo "[device.sh] $OUT: ${#keep[@]} files kept, ${#rest[@]} packed into logs.tar.gz"
 }
-trap pack_out EXIT
+# The baseline builds running in the background (their process groups, below): on any exit,
+# a failed build or a `timeout` around this script among them, they are stopped with it.
+base_pids=()
+# shellcheck disable=SC2317  # run by the EXIT trap
+stop_bases() { local pid; for pid in "${base_pids[@]}"; do kill -- "-$pid" 2>/dev/null; done; }
+trap 'stop_bases; pack_out' EXIT
 
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
@@ -165,29 +170,35 @@ build_base() {  # build_base SRC DIR JOBS: SRC's kvq into DIR (logs in $OUT); no
 # The trees build at once, the baselines in the background with half the jobs each, so that
 # their largest CUDA files (v3's, one per bit width) compile side by side rather than one tree
 # after another (three trees took 394 s one after another on the 16-core H100 machine).
-n_base=0 base_pids=() base_dirs=() base_srcs=()
+# Each runs in its own process group (job control on while it starts), so that stop_bases
+# stops its whole build, cmake, make and the compilers, not only the subshell that waits for
+# them (nor does a `timeout` around this script, which signals its own group, reach them).
+n_base=0 base_dirs=() base_srcs=()
 for src in ${KVQ_BASE_SRC:-}; do
   n_base=$((n_base + 1))
   dir=build-gpu-base; [ "$n_base" -gt 1 ] && dir=build-gpu-base$n_base
   log "build the baseline tree $src into $dir (in the background)"
+  set -m
   build_base "$src" "$dir" "$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))" &
   base_pids+=($!) base_dirs+=("$dir") base_srcs+=("$src")
+  set +m
 done
 log "build"
 targets=()
 for t in ${KVQ_TARGETS:-}; do targets+=(--target "$t"); done
 if ! cmake --build build-gpu -j"$(nproc)" "${targets[@]}" -- -k >"$OUT/build.log" 2>&1; then
   log "build FAILED"; grep -m20 -E 'error|Error' "$OUT/build.log"
-  kill "${base_pids[@]}" 2>/dev/null; exit 1
+  exit 1
 fi
 for i in "${!base_pids[@]}"; do
   dir=${base_dirs[$i]}
   if ! wait "${base_pids[$i]}"; then
     log "baseline build FAILED (${base_srcs[$i]})"; tail -20 "$OUT/build-${dir#build-gpu-}.log" 2>/dev/null
-    kill "${base_pids[@]}" 2>/dev/null; exit 1
+    exit 1
   fi
   base_bins+=("$dir/bin/kvq")
 done
+base_pids=()  # all done: nothing left to stop
 log "builds done"
 base_bin=${base_bins[0]:-}
 [ "$steps" = " build " ] && exit 0
