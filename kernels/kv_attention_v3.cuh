@@ -389,6 +389,9 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
   uint32_t dyn_bytes;
   asm("mov.u32 %0, %%dynamic_smem_size;\n" : "=r"(dyn_bytes));
   if (SM::kKcBytes + pad + SM::kWarp0 + blockDim.x / 32 * WS::kBytes > dyn_bytes) __trap();
+  // The reduction (kv_reduce_kernel, launched after this grid as its programmatic dependent)
+  // may be scheduled once every block has started: it waits for this grid's writes itself.
+  kv_launch_dependents();
   uint8_t* sa = smem + SM::kKcBytes + pad;  // A: everything at constant offsets from it
   uint32_t* kc = reinterpret_cast<uint32_t*>(sa - SM::kKcBytes);
   const uint32_t a_addr = w_addr + SM::kKcBytes + pad;

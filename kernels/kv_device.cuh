@@ -13,6 +13,21 @@ namespace kvq::kernels::dev {
 
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
 
+// Programmatic dependent launch (sm_90+; no-ops below, and in a grid launched without the
+// attribute). kv_launch_dependents: this block no longer holds back the next grid on the stream
+// (launched with cudaLaunchAttributeProgrammaticStreamSerialization) from being scheduled;
+// kv_wait_primary: wait until the grid before it has finished and its writes are visible.
+__device__ __forceinline__ void kv_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void kv_wait_primary() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // kv_format.h nuq_threshold: the largest float <= (a + b) / 2, the sum taken in double.
 __device__ __forceinline__ float nuq_threshold(float a, float b) {
   return __double2float_rd((static_cast<double>(a) + static_cast<double>(b)) * 0.5);
