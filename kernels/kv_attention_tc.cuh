@@ -116,27 +116,36 @@ __device__ __forceinline__ int a_slot_of(int g) {
   return rg * S::kNP + mg;
 }
 
+// Query qi's RoPE pair g, (q[g], q[g + D/2]), of the group's row h * group + qi; zero past the
+// group.
+template <int D>
+__device__ __forceinline__ float2 query_pair(const KvAttentionParams& p, int b, int h, int group,
+                                             int qi, int g) {
+  if (qi >= group) return make_float2(0.0f, 0.0f);
+  const int64_t base = (int64_t{b} * p.n_q_heads + h * group + qi) * D;
+  if (p.q_bf16) {
+    const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(p.q) + base;
+    return make_float2(__bfloat162float(q[g]), __bfloat162float(q[g + D / 2]));
+  }
+  const __half* q = static_cast<const __half*>(p.q) + base;
+  return make_float2(__half2float(q[g]), __half2float(q[g + D / 2]));
+}
+
+// A query pair's phase: conj(qv) * log2(e) / sqrt(D) * e0.
+template <int D>
+__device__ __forceinline__ float2 query_phase(float2 qv, float2 e0) {
+  const float qscale = kLog2e / sqrtf(static_cast<float>(D));
+  return cmul(make_float2(qv.x * qscale, -qv.y * qscale), e0);
+}
+
 // The query side's phase of pair g for the group's queries (rows h * group + qi, zero past the
 // group): conj(Q_g) * log2(e) / sqrt(D) * e0, into qs[qi][i].
 template <int D, int NQ, int QP>
 __device__ __forceinline__ void query_phases(const KvAttentionParams& p, int b, int h, int group,
                                              int g, float2 e0, int i, float2 (&qs)[NQ][QP]) {
-  const float qscale = kLog2e / sqrtf(static_cast<float>(D));
 #pragma unroll
-  for (int qi = 0; qi < NQ; ++qi) {
-    float2 qv = make_float2(0.0f, 0.0f);
-    if (qi < group) {
-      const int64_t base = (int64_t{b} * p.n_q_heads + h * group + qi) * D;
-      if (p.q_bf16) {
-        const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(p.q) + base;
-        qv = make_float2(__bfloat162float(q[g]), __bfloat162float(q[g + D / 2]));
-      } else {
-        const __half* q = static_cast<const __half*>(p.q) + base;
-        qv = make_float2(__half2float(q[g]), __half2float(q[g + D / 2]));
-      }
-    }
-    qs[qi][i] = cmul(make_float2(qv.x * qscale, -qv.y * qscale), e0);
-  }
+  for (int qi = 0; qi < NQ; ++qi)
+    qs[qi][i] = query_phase<D>(query_pair<D>(p, b, h, group, qi, g), e0);
 }
 
 }  // namespace kvq::kernels::tc

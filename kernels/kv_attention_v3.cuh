@@ -61,7 +61,8 @@ using tc::h2_bits;
 using tc::mma16816;
 using tc::pack_h2;
 using tc::pair_of;
-using tc::query_phases;
+using tc::query_pair;
+using tc::query_phase;
 using tc::Shape;
 using tc::token_section_of;
 using tc::v_scales_at;
@@ -400,32 +401,80 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
   float* lev = reinterpret_cast<float*>(sa + SM::kLev);
   float* kso = reinterpret_cast<float*>(sa + SM::kKso);
   float* thetas = reinterpret_cast<float*>(sa + SM::kThetas);
-  for (int i = threadIdx.x; i < S::kLutEntries * S::kLutCopies; i += blockDim.x) {
-    const int e = i / S::kLutCopies;
-    const int lo = e & S::kCodeMask, hi = e >> B;
-    lut_k[i] = pack_h2(c.k_levels[lo], c.k_levels[hi]);
-    lut_v[i] = pack_h2(c.v_levels[lo], c.v_levels[hi]);
+  // Every global read of the prologue is issued here, before any of them is used: the levels,
+  // the key scales and the frequencies of the block's tables, and this warp's sequence length,
+  // its split's window of page ids and the query pairs it rotates. At short contexts a step is
+  // one warp's chain of round trips (at 4K one block of 80 tokens per warp, after this
+  // prologue), and these were five of them in series.
+  const int split = blockIdx.x * (blockDim.x / 32) + warp;
+  const int group = p.n_q_heads / c.n_kv_heads;
+  const bool quant_warp = split < p.n_splits;  // a split of quantized tokens (maybe empty)
+  const int seq_n = c.seq_len[b];
+  const int64_t u_begin = int64_t{split} * p.split_tokens;
+  const int64_t pi0 = u_begin / L.page_size;  // block_section's first window
+  int page = 0;
+  if (quant_warp && pi0 + lane < c.pages_per_seq) {
+    page = c.page_table[int64_t{b} * c.pages_per_seq + pi0 + lane];
   }
-  if (threadIdx.x < 16) {
-    const bool in = threadIdx.x < (1u << B);
-    lev[threadIdx.x] = in ? c.k_levels[threadIdx.x] : 0.0f;
-    lev[16 + threadIdx.x] = in ? c.v_levels[threadIdx.x] : 0.0f;
+  float2 qv[NQ][S::kQP];
+#pragma unroll
+  for (int i = 0; i < S::kQP; ++i) {
+#pragma unroll
+    for (int qi = 0; qi < NQ; ++qi) {
+      qv[qi][i] =
+          quant_warp ? query_pair<D>(p, b, h, group, qi, lane + 32 * i) : make_float2(0.0f, 0.0f);
+    }
   }
-  for (int i = threadIdx.x; i < D; i += blockDim.x) {
-    const float lo = c.k_lo[h * D + i], hi = c.k_hi[h * D + i];
+  const int t = threadIdx.x;
+  const bool level_lane = t < (1 << B);
+  const float k_level = level_lane ? c.k_levels[t] : 0.0f;
+  const float v_level = level_lane ? c.v_levels[t] : 0.0f;
+  const float k_lo = t < D ? c.k_lo[h * D + t] : 0.0f, k_hi = t < D ? c.k_hi[h * D + t] : 0.0f;
+  const float theta = t < D / 2 ? p.inv_freq[t] : 0.0f;
+  if (t < 16) {
+    lev[t] = k_level;
+    lev[16 + t] = v_level;
+  }
+  for (int i = t; i < D; i += blockDim.x) {  // one round: blocks have 7 or 8 warps, D <= 128
+    const float lo = i == t ? k_lo : c.k_lo[h * D + i], hi = i == t ? k_hi : c.k_hi[h * D + i];
     kso[i] = (hi - lo) / 2.0f;
     kso[D + i] = (lo + hi) / 2.0f;
-    if (i < D / 2) thetas[i] = p.inv_freq[i];
+    if (i < D / 2) thetas[i] = i == t ? theta : p.inv_freq[i];
   }
+  uint8_t* wsm = sa + SM::kWarp0 + warp * WS::kBytes;
+  int* pages_sm = reinterpret_cast<int*>(wsm + WS::kPages);
+  if (quant_warp) pages_sm[lane] = page;
   __syncthreads();
+  for (int i = t; i < S::kLutEntries * S::kLutCopies; i += blockDim.x) {
+    const int e = i / S::kLutCopies;
+    const int lo = e & S::kCodeMask, hi = e >> B;
+    lut_k[i] = pack_h2(lev[lo], lev[hi]);
+    lut_v[i] = pack_h2(lev[16 + lo], lev[16 + hi]);
+  }
+  // The split's first block of keys, copied while the key constants are formed.
+  Cursor cur;
+  cur.u_begin = u_begin;
+  cur.u_end = min(c.n_quant(seq_n), u_begin + p.split_tokens);
+  cur.win_first = static_cast<int>(pi0);
+  // The block's key rows, copied by cp.async while the block before runs its phase 2.
+  uint8_t* keys_sm = wsm + WS::kKeys;
+  auto copy_keys = [&](const uint8_t* section, int64_t u) {
+    tc::copy16(keys_sm,
+               section + L.off_k_codes + int64_t{static_cast<int>(u % L.page_size)} * S::kWK * 4,
+               S::kBT * S::kWK * 4, lane);
+    tc::cp_async_commit();
+  };
+  if (quant_warp && cur.u_begin < cur.u_end) {
+    copy_keys(block_section(c, b, h, cur.u_begin, pages_sm, &cur, lane), cur.u_begin);
+  }
   // Key constants of lane (gq, r), pair slot m: Y = e^{i theta gq} (s o L + o) as
   // L.lo * kc0 + L.hi * kc1 + kc2 (v2's ka1, ka2, kcc with the RoPE offset gq).
-  for (int i = threadIdx.x; i < S::kNP * 32; i += blockDim.x) {
+  for (int i = t; i < S::kNP * 32; i += blockDim.x) {
     const int l = i & 31, m = i >> 5;
     const int g = pair_of<D, B>(l & 3, m);
     float2 e = make_float2(0.0f, 0.0f), s = e, o = e;
     if (g < D / 2) {
-      e = rope_phase(static_cast<double>(l >> 2), p.inv_freq[g]);
+      e = rope_phase(static_cast<double>(l >> 2), thetas[g]);
       s = make_float2(kso[g], kso[g + D / 2]);
       o = make_float2(kso[D + g], kso[D + g + D / 2]);
     }
@@ -435,39 +484,29 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
   }
   __syncthreads();
 
-  const int split = blockIdx.x * (blockDim.x / 32) + warp;
   if (split > p.n_splits) return;
   SplitCoords sco;
   sco.b = b;
   sco.h = h;
   sco.split = split;
-  sco.n = c.seq_len[b];
+  sco.n = seq_n;
   sco.tq = sco.n - 1;
-  const int group = p.n_q_heads / c.n_kv_heads;
   if (split == p.n_splits) {
     fp16_split<D, NQ>(p, sco, group);
     return;
   }
   const int parts = p.n_splits + 1;
-  Cursor cur;
-  cur.u_begin = split * p.split_tokens;
-  cur.u_end = min(c.n_quant(sco.n), cur.u_begin + p.split_tokens);
-  cur.win_first = -1000000;
   if (cur.u_begin >= cur.u_end) {  // nothing here: an empty part
     write_empty_part<D>(p, b, h, group, parts, split, lane);
     return;
   }
 
-  uint8_t* wsm = sa + SM::kWarp0 + warp * WS::kBytes;
   uint32_t* a_sm = reinterpret_cast<uint32_t*>(wsm + WS::kA);
   float* sc = reinterpret_cast<float*>(wsm + WS::kSc);
-  int* corr = reinterpret_cast<int*>(wsm + WS::kCorr);    // phase 2: fixed point (NQ = 1: float)
-  float2* pb = reinterpret_cast<float2*>(wsm + WS::kPb);  // phase 1
-  int* pages_sm = reinterpret_cast<int*>(wsm + WS::kPages);
-  float* acc_sm = reinterpret_cast<float*>(wsm + WS::kAcc);      // acc while phase 1 runs
+  int* corr = reinterpret_cast<int*>(wsm + WS::kCorr);       // phase 2: fixed point (NQ = 1: float)
+  float2* pb = reinterpret_cast<float2*>(wsm + WS::kPb);     // phase 1
+  float* acc_sm = reinterpret_cast<float*>(wsm + WS::kAcc);  // acc while phase 1 runs
   uint32_t* vw_sm = reinterpret_cast<uint32_t*>(wsm + WS::kVw);  // phase 2
-  // The block's key rows, copied by cp.async while the block before runs its phase 2.
-  uint8_t* keys_sm = wsm + WS::kKeys;
 
   // Query side: lane owns pairs g = lane + 32 i of every query, phase at the split's start;
   // a_slot: where pair g sits among the A fragments (v2's mapping, in rows of kARow bytes).
@@ -476,12 +515,13 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
 #pragma unroll
   for (int i = 0; i < S::kQP; ++i) {
     const int g = lane + 32 * i;
-    const float th = p.inv_freq[g];
+    const float th = thetas[g];
     w8[i] = rope_phase(8.0, th);
     const float2 e0 = rope_phase(static_cast<double>(c.n_sink + cur.u_begin - sco.tq), th);
     const int slot = a_slot_of<D, B>(g);
     a_slot[i] = slot / S::kNP * WS::kARow + slot % S::kNP * WS::kSlotBytes;
-    query_phases<D, NQ>(p, b, h, group, g, e0, i, qs);
+#pragma unroll
+    for (int qi = 0; qi < NQ; ++qi) qs[qi][i] = query_phase<D>(qv[qi][i], e0);
   }
 
   float acc[S::kMT][4];
@@ -492,13 +532,6 @@ __global__ void __launch_bounds__(kWarpsOf<D, NQ> * 32, NQ <= 4 ? 2 : 1)
   const int n_blocks = static_cast<int>((cur.u_end - cur.u_begin + S::kBT - 1) / S::kBT);
   const bool k_out = c.k_outliers;
   const int qrow = gq < NQ ? gq : 0;  // the query whose scores lane (gq, r) reads
-  auto copy_keys = [&](const uint8_t* section, int64_t u) {
-    tc::copy16(keys_sm,
-               section + L.off_k_codes + int64_t{static_cast<int>(u % L.page_size)} * S::kWK * 4,
-               S::kBT * S::kWK * 4, lane);
-    tc::cp_async_commit();
-  };
-  copy_keys(block_section(c, b, h, cur.u_begin, pages_sm, &cur, lane), cur.u_begin);
   uint8_t* hdr_sm = wsm + WS::kHdr;
   const uint32_t* vsc_sm = reinterpret_cast<const uint32_t*>(wsm + WS::kVsc);
   const uint32_t* vix_sm = reinterpret_cast<const uint32_t*>(wsm + WS::kVix);
