@@ -242,16 +242,22 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
   st.write(p, sc, group);
 }
 
-// One block of kReduceThreads threads per (sequence, query head): D channels by kReduceThreads / D
-// groups of parts. The parts' maxima and sums are read once, a part per thread, and their weights
-// shared; each thread sums its channel over every (kReduceThreads / D)-th part, its first 32
-// loads issued before the block's first barrier and any further ones eight at a time, and the
-// groups' sums meet in shared memory: 5.7-6.1 us at 53-206 parts (ncu, H100). (Each thread
-// reading every part's maximum and sum in a loop was a chain of dependent L2 round trips, ~4 us
-// at 60 parts. One group of D threads, as until 2026-12-06, summed a channel over all the parts
-// itself: 8.7-22.6 us a step at GQA-8, batch 1, where the split plan makes 53-206 parts, 26
-// rounds of eight loads for each of the 32 blocks.)
-constexpr int kReduceThreads = 1024;  // also the parts weighed per round (a part per thread)
+// One block of kThreads threads per (sequence, query head): D channels by kThreads / D groups of
+// parts. The parts' maxima and sums are read once, a part per thread, and their weights shared;
+// each thread sums its channel over every (kThreads / D)-th part, its first kReducePre loads
+// issued before the block's first barrier and any further ones eight at a time, and the groups'
+// sums meet in shared memory: 5.7-6.1 us at 53-206 parts with 1,024 threads (ncu, H100). (Each
+// thread reading every part's maximum and sum in a loop was a chain of dependent L2 round trips,
+// ~4 us at 60 parts. One group of D threads, as until 2026-12-06, summed a channel over all the
+// parts itself: 8.7-22.6 us a step at GQA-8, batch 1, where the split plan makes 53-206 parts,
+// 26 rounds of eight loads for each of the 32 blocks.)
+// The launch takes 1,024 threads (kReduceThreads) where the parts are many, and 256
+// (kReduceSmallThreads) where the first round's loads cover them all (parts <= kReducePre *
+// 256 / D: 64 at D = 128): at 4K a 1,024-thread block issued 16,100 warp instructions for 53-57
+// parts, mostly predicated-off loads, about 4,000 issue cycles per scheduler.
+constexpr int kReduceThreads = 1024;      // also the parts weighed per round (a part per thread)
+constexpr int kReduceSmallThreads = 256;  // for parts <= kReducePre * 256 / D
+constexpr int kReducePre = 32;            // a thread's first loads, issued before any wait
 
 // x reduced over the block (kThreads threads, at most 32 warps); every thread gets the result.
 template <int kThreads>
@@ -267,12 +273,12 @@ __device__ float block_reduce(float x, bool is_max, float* red) {
   return is_max ? warp_max(x) : warp_sum(x);
 }
 
-template <int D, typename TQ>
-__global__ void __launch_bounds__(kReduceThreads) kv_reduce_kernel(KvAttentionParams p) {
-  constexpr int kGroups = kReduceThreads / D;  // groups of parts, D threads each
-  constexpr int kPre = 32;                     // a thread's first loads, issued before any wait
-  static_assert(D % 32 == 0 && kReduceThreads % D == 0, "whole warps, whole groups");
-  __shared__ float w_sm[kReduceThreads], red[32], acc_sm[kGroups][D];
+template <int D, typename TQ, int kThreads>
+__global__ void __launch_bounds__(kThreads) kv_reduce_kernel(KvAttentionParams p) {
+  constexpr int kGroups = kThreads / D;  // groups of parts, D threads each
+  constexpr int kPre = kReducePre;
+  static_assert(D % 32 == 0 && kThreads % D == 0, "whole warps, whole groups");
+  __shared__ float w_sm[kThreads], red[32], acc_sm[kGroups][D];
   const int qh = blockIdx.x, b = blockIdx.y, t = threadIdx.x, ch = t % D, g = t / D;
   kv_wait_primary();  // launched as the attention kernel's dependent: its parts are written
   const int parts = kv_attention_parts(p);  // rows of n_splits + 1, the last one unread if empty
@@ -281,7 +287,7 @@ __global__ void __launch_bounds__(kReduceThreads) kv_reduce_kernel(KvAttentionPa
   const float* o = p.part_o + row0 * D + ch;
   // The first round's outputs (up to kPre x kGroups parts) and its part's maximum and sum are
   // all in flight before the block's first barrier, so that their round trips overlap.
-  const int n0 = min(kReduceThreads, parts);
+  const int n0 = min(kThreads, parts);
   float x[kPre];
 #pragma unroll
   for (int k = 0; k < kPre; ++k) {
@@ -290,11 +296,11 @@ __global__ void __launch_bounds__(kReduceThreads) kv_reduce_kernel(KvAttentionPa
   }
   const float2 e0 = t < n0 ? ml[t] : make_float2(-INFINITY, 0.0f);
   float mx = e0.x;
-  for (int i = t + kReduceThreads; i < parts; i += kReduceThreads) mx = fmaxf(mx, ml[i].x);
-  mx = block_reduce<kReduceThreads>(mx, true, red);
+  for (int i = t + kThreads; i < parts; i += kThreads) mx = fmaxf(mx, ml[i].x);
+  mx = block_reduce<kThreads>(mx, true, red);
   float sum = 0.0f, acc = 0.0f;
-  for (int i0 = 0; i0 < parts; i0 += kReduceThreads) {
-    const int n = min(kReduceThreads, parts - i0);
+  for (int i0 = 0; i0 < parts; i0 += kThreads) {
+    const int n = min(kThreads, parts - i0);
     const float2 e = i0 == 0 ? e0 : t < n ? ml[i0 + t] : make_float2(-INFINITY, 0.0f);
     const float w = e.x == -INFINITY ? 0.0f : exp2f(e.x - mx);
     sum += w * e.y;
@@ -316,7 +322,7 @@ __global__ void __launch_bounds__(kReduceThreads) kv_reduce_kernel(KvAttentionPa
     }
     for (; i < n; i += kGroups) acc += w_sm[i] * __ldg(o + int64_t{i0 + i} * D);
   }
-  sum = block_reduce<kReduceThreads>(sum, false, red);
+  sum = block_reduce<kThreads>(sum, false, red);
   acc_sm[g][ch] = acc;
   __syncthreads();
   if (g == 0) {
@@ -327,6 +333,20 @@ __global__ void __launch_bounds__(kReduceThreads) kv_reduce_kernel(KvAttentionPa
 }
 
 using Kernel = void (*)(KvAttentionParams);
+
+// The reduction's kernel and block size by the parts: 256 threads where their first loads cover
+// every part, 1,024 otherwise.
+template <int D>
+Kernel pick_reduce(const KvAttentionParams& p, int* threads) {
+  if (kv_attention_parts(p) <= kReducePre * (kReduceSmallThreads / D)) {
+    *threads = kReduceSmallThreads;
+    return p.q_bf16 ? kv_reduce_kernel<D, __nv_bfloat16, kReduceSmallThreads>
+                    : kv_reduce_kernel<D, __half, kReduceSmallThreads>;
+  }
+  *threads = kReduceThreads;
+  return p.q_bf16 ? kv_reduce_kernel<D, __nv_bfloat16, kReduceThreads>
+                  : kv_reduce_kernel<D, __half, kReduceThreads>;
+}
 
 template <int D, int B, bool kKivi>
 Kernel pick_simple(int nq) {
@@ -466,7 +486,7 @@ cudaError_t launch_tensor_core(const KvAttentionParams& p, int nq, KvAttentionKe
 // (v3 releases them at its start) and wait in kv_wait_primary for its writes, which saves the
 // launch gap between the two (a few microseconds of a 4K-token step). Below sm_90 (or where the
 // attribute query fails) it is an ordinary launch; kv_wait_primary is then a no-op.
-cudaError_t launch_reduce(Kernel reduce, dim3 grid, const KvAttentionParams& p,
+cudaError_t launch_reduce(Kernel reduce, dim3 grid, int threads, const KvAttentionParams& p,
                           cudaStream_t stream) {
   LaunchShape s;
   const bool pdl = cached_shape(
@@ -485,7 +505,7 @@ cudaError_t launch_reduce(Kernel reduce, dim3 grid, const KvAttentionParams& p,
   (void)cudaGetLastError();
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
-  config.blockDim = dim3(kReduceThreads);
+  config.blockDim = dim3(threads);
   config.dynamicSmemBytes = 0;
   config.stream = stream;
   cudaLaunchAttribute attr[1];
@@ -621,14 +641,15 @@ cudaError_t launch_kv_attention(const KvAttentionParams& p, KvAttentionKernel ve
   }
   const dim3 grid(p.n_q_heads, p.batch);
   Kernel reduce = nullptr;
+  int threads = 0;
   if (D == 64) {
-    reduce = p.q_bf16 ? kv_reduce_kernel<64, __nv_bfloat16> : kv_reduce_kernel<64, __half>;
+    reduce = pick_reduce<64>(p, &threads);
   } else if (D == 128) {
-    reduce = p.q_bf16 ? kv_reduce_kernel<128, __nv_bfloat16> : kv_reduce_kernel<128, __half>;
+    reduce = pick_reduce<128>(p, &threads);
   } else {
     return cudaErrorNotSupported;
   }
-  return launch_reduce(reduce, grid, p, stream);
+  return launch_reduce(reduce, grid, threads, p, stream);
 }
 
 }  // namespace kvq::kernels
