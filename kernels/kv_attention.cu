@@ -18,7 +18,7 @@
 //   32-entry window shuffled from lane to lane, value outliers from their fixed slots. The
 //   query's RoPE phase advances by e^{i theta} per token and is recomputed exactly per page.
 //   Split n_splits does the fp16 tokens the same way (kv_attention_common.cuh).
-//   Reduction: (n_q_heads, batch) blocks of head_dim threads over the n_splits + 1 parts.
+//   Reduction: (n_q_heads, batch) blocks of 256 or 1,024 threads over the n_splits + 1 parts.
 //
 // Versions (H100, nuq3-1%, 32 heads, head_dim 128, 128K tokens, batch 1; bench/kernels_notes.md)
 //   1: the above: 2.12 ms (fp16 flash-decoding 0.81 ms). Predicted 0.3 ms from ~60 instructions
@@ -72,6 +72,14 @@
 //      2026-12-06, against the commit before in the same call: every GQA row -2.3 to -6.5%
 //      (nuq3-1% GQA 128K 0.2250 -> 0.2186 ms), MHA 0.986-1.014x. At NQ = 1 it measured nuq2-1%
 //      -2.4 to +1.3% and nuq3-1% -0.5 to +2.3%, so one query keeps its atomic.
+//   v3 and the reduction, three changes landed together (bench/kernels_notes.md, fifteenth
+//      session): the reduction launched as v3's programmatic dependent (launch_reduce, sm_90+);
+//      v3's prologue issuing every global read before it uses any; the reduction in blocks of
+//      256 threads where its first loads cover every part (pick_reduce). H100, 2026-12-07,
+//      against the tree before them, medians of four rounds in turn: 36 compressed rows 0.853-
+//      1.009x (median 0.946, none more than 1% slower); nuq3-1% batch 1 GQA 4K 0.0323 -> 0.0276
+//      ms, GQA 32K 0.0649 -> 0.0589, GQA 128K 0.2013 -> 0.1875, MHA 4K 0.0352 -> 0.0309, MHA
+//      128K 0.5197 -> 0.5232.
 #include "kv_attention.h"
 
 #include <algorithm>
