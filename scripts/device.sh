@@ -49,7 +49,10 @@
 # files to leave in $OUT, default 8, what the device tool brings back: the rest is packed into
 # $OUT/logs.tar.gz on exit; 0 packs nothing), KVQ_NCU_SAMPLING (the source counters' PC
 # sampling interval, ncu's --warp-sampling-interval 0..31: 2^(5+N) cycles; default auto, which
-# leaves a kernel of a few microseconds such as the append with a few dozen samples).
+# leaves a kernel of a few microseconds such as the append with a few dozen samples),
+# KVQ_PROFILE_TREES (the builds the profile step profiles, in order: "this", the working tree,
+# by default, and baselines by their tags, "base", "base2", ...: e.g. "base2 this" profiles a
+# change and the tree below it in one call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -376,63 +379,75 @@ if want serve; then
   fi
 fi
 if want profile; then
-  log "profile (ncu: ${KVQ_PROFILE_VERSIONS:-2 3}; cases ${KVQ_PROFILE_CASES:-none})"
+  # KVQ_PROFILE_TREES: which builds to profile, in order: "this" (the working tree, the default)
+  # and the baselines' tags ("base", "base2", ...), so that a change's profile and its base's
+  # come from one call; a baseline's files take its tag (ncu-v3-...-base.txt).
+  log "profile (ncu: ${KVQ_PROFILE_VERSIONS:-2 3}; cases ${KVQ_PROFILE_CASES:-none}; trees ${KVQ_PROFILE_TREES:-this})"
   ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
   sections=(--section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats
             --section WarpStateStats --section MemoryWorkloadAnalysis)
-  # KVQ_PROFILE_CASES: further v3 cases "shape:method:batch[:context]" (e.g. "gqa:nuq3-1%:1
-  # mha:nuq3-1%:1:4096"), the summary sections only (ncu-<shape>-<method>-b<batch>-<context>.txt).
-  for c in ${KVQ_PROFILE_CASES:-}; do
-    IFS=: read -r cs cm cb cc <<<"$c"
-    cc=${cc:-131072}
-    "$ncu" --clock-control none -k "regex:kv_attention_v3" --launch-skip 1 --launch-count 1 \
-      "${sections[@]}" build-gpu/bin/kvq bench kernels --contexts "$cc" --batches "$cb" \
-      --methods "$cm" --shapes "$cs" --warmup 1 --repeats 1 --versions 3 \
-      >"$OUT/ncu-$cs-${cm//%/pct}-b$cb-$cc.txt" 2>&1 || status=1
-  done
-  for entry in ${KVQ_PROFILE_VERSIONS:-2 3}; do
-    # v = append: the append of one token (bench kernels times it after two warm-ups).
-    IFS=: read -r v ps pm pb pc <<<"$entry"
-    k=kv_attention_v3 m=nuq3-1% ctx=131072 skip=1 ver=$v extra=()
-    case "$v" in
-      2) k=kv_attention_mma m=kivi2-g32-r128 ;;
-      append) k=kv_append_kernel ctx=32768 skip=2 ver=3 ;;
-      probe) k=kv_score_probe_kernel ver=3 extra=(--probe) ;;
-    esac
-    shape=${ps:-mha} m=${pm:-$m} batch=${pb:-1} ctx=${pc:-$ctx}
-    name=v$v${ps:+-$shape-${m//%/pct}-b$batch-$ctx}
-    run_bench=(build-gpu/bin/kvq bench kernels --contexts "$ctx" --batches "$batch" --methods "$m"
-               --shapes "$shape" --warmup 1 --repeats 1 --versions "$ver" "${extra[@]}")
-    # --launch-skip: past the warm-up's launches.
-    "$ncu" --clock-control none -k "regex:$k" --launch-skip "$skip" --launch-count 1 \
-      "${sections[@]}" --section InstructionStats "${run_bench[@]}" >"$OUT/ncu-$name.txt" 2>&1 \
-      || status=1
-    "$ncu" --clock-control none -k "regex:$k" --launch-skip "$skip" --launch-count 1 \
-      --section SourceCounters --section WarpStateStats --import-source yes -f -o "$OUT/ncu-$name" \
-      ${KVQ_NCU_SAMPLING:+--warp-sampling-interval "$KVQ_NCU_SAMPLING"} \
-      "${run_bench[@]}" >>"$OUT/ncu-$name.txt" 2>&1 || status=1
-    if [ "$v" = 3 ]; then
-      # The step's two kernels one by one (ncu serializes them): v3's and the reduction's
-      # duration and warp instructions, past the warm-up's pair, beside the bench's step time.
-      "$ncu" --clock-control none -k "regex:kv_attention_v3|kv_reduce" --launch-skip 2 \
-        --launch-count 2 --metrics gpu__time_duration.sum,smsp__inst_executed.sum,sm__cycles_active.avg \
+  for tree in ${KVQ_PROFILE_TREES:-this}; do
+    kvq=build-gpu/bin/kvq tsfx=
+    if [ "$tree" != this ]; then
+      n=${tree#base}; n=${n:-1} kvq=
+      [[ "$tree" == base* && "$n" =~ ^[1-9][0-9]*$ ]] && kvq=${base_bins[$((n - 1))]:-}
+      tsfx=-$tree
+      [ -n "$kvq" ] || { log "profile: no build $tree (this, or base..base${#base_bins[@]})"; status=1; continue; }
+    fi
+    # KVQ_PROFILE_CASES: further v3 cases "shape:method:batch[:context]" (e.g. "gqa:nuq3-1%:1
+    # mha:nuq3-1%:1:4096"), the summary sections only (ncu-<shape>-<method>-b<batch>-<context>.txt).
+    for c in ${KVQ_PROFILE_CASES:-}; do
+      IFS=: read -r cs cm cb cc <<<"$c"
+      cc=${cc:-131072}
+      "$ncu" --clock-control none -k "regex:kv_attention_v3" --launch-skip 1 --launch-count 1 \
+        "${sections[@]}" "$kvq" bench kernels --contexts "$cc" --batches "$cb" \
+        --methods "$cm" --shapes "$cs" --warmup 1 --repeats 1 --versions 3 \
+        >"$OUT/ncu-$cs-${cm//%/pct}-b$cb-$cc$tsfx.txt" 2>&1 || status=1
+    done
+    for entry in ${KVQ_PROFILE_VERSIONS:-2 3}; do
+      # v = append: the append of one token (bench kernels times it after two warm-ups).
+      IFS=: read -r v ps pm pb pc <<<"$entry"
+      k=kv_attention_v3 m=nuq3-1% ctx=131072 skip=1 ver=$v extra=()
+      case "$v" in
+        2) k=kv_attention_mma m=kivi2-g32-r128 ;;
+        append) k=kv_append_kernel ctx=32768 skip=2 ver=3 ;;
+        probe) k=kv_score_probe_kernel ver=3 extra=(--probe) ;;
+      esac
+      shape=${ps:-mha} m=${pm:-$m} batch=${pb:-1} ctx=${pc:-$ctx}
+      name=v$v${ps:+-$shape-${m//%/pct}-b$batch-$ctx}$tsfx
+      run_bench=("$kvq" bench kernels --contexts "$ctx" --batches "$batch" --methods "$m"
+                 --shapes "$shape" --warmup 1 --repeats 1 --versions "$ver" "${extra[@]}")
+      # --launch-skip: past the warm-up's launches.
+      "$ncu" --clock-control none -k "regex:$k" --launch-skip "$skip" --launch-count 1 \
+        "${sections[@]}" --section InstructionStats "${run_bench[@]}" >"$OUT/ncu-$name.txt" 2>&1 \
+        || status=1
+      "$ncu" --clock-control none -k "regex:$k" --launch-skip "$skip" --launch-count 1 \
+        --section SourceCounters --section WarpStateStats --import-source yes -f -o "$OUT/ncu-$name" \
+        ${KVQ_NCU_SAMPLING:+--warp-sampling-interval "$KVQ_NCU_SAMPLING"} \
         "${run_bench[@]}" >>"$OUT/ncu-$name.txt" 2>&1 || status=1
-      grep -E '^  [a-z_]+.*kv_(attention_v3|reduce)|gpu__time_duration|inst_executed|cycles_active' \
-        "$OUT/ncu-$name.txt" | tail -8
-    fi
-    if [ "$v" = append ]; then
-      # The duration of every launch with ncu's cache flush off: the first (nothing cached),
-      # the second warm-up (its code and data just used) and the timed ones (after the bench's
-      # own L2 flush): what the append's time owes to cold caches.
-      "$ncu" --clock-control none --cache-control none -k "regex:$k" --launch-count 6 \
-        --metrics gpu__time_duration.sum,smsp__inst_executed.sum "${run_bench[@]}" \
-        >>"$OUT/ncu-$name.txt" 2>&1 || status=1
-      grep -E 'kv_append_kernel|gpu__time_duration|inst_executed' "$OUT/ncu-$name.txt" | tail -18
-    fi
-    "$ncu" -i "$OUT/ncu-$name.ncu-rep" --page source --csv --print-source sass >"$OUT/ncu-$name-sass.csv" \
-      && python3 bench/ncu_summary.py "$OUT/ncu-$name-sass.csv" >"$OUT/ncu-$name-summary.md" || status=1
-    gzip -f "$OUT/ncu-$name-sass.csv"; rm -f "$OUT/ncu-$name.ncu-rep"
-    head -40 "$OUT/ncu-$name-summary.md"
+      if [ "$v" = 3 ]; then
+        # The step's two kernels one by one (ncu serializes them): v3's and the reduction's
+        # duration and warp instructions, past the warm-up's pair, beside the bench's step time.
+        "$ncu" --clock-control none -k "regex:kv_attention_v3|kv_reduce" --launch-skip 2 \
+          --launch-count 2 --metrics gpu__time_duration.sum,smsp__inst_executed.sum,sm__cycles_active.avg \
+          "${run_bench[@]}" >>"$OUT/ncu-$name.txt" 2>&1 || status=1
+        grep -E '^  [a-z_]+.*kv_(attention_v3|reduce)|gpu__time_duration|inst_executed|cycles_active' \
+          "$OUT/ncu-$name.txt" | tail -8
+      fi
+      if [ "$v" = append ]; then
+        # The duration of every launch with ncu's cache flush off: the first (nothing cached),
+        # the second warm-up (its code and data just used) and the timed ones (after the bench's
+        # own L2 flush): what the append's time owes to cold caches.
+        "$ncu" --clock-control none --cache-control none -k "regex:$k" --launch-count 6 \
+          --metrics gpu__time_duration.sum,smsp__inst_executed.sum "${run_bench[@]}" \
+          >>"$OUT/ncu-$name.txt" 2>&1 || status=1
+        grep -E 'kv_append_kernel|gpu__time_duration|inst_executed' "$OUT/ncu-$name.txt" | tail -18
+      fi
+      "$ncu" -i "$OUT/ncu-$name.ncu-rep" --page source --csv --print-source sass >"$OUT/ncu-$name-sass.csv" \
+        && python3 bench/ncu_summary.py "$OUT/ncu-$name-sass.csv" >"$OUT/ncu-$name-summary.md" || status=1
+      gzip -f "$OUT/ncu-$name-sass.csv"; rm -f "$OUT/ncu-$name.ncu-rep"
+      head -40 "$OUT/ncu-$name-summary.md"
+    done
   done
 fi
 # Sanitizers last: they are the slowest step and the benchmarks above matter more if time runs out.
