@@ -395,13 +395,15 @@ if want profile; then
       [ -n "$kvq" ] || { log "profile: no build $tree (this, or base..base${#base_bins[@]})"; status=1; continue; }
     fi
     # KVQ_PROFILE_CASES: further v3 cases "shape:method:batch[:context]" (e.g. "gqa:nuq3-1%:1
-    # mha:nuq3-1%:1:4096"), the summary sections only (ncu-<shape>-<method>-b<batch>-<context>.txt).
+    # mha:nuq3-1%:1:4096"), the summary sections and the instruction counts, one ncu run each
+    # (ncu-<shape>-<method>-b<batch>-<context>.txt). KVQ_PROFILE_VERSIONS=" " (a space) profiles
+    # these cases alone.
     for c in ${KVQ_PROFILE_CASES:-}; do
       IFS=: read -r cs cm cb cc <<<"$c"
       cc=${cc:-131072}
       "$ncu" --clock-control none -k "regex:kv_attention_v3" --launch-skip 1 --launch-count 1 \
-        "${sections[@]}" "$kvq" bench kernels --contexts "$cc" --batches "$cb" \
-        --methods "$cm" --shapes "$cs" --warmup 1 --repeats 1 --versions 3 \
+        "${sections[@]}" --section InstructionStats "$kvq" bench kernels --contexts "$cc" \
+        --batches "$cb" --methods "$cm" --shapes "$cs" --warmup 1 --repeats 1 --versions 3 \
         >"$OUT/ncu-$cs-${cm//%/pct}-b$cb-$cc$tsfx.txt" 2>&1 || status=1
     done
     for entry in ${KVQ_PROFILE_VERSIONS:-2 3}; do
