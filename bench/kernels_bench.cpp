@@ -2,13 +2,13 @@
 // against fp16 attention over an fp16 cache, all measured in the same run on LLaMA-7B shapes
 // (32 heads, head_dim 128) and a GQA shape (8 KV heads): time (warmup, median of repeats, L2
 // flushed before each), bytes read and bits per element, bandwidth against a measured
-// device-to-device copy and against a read roofline, speedups; and the cost of appending one
-// token at 32K. One row per kernel per shape. The fp16 baselines: our cuBLAS and flash-decoding
-// kernels (attention_fp16.h), and LibTorch's scaled_dot_product_attention (SDPA) over the same
-// buffers (needs a CUDA LibTorch 2.x); the compressed cache: every --versions kernel that serves
-// the method (v1 simple: all; v2 mma: KIVI; v3 two-phase: KVQuant) of every method. Methods are
-// method strings (methods::parse_method); the cache refuses by name those it cannot serve, and the
-// row says why.
+// device-to-device copy and against a read roofline, speedups; and at 32K the cost of appending
+// one token, alone and as part of the step (the append, then the kernel). One row per kernel per
+// shape. The fp16 baselines: our cuBLAS and flash-decoding kernels (attention_fp16.h), and
+// LibTorch's scaled_dot_product_attention (SDPA) over the same buffers (needs a CUDA LibTorch
+// 2.x); the compressed cache: every --versions kernel that serves the method (v1 simple: all; v2
+// mma: KIVI; v3 two-phase: KVQuant) of every method. Methods are method strings
+// (methods::parse_method); the cache refuses by name those it cannot serve, and the row says why.
 //
 // Inputs. fp16 caches hold uniform random keys and values in [-1, 1); compressed caches valid
 // random codes, scales and outliers (KvCache::fill_random: decode reads the same bytes whatever
@@ -493,7 +493,7 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
             c.n_kv_heads = sh.n_kv;
             c.n_q_heads = sh.n_q;
             c.max_batch = batch;
-            c.max_seq_len = T + 64;
+            c.max_seq_len = T + 256;  // room for the appends timed at 32K (42 a timing)
             const quant::KvTables tables = bench_tables(m.key_bits, sh.n_kv, D);
             KvCache cache(c, &tables);
             const double k_fraction = c.format.key_outliers() ? c.format.outlier_fraction : 0.0;
@@ -562,6 +562,7 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
               r.note = "keys only: bytes, % roofline of the key side; check: part_ml vs v3's";
               return r;
             };
+            std::vector<std::pair<size_t, KvAttentionKernel>> timed;  // rows with a time
             for (const int version : f.versions) {
               // v2 serves KIVI pages, v3 KVQuant pages, v1 both: no row for the other pairs.
               if (!kernels::kv_attention_serves(cache.config().layout(),
@@ -581,6 +582,9 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
                 r.ms = -1;
                 r.note = e.what();
               }
+              if (r.ms > 0 && !r.wrong) {
+                timed.emplace_back(cache_rows.size(), static_cast<KvAttentionKernel>(version));
+              }
               cache_rows.push_back(r);
               if (f.probe && version == 3 && !r.wrong && r.ms > 0 &&
                   kernels::kv_score_probe_serves(cache.config().layout(), sh.n_q / sh.n_kv)) {
@@ -596,6 +600,16 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
               const double append_ms = gpu.time_ms(
                   2, std::min(f.repeats, 40), [&] { cache.append(kn.data(), vn.data(), stream); });
               for (KernelRow& r : cache_rows) r.append_ms = append_ms;
+              // A decode step as a model runs it: the append, then the kernel (which may start
+              // during the append: v3 is its programmatic dependent on sm_90+). Its excess over
+              // the kernel's own time is what the append costs the step.
+              for (const auto& [i, kernel] : timed) {
+                cache_rows[i].step_append_ms =
+                    gpu.time_ms(2, std::min(f.repeats, 40), [&, kernel = kernel] {
+                      cache.append(kn.data(), vn.data(), stream);
+                      cache.attend(q.data(), false, out.data(), inv_freq.data(), kernel, stream);
+                    });
+              }
             }
           } catch (const Error& e) {
             base.note = e.what();

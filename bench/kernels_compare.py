@@ -40,7 +40,8 @@ def median(xs):
 
 def rows(paths):
     """The runs named by PATHS (comma-separated): the first run's metadata, each row with the
-    median of its runs' times (ms, speedup_sdpa, append_ms) and wrong if any run found it so,
+    median of its runs' times (ms, speedup_sdpa, append_ms, step_append_ms) and wrong if any run
+    found it so,
     and the runs' own rows."""
     runs = [one_run(p) for p in paths.split(",") if p]
     if not runs:
@@ -49,7 +50,7 @@ def rows(paths):
     for key in runs[0][1]:
         seen = [r[key] for _, r in runs if key in r]
         row = dict(seen[0])
-        for field in ("ms", "speedup_sdpa", "append_ms"):
+        for field in ("ms", "speedup_sdpa", "append_ms", "step_append_ms"):
             xs = [x for x in (ms(r, field) for r in seen) if x is not None]
             row[field] = median(xs) if xs else -1
         row["wrong"] = any(r.get("wrong") for r in seen)
@@ -128,8 +129,9 @@ def main():
               f"run, {empty[1]:.4f} in the new one.")
     print()
     print("| shape | batch | context | method | kernel | base ms | new ms | new / base "
-          "| base x SDPA | new x SDPA | base append ms | new append ms |")
-    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| base x SDPA | new x SDPA | base append ms | new append ms | base append + step ms "
+          "| new append + step ms |")
+    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key in sorted(new, key=lambda k: (k[0], k[1], k[2], k[3], k[4])):
         n, b = new[key], base.get(key)
         bm, nm = ms(b), ms(n)
@@ -138,7 +140,8 @@ def main():
         print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]}{wrong} | {fmt(bm, '.4f')} "
               f"| {fmt(nm, '.4f')} | {fmt(ratio, '.3f')} | {fmt(ms(b, 'speedup_sdpa'), '.2f')} "
               f"| {fmt(ms(n, 'speedup_sdpa'), '.2f')} | {fmt(ms(b, 'append_ms'), '.4f')} "
-              f"| {fmt(ms(n, 'append_ms'), '.4f')} |")
+              f"| {fmt(ms(n, 'append_ms'), '.4f')} | {fmt(ms(b, 'step_append_ms'), '.4f')} "
+              f"| {fmt(ms(n, 'step_append_ms'), '.4f')} |")
     summary(base, new)
     rounds(base_runs, new_runs)
     missing = sorted(set(base) - set(new))

@@ -143,17 +143,17 @@ std::string kernels_table(const std::vector<KernelRow>& rows) {
   };
   std::string s =
       "| shape | batch | context | cache | kernel | ms | bits/elem | MB read | GB/s | % copy | "
-      "% roofline | x SDPA | x flash | rel L2 | worst row | append ms | note |\n"
-      "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+      "% roofline | x SDPA | x flash | rel L2 | worst row | append ms | append + step ms | note |\n"
+      "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   for (const KernelRow& r : rows) {
     s += fmt::format(
         "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | "
-        "{} | {} |\n",
+        "{} | {} | {} |\n",
         r.shape, r.batch, r.context, r.method, r.kernel,
         r.wrong ? std::string("WRONG") : num(r.ms, 4), num(r.bits, 2), num(r.bytes / 1e6, 1),
         num(r.gbs, 0), num(r.pct_copy, 0), num(r.pct_roofline, 0), num(r.x_sdpa, 2),
         num(r.x_flash, 2), err(r, r.error.rel_l2), err(r, r.error.worst_row_rel),
-        num(r.append_ms, 4), r.note);
+        num(r.append_ms, 4), num(r.step_append_ms, 4), r.note);
   }
   return s;
 }
@@ -177,6 +177,7 @@ nlohmann::json kernels_json(const std::vector<KernelRow>& rows) {
                         {"speedup_flash", r.x_flash},
                         {"speedup_sdpa", r.x_sdpa},
                         {"append_ms", r.append_ms},
+                        {"step_append_ms", r.step_append_ms},
                         {"checked", r.checked},
                         {"wrong", r.wrong},
                         {"note", r.note}};

@@ -74,9 +74,10 @@ struct KernelRow {
   double ms = -1.0;    // median time; -1: not timed, or WRONG
   double bytes = 0.0;  // read by one decode step
   double bits = 0.0;   // per cached element
-  double roofline_ms = -1.0;  // the read kernel on `bytes` (-1: not measured)
-  double append_ms = -1.0;    // appending one token (compressed, 32K)
-  bool checked = false;       // compared with the fp64 reference
+  double roofline_ms = -1.0;     // the read kernel on `bytes` (-1: not measured)
+  double append_ms = -1.0;       // appending one token (compressed, 32K)
+  double step_append_ms = -1.0;  // the append, then this kernel: one decode step (32K)
+  bool checked = false;          // compared with the fp64 reference
   bool wrong = false;
   OutputError error;
   std::string note;

@@ -112,16 +112,17 @@ TEST(BenchKernelsCheck, WrongRowsLoseTheirTimeAndEveryFigureFromIt) {
             "2 of 5 timed outputs WRONG against fp64 (rows marked WRONG, no time shown): exit "
             "code 1");
 
+  rows[4].step_append_ms = 0.95;  // the append, then the kernel (measured at 32K)
   const std::string table = kernels_table(rows);
   EXPECT_EQ(table.rfind("| shape | batch | context | cache | kernel | ms |", 0), 0u) << table;
   EXPECT_NE(table.find("| % roofline | x SDPA | x flash | rel L2 | worst row |"),
             std::string::npos);
   EXPECT_NE(table.find("| mha | 2 | 4096 | nuq3-1%-vhead | v2 mma | 0.8000 | 3.76 | 1000.0 | "
-                       "1250 | 31 | 31 | - | 1.25 | 3.0e-04 | 8.0e-04 | - |  |"),
+                       "1250 | 31 | 31 | - | 1.25 | 3.0e-04 | 8.0e-04 | - | 0.9500 |  |"),
             std::string::npos)
       << table;
   EXPECT_NE(table.find("| mha | 2 | 4096 | fp16 | SDPA | WRONG | 16.00 | 1000.0 | - | - | - | - | "
-                       "- | 7.0e-01 | 9.9e-01 | - | WRONG: "),
+                       "- | 7.0e-01 | 9.9e-01 | - | - | WRONG: "),
             std::string::npos)
       << table;
   EXPECT_EQ(std::count(table.begin(), table.end(), '\n'), 2 + 6);
@@ -133,6 +134,8 @@ TEST(BenchKernelsCheck, WrongRowsLoseTheirTimeAndEveryFigureFromIt) {
   EXPECT_EQ(j[2]["worst_row"], "sequence 1 query head 3");
   EXPECT_DOUBLE_EQ(j[4]["rel_l2"].get<double>(), 3e-4);
   EXPECT_DOUBLE_EQ(j[4]["pct_roofline"].get<double>(), 31.25);
+  EXPECT_DOUBLE_EQ(j[4]["step_append_ms"].get<double>(), 0.95);
+  EXPECT_EQ(j[3]["step_append_ms"], -1.0);
   EXPECT_TRUE(j[5]["rel_l2"].is_null());  // never checked
   EXPECT_EQ(j[5]["checked"], false);
 }
