@@ -600,9 +600,9 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
               const double append_ms = gpu.time_ms(
                   2, std::min(f.repeats, 40), [&] { cache.append(kn.data(), vn.data(), stream); });
               for (KernelRow& r : cache_rows) r.append_ms = append_ms;
-              // A decode step as a model runs it: the append, then the kernel (which may start
-              // during the append: v3 is its programmatic dependent on sm_90+). Its excess over
-              // the kernel's own time is what the append costs the step.
+              // A decode step as a model runs it: the append, then the kernel. Its excess over
+              // the kernel's own time is what the append costs the step (its launch gap
+              // included).
               for (const auto& [i, kernel] : timed) {
                 cache_rows[i].step_append_ms =
                     gpu.time_ms(2, std::min(f.repeats, 40), [&, kernel = kernel] {
