@@ -80,6 +80,11 @@
 //      1.009x (median 0.946, none more than 1% slower); nuq3-1% batch 1 GQA 4K 0.0323 -> 0.0276
 //      ms, GQA 32K 0.0649 -> 0.0589, GQA 128K 0.2013 -> 0.1875, MHA 4K 0.0352 -> 0.0309, MHA
 //      128K 0.5197 -> 0.5232.
+//   Tried and not landed (sixteenth session, branch append-pdl): v3 launched as the append's
+//      programmatic dependent, the append releasing it at its start, to take the launch gap out
+//      of a decode step. H100, 2026-12-07, medians of four rounds against the tree before it:
+//      kernel rows unchanged (median 0.999), but the append followed by the step 1.5-23 us
+//      slower at every 32K row (GQA batch 1 nuq3-1% 73.0 -> 81.5 us). Not explained yet.
 #include "kv_attention.h"
 
 #include <algorithm>
