@@ -76,6 +76,14 @@ using runtime::KvAttentionParams;
 using runtime::KvCache;
 using runtime::KvCacheConfig;
 
+// The appends timed at 32K: each timing (the append alone, then the append and the step of each
+// timed kernel version: three where --versions names 1, 2 and 3 once each) appends kAppendWarmup
+// + kAppendRepeats tokens, which the cache's kAppendRoom tokens past the context hold.
+constexpr int kAppendWarmup = 2;
+constexpr int kAppendRepeats = 40;  // or --repeats, if fewer
+constexpr int kAppendRoom = 256;
+static_assert((1 + 3) * (kAppendWarmup + kAppendRepeats) <= kAppendRoom, "room for the appends");
+
 void check(cudaError_t err, const std::string& what) {
   if (err != cudaSuccess) {
     (void)cudaGetLastError();
@@ -493,7 +501,7 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
             c.n_kv_heads = sh.n_kv;
             c.n_q_heads = sh.n_q;
             c.max_batch = batch;
-            c.max_seq_len = T + 256;  // room for the appends timed at 32K (42 a timing)
+            c.max_seq_len = T + kAppendRoom;
             const quant::KvTables tables = bench_tables(m.key_bits, sh.n_kv, D);
             KvCache cache(c, &tables);
             const double k_fraction = c.format.key_outliers() ? c.format.outlier_fraction : 0.0;
@@ -597,15 +605,16 @@ void run_kernels_bench(const KernelsBenchOptions& f) {
                     "fill");
               check(launch_fill_random_half(vn.data(), static_cast<int64_t>(vn.size()), 4, stream),
                     "fill");
+              const int repeats = std::min(f.repeats, kAppendRepeats);
               const double append_ms = gpu.time_ms(
-                  2, std::min(f.repeats, 40), [&] { cache.append(kn.data(), vn.data(), stream); });
+                  kAppendWarmup, repeats, [&] { cache.append(kn.data(), vn.data(), stream); });
               for (KernelRow& r : cache_rows) r.append_ms = append_ms;
               // A decode step as a model runs it: the append, then the kernel. Its excess over
               // the kernel's own time is what the append costs the step (its launch gap
               // included).
               for (const auto& [i, kernel] : timed) {
                 cache_rows[i].step_append_ms =
-                    gpu.time_ms(2, std::min(f.repeats, 40), [&, kernel = kernel] {
+                    gpu.time_ms(kAppendWarmup, repeats, [&, kernel = kernel] {
                       cache.append(kn.data(), vn.data(), stream);
                       cache.attend(q.data(), false, out.data(), inv_freq.data(), kernel, stream);
                     });

@@ -41,8 +41,7 @@ def median(xs):
 def rows(paths):
     """The runs named by PATHS (comma-separated): the first run's metadata, each row with the
     median of its runs' times (ms, speedup_sdpa, append_ms, step_append_ms) and wrong if any run
-    found it so,
-    and the runs' own rows."""
+    found it so, and the runs' own rows."""
     runs = [one_run(p) for p in paths.split(",") if p]
     if not runs:
         sys.exit(f"kernels_compare: '{paths}': no file named")

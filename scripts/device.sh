@@ -379,9 +379,7 @@ if want serve; then
   fi
 fi
 if want profile; then
-  # KVQ_PROFILE_TREES: which builds to profile, in order: "this" (the working tree, the default)
-  # and the baselines' tags ("base", "base2", ...), so that a change's profile and its base's
-  # come from one call; a baseline's files take its tag (ncu-v3-...-base.txt).
+  # KVQ_PROFILE_TREES (the header): a baseline's files take its tag (ncu-v3-...-base.txt).
   log "profile (ncu: ${KVQ_PROFILE_VERSIONS:-2 3}; cases ${KVQ_PROFILE_CASES:-none}; trees ${KVQ_PROFILE_TREES:-this})"
   ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
   sections=(--section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats
