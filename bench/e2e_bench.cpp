@@ -41,6 +41,7 @@
 #include "kvq/calib/calib_writer.h"
 #include "kvq/calib/calibrate.h"
 #include "kvq/common/error.h"
+#include "kvq/common/lists.h"
 #include "kvq/methods/fit.h"
 #include "kvq/methods/method.h"
 #include "kvq/runtime/engine.h"
@@ -291,6 +292,8 @@ void run_e2e_bench(const E2eBenchOptions& f) {
   for (int b : f.batches) {
     if (b < 1 || b > 4096) fail("--batches: expected 1..4096 sequences, found {}", b);
   }
+  require_distinct(f.contexts, "--contexts");
+  require_distinct(f.batches, "--batches");
   if (f.warmup < 0 || f.warmup > 100000 || f.steps < 1 || f.steps > 100000) {
     fail("--warmup 0..100000 and --steps 1..100000: found {} and {}", f.warmup, f.steps);
   }
@@ -298,7 +301,7 @@ void run_e2e_bench(const E2eBenchOptions& f) {
     fail("--reserve and --kv-mem: expected sizes in GiB >= 0");
   }
   if (f.calib_tokens < 2) fail("--calib-tokens: expected >= 2, found {}", f.calib_tokens);
-  for (const std::string& name : f.methods) methods::parse_method(name);  // fail before loading
+  methods::parse_methods(f.methods, "--methods");  // fail before loading
   model::ModelConfig c = llama_preset(f.preset, "--preset");
   c.max_seq_len = f.model_context > 0 ? f.model_context : (f.preset == "7b" ? 2097152 : 4096);
   if (c.max_seq_len > kMaxTokens) {

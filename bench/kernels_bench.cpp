@@ -358,8 +358,7 @@ const char* version_name(int v) {
 
 void run_kernels_bench(const KernelsBenchOptions& f) {
   check_kernels_bench_options(f);
-  std::vector<methods::MethodSpec> specs;
-  for (const auto& m : f.methods) specs.push_back(methods::parse_method(m));
+  const std::vector<methods::MethodSpec> specs = methods::parse_methods(f.methods, "--methods");
   std::vector<Shape> shapes;
   for (const auto& s : f.shapes) {
     if (s == "mha") shapes.push_back({"mha", 32, 32, 128});

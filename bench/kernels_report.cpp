@@ -8,6 +8,7 @@
 
 #include "kvq/artifact/output_path.h"
 #include "kvq/common/error.h"
+#include "kvq/common/lists.h"
 
 namespace kvq::bench {
 namespace {
@@ -47,6 +48,10 @@ void check_kernels_bench_options(const KernelsBenchOptions& f) {
     if (v < 1 || v > 3)
       fail("--versions: expected 1 (simple), 2 (mma) or 3 (two-phase), found {}", v);
   }
+  require_distinct(f.contexts, "--contexts");
+  require_distinct(f.batches, "--batches");
+  require_distinct(f.shapes, "--shapes");
+  require_distinct(f.versions, "--versions");
   if (f.warmup < 0 || f.warmup > 100000 || f.repeats < 1 || f.repeats > 100000) {
     fail("--warmup 0..100000 and --repeats 1..100000: found {} and {}", f.warmup, f.repeats);
   }

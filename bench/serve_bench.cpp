@@ -14,6 +14,7 @@
 #include "kvq/artifact/atomic_file.h"
 #include "kvq/artifact/output_path.h"
 #include "kvq/common/error.h"
+#include "kvq/common/lists.h"
 #include "kvq/serve/client.h"
 
 namespace kvq::bench {
@@ -87,6 +88,7 @@ void check_serve_bench_options(const ServeBenchOptions& o) {
   for (int c : o.concurrency) {
     if (c < 1 || c > 4096) fail("--concurrency: expected 1..4096 clients, found {}", c);
   }
+  require_distinct(o.concurrency, "--concurrency");
   if (o.requests < 0)
     fail("--requests: expected >= 0 (0: 4 x the concurrency), found {}", o.requests);
   if (o.max_tokens < 1) fail("--max-tokens: expected a positive count, found {}", o.max_tokens);

@@ -45,7 +45,7 @@ void register_bench(CLI::App& app) {
   cmd->callback([flags] {
     // Bad flags are errors before any GPU work, with or without one.
     bench::check_kernels_bench_options(*flags);
-    for (const std::string& m : flags->methods) methods::parse_method(m);
+    methods::parse_methods(flags->methods, "--methods");
 #if KVQ_HAVE_KERNELS
     bench::run_kernels_bench(*flags);
 #else

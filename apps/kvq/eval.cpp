@@ -74,16 +74,7 @@ std::vector<std::string> split_list(const std::string& s, const char* flag) {
 // --methods parsed before any work; two strings naming one method (int4 and int4-token) are
 // refused as a repeat.
 std::vector<methods::MethodSpec> method_list(const std::string& s) {
-  std::vector<methods::MethodSpec> specs;
-  const std::vector<std::string> items = split_list(s, "--methods");
-  for (const std::string& item : items) {
-    methods::MethodSpec spec = methods::parse_method(item);
-    for (size_t i = 0; i < specs.size(); ++i)
-      if (specs[i].name() == spec.name())
-        fail("--methods: '{}' and '{}' are the same method ({})", items[i], item, spec.name());
-    specs.push_back(std::move(spec));
-  }
-  return specs;
+  return methods::parse_methods(split_list(s, "--methods"), "--methods");
 }
 
 // The quantizers to evaluate, fp16 first (the baseline every delta refers to).

@@ -544,6 +544,8 @@ TEST_F(Serve1m, BadFlagsAreOneLineErrors) {
                               "--url: expected http://HOST:PORT, found 'localhost:8080'");
   test::expect_one_line_error(run_kvq("bench serve --concurrency 0"), "bench serve",
                               "--concurrency: expected 1..4096 clients, found 0");
+  test::expect_one_line_error(run_kvq("bench serve --concurrency 1,4,1"), "bench serve",
+                              "--concurrency: '1' is given twice");
   // Nobody listens on port 1: the bench says so instead of waiting forever.
   test::expect_one_line_error(run_kvq("bench serve --url http://127.0.0.1:1 --wait-ready 0"),
                               "bench serve", "--url: http://127.0.0.1:1 is not ready");

@@ -68,6 +68,12 @@ TEST(BenchE2e, BadFlags) {
   test::expect_one_line_error(run_kvq(cpu + " --contexts 0"), "bench e2e", "--contexts");
   test::expect_one_line_error(run_kvq(cpu + " --batches 1,0"), "bench e2e", "--batches");
   test::expect_one_line_error(run_kvq(cpu + " --methods nuq3,nuq9"), "bench e2e", "'nuq9'");
+  test::expect_one_line_error(run_kvq(cpu + " --methods nuq3,nuq3"), "bench e2e",
+                              "--methods: 'nuq3' is given twice");
+  test::expect_one_line_error(run_kvq(cpu + " --contexts 64,128,64"), "bench e2e",
+                              "--contexts: '64' is given twice");
+  test::expect_one_line_error(run_kvq(cpu + " --batches 1,1"), "bench e2e",
+                              "--batches: '1' is given twice");
   test::expect_one_line_error(run_kvq(cpu + " --steps 0"), "bench e2e", "--steps");
   test::expect_one_line_error(run_kvq(cpu + " --contexts 9223372036854775807"), "bench e2e",
                               "--contexts: expected 1..2^26 tokens");

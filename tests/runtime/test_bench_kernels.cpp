@@ -147,23 +147,44 @@ TEST(BenchKernelsCheck, AllWithinBounds) {
 }
 
 TEST(BenchKernelsCheck, Options) {
-  KernelsBenchOptions f;
-  EXPECT_EQ(test::error_of([&] { check_kernels_bench_options(f); }), "<no error>");
-  f.contexts = {4096, 0};
-  EXPECT_EQ(test::error_of([&] { check_kernels_bench_options(f); }),
+  // The error of the default options with one field changed.
+  const auto error_with = [](auto&& change) {
+    KernelsBenchOptions f;
+    change(f);
+    return test::error_of([&] { check_kernels_bench_options(f); });
+  };
+  EXPECT_EQ(error_with([](KernelsBenchOptions&) {}), "<no error>");
+  EXPECT_EQ(error_with([](KernelsBenchOptions& f) {
+              f.contexts = {4096, 0};
+            }),
             "--contexts: expected 1..2^26 tokens, found 0");
-  f = {};
-  f.batches = {1, 5000};
-  EXPECT_EQ(test::error_of([&] { check_kernels_bench_options(f); }),
+  EXPECT_EQ(error_with([](KernelsBenchOptions& f) {
+              f.batches = {1, 5000};
+            }),
             "--batches: expected 1..4096 sequences, found 5000");
-  f = {};
-  f.versions = {2, 4};
-  EXPECT_EQ(test::error_of([&] { check_kernels_bench_options(f); }),
+  EXPECT_EQ(error_with([](KernelsBenchOptions& f) {
+              f.versions = {2, 4};
+            }),
             "--versions: expected 1 (simple), 2 (mma) or 3 (two-phase), found 4");
-  f = {};
-  f.shapes = {};
-  EXPECT_EQ(test::error_of([&] { check_kernels_bench_options(f); }),
+  EXPECT_EQ(error_with([](KernelsBenchOptions& f) { f.shapes = {}; }),
             "--contexts, --batches and --shapes: give at least one each");
+  // A value given twice would time a cache twice under one row's key.
+  EXPECT_EQ(error_with([](KernelsBenchOptions& f) {
+              f.versions = {3, 1, 3};
+            }),
+            "--versions: '3' is given twice");
+  EXPECT_EQ(error_with([](KernelsBenchOptions& f) {
+              f.contexts = {4096, 32768, 4096};
+            }),
+            "--contexts: '4096' is given twice");
+  EXPECT_EQ(error_with([](KernelsBenchOptions& f) {
+              f.batches = {8, 8};
+            }),
+            "--batches: '8' is given twice");
+  EXPECT_EQ(error_with([](KernelsBenchOptions& f) {
+              f.shapes = {"gqa", "mha", "gqa"};
+            }),
+            "--shapes: 'gqa' is given twice");
 }
 
 // Through the kvq binary: the lists are split at commas (the bad value is the second), and bad
@@ -177,6 +198,10 @@ TEST(BenchKernelsCheck, Flags) {
   test::expect_one_line_error(test::run_kvq(cmd + " --shapes mha,mqa"), cmd, "--shapes: 'mqa'");
   test::expect_one_line_error(test::run_kvq(cmd + " --versions 1,4"), cmd, "--versions");
   test::expect_one_line_error(test::run_kvq(cmd + " --methods nuq3-1%-vhead,nuq9"), cmd, "'nuq9'");
+  test::expect_one_line_error(test::run_kvq(cmd + " --versions 3,3"), cmd,
+                              "--versions: '3' is given twice");
+  test::expect_one_line_error(test::run_kvq(cmd + " --methods nuq3-1%,nuq3-1.0%"), cmd,
+                              "--methods: 'nuq3-1%' and 'nuq3-1.0%' are the same method");
   test::expect_one_line_error(test::run_kvq(cmd + " --repeats 0"), cmd, "--repeats");
   test::expect_one_line_error(test::run_kvq(cmd + " --json-file /nonexistent/dir/x.json"), cmd,
                               "/nonexistent/dir");

@@ -148,5 +148,30 @@ TEST(MethodParse, BadStringsExactMessages) {
   }
 }
 
+// A list flag's items: each parsed in order, a repeat refused whether spelled alike or not, a bad
+// item refused by parse_method's own message.
+TEST(MethodParse, Lists) {
+  const std::vector<MethodSpec> specs = parse_methods({"nuq3-1%", "int4", "fp16"}, "--methods");
+  ASSERT_EQ(specs.size(), 3u);
+  EXPECT_EQ(specs[0].name(), "nuq3-1%");
+  EXPECT_EQ(specs[1].name(), parse_method("int4").name());
+  EXPECT_EQ(specs[2].kind, MethodKind::kFp16);
+  EXPECT_TRUE(parse_methods({}, "--methods").empty());
+  EXPECT_EQ(error_of([] {
+              parse_methods({"nuq3", "int4", "nuq3"}, "--methods");
+            }),
+            "--methods: 'nuq3' is given twice");
+  EXPECT_EQ(
+      error_of([] {
+        parse_methods({"int4", "int4-token"}, "--kv");
+      }),
+      "--kv: 'int4' and 'int4-token' are the same method (" + parse_method("int4").name() + ")");
+  EXPECT_EQ(error_of([] {
+              parse_methods({"nuq3", "nuq9"}, "--methods");
+            }),
+            std::string("method 'nuq9': nuq bits: expected 2..4, found 9 (valid: ") +
+                method_forms() + ")");
+}
+
 }  // namespace
 }  // namespace kvq::methods

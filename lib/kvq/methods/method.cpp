@@ -221,6 +221,21 @@ MethodSpec parse_method(const std::string& text) {
   return s;
 }
 
+std::vector<MethodSpec> parse_methods(const std::vector<std::string>& items, const char* flag) {
+  std::vector<MethodSpec> specs;
+  for (size_t i = 0; i < items.size(); ++i) {
+    MethodSpec spec = parse_method(items[i]);
+    for (size_t j = 0; j < i; ++j) {
+      if (items[j] == items[i]) fail("{}: '{}' is given twice", flag, items[i]);
+      if (specs[j].name() == spec.name()) {
+        fail("{}: '{}' and '{}' are the same method ({})", flag, items[j], items[i], spec.name());
+      }
+    }
+    specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
 std::string MethodSpec::name() const {
   std::string n;
   switch (kind) {

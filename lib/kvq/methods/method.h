@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "kvq/quant/kv_cache_format.h"
 
@@ -84,6 +85,10 @@ const char* method_forms();
 
 // Throws kvq::Error, one line: "method 'nuq5': nuq bits: expected 2..4, found 5 (valid: ...)".
 MethodSpec parse_method(const std::string& text);
+
+// The items of a list flag, each parsed; two items naming one method are refused: "--methods:
+// 'nuq3' is given twice", "--methods: 'int4' and 'int4-token' are the same method (int4)".
+std::vector<MethodSpec> parse_methods(const std::vector<std::string>& items, const char* flag);
 
 const char* kind_name(MethodKind kind);  // "fp16", "fp8", "int", "nuq", "kivi", "skvq"
 
