@@ -77,8 +77,8 @@ using runtime::KvCache;
 using runtime::KvCacheConfig;
 
 // The appends timed at 32K: each timing (the append alone, then the append and the step of each
-// timed kernel version: three where --versions names 1, 2 and 3 once each) appends kAppendWarmup
-// + kAppendRepeats tokens, which the cache's kAppendRoom tokens past the context hold.
+// timed kernel version: at most three, --versions refusing a repeat) appends kAppendWarmup +
+// kAppendRepeats tokens, which the cache's kAppendRoom tokens past the context hold.
 constexpr int kAppendWarmup = 2;
 constexpr int kAppendRepeats = 40;  // or --repeats, if fewer
 constexpr int kAppendRoom = 256;
