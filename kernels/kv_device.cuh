@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 
 #include "kv_layout.h"
+#include "kv_rope.h"
 
 namespace kvq::kernels::dev {
 
@@ -108,14 +109,11 @@ __device__ __forceinline__ const uint32_t* kv_v_outliers(const KvCacheView& c, i
          int64_t{row} * c.layout.v_out_per_row + (index & 0xFFFFu);
 }
 
-// e^{i * delta * inv_freq} with the angle formed and reduced in double, so that positions in
-// the millions keep fp32 accuracy. RoPE pairs (j, j + head_dim/2) as complex k_j + i k_{j+d/2}.
+// e^{i * delta * inv_freq}, the angle formed and reduced in double (kv_rope_angle). RoPE pairs
+// (j, j + head_dim/2) as complex k_j + i k_{j+d/2}.
 __device__ __forceinline__ float2 rope_phase(double delta, float inv_freq) {
-  constexpr double kTwoPi = 6.283185307179586476925286766559;
-  double a = delta * static_cast<double>(inv_freq);
-  a -= kTwoPi * rint(a / kTwoPi);
   float s, c;
-  sincosf(static_cast<float>(a), &s, &c);
+  sincosf(static_cast<float>(kv_rope_angle(delta, inv_freq)), &s, &c);
   return make_float2(c, s);
 }
 
