@@ -84,7 +84,15 @@
 //      programmatic dependent, the append releasing it at its start, to take the launch gap out
 //      of a decode step. H100, 2026-12-07, medians of four rounds against the tree before it:
 //      kernel rows unchanged (median 0.999), but the append followed by the step 1.5-23 us
-//      slower at every 32K row (GQA batch 1 nuq3-1% 73.0 -> 81.5 us). Not explained yet.
+//      slower at every 32K row (GQA batch 1 nuq3-1% 73.0 -> 81.5 us). Released at the append's
+//      end instead (seventeenth session, branch append-pdl-late, against main in one call): every
+//      32K append + step row within 1 us of main's or faster (at most 4 us), MHA batch 1 4K
+//      kernel rows 1.2% slower. The early release's cost was v3 resident during the append; the
+//      launch gap it can save is about a microsecond, so it stays a branch.
+//   v3, the RoPE angle's period count as a product (kv_rope.h, seventeenth session): H100,
+//      2026-12-07, medians of four rounds against main in one call: 36 compressed rows 0.896-
+//      1.000x (median 0.974), GQA median 0.972; nuq3-1% batch 1 GQA 4K 0.0276 -> 0.0263 ms,
+//      GQA 128K 0.1872 -> 0.1814, MHA 128K 0.5220 -> 0.5131.
 #include "kv_attention.h"
 
 #include <algorithm>
