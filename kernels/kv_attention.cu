@@ -86,7 +86,7 @@
 //      kernel rows unchanged (median 0.999), but the append followed by the step 1.5-23 us
 //      slower at every 32K row (GQA batch 1 nuq3-1% 73.0 -> 81.5 us). Released at the append's
 //      end instead (seventeenth session, branch append-pdl-late, against main in one call): every
-//      32K append + step row within 1 us of main's or faster (at most 4 us), MHA batch 1 4K
+//      32K append + step row within 1 us of main's or faster (by up to 4 us), MHA batch 1 4K
 //      kernel rows 1.2% slower. The early release's cost was v3 resident during the append; the
 //      launch gap it can save is about a microsecond, so it stays a branch.
 //   v3, the RoPE angle's period count as a product (kv_rope.h, seventeenth session): H100,
