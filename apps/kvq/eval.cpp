@@ -2,6 +2,7 @@
 // with the KV cache unquantized or quantized by any list of methods in one run.
 #include <algorithm>
 #include <cstdio>
+#include <set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -57,13 +58,13 @@ const CLI::Validator kNonEmpty(
 std::vector<std::string> split_list(const std::string& s, const char* flag) {
   std::vector<std::string> out;
   if (s.empty()) return out;
+  std::set<std::string> seen;  // not a search of `out`: a list may be as long as a command line
   size_t begin = 0;
   for (size_t i = 1;; ++i) {
     const size_t end = std::min(s.find(',', begin), s.size());
     std::string item = s.substr(begin, end - begin);
     if (item.empty()) fail("{}: item {} of '{}' is empty", flag, i, s);
-    if (std::find(out.begin(), out.end(), item) != out.end())
-      fail("{}: '{}' is given twice", flag, item);
+    if (!seen.insert(item).second) fail("{}: '{}' is given twice", flag, item);
     out.push_back(std::move(item));
     if (end == s.size()) break;
     begin = end + 1;

@@ -2,7 +2,7 @@
 // twice under one label (rows that share a key, a cache timed twice).
 #pragma once
 
-#include <cstddef>
+#include <set>
 #include <vector>
 
 #include "kvq/common/error.h"
@@ -10,12 +10,12 @@
 namespace kvq {
 
 // Throws kvq::Error "<flag>: '<value>' is given twice" for the first value equal to an earlier one.
+// O(n log n): a list may be as long as a command line allows.
 template <typename T>
 void require_distinct(const std::vector<T>& values, const char* flag) {
-  for (size_t i = 1; i < values.size(); ++i) {
-    for (size_t j = 0; j < i; ++j) {
-      if (values[i] == values[j]) fail("{}: '{}' is given twice", flag, values[i]);
-    }
+  std::set<T> seen;
+  for (const T& v : values) {
+    if (!seen.insert(v).second) fail("{}: '{}' is given twice", flag, v);
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 #include <utility>
 #include <vector>
@@ -224,13 +225,13 @@ MethodSpec parse_method(const std::string& text) {
 
 std::vector<MethodSpec> parse_methods(const std::vector<std::string>& items, const char* flag) {
   std::vector<MethodSpec> specs;
-  for (size_t i = 0; i < items.size(); ++i) {
-    MethodSpec spec = parse_method(items[i]);
-    for (size_t j = 0; j < i; ++j) {
-      if (items[j] == items[i]) fail("{}: '{}' is given twice", flag, items[i]);
-      if (specs[j].name() == spec.name()) {
-        fail("{}: '{}' and '{}' are the same method ({})", flag, items[j], items[i], spec.name());
-      }
+  std::map<std::string, const std::string*> item_of;  // canonical name -> the item that gave it
+  for (const std::string& item : items) {
+    MethodSpec spec = parse_method(item);
+    const auto [at, added] = item_of.emplace(spec.name(), &item);
+    if (!added) {
+      if (*at->second == item) fail("{}: '{}' is given twice", flag, item);
+      fail("{}: '{}' and '{}' are the same method ({})", flag, *at->second, item, at->first);
     }
     specs.push_back(std::move(spec));
   }
