@@ -15,8 +15,9 @@
 //
 // Quantized token u = t - n_sink lives in page u / page_size of its sequence, row u % page_size.
 // A physical page holds page_size tokens of every KV head: [n_kv_heads] head sections of
-// head_bytes, then (KVQuant) one token section of token_bytes shared by the heads. Every part is
-// 16-byte aligned; B = bits, C = codes per uint32 (16, 10, 8).
+// head_bytes, then (KVQuant) one token section of token_bytes shared by the heads. Every part
+// starts on a 32-byte L2 sector (kKvPartAlign), so that a block's rows of key codes and its 32
+// bytes of each value channel row do too; B = bits, C = codes per uint32 (16, 10, 8).
 //   KVQuant (nuq), head section:
 //     header      int32 k_count; uint16 k_begin[blocks_per_page]   K outliers in the page, and
 //                                                                  the first one of each block
@@ -93,7 +94,13 @@ KVQ_HD int kv_k_code_index(int ch, int head_dim) {
   const int half = head_dim / 2;
   return ch < half ? 2 * ch : 2 * (ch - half) + 1;
 }
-KVQ_HD int64_t kv_align16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
+// Every part of a page starts at a multiple of this many bytes: one L2 sector. At 16 (until
+// 2026-12-07) the value codes started 16 bytes into a sector, and each block's 32 bytes of a
+// channel row took two sectors (Nsight Compute: 16 sectors per warp load where 8 would do).
+inline constexpr int kKvPartAlign = 32;
+KVQ_HD int64_t kv_align_part(int64_t bytes) {
+  return (bytes + kKvPartAlign - 1) / kKvPartAlign * kKvPartAlign;
+}
 
 // Sizes and byte offsets of a page: one head section (offsets from its start) and the token
 // section (offsets from its start, after the n_kv_heads head sections). See the file comment.
@@ -144,7 +151,7 @@ inline KvLayout kv_make_layout(KvMethod method, int bits, int head_dim, int page
   int64_t at = 0;
   auto take = [&at](int64_t bytes) {
     const int64_t off = at;
-    at += kv_align16(bytes);
+    at += kv_align_part(bytes);
     return off;
   };
   if (nuq) {
