@@ -93,6 +93,11 @@
 //      2026-12-07, medians of four rounds against main in one call: 36 compressed rows 0.896-
 //      1.000x (median 0.974), GQA median 0.972; nuq3-1% batch 1 GQA 4K 0.0276 -> 0.0263 ms,
 //      GQA 128K 0.1872 -> 0.1814, MHA 128K 0.5220 -> 0.5131.
+//   v3 on pages whose parts start on 32-byte sectors (kv_layout.h kKvPartAlign, eighteenth
+//      session): the value-word loads at 8 sectors a warp load instead of 16. H100, 2026-12-08,
+//      medians of four rounds against main in one call: 36 compressed rows 0.970-1.006x (median
+//      0.994); nuq3-1% MHA 128K batch 1 0.5128 -> 0.5032 ms, batch 8 3.9972 -> 3.8801; DRAM
+//      read at MHA batch 1 128K about 890 -> 722 MB (ncu).
 #include "kv_attention.h"
 
 #include <algorithm>
